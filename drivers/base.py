@@ -1,0 +1,53 @@
+"""The one small Protocol every acquisition backend implements.
+
+Drivers are used from a single thread, the loop's acquisition thread: ``start`` once,
+then ``next_frame`` and ``apply`` alternate, so every action lands at a frame boundary.
+``safe_state`` is the exception: the watchdog may call it from another thread, so it
+must not wait on the acquisition thread.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from smartscope.actions import Action
+from smartscope.frame import Frame
+
+
+class DriverError(RuntimeError):
+    """A backend failed; the message says which device and why."""
+
+
+class ActionNotSupported(DriverError):
+    """The backend cannot carry out this kind of action."""
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """Acquisition backend: frames out, actions in, between frames."""
+
+    name: str
+
+    def start(self, n_frames: int | None) -> None:
+        """Begin acquiring; ``None`` runs until :meth:`stop`."""
+
+    def next_frame(self, timeout_s: float) -> Frame | None:
+        """The next frame in acquisition order, or ``None`` if none came in time.
+
+        Raises ``StopIteration`` when a finite source (replay, ``n_frames``) is done.
+        """
+
+    def apply(self, action: Action) -> None:
+        """Carry out ``action`` before the next frame is exposed."""
+
+    def state(self) -> dict[str, Any]:
+        """Current values of what actions change (exposure_ms, laser powers, roi, ...)."""
+
+    def safe_state(self) -> None:
+        """Lasers off, shutters closed; callable from any thread, never raises."""
+
+    def stop(self) -> None:
+        """Stop acquiring; frames already acquired may still be read."""
+
+    def close(self) -> None:
+        """Release the hardware."""
