@@ -90,3 +90,155 @@ def percentiles_ms(latencies_s: Sequence[float], qs: Sequence[float] = (50, 95, 
         return {f"p{q:g}_ms": float("nan") for q in qs}
     vals = np.percentile(np.asarray(latencies_s, dtype=np.float64) * 1e3, list(qs))
     return {f"p{q:g}_ms": float(v) for q, v in zip(qs, vals, strict=True)}
+
+
+# ---------------------------------------------------------------------------------------
+# SMLM (DESIGN §5): SMLM Challenge 2016 matching and scores (Sage et al. 2019) and the
+# Mortensen et al. 2010 localization limit.
+# ---------------------------------------------------------------------------------------
+
+__all__ += ["match_localizations", "mortensen_crlb_nm", "smlm_scores"]
+
+
+def _loc_arrays(
+    frame: np.ndarray | Sequence[int], xy_nm: np.ndarray | Sequence[Sequence[float]], what: str
+) -> tuple[np.ndarray, np.ndarray]:
+    f = np.asarray(frame, dtype=np.int64).reshape(-1)
+    xy = np.asarray(xy_nm, dtype=np.float64)
+    if xy.size == 0:
+        xy = xy.reshape(0, 2)
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise ValueError(f"{what}_xy_nm must have shape (n, 2), got {xy.shape}")
+    if f.shape[0] != xy.shape[0]:
+        raise ValueError(
+            f"{what}_frame has {f.shape[0]} entries but {what}_xy_nm has {xy.shape[0]}"
+        )
+    if not np.isfinite(xy).all():
+        raise ValueError(f"{what}_xy_nm contains non-finite coordinates")
+    return f, xy
+
+
+def match_localizations(
+    pred_frame: np.ndarray | Sequence[int],
+    pred_xy_nm: np.ndarray | Sequence[Sequence[float]],
+    gt_frame: np.ndarray | Sequence[int],
+    gt_xy_nm: np.ndarray | Sequence[Sequence[float]],
+    tolerance_nm: float = 250.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one matching of localizations to ground truth, frame by frame.
+
+    Within each frame the assignment minimises the summed lateral distance (Hungarian,
+    ``scipy.optimize.linear_sum_assignment``) over pairs closer than ``tolerance_nm``;
+    pairs farther apart are never matched. Returns index arrays ``(pred_idx, gt_idx)``
+    into the inputs, sorted by frame.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    if tolerance_nm <= 0:
+        raise ValueError("tolerance_nm must be positive")
+    pf, pxy = _loc_arrays(pred_frame, pred_xy_nm, "pred")
+    gf, gxy = _loc_arrays(gt_frame, gt_xy_nm, "gt")
+    out_p: list[np.ndarray] = []
+    out_g: list[np.ndarray] = []
+    big = 1e12
+    for fr in np.intersect1d(np.unique(pf), np.unique(gf)):
+        ip = np.flatnonzero(pf == fr)
+        ig = np.flatnonzero(gf == fr)
+        d = np.sqrt(((pxy[ip, None, :] - gxy[None, ig, :]) ** 2).sum(-1))
+        cost = np.where(d <= tolerance_nm, d, big)
+        r, c = linear_sum_assignment(cost)
+        ok = d[r, c] <= tolerance_nm
+        out_p.append(ip[r[ok]])
+        out_g.append(ig[c[ok]])
+    if not out_p:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(out_p), np.concatenate(out_g)
+
+
+def smlm_scores(
+    pred_frame: np.ndarray | Sequence[int],
+    pred_xy_nm: np.ndarray | Sequence[Sequence[float]],
+    gt_frame: np.ndarray | Sequence[int],
+    gt_xy_nm: np.ndarray | Sequence[Sequence[float]],
+    tolerance_nm: float = 250.0,
+    alpha_per_nm: float = 1.0,
+) -> dict[str, float]:
+    """SMLM Challenge 2016 detection/localization scores (lateral).
+
+    Keys: ``tp, fp, fn``, ``jaccard`` (TP/(TP+FP+FN), 0..1), ``jaccard_pct``, ``recall``,
+    ``precision``, ``rmse_lat_nm`` (sqrt of mean squared lateral distance over matched
+    pairs), ``rmse_x_nm``, ``rmse_y_nm``, ``bias_x_nm``, ``bias_y_nm`` and ``efficiency``
+    E = 100 − sqrt((100 − JI%)² + α²·RMSE²) with α in nm⁻¹ (1 for lateral). RMSEs are NaN
+    (and E is NaN) when nothing matched.
+    """
+    pf, pxy = _loc_arrays(pred_frame, pred_xy_nm, "pred")
+    gf, gxy = _loc_arrays(gt_frame, gt_xy_nm, "gt")
+    ip, ig = match_localizations(pf, pxy, gf, gxy, tolerance_nm)
+    tp = int(ip.size)
+    fp = int(pf.size - tp)
+    fn = int(gf.size - tp)
+    denom = tp + fp + fn
+    ji = tp / denom if denom else float("nan")
+    if tp:
+        dxy = pxy[ip] - gxy[ig]
+        rmse = float(np.sqrt((dxy**2).sum(1).mean()))
+        rx, ry = np.sqrt((dxy**2).mean(0))
+        bx, by = dxy.mean(0)
+    else:
+        rmse = rx = ry = bx = by = float("nan")
+    eff = 100.0 - float(np.sqrt((100.0 - 100.0 * ji) ** 2 + (alpha_per_nm * rmse) ** 2))
+    return {
+        "tp": float(tp),
+        "fp": float(fp),
+        "fn": float(fn),
+        "jaccard": float(ji),
+        "jaccard_pct": float(100.0 * ji),
+        "recall": tp / (tp + fn) if tp + fn else float("nan"),
+        "precision": tp / (tp + fp) if tp + fp else float("nan"),
+        "rmse_lat_nm": rmse,
+        "rmse_x_nm": float(rx),
+        "rmse_y_nm": float(ry),
+        "bias_x_nm": float(bx),
+        "bias_y_nm": float(by),
+        "efficiency": eff,
+    }
+
+
+def mortensen_crlb_nm(
+    sigma_nm: float,
+    pixel_nm: float,
+    photons: float,
+    bg_photons_per_px: float,
+    method: str = "mle",
+    emccd: bool = False,
+) -> float:
+    """Mortensen et al. 2010 localization precision (standard deviation, one axis, nm).
+
+    σ_a² = σ² + a²/12, τ = 2π σ_a² b / (N a²);
+    MLE: Var = F (σ_a²/N) [1 + ∫₀¹ ln t / (1 + t/τ) dt]⁻¹;
+    least squares: Var = F (σ_a²/N) (16/9 + 8π σ_a² b / (N a²)); F = 2 for EMCCD, else 1.
+    With b = 0 the MLE bound is the photon-limited σ_a²/N.
+    """
+    from scipy.integrate import quad
+
+    for name, val in (("sigma_nm", sigma_nm), ("pixel_nm", pixel_nm), ("photons", photons)):
+        if not (val > 0 and np.isfinite(val)):
+            raise ValueError(f"{name} must be positive and finite, got {val}")
+    if not (bg_photons_per_px >= 0 and np.isfinite(bg_photons_per_px)):
+        raise ValueError(f"bg_photons_per_px must be >= 0, got {bg_photons_per_px}")
+    f = 2.0 if emccd else 1.0
+    sa2 = sigma_nm**2 + pixel_nm**2 / 12.0
+    base = sa2 / photons
+    if method == "ls":
+        ls_bg = 8.0 * np.pi * sa2 * bg_photons_per_px / (photons * pixel_nm**2)
+        var = f * base * (16.0 / 9.0 + ls_bg)
+    elif method == "mle":
+        if bg_photons_per_px == 0:
+            var = f * base
+        else:
+            tau = 2.0 * np.pi * sa2 * bg_photons_per_px / (photons * pixel_nm**2)
+            integral, _ = quad(lambda t: np.log(t) / (1.0 + t / tau), 0.0, 1.0, limit=200)
+            var = f * base / (1.0 + integral)
+    else:
+        raise ValueError(f"method must be 'mle' or 'ls', got {method!r}")
+    return float(np.sqrt(var))
