@@ -1,0 +1,186 @@
+"""Camera noise models: sCMOS (per-pixel maps) and EMCCD (EM gain with excess noise).
+
+Signal chain per pixel (DESIGN §4):
+
+    e⁻   = Poisson(QE·photons + dark_e_per_s·t)         (shot noise)
+    EMCCD: e⁻ ← Gamma(shape=e⁻, scale=G)                (multiplication register, F² = 2)
+    e⁻   = min(e⁻, full_well_e)                          (saturation)
+    e⁻  += Normal(0, σ_read)                             (read noise, per pixel for sCMOS)
+    ADU  = floor(e⁻ · gain_adu_per_e + offset_adu), clipped to [0, 2^bits − 1]
+
+``gain_adu_per_e`` is the conversion gain (the photon-transfer slope). For an EMCCD the
+read noise is given before EM gain and ``gain_adu_per_e`` applies after it. The sCMOS maps
+(offset, gain, read noise) are drawn once from ``map_seed`` so a camera is a fixed object.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "EMCCD_REFERENCE",
+    "SCMOS_REFERENCE",
+    "CameraConfig",
+    "CameraMaps",
+    "expected_adu",
+    "expected_electrons",
+    "expose",
+]
+
+
+class CameraConfig(BaseModel):
+    """A camera, frozen. ``kind`` selects the noise model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["scmos", "emccd"] = "scmos"
+    qe: float = Field(default=0.82, gt=0, le=1, description="quantum efficiency at the emission")
+    read_noise_e: float = Field(default=0.9, ge=0, description="RMS read noise, electrons")
+    gain_adu_per_e: float = Field(
+        default=2.0,
+        gt=0,
+        description="conversion gain, ADU per electron (after EM gain for EMCCD)",
+    )
+    offset_adu: float = Field(default=100.0, ge=0, description="bias offset, ADU")
+    bit_depth: int = Field(default=16, ge=8, le=16)
+    full_well_e: float = Field(default=30_000.0, gt=0, description="full-well capacity, electrons")
+    dark_e_per_s: float = Field(default=0.5, ge=0, description="dark current, e⁻/pixel/s")
+    em_gain: float = Field(default=1.0, ge=1, le=2000, description="EM gain (EMCCD only)")
+    exposure_ms: float = Field(default=10.0, gt=0, le=60_000)
+    # per-pixel spread of the sCMOS maps (relative for gain, absolute otherwise)
+    offset_spread_adu: float = Field(default=2.0, ge=0)
+    gain_spread_rel: float = Field(default=0.02, ge=0, lt=0.5)
+    read_noise_spread_rel: float = Field(default=0.3, ge=0, lt=2)
+    map_seed: int = 12345
+
+    @property
+    def max_adu(self) -> int:
+        return (1 << self.bit_depth) - 1
+
+    @property
+    def excess_noise_factor_sq(self) -> float:
+        """F²: 2 for an EMCCD with gain ≫ 1, 1 otherwise."""
+        return 2.0 if self.kind == "emccd" and self.em_gain > 1 else 1.0
+
+    def maps(self, shape: tuple[int, int]) -> CameraMaps:
+        return _maps(self, shape)
+
+
+SCMOS_REFERENCE = CameraConfig()
+EMCCD_REFERENCE = CameraConfig(
+    kind="emccd",
+    qe=0.95,
+    read_noise_e=50.0,
+    gain_adu_per_e=0.02,
+    em_gain=300.0,
+    full_well_e=800_000.0,
+    dark_e_per_s=0.001,
+    offset_spread_adu=0.0,
+    gain_spread_rel=0.0,
+    read_noise_spread_rel=0.0,
+)
+
+
+class CameraMaps:
+    """Per-pixel offset (ADU), gain (ADU/e⁻) and read noise (e⁻) for one sensor size."""
+
+    def __init__(self, cfg: CameraConfig, shape: tuple[int, int]) -> None:
+        self.shape = shape
+        rng = np.random.default_rng(cfg.map_seed)
+        if cfg.kind == "scmos":
+            self.offset_adu = (
+                cfg.offset_adu + cfg.offset_spread_adu * rng.standard_normal(shape)
+            ).astype(np.float32)
+            self.gain_adu_per_e = (
+                cfg.gain_adu_per_e * (1 + cfg.gain_spread_rel * rng.standard_normal(shape))
+            ).astype(np.float32)
+            # read noise: log-normal around the nominal (sCMOS maps have a long tail)
+            s = cfg.read_noise_spread_rel
+            ln = rng.standard_normal(shape) * s - s * s / 2
+            self.read_noise_e = (cfg.read_noise_e * np.exp(ln)).astype(np.float32)
+        else:
+            self.offset_adu = np.full(shape, cfg.offset_adu, dtype=np.float32)
+            self.gain_adu_per_e = np.full(shape, cfg.gain_adu_per_e, dtype=np.float32)
+            self.read_noise_e = np.full(shape, cfg.read_noise_e, dtype=np.float32)
+
+
+_MAP_CACHE: dict[tuple, CameraMaps] = {}
+
+
+def _maps(cfg: CameraConfig, shape: tuple[int, int]) -> CameraMaps:
+    key = (
+        cfg.kind,
+        cfg.offset_adu,
+        cfg.gain_adu_per_e,
+        cfg.read_noise_e,
+        cfg.offset_spread_adu,
+        cfg.gain_spread_rel,
+        cfg.read_noise_spread_rel,
+        cfg.map_seed,
+        shape,
+    )
+    hit = _MAP_CACHE.get(key)
+    if hit is None:
+        if len(_MAP_CACHE) > 8:
+            _MAP_CACHE.clear()
+        hit = CameraMaps(cfg, shape)
+        _MAP_CACHE[key] = hit
+    return hit
+
+
+def expected_electrons(
+    cfg: CameraConfig, photons_per_px: np.ndarray, exposure_ms: float | None = None
+) -> np.ndarray:
+    """Noise-free mean photoelectrons per pixel (before EM gain): QE·photons + dark."""
+    t_s = (cfg.exposure_ms if exposure_ms is None else exposure_ms) * 1e-3
+    return (cfg.qe * np.asarray(photons_per_px, dtype=np.float32) + cfg.dark_e_per_s * t_s).astype(
+        np.float32
+    )
+
+
+def expose(
+    cfg: CameraConfig,
+    photons_per_px: np.ndarray,
+    rng: np.random.Generator,
+    exposure_ms: float | None = None,
+    roi: tuple[int, int, int, int] | None = None,
+) -> np.ndarray:
+    """One noisy frame (uint16 ADU) from the photons reaching each pixel in the exposure.
+
+    ``photons_per_px`` are photons *during this exposure* (the scene scales them with the
+    exposure time; the camera adds dark current for ``exposure_ms``). ``roi`` = (x, y, w, h)
+    selects the sensor-map region when the frame is a sub-array of the full sensor.
+    """
+    lam = expected_electrons(cfg, photons_per_px, exposure_ms)
+    if roi is None:
+        maps = cfg.maps((lam.shape[0], lam.shape[1]))
+        sl: tuple[slice, slice] = (slice(None), slice(None))
+    else:
+        x, y, w, h = roi
+        full = (y + h, x + w)
+        maps = cfg.maps(full)
+        sl = (slice(y, y + h), slice(x, x + w))
+    e = rng.poisson(lam).astype(np.float32)
+    if cfg.kind == "emccd" and cfg.em_gain > 1:
+        pos = e > 0
+        e_out = np.zeros_like(e)
+        e_out[pos] = rng.gamma(e[pos], cfg.em_gain).astype(np.float32)
+        e = e_out
+    np.minimum(e, cfg.full_well_e, out=e)
+    read = maps.read_noise_e[sl]
+    e += rng.standard_normal(e.shape, dtype=np.float32) * read
+    adu = np.floor(e * maps.gain_adu_per_e[sl] + maps.offset_adu[sl])
+    np.clip(adu, 0, cfg.max_adu, out=adu)
+    return adu.astype(np.uint16)
+
+
+def expected_adu(
+    cfg: CameraConfig, photons_per_px: np.ndarray, exposure_ms: float | None = None
+) -> np.ndarray:
+    """Noise-free mean ADU with the nominal (map-free) gain and offset, unclipped."""
+    g = cfg.em_gain if cfg.kind == "emccd" else 1.0
+    e = expected_electrons(cfg, photons_per_px, exposure_ms) * g
+    return (e * cfg.gain_adu_per_e + cfg.offset_adu - 0.5).astype(np.float32)

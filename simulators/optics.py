@@ -1,0 +1,411 @@
+"""Optics of the virtual microscope: pupil, Noll Zernike modes, PSF, Strehl, OTF cache.
+
+Image formation (DESIGN §4): ``i = o ⊗ f(φ) + n``. The PSF ``f`` comes from the pupil
+
+    P(k) = circ(|k| ≤ NA/λ) · exp(i·(W(k) + defocus(k))),   W = Σ_j a_j Z_j(k / k_c)
+
+with Noll-indexed Zernike modes ``Z_j`` normalised to unit RMS over the pupil, so the
+amplitudes ``a_j`` are in rad RMS and the Maréchal approximation gives the Strehl ratio
+``S ≈ exp(−Σ_{j≥4} a_j²)``. Defocus is the exact angular-spectrum phase
+``2π·z·sqrt((n/λ)² − |k|²)`` (not the paraxial Z4), so through-focus stacks are right at
+high NA too. PSF = |FFT(P)|², computed on a grid finer than the camera pixel and then
+integrated over each pixel.
+
+All lengths carry their unit: ``wavelength_nm``, ``pixel_size_um``, ``z_um``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "OTFCache",
+    "Optics",
+    "StampTable",
+    "airy_fwhm_um",
+    "convolve",
+    "gaussian_sigma_um",
+    "noll_to_nm",
+    "psf_2d",
+    "psf_3d",
+    "pupil",
+    "strehl_ratio",
+    "zernike",
+]
+
+
+class Optics(BaseModel):
+    """Objective and detection path. Frozen: a change makes a new object (and cache key)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    na: float = Field(default=1.4, gt=0, le=1.7, description="numerical aperture")
+    wavelength_nm: float = Field(default=670.0, gt=200, lt=2000, description="emission wavelength")
+    n_immersion: float = Field(
+        default=1.518, ge=1.0, le=2.0, description="immersion refractive index"
+    )
+    pixel_size_um: float = Field(
+        default=0.1, gt=0, le=10, description="camera pixel in sample plane"
+    )
+
+    @model_validator(mode="after")
+    def _na_below_index(self) -> Optics:
+        if self.na >= self.n_immersion:
+            raise ValueError(f"na={self.na} must be below n_immersion={self.n_immersion}")
+        return self
+
+    def with_wavelength(self, wavelength_nm: float) -> Optics:
+        return self.model_copy(update={"wavelength_nm": float(wavelength_nm)})
+
+
+def airy_fwhm_um(optics: Optics) -> float:
+    """Widefield FWHM ≈ 0.51 λ/NA (µm)."""
+    return 0.5145 * optics.wavelength_nm * 1e-3 / optics.na
+
+
+def gaussian_sigma_um(optics: Optics) -> float:
+    """Gaussian approximation of the in-focus PSF: σ ≈ 0.21 λ/NA (µm)."""
+    return 0.21 * optics.wavelength_nm * 1e-3 / optics.na
+
+
+# ----------------------------------------------------------------------------- Zernike
+
+
+def noll_to_nm(j: int) -> tuple[int, int]:
+    """Noll index ``j ≥ 1`` → radial order ``n`` and signed azimuthal frequency ``m``.
+
+    Even ``j`` carry cos(mθ) (m > 0), odd ``j`` sin(|m|θ) (m < 0): Z4 defocus, Z5/Z6
+    astigmatism, Z7/Z8 coma, Z11 primary spherical.
+    """
+    if j < 1:
+        raise ValueError(f"Noll index must be >= 1, got {j}")
+    n = 0
+    while j > (n + 1) * (n + 2) // 2:
+        n += 1
+    k = j - n * (n + 1) // 2 - 1  # position within the row
+    mabs = 2 * ((k + 1) // 2) if n % 2 == 0 else 2 * (k // 2) + 1
+    if mabs == 0:
+        return n, 0
+    return n, (mabs if j % 2 == 0 else -mabs)
+
+
+def zernike(j: int, rho: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """Noll Zernike mode ``j`` on polar coordinates (unit-RMS over the unit disk)."""
+    n, m = noll_to_nm(j)
+    mabs = abs(m)
+    radial = np.zeros_like(rho, dtype=np.float64)
+    for s in range((n - mabs) // 2 + 1):
+        c = (-1) ** s * math.factorial(n - s)
+        c /= (
+            math.factorial(s)
+            * math.factorial((n + mabs) // 2 - s)
+            * math.factorial((n - mabs) // 2 - s)
+        )
+        radial += c * rho ** (n - 2 * s)
+    if m == 0:
+        return math.sqrt(n + 1) * radial
+    norm = math.sqrt(2 * (n + 1))
+    return norm * radial * (np.cos(mabs * theta) if m > 0 else np.sin(mabs * theta))
+
+
+def _aberration_key(zernike_rad: Sequence[float] | np.ndarray | None) -> tuple[float, ...]:
+    if zernike_rad is None:
+        return ()
+    a = [round(float(v), 9) for v in np.asarray(zernike_rad, dtype=np.float64).ravel()]
+    while a and a[-1] == 0.0:
+        a.pop()
+    return tuple(a)
+
+
+# ----------------------------------------------------------------------------- pupil / PSF
+
+
+@lru_cache(maxsize=32)
+def _pupil_grid(
+    n: int, dx_um: float, na: float, wavelength_nm: float, n_imm: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Frequency grid of an ``n×n`` FFT with sample spacing ``dx_um``: mask, ρ, θ, k_z."""
+    f = np.fft.fftfreq(n, d=dx_um)  # cycles/µm
+    fy, fx = np.meshgrid(f, f, indexing="ij")
+    fr = np.hypot(fx, fy)
+    lam_um = wavelength_nm * 1e-3
+    kc = na / lam_um
+    mask = fr <= kc
+    rho = np.where(mask, fr / kc, 0.0)
+    theta = np.arctan2(fy, fx)
+    kz = np.sqrt(np.maximum((n_imm / lam_um) ** 2 - fr**2, 0.0))  # cycles/µm
+    for a in (mask, rho, theta, kz):
+        a.setflags(write=False)
+    return mask, rho, theta, kz
+
+
+def pupil(
+    optics: Optics,
+    n: int,
+    dx_um: float,
+    zernike_rad: Sequence[float] | np.ndarray | None = None,
+    defocus_um: float = 0.0,
+) -> np.ndarray:
+    """Complex pupil on the FFT grid (``n×n``, sample spacing ``dx_um`` in the sample).
+
+    ``zernike_rad[i]`` is the amplitude of Noll mode ``j = i + 1`` in rad RMS.
+    ``defocus_um`` > 0 moves the emitter away from the objective (angular-spectrum phase).
+    """
+    if n < 8:
+        raise ValueError(f"pupil grid n={n} too small")
+    lam_um = optics.wavelength_nm * 1e-3
+    if dx_um > lam_um / (4 * optics.na) * 1.0001:
+        raise ValueError(
+            f"dx_um={dx_um} undersamples the PSF; need <= λ/(4NA) = {lam_um / (4 * optics.na):.4f}"
+        )
+    mask, rho, theta, kz = _pupil_grid(
+        n, float(dx_um), optics.na, optics.wavelength_nm, optics.n_immersion
+    )
+    phase = np.zeros((n, n), dtype=np.float64)
+    for i, a in enumerate(_aberration_key(zernike_rad)):
+        if a != 0.0:
+            phase += a * zernike(i + 1, rho, theta)
+    if defocus_um != 0.0:
+        phase += 2 * np.pi * defocus_um * kz
+    return np.where(mask, np.exp(1j * phase), 0.0)
+
+
+def _oversample(optics: Optics) -> int:
+    """Sub-pixel factor so the fine grid samples the PSF at or below λ/(4NA)."""
+    nyq = optics.wavelength_nm * 1e-3 / (4 * optics.na)
+    return max(3, math.ceil(optics.pixel_size_um / nyq))
+
+
+def _bin(img: np.ndarray, f: int) -> np.ndarray:
+    if f == 1:
+        return img
+    h, w = img.shape[-2] // f, img.shape[-1] // f
+    lead = img.shape[:-2]
+    return img[..., : h * f, : w * f].reshape(*lead, h, f, w, f).sum(axis=(-3, -1))
+
+
+def psf_2d(
+    optics: Optics,
+    size_px: int = 33,
+    zernike_rad: Sequence[float] | np.ndarray | None = None,
+    defocus_um: float = 0.0,
+    normalize: bool = True,
+    pixel_integrated: bool = True,
+    shift_px: tuple[float, float] = (0.0, 0.0),
+) -> np.ndarray:
+    """PSF on a ``size_px×size_px`` camera-pixel grid centred on the middle pixel.
+
+    ``pixel_integrated`` integrates intensity over each camera pixel (what a camera
+    records); otherwise the PSF is point-sampled at pixel centres. With
+    ``normalize=False`` the sum over the *fine* grid equals the pupil energy
+    ``Σ|P|²`` (Parseval; FFT with orthonormal scaling). ``shift_px`` = (dy, dx) moves the
+    emitter by a sub-pixel amount via a Fourier phase ramp.
+    """
+    if size_px < 3:
+        raise ValueError(f"size_px={size_px} must be >= 3")
+    # fine grid: odd number of fine samples per pixel keeps pixel centres on samples
+    f = _oversample(optics) | 1
+    dx = optics.pixel_size_um / f
+    n_fine = size_px * f
+    n_fft = int(2 ** math.ceil(math.log2(max(n_fine, 32))))
+    p = pupil(optics, n_fft, dx, zernike_rad, defocus_um)
+    if shift_px != (0.0, 0.0):
+        fr = np.fft.fftfreq(n_fft, d=dx)
+        ramp_y = np.exp(-2j * np.pi * fr * shift_px[0] * optics.pixel_size_um)
+        ramp_x = np.exp(-2j * np.pi * fr * shift_px[1] * optics.pixel_size_um)
+        p = p * ramp_y[:, None] * ramp_x[None, :]
+    field = np.fft.fftshift(np.fft.ifft2(p, norm="ortho"))
+    fine = (field.real**2 + field.imag**2).astype(np.float64)
+    c = n_fft // 2
+    half = n_fine // 2
+    crop = fine[c - half : c - half + n_fine, c - half : c - half + n_fine]
+    out = _bin(crop, f) if pixel_integrated else crop[f // 2 :: f, f // 2 :: f]
+    if normalize:
+        out = out / fine.sum()
+    return out
+
+
+def psf_3d(
+    optics: Optics,
+    z_um: Sequence[float] | np.ndarray,
+    size_px: int = 33,
+    zernike_rad: Sequence[float] | np.ndarray | None = None,
+    normalize: bool = True,
+) -> np.ndarray:
+    """Through-focus PSF stack (Z, Y, X): one :func:`psf_2d` per defocus in ``z_um``."""
+    return np.stack(
+        [psf_2d(optics, size_px, zernike_rad, float(z), normalize=normalize) for z in z_um]
+    )
+
+
+def strehl_ratio(
+    optics: Optics,
+    zernike_rad: Sequence[float] | np.ndarray,
+    n: int = 256,
+) -> float:
+    """Strehl ratio computed from the pupil: peak of the aberrated PSF / unaberrated peak.
+
+    Tip/tilt (j = 2, 3) only move the PSF; the peak is searched over the whole field.
+    """
+    dx = optics.wavelength_nm * 1e-3 / (4 * optics.na) / 2
+    p0 = pupil(optics, n, dx)
+    p1 = pupil(optics, n, dx, zernike_rad)
+    i0 = np.abs(np.fft.ifft2(p0)) ** 2
+    i1 = np.abs(np.fft.ifft2(p1)) ** 2
+    return float(i1.max() / i0.max())
+
+
+# ----------------------------------------------------------------------------- convolution
+
+
+class OTFCache:
+    """rFFT OTFs for full-frame convolution, cached by (shape, optics, aberration, defocus).
+
+    Building an OTF costs one pupil FFT at the frame size; frames reuse it until the
+    wavelength, mirror shape or focus changes. Least-recently-used entries are dropped.
+    """
+
+    def __init__(self, max_entries: int = 16) -> None:
+        self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self.max_entries = max_entries
+        self.builds = 0
+
+    def otf(
+        self,
+        shape: tuple[int, int],
+        optics: Optics,
+        zernike_rad: Sequence[float] | np.ndarray | None = None,
+        defocus_um: float = 0.0,
+    ) -> np.ndarray:
+        key = (shape, optics, _aberration_key(zernike_rad), round(float(defocus_um), 4))
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        h, w = shape
+        n_psf = min(max(h, w) | 1, 129)
+        psf = psf_2d(optics, n_psf, zernike_rad, defocus_um)
+        psf = psf / psf.sum()
+        kernel = np.zeros((h, w), dtype=np.float64)
+        half = n_psf // 2
+        ys = (np.arange(n_psf) - half) % h
+        xs = (np.arange(n_psf) - half) % w
+        np.add.at(kernel, (ys[:, None], xs[None, :]), psf)
+        otf = np.fft.rfft2(kernel).astype(np.complex64)
+        self._cache[key] = otf
+        self.builds += 1
+        while len(self._cache) > self.max_entries:
+            self._cache.popitem(last=False)
+        return otf
+
+
+def convolve(obj: np.ndarray, otf: np.ndarray) -> np.ndarray:
+    """Circular convolution of a (…, Y, X) object with a cached rFFT OTF; float32 ≥ 0."""
+    out = np.fft.irfft2(np.fft.rfft2(obj.astype(np.float32)) * otf, s=obj.shape[-2:])
+    return np.maximum(out, 0.0).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- PSF stamps
+
+
+class StampTable:
+    """Pixel-integrated PSF stamps at sub-pixel phases for fast emitter rendering.
+
+    For one (optics, aberration) the table holds, per defocus slice (step ``dz_um``), a
+    grid of ``phases×phases`` stamps of ``size_px²`` camera pixels: the PSF of an
+    emitter displaced by (iy/phases, ix/phases) of a pixel from a pixel centre. An emitter
+    is drawn by bilinear blending of the four nearest phases (sub-pixel error far below
+    the localization precision). Slices are built lazily, so a mirror change costs only
+    the slices in use.
+    """
+
+    def __init__(
+        self,
+        optics: Optics,
+        zernike_rad: Sequence[float] | np.ndarray | None = None,
+        size_px: int = 11,
+        phases: int = 8,
+        dz_um: float = 0.025,
+    ) -> None:
+        self.optics = optics
+        self.zernike_rad = _aberration_key(zernike_rad)
+        self.size_px = size_px | 1
+        self.phases = phases
+        self.dz_um = dz_um
+        self._slices: dict[int, np.ndarray] = {}
+
+    def _build(self, zi: int) -> np.ndarray:
+        """Stamps (phases+1, phases+1, S, S) for defocus zi·dz (phase = emitter offset)."""
+        p = self.phases
+        s = self.size_px
+        out = np.empty((p + 1, p + 1, s, s), dtype=np.float32)
+        for iy in range(p + 1):
+            for ix in range(p + 1):
+                out[iy, ix] = psf_2d(
+                    self.optics,
+                    s,
+                    self.zernike_rad,
+                    zi * self.dz_um,
+                    shift_px=(iy / p, ix / p),
+                )
+        return out
+
+    def slice(self, defocus_um: float) -> np.ndarray:
+        zi = round(defocus_um / self.dz_um)
+        hit = self._slices.get(zi)
+        if hit is None:
+            hit = self._build(zi)
+            self._slices[zi] = hit
+        return hit
+
+    def render(
+        self,
+        shape: tuple[int, int],
+        y_px: np.ndarray,
+        x_px: np.ndarray,
+        photons: np.ndarray,
+        defocus_um: np.ndarray | float = 0.0,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Add emitters (pixel coordinates, pixel centres at integers) to a float32 image."""
+        h, w = shape
+        img = np.zeros(shape, dtype=np.float32) if out is None else out
+        if len(y_px) == 0:
+            return img
+        dz = np.broadcast_to(np.asarray(defocus_um, dtype=np.float64), np.shape(y_px))
+        zi = np.rint(dz / self.dz_um).astype(np.int64)
+        s = self.size_px
+        half = s // 2
+        p = self.phases
+        iy0 = np.floor(y_px).astype(np.int64)
+        ix0 = np.floor(x_px).astype(np.int64)
+        fy = (y_px - iy0) * p
+        fx = (x_px - ix0) * p
+        py = np.minimum(np.floor(fy).astype(np.int64), p - 1)
+        px = np.minimum(np.floor(fx).astype(np.int64), p - 1)
+        wy = (fy - py).astype(np.float32)
+        wx = (fx - px).astype(np.float32)
+        offs = np.arange(s) - half
+        for z in np.unique(zi):
+            sel = np.nonzero(zi == z)[0]
+            tab = self.slice(float(z) * self.dz_um)
+            a, b = py[sel], px[sel]
+            wy_, wx_ = wy[sel, None, None], wx[sel, None, None]
+            st = (
+                tab[a, b] * (1 - wy_) * (1 - wx_)
+                + tab[a + 1, b] * wy_ * (1 - wx_)
+                + tab[a, b + 1] * (1 - wy_) * wx_
+                + tab[a + 1, b + 1] * wy_ * wx_
+            ) * photons[sel, None, None].astype(np.float32)
+            yy = iy0[sel, None, None] + offs[None, :, None]
+            xx = ix0[sel, None, None] + offs[None, None, :]
+            yy, xx = np.broadcast_arrays(yy, xx)
+            ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+            np.add.at(img.reshape(-1), yy[ok] * w + xx[ok], st[ok])
+        return img
