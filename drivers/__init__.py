@@ -1,0 +1,25 @@
+"""Acquisition backends behind one Protocol (:class:`~smartscope.drivers.base.Driver`)."""
+
+from __future__ import annotations
+
+from smartscope.config import SmartscopeConfig
+from smartscope.drivers.base import ActionNotSupported, ApplyResult, Driver, DriverError
+
+__all__ = ["ActionNotSupported", "ApplyResult", "Driver", "DriverError", "open_driver"]
+
+
+def open_driver(cfg: SmartscopeConfig) -> Driver:
+    """Connect the backend the config names and apply its acquisition settings."""
+    m = cfg.microscope
+    if m.driver == "replay":
+        from smartscope.drivers.replay import ReplayDriver
+
+        assert m.replay_path is not None  # the config validator guarantees it
+        return ReplayDriver(m.replay_path, fps=m.replay_fps)
+    if m.driver == "pycromanager":
+        from smartscope.drivers.mmcore import PycromanagerDriver
+
+        return PycromanagerDriver(m, cfg.acquisition, cfg.safe_state)
+    from smartscope.drivers.mmcore import PymmcorePlusDriver
+
+    return PymmcorePlusDriver(m, cfg.acquisition, cfg.safe_state)

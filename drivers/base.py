@@ -8,6 +8,8 @@ must not wait on the acquisition thread.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from smartscope.actions import Action
@@ -20,6 +22,18 @@ class DriverError(RuntimeError):
 
 class ActionNotSupported(DriverError):
     """The backend cannot carry out this kind of action."""
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    """What became of a batch of actions applied at one frame boundary.
+
+    ``first_frame_index``: the first frame index acquired with the batch in force.
+    ``errors[i]`` is ``None`` if action ``i`` reached the hardware, else the reason.
+    """
+
+    first_frame_index: int
+    errors: list[str | None] = field(default_factory=list)
 
 
 @runtime_checkable
@@ -37,8 +51,13 @@ class Driver(Protocol):
         Raises ``StopIteration`` when a finite source (replay, ``n_frames``) is done.
         """
 
-    def apply(self, action: Action) -> None:
-        """Carry out ``action`` before the next frame is exposed."""
+    def apply(self, actions: Sequence[Action]) -> ApplyResult:
+        """Carry out ``actions`` together, before the next frame is exposed.
+
+        Frames already acquired under the old settings are still delivered, in order,
+        by :meth:`next_frame`; ``ApplyResult.first_frame_index`` says where the new
+        settings begin. Each frame's ``metadata["state"]`` is the state it was taken in.
+        """
 
     def state(self) -> dict[str, Any]:
         """Current values of what actions change (exposure_ms, laser powers, roi, ...)."""

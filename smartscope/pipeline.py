@@ -9,6 +9,7 @@ stages; so are the small built-ins here.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -116,3 +117,26 @@ class Pipeline:
 
 
 StageFactory = Callable[[Any], Stage]
+
+
+class FaultStage:
+    """Fails on purpose at ``at_frame`` (raise, NaN output, or hang): for fault drills."""
+
+    def __init__(self, name: str, at_frame: int, mode: str) -> None:
+        self.name = name
+        self.at_frame = at_frame
+        self.mode = mode
+        self._release = threading.Event()
+
+    def process(self, frame: Frame, upstream: Mapping[str, StageOutput]) -> StageOutput:
+        if frame.index < self.at_frame:
+            return StageOutput(values={"ok": 1.0})
+        if self.mode == "raise":
+            raise RuntimeError(f"injected fault at frame {frame.index}")
+        if self.mode == "nan":
+            return StageOutput(values={"ok": float("nan")})
+        self._release.wait(timeout=3600)  # "hang": until close()
+        return StageOutput(values={"ok": 1.0})
+
+    def close(self) -> None:
+        self._release.set()

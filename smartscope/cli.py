@@ -1,0 +1,194 @@
+"""The ``smartscope`` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from smartscope.config import ConfigError, SmartscopeConfig, example_config_text, load_config, validate_config
+
+app = typer.Typer(
+    name="smartscope",
+    help="Real-time, acquisition-coupled smart-microscopy controller.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Example and validation of run configurations.", no_args_is_help=False)
+app.add_typer(config_app, name="config")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {msg}")
+    raise typer.Exit(code)
+
+
+def _load(path: Path) -> SmartscopeConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise  # unreachable; keeps type checkers happy
+
+
+def _summary(result: Any) -> None:
+    m = result.metrics
+    table = Table(title=f"run {result.status}: {result.reason}", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    rows = [
+        ("frames stored (raw, on disk)", f"{m['frames_stored']}"),
+        ("frames analysed", f"{m['frames_analysed']}"),
+        ("frames skipped (analysis behind)", f"{m['frames_skipped']}"),
+        ("frames failed in analysis", f"{m['frames_failed']}"),
+        ("actions applied", f"{m['actions_applied']}"),
+        ("acquired frames/s", f"{m['fps_acquired']:.1f}"),
+        ("latency camera→decision p50/p95/p99 (ms)",
+         "/".join(f"{m['latency_decision'][k]:.1f}" for k in ("p50_ms", "p95_ms", "p99_ms"))),
+        ("latency camera→action p50/p95/p99 (ms)",
+         "/".join(f"{m['latency_action'][k]:.1f}" for k in ("p50_ms", "p95_ms", "p99_ms"))),
+        ("run folder", result.run_dir),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    console.print(table)
+
+
+def _run(cfg: SmartscopeConfig) -> None:
+    from smartscope.drivers import DriverError
+    from smartscope.runner import run
+
+    total = cfg.acquisition.n_frames
+    with Progress(
+        TextColumn("[bold]acquiring"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("frames", total=total)
+
+        def tick(n: int, _total: int | None) -> None:
+            if n % 10 == 0 or n == total:
+                progress.update(task, completed=n)
+
+        try:
+            result = run(cfg, progress=tick)
+        except DriverError as exc:
+            _fail(str(exc))
+            raise
+    _summary(result)
+    console.print(f"report: {Path(result.run_dir) / 'report.html'}")
+    if result.status == "failed":
+        raise typer.Exit(1)
+
+
+@app.command("run")
+def run_cmd(
+    config: Annotated[Path, typer.Argument(help="YAML run configuration")],
+) -> None:
+    """Run the closed loop described by CONFIG."""
+    _run(_load(config))
+
+
+DEMO_CONFIG: dict[str, Any] = {
+    "microscope": {"driver": "pymmcore-plus", "config_file": "demo"},
+    "acquisition": {"exposure_ms": 2.0, "n_frames": 600},
+    "pipeline": {"stages": [{"kind": "stats", "name": "stats"}]},
+    "controllers": [
+        {"kind": "exposure_band", "name": "exposure_band", "stage": "stats",
+         "statistic": "p99_adu", "low": 20000, "high": 40000}
+    ],
+    "limits": {"exposure_ms": [0.5, 200.0], "max_exposure_ratio_per_s": 50.0},
+    "storage": {"root": "runs", "name": "demo"},
+}
+
+
+@app.command()
+def demo(
+    frames: Annotated[int, typer.Option(help="frames to acquire")] = 600,
+    out: Annotated[Path, typer.Option(help="folder the run folder is made in")] = Path("runs"),
+) -> None:
+    """The closed-loop demo on the built-in hardware: exposure held in a target band."""
+    data = {**DEMO_CONFIG,
+            "acquisition": {**DEMO_CONFIG["acquisition"], "n_frames": frames},
+            "storage": {"root": str(out), "name": "demo"}}
+    cfg = validate_config(data, "demo")
+    console.print(
+        f"demo: {cfg.microscope.config_file} microscope, {frames} frames, exposure controller "
+        "keeping the 99th-percentile intensity in 20000..40000 ADU"
+    )
+    _run(cfg)
+
+
+@app.command()
+def replay(
+    stack: Annotated[Path, typer.Argument(help="OME-TIFF stack, e.g. a run's raw.ome.tif")],
+    config: Annotated[Path | None, typer.Option(help="run config for the pipeline/controllers")] = None,
+    fps: Annotated[float | None, typer.Option(help="playback rate; default: as recorded")] = None,
+) -> None:
+    """Play a recorded stack through the same pipeline as if it were live."""
+    base = _load(config).model_dump() if config else {"storage": {"name": "replay"}}
+    base.setdefault("microscope", {})
+    base["microscope"].update({"driver": "replay", "replay_path": str(stack), "replay_fps": fps})
+    base.setdefault("acquisition", {})["n_frames"] = None
+    _run(validate_config(base, str(config or "replay")))
+
+
+@app.command()
+def recover(run_dir: Annotated[Path, typer.Argument(help="run folder of a run that died")]) -> None:
+    """Finish the OME headers of a crashed run and write its report."""
+    from smartscope.report import write_report
+    from smartscope.storage import recover as do_recover
+
+    found = do_recover(run_dir)
+    for name, n in found.items():
+        console.print(f"{name}: {n} frames readable")
+    write_report(run_dir)
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="run folder")]) -> None:
+    """(Re)write a run folder's report.html from its files."""
+    from smartscope.report import write_report
+
+    console.print(str(write_report(run_dir)))
+
+
+@config_app.callback(invoke_without_command=True)
+def config_main(
+    ctx: typer.Context,
+    example: Annotated[bool, typer.Option("--example", help="print a complete, commented example")] = False,
+) -> None:
+    """Print the example config (--example) or validate one (config validate FILE)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if example:
+        sys.stdout.write(example_config_text())
+        return
+    console.print(ctx.get_help())
+
+
+@config_app.command("validate")
+def config_validate(path: Annotated[Path, typer.Argument(help="YAML run configuration")]) -> None:
+    """Check a config file; errors name the field and the reason."""
+    _load(path)
+    console.print(f"[green]ok[/]: {path}")
+
+
+def main() -> None:  # pragma: no cover - console-script shim
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""Controllers: they read analysed frames and ask for actions."""

@@ -1,0 +1,119 @@
+"""Inference backends behind one interface, and ``auto`` selection.
+
+``auto`` order: TensorRT (importable + CUDA GPU) -> torch on CUDA (FP16) -> ONNX Runtime
+on CPU -> torch on CPU. ONNX Runtime precedes eager torch on CPU because it is faster
+there (see ``bench/engines.py``). The chosen backend's ``describe()`` says what ran.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from smartscope.engines.backends.base import Backend, BackendName, BackendUnavailable, Precision
+from smartscope.engines.bundle import Bundle
+
+__all__ = [
+    "Backend",
+    "BackendChoice",
+    "BackendName",
+    "BackendUnavailable",
+    "Precision",
+    "available_backends",
+    "create_backend",
+    "select_backend",
+]
+
+log = logging.getLogger(__name__)
+
+BackendChoice = Literal["auto", "tensorrt", "torch", "onnxruntime"]
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def available_backends() -> dict[str, str]:
+    """Backend name -> why it is (un)available here, prefixed ``ok:`` or ``no:``."""
+    from smartscope.engines.backends.tensorrt_backend import tensorrt_available
+
+    out: dict[str, str] = {}
+    ok, why = tensorrt_available()
+    out["tensorrt"] = ("ok: " if ok else "no: ") + why
+    try:
+        import torch
+
+        out["torch"] = f"ok: torch {torch.__version__}, " + ("CUDA" if _cuda() else "CPU only")
+    except ImportError:  # pragma: no cover
+        out["torch"] = "no: torch is not installed"
+    try:
+        import onnxruntime as ort
+
+        out["onnxruntime"] = f"ok: onnxruntime {ort.__version__} {ort.get_available_providers()}"
+    except ImportError:  # pragma: no cover
+        out["onnxruntime"] = "no: onnxruntime is not installed"
+    return out
+
+
+def create_backend(
+    bundle: Bundle,
+    name: BackendName,
+    *,
+    device: str | None = None,
+    precision: Precision | None = None,
+    **options: Any,
+) -> Backend:
+    """Instantiate one named backend; raises :class:`BackendUnavailable` with the reason."""
+    if name == "tensorrt":
+        from smartscope.engines.backends.tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(
+            bundle, device=device or "cuda:0", precision=precision or "fp16", **options
+        )
+    if name == "torch":
+        from smartscope.engines.backends.torch_backend import TorchBackend
+
+        dev = device or ("cuda:0" if _cuda() else "cpu")
+        prec: Precision = precision or ("fp16" if dev.startswith("cuda") else "fp32")
+        return TorchBackend(bundle, device=dev, precision=prec, **options)
+    if name == "onnxruntime":
+        from smartscope.engines.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(
+            bundle, device=device or "cpu", precision=precision or "fp32", **options
+        )
+    raise ValueError(f"unknown backend {name!r}; choose auto, tensorrt, torch or onnxruntime")
+
+
+def select_backend(
+    bundle: Bundle,
+    choice: BackendChoice = "auto",
+    *,
+    device: str | None = None,
+    precision: Precision | None = None,
+    **options: Any,
+) -> Backend:
+    """The requested backend, or for ``auto`` the best one that starts here.
+
+    ``auto`` logs (INFO) which backend it picked and why the better ones were skipped.
+    """
+    if choice != "auto":
+        return create_backend(bundle, choice, device=device, precision=precision, **options)
+    order: list[tuple[BackendName, str | None]] = []
+    if _cuda():
+        order += [("tensorrt", device), ("torch", device)]
+    order += [("onnxruntime", "cpu"), ("torch", "cpu")]
+    skipped: list[str] = []
+    for name, dev in order:
+        try:
+            be = create_backend(bundle, name, device=dev, precision=precision if name != "onnxruntime" else None)
+        except (BackendUnavailable, ImportError) as exc:
+            skipped.append(f"{name}: {exc}")
+            continue
+        log.info("backend auto -> %s%s", be.describe(), f" (skipped {skipped})" if skipped else "")
+        return be
+    raise BackendUnavailable(f"no backend can run {bundle.source}: {skipped}")

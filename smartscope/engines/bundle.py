@@ -1,0 +1,378 @@
+"""Engine bundles: ``model.onnx`` + ``engine.json`` (+ ``weights.npz``), as a folder or zip.
+
+``engine.json`` is an :class:`EngineManifest`. :func:`load_bundle` validates the manifest,
+checks the sha256 of every file it names, and checks that the ONNX graph's inputs and
+outputs match the declared tensor specs. Nothing in loading unpickles: the manifest is
+JSON, the graph is protobuf, and the optional weights (used by the torch backend to
+rebuild the network from ``models/``) are an ``.npz`` read with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "MANIFEST_NAME",
+    "Architecture",
+    "Bundle",
+    "BundleError",
+    "EngineManifest",
+    "Normalization",
+    "Provenance",
+    "TensorSpec",
+    "TileSpec",
+    "find_bundles",
+    "load_bundle",
+    "sha256_bytes",
+    "write_bundle",
+]
+
+MANIFEST_NAME = "engine.json"
+SCHEMA_VERSION = 1
+
+
+class BundleError(ValueError):
+    """A bundle is missing a file, fails validation, or was tampered with."""
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TensorSpec(_Frozen):
+    """One network input or output, ``(N, C, H, W)`` with named channels."""
+
+    name: str = Field(min_length=1)
+    channels: list[str] = Field(min_length=1, description="one name per channel, in order")
+    dtype: Literal["float32"] = "float32"
+    layout: Literal["NCHW"] = "NCHW"
+    denormalize: bool = Field(
+        False, description="map this output back to camera units with the input normalization"
+    )
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channels)
+
+
+class Normalization(_Frozen):
+    """How a uint16 frame becomes the network's float input.
+
+    ``affine``: ``x = (adu - offset_adu) / scale_adu`` (fixed, from the training data).
+    ``percentile``: per frame, ``x = (adu - p_low) / (p_high - p_low)``.
+    Outputs flagged ``denormalize`` are mapped back with the inverse of the same map.
+    """
+
+    kind: Literal["affine", "percentile"] = "affine"
+    offset_adu: float = 0.0
+    scale_adu: float = Field(1.0, gt=0)
+    low_percentile: float = Field(1.0, ge=0, lt=100)
+    high_percentile: float = Field(99.8, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _order(self) -> Normalization:
+        if self.low_percentile >= self.high_percentile:
+            raise ValueError("low_percentile must be below high_percentile")
+        return self
+
+
+class TileSpec(_Frozen):
+    size_px: int = Field(256, ge=8, description="square tile edge fed to the engine")
+    overlap_px: int = Field(32, ge=0, description="overlap between neighbouring tiles")
+    multiple_px: int = Field(1, ge=1, description="H and W must be multiples of this")
+
+    @model_validator(mode="after")
+    def _fits(self) -> TileSpec:
+        if self.overlap_px * 2 >= self.size_px:
+            raise ValueError("overlap_px must be less than half of size_px")
+        if self.size_px % self.multiple_px:
+            raise ValueError("size_px must be a multiple of multiple_px")
+        return self
+
+
+class Architecture(_Frozen):
+    """The network in ``smartscope.models`` that the torch backend rebuilds."""
+
+    name: str = Field(description="key in smartscope.models.unet.NETWORKS, e.g. 'unet2d'")
+    params: dict[str, Any] = Field(default_factory=dict)
+    weights_file: str = "weights.npz"
+    weights_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class Provenance(_Frozen):
+    command: str = Field(description="the exact command that produced the bundle")
+    data: str = Field(description="training data: a folder, or the simulator scenario")
+    seed: int | None = None
+    method: str = ""
+    train_fovs: list[str] = Field(default_factory=list)
+    heldout_fovs: list[str] = Field(default_factory=list)
+    created_utc: str = Field(
+        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
+    )
+    software: dict[str, str] = Field(default_factory=dict)
+    notes: str = ""
+
+
+class EngineManifest(_Frozen):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: str = Field(min_length=1)
+    task: str = Field(min_length=1, description="denoise, stain, smlm, events, aberration ...")
+    version: str = "0.1.0"
+    inputs: list[TensorSpec] = Field(min_length=1)
+    outputs: list[TensorSpec] = Field(min_length=1)
+    normalization: Normalization = Field(default_factory=Normalization)
+    pixel_size_um: float | None = Field(None, gt=0)
+    tile: TileSpec = Field(default_factory=TileSpec)
+    onnx_file: str = "model.onnx"
+    onnx_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    opset: int | None = None
+    architecture: Architecture | None = None
+    provenance: Provenance
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="held-out metrics, e.g. psnr_db, ssim"
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> EngineManifest:
+        names = [t.name for t in (*self.inputs, *self.outputs)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tensor names must be unique, got {names}")
+        for fname in (self.onnx_file, *( [self.architecture.weights_file] if self.architecture else [])):
+            p = PurePosixPath(fname)
+            if p.is_absolute() or ".." in p.parts or len(p.parts) != 1:
+                raise ValueError(f"bundle file names must be plain names, got {fname!r}")
+        return self
+
+    def output(self, name: str) -> TensorSpec:
+        for t in self.outputs:
+            if t.name == name:
+                return t
+        raise KeyError(f"engine {self.name!r} has no output {name!r}; has {[t.name for t in self.outputs]}")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A validated bundle held in memory (the files are small)."""
+
+    source: str
+    manifest: EngineManifest
+    onnx_bytes: bytes
+    weights_bytes: bytes | None
+
+    @property
+    def onnx_sha256(self) -> str:
+        return self.manifest.onnx_sha256
+
+
+def _format_validation(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "(root)"
+        parts.append(f"field {loc!r}: {err['msg']}")
+    return "; ".join(parts)
+
+
+class _Reader:
+    """Reads named files from a bundle folder or zip (members at the root or in one folder)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._zip: zipfile.ZipFile | None = None
+        self._prefix = ""
+        if path.is_dir():
+            return
+        if not path.exists():
+            raise BundleError(f"{path}: bundle not found")
+        if not zipfile.is_zipfile(path):
+            raise BundleError(f"{path}: not a bundle folder or zip archive")
+        self._zip = zipfile.ZipFile(path)
+        names = self._zip.namelist()
+        if MANIFEST_NAME not in names:
+            nested = [n for n in names if PurePosixPath(n).name == MANIFEST_NAME]
+            if len(nested) == 1 and len(PurePosixPath(nested[0]).parts) == 2:
+                self._prefix = str(PurePosixPath(nested[0]).parent) + "/"
+
+    def describe(self, name: str) -> str:
+        return f"{self.path}/{name}" if self._zip is None else f"{self.path}!{self._prefix}{name}"
+
+    def read(self, name: str) -> bytes:
+        if self._zip is None:
+            f = self.path / name
+            if not f.is_file():
+                raise BundleError(f"{self.describe(name)}: missing file in bundle")
+            return f.read_bytes()
+        try:
+            return self._zip.read(self._prefix + name)
+        except KeyError:
+            raise BundleError(f"{self.describe(name)}: missing file in bundle") from None
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+
+
+def _check_onnx(data: bytes, manifest: EngineManifest, where: str) -> None:
+    import onnx
+
+    try:
+        model = onnx.load_model_from_string(data)
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise BundleError(f"{where}: not a valid ONNX model ({exc})") from exc
+    init_names = {i.name for i in model.graph.initializer}
+    graph_inputs = {i.name: i for i in model.graph.input if i.name not in init_names}
+    graph_outputs = {o.name: o for o in model.graph.output}
+    for kind, specs, graph in (
+        ("input", manifest.inputs, graph_inputs),
+        ("output", manifest.outputs, graph_outputs),
+    ):
+        declared = [s.name for s in specs]
+        if sorted(declared) != sorted(graph):
+            raise BundleError(
+                f"{where}: ONNX graph {kind}s {sorted(graph)} do not match engine.json "
+                f"{kind}s {declared}"
+            )
+        for spec in specs:
+            ttype = graph[spec.name].type.tensor_type
+            if ttype.elem_type != onnx.TensorProto.FLOAT:
+                raise BundleError(
+                    f"{where}: {kind} {spec.name!r} has ONNX elem_type {ttype.elem_type}, "
+                    "engine.json declares float32"
+                )
+            dims = ttype.shape.dim
+            if len(dims) != 4:
+                raise BundleError(f"{where}: {kind} {spec.name!r} is not 4-D NCHW")
+            c = dims[1]
+            if c.HasField("dim_value") and c.dim_value != spec.n_channels:
+                raise BundleError(
+                    f"{where}: {kind} {spec.name!r} has {c.dim_value} channels in the graph, "
+                    f"engine.json declares {spec.n_channels} ({spec.channels})"
+                )
+
+
+def _check_weights(data: bytes, where: str) -> None:
+    """The weights must be a plain numeric .npz: opened with ``allow_pickle=False``."""
+    import io
+
+    import numpy as np
+
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            for key in npz.files:
+                arr = npz[key]
+                if arr.dtype.kind not in "fiub":
+                    raise BundleError(f"{where}: array {key!r} has non-numeric dtype {arr.dtype}")
+    except BundleError:
+        raise
+    except Exception as exc:
+        raise BundleError(f"{where}: not a plain numeric .npz archive ({exc})") from exc
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Load and verify a bundle folder or zip; raises :class:`BundleError` naming the problem."""
+    p = Path(path)
+    reader = _Reader(p)
+    try:
+        raw = reader.read(MANIFEST_NAME)
+        where = reader.describe(MANIFEST_NAME)
+        try:
+            doc = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BundleError(f"{where}: not valid JSON ({exc})") from exc
+        try:
+            manifest = EngineManifest.model_validate(doc)
+        except ValidationError as exc:
+            raise BundleError(f"{where}: {_format_validation(exc)}") from exc
+        onnx_bytes = reader.read(manifest.onnx_file)
+        got = sha256_bytes(onnx_bytes)
+        if got != manifest.onnx_sha256:
+            raise BundleError(
+                f"{reader.describe(manifest.onnx_file)}: sha256 {got} does not match "
+                f"engine.json onnx_sha256 {manifest.onnx_sha256} (file modified or swapped)"
+            )
+        _check_onnx(onnx_bytes, manifest, reader.describe(manifest.onnx_file))
+        weights: bytes | None = None
+        if manifest.architecture is not None:
+            arch = manifest.architecture
+            weights = reader.read(arch.weights_file)
+            got = sha256_bytes(weights)
+            if got != arch.weights_sha256:
+                raise BundleError(
+                    f"{reader.describe(arch.weights_file)}: sha256 {got} does not match "
+                    f"engine.json architecture.weights_sha256 {arch.weights_sha256}"
+                )
+            _check_weights(weights, reader.describe(arch.weights_file))
+        return Bundle(source=str(p), manifest=manifest, onnx_bytes=onnx_bytes, weights_bytes=weights)
+    finally:
+        reader.close()
+
+
+def write_bundle(
+    out: str | Path,
+    manifest_fields: dict[str, Any],
+    onnx_bytes: bytes,
+    weights_bytes: bytes | None = None,
+    *,
+    as_zip: bool = False,
+) -> Path:
+    """Write a bundle (folder, or zip when ``as_zip`` / ``out`` ends in .zip); sha256s filled in.
+
+    ``manifest_fields`` are the :class:`EngineManifest` fields except ``onnx_sha256`` (and
+    ``architecture.weights_sha256``), which are computed here.
+    """
+    fields = dict(manifest_fields)
+    fields["onnx_sha256"] = sha256_bytes(onnx_bytes)
+    arch = fields.get("architecture")
+    if arch is not None:
+        if weights_bytes is None:
+            raise BundleError("architecture given without weights_bytes")
+        arch = dict(arch.model_dump() if isinstance(arch, BaseModel) else arch)
+        arch["weights_sha256"] = sha256_bytes(weights_bytes)
+        fields["architecture"] = arch
+    manifest = EngineManifest.model_validate(fields)
+    files: dict[str, bytes] = {
+        MANIFEST_NAME: (manifest.model_dump_json(indent=2) + "\n").encode(),
+        manifest.onnx_file: onnx_bytes,
+    }
+    if manifest.architecture is not None and weights_bytes is not None:
+        files[manifest.architecture.weights_file] = weights_bytes
+    out_p = Path(out)
+    if as_zip or out_p.suffix == ".zip":
+        out_p.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(out_p, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for name, data in files.items():
+                zf.writestr(name, data)
+    else:
+        out_p.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            (out_p / name).write_bytes(data)
+    load_bundle(out_p)  # never hand back a bundle that does not verify
+    return out_p
+
+
+def find_bundles(root: str | Path) -> list[Path]:
+    """Bundle folders and zips under ``root`` (a bundle itself counts)."""
+    r = Path(root)
+    if (r / MANIFEST_NAME).is_file() or (r.is_file() and r.suffix == ".zip"):
+        return [r]
+    found = {p.parent for p in r.rglob(MANIFEST_NAME)}
+    for z in r.rglob("*.zip"):
+        try:
+            with zipfile.ZipFile(z) as zf:
+                if any(PurePosixPath(n).name == MANIFEST_NAME for n in zf.namelist()):
+                    found.add(z)
+        except zipfile.BadZipFile:
+            continue
+    return sorted(found)

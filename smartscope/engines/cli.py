@@ -1,0 +1,114 @@
+"""CLI commands for engines: ``export``, ``compile``, ``engines``.
+
+Each is a plain typer-compatible function, so the top-level CLI can register them with
+``app.command("export")(export_cmd)``; ``app`` here bundles the three for standalone use.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from smartscope.engines.bundle import BundleError, find_bundles, load_bundle
+
+__all__ = ["app", "compile_cmd", "engines_cmd", "export_cmd"]
+
+app = typer.Typer(help="Engine bundles: export, compile, list.", no_args_is_help=True)
+_console = Console()
+
+
+@app.command("export")
+def export_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="training checkpoint folder (checkpoint.json + weights.npz)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="bundle folder, or a path ending in .zip")],
+    zip_: Annotated[bool, typer.Option("--zip", help="write a zip archive")] = False,
+) -> None:
+    """Export a torch training checkpoint to a verified engine bundle (ONNX + engine.json)."""
+    from smartscope.engines.export import export_checkpoint
+
+    try:
+        path = export_checkpoint(checkpoint, out, as_zip=zip_)
+    except (FileNotFoundError, ValueError, BundleError) as exc:
+        _console.print(f"[red]export failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    man = load_bundle(path).manifest
+    _console.print(f"wrote {path}  ({man.name}, task={man.task}, onnx sha256 {man.onnx_sha256[:12]}…)")
+
+
+@app.command("compile")
+def compile_cmd(
+    bundle: Annotated[Path, typer.Argument(help="engine bundle folder or zip")],
+    precision: Annotated[str, typer.Option(help="fp16 or fp32")] = "fp16",
+    max_hw: Annotated[int, typer.Option(help="largest H/W in the optimization profile")] = 2048,
+    max_batch: Annotated[int, typer.Option(help="largest batch in the profile")] = 8,
+    device: Annotated[str, typer.Option(help="CUDA device")] = "cuda:0",
+    cache_dir: Annotated[Path | None, typer.Option(help="plan + timing cache folder")] = None,
+) -> None:
+    """Build (or reuse) the TensorRT plan of a bundle for this GPU and TensorRT version."""
+    from smartscope.engines.backends import BackendUnavailable
+    from smartscope.engines.backends.tensorrt_backend import TensorRTBackend, tensorrt_available
+
+    ok, why = tensorrt_available()
+    if not ok:
+        _console.print(f"[yellow]TensorRT unavailable here: {why}; nothing compiled[/yellow]")
+        raise typer.Exit(2)
+    if precision not in ("fp16", "fp32"):
+        raise typer.BadParameter("precision must be fp16 or fp32", param_hint="--precision")
+    try:
+        b = load_bundle(bundle)
+        be = TensorRTBackend(
+            b, device=device, precision=precision,  # type: ignore[arg-type]
+            max_hw=max_hw, max_batch=max_batch, cache_dir=cache_dir,
+        )
+    except (BundleError, BackendUnavailable) as exc:
+        _console.print(f"[red]compile failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    _console.print(f"{be.describe()}\nplan: {be.plan_path}")
+
+
+@app.command("engines")
+def engines_cmd(
+    root: Annotated[Path, typer.Argument(help="folder to search for bundles")] = Path("models/bundles"),
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """List engine bundles under ROOT with their metadata (invalid ones are flagged)."""
+    rows = []
+    for p in find_bundles(root):
+        try:
+            man = load_bundle(p).manifest
+        except BundleError as exc:
+            rows.append({"path": str(p), "error": str(exc)})
+            continue
+        rows.append(
+            {
+                "path": str(p),
+                "name": man.name,
+                "task": man.task,
+                "version": man.version,
+                "method": man.provenance.method,
+                "inputs": [f"{t.name}{t.channels}" for t in man.inputs],
+                "outputs": [f"{t.name}{t.channels}" for t in man.outputs],
+                "tile": f"{man.tile.size_px}/{man.tile.overlap_px}",
+                "metrics": man.metrics,
+                "onnx_sha256": man.onnx_sha256,
+                "command": man.provenance.command,
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"engine bundles under {root}")
+    for col in ("name", "task", "method", "tile", "metrics", "path"):
+        table.add_column(col)
+    for r in rows:
+        if "error" in r:
+            table.add_row("[red]INVALID[/red]", "", "", "", str(r["error"]), str(r["path"]))
+            continue
+        metrics = ", ".join(f"{k}={v:.3g}" for k, v in dict(r["metrics"]).items())  # type: ignore[call-overload]
+        table.add_row(str(r["name"]), str(r["task"]), str(r["method"]), str(r["tile"]), metrics, str(r["path"]))
+    _console.print(table)

@@ -1,0 +1,431 @@
+"""The closed loop: acquire → store → analyse → decide → vet → apply, between frames.
+
+Three threads, one rule each:
+
+* **acquisition** (owns the driver): apply any vetted actions at the frame boundary,
+  take the next frame, write it to disk, offer it to analysis. It never waits on
+  analysis, so a slow engine costs analysed frames, never raw ones.
+* **analysis**: take the newest offered frame (older unanalysed ones are counted as
+  skipped), run the pipeline, let controllers decide, pass requests through safety.
+* **watchdog**: a camera that stops delivering or a stage that stops returning is a
+  fault: the safe state goes on at once, from this thread, and the run ends.
+
+Any fault (driver error, stage error, stall, Ctrl-C) ends the same way: safe state,
+every already-acquired frame stored, files closed, the reason in ``events.jsonl`` and
+``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from smartscope.actions import ActionRequest, AuditRecord
+from smartscope.config import SmartscopeConfig
+from smartscope.controllers.base import Controller, Observation
+from smartscope.drivers.base import Driver
+from smartscope.frame import Frame, now_s
+from smartscope.metrics import percentiles_ms
+from smartscope.pipeline import Pipeline, StageError
+from smartscope.safety import SafetyGate
+from smartscope.storage import RunFolder
+
+log = logging.getLogger(__name__)
+
+
+class LatestSlot:
+    """Holds the newest frame for analysis; replacing an untaken one counts a skip."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._frame: Frame | None = None
+        self._closed = False
+        self.skipped = 0
+        self.skipped_indices: deque[int] = deque(maxlen=100_000)
+
+    def put(self, frame: Frame) -> None:
+        with self._cond:
+            if self._frame is not None:
+                self.skipped += 1
+                self.skipped_indices.append(self._frame.index)
+            self._frame = frame
+            self._cond.notify()
+
+    def take(self, timeout_s: float) -> Frame | None:
+        with self._cond:
+            if self._frame is None and not self._closed:
+                self._cond.wait(timeout_s)
+            frame, self._frame = self._frame, None
+            return frame
+
+    def count_unanalysed(self, frame: Frame) -> None:
+        with self._cond:
+            self.skipped += 1
+            self.skipped_indices.append(frame.index)
+
+    def close(self) -> int:
+        """No more frames; an untaken one counts as skipped. Returns the final count."""
+        with self._cond:
+            if self._frame is not None:
+                self.skipped += 1
+                self.skipped_indices.append(self._frame.index)
+                self._frame = None
+            self._closed = True
+            self._cond.notify_all()
+            return self.skipped
+
+
+@dataclass
+class RunResult:
+    run_dir: str
+    status: str  # "completed" | "stopped" | "failed"
+    reason: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+class Loop:
+    """One run of the closed loop. Build with :func:`smartscope.runner.build_loop`."""
+
+    def __init__(
+        self,
+        cfg: SmartscopeConfig,
+        driver: Driver,
+        pipeline: Pipeline,
+        controllers: Sequence[Controller],
+        run: RunFolder,
+        progress: Callable[[int, int | None], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.driver = driver
+        self.pipeline = pipeline
+        self.controllers = list(controllers)
+        self.run = run
+        self.safety = SafetyGate(cfg.limits, cfg.microscope.lasers)
+        self.progress = progress
+        self.slot = LatestSlot()
+        self._pending: queue.Queue[AuditRecord] = queue.Queue()
+        self._stop = threading.Event()
+        self._fault_lock = threading.Lock()
+        self._fault: str | None = None
+        self._stop_reason = ""
+        self._seq = 0
+        self._seq_lock = threading.Lock()
+        self._paused: set[str] = set()
+        self._overrides: queue.Queue[ActionRequest] = queue.Queue()
+        # telemetry
+        self.n_stored = 0
+        self.n_analysed = 0
+        self.n_failed = 0
+        self.n_actions = 0
+        self._last_frame_t = 0.0
+        self._analysis_started: tuple[int, float] | None = None
+        self._camera_time: dict[int, float] = {}
+        self.decision_latency_s: list[float] = []
+        self.action_latency_s: list[float] = []
+        self._t_start = 0.0
+        self._t_end = 0.0
+        self._first_cam_t: float | None = None
+        self._last_cam_t: float | None = None
+
+    # ------------------------------------------------------------- control
+
+    def request_stop(self, reason: str = "stopped by user") -> None:
+        if not self._stop.is_set():
+            self._stop_reason = reason
+            self._stop.set()
+
+    def fault(self, reason: str) -> None:
+        """Something went wrong: safe state now (from the calling thread), then stop."""
+        with self._fault_lock:
+            first = self._fault is None
+            if first:
+                self._fault = reason
+        if not first:
+            return
+        log.error("fault: %s", reason)
+        self.run.events.write({"t": now_s(), "event": "fault", "reason": reason})
+        self._safe_state(f"fault: {reason}")
+        self.request_stop(reason)
+
+    def _safe_state(self, why: str) -> None:
+        self.driver.safe_state()
+        self.run.events.write({"t": now_s(), "event": "safe_state", "why": why})
+
+    def pause_controller(self, name: str, paused: bool = True) -> None:
+        names = {c.name for c in self.controllers}
+        if name not in names:
+            raise KeyError(f"no controller {name!r}; have {sorted(names)}")
+        (self._paused.add if paused else self._paused.discard)(name)
+        self.run.events.write({"t": now_s(), "event": "pause" if paused else "resume", "controller": name})
+
+    def submit(self, request: ActionRequest) -> AuditRecord:
+        """A request from outside the controllers (a person, a remote client)."""
+        return self._vet(request)
+
+    # ------------------------------------------------------------- threads
+
+    def _next_seq(self) -> int:
+        with self._seq_lock:
+            self._seq += 1
+            return self._seq
+
+    def _vet(self, request: ActionRequest) -> AuditRecord:
+        decision = self.safety.vet(request)
+        rec = AuditRecord(
+            seq=self._next_seq(),
+            request=request,
+            verdict=decision.verdict,
+            applied=decision.action,
+            note=decision.note,
+        )
+        if decision.action is None:
+            self.run.actions.write(rec.model_dump(mode="json"))
+        else:
+            self._pending.put(rec)
+        return rec
+
+    def _apply_pending(self) -> None:
+        batch: list[AuditRecord] = []
+        while True:
+            try:
+                batch.append(self._pending.get_nowait())
+            except queue.Empty:
+                break
+        if not batch:
+            return
+        actions = [r.applied for r in batch if r.applied is not None]
+        result = self.driver.apply(actions)
+        t = now_s()
+        for rec, err in zip(batch, result.errors, strict=True):
+            if err is None:
+                assert rec.applied is not None
+                self.safety.commit(rec.applied)
+                self.n_actions += 1
+                cam_t = self._camera_time.get(rec.request.frame_index or -1)
+                if cam_t is not None:
+                    self.action_latency_s.append(t - cam_t)
+                done = rec.model_copy(
+                    update={"applied_time_s": t, "first_frame_index": result.first_frame_index}
+                )
+            else:
+                done = rec.model_copy(update={"verdict": "failed", "note": (rec.note + "; " + err).strip("; "), "applied_time_s": t})
+            self.run.actions.write(done.model_dump(mode="json"))
+
+    def _acquire(self) -> None:
+        n_target = self.cfg.acquisition.n_frames
+        deadline = (
+            time.perf_counter() + self.cfg.acquisition.duration_s
+            if self.cfg.acquisition.duration_s
+            else None
+        )
+        driver = self.driver
+        try:
+            driver.start(n_target)
+            self._last_frame_t = time.perf_counter()
+            while True:
+                if self._stop.is_set() or (deadline and time.perf_counter() > deadline):
+                    if not self._stop.is_set():
+                        self.request_stop("duration reached")
+                    driver.stop()
+                    self._drain_remaining()
+                    return
+                self._apply_pending()
+                try:
+                    frame = driver.next_frame(0.05)
+                except StopIteration:
+                    self.request_stop("all frames acquired")
+                    return
+                if frame is None:
+                    continue
+                self._store(frame)
+                self.slot.put(frame)
+        except Exception as exc:
+            self.fault(f"driver {driver.name}: {type(exc).__name__}: {exc}")
+            try:
+                driver.stop()
+                self._drain_remaining()
+            except Exception as exc2:  # still report the first error
+                log.error("while draining after a driver fault: %s", exc2)
+
+    def _drain_remaining(self) -> None:
+        """Frames the camera already took are stored even when the run is ending."""
+        while True:
+            try:
+                frame = self.driver.next_frame(0.0)
+            except StopIteration:
+                return
+            if frame is None:
+                return
+            self._store(frame)
+
+    def _store(self, frame: Frame) -> None:
+        frame.stamp("dequeued")
+        state = frame.metadata.get("state", {})
+        self.run.write_raw(
+            frame.index, frame.image, frame.times, frame.camera_time_s, frame.channel, state
+        )
+        frame.stamp("stored")
+        self.n_stored += 1
+        self._last_frame_t = time.perf_counter()
+        if self._first_cam_t is None:
+            self._first_cam_t = frame.camera_time_s
+        self._last_cam_t = frame.camera_time_s
+        if self.progress is not None:
+            self.progress(self.n_stored, self.cfg.acquisition.n_frames)
+
+    def _analyse(self) -> None:
+        on_error = self.cfg.pipeline.on_error
+        save = self.cfg.pipeline.save_outputs
+        while True:
+            frame = self.slot.take(0.1)
+            if frame is None:
+                if self._stop.is_set():
+                    return
+                continue
+            if self._fault is not None:
+                self.slot.count_unanalysed(frame)
+                return
+            self._analysis_started = (frame.index, time.perf_counter())
+            try:
+                results = self.pipeline.run(frame)
+            except StageError as exc:
+                self._analysis_started = None
+                self.n_failed += 1
+                self.run.analysis.write({"index": frame.index, "error": str(exc)})
+                if on_error == "stop":
+                    self.fault(str(exc))
+                    return
+                continue
+            finally:
+                self._analysis_started = None
+            self._camera_time[frame.index] = frame.camera_time_s
+            if len(self._camera_time) > 4096:
+                self._camera_time.pop(next(iter(self._camera_time)))
+            if save:
+                t_save = now_s()
+                for name, out in results.items():
+                    for key, img in out.images.items():
+                        self.run.write_output(name, key, frame.index, img, t_save)
+                    if out.rows:
+                        self.run.write_rows(name, frame.index, out.rows)
+            obs = Observation(frame, results, frame.metadata.get("state", {}))
+            for ctl in self.controllers:
+                if ctl.name in self._paused:
+                    continue
+                try:
+                    requests = ctl.update(obs)
+                except Exception as exc:
+                    self.fault(f"controller {ctl.name!r} raised {type(exc).__name__}: {exc}")
+                    return
+                for req in requests:
+                    self._vet(req)
+            t_dec = frame.stamp("decided")
+            self.decision_latency_s.append(t_dec - frame.camera_time_s)
+            self.n_analysed += 1
+            self.run.analysis.write(
+                {
+                    "index": frame.index,
+                    "times": frame.times,
+                    "values": {n: o.values for n, o in results.items() if o.values},
+                }
+            )
+
+    def _watch(self) -> None:
+        wd = self.cfg.watchdog
+        while not self._stop.wait(0.05):
+            now = time.perf_counter()
+            state = self.driver.state()
+            interval_s = float(state.get("interval_ms") or 0) / 1e3
+            exposure_s = float(state.get("exposure_ms") or 0) / 1e3
+            allowed = wd.camera_stall_s + interval_s + exposure_s
+            if now - self._last_frame_t > allowed:
+                self.fault(f"camera stalled: no frame for {now - self._last_frame_t:.1f} s")
+                return
+            started = self._analysis_started
+            if started is not None and now - started[1] > wd.pipeline_stall_s:
+                self.fault(
+                    f"pipeline stalled: frame {started[0]} in analysis for "
+                    f"{now - started[1]:.1f} s"
+                )
+                return
+
+    # ----------------------------------------------------------------- run
+
+    def run_loop(self) -> RunResult:
+        self.safety.observe_state(self.driver.state())
+        self.run.events.write({"t": now_s(), "event": "start", "driver": self.driver.name})
+        self._t_start = time.perf_counter()
+        acq = threading.Thread(target=self._acquire, name="smartscope-acquire", daemon=True)
+        ana = threading.Thread(target=self._analyse, name="smartscope-analyse", daemon=True)
+        dog = threading.Thread(target=self._watch, name="smartscope-watchdog", daemon=True)
+        acq.start()
+        ana.start()
+        dog.start()
+        try:
+            while acq.is_alive():
+                acq.join(0.1)
+        except KeyboardInterrupt:
+            self.run.events.write({"t": now_s(), "event": "interrupt"})
+            self._safe_state("Ctrl-C")
+            self.request_stop("interrupted (Ctrl-C)")
+            acq.join(30)
+        self._t_end = time.perf_counter()
+        self.request_stop(self._stop_reason or "acquisition ended")
+        self.slot.close()
+        ana.join(min(self.cfg.watchdog.pipeline_stall_s, 5.0))
+        if ana.is_alive():  # a hung stage: release it, do not wait forever
+            if self._analysis_started is not None:
+                self.n_failed += 1  # the frame it hung on
+            self.pipeline.close()
+            ana.join(2)
+        dog.join(1)
+        self._apply_pending_refused_at_end()
+        self._safe_state("end of run")
+        status = "failed" if self._fault else (
+            "completed" if self._stop_reason in ("all frames acquired", "duration reached") else "stopped"
+        )
+        reason = self._fault or self._stop_reason
+        self.run.events.write({"t": now_s(), "event": "stop", "status": status, "reason": reason})
+        metrics = self.metrics(status, reason)
+        self.run.write_json("metrics.json", metrics)
+        return RunResult(str(self.run.path), status, reason, metrics)
+
+    def _apply_pending_refused_at_end(self) -> None:
+        """Requests vetted but never applied (the run ended first) are logged as such."""
+        while True:
+            try:
+                rec = self._pending.get_nowait()
+            except queue.Empty:
+                return
+            done = rec.model_copy(update={"verdict": "refused", "note": "run ended before it could be applied"})
+            self.run.actions.write(done.model_dump(mode="json"))
+
+    def metrics(self, status: str, reason: str) -> dict[str, Any]:
+        wall = max(self._t_end - self._t_start, 1e-9)
+        cam_span = (
+            (self._last_cam_t - self._first_cam_t)
+            if self._first_cam_t is not None and self._last_cam_t is not None
+            else 0.0
+        )
+        fps = (self.n_stored - 1) / cam_span if cam_span > 0 and self.n_stored > 1 else 0.0
+        return {
+            "status": status,
+            "reason": reason,
+            "frames_stored": self.n_stored,
+            "frames_analysed": self.n_analysed,
+            "frames_skipped": self.slot.skipped,
+            "frames_failed": self.n_failed,
+            "actions_applied": self.n_actions,
+            "wall_s": wall,
+            "fps_acquired": fps,
+            "fps_analysed": self.n_analysed / wall,
+            "latency_decision": percentiles_ms(self.decision_latency_s),
+            "latency_action": percentiles_ms(self.action_latency_s),
+            "driver": self.driver.name,
+        }

@@ -1,0 +1,51 @@
+"""Assemble and run a loop from a validated config: the one path CLI, tests and bench use."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+
+from smartscope.config import SmartscopeConfig, dump_config
+from smartscope.drivers import Driver, open_driver
+from smartscope.loop import Loop, RunResult
+from smartscope.pipeline import Pipeline
+from smartscope.storage import RunFolder
+
+
+def run(
+    cfg: SmartscopeConfig,
+    driver: Driver | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
+    report: bool = True,
+) -> RunResult:
+    """Run ``cfg`` to the end; the run folder holds everything, even after a fault.
+
+    Stages and controllers are built before any hardware moves, so a bad bundle or
+    controller setting fails here without touching the microscope.
+    """
+    stages = [s.build() for s in cfg.pipeline.stages]
+    controllers = [c.build() for c in cfg.controllers]
+    pipeline = Pipeline(stages)
+    own_driver = driver is None
+    if driver is None:
+        driver = open_driver(cfg)
+    try:
+        folder = RunFolder(Path(cfg.storage.root), cfg.storage.name, cfg.storage.fsync_every)
+        (folder.path / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+        loop = Loop(cfg, driver, pipeline, controllers, folder, progress)
+        try:
+            result = loop.run_loop()
+        finally:
+            folder.close()
+            pipeline.close()
+    finally:
+        driver.safe_state()
+        if own_driver:
+            with contextlib.suppress(Exception):
+                driver.close()
+    if report:
+        from smartscope.report import write_report
+
+        write_report(Path(result.run_dir))
+    return result

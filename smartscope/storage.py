@@ -1,0 +1,317 @@
+"""Run folders and crash-safe writers.
+
+A run folder holds::
+
+    config.yaml        the configuration exactly as run (defaults filled in)
+    raw.ome.tif        every raw frame, one TIFF page each (raw_001.ome.tif ... on ROI change)
+    frames.jsonl       one line per raw frame: index, file, page, timestamps, state in force
+    outputs/           engine outputs: <stage>.<name>.ome.tif, <stage>.rows.jsonl
+    analysis.jsonl     one line per analysed frame: stage times, values, decision time
+    actions.jsonl      the audit log: every action request and what became of it
+    events.jsonl       run events: start, faults, safe state, stop
+    metrics.json       summary figures, written at the end
+    report.html        plots, written at the end
+
+Crash safety: each frame is written as its own TIFF page (its IFD goes out with it) and
+the file is flushed to the OS after every frame, so a ``kill -9`` loses nothing already
+written and leaves a valid multi-page TIFF. On a clean close the first page's description
+becomes an OME-XML header describing the whole stack; ``recover`` does the same for a run
+that died.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+from xml.sax.saxutils import escape
+
+import numpy as np
+import tifffile
+
+_OME_NS = "http://www.openmicroscopy.org/Schemas/OME/2016-06"
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json")
+    return str(obj)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, default=_json_default, separators=(",", ":"))
+
+
+class JsonlWriter:
+    """Append-only JSON lines, flushed per line (a crash loses at most a partial line)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: IO[str] = path.open("a", encoding="utf-8", buffering=1)
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        self._fh.write(dumps(record) + "\n")
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """All complete lines of a JSONL file; a last line cut short by a crash is skipped."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+@dataclass
+class _PlaneInfo:
+    delta_t_s: float
+    exposure_ms: float | None
+    channel: str
+
+
+@dataclass
+class StackWriter:
+    """A growing stack of same-shape 2-D frames in one crash-safe (OME-)TIFF file."""
+
+    path: Path
+    fsync_every: int = 0
+    planes: list[_PlaneInfo] = field(default_factory=list)
+    shape: tuple[int, ...] | None = None
+    dtype: np.dtype[Any] | None = None
+
+    def __post_init__(self) -> None:
+        self._fh = self.path.open("wb")
+        self._tif = tifffile.TiffWriter(self._fh, bigtiff=True)
+        self._t0: float | None = None
+
+    @property
+    def n_pages(self) -> int:
+        return len(self.planes)
+
+    def write(
+        self,
+        image: np.ndarray,
+        meta: Mapping[str, Any],
+        time_s: float,
+        exposure_ms: float | None = None,
+        channel: str = "",
+    ) -> int:
+        """Append one page; return its page number. The page is on disk when this returns."""
+        if self.shape is None:
+            self.shape, self.dtype = image.shape, image.dtype
+        elif image.shape != self.shape or image.dtype != self.dtype:
+            raise ValueError(
+                f"{self.path.name}: frame {image.shape}/{image.dtype} does not match the stack's "
+                f"{self.shape}/{self.dtype}"
+            )
+        if self._t0 is None:
+            self._t0 = time_s
+        self._tif.write(
+            image,
+            description=dumps(meta),
+            metadata=None,
+            contiguous=False,
+            software="smartscope",
+        )
+        self._fh.flush()
+        self.planes.append(_PlaneInfo(time_s - self._t0, exposure_ms, channel))
+        if self.fsync_every and len(self.planes) % self.fsync_every == 0:
+            os.fsync(self._fh.fileno())
+        return len(self.planes) - 1
+
+    def close(self) -> None:
+        self._tif.close()
+        self._fh.close()
+        if self.planes:
+            write_ome_header(self.path, self.planes, self.shape, self.dtype)
+
+
+def _ome_xml(
+    name: str,
+    planes: list[_PlaneInfo],
+    shape: tuple[int, ...],
+    dtype: np.dtype[Any],
+) -> str:
+    channels = list(dict.fromkeys(p.channel for p in planes)) or [""]
+    n_c = len(channels)
+    n_t = -(-len(planes) // n_c)
+    h, w = shape[-2], shape[-1]
+    ome_type = {"uint8": "uint8", "uint16": "uint16", "float32": "float", "int16": "int16"}.get(
+        str(dtype), str(dtype)
+    )
+    ch_xml = "".join(
+        f'<Channel ID="Channel:0:{i}" Name="{escape(c)}" SamplesPerPixel="1"/>'
+        for i, c in enumerate(channels)
+    )
+    plane_xml = []
+    tiff_xml = []
+    for k, p in enumerate(planes):
+        c = channels.index(p.channel)
+        t = k // n_c
+        exp = f' ExposureTime="{p.exposure_ms:.6g}" ExposureTimeUnit="ms"' if p.exposure_ms else ""
+        plane_xml.append(f'<Plane TheC="{c}" TheT="{t}" TheZ="0" DeltaT="{p.delta_t_s:.6f}" DeltaTUnit="s"{exp}/>')
+        tiff_xml.append(f'<TiffData IFD="{k}" FirstC="{c}" FirstT="{t}" FirstZ="0" PlaneCount="1"/>')
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?><OME xmlns="{_OME_NS}" Creator="smartscope">'
+        f'<Image ID="Image:0" Name="{escape(name)}"><Pixels ID="Pixels:0" DimensionOrder="XYCZT" '
+        f'Type="{ome_type}" SizeX="{w}" SizeY="{h}" SizeC="{n_c}" SizeZ="1" SizeT="{n_t}" '
+        f'BigEndian="false">{ch_xml}{"".join(tiff_xml)}{"".join(plane_xml)}</Pixels></Image></OME>'
+    )
+
+
+def write_ome_header(
+    path: Path,
+    planes: list[_PlaneInfo],
+    shape: tuple[int, ...] | None,
+    dtype: np.dtype[Any] | None,
+) -> None:
+    """Put an OME-XML header describing all pages into the first page's description."""
+    if shape is None or dtype is None or not planes:
+        return
+    tifffile.tiffcomment(path, _ome_xml(path.stem, planes, shape, dtype).encode("utf-8"))
+
+
+class RunFolder:
+    """The folder of one run, and the writers into it."""
+
+    def __init__(self, root: Path, name: str, fsync_every: int = 0) -> None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        self.path = Path(root) / f"{stamp}_{name}"
+        self.path.mkdir(parents=True, exist_ok=False)
+        (self.path / "outputs").mkdir()
+        self.fsync_every = fsync_every
+        self.frames = JsonlWriter(self.path / "frames.jsonl")
+        self.analysis = JsonlWriter(self.path / "analysis.jsonl")
+        self.actions = JsonlWriter(self.path / "actions.jsonl")
+        self.events = JsonlWriter(self.path / "events.jsonl")
+        self._raw: StackWriter | None = None
+        self._raw_files = 0
+        self._outputs: dict[str, StackWriter] = {}
+        self._rows: dict[str, JsonlWriter] = {}
+
+    # raw frames --------------------------------------------------------------
+
+    def _raw_writer_for(self, image: np.ndarray) -> StackWriter:
+        raw = self._raw
+        if raw is not None and raw.shape in (None, image.shape):
+            return raw
+        if raw is not None:
+            raw.close()
+        name = "raw.ome.tif" if self._raw_files == 0 else f"raw_{self._raw_files:03d}.ome.tif"
+        self._raw_files += 1
+        self._raw = StackWriter(self.path / name, self.fsync_every)
+        return self._raw
+
+    def write_raw(self, index: int, image: np.ndarray, times: Mapping[str, float],
+                  camera_time_s: float, channel: str, state: Mapping[str, Any],
+                  extra: Mapping[str, Any] | None = None) -> None:
+        """Raw frame to disk, then its line in frames.jsonl."""
+        writer = self._raw_writer_for(image)
+        exposure = state.get("exposure_ms")
+        meta = {"index": index, "camera_time_s": camera_time_s, "channel": channel, "state": state}
+        page = writer.write(image, meta, camera_time_s, exposure, channel)
+        rec = {
+            "index": index,
+            "file": writer.path.name,
+            "page": page,
+            "camera_time_s": camera_time_s,
+            "channel": channel,
+            "times": dict(times),
+            "state": state,
+        }
+        if extra:
+            rec.update(extra)
+        self.frames.write(rec)
+
+    # engine outputs ----------------------------------------------------------
+
+    def write_output(self, stage: str, key: str, index: int, image: np.ndarray, time_s: float) -> None:
+        name = f"{stage}.{key}"
+        w = self._outputs.get(name)
+        img = np.asarray(image, dtype=np.float32)
+        if w is not None and w.shape != img.shape:
+            w.close()
+            name = f"{name}_{index:06d}"
+            w = None
+        if w is None:
+            safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+            w = StackWriter(self.path / "outputs" / f"{safe}.ome.tif", self.fsync_every)
+            self._outputs[name] = w
+        planes = img.reshape(-1, *img.shape[-2:]) if img.ndim > 2 else img[None]
+        for c, plane in enumerate(planes):
+            w.write(plane, {"index": index, "channel": c}, time_s, None, f"c{c}" if len(planes) > 1 else "")
+
+    def write_rows(self, stage: str, index: int, rows: list[dict[str, Any]]) -> None:
+        w = self._rows.get(stage)
+        if w is None:
+            w = JsonlWriter(self.path / "outputs" / f"{stage}.rows.jsonl")
+            self._rows[stage] = w
+        for row in rows:
+            w.write({"frame": index, **row})
+
+    # end of run --------------------------------------------------------------
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        p = self.path / name
+        p.write_text(json.dumps(obj, default=_json_default, indent=2), encoding="utf-8")
+        return p
+
+    def close(self) -> None:
+        if self._raw is not None:
+            self._raw.close()
+        for w in self._outputs.values():
+            w.close()
+        for j in (self.frames, self.analysis, self.actions, self.events, *self._rows.values()):
+            j.close()
+
+
+def recover(run_dir: Path) -> dict[str, int]:
+    """Finish the OME headers of a run that died; returns pages found per raw file.
+
+    Pages are counted from the TIFF itself (every page written before the crash is
+    complete and linked); exposure and timing per plane come from ``frames.jsonl``.
+    """
+    run_dir = Path(run_dir)
+    frames = read_jsonl(run_dir / "frames.jsonl")
+    found: dict[str, int] = {}
+    for tif_path in sorted(run_dir.glob("raw*.ome.tif")):
+        with tifffile.TiffFile(tif_path) as tif:
+            n = len(tif.pages)
+            if n == 0:
+                found[tif_path.name] = 0
+                continue
+            first = tif.pages.first
+            shape, dtype = first.shape, first.dtype
+        recs = [r for r in frames if r.get("file") == tif_path.name]
+        t0 = recs[0]["camera_time_s"] if recs else 0.0
+        planes = []
+        for k in range(n):
+            r = recs[k] if k < len(recs) else None
+            planes.append(
+                _PlaneInfo(
+                    (r["camera_time_s"] - t0) if r else 0.0,
+                    r["state"].get("exposure_ms") if r else None,
+                    r.get("channel", "") if r else "",
+                )
+            )
+        write_ome_header(tif_path, planes, shape, np.dtype(dtype))
+        found[tif_path.name] = n
+    return found
