@@ -59,7 +59,8 @@ class TensorSpec(_Frozen):
     dtype: Literal["float32"] = "float32"
     layout: Literal["NCHW"] = "NCHW"
     denormalize: bool = Field(
-        False, description="map this output back to camera units with the input normalization"
+        default=False,
+        description="map this output back to camera units with the input normalization",
     )
 
     @property
@@ -77,9 +78,9 @@ class Normalization(_Frozen):
 
     kind: Literal["affine", "percentile"] = "affine"
     offset_adu: float = 0.0
-    scale_adu: float = Field(1.0, gt=0)
-    low_percentile: float = Field(1.0, ge=0, lt=100)
-    high_percentile: float = Field(99.8, gt=0, le=100)
+    scale_adu: float = Field(default=1.0, gt=0)
+    low_percentile: float = Field(default=1.0, ge=0, lt=100)
+    high_percentile: float = Field(default=99.8, gt=0, le=100)
 
     @model_validator(mode="after")
     def _order(self) -> Normalization:
@@ -89,9 +90,9 @@ class Normalization(_Frozen):
 
 
 class TileSpec(_Frozen):
-    size_px: int = Field(256, ge=8, description="square tile edge fed to the engine")
-    overlap_px: int = Field(32, ge=0, description="overlap between neighbouring tiles")
-    multiple_px: int = Field(1, ge=1, description="H and W must be multiples of this")
+    size_px: int = Field(default=256, ge=8, description="square tile edge fed to the engine")
+    overlap_px: int = Field(default=32, ge=0, description="overlap between neighbouring tiles")
+    multiple_px: int = Field(default=1, ge=1, description="H and W must be multiples of this")
 
     @model_validator(mode="after")
     def _fits(self) -> TileSpec:
@@ -126,15 +127,15 @@ class Provenance(_Frozen):
 
 
 class EngineManifest(_Frozen):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     name: str = Field(min_length=1)
     task: str = Field(min_length=1, description="denoise, stain, smlm, events, aberration ...")
     version: str = "0.1.0"
     inputs: list[TensorSpec] = Field(min_length=1)
     outputs: list[TensorSpec] = Field(min_length=1)
-    normalization: Normalization = Field(default_factory=Normalization)
-    pixel_size_um: float | None = Field(None, gt=0)
-    tile: TileSpec = Field(default_factory=TileSpec)
+    normalization: Normalization = Field(default_factory=lambda: Normalization())
+    pixel_size_um: float | None = Field(default=None, gt=0)
+    tile: TileSpec = Field(default_factory=lambda: TileSpec())
     onnx_file: str = "model.onnx"
     onnx_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     opset: int | None = None
@@ -149,7 +150,10 @@ class EngineManifest(_Frozen):
         names = [t.name for t in (*self.inputs, *self.outputs)]
         if len(set(names)) != len(names):
             raise ValueError(f"tensor names must be unique, got {names}")
-        for fname in (self.onnx_file, *( [self.architecture.weights_file] if self.architecture else [])):
+        for fname in (
+            self.onnx_file,
+            *([self.architecture.weights_file] if self.architecture else []),
+        ):
             p = PurePosixPath(fname)
             if p.is_absolute() or ".." in p.parts or len(p.parts) != 1:
                 raise ValueError(f"bundle file names must be plain names, got {fname!r}")
@@ -159,7 +163,9 @@ class EngineManifest(_Frozen):
         for t in self.outputs:
             if t.name == name:
                 return t
-        raise KeyError(f"engine {self.name!r} has no output {name!r}; has {[t.name for t in self.outputs]}")
+        raise KeyError(
+            f"engine {self.name!r} has no output {name!r}; has {[t.name for t in self.outputs]}"
+        )
 
 
 @dataclass(frozen=True)
@@ -314,7 +320,9 @@ def load_bundle(path: str | Path) -> Bundle:
                     f"engine.json architecture.weights_sha256 {arch.weights_sha256}"
                 )
             _check_weights(weights, reader.describe(arch.weights_file))
-        return Bundle(source=str(p), manifest=manifest, onnx_bytes=onnx_bytes, weights_bytes=weights)
+        return Bundle(
+            source=str(p), manifest=manifest, onnx_bytes=onnx_bytes, weights_bytes=weights
+        )
     finally:
         reader.close()
 

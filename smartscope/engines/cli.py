@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -24,8 +24,12 @@ _console = Console()
 
 @app.command("export")
 def export_cmd(
-    checkpoint: Annotated[Path, typer.Argument(help="training checkpoint folder (checkpoint.json + weights.npz)")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="bundle folder, or a path ending in .zip")],
+    checkpoint: Annotated[
+        Path, typer.Argument(help="training checkpoint folder (checkpoint.json + weights.npz)")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="bundle folder, or a path ending in .zip")
+    ],
     zip_: Annotated[bool, typer.Option("--zip", help="write a zip archive")] = False,
 ) -> None:
     """Export a torch training checkpoint to a verified engine bundle (ONNX + engine.json)."""
@@ -37,7 +41,9 @@ def export_cmd(
         _console.print(f"[red]export failed:[/red] {exc}")
         raise typer.Exit(1) from exc
     man = load_bundle(path).manifest
-    _console.print(f"wrote {path}  ({man.name}, task={man.task}, onnx sha256 {man.onnx_sha256[:12]}…)")
+    _console.print(
+        f"wrote {path}  ({man.name}, task={man.task}, onnx sha256 {man.onnx_sha256[:12]}…)"
+    )
 
 
 @app.command("compile")
@@ -62,8 +68,12 @@ def compile_cmd(
     try:
         b = load_bundle(bundle)
         be = TensorRTBackend(
-            b, device=device, precision=precision,  # type: ignore[arg-type]
-            max_hw=max_hw, max_batch=max_batch, cache_dir=cache_dir,
+            b,
+            device=device,
+            precision=precision,  # type: ignore[arg-type]
+            max_hw=max_hw,
+            max_batch=max_batch,
+            cache_dir=cache_dir,
         )
     except (BundleError, BackendUnavailable) as exc:
         _console.print(f"[red]compile failed:[/red] {exc}")
@@ -73,11 +83,13 @@ def compile_cmd(
 
 @app.command("engines")
 def engines_cmd(
-    root: Annotated[Path, typer.Argument(help="folder to search for bundles")] = Path("models/bundles"),
+    root: Annotated[Path, typer.Argument(help="folder to search for bundles")] = Path(
+        "models/bundles"
+    ),
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     """List engine bundles under ROOT with their metadata (invalid ones are flagged)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for p in find_bundles(root):
         try:
             man = load_bundle(p).manifest
@@ -109,6 +121,13 @@ def engines_cmd(
         if "error" in r:
             table.add_row("[red]INVALID[/red]", "", "", "", str(r["error"]), str(r["path"]))
             continue
-        metrics = ", ".join(f"{k}={v:.3g}" for k, v in dict(r["metrics"]).items())  # type: ignore[call-overload]
-        table.add_row(str(r["name"]), str(r["task"]), str(r["method"]), str(r["tile"]), metrics, str(r["path"]))
+        metrics = ", ".join(f"{k}={v:.3g}" for k, v in r["metrics"].items())
+        table.add_row(
+            str(r["name"]),
+            str(r["task"]),
+            str(r["method"]),
+            str(r["tile"]),
+            metrics,
+            str(r["path"]),
+        )
     _console.print(table)

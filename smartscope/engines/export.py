@@ -22,7 +22,13 @@ import torch
 
 from smartscope.engines.bundle import write_bundle
 
-__all__ = ["CHECKPOINT_NAME", "export_bundle", "export_checkpoint", "export_onnx", "load_torch_weights"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "export_bundle",
+    "export_checkpoint",
+    "export_onnx",
+    "load_torch_weights",
+]
 
 CHECKPOINT_NAME = "checkpoint.json"
 DEFAULT_OPSET = 17
@@ -50,7 +56,7 @@ def export_onnx(
         torch.onnx.export(
             module,
             (x,),
-            buf,
+            buf,  # type: ignore[arg-type]  # file-like objects are accepted
             dynamo=False,
             input_names=[input_name],
             output_names=output_names,
@@ -61,7 +67,9 @@ def export_onnx(
     return buf.getvalue()
 
 
-def _verify_onnx(module: torch.nn.Module, onnx_bytes: bytes, in_channels: int, hw: int, seed: int) -> float:
+def _verify_onnx(
+    module: torch.nn.Module, onnx_bytes: bytes, in_channels: int, hw: int, seed: int
+) -> float:
     """Max relative difference between ONNX Runtime and the torch module on random input."""
     import onnxruntime as ort
 
@@ -144,7 +152,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, as_zip: bool =
     ck = Path(checkpoint)
     meta_path = ck / CHECKPOINT_NAME
     if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path}: not a training checkpoint (missing {CHECKPOINT_NAME})")
+        raise FileNotFoundError(
+            f"{meta_path}: not a training checkpoint (missing {CHECKPOINT_NAME})"
+        )
     meta = json.loads(meta_path.read_text())
     try:
         fields = dict(meta["manifest"])
@@ -158,5 +168,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, as_zip: bool =
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ValueError(f"{weights_file}: weights do not match {arch['name']}: {exc}") from exc
-    fields["architecture"] = {"name": arch["name"], "params": arch["params"], "weights_sha256": "0" * 64}
+    fields["architecture"] = {
+        "name": arch["name"],
+        "params": arch["params"],
+        "weights_sha256": "0" * 64,
+    }
     return export_bundle(module, out, manifest_fields=fields, as_zip=as_zip)

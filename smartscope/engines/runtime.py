@@ -18,7 +18,9 @@ class Engine:
 
     def __init__(self, bundle: Bundle, backend: Backend, *, max_batch: int = 4) -> None:
         if len(bundle.manifest.inputs) != 1:
-            raise ValueError(f"{bundle.source}: the runtime supports engines with one input tensor")
+            raise ValueError(
+                f"{bundle.source}: the runtime supports engines with one input tensor"
+            )
         self.bundle = bundle
         self.backend = backend
         self.max_batch = max_batch
@@ -34,7 +36,11 @@ class Engine:
         max_batch: int = 4,
     ) -> Engine:
         bundle = load_bundle(path)
-        return cls(bundle, select_backend(bundle, backend, device=device, precision=precision), max_batch=max_batch)
+        return cls(
+            bundle,
+            select_backend(bundle, backend, device=device, precision=precision),
+            max_batch=max_batch,
+        )
 
     @property
     def manifest(self) -> EngineManifest:
@@ -51,7 +57,7 @@ class Engine:
         return float(lo), float(max(hi - lo, 1e-6))
 
     def infer(self, image: np.ndarray) -> dict[str, np.ndarray]:
-        """``image``: (H, W) or (C, H, W) in camera units. Returns ``{output: (C', H, W) float32}``.
+        """``image``: (H, W) or (C, H, W) in camera units -> ``{output: (C', H, W) float32}``.
 
         Outputs flagged ``denormalize`` in the manifest come back in camera units.
         """
@@ -81,7 +87,8 @@ class Engine:
         return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in outs.items()}
 
     def describe(self) -> str:
-        return f"{self.manifest.name} ({self.manifest.task} v{self.manifest.version}) via {self.backend.describe()}"
+        m = self.manifest
+        return f"{m.name} ({m.task} v{m.version}) via {self.backend.describe()}"
 
     def close(self) -> None:
         self.backend.close()

@@ -31,7 +31,9 @@ def unet_manifest_fields(
         "name": name,
         "task": task,
         "inputs": [{"name": "input", "channels": input_channels}],
-        "outputs": [{"name": output_name, "channels": output_channels, "denormalize": denormalize}],
+        "outputs": [
+            {"name": output_name, "channels": output_channels, "denormalize": denormalize}
+        ],
         "normalization": {"kind": "affine", "offset_adu": offset_adu, "scale_adu": scale_adu},
         "tile": {"size_px": tile_px, "overlap_px": overlap_px, "multiple_px": 2**depth},
         "architecture": {"name": "unet2d", "params": arch_params},
@@ -60,13 +62,20 @@ def make_test_bundle(
     from smartscope.models.unet import UNet2D, UNetConfig
 
     torch.manual_seed(seed)
-    cfg = UNetConfig(in_channels=in_channels, out_channels=out_channels, depth=depth, base_width=base_width)
+    cfg = UNetConfig(
+        residual=False,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        depth=depth,
+        base_width=base_width,
+    )
     module = UNet2D(cfg)
     with torch.no_grad():  # variance-preserving init so the output really depends on the input
         for m in module.modules():
             if isinstance(m, torch.nn.Conv2d):
                 torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                torch.nn.init.normal_(m.bias, std=0.1)
+                if m.bias is not None:
+                    torch.nn.init.normal_(m.bias, std=0.1)
     fields = unet_manifest_fields(
         name=f"random-unet-{seed}",
         task="denoise" if in_channels == out_channels else "test",
@@ -76,6 +85,10 @@ def make_test_bundle(
         output_name="denoised",
         tile_px=tile_px,
         overlap_px=overlap_px,
-        provenance={"command": "smartscope.engines.testing.make_test_bundle", "data": "none", "seed": seed},
+        provenance={
+            "command": "smartscope.engines.testing.make_test_bundle",
+            "data": "none",
+            "seed": seed,
+        },
     )
     return export_bundle(module, out, manifest_fields=fields, as_zip=as_zip)

@@ -4,7 +4,8 @@ Every tile has the engine's tile size (the last one along an axis is shifted bac
 at the frame border, so all tiles share one shape: good for TensorRT profiles and CUDA
 graphs). Each tile's output is weighted by a separable ramp (see :func:`ramp_weights`):
 ~0 over the outer quarter of the overlap, where the network sees the tile's zero padding,
-then linear up to 1; the weighted sum is divided by the summed weights. Axes shorter than a tile are padded (reflect) to the engine's size multiple.
+then linear up to 1; the weighted sum is divided by the summed weights.
+Axes shorter than a tile are padded (reflect) to the engine's size multiple.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ RunFn = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets covering ``[0, size)`` with tiles of ``tile`` px overlapping >= ``overlap``."""
+    """Starts covering ``[0, size)`` with ``tile``-px tiles overlapping >= ``overlap`` px."""
     if size <= tile:
         return [0]
     stride = tile - overlap
@@ -62,7 +63,7 @@ def pad_to_multiple(image: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple
         return image, (h, w)
     mode = "reflect" if ph < h and pw < w else "edge"
     pad = [(0, 0)] * (image.ndim - 2) + [(0, ph), (0, pw)]
-    return np.pad(image, pad, mode=mode), (h, w)
+    return np.pad(image, pad, mode=mode), (h, w)  # type: ignore[call-overload]
 
 
 def _run_whole(run: RunFn, image: np.ndarray, multiple: int) -> dict[str, np.ndarray]:
@@ -86,7 +87,7 @@ def run_tiled(
     """
     if image.ndim != 3:
         raise ValueError(f"run_tiled expects (C, H, W), got shape {image.shape}")
-    c, h, w = image.shape
+    _c, h, w = image.shape
     if h <= tile and w <= tile:
         return _run_whole(run, image, multiple)
     # an axis shorter than a tile is padded to the multiple and covered by one tile

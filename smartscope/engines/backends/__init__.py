@@ -110,7 +110,9 @@ def select_backend(
     skipped: list[str] = []
     for name, dev in order:
         try:
-            be = create_backend(bundle, name, device=dev, precision=precision if name != "onnxruntime" else None)
+            be = create_backend(
+                bundle, name, device=dev, precision=precision if name != "onnxruntime" else None
+            )
         except (BackendUnavailable, ImportError) as exc:
             skipped.append(f"{name}: {exc}")
             continue

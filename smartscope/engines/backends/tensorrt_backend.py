@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from smartscope.engines.backends.base import BackendUnavailable, Precision
+from smartscope.engines.backends.base import BackendName, BackendUnavailable, Precision
 from smartscope.engines.bundle import Bundle
 
 __all__ = ["TensorRTBackend", "default_cache_dir", "tensorrt_available"]
@@ -47,7 +47,7 @@ def tensorrt_available() -> tuple[bool, str]:
 
 
 class TensorRTBackend:
-    name = "tensorrt"
+    name: BackendName = "tensorrt"
 
     def __init__(
         self,
@@ -94,7 +94,9 @@ class TensorRTBackend:
             self._runtime = trt.Runtime(self._logger)
             self._engine = self._runtime.deserialize_cuda_engine(plan)
             if self._engine is None:
-                raise BackendUnavailable(f"tensorrt backend: could not deserialize {self.plan_path}")
+                raise BackendUnavailable(
+                    f"tensorrt backend: could not deserialize {self.plan_path}"
+                )
             self._context = self._engine.create_execution_context()
 
     # -- build -------------------------------------------------------------------------
@@ -113,8 +115,9 @@ class TensorRTBackend:
             ]
         )
         gpu = "".join(c if c.isalnum() else "-" for c in props.name)
-        return f"{bundle.manifest.name}-{gpu}-sm{props.major}{props.minor}-trt{self._trt.__version__}-" + (
-            hashlib.sha256(raw.encode()).hexdigest()[:16]
+        return (
+            f"{bundle.manifest.name}-{gpu}-sm{props.major}{props.minor}-trt{self._trt.__version__}-"
+            + (hashlib.sha256(raw.encode()).hexdigest()[:16])
         )
 
     def _load_or_build(self, bundle: Bundle, workspace_mib: int) -> bytes:
@@ -193,7 +196,9 @@ class TensorRTBackend:
     def describe(self) -> str:
         name = self._torch.cuda.get_device_name(self.device)
         src = "cached plan" if getattr(self, "plan_from_cache", False) else "built plan"
-        return f"TensorRT {self._trt.__version__} {self.precision} on {self.device} ({name}, {src})"
+        return (
+            f"TensorRT {self._trt.__version__} {self.precision} on {self.device} ({name}, {src})"
+        )
 
     def close(self) -> None:
         self._context = None

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from smartscope.engines.backends.base import BackendUnavailable, Precision
+from smartscope.engines.backends.base import BackendName, BackendUnavailable, Precision
 from smartscope.engines.bundle import Bundle
 
 __all__ = ["TorchBackend", "build_torch_module"]
@@ -40,12 +40,15 @@ def build_torch_module(bundle: Bundle) -> torch.nn.Module:
             "needs the network name and weights.npz (use onnxruntime or tensorrt)"
         )
     module = build_network(arch.name, arch.params)
-    state = state_from_npz_bytes(bundle.weights_bytes, source=f"{bundle.source}/{arch.weights_file}")
+    state = state_from_npz_bytes(
+        bundle.weights_bytes, source=f"{bundle.source}/{arch.weights_file}"
+    )
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise BackendUnavailable(
-            f"{bundle.source}/{arch.weights_file}: weights do not match {arch.name} {arch.params}: {exc}"
+            f"{bundle.source}/{arch.weights_file}: weights do not match "
+            f"{arch.name} {arch.params}: {exc}"
         ) from exc
     return module.eval()
 
@@ -73,7 +76,7 @@ class _GraphRunner:
 
 
 class TorchBackend:
-    name = "torch"
+    name: BackendName = "torch"
 
     def __init__(
         self,
@@ -87,9 +90,13 @@ class TorchBackend:
     ) -> None:
         dev = torch.device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise BackendUnavailable(f"torch backend: device {device!r} requested but CUDA is unavailable")
+            raise BackendUnavailable(
+                f"torch backend: device {device!r} requested but CUDA is unavailable"
+            )
         if dev.type == "cpu" and precision == "fp16":
-            raise BackendUnavailable("torch backend: fp16 is GPU-only here; use fp32 or bf16 on CPU")
+            raise BackendUnavailable(
+                "torch backend: fp16 is GPU-only here; use fp32 or bf16 on CPU"
+            )
         if cuda_graphs and dev.type != "cuda":
             raise BackendUnavailable("torch backend: cuda_graphs needs a CUDA device")
         self.device = str(dev)
@@ -98,7 +105,7 @@ class TorchBackend:
         self._channels_last = dev.type == "cuda" if channels_last is None else channels_last
         module = build_torch_module(bundle).to(device=dev, dtype=self._dtype)
         if self._channels_last:
-            module = module.to(memory_format=torch.channels_last)
+            module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self._module = module
         self._fn: torch.nn.Module = module
         if compile_mode != "none":
@@ -124,7 +131,9 @@ class TorchBackend:
                 res = self._fn(x)
             outs = res if isinstance(res, tuple) else (res,)
         if len(outs) != len(self._outputs):
-            raise RuntimeError(f"network returned {len(outs)} outputs, manifest declares {self._outputs}")
+            raise RuntimeError(
+                f"network returned {len(outs)} outputs, manifest declares {self._outputs}"
+            )
         return dict(zip(self._outputs, outs, strict=True))
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
