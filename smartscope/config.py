@@ -8,6 +8,7 @@ naming the field path (``acquisition.exposure_ms``) and the reason.
 from __future__ import annotations
 
 import importlib.resources
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -114,7 +115,15 @@ class AcquisitionConfig(_Model):
             return self
         import useq
 
-        seq = useq.MDASequence.model_validate(self.mda)
+        try:
+            seq = useq.MDASequence.model_validate(self.mda)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(
+                f"mda is not a valid useq-schema MDASequence: mda.{where}: {first['msg']}"
+                f" ({err.error_count()} problem(s))"
+            ) from None
         updates: dict[str, Any] = {}
         plan = seq.time_plan
         if plan is not None:
@@ -350,7 +359,10 @@ def _format_errors(err: ValidationError, data: Any = None) -> list[str]:
         msg = e["msg"].removeprefix("Value error, ")
         got = e.get("input")
         shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
-        lines.append(f"{path}: {msg}{shown}")
+        if path == "(top level)" and re.match(r"^[\w\[\].]+: ", msg):
+            lines.append(msg)  # a cross-field check that names its own field
+        else:
+            lines.append(f"{path}: {msg}{shown}")
     return lines
 
 

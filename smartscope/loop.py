@@ -270,7 +270,6 @@ class Loop:
         self.run.write_raw(
             frame.index, frame.image, frame.times, frame.camera_time_s, frame.channel, state
         )
-        frame.stamp("stored")
         self.n_stored += 1
         self._last_frame_t = time.perf_counter()
         if self._first_cam_t is None:

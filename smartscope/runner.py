@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from smartscope.controllers.base import Controller
 
 from smartscope.config import SmartscopeConfig, dump_config
 from smartscope.drivers import Driver, open_driver
 from smartscope.loop import Loop, RunResult
-from smartscope.pipeline import Pipeline
+from smartscope.pipeline import Pipeline, Stage
 from smartscope.storage import RunFolder
 
 
@@ -18,14 +20,19 @@ def run(
     driver: Driver | None = None,
     progress: Callable[[int, int | None], None] | None = None,
     report: bool = True,
+    stages: Sequence[Stage] | None = None,
+    controllers: Sequence[Controller] | None = None,
 ) -> RunResult:
     """Run ``cfg`` to the end; the run folder holds everything, even after a fault.
 
     Stages and controllers are built before any hardware moves, so a bad bundle or
-    controller setting fails here without touching the microscope.
+    controller setting fails here without touching the microscope. ``stages`` and
+    ``controllers`` replace the ones the config describes (scripted runs, tests).
     """
-    stages = [s.build() for s in cfg.pipeline.stages]
-    controllers = [c.build() for c in cfg.controllers]
+    if stages is None:
+        stages = [s.build() for s in cfg.pipeline.stages]
+    if controllers is None:
+        controllers = [c.build() for c in cfg.controllers]
     pipeline = Pipeline(stages)
     own_driver = driver is None
     if driver is None:

@@ -34,6 +34,8 @@ from xml.sax.saxutils import escape
 import numpy as np
 import tifffile
 
+from smartscope.frame import now_s
+
 _OME_NS = "http://www.openmicroscopy.org/Schemas/OME/2016-06"
 
 
@@ -220,14 +222,15 @@ class RunFolder:
         self._raw = StackWriter(self.path / name, self.fsync_every)
         return self._raw
 
-    def write_raw(self, index: int, image: np.ndarray, times: Mapping[str, float],
+    def write_raw(self, index: int, image: np.ndarray, times: dict[str, float],
                   camera_time_s: float, channel: str, state: Mapping[str, Any],
                   extra: Mapping[str, Any] | None = None) -> None:
-        """Raw frame to disk, then its line in frames.jsonl."""
+        """Raw frame to disk, stamp ``times["stored"]``, then its line in frames.jsonl."""
         writer = self._raw_writer_for(image)
         exposure = state.get("exposure_ms")
         meta = {"index": index, "camera_time_s": camera_time_s, "channel": channel, "state": state}
         page = writer.write(image, meta, camera_time_s, exposure, channel)
+        times["stored"] = now_s()
         rec = {
             "index": index,
             "file": writer.path.name,
