@@ -1,0 +1,41 @@
+"""The smartscope command line, run as a user would."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from smartscope.cli import app
+
+runner = CliRunner()
+
+
+def test_config_example_round_trips_through_validate(tmp_path: Path) -> None:
+    out = runner.invoke(app, ["config", "--example"])
+    assert out.exit_code == 0
+    path = tmp_path / "example.yaml"
+    path.write_text(out.stdout)
+    assert yaml.safe_load(out.stdout)["controllers"][0]["kind"] == "exposure_band"
+    ok = runner.invoke(app, ["config", "validate", str(path)])
+    assert ok.exit_code == 0, ok.output
+
+
+def test_bad_config_exits_2_naming_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("acquisition:\n  exposure_ms: -3\n")
+    out = runner.invoke(app, ["run", str(path)])
+    assert out.exit_code == 2
+    assert "acquisition.exposure_ms" in out.output
+
+
+def test_demo_runs_the_closed_loop(tmp_path: Path) -> None:
+    out = runner.invoke(app, ["demo", "--frames", "80", "--out", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    assert "frames stored" in out.output
+    (run_dir,) = list(tmp_path.iterdir())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["frames_stored"] == 80
+    assert (run_dir / "report.html").is_file()
