@@ -91,9 +91,9 @@ class CameraMaps:
         self.shape = shape
         rng = np.random.default_rng(cfg.map_seed)
         if cfg.kind == "scmos":
-            self.offset_adu = (
-                cfg.offset_adu + cfg.offset_spread_adu * rng.standard_normal(shape)
-            ).astype(np.float32)
+            self.offset_adu = (cfg.offset_adu + cfg.offset_spread_adu * rng.standard_normal(shape)).astype(
+                np.float32
+            )
             self.gain_adu_per_e = (
                 cfg.gain_adu_per_e * (1 + cfg.gain_spread_rel * rng.standard_normal(shape))
             ).astype(np.float32)
@@ -136,9 +136,7 @@ def expected_electrons(
 ) -> np.ndarray:
     """Noise-free mean photoelectrons per pixel (before EM gain): QE·photons + dark."""
     t_s = (cfg.exposure_ms if exposure_ms is None else exposure_ms) * 1e-3
-    return (cfg.qe * np.asarray(photons_per_px, dtype=np.float32) + cfg.dark_e_per_s * t_s).astype(
-        np.float32
-    )
+    return (cfg.qe * np.asarray(photons_per_px, dtype=np.float32) + cfg.dark_e_per_s * t_s).astype(np.float32)
 
 
 def expose(

@@ -528,9 +528,7 @@ class Photophysics(BaseModel):
     k_off_per_s_per_mw: float = Field(default=0.2, ge=0)
     k_bleach_per_s_per_mw: float = Field(default=0.01, ge=0)
     photons_per_ms_per_mw: float = Field(default=3.0, gt=0)
-    start_on: bool = Field(
-        default=True, description="all emitters start fluorescent (then pumped off)"
-    )
+    start_on: bool = Field(default=True, description="all emitters start fluorescent (then pumped off)")
 
 
 def _exp_times(rng: np.random.Generator, rate: float, n: int) -> np.ndarray:

@@ -65,15 +65,11 @@ class CellScene:
         self.seed = seed
         self.geom = make_cells(self.shape, pixel_size_um, seed)
         self.optics = {
-            ch: Optics(
-                na=na, n_immersion=n_immersion, wavelength_nm=em, pixel_size_um=pixel_size_um
-            )
+            ch: Optics(na=na, n_immersion=n_immersion, wavelength_nm=em, pixel_size_um=pixel_size_um)
             for ch, (_ex, em) in CHANNELS.items()
         }
         self.events: list[FissionEvent] = (
-            make_fission_events(self.geom, duration_s, event_rate_per_s, seed=seed + 7919)
-            if events
-            else []
+            make_fission_events(self.geom, duration_s, event_rate_per_s, seed=seed + 7919) if events else []
         )
         self._event_tubes = {e.tube_id for e in self.events}
         dyn = np.isin(self.geom.mito_id, list(self._event_tubes))
@@ -145,9 +141,7 @@ class CellScene:
             + self.background_per_ms_per_mw * scale
         ).astype(np.float32)
 
-    def label_free(
-        self, mode: Literal["phase", "brightfield"] = "phase", t_s: float = 0.0
-    ) -> np.ndarray:
+    def label_free(self, mode: Literal["phase", "brightfield"] = "phase", t_s: float = 0.0) -> np.ndarray:
         """Label-free image (background 1) of the same geometry at time ``t_s``."""
         mito = self.density("mitochondria", t_s) if self.events else None
         na = min(0.9, self.optics["nuclei"].na)
