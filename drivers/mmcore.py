@@ -61,9 +61,9 @@ def resolve_config_file(name: str) -> Path:
     if name == "demo":
         return demo_config_path()
     if name == "virtual":
-        from smartscope.simulators import virtual_config_path
+        from smartscope import simulators
 
-        return Path(virtual_config_path())
+        return Path(simulators.virtual_config_path())
     path = Path(name).expanduser()
     if not path.is_file():
         raise DriverError(f"microscope.config_file: {path} does not exist")
@@ -173,8 +173,7 @@ class MMCoreDriver:
                 lasers[name] = float(self._do_get_property(laser.device, laser.power_property))
             except Exception as exc:
                 raise DriverError(
-                    f"microscope.lasers.{name}: cannot read {laser.device}.{laser.power_property}"
-                    f" ({exc})"
+                    f"microscope.lasers.{name}: cannot read {laser.device}.{laser.power_property} ({exc})"
                 ) from exc
         self._state = {
             "exposure_ms": float(self._do_get_exposure()),
@@ -207,9 +206,7 @@ class MMCoreDriver:
         """(Re)start frame production in the mode the current state calls for."""
         self._streaming = self._is_streaming_mode()
         if self._streaming:
-            left = None if self._target is None else self._target - self._delivered - len(
-                self._pending
-            )
+            left = None if self._target is None else self._target - self._delivered - len(self._pending)
             if left is not None and left <= 0:
                 return
             self._do_start_sequence(left)
@@ -278,9 +275,7 @@ class MMCoreDriver:
             if not self._do_is_sequence_running():
                 if self._do_remaining() > 0:
                     continue
-                if self._stopping or (
-                    self._target is not None and self._delivered >= self._target
-                ):
+                if self._stopping or (self._target is not None and self._delivered >= self._target):
                     raise StopIteration
                 raise DriverError(
                     f"camera sequence ended unexpectedly after {self._delivered} frames "

@@ -102,7 +102,7 @@ class ReplayDriver:
         if wait > 0:
             time.sleep(wait)
         page = self._tif.pages[self._i]
-        img = page.asarray()  # type: ignore[union-attr]
+        img = page.asarray()
         t = now_s()
         frame = Frame(
             index=self._i,

@@ -12,7 +12,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from smartscope.config import ConfigError, SmartscopeConfig, example_config_text, load_config, validate_config
+from smartscope.config import (
+    ConfigError,
+    SmartscopeConfig,
+    example_config_text,
+    load_config,
+    validate_config,
+)
 
 app = typer.Typer(
     name="smartscope",
@@ -51,10 +57,14 @@ def _summary(result: Any) -> None:
         ("frames failed in analysis", f"{m['frames_failed']}"),
         ("actions applied", f"{m['actions_applied']}"),
         ("acquired frames/s", f"{m['fps_acquired']:.1f}"),
-        ("latency camera→decision p50/p95/p99 (ms)",
-         "/".join(f"{m['latency_decision'][k]:.1f}" for k in ("p50_ms", "p95_ms", "p99_ms"))),
-        ("latency camera→action p50/p95/p99 (ms)",
-         "/".join(f"{m['latency_action'][k]:.1f}" for k in ("p50_ms", "p95_ms", "p99_ms"))),
+        (
+            "latency camera→decision p50/p95/p99 (ms)",
+            "/".join(f"{m['latency_decision'][k]:.1f}" for k in ("p50_ms", "p95_ms", "p99_ms")),
+        ),
+        (
+            "latency camera→action p50/p95/p99 (ms)",
+            "/".join(f"{m['latency_action'][k]:.1f}" for k in ("p50_ms", "p95_ms", "p99_ms")),
+        ),
         ("run folder", result.run_dir),
     ]
     for k, v in rows:
@@ -105,8 +115,14 @@ DEMO_CONFIG: dict[str, Any] = {
     "acquisition": {"exposure_ms": 2.0, "n_frames": 600},
     "pipeline": {"stages": [{"kind": "stats", "name": "stats"}]},
     "controllers": [
-        {"kind": "exposure_band", "name": "exposure_band", "stage": "stats",
-         "statistic": "p99_adu", "low": 20000, "high": 40000}
+        {
+            "kind": "exposure_band",
+            "name": "exposure_band",
+            "stage": "stats",
+            "statistic": "p99_adu",
+            "low": 20000,
+            "high": 40000,
+        }
     ],
     "limits": {"exposure_ms": [0.5, 200.0], "max_exposure_ratio_per_s": 50.0},
     "storage": {"root": "runs", "name": "demo"},
@@ -119,9 +135,11 @@ def demo(
     out: Annotated[Path, typer.Option(help="folder the run folder is made in")] = Path("runs"),
 ) -> None:
     """The closed-loop demo on the built-in hardware: exposure held in a target band."""
-    data = {**DEMO_CONFIG,
-            "acquisition": {**DEMO_CONFIG["acquisition"], "n_frames": frames},
-            "storage": {"root": str(out), "name": "demo"}}
+    data = {
+        **DEMO_CONFIG,
+        "acquisition": {**DEMO_CONFIG["acquisition"], "n_frames": frames},
+        "storage": {"root": str(out), "name": "demo"},
+    }
     cfg = validate_config(data, "demo")
     console.print(
         f"demo: {cfg.microscope.config_file} microscope, {frames} frames, exposure controller "
@@ -137,10 +155,13 @@ def replay(
     fps: Annotated[float | None, typer.Option(help="playback rate; default: as recorded")] = None,
 ) -> None:
     """Play a recorded stack through the same pipeline as if it were live."""
-    base = _load(config).model_dump() if config else {"storage": {"name": "replay"}}
-    base.setdefault("microscope", {})
-    base["microscope"].update({"driver": "replay", "replay_path": str(stack), "replay_fps": fps})
-    base.setdefault("acquisition", {})["n_frames"] = None
+    base: dict[str, Any] = {"storage": {"name": "replay"}}
+    if config is not None:
+        base = _load(config).model_dump(mode="json")
+    micro: dict[str, Any] = base.setdefault("microscope", {})
+    micro.update({"driver": "replay", "replay_path": str(stack), "replay_fps": fps})
+    acq: dict[str, Any] = base.setdefault("acquisition", {})
+    acq["n_frames"] = None
     _run(validate_config(base, str(config or "replay")))
 
 

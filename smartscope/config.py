@@ -67,9 +67,7 @@ class MicroscopeConfig(_Model):
     bridge_port: int = Field(default=4827, ge=1, le=65535)
     # replay
     replay_path: Path | None = None
-    replay_fps: float | None = Field(
-        default=None, gt=0, description="None: the recorded frame rate"
-    )
+    replay_fps: float | None = Field(default=None, gt=0, description="None: the recorded frame rate")
 
     @model_validator(mode="after")
     def _replay_needs_path(self) -> MicroscopeConfig:
@@ -135,8 +133,7 @@ class AcquisitionConfig(_Model):
                 updates["n_frames"] = int(loops) * max(1, len(seq.channels))
         if seq.channels and not self.channels:
             updates["channels"] = [
-                ChannelConfig(group=c.group, preset=c.config, exposure_ms=c.exposure)
-                for c in seq.channels
+                ChannelConfig(group=c.group, preset=c.config, exposure_ms=c.exposure) for c in seq.channels
             ]
         if not updates:
             return self
@@ -188,7 +185,7 @@ StageConfig = Annotated[
 
 
 class PipelineConfig(_Model):
-    stages: list[StageConfig] = Field(default_factory=lambda: [StatsStageConfig()])
+    stages: list[StageConfig] = Field(default_factory=lambda: list[StageConfig]([StatsStageConfig()]))
     on_error: Literal["stop", "skip"] = Field(
         default="stop",
         description="stop: safe state and end the run; skip: count the frame as failed "
@@ -214,9 +211,7 @@ class ExposureBandConfig(_Model):
     max_step_ratio: float = Field(
         default=2.0, gt=1, description="largest multiplicative change in one decision"
     )
-    settle_frames: int = Field(
-        default=2, ge=0, description="frames to ignore once an action is in force"
-    )
+    settle_frames: int = Field(default=2, ge=0, description="frames to ignore once an action is in force")
     offset_adu: float = Field(
         default=0.0, ge=0, description="camera offset: the statistic's value with no light"
     )
@@ -309,14 +304,11 @@ class SmartscopeConfig(_Model):
         for i, ctl in enumerate(self.controllers):
             if getattr(ctl, "stage", None) not in (None, *stage_names):
                 raise ValueError(
-                    f"controllers[{i}].stage: {ctl.stage!r} is not a pipeline stage "
-                    f"(have {stage_names})"
+                    f"controllers[{i}].stage: {ctl.stage!r} is not a pipeline stage (have {stage_names})"
                 )
             laser = getattr(ctl, "laser", None)
             if laser is not None and laser not in self.microscope.lasers:
-                raise ValueError(
-                    f"controllers[{i}].laser: {ctl.laser!r} is not in microscope.lasers"
-                )
+                raise ValueError(f"controllers[{i}].laser: {ctl.laser!r} is not in microscope.lasers")
         lo, hi = self.limits.exposure_ms
         if not lo <= self.acquisition.exposure_ms <= hi:
             raise ValueError(
@@ -388,7 +380,7 @@ def load_config(path: str | Path) -> SmartscopeConfig:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(str(p), [f"{where}not valid YAML ({getattr(err, 'problem', err)})"])
+        raise ConfigError(str(p), [f"{where}not valid YAML ({getattr(err, 'problem', err)})"]) from None
     return validate_config(data, str(p))
 
 

@@ -214,15 +214,19 @@ class Loop:
                     update={"applied_time_s": t, "first_frame_index": result.first_frame_index}
                 )
             else:
-                done = rec.model_copy(update={"verdict": "failed", "note": (rec.note + "; " + err).strip("; "), "applied_time_s": t})
+                done = rec.model_copy(
+                    update={
+                        "verdict": "failed",
+                        "note": (rec.note + "; " + err).strip("; "),
+                        "applied_time_s": t,
+                    }
+                )
             self.run.actions.write(done.model_dump(mode="json"))
 
     def _acquire(self) -> None:
         n_target = self.cfg.acquisition.n_frames
         deadline = (
-            time.perf_counter() + self.cfg.acquisition.duration_s
-            if self.cfg.acquisition.duration_s
-            else None
+            time.perf_counter() + self.cfg.acquisition.duration_s if self.cfg.acquisition.duration_s else None
         )
         driver = self.driver
         try:
@@ -267,9 +271,7 @@ class Loop:
     def _store(self, frame: Frame) -> None:
         frame.stamp("dequeued")
         state = frame.metadata.get("state", {})
-        self.run.write_raw(
-            frame.index, frame.image, frame.times, frame.camera_time_s, frame.channel, state
-        )
+        self.run.write_raw(frame.index, frame.image, frame.times, frame.camera_time_s, frame.channel, state)
         self.n_stored += 1
         self._last_frame_t = time.perf_counter()
         if self._first_cam_t is None:
@@ -348,10 +350,7 @@ class Loop:
                 return
             started = self._analysis_started
             if started is not None and now - started[1] > wd.pipeline_stall_s:
-                self.fault(
-                    f"pipeline stalled: frame {started[0]} in analysis for "
-                    f"{now - started[1]:.1f} s"
-                )
+                self.fault(f"pipeline stalled: frame {started[0]} in analysis for {now - started[1]:.1f} s")
                 return
 
     # ----------------------------------------------------------------- run
@@ -386,8 +385,12 @@ class Loop:
         dog.join(1)
         self._apply_pending_refused_at_end()
         self._safe_state("end of run")
-        status = "failed" if self._fault else (
-            "completed" if self._stop_reason in ("all frames acquired", "duration reached") else "stopped"
+        status = (
+            "failed"
+            if self._fault
+            else (
+                "completed" if self._stop_reason in ("all frames acquired", "duration reached") else "stopped"
+            )
         )
         reason = self._fault or self._stop_reason
         self.run.events.write({"t": now_s(), "event": "stop", "status": status, "reason": reason})
@@ -402,7 +405,9 @@ class Loop:
                 rec = self._pending.get_nowait()
             except queue.Empty:
                 return
-            done = rec.model_copy(update={"verdict": "refused", "note": "run ended before it could be applied"})
+            done = rec.model_copy(
+                update={"verdict": "refused", "note": "run ended before it could be applied"}
+            )
             self.run.actions.write(done.model_dump(mode="json"))
 
     def metrics(self, status: str, reason: str) -> dict[str, Any]:

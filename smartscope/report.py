@@ -38,7 +38,9 @@ def _controlled_series(frames: list[dict[str, Any]]) -> dict[str, list[float]]:
             if val is None:
                 continue
             series.setdefault(key, [float("nan")] * n)[i] = float(val)
-    return {k: v for k, v in series.items() if np.nanstd(np.asarray(v, dtype=float)) > 0 or k == "exposure_ms"}
+    return {
+        k: v for k, v in series.items() if np.nanstd(np.asarray(v, dtype=float)) > 0 or k == "exposure_ms"
+    }
 
 
 def make_figures(run_dir: Path) -> dict[str, str]:
@@ -61,10 +63,16 @@ def make_figures(run_dir: Path) -> dict[str, str]:
     t0 = frames[0]["camera_time_s"]
 
     # latency histogram -------------------------------------------------------
-    dec = [1e3 * (a["times"]["decided"] - a["times"]["camera"]) for a in analysis
-           if "decided" in a["times"] and "camera" in a["times"]]
-    act = [1e3 * (r["applied_time_s"] - cam[r["request"]["frame_index"]]) for r in actions
-           if r.get("applied_time_s") and r["request"].get("frame_index") in cam]
+    dec = [
+        1e3 * (a["times"]["decided"] - a["times"]["camera"])
+        for a in analysis
+        if "decided" in a["times"] and "camera" in a["times"]
+    ]
+    act = [
+        1e3 * (r["applied_time_s"] - cam[r["request"]["frame_index"]])
+        for r in actions
+        if r.get("applied_time_s") and r["request"].get("frame_index") in cam
+    ]
     fig, ax = plt.subplots(figsize=(6, 3.2))
     if dec:
         ax.hist(dec, bins=50, alpha=0.7, label=f"camera→decision (n={len(dec)})")
@@ -133,10 +141,10 @@ def write_report(run_dir: Path, extra_figures: dict[str, str] | None = None) -> 
     figs = make_figures(run_dir)
     if extra_figures:
         figs.update(extra_figures)
-    rows = "".join(
-        f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(json.dumps(v) if isinstance(v, dict) else str(v))}</td></tr>"
-        for k, v in metrics.items()
-    )
+    def cell(v: Any) -> str:
+        return html.escape(json.dumps(v) if isinstance(v, dict) else str(v))
+
+    rows = "".join(f"<tr><td>{cell(k)}</td><td>{cell(v)}</td></tr>" for k, v in metrics.items())
     imgs = "".join(
         f'<h2>{html.escape(k)}</h2><img src="data:image/png;base64,{v}"/>' for k, v in figs.items()
     )

@@ -6,9 +6,8 @@ import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from smartscope.controllers.base import Controller
-
 from smartscope.config import SmartscopeConfig, dump_config
+from smartscope.controllers.base import Controller
 from smartscope.drivers import Driver, open_driver
 from smartscope.loop import Loop, RunResult
 from smartscope.pipeline import Pipeline, Stage

@@ -38,17 +38,13 @@ class Decision:
 
 
 class SafetyGate:
-    def __init__(
-        self, limits: LimitsConfig, lasers: Mapping[str, LaserConfig], clock: Any = now_s
-    ) -> None:
+    def __init__(self, limits: LimitsConfig, lasers: Mapping[str, LaserConfig], clock: Any = now_s) -> None:
         self.limits = limits
         self.lasers = dict(lasers)
         self._clock = clock
         # last value sent and when, per quantity; seeded from the driver's state
         self._last: dict[str, tuple[float, float]] = {}
-        self._power_props = {
-            (cfg.device, cfg.power_property): name for name, cfg in self.lasers.items()
-        }
+        self._power_props = {(cfg.device, cfg.power_property): name for name, cfg in self.lasers.items()}
 
     def observe_state(self, state: Mapping[str, Any]) -> None:
         """Seed rate limits from the hardware's actual values (call once at start)."""
@@ -96,8 +92,7 @@ class SafetyGate:
                 return self._bounded(
                     action,
                     action.model_copy(update={"interval_ms": self.limits.interval_ms_min}),
-                    f"interval {action.interval_ms} ms below minimum "
-                    f"{self.limits.interval_ms_min} ms",
+                    f"interval {action.interval_ms} ms below minimum {self.limits.interval_ms_min} ms",
                 )
             return Decision("applied", action)
         if isinstance(action, SetMirror):
@@ -162,9 +157,7 @@ class SafetyGate:
     def _vet_laser(self, action: SetLaserPower) -> Decision:
         cfg = self.lasers.get(action.laser)
         if cfg is None:
-            return Decision(
-                "refused", None, f"unknown laser {action.laser!r}; have {sorted(self.lasers)}"
-            )
+            return Decision("refused", None, f"unknown laser {action.laser!r}; have {sorted(self.lasers)}")
         ceiling = min(cfg.max_power_mw, self.limits.laser_max_mw.get(action.laser, math.inf))
         want = action.power_mw
         target = min(want, ceiling)
@@ -184,7 +177,5 @@ class SafetyGate:
                 )
                 target = last + step
         if notes:
-            return self._bounded(
-                action, SetLaserPower(laser=action.laser, power_mw=target), "; ".join(notes)
-            )
+            return self._bounded(action, SetLaserPower(laser=action.laser, power_mw=target), "; ".join(notes))
         return Decision("applied", action)

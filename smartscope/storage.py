@@ -169,7 +169,9 @@ def _ome_xml(
         c = channels.index(p.channel)
         t = k // n_c
         exp = f' ExposureTime="{p.exposure_ms:.6g}" ExposureTimeUnit="ms"' if p.exposure_ms else ""
-        plane_xml.append(f'<Plane TheC="{c}" TheT="{t}" TheZ="0" DeltaT="{p.delta_t_s:.6f}" DeltaTUnit="s"{exp}/>')
+        plane_xml.append(
+            f'<Plane TheC="{c}" TheT="{t}" TheZ="0" DeltaT="{p.delta_t_s:.6f}" DeltaTUnit="s"{exp}/>'
+        )
         tiff_xml.append(f'<TiffData IFD="{k}" FirstC="{c}" FirstT="{t}" FirstZ="0" PlaneCount="1"/>')
     return (
         f'<?xml version="1.0" encoding="UTF-8"?><OME xmlns="{_OME_NS}" Creator="smartscope">'
@@ -222,9 +224,16 @@ class RunFolder:
         self._raw = StackWriter(self.path / name, self.fsync_every)
         return self._raw
 
-    def write_raw(self, index: int, image: np.ndarray, times: dict[str, float],
-                  camera_time_s: float, channel: str, state: Mapping[str, Any],
-                  extra: Mapping[str, Any] | None = None) -> None:
+    def write_raw(
+        self,
+        index: int,
+        image: np.ndarray,
+        times: dict[str, float],
+        camera_time_s: float,
+        channel: str,
+        state: Mapping[str, Any],
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
         """Raw frame to disk, stamp ``times["stored"]``, then its line in frames.jsonl."""
         writer = self._raw_writer_for(image)
         exposure = state.get("exposure_ms")

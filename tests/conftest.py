@@ -72,5 +72,6 @@ def cfg_dict(tmp_path: Path, **sections: Any) -> dict[str, Any]:
     return base
 
 
-LASERS = {"488": {"device": "Laser488", "power_property": "Voltage", "wavelength_nm": 488,
-                  "max_power_mw": 10.0}}
+LASERS = {
+    "488": {"device": "Laser488", "power_property": "Voltage", "wavelength_nm": 488, "max_power_mw": 10.0}
+}

@@ -18,16 +18,29 @@ BAD = [
     ({"controllers": [{"kind": "exposure_band", "low": 5, "high": 1}]}, "controllers[0]", "below high"),
     ({"controllers": [{"kind": "exposure_band", "low": "x", "high": 1}]}, "controllers[0].low", "number"),
     ({"controllers": [{"kind": "warp_drive"}]}, "controllers[0]", "warp_drive"),
-    ({"controllers": [{"kind": "exposure_band", "low": 1, "high": 5, "stage": "nope"}]},
-     "controllers[0].stage", "not a pipeline stage"),
-    ({"controllers": [{"kind": "exposure_band", "low": 1, "high": 5, "actuator": "laser_power",
-                       "laser": "561"}]}, "controllers[0].laser", "not in microscope.lasers"),
+    (
+        {"controllers": [{"kind": "exposure_band", "low": 1, "high": 5, "stage": "nope"}]},
+        "controllers[0].stage",
+        "not a pipeline stage",
+    ),
+    (
+        {
+            "controllers": [
+                {"kind": "exposure_band", "low": 1, "high": 5, "actuator": "laser_power", "laser": "561"}
+            ]
+        },
+        "controllers[0].laser",
+        "not in microscope.lasers",
+    ),
     ({"limits": {"exposure_ms": [5, 1]}}, "limits", "0 < min < max"),
     ({"acquisition": {"exposure_ms": 5000}}, "acquisition.exposure_ms", "outside limits"),
     ({"pipeline": {"stages": [{"kind": "stats"}, {"kind": "stats"}]}}, "pipeline.stages", "unique"),
     ({"storage": {"name": "a/b"}}, "storage.name", "pattern"),
-    ({"acquisition": {"mda": {"channels": [{"config": "DAPI", "exposure": "fast"}]}}}, "acquisition",
-     "mda.channels.exposure"),
+    (
+        {"acquisition": {"mda": {"channels": [{"config": "DAPI", "exposure": "fast"}]}}},
+        "acquisition",
+        "mda.channels.exposure",
+    ),
 ]
 
 
@@ -44,8 +57,16 @@ def test_example_config_is_complete_and_valid() -> None:
     cfg = validate_config(yaml.safe_load(example_config_text()))
     assert cfg.controllers[0].kind == "exposure_band"
     # the example mentions every top-level section
-    for section in ("microscope", "acquisition", "pipeline", "controllers", "limits",
-                    "safe_state", "watchdog", "storage"):
+    for section in (
+        "microscope",
+        "acquisition",
+        "pipeline",
+        "controllers",
+        "limits",
+        "safe_state",
+        "watchdog",
+        "storage",
+    ):
         assert f"\n{section}:" in example_config_text()
 
 

@@ -75,18 +75,24 @@ class _CameraGoesQuiet(PymmcorePlusDriver):
 def test_stage_fault(laser_core, tmp_path: Path, stage: dict, words: str) -> None:
     cfg = _laser_cfg(tmp_path, pipeline={"stages": [stage]})
     laser_core.setProperty("Laser488", "Voltage", 5.0)  # the laser is on when the fault hits
-    res = run(cfg, driver=PymmcorePlusDriver(cfg.microscope, cfg.acquisition, cfg.safe_state,
-                                             core=laser_core))
+    res = run(
+        cfg, driver=PymmcorePlusDriver(cfg.microscope, cfg.acquisition, cfg.safe_state, core=laser_core)
+    )
     assert words in res.reason
     _assert_safe_and_intact(laser_core, res, min_frames=20)
 
 
 def test_stage_error_skip_policy_keeps_running(laser_core, tmp_path: Path) -> None:
-    cfg = _laser_cfg(tmp_path, acquisition={"exposure_ms": 1.0, "n_frames": 120},
-                     pipeline={"on_error": "skip",
-                               "stages": [{"kind": "fault", "at_frame": 30, "mode": "nan"}]})
-    res = run(cfg, driver=PymmcorePlusDriver(cfg.microscope, cfg.acquisition, cfg.safe_state,
-                                             core=laser_core), report=False)
+    cfg = _laser_cfg(
+        tmp_path,
+        acquisition={"exposure_ms": 1.0, "n_frames": 120},
+        pipeline={"on_error": "skip", "stages": [{"kind": "fault", "at_frame": 30, "mode": "nan"}]},
+    )
+    res = run(
+        cfg,
+        driver=PymmcorePlusDriver(cfg.microscope, cfg.acquisition, cfg.safe_state, core=laser_core),
+        report=False,
+    )
     assert res.status == "completed"
     m = res.metrics
     assert m["frames_stored"] == 120 and m["frames_failed"] > 0
@@ -105,20 +111,29 @@ def test_watchdog_catches_a_stalled_camera(laser_core, tmp_path: Path) -> None:
     cfg = _laser_cfg(tmp_path)
     laser_core.setProperty("Laser488", "Voltage", 5.0)
     t0 = time.perf_counter()
-    res = run(cfg, driver=_CameraGoesQuiet(cfg.microscope, cfg.acquisition, cfg.safe_state,
-                                           core=laser_core), report=False)
+    res = run(
+        cfg,
+        driver=_CameraGoesQuiet(cfg.microscope, cfg.acquisition, cfg.safe_state, core=laser_core),
+        report=False,
+    )
     assert "camera stalled" in res.reason
     assert time.perf_counter() - t0 < 20
     _assert_safe_and_intact(laser_core, res, min_frames=25)
 
 
 def _start_cli_run(tmp_path: Path, n_frames: int) -> tuple[subprocess.Popen[bytes], Path]:
-    cfg = cfg_dict(tmp_path, acquisition={"exposure_ms": 1.0, "n_frames": n_frames},
-                   microscope={"config_file": str(DATA / "demo_laser.cfg"), "lasers": LASERS})
+    cfg = cfg_dict(
+        tmp_path,
+        acquisition={"exposure_ms": 1.0, "n_frames": n_frames},
+        microscope={"config_file": str(DATA / "demo_laser.cfg"), "lasers": LASERS},
+    )
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.Popen([sys.executable, "-m", "smartscope.cli", "run", str(path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smartscope.cli", "run", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 60
     while time.time() < deadline:
         runs = list((tmp_path / "runs").glob("*"))

@@ -24,11 +24,13 @@ def _driver(cfg, core):  # type: ignore[no-untyped-def]
 
 
 def test_every_raw_frame_reaches_disk_and_is_accounted_for(demo_core, tmp_path: Path) -> None:
-    cfg = validate_config(cfg_dict(
-        tmp_path,
-        acquisition={"exposure_ms": 1.0, "n_frames": 200},
-        pipeline={"stages": [{"kind": "identity"}]},
-    ))
+    cfg = validate_config(
+        cfg_dict(
+            tmp_path,
+            acquisition={"exposure_ms": 1.0, "n_frames": 200},
+            pipeline={"stages": [{"kind": "identity"}]},
+        )
+    )
     res = run(cfg, driver=_driver(cfg, demo_core))
     m = res.metrics
     assert res.status == "completed", res.reason
@@ -52,12 +54,14 @@ def test_every_raw_frame_reaches_disk_and_is_accounted_for(demo_core, tmp_path: 
 
 
 def test_exposure_controller_brings_intensity_into_band(demo_core, tmp_path: Path) -> None:
-    cfg = validate_config(cfg_dict(
-        tmp_path,
-        acquisition={"exposure_ms": 1.0, "n_frames": 150},
-        controllers=[{"kind": "exposure_band", "low": 20000, "high": 40000}],
-        limits={"exposure_ms": [0.5, 200.0]},
-    ))
+    cfg = validate_config(
+        cfg_dict(
+            tmp_path,
+            acquisition={"exposure_ms": 1.0, "n_frames": 150},
+            controllers=[{"kind": "exposure_band", "low": 20000, "high": 40000}],
+            limits={"exposure_ms": [0.5, 200.0]},
+        )
+    )
     res = run(cfg, driver=_driver(cfg, demo_core), report=False)
     assert res.status == "completed"
     run_dir = Path(res.run_dir)
@@ -67,8 +71,7 @@ def test_exposure_controller_brings_intensity_into_band(demo_core, tmp_path: Pat
     assert all(20000 <= v <= 40000 for v in p99[-20:]), p99[-20:]
     actions = read_jsonl(run_dir / "actions.jsonl")
     assert actions and all(a["verdict"] in ("applied", "clamped") for a in actions)
-    assert all(a["request"]["reason"] and "p99_adu" in a["request"]["evidence"]["statistic"]
-               for a in actions)
+    assert all(a["request"]["reason"] and "p99_adu" in a["request"]["evidence"]["statistic"] for a in actions)
     # the hardware agrees with the last action, and frames carry the setting in force
     last = actions[-1]["applied"]["exposure_ms"]
     assert demo_core.getExposure() == __import__("pytest").approx(last, rel=1e-3)
@@ -93,13 +96,14 @@ class _AskAt(ControllerBase):
 
 def test_action_is_in_force_from_the_frame_it_claims(seq_tester_core, tmp_path: Path) -> None:
     """SequenceTester encodes the exposure each image was taken with into its pixels."""
-    cfg = validate_config(cfg_dict(
-        tmp_path,
-        acquisition={"exposure_ms": 5.0, "n_frames": 80},
-        pipeline={"stages": [{"kind": "identity"}]},
-    ))
-    res = run(cfg, driver=_driver(cfg, seq_tester_core), controllers=[_AskAt(10, 17.5)],
-              report=False)
+    cfg = validate_config(
+        cfg_dict(
+            tmp_path,
+            acquisition={"exposure_ms": 5.0, "n_frames": 80},
+            pipeline={"stages": [{"kind": "identity"}]},
+        )
+    )
+    res = run(cfg, driver=_driver(cfg, seq_tester_core), controllers=[_AskAt(10, 17.5)], report=False)
     assert res.status == "completed", res.reason
     run_dir = Path(res.run_dir)
     (rec,) = read_jsonl(run_dir / "actions.jsonl")

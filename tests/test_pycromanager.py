@@ -15,13 +15,15 @@ pytest.importorskip("pycromanager")
 
 
 def test_closed_loop_through_pycromanager_headless_core(tmp_path: Path) -> None:
-    cfg = validate_config(cfg_dict(
-        tmp_path,
-        microscope={"driver": "pycromanager", "pycromanager_mode": "headless", "config_file": "demo"},
-        acquisition={"exposure_ms": 1.0, "n_frames": 120},
-        controllers=[{"kind": "exposure_band", "low": 20000, "high": 40000}],
-        limits={"exposure_ms": [0.5, 200.0]},
-    ))
+    cfg = validate_config(
+        cfg_dict(
+            tmp_path,
+            microscope={"driver": "pycromanager", "pycromanager_mode": "headless", "config_file": "demo"},
+            acquisition={"exposure_ms": 1.0, "n_frames": 120},
+            controllers=[{"kind": "exposure_band", "low": 20000, "high": 40000}],
+            limits={"exposure_ms": [0.5, 200.0]},
+        )
+    )
     res = run(cfg, report=False)
     assert res.status == "completed", res.reason
     assert res.metrics["driver"] == "pycromanager"

@@ -19,8 +19,11 @@ from tests.conftest import cfg_dict
 
 def test_replay_reproduces_recorded_frames_and_analysis(demo_core, tmp_path: Path) -> None:
     live = validate_config(cfg_dict(tmp_path, acquisition={"exposure_ms": 3.0, "n_frames": 60}))
-    rec = run(live, driver=PymmcorePlusDriver(live.microscope, live.acquisition, live.safe_state,
-                                              core=demo_core), report=False)
+    rec = run(
+        live,
+        driver=PymmcorePlusDriver(live.microscope, live.acquisition, live.safe_state, core=demo_core),
+        report=False,
+    )
     raw = Path(rec.run_dir) / "raw.ome.tif"
     cfg = validate_config(cfg_dict(tmp_path, microscope={"driver": "replay", "replay_path": str(raw)}))
     rep = run(cfg, report=False)

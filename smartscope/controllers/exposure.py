@@ -71,6 +71,7 @@ class ExposureBandController(ControllerBase):
             else SetLaserPower(laser=self.cfg.laser or "", power_mw=new)
         )
         return [
-            self.ask(action, reason, obs, statistic=self.cfg.statistic, value=value,
-                     current=current, ratio=ratio)
+            self.ask(
+                action, reason, obs, statistic=self.cfg.statistic, value=value, current=current, ratio=ratio
+            )
         ]
