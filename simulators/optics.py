@@ -172,6 +172,15 @@ def _oversample(optics: Optics) -> int:
     return max(3, math.ceil(optics.pixel_size_um / nyq))
 
 
+def _fft_size(n_fine: int, dx_um: float, optics: Optics, min_radius: int) -> int:
+    """Power-of-two FFT size covering ``n_fine`` samples with the pupil disk at least
+    ``min_radius`` samples wide (field of view ≥ min_radius·λ/NA, so the PSF tails do not
+    alias and the pupil edge is resolved)."""
+    fov_um = min_radius * optics.wavelength_nm * 1e-3 / optics.na
+    n = max(n_fine, math.ceil(fov_um / dx_um), 32)
+    return int(2 ** math.ceil(math.log2(n)))
+
+
 def _bin(img: np.ndarray, f: int) -> np.ndarray:
     if f == 1:
         return img
@@ -200,10 +209,10 @@ def psf_2d(
     if size_px < 3:
         raise ValueError(f"size_px={size_px} must be >= 3")
     # fine grid: odd number of fine samples per pixel keeps pixel centres on samples
-    f = _oversample(optics) | 1
+    f = _oversample(optics) | 1 if pixel_integrated else 1
     dx = optics.pixel_size_um / f
     n_fine = size_px * f
-    n_fft = int(2 ** math.ceil(math.log2(max(n_fine, 32))))
+    n_fft = _fft_size(n_fine, dx, optics, 24)
     p = pupil(optics, n_fft, dx, zernike_rad, defocus_um)
     if shift_px != (0.0, 0.0):
         fr = np.fft.fftfreq(n_fft, d=dx)
@@ -237,16 +246,18 @@ def strehl_ratio(
     zernike_rad: Sequence[float] | np.ndarray,
     n: int = 256,
 ) -> float:
-    """Strehl ratio computed from the pupil: peak of the aberrated PSF / unaberrated peak.
-
-    Tip/tilt (j = 2, 3) only move the PSF; the peak is searched over the whole field.
+    """Strehl ratio from the pupil: on-axis intensity relative to the unaberrated PSF,
+    ``S = |⟨exp(iW)⟩|² / ⟨|P|²⟩`` over the pupil, with tip/tilt (j = 2, 3) removed since
+    they only move the image. Exact for the sampled pupil; compare exp(−σ²) (Maréchal).
     """
-    dx = optics.wavelength_nm * 1e-3 / (4 * optics.na) / 2
-    p0 = pupil(optics, n, dx)
-    p1 = pupil(optics, n, dx, zernike_rad)
-    i0 = np.abs(np.fft.ifft2(p0)) ** 2
-    i1 = np.abs(np.fft.ifft2(p1)) ** 2
-    return float(i1.max() / i0.max())
+    z = list(_aberration_key(zernike_rad))
+    for j in (1, 2, 3):  # piston, tip, tilt
+        if len(z) >= j:
+            z[j - 1] = 0.0
+    dx = optics.wavelength_nm * 1e-3 / (4 * optics.na)
+    p = pupil(optics, n, dx, z)
+    inside = np.abs(p) > 0
+    return float(np.abs(p[inside].mean()) ** 2)
 
 
 # ----------------------------------------------------------------------------- convolution
@@ -345,7 +356,7 @@ class StampTable:
         f = _oversample(o) | 1
         dx = o.pixel_size_um / f
         n_fine = s * f
-        n_fft = int(2 ** math.ceil(math.log2(max(n_fine, 32))))
+        n_fft = _fft_size(n_fine, dx, o, 8)
         pup = pupil(o, n_fft, dx, self.zernike_rad, zi * self.dz_um)
         fr = np.fft.fftfreq(n_fft, d=dx)
         shifts = np.arange(p + 1) / p * o.pixel_size_um

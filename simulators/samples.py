@@ -28,6 +28,7 @@ __all__ = [
     "make_cells",
     "make_emitters",
     "make_fission_events",
+    "splat_tubes",
 ]
 
 # fluorescence channels of the cell scene: name -> (excitation laser nm, emission nm)
@@ -244,8 +245,9 @@ def label_free(
 
     The cells are a thin phase object: φ = 2π/λ · Σ Δn·t over cytoplasm (Δn 0.03),
     nucleus (+0.01 over cytoplasm) and mitochondria (+0.02), with weak absorption.
-    ``phase``: Zernike phase contrast — the undiffracted light (a small disk around
-    zero frequency) is shifted by π/2 and attenuated to 25 %, then coherent imaging
+    ``phase``: positive Zernike phase contrast (denser objects darker) — the undiffracted
+    light (a small disk around zero frequency) is retarded by π/2 and attenuated to
+    25 %, then coherent imaging
     through the objective pupil, I = |E_img|². ``brightfield``: the in-focus phase object
     is nearly invisible, so it is imaged slightly defocused (``defocus_um``), where
     phase gradients turn into intensity (transport of intensity).
@@ -270,7 +272,7 @@ def label_free(
     spec = np.fft.fft2(e)
     if mode == "phase":
         ring = fr <= 0.02 / lam_um + 1.5 / (max(h, w) * px)
-        spec = np.where(ring, spec * 0.25 * 1j, spec)
+        spec = np.where(ring, spec * 0.25 * -1j, spec)  # positive phase contrast
     elif mode == "brightfield":
         kz = np.sqrt(np.maximum((1.0 / lam_um) ** 2 - fr**2, 0))
         pupil = pupil * np.exp(2j * np.pi * defocus_um * kz)
