@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from smartscope.simulators.optics import (
-    OTFCache,
     Optics,
+    OTFCache,
     StampTable,
     convolve,
     noll_to_nm,

@@ -15,9 +15,9 @@ from smartscope.simulators.samples import (
     PhotophysicsState,
     fission_points,
     label_free,
-    splat_tubes,
     make_cells,
     make_emitters,
+    splat_tubes,
 )
 from smartscope.simulators.scene import CellScene, SMLMScene
 
@@ -156,9 +156,10 @@ def test_cell_channels_come_from_one_geometry() -> None:
     g = make_cells((128, 128), 0.1, seed=4)
     inside = g.cell_label > 0
     assert g.density["nuclei"][~inside].max() < 1e-3  # nuclei only inside cells
-    assert g.density["mitochondria"][g.nucleus_mask].mean() < 0.2 * max(
-        g.density["mitochondria"][inside & ~g.nucleus_mask].mean(), 1e-6
-    ) + 0.05
+    assert (
+        g.density["mitochondria"][g.nucleus_mask].mean()
+        < 0.2 * max(g.density["mitochondria"][inside & ~g.nucleus_mask].mean(), 1e-6) + 0.05
+    )
     # phase of the same geometry (Δn·t as documented in label_free)
     opd = (
         0.03 * g.thickness_um
@@ -195,7 +196,7 @@ def test_fission_constricts_then_cuts_the_tube_at_the_site() -> None:
     sc = CellScene((128, 128), seed=3, events=True, duration_s=30.0)
     assert sc.events
     ev = sc.events[0]
-    y, x = int(round(ev.y_px)), int(round(ev.x_px))
+    y, x = round(ev.y_px), round(ev.x_px)
 
     tube = sc.geom.mito_id == ev.tube_id
 
@@ -212,8 +213,11 @@ def test_fission_constricts_then_cuts_the_tube_at_the_site() -> None:
     assert mid < before
     assert after < 0.35 * before
     # nothing changes before the onset
-    yy, xx, w = fission_points(sc.geom, sc.events, ev.onset_s - 1e-3)
-    assert np.all(w == 1) or min(e.onset_s for e in sc.events) < ev.onset_s
+    first = min(e.onset_s for e in sc.events)
+    py, px, w = fission_points(sc.geom, sc.events, first - 1e-3)
+    assert np.all(w == 1)
+    np.testing.assert_array_equal(py, sc.geom.mito_y)
+    np.testing.assert_array_equal(px, sc.geom.mito_x)
 
 
 def test_focus_drift_creeps_at_its_rate() -> None:
