@@ -32,10 +32,12 @@ def test_fit_precision_reaches_crlb(photons: float, bg: float) -> None:
     n, size, sig = 1500, 11, 1.3
     gx = (size - 1) / 2 + rng.uniform(-0.5, 0.5, n)
     gy = (size - 1) / 2 + rng.uniform(-0.5, 0.5, n)
-    mu = np.stack([
-        integrated_gaussian((size, size), gx[i : i + 1], gy[i : i + 1], [photons], sig, bg)
-        for i in range(n)
-    ])
+    mu = np.stack(
+        [
+            integrated_gaussian((size, size), gx[i : i + 1], gy[i : i + 1], [photons], sig, bg)
+            for i in range(n)
+        ]
+    )
     rois = rng.poisson(mu).astype(np.float64)
     fit = fit_spots(rois, np.zeros_like(rois), sig)
     err = np.concatenate([fit.x_px - gx, fit.y_px - gy]) * 100.0  # 100 nm pixels
@@ -53,8 +55,9 @@ def test_fit_precision_reaches_crlb(photons: float, bg: float) -> None:
 def test_fit_sigma_recovers_psf_width() -> None:
     rng = np.random.default_rng(3)
     n, size, sig_true = 400, 11, 1.6
-    mu = np.stack([integrated_gaussian((size, size), [5.0], [5.0], [3000.0], sig_true, 5.0)
-                   for _ in range(n)])
+    mu = np.stack(
+        [integrated_gaussian((size, size), [5.0], [5.0], [3000.0], sig_true, 5.0) for _ in range(n)]
+    )
     fit = fit_spots(rng.poisson(mu).astype(float), np.zeros((n, size, size)), 1.2, fit_sigma=True)
     assert np.median(fit.sigma_px) == pytest.approx(sig_true, rel=0.03)
 

@@ -62,8 +62,7 @@ CASES = [
     ([0, 0], [[10, 0], [0, 20]], [0], [[0, 0]], 1, 1, 0, 10.0),
     # Hungarian beats greedy: nearest-first pairs p0-g1 (190 nm) and strands p1;
     # the one-to-one optimum matches both (p0-g0 210 nm, p1-g1 200 nm)
-    ([0, 0], [[210, 0], [600, 0]], [0, 0], [[0, 0], [400, 0]], 2, 0, 0,
-     math.sqrt((210**2 + 200**2) / 2)),
+    ([0, 0], [[210, 0], [600, 0]], [0, 0], [[0, 0], [400, 0]], 2, 0, 0, math.sqrt((210**2 + 200**2) / 2)),
     # empty predictions
     ([], [], [0, 3], [[0, 0], [1, 1]], 0, 0, 2, float("nan")),
 ]
@@ -90,9 +89,7 @@ def test_efficiency_known_value() -> None:
 
 
 def test_match_indices_and_bad_shapes() -> None:
-    ip, ig = match_localizations(
-        [0, 1, 1], [[0, 0], [5, 5], [500, 500]], [1, 1], [[490, 500], [0, 0]]
-    )
+    ip, ig = match_localizations([0, 1, 1], [[0, 0], [5, 5], [500, 500]], [1, 1], [[490, 500], [0, 0]])
     assert sorted(zip(ip.tolist(), ig.tolist(), strict=True)) == [(1, 1), (2, 0)]
     with pytest.raises(ValueError, match="pred_xy_nm"):
         match_localizations([0], [[0, 0, 0]], [0], [[0, 0]])

@@ -61,8 +61,16 @@ def test_bad_files_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"y \[nm\]"):
         LocTable.read_thunderstorm_csv(bad)
     with pytest.raises(ValueError, match="x_nm"):
-        LocTable.from_columns(frame=[0, 1], x_nm=[1.0], y_nm=[1, 2], photons=[1, 2], bg=[1, 2],
-                              sigma_x_nm=[1, 2], sigma_y_nm=[1, 2], prob=[1, 1])
+        LocTable.from_columns(
+            frame=[0, 1],
+            x_nm=[1.0],
+            y_nm=[1, 2],
+            photons=[1, 2],
+            bg=[1, 2],
+            sigma_x_nm=[1, 2],
+            sigma_y_nm=[1, 2],
+            prob=[1, 1],
+        )
 
 
 def test_rows_concat_select() -> None:
@@ -106,8 +114,16 @@ def test_drift_recovered_from_partial_renders() -> None:
     y = sites[s, 1] + true_dy[f] + rng.normal(0, 10, f.size)
     n = f.size
     ones = np.ones(n)
-    t = LocTable.from_columns(frame=f, x_nm=x, y_nm=y, photons=1e3 * ones, bg=10 * ones,
-                              sigma_x_nm=10 * ones, sigma_y_nm=10 * ones, prob=ones)
+    t = LocTable.from_columns(
+        frame=f,
+        x_nm=x,
+        y_nm=y,
+        photons=1e3 * ones,
+        bg=10 * ones,
+        sigma_x_nm=10 * ones,
+        sigma_y_nm=10 * ones,
+        prob=ones,
+    )
     d = estimate_drift(t, n_segments=10, pixel_nm=20.0, extent_nm=(10_000.0, 10_000.0))
     # drift is relative to the first segment's centre
     ref = d.segment_frames[0]

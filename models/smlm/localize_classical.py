@@ -79,9 +79,7 @@ class CameraModel:
         maps = (("offset_map_adu", self.offset_map_adu), ("e_per_adu_map", self.e_per_adu_map))
         for name, m in maps:
             if m is not None and np.shape(m) != img.shape:
-                raise ValueError(
-                    f"CameraModel.{name} has shape {np.shape(m)}, frame is {img.shape}"
-                )
+                raise ValueError(f"CameraModel.{name} has shape {np.shape(m)}, frame is {img.shape}")
         return (img - off) * gain / self.em_gain
 
     def read_var_e2(self, shape: tuple[int, ...]) -> np.ndarray:
@@ -89,8 +87,7 @@ class CameraModel:
         if self.read_noise_map_e is not None:
             if self.read_noise_map_e.shape != shape:
                 raise ValueError(
-                    f"CameraModel.read_noise_map_e has shape {self.read_noise_map_e.shape}, "
-                    f"frame is {shape}"
+                    f"CameraModel.read_noise_map_e has shape {self.read_noise_map_e.shape}, frame is {shape}"
                 )
             r = np.asarray(self.read_noise_map_e, dtype=np.float64)
         else:
@@ -111,8 +108,12 @@ def _edges(coord: np.ndarray, x0: np.ndarray, s: np.ndarray) -> tuple[np.ndarray
 
 
 def integrated_gaussian(
-    shape: tuple[int, int], x_px: np.ndarray, y_px: np.ndarray, photons: np.ndarray,
-    sigma_px: float | np.ndarray, bg: float = 0.0,
+    shape: tuple[int, int],
+    x_px: np.ndarray,
+    y_px: np.ndarray,
+    photons: np.ndarray,
+    sigma_px: float | np.ndarray,
+    bg: float = 0.0,
 ) -> np.ndarray:
     """Expected photoelectrons per pixel for emitters at (x_px, y_px) (pixel-centre units)."""
     h, w = shape
@@ -127,17 +128,21 @@ def integrated_gaussian(
 
 
 def render_spots(
-    shape: tuple[int, int], x_px: np.ndarray, y_px: np.ndarray, photons: np.ndarray,
-    sigma_px: float, bg: float, camera: CameraModel, rng: np.random.Generator,
+    shape: tuple[int, int],
+    x_px: np.ndarray,
+    y_px: np.ndarray,
+    photons: np.ndarray,
+    sigma_px: float,
+    bg: float,
+    camera: CameraModel,
+    rng: np.random.Generator,
 ) -> np.ndarray:
     """A noisy uint16 test frame from the fitter's own PSF model (for tests before the
     simulator is available): Poisson photoelectrons, Gaussian read noise, ADU conversion."""
     mu = integrated_gaussian(shape, x_px, y_px, photons, sigma_px, bg)
     e = rng.poisson(mu).astype(np.float64)
-    if camera.emccd:
-        e = rng.gamma(np.maximum(e, 1e-12), camera.em_gain) * (e > 0)
-    else:
-        e = e * camera.em_gain
+    gain = camera.em_gain
+    e = rng.gamma(np.maximum(e, 1e-12), gain) * (e > 0) if camera.emccd else e * gain
     e = e + rng.normal(0.0, camera.read_noise_e, size=e.shape)
     adu = np.floor(e / camera.e_per_adu) + camera.offset_adu
     return np.clip(adu, 0, 65535).astype(np.uint16)
@@ -153,7 +158,10 @@ def _dog_norm(sigma_px: float) -> float:
 
 
 def detect_spots(
-    electrons: np.ndarray, sigma_px: float, threshold_sigma: float = 4.0, min_distance_px: int = 2,
+    electrons: np.ndarray,
+    sigma_px: float,
+    threshold_sigma: float = 4.0,
+    min_distance_px: int = 2,
     read_var_e2: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Candidate emitter pixels: local maxima of a difference-of-Gaussians filter.
@@ -168,9 +176,7 @@ def detect_spots(
     bg = max(float(np.percentile(img, 30)), 0.0)
     noise = math.sqrt(bg + read_var_e2 + 1e-6) * _dog_norm(sigma_px)
     size = 2 * min_distance_px + 1
-    peaks = (dog == ndimage.maximum_filter(dog, size=size, mode="nearest")) & (
-        dog > threshold_sigma * noise
-    )
+    peaks = (dog == ndimage.maximum_filter(dog, size=size, mode="nearest")) & (dog > threshold_sigma * noise)
     rows, cols = np.nonzero(peaks)
     return rows, cols
 
@@ -191,9 +197,7 @@ class FitResult:
     converged: np.ndarray
 
 
-def _model_and_jac(
-    theta: np.ndarray, coord: np.ndarray, fit_sigma: bool
-) -> tuple[np.ndarray, np.ndarray]:
+def _model_and_jac(theta: np.ndarray, coord: np.ndarray, fit_sigma: bool) -> tuple[np.ndarray, np.ndarray]:
     """mu (n, S, S) and d mu / d theta (n, P, S, S); theta = (x, y, N, bg[, s])."""
     x, y, n, b, s = (theta[:, i, None] for i in range(5))
     ex, dex, dsx = _edges(coord, x, s)
@@ -213,8 +217,12 @@ def _model_and_jac(
 
 
 def fit_spots(
-    rois: np.ndarray, read_var: np.ndarray, sigma_px: float, fit_sigma: bool = False,
-    excess_noise: float = 1.0, iterations: int = 30,
+    rois: np.ndarray,
+    read_var: np.ndarray,
+    sigma_px: float,
+    fit_sigma: bool = False,
+    excess_noise: float = 1.0,
+    iterations: int = 30,
 ) -> FitResult:
     """Vectorised Levenberg–Marquardt Poisson-MLE fit of ``rois`` (n, S, S) in photoelectrons.
 
@@ -231,9 +239,7 @@ def fit_spots(
     gam = np.asarray(read_var, np.float64)
     data = np.maximum(rois + gam, 0.0)
     # initial guess: border median as background, excess counts as photons, centroid as position
-    border = np.concatenate(
-        [rois[:, 0, :], rois[:, -1, :], rois[:, 1:-1, 0], rois[:, 1:-1, -1]], axis=1
-    )
+    border = np.concatenate([rois[:, 0, :], rois[:, -1, :], rois[:, 1:-1, 0], rois[:, 1:-1, -1]], axis=1)
     b0 = np.maximum(np.median(border, axis=1), 0.1)
     excess = np.maximum(rois - b0[:, None, None], 0.0)
     n0 = np.maximum(excess.sum((1, 2)), 10.0)
@@ -290,9 +296,16 @@ def fit_spots(
     ll_bg = (data * np.log(bflat[:, None, None] + gam) - (bflat[:, None, None] + gam)).sum((1, 2))
     llr = 2.0 * (ll - ll_bg) / excess_noise
     return FitResult(
-        x_px=theta[:, 0], y_px=theta[:, 1], photons=theta[:, 2], bg=theta[:, 3],
-        sigma_px=theta[:, 4], crlb_x_px=crlb[:, 0], crlb_y_px=crlb[:, 1],
-        crlb_photons=crlb[:, 2], loglik_ratio=llr, converged=converged | np.isfinite(ll),
+        x_px=theta[:, 0],
+        y_px=theta[:, 1],
+        photons=theta[:, 2],
+        bg=theta[:, 3],
+        sigma_px=theta[:, 4],
+        crlb_x_px=crlb[:, 0],
+        crlb_y_px=crlb[:, 1],
+        crlb_photons=crlb[:, 2],
+        loglik_ratio=llr,
+        converged=converged | np.isfinite(ll),
     )
 
 
@@ -354,8 +367,12 @@ class ClassicalLocalizer:
         yy = r0[:, None, None] + k[None, :, None]
         xx = c0[:, None, None] + k[None, None, :]
         fit = fit_spots(
-            e[yy, xx], rvar[yy, xx], self.sigma_px, cfg.fit_sigma,
-            self.camera.excess_noise_factor, cfg.iterations,
+            e[yy, xx],
+            rvar[yy, xx],
+            self.sigma_px,
+            cfg.fit_sigma,
+            self.camera.excess_noise_factor,
+            cfg.iterations,
         )
         x_px = fit.x_px + c0
         y_px = fit.y_px + r0

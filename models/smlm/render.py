@@ -40,9 +40,7 @@ def field_shape(extent_nm: tuple[float, float], pixel_nm: float) -> tuple[int, i
     return math.ceil(h / pixel_nm), math.ceil(w / pixel_nm)
 
 
-def render_histogram(
-    table: LocTable, pixel_nm: float, extent_nm: tuple[float, float]
-) -> np.ndarray:
+def render_histogram(table: LocTable, pixel_nm: float, extent_nm: tuple[float, float]) -> np.ndarray:
     """2-D histogram (float32 counts) on a grid of ``pixel_nm`` covering ``extent_nm``
     (height, width) from the origin; localizations outside are dropped."""
     shape = field_shape(extent_nm, pixel_nm)

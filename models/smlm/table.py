@@ -20,11 +20,26 @@ import numpy as np
 __all__ = ["COLUMNS", "THUNDERSTORM_HEADER", "LocTable"]
 
 COLUMNS: tuple[str, ...] = (
-    "frame", "x_nm", "y_nm", "photons", "bg", "sigma_x_nm", "sigma_y_nm", "prob", "psf_sigma_nm",
+    "frame",
+    "x_nm",
+    "y_nm",
+    "photons",
+    "bg",
+    "sigma_x_nm",
+    "sigma_y_nm",
+    "prob",
+    "psf_sigma_nm",
 )
 THUNDERSTORM_HEADER: tuple[str, ...] = (
-    "id", "frame", "x [nm]", "y [nm]", "sigma [nm]", "intensity [photon]", "offset [photon]",
-    "bkgstd [photon]", "uncertainty [nm]",
+    "id",
+    "frame",
+    "x [nm]",
+    "y [nm]",
+    "sigma [nm]",
+    "intensity [photon]",
+    "offset [photon]",
+    "bkgstd [photon]",
+    "uncertainty [nm]",
 )
 
 

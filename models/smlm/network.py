@@ -1,0 +1,207 @@
+"""DECODE-class network localizer (Speiser et al. 2021) on the shared U-Net.
+
+Input: three consecutive frames (t-1, t, t+1) in photoelectrons divided by
+``input_scale_e`` (channels of one tensor). Output: one tensor of 8 channels per pixel of
+frame t, in physical units (the scales are constants inside the graph):
+
+====== =================================================================
+prob   detection probability that an emitter's centre lies in this pixel
+dx, dy sub-pixel offset of that emitter from the pixel centre (px, ±1)
+photons detected photons (photoelectrons) of that emitter in frame t
+bg     background (photoelectrons per pixel)
+sx, sy localization uncertainty (px, 1 s.d.)
+sphot  photon uncertainty (photoelectrons, 1 s.d.)
+====== =================================================================
+
+Training uses DECODE's loss: a Gaussian approximation of the Poisson-binomial count
+likelihood plus the log-likelihood of every true emitter under the Gaussian mixture the
+per-pixel outputs define (no explicit matching), plus a background MSE.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from scipy import ndimage
+from torch import nn
+
+from smartscope.models.smlm.table import LocTable
+from smartscope.models.unet import NETWORKS, UNet2D, UNetConfig, register_network
+
+__all__ = [
+    "ARCHITECTURE",
+    "OUTPUT_CHANNELS",
+    "DecodeLoss",
+    "SMLMNet",
+    "SMLMNetConfig",
+    "decode_outputs",
+]
+
+ARCHITECTURE = "smlm_decode"
+OUTPUT_CHANNELS: tuple[str, ...] = ("prob", "dx", "dy", "photons", "bg", "sx", "sy", "sphot")
+N_FRAMES = 3
+
+
+class SMLMNetConfig(BaseModel):
+    """Architecture of :class:`SMLMNet`; stored in the bundle's ``architecture.params``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    depth: int = Field(default=2, ge=1, le=4)
+    base_width: int = Field(default=24, ge=4)
+    norm: str = "none"
+    input_scale_e: float = Field(default=100.0, gt=0, description="photoelectrons per input unit")
+    photon_scale_e: float = Field(default=1000.0, gt=0, description="photons per output unit")
+
+
+class SMLMNet(nn.Module):
+    """Shared :class:`UNet2D` trunk (3 frames in) + DECODE output activations."""
+
+    def __init__(self, config: SMLMNetConfig | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        cfg = config if config is not None else SMLMNetConfig(**kwargs)
+        self.config = cfg
+        self.unet = UNet2D(
+            UNetConfig(
+                in_channels=N_FRAMES,
+                out_channels=len(OUTPUT_CHANNELS),
+                depth=cfg.depth,
+                base_width=cfg.base_width,
+                norm=cfg.norm,  # type: ignore[arg-type]
+            )
+        )
+        bias = self.unet.head.bias
+        assert bias is not None
+        with torch.no_grad():  # start from a low detection probability (~2 %)
+            bias[0].fill_(-4.0)
+
+    @property
+    def size_multiple(self) -> int:
+        return self.unet.size_multiple
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raw = self.unet(x)
+        cfg = self.config
+        prob = torch.sigmoid(raw[:, 0:1])
+        offs = torch.tanh(raw[:, 1:3])
+        photons = nn.functional.softplus(raw[:, 3:4]) * cfg.photon_scale_e
+        bg = nn.functional.softplus(raw[:, 4:5]) * cfg.input_scale_e
+        sxy = torch.sigmoid(raw[:, 5:7]) * 3.0 + 0.01
+        sphot = (torch.sigmoid(raw[:, 7:8]) * 3.0 + 0.01) * cfg.photon_scale_e
+        return torch.cat([prob, offs, photons, bg, sxy, sphot], dim=1)
+
+
+def _factory(params: dict[str, Any]) -> nn.Module:
+    return SMLMNet(SMLMNetConfig(**params))
+
+
+if ARCHITECTURE not in NETWORKS:
+    register_network(ARCHITECTURE, _factory)
+
+
+class DecodeLoss(nn.Module):
+    """DECODE loss on network outputs (physical units) and padded ground truth.
+
+    ``gt_xy_px`` (B, E, 2): emitter positions in pixel-centre units of the output grid;
+    ``gt_photons`` (B, E); ``gt_mask`` (B, E) bool for real entries; ``gt_bg`` (B, H, W).
+    """
+
+    def __init__(self, photon_scale_e: float, input_scale_e: float, bg_weight: float = 1.0):
+        super().__init__()
+        self.photon_scale_e = photon_scale_e
+        self.input_scale_e = input_scale_e
+        self.bg_weight = bg_weight
+
+    def forward(
+        self,
+        out: torch.Tensor,
+        gt_xy_px: torch.Tensor,
+        gt_photons: torch.Tensor,
+        gt_mask: torch.Tensor,
+        gt_bg: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        b, _, h, w = out.shape
+        prob = out[:, 0].reshape(b, -1).clamp(1e-6, 1 - 1e-6)
+        # count loss: Gaussian approximation of the Poisson-binomial sum of p
+        mean = prob.sum(1)
+        var = (prob * (1 - prob)).sum(1)
+        n_true = gt_mask.float().sum(1)
+        count = 0.5 * (n_true - mean) ** 2 / var + 0.5 * torch.log(var)
+        # mixture likelihood of every true emitter
+        yy, xx = torch.meshgrid(
+            torch.arange(h, dtype=out.dtype, device=out.device),
+            torch.arange(w, dtype=out.dtype, device=out.device),
+            indexing="ij",
+        )
+        mx = (xx[None] + out[:, 1]).reshape(b, 1, -1)
+        my = (yy[None] + out[:, 2]).reshape(b, 1, -1)
+        mn = (out[:, 3] / self.photon_scale_e).reshape(b, 1, -1)
+        sx = out[:, 5].reshape(b, 1, -1)
+        sy = out[:, 6].reshape(b, 1, -1)
+        sn = (out[:, 7] / self.photon_scale_e).reshape(b, 1, -1)
+        gx = gt_xy_px[:, :, 0:1]
+        gy = gt_xy_px[:, :, 1:2]
+        gn = (gt_photons / self.photon_scale_e)[:, :, None]
+        log_n = (
+            -0.5 * ((gx - mx) / sx) ** 2
+            - torch.log(sx)
+            - 0.5 * ((gy - my) / sy) ** 2
+            - torch.log(sy)
+            - 0.5 * ((gn - mn) / sn) ** 2
+            - torch.log(sn)
+            - 1.5 * math.log(2 * math.pi)
+        )
+        log_w = torch.log(prob) - torch.log(mean)[:, None]
+        ll = torch.logsumexp(log_w[:, None, :] + log_n, dim=2)  # (B, E)
+        loc = -(ll * gt_mask.float()).sum(1)
+        bg = ((out[:, 4] - gt_bg) / self.input_scale_e).pow(2).mean((1, 2))
+        total = (count + loc + self.bg_weight * bg * h * w / 100.0).mean()
+        return {"loss": total, "count": count.mean(), "loc": loc.mean(), "bg": bg.mean()}
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeSettings:
+    """How probability maps become localizations."""
+
+    threshold: float = 0.5  # on the 3x3 summed probability at a local maximum
+    min_prob_px: float = 0.05
+
+
+def decode_outputs(
+    out: np.ndarray,
+    frame_index: int,
+    pixel_nm: float,
+    settings: DecodeSettings | None = None,
+    origin_px: tuple[int, int] = (0, 0),
+) -> LocTable:
+    """Per-pixel outputs (8, H, W) → localization table for one frame.
+
+    A detection is a pixel whose probability is the maximum of its 3x3 neighbourhood and
+    whose 3x3 summed probability exceeds ``threshold`` (emitters split across two pixels
+    count once); ``prob`` = that sum, capped at 1.
+    """
+    s = settings or DecodeSettings()
+    if out.ndim != 3 or out.shape[0] != len(OUTPUT_CHANNELS):
+        raise ValueError(f"network output must be (8, H, W) {OUTPUT_CHANNELS}, got {out.shape}")
+    p = out[0]
+    psum = ndimage.uniform_filter(p, size=3, mode="constant") * 9.0
+    peak = (p == ndimage.maximum_filter(p, size=3, mode="constant")) & (psum > s.threshold)
+    peak &= p > s.min_prob_px
+    r, c = np.nonzero(peak)
+    x_px = c + out[1, r, c] + origin_px[1]
+    y_px = r + out[2, r, c] + origin_px[0]
+    return LocTable.from_columns(
+        frame=np.full(r.size, frame_index, np.int64),
+        x_nm=(x_px + 0.5) * pixel_nm,
+        y_nm=(y_px + 0.5) * pixel_nm,
+        photons=out[3, r, c],
+        bg=out[4, r, c],
+        sigma_x_nm=out[5, r, c] * pixel_nm,
+        sigma_y_nm=out[6, r, c] * pixel_nm,
+        prob=np.minimum(psum[r, c], 1.0),
+    )
