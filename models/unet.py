@@ -28,9 +28,7 @@ class UNetConfig(BaseModel):
     in_channels: int = Field(default=1, ge=1)
     out_channels: int = Field(default=1, ge=1)
     depth: int = Field(default=2, ge=1, le=6, description="number of 2x down-samplings")
-    base_width: int = Field(
-        default=16, ge=2, description="channels of the first level; doubles per level"
-    )
+    base_width: int = Field(default=16, ge=2, description="channels of the first level; doubles per level")
     norm: Literal["none", "batch", "group"] = "none"
     residual: bool = Field(
         default=False,
@@ -132,7 +130,5 @@ def build_network(name: str, params: dict[str, Any]) -> nn.Module:
     try:
         factory = NETWORKS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown network architecture {name!r}; known: {sorted(NETWORKS)}"
-        ) from None
+        raise ValueError(f"unknown network architecture {name!r}; known: {sorted(NETWORKS)}") from None
     return factory(dict(params))

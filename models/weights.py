@@ -37,9 +37,7 @@ def state_from_npz_bytes(data: bytes, source: str = "weights") -> dict[str, torc
     except ValueError as exc:
         raise ValueError(f"{source}: not a plain numeric .npz archive ({exc})") from exc
     except Exception as exc:  # zipfile.BadZipFile, OSError ...
-        raise ValueError(
-            f"{source}: unreadable .npz archive ({type(exc).__name__}: {exc})"
-        ) from exc
+        raise ValueError(f"{source}: unreadable .npz archive ({type(exc).__name__}: {exc})") from exc
 
 
 def load_state_npz(module: nn.Module, path: str | Path) -> nn.Module:

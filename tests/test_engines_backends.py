@@ -26,9 +26,7 @@ BF16_TOL = 3e-2
 
 @pytest.fixture(scope="module")
 def bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_test_bundle(
-        tmp_path_factory.mktemp("b") / "random", seed=11, in_channels=2, out_channels=3
-    )
+    return make_test_bundle(tmp_path_factory.mktemp("b") / "random", seed=11, in_channels=2, out_channels=3)
 
 
 def _reference(bundle_path: Path, x: np.ndarray) -> np.ndarray:
@@ -64,9 +62,7 @@ def test_bf16_torch_cpu_within_half_tolerance(bundle_path: Path) -> None:
     assert 0 < err <= BF16_TOL  # really ran in reduced precision, and within tolerance
 
 
-def test_auto_picks_best_available_and_reports(
-    bundle_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_auto_picks_best_available_and_reports(bundle_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     b = load_bundle(bundle_path)
     with caplog.at_level(logging.INFO, logger="smartscope.engines.backends"):
         be = select_backend(b, "auto")

@@ -58,9 +58,7 @@ def test_tampered_weights_are_refused(bundle_dir: Path, tmp_path: Path) -> None:
     first = next(iter(arrays))
     arrays[first] = arrays[first] + 1.0
     np.savez(d / "weights.npz", **arrays)
-    with pytest.raises(
-        BundleError, match=r"weights\.npz: sha256 .* does not match .*weights_sha256"
-    ):
+    with pytest.raises(BundleError, match=r"weights\.npz: sha256 .* does not match .*weights_sha256"):
         load_bundle(d)
 
 

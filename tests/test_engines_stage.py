@@ -30,18 +30,13 @@ def test_engine_stage_in_pipeline(bundle_path: Path) -> None:
     pipe = Pipeline([FrameStatsStage(), stage])
     rng = np.random.default_rng(0)
     for i in range(2):
-        frame = Frame(
-            index=i, image=rng.poisson(200, (150, 170)).astype(np.uint16), camera_time_s=now_s()
-        )
+        frame = Frame(index=i, image=rng.poisson(200, (150, 170)).astype(np.uint16), camera_time_s=now_s())
         res = pipe.run(frame)
         out = res["denoise"]
         img = out.images["denoised"]
         assert img.shape == (150, 170) and img.dtype == np.float32  # tiled: 150x170 > 64
         assert {"snr", "snr_db", "noise_adu", "denoised_mean"} <= out.values.keys()
-        assert (
-            "stage:denoise" in frame.times
-            and frame.times["stage:denoise"] >= frame.times["stage:stats"]
-        )
+        assert "stage:denoise" in frame.times and frame.times["stage:denoise"] >= frame.times["stage:stats"]
     # the stage's image equals the engine run directly on the same frame
     direct = stage.engine.infer(frame.image)["denoised"][0]
     np.testing.assert_array_equal(img, direct)
@@ -57,9 +52,7 @@ def test_stage_config_validation(bundle_path: Path, tmp_path: Path) -> None:
         EngineStageConfig(bundle=bundle_path, backend="tflite")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="not in bundle outputs"):
         EngineStageConfig(bundle=bundle_path, outputs=["nope"]).build()
-    cfg = EngineStageConfig.model_validate(
-        {"kind": "engine", "bundle": str(bundle_path), "name": "dn"}
-    )
+    cfg = EngineStageConfig.model_validate({"kind": "engine", "bundle": str(bundle_path), "name": "dn"})
     assert cfg.kind == "engine" and cfg.name == "dn"
 
 
@@ -128,9 +121,7 @@ def test_cli_export_from_checkpoint(tmp_path: Path) -> None:
         tile_px=64,
         overlap_px=16,
     )
-    (ck / CHECKPOINT_NAME).write_text(
-        json.dumps({"manifest": fields, "weights_file": "weights.npz"})
-    )
+    (ck / CHECKPOINT_NAME).write_text(json.dumps({"manifest": fields, "weights_file": "weights.npz"}))
     res = CliRunner().invoke(app, ["export", str(ck), "--out", str(tmp_path / "b.zip")])
     assert res.exit_code == 0, res.output
     b = load_bundle(tmp_path / "b.zip")

@@ -71,7 +71,4 @@ def test_no_seam_on_smooth_image(unet: Path) -> None:
     # and the hard-seam version (no overlap, no ramp) would fail the same check
     hard = run_tiled(be.run, img, tile=128, overlap=0, multiple=4)["denoised"][0]
     hard_step = np.abs(np.diff(hard, axis=1))
-    assert (
-        max(hard_step[inner, c - 1].max() - ref_step[inner, c - 1].max() for c in (128,))
-        > 1e-3 * rng_out
-    )
+    assert max(hard_step[inner, c - 1].max() - ref_step[inner, c - 1].max() for c in (128,)) > 1e-3 * rng_out

@@ -119,9 +119,7 @@ class Provenance(_Frozen):
     method: str = ""
     train_fovs: list[str] = Field(default_factory=list)
     heldout_fovs: list[str] = Field(default_factory=list)
-    created_utc: str = Field(
-        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
-    )
+    created_utc: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     software: dict[str, str] = Field(default_factory=dict)
     notes: str = ""
 
@@ -163,9 +161,7 @@ class EngineManifest(_Frozen):
         for t in self.outputs:
             if t.name == name:
                 return t
-        raise KeyError(
-            f"engine {self.name!r} has no output {name!r}; has {[t.name for t in self.outputs]}"
-        )
+        raise KeyError(f"engine {self.name!r} has no output {name!r}; has {[t.name for t in self.outputs]}")
 
 
 @dataclass(frozen=True)
@@ -247,8 +243,7 @@ def _check_onnx(data: bytes, manifest: EngineManifest, where: str) -> None:
         declared = [s.name for s in specs]
         if sorted(declared) != sorted(graph):
             raise BundleError(
-                f"{where}: ONNX graph {kind}s {sorted(graph)} do not match engine.json "
-                f"{kind}s {declared}"
+                f"{where}: ONNX graph {kind}s {sorted(graph)} do not match engine.json {kind}s {declared}"
             )
         for spec in specs:
             ttype = graph[spec.name].type.tensor_type
@@ -320,9 +315,7 @@ def load_bundle(path: str | Path) -> Bundle:
                     f"engine.json architecture.weights_sha256 {arch.weights_sha256}"
                 )
             _check_weights(weights, reader.describe(arch.weights_file))
-        return Bundle(
-            source=str(p), manifest=manifest, onnx_bytes=onnx_bytes, weights_bytes=weights
-        )
+        return Bundle(source=str(p), manifest=manifest, onnx_bytes=onnx_bytes, weights_bytes=weights)
     finally:
         reader.close()
 

@@ -27,9 +27,7 @@ def export_cmd(
     checkpoint: Annotated[
         Path, typer.Argument(help="training checkpoint folder (checkpoint.json + weights.npz)")
     ],
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="bundle folder, or a path ending in .zip")
-    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="bundle folder, or a path ending in .zip")],
     zip_: Annotated[bool, typer.Option("--zip", help="write a zip archive")] = False,
 ) -> None:
     """Export a torch training checkpoint to a verified engine bundle (ONNX + engine.json)."""
@@ -41,9 +39,7 @@ def export_cmd(
         _console.print(f"[red]export failed:[/red] {exc}")
         raise typer.Exit(1) from exc
     man = load_bundle(path).manifest
-    _console.print(
-        f"wrote {path}  ({man.name}, task={man.task}, onnx sha256 {man.onnx_sha256[:12]}…)"
-    )
+    _console.print(f"wrote {path}  ({man.name}, task={man.task}, onnx sha256 {man.onnx_sha256[:12]}…)")
 
 
 @app.command("compile")
@@ -83,9 +79,7 @@ def compile_cmd(
 
 @app.command("engines")
 def engines_cmd(
-    root: Annotated[Path, typer.Argument(help="folder to search for bundles")] = Path(
-        "models/bundles"
-    ),
+    root: Annotated[Path, typer.Argument(help="folder to search for bundles")] = Path("models/bundles"),
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     """List engine bundles under ROOT with their metadata (invalid ones are flagged)."""

@@ -67,9 +67,7 @@ def export_onnx(
     return buf.getvalue()
 
 
-def _verify_onnx(
-    module: torch.nn.Module, onnx_bytes: bytes, in_channels: int, hw: int, seed: int
-) -> float:
+def _verify_onnx(module: torch.nn.Module, onnx_bytes: bytes, in_channels: int, hw: int, seed: int) -> float:
     """Max relative difference between ONNX Runtime and the torch module on random input."""
     import onnxruntime as ort
 
@@ -152,9 +150,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, as_zip: bool =
     ck = Path(checkpoint)
     meta_path = ck / CHECKPOINT_NAME
     if not meta_path.is_file():
-        raise FileNotFoundError(
-            f"{meta_path}: not a training checkpoint (missing {CHECKPOINT_NAME})"
-        )
+        raise FileNotFoundError(f"{meta_path}: not a training checkpoint (missing {CHECKPOINT_NAME})")
     meta = json.loads(meta_path.read_text())
     try:
         fields = dict(meta["manifest"])

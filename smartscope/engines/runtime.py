@@ -18,9 +18,7 @@ class Engine:
 
     def __init__(self, bundle: Bundle, backend: Backend, *, max_batch: int = 4) -> None:
         if len(bundle.manifest.inputs) != 1:
-            raise ValueError(
-                f"{bundle.source}: the runtime supports engines with one input tensor"
-            )
+            raise ValueError(f"{bundle.source}: the runtime supports engines with one input tensor")
         self.bundle = bundle
         self.backend = backend
         self.max_batch = max_batch

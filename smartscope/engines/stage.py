@@ -59,9 +59,7 @@ class EngineStageConfig(BaseModel):
     name: str = Field(default="denoise", min_length=1, description="stage name; keys its results")
     bundle: Path = Field(description="engine bundle folder or .zip")
     backend: BackendChoice = "auto"
-    device: str | None = Field(
-        default=None, description="cpu, cuda:0 ...; None lets the backend choose"
-    )
+    device: str | None = Field(default=None, description="cpu, cuda:0 ...; None lets the backend choose")
     precision: Literal["fp32", "fp16", "bf16"] | None = None
     outputs: list[str] | None = Field(
         default=None, description="outputs to emit as images (default: all the bundle declares)"
@@ -98,13 +96,9 @@ class EngineStage:
         self.outputs = list(config.outputs) if config.outputs is not None else declared
         unknown = [o for o in self.outputs if o not in declared]
         if unknown:
-            raise ValueError(
-                f"stage {self.name!r}: outputs {unknown} not in bundle outputs {declared}"
-            )
+            raise ValueError(f"stage {self.name!r}: outputs {unknown} not in bundle outputs {declared}")
         in_ch = man.inputs[0].n_channels
-        self._restoration = [
-            t.name for t in man.outputs if t.denormalize and t.n_channels == in_ch
-        ]
+        self._restoration = [t.name for t in man.outputs if t.denormalize and t.n_channels == in_ch]
 
     @property
     def backend_description(self) -> str:

@@ -31,9 +31,7 @@ def unet_manifest_fields(
         "name": name,
         "task": task,
         "inputs": [{"name": "input", "channels": input_channels}],
-        "outputs": [
-            {"name": output_name, "channels": output_channels, "denormalize": denormalize}
-        ],
+        "outputs": [{"name": output_name, "channels": output_channels, "denormalize": denormalize}],
         "normalization": {"kind": "affine", "offset_adu": offset_adu, "scale_adu": scale_adu},
         "tile": {"size_px": tile_px, "overlap_px": overlap_px, "multiple_px": 2**depth},
         "architecture": {"name": "unet2d", "params": arch_params},

@@ -104,9 +104,7 @@ def run_tiled(
     wx = {x: ramp_weights(tw, ramp, x > 0, x + tw < pw) for x in xs}
     for i in range(0, len(boxes), max_batch):
         chunk = boxes[i : i + max_batch]
-        batch = np.stack([padded[:, y : y + th, x : x + tw] for y, x in chunk]).astype(
-            np.float32, copy=False
-        )
+        batch = np.stack([padded[:, y : y + th, x : x + tw] for y, x in chunk]).astype(np.float32, copy=False)
         outs = run(batch)
         for j, (y, x) in enumerate(chunk):
             wt = wy[y][:, None] * wx[x][None, :]

@@ -71,9 +71,7 @@ def create_backend(
     if name == "tensorrt":
         from smartscope.engines.backends.tensorrt_backend import TensorRTBackend
 
-        return TensorRTBackend(
-            bundle, device=device or "cuda:0", precision=precision or "fp16", **options
-        )
+        return TensorRTBackend(bundle, device=device or "cuda:0", precision=precision or "fp16", **options)
     if name == "torch":
         from smartscope.engines.backends.torch_backend import TorchBackend
 
@@ -83,9 +81,7 @@ def create_backend(
     if name == "onnxruntime":
         from smartscope.engines.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(
-            bundle, device=device or "cpu", precision=precision or "fp32", **options
-        )
+        return OnnxRuntimeBackend(bundle, device=device or "cpu", precision=precision or "fp32", **options)
     raise ValueError(f"unknown backend {name!r}; choose auto, tensorrt, torch or onnxruntime")
 
 

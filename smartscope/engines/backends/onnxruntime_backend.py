@@ -39,9 +39,7 @@ class OnnxRuntimeBackend:
         if intra_op_threads > 0:
             opts.intra_op_num_threads = intra_op_threads
         opts.log_severity_level = 3
-        self._session = ort.InferenceSession(
-            bundle.onnx_bytes, sess_options=opts, providers=providers
-        )
+        self._session = ort.InferenceSession(bundle.onnx_bytes, sess_options=opts, providers=providers)
         self._input = bundle.manifest.inputs[0].name
         self._outputs = [t.name for t in bundle.manifest.outputs]
         self.device = device
@@ -50,9 +48,7 @@ class OnnxRuntimeBackend:
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         arr = np.ascontiguousarray(x, dtype=np.float32)
         res = self._session.run(self._outputs, {self._input: arr})
-        return {
-            n: np.asarray(r, dtype=np.float32) for n, r in zip(self._outputs, res, strict=True)
-        }
+        return {n: np.asarray(r, dtype=np.float32) for n, r in zip(self._outputs, res, strict=True)}
 
     def describe(self) -> str:
         prov = self._session.get_providers()[0]

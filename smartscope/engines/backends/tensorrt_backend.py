@@ -94,9 +94,7 @@ class TensorRTBackend:
             self._runtime = trt.Runtime(self._logger)
             self._engine = self._runtime.deserialize_cuda_engine(plan)
             if self._engine is None:
-                raise BackendUnavailable(
-                    f"tensorrt backend: could not deserialize {self.plan_path}"
-                )
+                raise BackendUnavailable(f"tensorrt backend: could not deserialize {self.plan_path}")
             self._context = self._engine.create_execution_context()
 
     # -- build -------------------------------------------------------------------------
@@ -196,9 +194,7 @@ class TensorRTBackend:
     def describe(self) -> str:
         name = self._torch.cuda.get_device_name(self.device)
         src = "cached plan" if getattr(self, "plan_from_cache", False) else "built plan"
-        return (
-            f"TensorRT {self._trt.__version__} {self.precision} on {self.device} ({name}, {src})"
-        )
+        return f"TensorRT {self._trt.__version__} {self.precision} on {self.device} ({name}, {src})"
 
     def close(self) -> None:
         self._context = None

@@ -40,15 +40,12 @@ def build_torch_module(bundle: Bundle) -> torch.nn.Module:
             "needs the network name and weights.npz (use onnxruntime or tensorrt)"
         )
     module = build_network(arch.name, arch.params)
-    state = state_from_npz_bytes(
-        bundle.weights_bytes, source=f"{bundle.source}/{arch.weights_file}"
-    )
+    state = state_from_npz_bytes(bundle.weights_bytes, source=f"{bundle.source}/{arch.weights_file}")
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise BackendUnavailable(
-            f"{bundle.source}/{arch.weights_file}: weights do not match "
-            f"{arch.name} {arch.params}: {exc}"
+            f"{bundle.source}/{arch.weights_file}: weights do not match {arch.name} {arch.params}: {exc}"
         ) from exc
     return module.eval()
 
@@ -90,13 +87,9 @@ class TorchBackend:
     ) -> None:
         dev = torch.device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise BackendUnavailable(
-                f"torch backend: device {device!r} requested but CUDA is unavailable"
-            )
+            raise BackendUnavailable(f"torch backend: device {device!r} requested but CUDA is unavailable")
         if dev.type == "cpu" and precision == "fp16":
-            raise BackendUnavailable(
-                "torch backend: fp16 is GPU-only here; use fp32 or bf16 on CPU"
-            )
+            raise BackendUnavailable("torch backend: fp16 is GPU-only here; use fp32 or bf16 on CPU")
         if cuda_graphs and dev.type != "cuda":
             raise BackendUnavailable("torch backend: cuda_graphs needs a CUDA device")
         self.device = str(dev)
@@ -131,9 +124,7 @@ class TorchBackend:
                 res = self._fn(x)
             outs = res if isinstance(res, tuple) else (res,)
         if len(outs) != len(self._outputs):
-            raise RuntimeError(
-                f"network returned {len(outs)} outputs, manifest declares {self._outputs}"
-            )
+            raise RuntimeError(f"network returned {len(outs)} outputs, manifest declares {self._outputs}")
         return dict(zip(self._outputs, outs, strict=True))
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:

@@ -1,0 +1,1 @@
+"""Denoising engines: Noise2Void (self-supervised) and CARE (supervised)."""

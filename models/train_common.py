@@ -1,0 +1,222 @@
+"""Shared training machinery for every engine: held-out FOV split, progress, checkpoints,
+early stopping, provenance.
+
+An engine's trainer supplies ``step(i) -> loss`` and ``validate() -> loss``;
+:func:`fit` runs them with a rich progress bar, validates every ``val_every`` steps on
+held-out fields of view, keeps the best weights (checkpointed as ``weights.npz`` +
+``checkpoint.json``, no pickle), stops early when validation stops improving, and
+restores the best weights at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from smartscope.models.weights import state_to_npz_bytes
+
+__all__ = [
+    "EarlyStopping",
+    "FitConfig",
+    "FitResult",
+    "command_line",
+    "fit",
+    "seed_everything",
+    "software_versions",
+    "split_fovs",
+    "write_checkpoint",
+]
+
+
+class FitConfig(BaseModel):
+    """Optimisation settings shared by engines (defaults: small, CPU-friendly)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    steps: int = Field(default=400, ge=1, description="maximum optimiser steps")
+    batch_size: int = Field(default=16, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    lr_final_fraction: float = Field(
+        default=0.1, gt=0, le=1, description="cosine decay to lr * this by the last step"
+    )
+    val_every: int = Field(default=50, ge=1, description="validate every N steps")
+    patience: int = Field(default=4, ge=1, description="stop after N validations without improvement")
+    min_delta: float = Field(default=0.0, ge=0, description="relative improvement that counts")
+    seed: int = 0
+    device: str = Field(default="cpu", description="cpu, cuda, cuda:0 ...")
+    threads: int = Field(default=0, ge=0, description="torch CPU threads; 0 = torch default")
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed torch (CPU and CUDA) and return the numpy generator all sampling uses."""
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def split_fovs(n_fovs: int, val_fraction: float, seed: int, min_val: int = 1) -> tuple[list[int], list[int]]:
+    """Train / held-out indices over whole fields of view (never interleaved frames).
+
+    A seeded permutation picks ``max(min_val, round(val_fraction * n))`` fields for
+    validation; at least one field stays in training.
+    """
+    if n_fovs < 2:
+        raise ValueError(f"need >= 2 fields of view to hold one out, got {n_fovs}")
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction={val_fraction} must be in (0, 1)")
+    n_val = min(n_fovs - 1, max(min_val, round(val_fraction * n_fovs)))
+    perm = np.random.default_rng(seed).permutation(n_fovs)
+    return sorted(int(i) for i in perm[n_val:]), sorted(int(i) for i in perm[:n_val])
+
+
+@dataclass
+class EarlyStopping:
+    """Tracks the best validation loss; ``update`` returns True when training should stop."""
+
+    patience: int
+    min_delta: float = 0.0
+    best: float = math.inf
+    best_step: int = -1
+    bad: int = 0
+
+    def update(self, loss: float, step: int) -> bool:
+        if loss < self.best * (1 - self.min_delta) or self.best_step < 0:
+            self.best, self.best_step, self.bad = loss, step, 0
+            return False
+        self.bad += 1
+        return self.bad >= self.patience
+
+
+@dataclass
+class FitResult:
+    best_val: float
+    best_step: int
+    steps_run: int
+    stopped_early: bool
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def write_checkpoint(folder: Path, module: torch.nn.Module, meta: dict[str, Any], tag: str = "") -> Path:
+    """``folder/weights{tag}.npz`` + ``folder/checkpoint{tag}.json`` (atomic replace)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wname = f"weights{tag}.npz"
+    tmp = folder / (wname + ".tmp")
+    tmp.write_bytes(state_to_npz_bytes(module))
+    tmp.replace(folder / wname)
+    doc = dict(meta, weights_file=wname)
+    jtmp = folder / f"checkpoint{tag}.json.tmp"
+    jtmp.write_text(json.dumps(doc, indent=2, default=str))
+    jtmp.replace(folder / f"checkpoint{tag}.json")
+    return folder
+
+
+def fit(
+    module: torch.nn.Module,
+    step: Callable[[int], float],
+    validate: Callable[[], float],
+    config: FitConfig,
+    *,
+    checkpoint_dir: Path | None = None,
+    checkpoint_meta: Callable[[], dict[str, Any]] | None = None,
+    description: str = "training",
+    console: Console | None = None,
+    quiet: bool = False,
+) -> FitResult:
+    """Run ``step`` up to ``config.steps`` times with validation and early stopping.
+
+    ``step(i)`` does one optimiser step and returns the training loss; ``validate()``
+    returns the held-out loss (lower is better) with the module in eval mode. The best
+    weights are restored into ``module`` before returning.
+    """
+    stopper = EarlyStopping(config.patience, config.min_delta)
+    best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    history: list[dict[str, float]] = []
+    running: list[float] = []
+    stopped = False
+    i = 0
+    con = console or Console(stderr=True)
+    cols = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.4g} val {task.fields[val]:.4g}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*cols, console=con, disable=quiet, transient=False) as prog:
+        task = prog.add_task(description, total=config.steps, loss=math.nan, val=math.nan)
+        for i in range(config.steps):
+            module.train()
+            running.append(float(step(i)))
+            prog.update(task, advance=1, loss=running[-1])
+            if (i + 1) % config.val_every != 0 and i + 1 != config.steps:
+                continue
+            module.eval()
+            with torch.no_grad():
+                val = float(validate())
+            if not math.isfinite(val):
+                raise FloatingPointError(f"validation loss is {val} at step {i + 1}")
+            history.append({"step": float(i + 1), "train_loss": float(np.mean(running)), "val_loss": val})
+            running = []
+            prog.update(task, val=val)
+            if not quiet and not con.is_terminal:  # logs: one line per validation
+                con.print(
+                    f"{description}: step {i + 1}/{config.steps} "
+                    f"train_loss {history[-1]['train_loss']:.5g} val_loss {val:.5g}"
+                )
+            stop = stopper.update(val, i + 1)
+            if stopper.best_step == i + 1:
+                best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+                if checkpoint_dir is not None:
+                    meta = checkpoint_meta() if checkpoint_meta else {}
+                    meta.update(step=i + 1, val_loss=val, history=history)
+                    write_checkpoint(checkpoint_dir, module, meta)
+            if stop:
+                stopped = True
+                break
+    module.load_state_dict(best_state)
+    module.eval()
+    return FitResult(stopper.best, stopper.best_step, i + 1, stopped, history)
+
+
+def software_versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The command as typed (``smartscope train ...``), for provenance."""
+    args = list(sys.argv if argv is None else argv)
+    if args and args[0].endswith(("smartscope", "smartscope.exe")):
+        args[0] = "smartscope"
+    elif args and Path(args[0]).name == "cli.py" and Path(args[0]).parent.name == "models":
+        args[0:1] = ["python", "-m", "smartscope.models.cli"]
+    return shlex.join(args)
+
+
+def lr_schedule(optimizer: torch.optim.Optimizer, config: FitConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """Cosine decay from ``lr`` to ``lr * lr_final_fraction`` over ``steps``."""
+    return torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=config.steps, eta_min=config.lr * config.lr_final_fraction
+    )
