@@ -164,6 +164,9 @@ class MMCoreDriver:
     def _configure(self) -> None:
         """Apply the configured acquisition settings; called by subclasses once connected."""
         self._do_set_exposure(self.acq.exposure_ms)
+        for name, mw in self.acq.lasers_mw.items():
+            laser = self.mcfg.lasers[name]
+            self._do_set_property(laser.device, laser.power_property, mw)
         if self.acq.roi is not None:
             r = self.acq.roi
             self._do_set_roi(r.x, r.y, r.width, r.height)

@@ -111,20 +111,29 @@ def run_cmd(
 
 
 DEMO_CONFIG: dict[str, Any] = {
-    "microscope": {"driver": "pymmcore-plus", "config_file": "demo"},
-    "acquisition": {"exposure_ms": 2.0, "n_frames": 600},
+    "microscope": {
+        "driver": "pymmcore-plus",
+        "config_file": "virtual",
+        "lasers": {
+            "488": {"device": "Laser488", "power_property": "Power", "wavelength_nm": 488, "max_power_mw": 100}
+        },
+    },
+    "acquisition": {"exposure_ms": 20.0, "n_frames": 600, "lasers_mw": {"488": 2.0}},
     "pipeline": {"stages": [{"kind": "stats", "name": "stats"}]},
     "controllers": [
         {
             "kind": "exposure_band",
-            "name": "exposure_band",
+            "name": "laser_band",
             "stage": "stats",
             "statistic": "p99_adu",
-            "low": 20000,
-            "high": 40000,
+            "low": 300,
+            "high": 420,
+            "actuator": "laser_power",
+            "laser": "488",
+            "offset_adu": 100,
         }
     ],
-    "limits": {"exposure_ms": [0.5, 200.0], "max_exposure_ratio_per_s": 50.0},
+    "limits": {"laser_max_mw": {"488": 50.0}, "max_power_change_mw_per_s": 10.0},
     "storage": {"root": "runs", "name": "demo"},
 }
 
@@ -134,7 +143,11 @@ def demo(
     frames: Annotated[int, typer.Option(help="frames to acquire")] = 600,
     out: Annotated[Path, typer.Option(help="folder the run folder is made in")] = Path("runs"),
 ) -> None:
-    """The closed-loop demo on the built-in hardware: exposure held in a target band."""
+    """The closed-loop demo on the built-in virtual microscope.
+
+    Fluorescent cells under a 488 nm laser; the controller holds the 99th-percentile
+    intensity in a band by adjusting laser power, raising it as the dye bleaches.
+    """
     data = {
         **DEMO_CONFIG,
         "acquisition": {**DEMO_CONFIG["acquisition"], "n_frames": frames},
@@ -142,8 +155,8 @@ def demo(
     }
     cfg = validate_config(data, "demo")
     console.print(
-        f"demo: {cfg.microscope.config_file} microscope, {frames} frames, exposure controller "
-        "keeping the 99th-percentile intensity in 20000..40000 ADU"
+        f"demo: {cfg.microscope.config_file} microscope, {frames} frames; laser-power controller "
+        "holding the 99th-percentile intensity in 300..420 ADU as the sample bleaches"
     )
     _run(cfg)
 

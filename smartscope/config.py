@@ -100,6 +100,9 @@ class AcquisitionConfig(_Model):
     n_frames: int | None = Field(default=None, gt=0)
     duration_s: float | None = Field(default=None, gt=0)
     roi: ROIConfig | None = None
+    lasers_mw: dict[str, float] = Field(
+        default_factory=dict, description="laser powers set before the first frame"
+    )
     channels: list[ChannelConfig] = Field(default_factory=list)
     mda: dict[str, Any] | None = Field(
         default=None,
@@ -318,6 +321,13 @@ class SmartscopeConfig(_Model):
         for name in self.limits.laser_max_mw:
             if name not in self.microscope.lasers:
                 raise ValueError(f"limits.laser_max_mw: unknown laser {name!r}")
+        for name, mw in self.acquisition.lasers_mw.items():
+            laser = self.microscope.lasers.get(name)
+            if laser is None:
+                raise ValueError(f"acquisition.lasers_mw: unknown laser {name!r}")
+            ceiling = min(laser.max_power_mw, self.limits.laser_max_mw.get(name, laser.max_power_mw))
+            if not 0 <= mw <= ceiling:
+                raise ValueError(f"acquisition.lasers_mw.{name}: {mw} mW outside 0..{ceiling} mW")
         return self
 
 
