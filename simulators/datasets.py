@@ -40,7 +40,9 @@ def denoise_pairs(
     - ``noisy`` = a simulated sCMOS frame (Poisson shot noise, per-pixel read noise,
       offset and gain maps, 16-bit quantisation) converted back to electrons with the
       nominal calibration: ``(ADU + ½ − offset_adu) / gain_adu_per_e`` (the ½ undoes
-      the ADC's floor). Its mean matches ``clean`` up to the per-pixel map spread.
+      the ADC's floor). Its mean matches ``clean``; besides shot and read noise it keeps
+      the sensor's fixed pattern (per-pixel offset σ 2 ADU = 1 e⁻, gain ±2 %), as a
+      real sCMOS frame converted with the nominal calibration would.
 
     ``photons`` sets the light level: the brightest structure (99.9th percentile of the
     blurred density) receives about ``photons`` photons per pixel; background

@@ -201,11 +201,15 @@ class VirtualMicroscope:
                 from .samples import Emitters
 
                 rng = np.random.default_rng(self._seed + 3)
-                n = max(4, int(shape[0] * shape[1] / 900))
+                # sparse beads on a jittered 32-px lattice (isolated PSFs for AO / focus)
                 nm = self.pixel_size_um * 1000
+                gy, gx = np.meshgrid(
+                    np.arange(16, shape[0] - 15, 32), np.arange(16, shape[1] - 15, 32), indexing="ij"
+                )
+                n = gy.size
                 self.smlm.emitters = Emitters(
-                    x_nm=rng.uniform(8, shape[1] - 8, n) * nm,
-                    y_nm=rng.uniform(8, shape[0] - 8, n) * nm,
+                    x_nm=(gx.ravel() + rng.uniform(-4, 4, n)) * nm,
+                    y_nm=(gy.ravel() + rng.uniform(-4, 4, n)) * nm,
                     z_nm=np.zeros(n),
                     structure_id=np.arange(n, dtype=np.int32),
                 )
