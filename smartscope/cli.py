@@ -28,6 +28,22 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Example and validation of run configurations.", no_args_is_help=False)
 app.add_typer(config_app, name="config")
+
+
+def _register_engine_commands() -> None:
+    """Commands that live beside the code they drive (simulator, engines, training)."""
+    from smartscope.engines.cli import compile_cmd, engines_cmd, export_cmd
+    from smartscope.models.cli import app as train_app
+    from smartscope.simulators.cli import simulate
+
+    app.command("simulate")(simulate)
+    app.add_typer(train_app, name="train")
+    app.command("export")(export_cmd)
+    app.command("compile")(compile_cmd)
+    app.command("engines")(engines_cmd)
+
+
+_register_engine_commands()
 console = Console()
 err_console = Console(stderr=True)
 

@@ -181,8 +181,14 @@ class FaultStageConfig(_Model):
         return FaultStage(self.name, self.at_frame, self.mode)
 
 
+# Engine families define their own stage/controller configs next to their code; the
+# unions below are the one place that lists them all.
+from smartscope.engines.stage import EngineStageConfig  # noqa: E402
+from smartscope.models.smlm.controller import SMLMDensityConfig  # noqa: E402
+from smartscope.models.smlm.stage import SMLMStageConfig  # noqa: E402
+
 StageConfig = Annotated[
-    IdentityStageConfig | StatsStageConfig | FaultStageConfig,
+    IdentityStageConfig | StatsStageConfig | FaultStageConfig | EngineStageConfig | SMLMStageConfig,
     Field(discriminator="kind"),
 ]
 
@@ -233,7 +239,7 @@ class ExposureBandConfig(_Model):
         return ExposureBandController(self)
 
 
-ControllerConfig = Annotated[ExposureBandConfig, Field(discriminator="kind")]
+ControllerConfig = Annotated[ExposureBandConfig | SMLMDensityConfig, Field(discriminator="kind")]
 
 
 # -------------------------------------------------------------------- safety
