@@ -221,6 +221,7 @@ def train_smlm(
     threads: int = 2,
     command: str = "",
     log_every: int = 25,
+    eval_windows: int = 64,
 ) -> Path:
     """Train for ``minutes`` wall time (or ``max_steps``), evaluate on held-out simulated
     windows and export a verified engine bundle to ``out``. Returns the bundle path."""
@@ -260,11 +261,11 @@ def train_smlm(
         opt.step()
         step += 1
         if step % log_every == 0 or step == 1:
-            rec = {k: float(v) for k, v in losses.items()}
+            rec = {k: float(v.detach()) for k, v in losses.items()}
             rec.update(step=step, elapsed_s=time.time() - t0, sim_s=t_sim)
             log.append(rec)
             print(json.dumps(rec), flush=True)
-    heldout = evaluate(net, sp, seed=10_000 + seed)
+    heldout = evaluate(net, sp, seed=10_000 + seed, n=eval_windows)
     print("held-out", json.dumps(heldout), flush=True)
     metrics = {
         "heldout_jaccard": heldout["jaccard"],

@@ -1,0 +1,138 @@
+"""DECODE-class network: loss, decoding, simulator data, a few training steps to a bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from smartscope.engines.bundle import load_bundle
+from smartscope.models.smlm.network import (
+    OUTPUT_CHANNELS,
+    DecodeLoss,
+    SMLMNet,
+    SMLMNetConfig,
+    decode_outputs,
+)
+from smartscope.models.smlm.train import SimSpec, simulate_windows, train_smlm
+
+
+def _maps(h: int, w: int, emitters: list[tuple[float, float, float]]) -> np.ndarray:
+    """Ideal output maps for emitters (x_px, y_px, photons)."""
+    out = np.zeros((8, h, w), np.float32)
+    out[4] = 10.0
+    out[5:7] = 0.1
+    out[7] = 50.0
+    for x, y, n in emitters:
+        c, r = round(x), round(y)
+        out[0, r, c] = 0.97
+        out[1, r, c] = x - c
+        out[2, r, c] = y - r
+        out[3, r, c] = n
+    return out
+
+
+def test_decode_outputs_positions_units_and_threshold() -> None:
+    maps = _maps(32, 32, [(5.3, 7.8, 1000.0), (20.0, 20.45, 500.0)])
+    # an emitter split over two pixels counts once (3x3 summed probability)
+    maps[0, 12, 12] = maps[0, 12, 13] = 0.45
+    t = decode_outputs(maps, frame_index=3, pixel_nm=100.0)
+    assert len(t) == 3 and set(t.frame.tolist()) == {3}
+    order = np.argsort(t.photons)
+    got = t.xy_nm()[order]
+    np.testing.assert_allclose(got[1], [(20.0 + 0.5) * 100, (20.45 + 0.5) * 100], atol=1e-3)
+    np.testing.assert_allclose(got[2], [(5.3 + 0.5) * 100, (7.8 + 0.5) * 100], atol=1e-3)
+    assert np.allclose(t.sigma_x_nm, 10.0) and np.all(t.prob <= 1.0)
+    assert len(decode_outputs(maps, 0, 100.0, settings=None)) == 3
+    with pytest.raises(ValueError, match="8, H, W"):
+        decode_outputs(maps[:5], 0, 100.0)
+
+
+def test_loss_prefers_the_truth() -> None:
+    """The DECODE loss is lower for maps that put emitters where they are, with the right
+    count, and lower still when the reported uncertainty matches the actual error."""
+    loss = DecodeLoss(photon_scale_e=1000.0, input_scale_e=100.0)
+    em = [(5.3, 7.8, 1000.0), (20.2, 11.6, 500.0)]
+    xy = torch.tensor([[[5.3, 7.8], [20.2, 11.6]]])
+    ph = torch.tensor([[1000.0, 500.0]])
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    bg = torch.full((1, 32, 32), 10.0)
+    good = torch.from_numpy(_maps(32, 32, em))[None]
+    shifted = torch.from_numpy(_maps(32, 32, [(x + 0.6, y, n) for x, y, n in em]))[None]
+    missing = torch.from_numpy(_maps(32, 32, em[:1]))[None]
+    lg = loss(good, xy, ph, mask, bg)["loss"]
+    assert lg < loss(shifted, xy, ph, mask, bg)["loss"]
+    assert lg < loss(missing, xy, ph, mask, bg)["loss"]
+    bad_bg = good.clone()
+    bad_bg[:, 4] = 40.0
+    assert loss(good, xy, ph, mask, bg)["bg"] < loss(bad_bg, xy, ph, mask, bg)["bg"]
+
+
+def test_network_shapes_and_ranges() -> None:
+    net = SMLMNet(SMLMNetConfig(base_width=4, depth=2)).eval()
+    with torch.no_grad():
+        out = net(torch.rand(2, 3, 32, 48))
+    assert out.shape == (2, len(OUTPUT_CHANNELS), 32, 48)
+    assert float(out[:, 0].min()) >= 0 and float(out[:, 0].max()) <= 1
+    assert float(out[:, 1:3].abs().max()) <= 1
+    assert float(out[:, 3:].min()) > 0
+
+
+def test_simulated_windows_match_their_ground_truth() -> None:
+    spec = SimSpec(
+        tile_px=32,
+        density_per_um2=(0.5, 0.5),
+        photons=(5000, 5000),
+        bg_photons=(10, 10),
+        n_aberrations=1,
+        emccd_fraction=0.0,
+        z_nm=(0, 0),
+    )
+    x, gts, bgs, emccd = simulate_windows(6, spec, seed=3)
+    assert x.shape == (6, 3, 32, 32) and bgs.shape == (6, 32, 32) and not any(emccd)
+    n_gt = sum(len(g["x_px"]) for g in gts)
+    assert n_gt > 0
+    # photons land where the ground truth says
+    for i, g in enumerate(gts):
+        for xp, yp, n in zip(g["x_px"], g["y_px"], g["photons"], strict=True):
+            r, c = round(yp), round(xp)
+            if n > 2000 and 2 <= r < 30 and 2 <= c < 30:
+                assert x[i, 1, r - 1 : r + 2, c - 1 : c + 2].sum() > 9 * bgs[i].mean() + 0.3 * n
+
+
+def test_few_training_steps_write_a_verified_bundle(tmp_path: Path) -> None:
+    spec = SimSpec(tile_px=24)
+    path = train_smlm(
+        tmp_path / "smlm-tiny",
+        max_steps=3,
+        batch=2,
+        seed=1,
+        eval_windows=4,
+        net_config=SMLMNetConfig(base_width=4, depth=2),
+        spec=spec,
+        threads=1,
+        command="pytest",
+        log_every=1,
+    )
+    b = load_bundle(path)
+    assert b.manifest.task == "smlm" and b.manifest.outputs[0].channels == list(OUTPUT_CHANNELS)
+    assert b.manifest.provenance.command == "pytest"
+    assert b.manifest.metrics["train_steps"] == 3
+    assert (Path(path) / "train_log.json").is_file()
+
+
+def test_simulated_background_matches_its_target() -> None:
+    spec = SimSpec(
+        tile_px=32,
+        density_per_um2=(0.03, 0.03),
+        photons=(300, 300),
+        bg_photons=(40, 40),
+        n_aberrations=1,
+        emccd_fraction=1.0,
+    )
+    x, _, bgs, emccd = simulate_windows(4, spec, seed=4)
+    assert all(emccd)
+    # photoelectrons from an EMCCD frame (gain divided out) average to the background target
+    assert float(np.median(x)) == pytest.approx(float(bgs.mean()), rel=0.1)
