@@ -210,6 +210,9 @@ class MMCoreDriver:
         self._streaming = self._is_streaming_mode()
         if self._streaming:
             left = None if self._target is None else self._target - self._delivered - len(self._pending)
+            if self._state.get("burst") and self._burst_left is not None:
+                # a counted burst: the camera takes exactly that many, then we switch back
+                left = self._burst_left if left is None else min(left, self._burst_left)
             if left is not None and left <= 0:
                 return
             self._do_start_sequence(left)
@@ -296,12 +299,15 @@ class MMCoreDriver:
         if wait > 0:
             time.sleep(wait)
         channel = ""
+        state = self._state
         if self.acq.channels:
             ch = self.acq.channels[self._channel_i % len(self.acq.channels)]
             if len(self.acq.channels) > 1:
                 self._do_set_config(ch.group, ch.preset)
                 exp = ch.exposure_ms or self._state["exposure_ms"]
                 self._do_set_exposure(exp)
+                # a channel's own exposure takes precedence; the frame records what was used
+                state = {**self._state, "exposure_ms": exp}
             channel = ch.preset
             self._channel_i += 1
         img = self._do_snap()
@@ -311,7 +317,7 @@ class MMCoreDriver:
             self._next_due += self._state["interval_ms"] / 1e3
             # if we fell behind, do not try to catch up with a burst of frames
             self._next_due = max(self._next_due, time.perf_counter())
-        return self._make_frame(img, md, self._state, channel)
+        return self._make_frame(img, md, state, channel)
 
     # -------------------------------------------------------------- actions
 
