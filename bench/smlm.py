@@ -159,9 +159,9 @@ def isolated_bright(
         if net is not None:
             win = np.stack([cam.to_electrons(fr) for fr in frames]).astype(np.float32)
             runs["network"] = net.localize(win, f)
-        for key, t in runs.items():
-            ip, ig = match_localizations(t.frame, t.xy_nm(), gf, gxy)
-            errs[key].append(t.xy_nm()[ip] - gxy[ig])
+        for key, tab in runs.items():
+            ip, ig = match_localizations(tab.frame, tab.xy_nm(), gf, gxy)
+            errs[key].append(tab.xy_nm()[ip] - gxy[ig])
     sigma_fit = float(np.median(np.concatenate(fitted_sigma)))
     n_e = C.qe * photons
     b_e = C.qe * bg + C.dark_e_per_s * C.exposure_ms * 1e-3
@@ -189,7 +189,7 @@ def isolated_bright(
 def throughput(
     classical: ClassicalLocalizer, bundle: Path | None, threshold: float, seed: int
 ) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     from smartscope.engines.backends import available_backends
 
     avail = available_backends()
