@@ -216,7 +216,7 @@ class VirtualMicroscope:
                 from .samples import PhotophysicsState
 
                 self.smlm.state = PhotophysicsState.initial(n, pp)
-                self.smlm.background_per_ms_per_mw = 0.05
+                self.smlm.background_per_ms_per_mw = 0.01
         self.drift = self._drift_override or (
             FocusDrift(rate_um_per_s=0.002, wander_um=0.05, seed=self._seed + 11)
             if s == "events"

@@ -98,3 +98,25 @@ def test_bad_camera_fields_are_refused_with_their_name() -> None:
         CameraConfig(qe=1.5)
     with pytest.raises(ValueError, match="bit_depth"):
         CameraConfig(bit_depth=20)
+
+
+@pytest.mark.parametrize("lam", [0.4, 3.7, 16.4, 300.0])
+def test_shot_noise_follows_the_poisson_distribution(lam: float) -> None:
+    from scipy import stats
+
+    from smartscope.simulators.camera import shot_noise
+
+    rng = np.random.default_rng(9)
+    img = np.full((512, 512), lam, np.float32)
+    img[:40, :40] += 25.0  # a sparse bright patch on the uniform floor
+    x = shot_noise(img, rng)
+    floor = x[40:, :].ravel()
+    k = np.arange(int(lam + 8 * np.sqrt(lam) + 10))
+    observed = np.bincount(floor.astype(np.int64), minlength=k.size)[: k.size]
+    expected = stats.poisson.pmf(k, lam) * floor.size
+    keep = expected > 20
+    chi2 = float(np.sum((observed[keep] - expected[keep]) ** 2 / expected[keep]))
+    assert chi2 < stats.chi2.ppf(0.999, keep.sum() - 1)
+    patch = x[:40, :40]
+    assert patch.mean() == pytest.approx(lam + 25.0, rel=0.02)
+    assert patch.var() == pytest.approx(lam + 25.0, rel=0.15)
