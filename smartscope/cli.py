@@ -131,7 +131,12 @@ DEMO_CONFIG: dict[str, Any] = {
         "driver": "pymmcore-plus",
         "config_file": "virtual",
         "lasers": {
-            "488": {"device": "Laser488", "power_property": "Power", "wavelength_nm": 488, "max_power_mw": 100}
+            "488": {
+                "device": "Laser488",
+                "power_property": "Power",
+                "wavelength_nm": 488,
+                "max_power_mw": 100,
+            }
         },
     },
     "acquisition": {"exposure_ms": 20.0, "n_frames": 600, "lasers_mw": {"488": 2.0}},

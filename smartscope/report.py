@@ -43,6 +43,25 @@ def _controlled_series(frames: list[dict[str, Any]]) -> dict[str, list[float]]:
     }
 
 
+def _steered_statistic(
+    run_dir: Path, analysis: list[dict[str, Any]]
+) -> tuple[str | None, str | None, tuple[float, float] | None]:
+    """The statistic a band controller steers (and its band), else the first one there is."""
+    import yaml
+
+    cfg_path = run_dir / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
+    for ctl in (cfg or {}).get("controllers", []):
+        if ctl.get("kind") == "exposure_band":
+            return ctl["stage"], ctl["statistic"], (ctl["low"], ctl["high"])
+    for a in analysis:
+        for stage, vals in a.get("values", {}).items():
+            for key in ("p99_adu", "mean_adu", "snr", "density_per_um2"):
+                if key in vals:
+                    return stage, key, None
+    return None, None, None
+
+
 def make_figures(run_dir: Path) -> dict[str, str]:
     """PNG figures (base64) keyed by title."""
     import logging
@@ -94,15 +113,21 @@ def make_figures(run_dir: Path) -> dict[str, str]:
         ax.step(t, vals, where="post")
         ax.set_ylabel(key)
     ax = axes[-1]
+    stage, key, band = _steered_statistic(run_dir, analysis)
     plotted = False
-    for a in analysis:
-        for stage, vals in a.get("values", {}).items():
-            for key in ("p99_adu", "mean_adu", "snr", "density_per_um2"):
-                if key in vals:
-                    ax.plot(cam[a["index"]] - t0, vals[key], ".", ms=2, color="C1")
-                    ax.set_ylabel(f"{stage}.{key}")
-                    plotted = True
-                    break
+    if stage is not None and key is not None:
+        pts = [
+            (cam[a["index"]] - t0, a["values"][stage][key])
+            for a in analysis
+            if key in a.get("values", {}).get(stage, {}) and a["index"] in cam
+        ]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), ".", ms=2, color="C1")
+            ax.set_ylabel(f"{stage}.{key}")
+            plotted = True
+        if band is not None:
+            ax.axhspan(band[0], band[1], color="C2", alpha=0.15, label="target band")
+            ax.legend(loc="upper right", fontsize=8)
     for r in actions:
         if r.get("applied_time_s"):
             for a_ in axes:
@@ -141,6 +166,7 @@ def write_report(run_dir: Path, extra_figures: dict[str, str] | None = None) -> 
     figs = make_figures(run_dir)
     if extra_figures:
         figs.update(extra_figures)
+
     def cell(v: Any) -> str:
         return html.escape(json.dumps(v) if isinstance(v, dict) else str(v))
 

@@ -34,7 +34,9 @@ class _Script(ControllerBase):
 
 
 def _run(core, tmp_path: Path, acquisition: dict, controllers=None):  # type: ignore[no-untyped-def]
-    cfg = validate_config(cfg_dict(tmp_path, acquisition=acquisition, pipeline={"stages": [{"kind": "identity"}]}))
+    cfg = validate_config(
+        cfg_dict(tmp_path, acquisition=acquisition, pipeline={"stages": [{"kind": "identity"}]})
+    )
     drv = PymmcorePlusDriver(cfg.microscope, cfg.acquisition, cfg.safe_state, core=core)
     res = run(cfg, driver=drv, controllers=controllers or [], report=False)
     assert res.status == "completed", res.reason
@@ -42,13 +44,16 @@ def _run(core, tmp_path: Path, acquisition: dict, controllers=None):  # type: ig
 
 
 def test_channels_alternate_and_the_ome_header_says_so(demo_core, tmp_path: Path) -> None:
-    chans = [{"group": "Channel", "preset": "DAPI", "exposure_ms": 5}, {"group": "Channel", "preset": "FITC", "exposure_ms": 12}]
+    chans = [
+        {"group": "Channel", "preset": "DAPI", "exposure_ms": 5},
+        {"group": "Channel", "preset": "FITC", "exposure_ms": 12},
+    ]
     run_dir = _run(demo_core, tmp_path, {"interval_ms": 30, "n_frames": 8, "channels": chans})
     frames = read_jsonl(run_dir / "frames.jsonl")
     assert [f["channel"] for f in frames] == ["DAPI", "FITC"] * 4
     with tifffile.TiffFile(run_dir / "raw.ome.tif") as tif:
         assert tif.series[0].shape == (4, 2, 512, 512)
-        assert "SizeC=\"2\"" in (tif.ome_metadata or "")
+        assert 'SizeC="2"' in (tif.ome_metadata or "")
         assert 'ExposureTime="12"' in (tif.ome_metadata or "")
 
 
