@@ -47,7 +47,7 @@ _DEFAULT_POWER: dict[str, dict[str, float]] = {
     "cells": {"561": 10.0},
     "lowlight": {"561": 10.0},
     "events": {"561": 10.0},
-    "smlm": {"640": 100.0, "405": 0.5},
+    "smlm": {"640": 100.0, "405": 2.0},
     "beads": {"640": 5.0},
 }
 
@@ -178,7 +178,7 @@ class VirtualMicroscope:
                 self.brightness_scale = 1.0
         else:
             pp = (
-                Photophysics()
+                Photophysics(start_on=False)  # dye already pumped to the dark state
                 if s == "smlm"
                 else Photophysics(
                     k_act_spont_per_s=0.0,

@@ -392,7 +392,6 @@ class StampTable:
         out: np.ndarray | None = None,
     ) -> np.ndarray:
         """Add emitters (pixel coordinates, pixel centres at integers) to a float32 image."""
-        h, w = shape
         img = np.zeros(shape, dtype=np.float32) if out is None else out
         if len(y_px) == 0:
             return img
@@ -408,20 +407,40 @@ class StampTable:
         wy = (fy - py).astype(np.float32)
         wx = (fx - px).astype(np.float32)
         for z in np.unique(zi):
-            sel = np.nonzero(zi == z)[0]
+            sel_all = np.nonzero(zi == z)[0]
             tab = self.slice(float(z) * self.dz_um)
             offs = np.arange(tab.shape[-1]) - tab.shape[-1] // 2
-            a, b = py[sel], px[sel]
-            wy_, wx_ = wy[sel, None, None], wx[sel, None, None]
-            st = (
-                tab[a, b] * (1 - wy_) * (1 - wx_)
-                + tab[a + 1, b] * wy_ * (1 - wx_)
-                + tab[a, b + 1] * (1 - wy_) * wx_
-                + tab[a + 1, b + 1] * wy_ * wx_
-            ) * photons[sel, None, None].astype(np.float32)
-            yy = iy0[sel, None, None] + offs[None, :, None]
-            xx = ix0[sel, None, None] + offs[None, None, :]
-            yy, xx = np.broadcast_arrays(yy, xx)
-            ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
-            np.add.at(img.reshape(-1), yy[ok] * w + xx[ok], st[ok])
+            chunk = max(1, 4_000_000 // tab.shape[-1] ** 2)  # bound temporaries (~16 MB)
+            for c0 in range(0, sel_all.size, chunk):
+                sel = sel_all[c0 : c0 + chunk]
+                self._add(img, tab, offs, sel, iy0, ix0, py, px, wy, wx, photons)
         return img
+
+    @staticmethod
+    def _add(
+        img: np.ndarray,
+        tab: np.ndarray,
+        offs: np.ndarray,
+        sel: np.ndarray,
+        iy0: np.ndarray,
+        ix0: np.ndarray,
+        py: np.ndarray,
+        px: np.ndarray,
+        wy: np.ndarray,
+        wx: np.ndarray,
+        photons: np.ndarray,
+    ) -> None:
+        h, w = img.shape
+        a, b = py[sel], px[sel]
+        wy_, wx_ = wy[sel, None, None], wx[sel, None, None]
+        st = (
+            tab[a, b] * (1 - wy_) * (1 - wx_)
+            + tab[a + 1, b] * wy_ * (1 - wx_)
+            + tab[a, b + 1] * (1 - wy_) * wx_
+            + tab[a + 1, b + 1] * wy_ * wx_
+        ) * photons[sel, None, None].astype(np.float32)
+        yy = iy0[sel, None, None] + offs[None, :, None]
+        xx = ix0[sel, None, None] + offs[None, None, :]
+        yy, xx = np.broadcast_arrays(yy, xx)
+        ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+        np.add.at(img.reshape(-1), yy[ok] * w + xx[ok], st[ok])

@@ -65,9 +65,9 @@ def _run_cli(args: list[str]) -> None:
 def test_simulate_writes_reproducible_ome_tiff_and_ground_truth(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     for out in (a, b):
-        _run_cli(["smlm", "--frames", "5", "--out", str(out), "--size", "48", "--seed", "4"])
+        _run_cli(["smlm", "--frames", "5", "--out", str(out), "--size", "64", "--seed", "4"])
     raw = tifffile.imread(a / "raw.ome.tif")
-    assert raw.shape == (5, 48, 48) and raw.dtype == np.uint16
+    assert raw.shape == (5, 64, 64) and raw.dtype == np.uint16
     np.testing.assert_array_equal(raw, tifffile.imread(b / "raw.ome.tif"))
     with tifffile.TiffFile(a / "raw.ome.tif") as tf:
         assert tf.is_ome and "PhysicalSizeX" in (tf.ome_metadata or "")
