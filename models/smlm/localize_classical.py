@@ -252,40 +252,57 @@ def fit_spots(
     theta = np.stack([x0, y0, n0, b0, np.full(n_spots, sigma_px)], axis=1)
     npar = 5 if fit_sigma else 4
 
-    def loglik(th: np.ndarray) -> np.ndarray:
-        mu, _ = _model_and_jac(th, coord, False)
-        mu = np.maximum(mu + gam, 1e-9)
-        return (data * np.log(mu) - mu).sum((1, 2))
+    k = size * size
+    gam_f = np.broadcast_to(gam, rois.shape).reshape(n_spots, k)
+    data_f = data.reshape(n_spots, k)
 
+    def loglik(th: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        x, y, n, b, s = (th[:, i, None] for i in range(5))
+        ex = _edges(coord, x, s)[0]
+        ey = _edges(coord, y, s)[0]
+        mu = (b[:, :, None] + n[:, :, None] * ey[:, :, None] * ex[:, None, :]).reshape(-1, k)
+        mu = np.maximum(mu + gam_f[idx], 1e-9)
+        return (data_f[idx] * np.log(mu) - mu).sum(1)
+
+    def fisher_of(th: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        mu, jac = _model_and_jac(th, coord, fit_sigma)
+        jf = jac.reshape(th.shape[0], -1, k)
+        mu_t = np.maximum(mu.reshape(-1, k) + gam_f[idx], 1e-9)
+        fisher = np.matmul(jf / mu_t[:, None, :], jf.transpose(0, 2, 1))
+        return fisher, jf, mu_t
+
+    everyone = np.arange(n_spots)
     lam = np.full(n_spots, 1e-3)
-    ll = loglik(theta)
+    ll = loglik(theta, everyone)
     converged = np.zeros(n_spots, bool)
     lo = np.array([-1.0, -1.0, 1.0, 1e-3, 0.3 * sigma_px])
     hi = np.array([size, size, np.inf, np.inf, 3.0 * sigma_px])
+    active = everyone
+    eye = np.eye(npar)
     for _ in range(iterations):
-        mu, jac = _model_and_jac(theta, coord, fit_sigma)
-        mu_t = np.maximum(mu + gam, 1e-9)
-        grad = np.einsum("npyx,nyx->np", jac, data / mu_t - 1.0)
-        fisher = np.einsum("npyx,nqyx,nyx->npq", jac, jac, 1.0 / mu_t)
+        if active.size == 0:
+            break
+        th = theta[active]
+        fisher, jf, mu_t = fisher_of(th, active)
+        grad = np.matmul(jf, (data_f[active] / mu_t - 1.0)[:, :, None])[:, :, 0]
         diag = np.einsum("npp->np", fisher)
-        a = fisher + lam[:, None, None] * np.einsum("np,pq->npq", diag, np.eye(npar))
+        a_mat = fisher + lam[active, None, None] * diag[:, :, None] * eye
         try:
-            step = np.linalg.solve(a, grad[:, :, None])[:, :, 0]
+            step = np.linalg.solve(a_mat, grad[:, :, None])[:, :, 0]
         except np.linalg.LinAlgError:
             step = np.zeros_like(grad)
-        trial = theta.copy()
-        trial[:, :npar] = np.clip(theta[:, :npar] + step, lo[:npar], hi[:npar])
-        ll_t = loglik(trial)
-        better = ll_t >= ll
-        small = np.abs(step[:, :2]).max(1) < 1e-4
-        converged |= better & small
-        theta = np.where(better[:, None], trial, theta)
-        ll = np.where(better, ll_t, ll)
-        lam = np.where(better, lam * 0.2, lam * 10.0)
-        lam = np.clip(lam, 1e-7, 1e7)
-    mu, jac = _model_and_jac(theta, coord, fit_sigma)
-    mu_t = np.maximum(mu + gam, 1e-9)
-    fisher = np.einsum("npyx,nqyx,nyx->npq", jac, jac, 1.0 / mu_t) / excess_noise
+        trial = th.copy()
+        trial[:, :npar] = np.clip(th[:, :npar] + step, lo[:npar], hi[:npar])
+        ll_t = loglik(trial, active)
+        better = ll_t >= ll[active]
+        done = better & (np.abs(step[:, :2]).max(1) < 1e-4)
+        theta[active] = np.where(better[:, None], trial, th)
+        ll[active] = np.where(better, ll_t, ll[active])
+        lam[active] = np.clip(np.where(better, lam[active] * 0.2, lam[active] * 10.0), 1e-7, 1e7)
+        converged[active[done]] = True
+        active = active[~done]
+    fisher, _, _ = fisher_of(theta, everyone)
+    fisher /= excess_noise
     try:
         cov = np.linalg.inv(fisher)
         crlb = np.sqrt(np.maximum(np.einsum("npp->np", cov), 0.0))
@@ -305,7 +322,7 @@ def fit_spots(
         crlb_y_px=crlb[:, 1],
         crlb_photons=crlb[:, 2],
         loglik_ratio=llr,
-        converged=converged | np.isfinite(ll),
+        converged=converged,
     )
 
 
