@@ -242,3 +242,25 @@ def test_controller_ignores_missing_values_and_validates() -> None:
         SMLMDensityConfig(target_density_per_um2=0.3, min_power_mw=5, max_power_mw=1)
     with pytest.raises(ValidationError, match="target_density_per_um2"):
         SMLMDensityConfig(target_density_per_um2=0)
+
+
+def test_localize_command_on_a_recorded_stack(tmp_path: Path) -> None:
+    import tifffile
+    import typer
+    from typer.testing import CliRunner
+
+    from smartscope.models.smlm.cli import localize_cmd
+
+    scene = _grid_scene(5)
+    frames, gts = zip(*(scene.step(0.0) for _ in range(5)), strict=True)
+    tif = tmp_path / "stack.tif"
+    tifffile.imwrite(tif, np.stack(frames))
+    app = typer.Typer()
+    app.command()(localize_cmd)
+    res = CliRunner().invoke(app, [str(tif), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    tab = LocTable.read_thunderstorm_csv(tmp_path / "out" / "localizations_thunderstorm.csv")
+    assert len(tab) == sum(len(g["x_nm"]) for g in gts)
+    assert sorted(set(tab.frame.tolist())) == [0, 1, 2, 3, 4]
+    bad = CliRunner().invoke(app, [str(tmp_path / "none.tif"), "--out", str(tmp_path)])
+    assert bad.exit_code == 1 and "does not exist" in bad.output
