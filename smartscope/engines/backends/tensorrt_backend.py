@@ -146,7 +146,7 @@ class TensorRTBackend:
         cache_file = self._cache_dir / "timing.cache"
         cache_blob = cache_file.read_bytes() if cache_file.is_file() else b""
         timing_cache = config.create_timing_cache(cache_blob)
-        config.set_timing_cache(timing_cache, ignore_mismatch=False)
+        config.set_timing_cache(timing_cache, False)  # ignore_mismatch=False
         lo, opt, hi = self.profile_hw
         nlo, nopt, nhi = self.profile_batch
         c = self._in_ch

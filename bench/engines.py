@@ -1,0 +1,126 @@
+"""Engine latency per backend and frame size, host<->device transfers included.
+
+Each measurement runs ``Engine.infer`` on a uint16 frame: normalization, tiling (per the
+bundle's tile size unless ``--tile-px`` overrides it), the backend call with its transfers,
+blending and de-normalization; i.e. what an ``EngineStage`` pays per frame.
+
+CPU (this machine):
+    python bench/engines.py --device cpu
+GPU (TensorRT FP16 when installed, torch FP16 eager / CUDA graphs, ORT CPU for reference):
+    python bench/engines.py --device cuda --sizes 256 512 2048 --tile-px 2048
+
+Prints one table (p50/p99 latency in ms, frames/s) and, on CPU, the ratio
+eager-torch p50 / ONNX-Runtime p50 per size. ``--json PATH`` also writes the rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from smartscope.engines import Engine, load_bundle
+from smartscope.engines.backends import BackendUnavailable, create_backend
+from smartscope.metrics import percentiles_ms
+
+DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "models" / "bundles" / "denoise-n2v-lowlight"
+
+
+def _variants(device: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(label, backend, options) to measure on this device."""
+    if device == "cpu":
+        return [
+            ("onnxruntime fp32", "onnxruntime", {"device": "cpu"}),
+            ("torch eager fp32", "torch", {"device": "cpu", "precision": "fp32"}),
+        ]
+    return [
+        ("tensorrt fp16", "tensorrt", {"device": device, "precision": "fp16"}),
+        ("torch eager fp32", "torch", {"device": device, "precision": "fp32"}),
+        ("torch eager fp16", "torch", {"device": device, "precision": "fp16"}),
+        ("torch fp16 + CUDA graphs", "torch", {"device": device, "precision": "fp16", "cuda_graphs": True}),
+        ("onnxruntime fp32 (CPU)", "onnxruntime", {"device": "cpu"}),
+    ]
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__}, CUDA {torch.version.cuda})"
+    return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 2048])
+    ap.add_argument("--repeats", type=int, default=20, help="timed frames per cell (2048^2 on CPU: 5)")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--tile-px", type=int, default=None, help="override the bundle's tile size")
+    ap.add_argument("--max-batch", type=int, default=4, help="tiles per backend call")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    bundle = load_bundle(args.bundle)
+    if args.tile_px is not None:
+        tile = bundle.manifest.tile.model_copy(update={"size_px": args.tile_px})
+        bundle = replace(bundle, manifest=bundle.manifest.model_copy(update={"tile": tile}))
+    man = bundle.manifest
+    print(f"# bench/engines.py  {' '.join(sys.argv[1:])}")
+    print(f"# device: {_device_name(args.device)}")
+    print(
+        f"# bundle: {args.bundle} ({man.name}, U-Net {man.architecture.params if man.architecture else '?'})"
+    )
+    print(f"# tile {man.tile.size_px} px, overlap {man.tile.overlap_px} px, max_batch {args.max_batch}")
+    print(f"# load average at start: {os.getloadavg()[0]:.2f}")
+    rng = np.random.default_rng(args.seed)
+    rows: list[dict[str, Any]] = []
+    header = f"{'backend':<28}{'size':>7}{'p50 ms':>10}{'p99 ms':>10}{'frames/s':>10}"
+    print(header)
+    print("-" * len(header))
+    for label, name, opts in _variants(args.device):
+        try:
+            be = create_backend(bundle, name, **opts)  # type: ignore[arg-type]
+        except (BackendUnavailable, ImportError) as exc:
+            print(f"{label:<28}  skipped: {exc}")
+            continue
+        eng = Engine(bundle, be, max_batch=args.max_batch)
+        for size in args.sizes:
+            frame = rng.poisson(150, (size, size)).astype(np.uint16)
+            reps = args.repeats if (size < 2048 or args.device != "cpu") else max(3, args.repeats // 4)
+            for _ in range(args.warmup):
+                eng.infer(frame)
+            lat = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                eng.infer(frame)
+                lat.append(time.perf_counter() - t0)
+            pct = percentiles_ms(lat, (50, 99))
+            fps = 1.0 / float(np.mean(lat))
+            rows.append({"backend": label, "size": size, **pct, "fps": fps, "repeats": reps})
+            print(f"{label:<28}{size:>5}²{pct['p50_ms']:>10.2f}{pct['p99_ms']:>10.2f}{fps:>10.2f}")
+        eng.close()
+    if args.device == "cpu":
+        print("\nONNX Runtime vs eager torch on CPU (torch p50 / ORT p50):")
+        for size in args.sizes:
+            o = [r for r in rows if r["size"] == size and r["backend"].startswith("onnxruntime")]
+            t = [r for r in rows if r["size"] == size and r["backend"].startswith("torch eager")]
+            if o and t:
+                print(f"  {size}²: {t[0]['p50_ms'] / o[0]['p50_ms']:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps({"device": _device_name(args.device), "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
