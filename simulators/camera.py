@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
@@ -31,6 +32,7 @@ __all__ = [
     "expected_adu",
     "expected_electrons",
     "expose",
+    "set_render_threads",
     "shot_noise",
 ]
 
@@ -174,26 +176,73 @@ def _poisson_table(lam: float) -> np.ndarray:
     return table
 
 
-def shot_noise(lam: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def shot_noise(lam: np.ndarray, rng: np.random.Generator, floor: float | None = None) -> np.ndarray:
     """Poisson(lam) per pixel, float32.
 
     Split exactly as Poisson(lo) + Poisson(lam − lo) with lo = the frame minimum (the
-    uniform background of a sparse scene): the first term comes from a lookup table for
-    every pixel, the second from numpy's sampler only where lam > lo. A sparse SMLM
-    frame thus costs one table lookup per pixel plus the emitter footprints.
+    uniform background of a sparse scene; ``floor`` overrides it, it must be ≤ every
+    lam): the first term comes from a lookup table for every pixel, the second from
+    numpy's sampler only where lam > lo. A sparse SMLM frame thus costs one table lookup
+    per pixel plus the emitter footprints.
     """
     lam = np.asarray(lam, dtype=np.float32)
-    lo = float(lam.min())
+    lo = float(lam.min()) if floor is None else float(floor)
     if lo < 1.0:  # dim or dark floor: numpy's multiplication method is cheap there
         return rng.poisson(lam).astype(np.float32)
     table = _poisson_table(lo)
     e = np.take(table, rng.integers(0, 1 << _TABLE_BITS, lam.shape, dtype=np.uint32))
-    rest = lam - np.float32(lo)
-    idx = np.flatnonzero(rest > 0)
+    flat_lam = lam.reshape(-1)
+    idx = np.flatnonzero(flat_lam > np.float32(lo))
     if idx.size:
         flat = e.reshape(-1)
-        flat[idx] += rng.poisson(rest.reshape(-1)[idx]).astype(np.float32)
+        flat[idx] += rng.poisson(flat_lam[idx] - np.float32(lo)).astype(np.float32)
     return e
+
+
+_POOL: ThreadPoolExecutor | None = None
+_THREADS = 1
+
+
+def set_render_threads(n: int) -> None:
+    """Noise synthesis in ``n`` row blocks on ``n`` threads (numpy releases the GIL).
+
+    Frames stay seeded and reproducible for a given ``n`` (each block draws from its own
+    generator, spawned from the frame's), but differ between thread counts.
+    """
+    global _POOL, _THREADS
+    if n < 1:
+        raise ValueError(f"threads={n} must be >= 1")
+    _THREADS = int(n)
+    if _POOL is not None:
+        _POOL.shutdown(wait=False)
+    _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="sim-camera") if n > 1 else None
+
+
+def _expose_block(
+    cfg: CameraConfig,
+    lam: np.ndarray,
+    floor: float,
+    rng: np.random.Generator,
+    read: np.ndarray,
+    gain: np.ndarray,
+    offset: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    e = shot_noise(lam, rng, floor)
+    if cfg.kind == "emccd" and cfg.em_gain > 1:
+        pos = e > 0
+        e_out = np.zeros_like(e)
+        e_out[pos] = rng.gamma(e[pos], cfg.em_gain).astype(np.float32)
+        e = e_out
+    np.minimum(e, cfg.full_well_e, out=e)
+    noise = rng.standard_normal(e.shape, dtype=np.float32)
+    noise *= read
+    e += noise
+    e *= gain
+    e += offset
+    np.floor(e, out=e)
+    np.clip(e, 0, cfg.max_adu, out=e)
+    out[...] = e
 
 
 def expose(
@@ -218,18 +267,32 @@ def expose(
         full = (y + h, x + w)
         maps = cfg.maps(full)
         sl = (slice(y, y + h), slice(x, x + w))
-    e = shot_noise(lam, rng)
-    if cfg.kind == "emccd" and cfg.em_gain > 1:
-        pos = e > 0
-        e_out = np.zeros_like(e)
-        e_out[pos] = rng.gamma(e[pos], cfg.em_gain).astype(np.float32)
-        e = e_out
-    np.minimum(e, cfg.full_well_e, out=e)
-    read = maps.read_noise_e[sl]
-    e += rng.standard_normal(e.shape, dtype=np.float32) * read
-    adu = np.floor(e * maps.gain_adu_per_e[sl] + maps.offset_adu[sl])
-    np.clip(adu, 0, cfg.max_adu, out=adu)
-    return adu.astype(np.uint16)
+    read, gain, offset = maps.read_noise_e[sl], maps.gain_adu_per_e[sl], maps.offset_adu[sl]
+    out = np.empty(lam.shape, np.uint16)
+    floor = float(lam.min())
+    n_blocks = _THREADS if (_POOL is not None and lam.shape[0] >= 128) else 1
+    if n_blocks == 1:
+        _expose_block(cfg, lam, floor, rng, read, gain, offset, out)
+        return out
+    rows = np.linspace(0, lam.shape[0], n_blocks + 1).astype(int)
+    rngs = rng.spawn(n_blocks)
+    futures = [
+        _POOL.submit(  # type: ignore[union-attr]
+            _expose_block,
+            cfg,
+            lam[a:b],
+            floor,
+            g,
+            read[a:b],
+            gain[a:b],
+            offset[a:b],
+            out[a:b],
+        )
+        for a, b, g in zip(rows[:-1], rows[1:], rngs, strict=True)
+    ]
+    for f in futures:
+        f.result()
+    return out
 
 
 def expected_adu(
