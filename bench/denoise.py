@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,13 @@ class VSTGaussian:
         return self.sigma
 
 
+def _runner(eng: Engine) -> Callable[[np.ndarray], np.ndarray]:
+    def run(a: np.ndarray) -> np.ndarray:
+        return eng.infer(a)["denoised"][0]
+
+    return run
+
+
 def _score(pred: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
     rng = float(ref.max() - ref.min())
     return psnr(pred, ref, rng), ssim(pred, ref, rng)
@@ -102,9 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         assert held.clean is not None and cal.clean is not None
         vst = VSTGaussian(cam.gain_adu_per_e, cam.offset_adu, cam.read_noise_e)
         sigma = vst.calibrate([n[0] for n in cal.noisy], [c[0] for c in cal.clean])
-        methods = {"raw": lambda a: a, f"VST + Gaussian (sigma {sigma:.2f} px)": vst}
+        methods: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+            "raw": lambda a: a,
+            f"VST + Gaussian (sigma {sigma:.2f} px)": vst,
+        }
         for label, eng in engines.items():
-            methods[f"{label} ({eng.manifest.name})"] = lambda a, e=eng: e.infer(a)["denoised"][0]
+            methods[f"{label} ({eng.manifest.name})"] = _runner(eng)
         for mname, fn in methods.items():
             scores = np.array([_score(fn(n[0]), c[0]) for n, c in zip(held.noisy, held.clean, strict=True)])
             m, s = scores.mean(0), scores.std(0)
