@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -109,6 +109,7 @@ class VirtualMicroscope:
         drift: FocusDrift | None = None,
         history_frames: int = 2000,
         clean_history_frames: int = 32,
+        clean_history_mb: float = 128.0,
         label_free_mode: Literal["phase", "brightfield"] = "phase",
         lazy: bool = False,
     ) -> None:
@@ -117,6 +118,7 @@ class VirtualMicroscope:
         self.camera = camera or CameraConfig()
         self.history_frames = history_frames
         self.clean_history_frames = clean_history_frames
+        self.clean_history_mb = clean_history_mb
         self.label_free_mode = label_free_mode
         self.duration_s = duration_s
         self.interval_ms = 0.0
@@ -228,6 +230,7 @@ class VirtualMicroscope:
         self.dose_total_mj: dict[str, float] = dict.fromkeys(self.power_mw, 0.0)
         self.ledger: list[dict[str, float]] = []
         self.history: OrderedDict[int, FrameTruth] = OrderedDict()
+        self._clean_frames: deque[int] = deque()
         self._lf_cache: np.ndarray | None = None
         self._last_gt: dict[str, np.ndarray] | None = None
         if self.roi is not None:
@@ -332,9 +335,14 @@ class VirtualMicroscope:
         return (self.roi[3], self.roi[2])
 
     def frame_interval_ms(self) -> float:
-        """Simulated time between frame starts: max(exposure, readout of the rows, interval)."""
+        """Simulated time between frame starts: max(exposure, readout of the rows, interval).
+
+        Readout: sCMOS rolling shutter 2048 rows in 10 ms (100 fps full frame); EMCCD
+        frame transfer 512 rows in 10.75 ms (93 fps) — DESIGN §4 reference sensors.
+        """
         rows = self.frame_shape()[0]
-        readout = self.readout_ms_full * rows / 2048
+        emccd = self.camera.kind == "emccd"
+        readout = 10.75 * rows / 512 if emccd else self.readout_ms_full * rows / 2048
         return max(self.exposure_ms, readout, self.interval_ms)
 
     # ------------------------------------------------------------------ rendering
@@ -449,9 +457,13 @@ class VirtualMicroscope:
             )
             self.history[self.frame] = truth
             # bounded memory: drop clean images beyond the recent window, rows beyond history
-            old = self.frame - self.clean_history_frames
-            if old in self.history:
-                self.history[old].clean = None
+            per_frame_mb = photons.nbytes / 2**20
+            keep = max(1, min(self.clean_history_frames, int(self.clean_history_mb / per_frame_mb)))
+            self._clean_frames.append(self.frame)
+            while len(self._clean_frames) > keep:
+                old = self._clean_frames.popleft()
+                if old in self.history:
+                    self.history[old].clean = None
             while len(self.history) > self.history_frames:
                 self.history.popitem(last=False)
             if len(self.ledger) > 10 * self.history_frames:
