@@ -361,6 +361,24 @@ class VirtualZStage(_VirtualDevice, StageDevice):
     def set_origin(self) -> None:
         self.vm.set_z_um(0.0)
 
+    @pymm_property(limits=(-1.0, 1.0), name="FocusDriftRate_um_per_s")
+    def drift_rate(self) -> float:
+        """Sample focus creep (µm/s) — slow drift that an autofocus must follow."""
+        return self.vm.drift.rate_um_per_s
+
+    @drift_rate.setter
+    def _set_drift_rate(self, value: float) -> None:
+        self.vm.set_drift(rate_um_per_s=float(value))
+
+    @pymm_property(limits=(0.0, 5.0), name="FocusWander_um")
+    def drift_wander(self) -> float:
+        """RMS of the slow random focus wander (µm, correlation time 30 s)."""
+        return self.vm.drift.wander_um
+
+    @drift_wander.setter
+    def _set_drift_wander(self, value: float) -> None:
+        self.vm.set_drift(wander_um=float(value))
+
 
 # ============================================================================ mirror
 

@@ -126,6 +126,7 @@ class VirtualMicroscope:
         self.z_um = 0.0
         self.zernike_rad: tuple[float, ...] = ()
         self._drift_override = drift
+        self.drift = drift or FocusDrift()
         self._scenario: str = scenario
         self._seed = int(seed)
         self._sensor_px = int(sensor_px)
@@ -317,6 +318,13 @@ class VirtualMicroscope:
             raise ValueError(f"zernike_rad={vals}: amplitudes must be finite and within ±10 rad")
         with self._lock:
             self.zernike_rad = vals
+
+    def set_drift(self, **updates: float) -> None:
+        """Change the focus drift (fields of :class:`FocusDrift`); keeps its seed."""
+        with self._lock:
+            base = self.drift.model_dump()
+            self.drift = FocusDrift.model_validate({**base, **updates})
+            self._drift_override = self.drift
 
     def set_roi(self, x: int, y: int, w: int, h: int) -> None:
         n = self._sensor_px

@@ -29,9 +29,50 @@ from .samples import (
     splat_tubes,
 )
 
-__all__ = ["GT_COLUMNS", "CellScene", "SMLMScene"]
+__all__ = ["GT_COLUMNS", "CellScene", "SMLMScene", "render_emitters"]
 
 GT_COLUMNS = ("frame", "emitter_id", "x_nm", "y_nm", "z_nm", "photons", "on_fraction")
+
+
+_STAMP_CACHE: dict[tuple, StampTable] = {}
+
+
+def render_emitters(
+    shape: tuple[int, int],
+    x_nm: np.ndarray,
+    y_nm: np.ndarray,
+    photons: np.ndarray,
+    z_nm: np.ndarray | None = None,
+    optics: Optics | None = None,
+    zernike_rad: Sequence[float] | None = None,
+    focus_um: float = 0.0,
+    background: float = 0.0,
+) -> np.ndarray:
+    """Expected photons per pixel (float32) of point emitters through the pupil PSF.
+
+    Coordinates in nm from the top-left corner of pixel (0, 0); ``photons`` per emitter
+    land in the image in full (see :class:`StampTable`); ``background`` photons/px are
+    added uniformly. No noise: pass the result to :func:`camera.expose` for a frame.
+    """
+    o = optics or Optics()
+    key = (o, tuple(float(v) for v in (zernike_rad or ())))
+    tab = _STAMP_CACHE.get(key)
+    if tab is None:
+        if len(_STAMP_CACHE) > 8:
+            _STAMP_CACHE.clear()
+        tab = _STAMP_CACHE[key] = StampTable(o, zernike_rad)
+    a = o.pixel_size_um * 1000.0
+    x = np.asarray(x_nm, np.float64)
+    z = np.zeros_like(x) if z_nm is None else np.asarray(z_nm, np.float64)
+    img = np.full(shape, float(background), np.float32)
+    return tab.render(
+        shape,
+        np.asarray(y_nm, np.float64) / a - 0.5,
+        x / a - 0.5,
+        np.asarray(photons, np.float64),
+        z * 1e-3 - focus_um,
+        out=img,
+    )
 
 
 class CellScene:

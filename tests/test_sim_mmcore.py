@@ -191,3 +191,15 @@ def test_em_gain_and_roi_through_properties(vcore: UniMMCore) -> None:
     img, md = acquire(vcore, 1)[0]
     assert img.shape == (32, 64)
     assert get_virtual_microscope(vcore).truth(int(md["SimFrame"])).roi == (8, 16, 64, 32)
+
+
+def test_focus_drift_property_moves_the_focal_plane(vcore: UniMMCore) -> None:
+    vcore.setProperty("Camera", "Scenario", "beads")
+    vcore.setProperty("Camera", "Interval_ms", 1000.0)  # 1 s of simulated time per frame
+    vcore.setProperty("Z", "FocusDriftRate_um_per_s", 0.1)
+    frames = acquire(vcore, 5)
+    vm = get_virtual_microscope(vcore)
+    drift = [vm.truth(int(md["SimFrame"])).focus_drift_um for _, md in frames]
+    np.testing.assert_allclose(np.diff(drift), 0.1, rtol=1e-6)
+    defocus = [vm.truth(int(md["SimFrame"])).defocus_um for _, md in frames]
+    assert defocus[-1] == pytest.approx(drift[-1], abs=0.006)  # Z = 0: defocus = drift

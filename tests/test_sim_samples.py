@@ -227,3 +227,15 @@ def test_focus_drift_creeps_at_its_rate() -> None:
     vals = w.offset_um(np.linspace(0, 2000, 4001))
     assert vals.std() == pytest.approx(0.1, rel=0.5)
     np.testing.assert_allclose(w.offset_um(3.0), w.offset_um(3.0))  # deterministic
+
+
+def test_render_emitters_conserves_photons_and_defocus_spreads_them() -> None:
+    from smartscope.simulators.scene import render_emitters
+
+    x, y = np.array([3050.0, 3420.0]), np.array([3010.0, 3280.0])
+    ph = np.array([1000.0, 2500.0])
+    img = render_emitters((64, 64), x, y, ph, background=2.0)
+    assert img.sum() == pytest.approx(3500 + 2.0 * 64 * 64, rel=1e-4)
+    blurred = render_emitters((64, 64), x, y, ph, z_nm=np.array([600.0, 600.0]))
+    assert blurred.sum() == pytest.approx(3500, rel=1e-3)
+    assert blurred.max() < 0.5 * (img - 2.0).max()
