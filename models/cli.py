@@ -32,9 +32,12 @@ def denoise(
         typer.Option(help="TIFF folder: N2V *.tif noisy stacks; CARE low/*.tif + high/*.tif"),
     ] = None,
     simulate: Annotated[
-        str | None, typer.Option(help="simulator scenario: lowlight, verylowlight, dim")
+        str | None,
+        typer.Option(help="simulator scenario: lowlight (5-80 photons), verylowlight (2-8), fixed20"),
     ] = None,
-    photons: Annotated[float | None, typer.Option(help="override the scenario's peak photons/pixel")] = None,
+    photons: Annotated[
+        float | None, typer.Option(help="one light level (peak photons/px) instead of the scenario's")
+    ] = None,
     n_fields: Annotated[int, typer.Option(help="simulated fields of view")] = 24,
     field_px: Annotated[int, typer.Option(help="simulated field edge, px")] = 128,
     steps: Annotated[int, typer.Option(help="maximum optimiser steps")] = 400,
@@ -48,6 +51,9 @@ def denoise(
     patience: Annotated[int, typer.Option(help="early-stopping patience (validations)")] = 4,
     tile_px: Annotated[int, typer.Option(help="inference tile edge stored in the bundle")] = 256,
     overlap_px: Annotated[int, typer.Option(help="inference tile overlap")] = 64,
+    normalization: Annotated[
+        str, typer.Option(help="percentile (per frame, any light level) or affine (fixed)")
+    ] = "percentile",
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:0 ...")] = "cpu",
     threads: Annotated[int, typer.Option(help="torch CPU threads (0: default)")] = 0,
@@ -93,6 +99,7 @@ def denoise(
             val_fraction=val_fraction,
             tile_px=tile_px,
             overlap_px=overlap_px,
+            normalization=normalization,  # type: ignore[arg-type]
         )
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)

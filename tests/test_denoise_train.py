@@ -50,7 +50,10 @@ def test_cli_n2v_on_simulator_writes_loadable_bundle(tmp_path: Path) -> None:
     assert man.task == "denoise" and man.provenance.method == "n2v"
     assert {"val_loss", "psnr_db", "ssim", "raw_psnr_db", "raw_ssim"} <= man.metrics.keys()
     assert not set(man.provenance.train_fovs) & set(man.provenance.heldout_fovs)
-    assert len(man.provenance.heldout_fovs) == 1 and "denoise_pairs(n=4" in man.provenance.data
+    assert (
+        len(man.provenance.heldout_fovs) == 1
+        and "denoise_pairs(n=1, seed=3, photons=40)" in man.provenance.data
+    )
     assert man.provenance.seed == 0 and "denoise" in man.provenance.command
     # the raw-frame PSNR recorded is the physics of the simulated data, not a constant
     assert 5 < man.metrics["raw_psnr_db"] < 40
@@ -65,7 +68,7 @@ def test_cli_n2v_on_simulator_writes_loadable_bundle(tmp_path: Path) -> None:
 
 def test_care_learns_on_simulated_pairs(tmp_path: Path) -> None:
     """A short CARE run beats the raw frames on held-out fields (PSNR vs ground truth)."""
-    data = simulate("lowlight", n_fields=6, field_px=64, seed=1)
+    data = simulate("fixed20", n_fields=6, field_px=64, seed=1)
     cfg = DenoiseTrainConfig(
         method="care",
         unet=UNetConfig(depth=1, base_width=8),

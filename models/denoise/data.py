@@ -21,12 +21,13 @@ import numpy as np
 
 __all__ = ["SCENARIOS", "DenoiseData", "from_tiff_dir", "simulate", "split_heldout"]
 
-SCENARIOS: dict[str, dict[str, float]] = {
-    "lowlight": {"photons": 20.0},
-    "verylowlight": {"photons": 6.0},
-    "dim": {"photons": 60.0},
+SCENARIOS: dict[str, tuple[float, ...]] = {
+    "lowlight": (5.0, 10.0, 20.0, 40.0, 80.0),
+    "verylowlight": (2.0, 4.0, 8.0),
+    "fixed20": (20.0,),
 }
-"""Simulator scenarios: peak photons/pixel of the brightest structure (sCMOS reference)."""
+"""Simulator scenarios: the light levels (peak photons/pixel of the brightest structure,
+reference sCMOS) that fields are spread over, field ``i`` at level ``i % len(levels)``."""
 
 
 @dataclass
@@ -62,30 +63,45 @@ def simulate(
 ) -> DenoiseData:
     """Low-light fields from ``smartscope.simulators.datasets.denoise_pairs``, as sCMOS ADU.
 
-    The simulator returns electrons; ``adu = e * gain + offset - 0.5`` (reference sCMOS
-    calibration) puts data and truth in the units live frames arrive in.
+    Fields are spread over the scenario's light levels (or all at ``photons``); level ``k``
+    is one ``denoise_pairs`` call with seed ``seed * 100 + k``, so every field is a distinct
+    field of view. The simulator returns electrons; ``adu = e * gain + offset - 0.5``
+    (reference sCMOS calibration) puts data and truth in the units live frames arrive in.
     """
     from smartscope.simulators.camera import CameraConfig
     from smartscope.simulators.datasets import denoise_pairs
 
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; choose from {sorted(SCENARIOS)}")
-    ph = float(photons if photons is not None else SCENARIOS[scenario]["photons"])
+    levels = (float(photons),) if photons is not None else SCENARIOS[scenario]
     cam = CameraConfig()
-    noisy_e, clean_e = denoise_pairs(
-        n_fields, (field_px, field_px), seed=seed, photons=ph, pixel_size_um=pixel_size_um
-    )
 
     def to_adu(e: np.ndarray) -> np.ndarray:
         return (e * cam.gain_adu_per_e + cam.offset_adu - 0.5).astype(np.float32)
 
+    noisy: list[np.ndarray] = []
+    clean: list[np.ndarray] = []
+    names: list[str] = []
+    calls = []
+    for k, ph in enumerate(levels):
+        n = len(range(k, n_fields, len(levels)))
+        if n == 0:
+            continue
+        s = seed * 100 + k
+        noisy_e, clean_e = denoise_pairs(
+            n, (field_px, field_px), seed=s, photons=ph, pixel_size_um=pixel_size_um
+        )
+        noisy += [to_adu(a)[None] for a in noisy_e]
+        clean += [to_adu(a)[None] for a in clean_e]
+        names += [f"sim-p{ph:g}-s{s}-{j}" for j in range(n)]
+        calls.append(f"denoise_pairs(n={n}, seed={s}, photons={ph:g})")
     return DenoiseData(
-        noisy=[to_adu(noisy_e[i])[None] for i in range(n_fields)],
-        clean=[to_adu(clean_e[i])[None] for i in range(n_fields)],
-        names=[f"sim-field-{i}" for i in range(n_fields)],
+        noisy=noisy,
+        clean=clean,
+        names=names,
         description=(
-            f"simulator denoise_pairs(n={n_fields}, shape=({field_px}, {field_px}), seed={seed}, "
-            f"photons={ph}, channel='mixed', pixel_size_um={pixel_size_um}) "
+            f"simulator {'; '.join(calls)}, shape=({field_px}, {field_px}), "
+            f"channel='mixed', pixel_size_um={pixel_size_um} "
             f"on the reference sCMOS (gain {cam.gain_adu_per_e} ADU/e-, offset "
             f"{cam.offset_adu} ADU); scenario {scenario!r}"
         ),

@@ -1,7 +1,8 @@
 """Train a denoising U-Net (N2V or CARE) and write a verified engine bundle.
 
-Pipeline: split whole fields of view into train / held-out -> fixed affine normalization
-from the training data (0.5th..99.5th percentile, in ADU) -> random patches with flips
+Pipeline: split whole fields of view into train / held-out -> normalization (default: per
+frame, 1st..99.8th percentile -> 0..1, so one network serves many light levels; or one
+fixed affine map from the training data) -> random patches with flips
 and 90-degree rotations -> N2V blind-spot or CARE supervised loss -> validation on fixed
 held-out patches, early stopping, best weights kept -> ONNX export -> held-out metrics
 measured by running the exported bundle through ONNX Runtime on the full held-out
@@ -49,6 +50,13 @@ class DenoiseTrainConfig(BaseModel):
     tile_px: int = Field(default=256, ge=32)
     overlap_px: int = Field(default=64, ge=0)
     eval_max_frames: int = Field(default=32, ge=1, description="held-out frames scored")
+    normalization: Literal["percentile", "affine"] = Field(
+        default="percentile",
+        description="percentile: per frame (p_low..p_high -> 0..1), robust to light level; "
+        "affine: one fixed map from the training data",
+    )
+    low_percentile: float = Field(default=1.0, ge=0, lt=50)
+    high_percentile: float = Field(default=99.8, gt=50, le=100)
 
 
 class _Patches:
@@ -152,15 +160,27 @@ def train_denoise(
     gen = torch.Generator().manual_seed(fcfg.seed)
     train, val = split_heldout(data, cfg.val_fraction, fcfg.seed, min_px=cfg.patch_px)
     offset, scale = _normalization(train.noisy)
+    pct = (cfg.low_percentile, cfg.high_percentile)
 
-    def norm(arrs: list[np.ndarray]) -> list[np.ndarray]:
-        return [((a - offset) / scale).astype(np.float32) for a in arrs]
+    def params(frame: np.ndarray) -> tuple[float, float]:
+        if cfg.normalization == "affine":
+            return offset, scale
+        lo, hi = np.percentile(frame, pct)
+        return float(lo), float(max(hi - lo, 1e-6))
+
+    def norm(src: list[np.ndarray], ref: list[np.ndarray]) -> list[np.ndarray]:
+        """Normalize each frame of ``src`` with the parameters of the same noisy frame."""
+        out = []
+        for a, r in zip(src, ref, strict=True):
+            ps = [params(r[t]) for t in range(r.shape[0])]
+            out.append(np.stack([(a[t] - o) / s for t, (o, s) in enumerate(ps)]).astype(np.float32))
+        return out
 
     supervised = cfg.method == "care"
-    tr_noisy = norm(train.noisy)
-    tr_target = norm(train.clean) if supervised and train.clean is not None else None
-    va_noisy = norm(val.noisy)
-    va_target = norm(val.clean) if supervised and val.clean is not None else None
+    tr_noisy = norm(train.noisy, train.noisy)
+    tr_target = norm(train.clean, train.noisy) if supervised and train.clean is not None else None
+    va_noisy = norm(val.noisy, val.noisy)
+    va_target = norm(val.clean, val.noisy) if supervised and val.clean is not None else None
     sampler = _Patches(tr_noisy, tr_target, cfg.patch_px)
     vx_np, vt_np = _Patches(va_noisy, va_target, cfg.patch_px).sample(
         cfg.val_patches, np.random.default_rng(fcfg.seed + 1)
@@ -206,7 +226,13 @@ def train_denoise(
         "version": "0.1.0",
         "inputs": [{"name": "raw", "channels": [CHANNEL]}],
         "outputs": [{"name": "denoised", "channels": [CHANNEL], "denormalize": True}],
-        "normalization": {"kind": "affine", "offset_adu": offset, "scale_adu": scale},
+        "normalization": {
+            "kind": cfg.normalization,
+            "offset_adu": offset,
+            "scale_adu": scale,
+            "low_percentile": cfg.low_percentile,
+            "high_percentile": cfg.high_percentile,
+        },
         "pixel_size_um": data.pixel_size_um,
         "tile": {"size_px": cfg.tile_px, "overlap_px": cfg.overlap_px, "multiple_px": mult},
         "architecture": {"name": "unet2d", "params": unet_cfg.model_dump()},
