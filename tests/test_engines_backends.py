@@ -104,6 +104,16 @@ def test_engine_denormalizes_to_camera_units(bundle_path: Path) -> None:
         eng.infer(img[0])
 
 
+def test_percentile_normalization_is_light_level_invariant(tmp_path: Path) -> None:
+    """Per-frame percentile normalization: infer(k * a + b) == k * infer(a) + b."""
+    path = make_test_bundle(tmp_path / "pct", seed=2, normalization="percentile")
+    eng = Engine.open(path, "onnxruntime")
+    a = np.random.default_rng(3).poisson(30, (96, 112)).astype(np.float32) + 100
+    base = eng.infer(a)["denoised"]
+    brighter = eng.infer(4 * a + 20)["denoised"]
+    np.testing.assert_allclose(brighter, 4 * base + 20, rtol=1e-4, atol=1e-3 * float(np.ptp(base)) * 4)
+
+
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 

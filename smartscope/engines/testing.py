@@ -24,6 +24,7 @@ def unet_manifest_fields(
     provenance: dict[str, Any] | None = None,
     metrics: dict[str, float] | None = None,
     pixel_size_um: float | None = None,
+    normalization: str = "affine",
 ) -> dict[str, Any]:
     """Manifest fields for a single-input U-Net engine (affine normalization)."""
     depth = int(arch_params.get("depth", 2))
@@ -32,7 +33,7 @@ def unet_manifest_fields(
         "task": task,
         "inputs": [{"name": "input", "channels": input_channels}],
         "outputs": [{"name": output_name, "channels": output_channels, "denormalize": denormalize}],
-        "normalization": {"kind": "affine", "offset_adu": offset_adu, "scale_adu": scale_adu},
+        "normalization": {"kind": normalization, "offset_adu": offset_adu, "scale_adu": scale_adu},
         "tile": {"size_px": tile_px, "overlap_px": overlap_px, "multiple_px": 2**depth},
         "architecture": {"name": "unet2d", "params": arch_params},
         "provenance": provenance or {"command": "make_test_bundle", "data": "none (random init)"},
@@ -52,6 +53,7 @@ def make_test_bundle(
     tile_px: int = 64,
     overlap_px: int = 16,
     as_zip: bool = False,
+    normalization: str = "affine",
 ) -> Path:
     """Export a randomly initialised (seeded) U-Net as a verified bundle."""
     import torch
@@ -88,5 +90,6 @@ def make_test_bundle(
             "data": "none",
             "seed": seed,
         },
+        normalization=normalization,
     )
     return export_bundle(module, out, manifest_fields=fields, as_zip=as_zip)
