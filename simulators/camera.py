@@ -188,10 +188,12 @@ def shot_noise(lam: np.ndarray, rng: np.random.Generator, floor: float | None = 
     """
     lam = np.asarray(lam, dtype=np.float32)
     lo = float(lam.min()) if floor is None else float(floor)
-    if lo < 1.0:  # dim or dark floor: numpy's multiplication method is cheap there
-        return rng.poisson(lam).astype(np.float32)
-    table = _poisson_table(lo)
-    e = np.take(table, rng.integers(0, 1 << _TABLE_BITS, lam.shape, dtype=np.uint32))
+    if lo > 0:
+        table = _poisson_table(lo)
+        e = np.take(table, rng.integers(0, 1 << _TABLE_BITS, lam.shape, dtype=np.uint32))
+    else:
+        lo = 0.0
+        e = np.zeros(lam.shape, np.float32)
     flat_lam = lam.reshape(-1)
     idx = np.flatnonzero(flat_lam > np.float32(lo))
     if idx.size:

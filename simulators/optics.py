@@ -320,9 +320,11 @@ class StampTable:
     grid of ``phases×phases`` stamps of ``size_px²`` camera pixels: the PSF of an
     emitter displaced by (iy/phases, ix/phases) of a pixel from a pixel centre. An emitter
     is drawn by bilinear blending of the four nearest phases (sub-pixel error far below
-    the localization precision). Each stamp is normalised to sum 1 (the ≈3 % of far
-    Airy tails outside a 13-px in-focus stamp are folded in), so the photons of an
-    emitter in the image equal its ground-truth photons. Slices are built lazily, so a
+    the localization precision). Stamps hold the exact pixel-integrated PSF (normalised
+    to the total light), and the few % of far Airy wings beyond the stamp are added back
+    as a faint halo weighted ∝ r² towards the stamp's rim: the photons of an emitter in
+    the image equal its ground-truth photons while the PSF core — and so the Strehl
+    peak under aberrations — stays exact. Slices are built lazily, so a
     mirror change costs only the slices in use.
     """
 
@@ -364,14 +366,24 @@ class StampTable:
         c = n_fft // 2
         half = n_fine // 2
         out = np.empty((p + 1, p + 1, s, s), dtype=np.float32)
+        total = float(np.sum(np.abs(pup) ** 2))  # Parseval: all light (orthonormal FFT)
+        grid = np.arange(s) - s // 2
+        d2 = (grid[None, :] - np.arange(p + 1)[:, None] / p) ** 2  # (phase, pixel)
+        r_max2 = (s // 2 - 0.5) ** 2
         for iy in range(p + 1):
+            # halo ∝ r² on a disk centred on the emitter (symmetric: no centroid bias)
+            r2 = d2[iy][None, :, None] + d2[:, None, :]  # (ix, y, x)
+            halo = np.where(r2 <= r_max2, r2, 0.0)
+            halo /= halo.sum(axis=(-2, -1), keepdims=True)
             fields = np.fft.ifft2(pup[None] * ramps[iy][None, :, None] * ramps[:, None, :], norm="ortho")
             fields = np.fft.fftshift(fields, axes=(-2, -1))
             inten = fields.real**2 + fields.imag**2
             crop = inten[:, c - half : c - half + n_fine, c - half : c - half + n_fine]
-            binned = _bin(crop, f)
-            # fold the far tails into the stamp so image photons equal ground-truth photons
-            out[iy] = binned / binned.sum(axis=(-2, -1), keepdims=True)
+            binned = _bin(crop, f) / total  # fraction of the emitter's light per pixel
+            # light beyond the stamp (far Airy wings) is added back as a faint halo at the
+            # stamp's rim: photons stay exact, the core (and the Strehl peak) untouched
+            missing = 1.0 - binned.sum(axis=(-2, -1), keepdims=True)
+            out[iy] = binned + missing * halo
         return out
 
     def slice(self, defocus_um: float) -> np.ndarray:
