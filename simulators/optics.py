@@ -333,7 +333,7 @@ class StampTable:
         optics: Optics,
         zernike_rad: Sequence[float] | np.ndarray | None = None,
         size_px: int = 13,
-        phases: int = 8,
+        phases: int = 4,
         dz_um: float = 0.025,
     ) -> None:
         self.optics = optics
@@ -358,7 +358,7 @@ class StampTable:
         f = _oversample(o) | 1
         dx = o.pixel_size_um / f
         n_fine = s * f
-        n_fft = _fft_size(n_fine, dx, o, 8)
+        n_fft = _fft_size(n_fine, dx, o, 12)
         pup = pupil(o, n_fft, dx, self.zernike_rad, zi * self.dz_um)
         fr = np.fft.fftfreq(n_fft, d=dx)
         shifts = np.arange(p + 1) / p * o.pixel_size_um
