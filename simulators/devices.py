@@ -145,17 +145,20 @@ class VirtualCamera(_VirtualDevice, CameraDevice):
         vm = self.vm
         limit = n if n is not None else 2**62
         t0 = time.perf_counter()
-        sim_t0 = None
+        sim_t0 = vm.t_s
         for _ in range(limit):
-            frame, truth = vm.render_frame()
+            if vm.t_s < sim_t0:  # sample rebuilt (scenario/seed/size): clock restarted
+                t0, sim_t0 = time.perf_counter(), vm.t_s
             if self._pacing == "RealTime":
-                # deliver no faster than the simulated camera would (exposure/readout/interval)
-                if sim_t0 is None:
-                    sim_t0 = truth.t_s
-                due = t0 + (truth.t_s - sim_t0) + truth.exposure_ms * 1e-3
+                # the frame is read out when its exposure ends on the simulated clock; render
+                # it then, so settings changed meanwhile act on it as on a real camera
+                due = t0 + (vm.t_s - sim_t0) + vm.exposure_ms * 1e-3
                 wait = due - time.perf_counter()
                 if wait > 0:
                     time.sleep(wait)
+                elif wait < -0.5 * vm.frame_interval_ms() * 1e-3:
+                    t0 -= wait  # fell behind (slow host): no catch-up burst, like a camera
+            frame, truth = vm.render_frame()
             buf = get_buffer(frame.shape, np.uint16)
             buf[:] = frame
             yield {
