@@ -46,6 +46,11 @@ def _variants(device: str) -> list[tuple[str, str, dict[str, Any]]]:
         ("torch eager fp32", "torch", {"device": device, "precision": "fp32"}),
         ("torch eager fp16", "torch", {"device": device, "precision": "fp16"}),
         ("torch fp16 + CUDA graphs", "torch", {"device": device, "precision": "fp16", "cuda_graphs": True}),
+        (
+            "torch fp16 + torch.compile",
+            "torch",
+            {"device": device, "precision": "fp16", "compile_mode": "default"},
+        ),
         ("onnxruntime fp32 (CPU)", "onnxruntime", {"device": "cpu"}),
     ]
 

@@ -191,11 +191,34 @@ def fit(
     return FitResult(stopper.best, stopper.best_step, i + 1, stopped, history)
 
 
+def _git_commit() -> str:
+    """HEAD of this repository (+ "-dirty" if the training code has uncommitted changes)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            # only the code a training run depends on: networks, trainers, simulator, runtime
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--"]
+            + ["models", "simulators", "smartscope/engines", "smartscope/metrics.py"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head or "unknown") + ("-dirty" if dirty else "")
+
+
 def software_versions() -> dict[str, str]:
     import onnx
     import onnxruntime
 
     return {
+        "smartscope_git": _git_commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
