@@ -191,6 +191,9 @@ def fit(
     return FitResult(stopper.best, stopper.best_step, i + 1, stopped, history)
 
 
+_TRAINING_CODE = ("models", "simulators", "smartscope/engines", "smartscope/metrics.py")
+
+
 def _git_commit() -> str:
     """HEAD of this repository (+ "-dirty" if the training code has uncommitted changes)."""
     import subprocess
@@ -202,8 +205,7 @@ def _git_commit() -> str:
         ).stdout.strip()
         dirty = subprocess.run(
             # only the code a training run depends on: networks, trainers, simulator, runtime
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--"]
-            + ["models", "simulators", "smartscope/engines", "smartscope/metrics.py"],
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", *_TRAINING_CODE],
             capture_output=True,
             text=True,
             timeout=10,
