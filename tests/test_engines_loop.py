@@ -19,7 +19,7 @@ from smartscope.storage import read_jsonl
 from tests.conftest import cfg_dict
 
 BUNDLES = Path(__file__).resolve().parents[1] / "models" / "bundles"
-BUNDLE = BUNDLES / "denoise-care-lowlight"
+BUNDLE = BUNDLES / "denoise-n2v-lowlight"
 
 
 def test_denoised_stream_is_saved_and_snr_drives_a_controller(tmp_path: Path) -> None:
