@@ -115,13 +115,14 @@ def disk_mb_s(root: Path, mb: int = 800) -> float:
 
 def main(
     seconds: Annotated[float, typer.Option(help="target duration per measurement")] = 4.0,
-    disk: Annotated[Path, typer.Option(help="on-disk storage root")] = Path(tempfile.gettempdir()),
+    disk: Annotated[Path | None, typer.Option(help="on-disk storage root (default: the temp dir)")] = None,
     tmpfs: Annotated[Path, typer.Option(help="in-memory storage root (isolates loop overhead)")] = Path(
         "/dev/shm"
     ),
     out: Annotated[Path | None, typer.Option(help="also write the rows as JSON here")] = None,
 ) -> None:
     rows = []
+    disk = disk or Path(tempfile.gettempdir())
     roots = [("disk", disk)] + ([("tmpfs", tmpfs)] if tmpfs.is_dir() else [])
     for size, exposure_ms in CASES:
         core = _core(size, exposure_ms)

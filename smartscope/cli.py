@@ -130,6 +130,9 @@ DEMO_CONFIG: dict[str, Any] = {
     "microscope": {
         "driver": "pymmcore-plus",
         "config_file": "virtual",
+        "camera": "Camera",
+        "focus": "Z",
+        "mirror": "Mirror",
         "lasers": {
             "488": {
                 "device": "Laser488",

@@ -113,17 +113,17 @@ def make_figures(run_dir: Path) -> dict[str, str]:
         ax.step(t, vals, where="post")
         ax.set_ylabel(key)
     ax = axes[-1]
-    stage, key, band = _steered_statistic(run_dir, analysis)
+    stage, stat, band = _steered_statistic(run_dir, analysis)
     plotted = False
-    if stage is not None and key is not None:
+    if stage is not None and stat is not None:
         pts = [
-            (cam[a["index"]] - t0, a["values"][stage][key])
+            (cam[a["index"]] - t0, a["values"][stage][stat])
             for a in analysis
-            if key in a.get("values", {}).get(stage, {}) and a["index"] in cam
+            if stat in a.get("values", {}).get(stage, {}) and a["index"] in cam
         ]
         if pts:
             ax.plot(*zip(*pts, strict=True), ".", ms=2, color="C1")
-            ax.set_ylabel(f"{stage}.{key}")
+            ax.set_ylabel(f"{stage}.{stat}")
             plotted = True
         if band is not None:
             ax.axhspan(band[0], band[1], color="C2", alpha=0.15, label="target band")

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -101,7 +101,7 @@ class _BigTiffAppender:
     camera and not (bench/loop.py).
     """
 
-    _SAMPLE_FORMAT = {"u": 1, "i": 2, "f": 3}
+    _SAMPLE_FORMAT: ClassVar[dict[str, int]] = {"u": 1, "i": 2, "f": 3}
 
     def __init__(self, path: Path) -> None:
         self._fh = path.open("wb")
@@ -146,7 +146,7 @@ class _BigTiffAppender:
         ifd += struct.pack("<Q", 0)  # last page: no next IFD
         fh = self._fh
         fh.seek(data_off)
-        fh.write(memoryview(img).cast("B"))
+        fh.write(img.data.cast("B"))
         fh.write(desc + self._software + b"\0" * pad + ifd)
         fh.seek(self._link_pos)  # link it in only now that it is complete
         fh.write(struct.pack("<Q", ifd_off))
