@@ -18,6 +18,8 @@ from smartscope.engines.bundle import BundleError, find_bundles, load_bundle
 
 __all__ = ["app", "compile_cmd", "engines_cmd", "export_cmd"]
 
+_BOOKKEEPING = {"val_loss", "best_step", "steps_run", "heldout_frames_scored"}
+
 app = typer.Typer(help="Engine bundles: export, compile, list.", no_args_is_help=True)
 _console = Console()
 
@@ -109,13 +111,13 @@ def engines_cmd(
         typer.echo(json.dumps(rows, indent=2))
         return
     table = Table(title=f"engine bundles under {root}")
-    for col in ("name", "task", "method", "tile", "metrics", "path"):
-        table.add_column(col)
+    for col in ("name", "task", "method", "tile", "held-out metrics", "path"):
+        table.add_column(col, overflow="fold")
     for r in rows:
         if "error" in r:
             table.add_row("[red]INVALID[/red]", "", "", "", str(r["error"]), str(r["path"]))
             continue
-        metrics = ", ".join(f"{k}={v:.3g}" for k, v in r["metrics"].items())
+        metrics = "\n".join(f"{k} {v:.3g}" for k, v in r["metrics"].items() if k not in _BOOKKEEPING)
         table.add_row(
             str(r["name"]),
             str(r["task"]),
