@@ -109,7 +109,11 @@ class TorchBackend:
         self._compile_mode = compile_mode
 
     def run_tensor(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Device-resident path: ``x`` already on this backend's device; outputs stay there."""
+        """Device-resident path: ``x`` already on this backend's device; outputs stay there.
+
+        With ``cuda_graphs`` the returned tensors are the graph's static output buffers:
+        the next call overwrites them, so copy what must outlive it.
+        """
         x = x.to(device=self.device, dtype=self._dtype, non_blocking=True)
         if self._channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
