@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from smartscope.models.train_common import command_line
+from smartscope.models.provenance import command_line
 
 __all__ = ["app", "denoise"]
 

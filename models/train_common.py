@@ -13,9 +13,7 @@ from __future__ import annotations
 import json
 import math
 import platform
-import shlex
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from smartscope.models.provenance import command_line
 from smartscope.models.weights import state_to_npz_bytes
 
 __all__ = [
@@ -228,16 +227,6 @@ def software_versions() -> dict[str, str]:
         "onnxruntime": onnxruntime.__version__,
         "platform": platform.platform(),
     }
-
-
-def command_line(argv: Sequence[str] | None = None) -> str:
-    """The command as typed (``smartscope train ...``), for provenance."""
-    args = list(sys.argv if argv is None else argv)
-    if args and args[0].endswith(("smartscope", "smartscope.exe")):
-        args[0] = "smartscope"
-    elif args and Path(args[0]).name == "cli.py" and Path(args[0]).parent.name == "models":
-        args[0:1] = ["python", "-m", "smartscope.models.cli"]
-    return shlex.join(args)
 
 
 def lr_schedule(optimizer: torch.optim.Optimizer, config: FitConfig) -> torch.optim.lr_scheduler.LRScheduler:
