@@ -25,6 +25,7 @@ def _train() -> None:
 
 @app.command("denoise")
 def denoise(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="bundle folder (or .zip) to write")],
     method: Annotated[str, typer.Option(help="n2v (self-supervised) or care (paired)")] = "n2v",
     data: Annotated[
@@ -109,7 +110,7 @@ def denoise(
         dataset,
         cfg,
         out,
-        command=command_line(),
+        command=command_line(ctx=ctx),
         name=name or f"denoise-{meth}-{label}",
         checkpoint_dir=checkpoint_dir,
         quiet=quiet,

@@ -11,11 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import click
 
-
-def _from_click(ctx: click.Context) -> str:
-    """``smartscope train <cmd> ...`` rebuilt from the parsed parameters.
+def _from_context(ctx: Any) -> str:
+    """``smartscope train <cmd> ...`` rebuilt from a typer/click context's parameters.
 
     Options at their defaults are left out; what remains reproduces the run whether it
     was typed in a shell or invoked in-process (notebook, test runner).
@@ -23,10 +21,11 @@ def _from_click(ctx: click.Context) -> str:
     parts = ["smartscope", "train", ctx.info_name or ctx.command.name or "?"]
     for param in ctx.command.params:
         value: Any = ctx.params.get(param.name or "")
-        if isinstance(param, click.Argument):
+        kind = getattr(param, "param_type_name", "")
+        if kind == "argument":
             parts.append(str(value))
             continue
-        if not isinstance(param, click.Option) or value is None or value == param.default:
+        if kind != "option" or value is None or value == param.default:
             continue
         opt = max(param.opts, key=len)
         if param.is_flag:
@@ -39,16 +38,14 @@ def _from_click(ctx: click.Context) -> str:
     return shlex.join(parts)
 
 
-def command_line(argv: Sequence[str] | None = None) -> str:
+def command_line(argv: Sequence[str] | None = None, ctx: Any = None) -> str:
     """The command that made this bundle, for provenance.
 
-    Inside a click/typer command it is rebuilt from the parsed parameters; otherwise it
-    is ``argv`` (default ``sys.argv``) with the program name made portable.
+    Given the command's ``typer.Context`` it is rebuilt from the parsed parameters;
+    otherwise it is ``argv`` (default ``sys.argv``) with the program name made portable.
     """
-    if argv is None:
-        ctx = click.get_current_context(silent=True)
-        if ctx is not None:
-            return _from_click(ctx)
+    if ctx is not None:
+        return _from_context(ctx)
     args = list(sys.argv if argv is None else argv)
     if args and args[0].endswith(("smartscope", "smartscope.exe")):
         args[0] = "smartscope"
