@@ -166,6 +166,9 @@ DEMO_CONFIG: dict[str, Any] = {
 def demo(
     frames: Annotated[int, typer.Option(help="frames to acquire")] = 600,
     out: Annotated[Path, typer.Option(help="folder the run folder is made in")] = Path("runs"),
+    denoise: Annotated[
+        bool, typer.Option(help="add the shipped N2V denoiser: denoised stream saved, its SNR logged")
+    ] = False,
 ) -> None:
     """The closed-loop demo on the built-in virtual microscope.
 
@@ -177,6 +180,15 @@ def demo(
         "acquisition": {**DEMO_CONFIG["acquisition"], "n_frames": frames},
         "storage": {"root": str(out), "name": "demo"},
     }
+    if denoise:
+        import smartscope.models
+
+        bundle = Path(smartscope.models.__file__).parent / "bundles" / "denoise-n2v-lowlight"
+        stages = [
+            *DEMO_CONFIG["pipeline"]["stages"],
+            {"kind": "engine", "name": "denoise", "bundle": str(bundle)},
+        ]
+        data["pipeline"] = {"stages": stages}
     cfg = validate_config(data, "demo")
     console.print(
         f"demo: {cfg.microscope.config_file} microscope, {frames} frames; laser-power controller "

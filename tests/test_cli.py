@@ -39,3 +39,13 @@ def test_demo_runs_the_closed_loop(tmp_path: Path) -> None:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["frames_stored"] == 80
     assert (run_dir / "report.html").is_file()
+
+
+def test_demo_with_denoiser_saves_the_denoised_stream(tmp_path: Path) -> None:
+    out = runner.invoke(app, ["demo", "--frames", "40", "--out", str(tmp_path), "--denoise"])
+    assert out.exit_code == 0, out.output
+    (run_dir,) = list(tmp_path.iterdir())
+    assert (run_dir / "outputs" / "denoise.denoised.ome.tif").is_file()
+    analysed = [json.loads(line) for line in (run_dir / "analysis.jsonl").read_text().splitlines()]
+    snr = [a["values"]["denoise"]["snr"] for a in analysed if "values" in a]
+    assert snr and all(s > 0 for s in snr)
