@@ -22,9 +22,9 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from smartscope.actions import ActionRequest, AuditRecord
 from smartscope.config import SmartscopeConfig
@@ -32,11 +32,28 @@ from smartscope.controllers.base import Controller, Observation
 from smartscope.drivers.base import Driver
 from smartscope.frame import Frame, now_s
 from smartscope.metrics import percentiles_ms
-from smartscope.pipeline import Pipeline, StageError
+from smartscope.pipeline import Pipeline, StageError, StageOutput
 from smartscope.safety import SafetyGate
 from smartscope.storage import RunFolder
 
 log = logging.getLogger(__name__)
+
+
+class LoopListener(Protocol):
+    """Receives what the loop does, e.g. to stream it (``smartscope.remote``).
+
+    Callbacks run on the loop's threads: ``on_frame`` on the acquisition thread, so it
+    must only hand the frame off (never block, never copy big data synchronously). A
+    listener that raises is logged and dropped; it can never stop the loop.
+    """
+
+    def on_frame(self, frame: Frame) -> None: ...
+
+    def on_analysis(self, frame: Frame, results: Mapping[str, StageOutput]) -> None: ...
+
+    def on_audit(self, record: AuditRecord) -> None: ...
+
+    def on_event(self, event: Mapping[str, Any]) -> None: ...
 
 
 class LatestSlot:
@@ -117,7 +134,7 @@ class Loop:
         self._seq = 0
         self._seq_lock = threading.Lock()
         self._paused: set[str] = set()
-        self._overrides: queue.Queue[ActionRequest] = queue.Queue()
+        self.listeners: list[LoopListener] = []
         # telemetry
         self.n_stored = 0
         self.n_analysed = 0
@@ -135,6 +152,46 @@ class Loop:
 
     # ------------------------------------------------------------- control
 
+    def add_listener(self, listener: LoopListener) -> None:
+        self.listeners.append(listener)
+
+    def _notify(self, method: str, *args: Any) -> None:
+        for listener in list(self.listeners):
+            try:
+                getattr(listener, method)(*args)
+            except Exception as exc:
+                log.error("listener %r dropped: %s raised %s", listener, method, exc)
+                self.listeners.remove(listener)
+
+    def _event(self, event: dict[str, Any]) -> None:
+        self.run.events.write(event)
+        self._notify("on_event", event)
+
+    @property
+    def paused_controllers(self) -> set[str]:
+        return set(self._paused)
+
+    @property
+    def controller_names(self) -> list[str]:
+        return [c.name for c in self.controllers]
+
+    def telemetry(self) -> dict[str, Any]:
+        """A snapshot of the running loop (for status displays and remote clients)."""
+        wall = max(time.perf_counter() - self._t_start, 1e-9) if self._t_start else 0.0
+        return {
+            "frames_stored": self.n_stored,
+            "frames_analysed": self.n_analysed,
+            "frames_skipped": self.slot.skipped,
+            "frames_failed": self.n_failed,
+            "actions_applied": self.n_actions,
+            "fps_stored": self.n_stored / wall if wall else 0.0,
+            "latency_decision": percentiles_ms(self.decision_latency_s[-500:]),
+            "state": self.driver.state(),
+            "paused_controllers": sorted(self._paused),
+            "fault": self._fault,
+            "stopping": self._stop.is_set(),
+        }
+
     def request_stop(self, reason: str = "stopped by user") -> None:
         if not self._stop.is_set():
             self._stop_reason = reason
@@ -149,20 +206,20 @@ class Loop:
         if not first:
             return
         log.error("fault: %s", reason)
-        self.run.events.write({"t": now_s(), "event": "fault", "reason": reason})
+        self._event({"t": now_s(), "event": "fault", "reason": reason})
         self._safe_state(f"fault: {reason}")
         self.request_stop(reason)
 
     def _safe_state(self, why: str) -> None:
         self.driver.safe_state()
-        self.run.events.write({"t": now_s(), "event": "safe_state", "why": why})
+        self._event({"t": now_s(), "event": "safe_state", "why": why})
 
     def pause_controller(self, name: str, paused: bool = True) -> None:
         names = {c.name for c in self.controllers}
         if name not in names:
             raise KeyError(f"no controller {name!r}; have {sorted(names)}")
         (self._paused.add if paused else self._paused.discard)(name)
-        self.run.events.write({"t": now_s(), "event": "pause" if paused else "resume", "controller": name})
+        self._event({"t": now_s(), "event": "pause" if paused else "resume", "controller": name})
 
     def submit(self, request: ActionRequest) -> AuditRecord:
         """A request from outside the controllers (a person, a remote client)."""
@@ -186,6 +243,7 @@ class Loop:
         )
         if decision.action is None:
             self.run.actions.write(rec.model_dump(mode="json"))
+            self._notify("on_audit", rec)
         else:
             self._pending.put(rec)
         return rec
@@ -222,6 +280,7 @@ class Loop:
                     }
                 )
             self.run.actions.write(done.model_dump(mode="json"))
+            self._notify("on_audit", done)
 
     def _acquire(self) -> None:
         n_target = self.cfg.acquisition.n_frames
@@ -249,6 +308,8 @@ class Loop:
                     continue
                 self._store(frame)
                 self.slot.put(frame)
+                if self.listeners:
+                    self._notify("on_frame", frame)
         except Exception as exc:
             self.fault(f"driver {driver.name}: {type(exc).__name__}: {exc}")
             try:
@@ -327,6 +388,8 @@ class Loop:
                 for req in requests:
                     self._vet(req)
             t_dec = frame.stamp("decided")
+            if self.listeners:
+                self._notify("on_analysis", frame, results)
             self.decision_latency_s.append(t_dec - frame.camera_time_s)
             self.n_analysed += 1
             self.run.analysis.write(
@@ -357,7 +420,7 @@ class Loop:
 
     def run_loop(self) -> RunResult:
         self.safety.observe_state(self.driver.state())
-        self.run.events.write({"t": now_s(), "event": "start", "driver": self.driver.name})
+        self._event({"t": now_s(), "event": "start", "driver": self.driver.name})
         self._t_start = time.perf_counter()
         acq = threading.Thread(target=self._acquire, name="smartscope-acquire", daemon=True)
         ana = threading.Thread(target=self._analyse, name="smartscope-analyse", daemon=True)
@@ -369,7 +432,7 @@ class Loop:
             while acq.is_alive():
                 acq.join(0.1)
         except KeyboardInterrupt:
-            self.run.events.write({"t": now_s(), "event": "interrupt"})
+            self._event({"t": now_s(), "event": "interrupt"})
             self._safe_state("Ctrl-C")
             self.request_stop("interrupted (Ctrl-C)")
             acq.join(30)
@@ -393,7 +456,7 @@ class Loop:
             )
         )
         reason = self._fault or self._stop_reason
-        self.run.events.write({"t": now_s(), "event": "stop", "status": status, "reason": reason})
+        self._event({"t": now_s(), "event": "stop", "status": status, "reason": reason})
         metrics = self.metrics(status, reason)
         self.run.write_json("metrics.json", metrics)
         return RunResult(str(self.run.path), status, reason, metrics)

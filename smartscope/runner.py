@@ -21,12 +21,14 @@ def run(
     report: bool = True,
     stages: Sequence[Stage] | None = None,
     controllers: Sequence[Controller] | None = None,
+    on_loop: Callable[[Loop], None] | None = None,
 ) -> RunResult:
     """Run ``cfg`` to the end; the run folder holds everything, even after a fault.
 
     Stages and controllers are built before any hardware moves, so a bad bundle or
     controller setting fails here without touching the microscope. ``stages`` and
-    ``controllers`` replace the ones the config describes (scripted runs, tests).
+    ``controllers`` replace the ones the config describes (scripted runs, tests);
+    ``on_loop`` sees the loop before it starts (listeners, remote control).
     """
     if stages is None:
         stages = [s.build() for s in cfg.pipeline.stages]
@@ -40,6 +42,8 @@ def run(
         folder = RunFolder(Path(cfg.storage.root), cfg.storage.name, cfg.storage.fsync_every)
         (folder.path / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
         loop = Loop(cfg, driver, pipeline, controllers, folder, progress)
+        if on_loop is not None:
+            on_loop(loop)  # attach listeners, keep a handle for control, before frames flow
         try:
             result = loop.run_loop()
         finally:

@@ -122,3 +122,42 @@ def test_action_is_in_force_from_the_frame_it_claims(seq_tester_core, tmp_path: 
     assert {f["state"]["exposure_ms"] for f in frames[:first]} == {5.0}
     assert {f["state"]["exposure_ms"] for f in frames[first:]} == {17.5}
     assert json.loads((run_dir / "metrics.json").read_text())["actions_applied"] == 1
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.frames: list[int] = []
+        self.analysed: list[int] = []
+        self.events: list[str] = []
+
+    def on_frame(self, frame) -> None:  # type: ignore[no-untyped-def]
+        self.frames.append(frame.index)
+
+    def on_analysis(self, frame, results) -> None:  # type: ignore[no-untyped-def]
+        self.analysed.append(frame.index)
+
+    def on_audit(self, record) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    def on_event(self, event) -> None:  # type: ignore[no-untyped-def]
+        self.events.append(event["event"])
+
+
+class _Broken(_Recorder):
+    def on_frame(self, frame) -> None:  # type: ignore[no-untyped-def]
+        raise RuntimeError("viewer crashed")
+
+
+def test_listeners_see_the_run_and_a_broken_one_cannot_hurt_it(demo_core, tmp_path: Path) -> None:
+    cfg = validate_config(cfg_dict(tmp_path, acquisition={"exposure_ms": 1.0, "n_frames": 60}))
+    good, bad = _Recorder(), _Broken()
+
+    def attach(loop) -> None:  # type: ignore[no-untyped-def]
+        loop.add_listener(bad)
+        loop.add_listener(good)
+
+    res = run(cfg, driver=_driver(cfg, demo_core), report=False, on_loop=attach)
+    assert res.status == "completed"
+    assert good.frames == list(range(60))
+    assert len(good.analysed) == res.metrics["frames_analysed"]
+    assert good.events[0] == "start" and good.events[-1] == "stop"
