@@ -136,3 +136,19 @@ def test_simulated_background_matches_its_target() -> None:
     assert all(emccd)
     # photoelectrons from an EMCCD frame (gain divided out) average to the background target
     assert float(np.median(x)) == pytest.approx(float(bgs.mean()), rel=0.1)
+
+
+def test_scmos_per_pixel_calibration_removes_fixed_pattern() -> None:
+    from smartscope.models.smlm.train import camera_model_for
+    from smartscope.simulators.camera import SCMOS_REFERENCE, expose
+
+    rng = np.random.default_rng(0)
+    frames = np.stack([expose(SCMOS_REFERENCE, np.full((32, 32), 200.0), rng) for _ in range(40)])
+    nominal = camera_model_for(SCMOS_REFERENCE).to_electrons(frames).mean(0)
+    mapped = camera_model_for(SCMOS_REFERENCE, (32, 32)).to_electrons(frames).mean(0)
+    expected = SCMOS_REFERENCE.qe * 200.0
+    assert float(mapped.mean()) == pytest.approx(expected, rel=0.01)
+    # shot noise of a 40-frame mean is sqrt(164/40) ≈ 2 e⁻; the offset/gain maps add ~1.5 e⁻
+    assert float(mapped.std()) < 0.85 * float(nominal.std())
+    with pytest.raises(TypeError, match="CameraConfig"):
+        camera_model_for("scmos")

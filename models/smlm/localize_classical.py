@@ -78,7 +78,7 @@ class CameraModel:
         gain = self.e_per_adu_map if self.e_per_adu_map is not None else self.e_per_adu
         maps = (("offset_map_adu", self.offset_map_adu), ("e_per_adu_map", self.e_per_adu_map))
         for name, m in maps:
-            if m is not None and np.shape(m) != img.shape:
+            if m is not None and np.shape(m) != img.shape[-2:]:  # frames or (T, Y, X) stacks
                 raise ValueError(f"CameraModel.{name} has shape {np.shape(m)}, frame is {img.shape}")
         return (img - off) * gain / self.em_gain
 

@@ -63,15 +63,28 @@ class SimSpec:
     margin_px: float = 3.0
 
 
-def camera_model_for(cfg: object) -> CameraModel:
-    """The localizer's :class:`CameraModel` for a simulator ``CameraConfig`` (nominal maps).
+def camera_model_for(cfg: object, shape: tuple[int, int] | None = None) -> CameraModel:
+    """The localizer's :class:`CameraModel` for a simulator ``CameraConfig``.
 
-    ``ADU = floor(e·gain + offset)``, so ``e = (ADU + ½ − offset) / gain`` (÷ EM gain)."""
+    ``ADU = floor(e·gain + offset)``, so ``e = (ADU + ½ − offset) / gain`` (÷ EM gain).
+    With ``shape``, the sCMOS per-pixel offset / gain / read-noise maps of that sensor
+    are used (the per-pixel calibration an sCMOS user measures); otherwise nominal values.
+    """
     from smartscope.simulators.camera import CameraConfig
 
     if not isinstance(cfg, CameraConfig):
         raise TypeError(f"expected a simulator CameraConfig, got {type(cfg).__name__}")
     emccd = cfg.kind == "emccd" and cfg.em_gain > 1
+    if shape is not None and cfg.kind == "scmos":
+        m = cfg.maps(shape)
+        return CameraModel(
+            offset_adu=cfg.offset_adu - 0.5,
+            e_per_adu=1.0 / cfg.gain_adu_per_e,
+            read_noise_e=cfg.read_noise_e,
+            offset_map_adu=m.offset_adu.astype(np.float64) - 0.5,
+            e_per_adu_map=1.0 / m.gain_adu_per_e.astype(np.float64),
+            read_noise_map_e=m.read_noise_e.astype(np.float64),
+        )
     return CameraModel(
         offset_adu=cfg.offset_adu - 0.5,
         e_per_adu=1.0 / cfg.gain_adu_per_e,
