@@ -32,7 +32,7 @@ from smartscope.controllers.base import Controller, Observation
 from smartscope.drivers.base import Driver
 from smartscope.frame import Frame, now_s
 from smartscope.metrics import percentiles_ms
-from smartscope.pipeline import Pipeline, StageError, StageOutput
+from smartscope.pipeline import Pipeline, StageError, StageOutput, StageSkipped
 from smartscope.safety import SafetyGate
 from smartscope.storage import RunFolder
 
@@ -356,6 +356,11 @@ class Loop:
             self._analysis_started = (frame.index, time.perf_counter())
             try:
                 results = self.pipeline.run(frame)
+            except StageSkipped as exc:
+                self._analysis_started = None
+                self.slot.count_unanalysed(frame)
+                self.run.analysis.write({"index": frame.index, "skipped": str(exc)})
+                continue
             except StageError as exc:
                 self._analysis_started = None
                 self.n_failed += 1

@@ -23,6 +23,14 @@ class StageError(RuntimeError):
     """A stage failed or produced unusable output (NaN, wrong shape)."""
 
 
+class StageSkipped(RuntimeError):
+    """A stage could not analyse this frame but nothing is wrong with the run.
+
+    E.g. a remote worker did not answer in time. The loop counts the frame as skipped
+    (like a frame analysis never reached), never as failed, and goes on.
+    """
+
+
 @dataclass(slots=True)
 class StageOutput:
     images: dict[str, np.ndarray] = field(default_factory=dict)  # float32, (Y, X) or (C, Y, X)
@@ -102,7 +110,7 @@ class Pipeline:
         for stage in self.stages:
             try:
                 out = stage.process(frame, results)
-            except StageError:
+            except (StageError, StageSkipped):
                 raise
             except Exception as exc:
                 raise StageError(f"stage {stage.name!r} raised {type(exc).__name__}: {exc}") from exc

@@ -177,3 +177,33 @@ def test_ctrl_c_stops_cleanly_with_safe_state(tmp_path: Path) -> None:
     with tifffile.TiffFile(run_dir / "raw.ome.tif") as tif:
         assert tif.is_ome and tif.series[0].shape[0] == len(frames)
     assert (run_dir / "metrics.json").is_file() and (run_dir / "report.html").is_file()
+
+
+class _FlakyRemote:
+    """A stage whose (pretend-remote) backend misses every third frame."""
+
+    name = "flaky"
+
+    def process(self, frame, upstream):  # type: ignore[no-untyped-def]
+        from smartscope.pipeline import StageOutput, StageSkipped
+
+        if frame.index % 3 == 0:
+            raise StageSkipped("worker did not answer in 50 ms")
+        return StageOutput(values={"ok": 1.0})
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_skipping_stage_costs_analysis_never_the_run(laser_core, tmp_path: Path) -> None:
+    cfg = _laser_cfg(tmp_path, acquisition={"exposure_ms": 5.0, "n_frames": 60})
+    res = run(
+        cfg,
+        driver=PymmcorePlusDriver(cfg.microscope, cfg.acquisition, cfg.safe_state, core=laser_core),
+        stages=[_FlakyRemote()],
+        report=False,
+    )
+    m = res.metrics
+    assert res.status == "completed" and m["frames_failed"] == 0
+    assert m["frames_stored"] == 60 and m["frames_skipped"] >= 1
+    assert m["frames_analysed"] + m["frames_skipped"] == 60
