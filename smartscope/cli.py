@@ -34,6 +34,7 @@ def _register_engine_commands() -> None:
     """Commands that live beside the code they drive (simulator, engines, training)."""
     from smartscope.engines.cli import compile_cmd, engines_cmd, export_cmd
     from smartscope.models.cli import app as train_app
+    from smartscope.models.smlm.cli import localize_cmd
     from smartscope.simulators.cli import simulate
 
     app.command("simulate")(simulate)
@@ -41,6 +42,7 @@ def _register_engine_commands() -> None:
     app.command("export")(export_cmd)
     app.command("compile")(compile_cmd)
     app.command("engines")(engines_cmd)
+    app.command("localize")(localize_cmd)
 
 
 _register_engine_commands()

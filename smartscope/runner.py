@@ -41,6 +41,10 @@ def run(
     try:
         folder = RunFolder(Path(cfg.storage.root), cfg.storage.name, cfg.storage.fsync_every)
         (folder.path / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+        for stage in stages:  # optional hook: stages that write per-run files (SMLM tables)
+            attach = getattr(stage, "attach_run_dir", None)
+            if attach is not None:
+                attach(folder.path / "outputs")
         loop = Loop(cfg, driver, pipeline, controllers, folder, progress)
         if on_loop is not None:
             on_loop(loop)  # attach listeners, keep a handle for control, before frames flow

@@ -105,6 +105,7 @@ class SMLMStage:
     def __init__(self, config: SMLMStageConfig) -> None:
         self.config = config
         self.name = config.name
+        self.output_dir: Path | None = config.output_dir
         self.pixel_nm = config.pixel_size_um * 1000.0
         self.camera = config.camera.model()
         self.classical = ClassicalLocalizer(
@@ -206,7 +207,7 @@ class SMLMStage:
     def process(self, frame: Frame, upstream: Mapping[str, StageOutput]) -> StageOutput:
         if self._shape is None:
             self._shape = frame.shape
-            if self.config.render_every or self.config.output_dir is not None:
+            if self.config.render_every or self.output_dir is not None:
                 ext = self.extent_nm
                 rp = self.config.render_pixel_nm
                 self._hist = np.zeros((math.ceil(ext[0] / rp), math.ceil(ext[1] / rp)), np.float32)
@@ -279,9 +280,14 @@ class SMLMStage:
                 paths["drift"] = p
         return paths
 
+    def attach_run_dir(self, outputs_dir: Path) -> None:
+        """Called by the runner: per-run files go to the run's outputs/ unless configured."""
+        if self.output_dir is None:
+            self.output_dir = outputs_dir
+
     def close(self) -> None:
-        if self.config.output_dir is not None:
+        if self.output_dir is not None:
             self.flush()
-            self.write_outputs(self.config.output_dir)
+            self.write_outputs(self.output_dir)
         if self.engine is not None:
             self.engine.close()
