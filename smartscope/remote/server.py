@@ -1,0 +1,497 @@
+"""The in-run remote server: PUB streams out, validated control commands in.
+
+Design (the simplest honest one): the server lives *inside* a run. The CLI attaches it
+with :func:`attach_server` from ``runner.run(..., on_loop=...)`` and closes it when the
+run returns. So over control a client can **stop** the run, **pause** / **resume** it
+(pausing a run pauses every controller: acquisition and storage go on, nothing steers
+the microscope until resumed), pause one controller, **override** a value (any typed
+action, vetted by the run's own safety gate and written to ``actions.jsonl`` with
+``source="remote:<peer>"``) and **query** the state. A run is *started* where the camera
+is (``smartscope run cfg.yaml`` with a ``remote:`` section); an in-run server answers
+``start`` with a refusal naming that reason, so nothing here can start hardware
+behind the operator's back.
+
+Threads: the loop's callbacks only append to bounded deques (never block; the oldest
+queued frame is dropped and counted when a deque is full). A publisher thread owns the
+PUB socket (send high-water mark ``sndhwm`` per subscriber: ZeroMQ drops for a slow
+subscriber only, never blocks the others); every message carries a per-topic ``seq`` so
+each subscriber counts its own drops (:class:`smartscope.remote.Client.dropped`). A
+control thread owns the ROUTER socket; malformed, oversized, invalid or unauthenticated
+messages are refused with a reason and counted in ``telemetry.remote.refused``.
+
+Streams (topic: meta / arrays):
+
+* ``raw``: index, camera_time_s, channel, seq / ``image`` (uint16 Y,X)
+* ``processed``: index, stage / one float32 array per stage image (denoised, virtual channels)
+* ``localizations``: index, stage / one float64 array per numeric row column (x_nm, y_nm...)
+* ``analysis``: index, times, values {stage: {name: value}}
+* ``event``: the loop's event dict; ``action``: an audit record (``actions.jsonl`` line)
+* ``telemetry``: ``Loop.telemetry()`` plus ``latency_breakdown`` (p50/p95/p99 ms between
+  successive frame stamps, remote-stage network time included) and ``remote`` counters.
+
+Binding: loopback (127.0.0.1) by default; any other address requires CurveZMQ keys
+(``server_secret_key`` and ``authorized_keys``), enforced by :class:`RemoteConfig`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import numpy as np
+import zmq
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from smartscope.actions import Action, ActionRequest
+from smartscope.metrics import percentiles_ms
+from smartscope.remote import wire
+from smartscope.remote.keys import CurveAuthenticator, apply_server_keys, load_authorized
+
+if TYPE_CHECKING:
+    from smartscope.actions import AuditRecord
+    from smartscope.frame import Frame
+    from smartscope.loop import Loop
+    from smartscope.pipeline import StageOutput
+
+log = logging.getLogger(__name__)
+
+__all__ = ["COMMAND_ADAPTER", "RemoteConfig", "RemoteServer", "attach_server", "is_loopback"]
+
+MAX_COMMAND_BYTES = 65536
+MAX_SOCKET_MESSAGE_BYTES = 1 << 20  # libzmq drops peers that send more than this
+
+
+def is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+class RemoteConfig(BaseModel):
+    """The optional ``remote:`` section of a run config."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bind_address: str = Field(default="127.0.0.1", description="interface to listen on; loopback by default")
+    pub_port: int = Field(default=5560, ge=0, le=65535, description="PUB stream port (0: any free port)")
+    control_port: int = Field(default=5561, ge=0, le=65535, description="control ROUTER port (0: any free)")
+    server_secret_key: Path | None = Field(default=None, description="CurveZMQ server .key_secret file")
+    authorized_keys: Path | None = Field(default=None, description="folder of client public .key files")
+    sndhwm: int = Field(default=16, ge=1, description="messages queued per subscriber before it drops")
+    queue_frames: int = Field(default=8, ge=1, description="frames waiting for the publisher thread")
+    raw_every: int = Field(default=1, ge=1, description="publish every Nth raw frame")
+    telemetry_interval_s: float = Field(default=0.5, gt=0)
+
+    @model_validator(mode="after")
+    def _secure_off_loopback(self) -> RemoteConfig:
+        if (self.server_secret_key is None) != (self.authorized_keys is None):
+            raise ValueError("server_secret_key and authorized_keys go together (CurveZMQ)")
+        if not is_loopback(self.bind_address) and self.server_secret_key is None:
+            raise ValueError(
+                f"bind_address {self.bind_address!r} is not loopback: listening there needs "
+                "CurveZMQ keys (server_secret_key, authorized_keys; make them with `smartscope keys`)"
+            )
+        return self
+
+    @property
+    def secure(self) -> bool:
+        return self.server_secret_key is not None
+
+
+# ------------------------------------------------------------------ commands
+
+
+class _Cmd(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class QueryCmd(_Cmd):
+    cmd: Literal["query"] = "query"
+
+
+class StopCmd(_Cmd):
+    cmd: Literal["stop"] = "stop"
+    reason: str = Field(default="stopped remotely", max_length=500)
+
+
+class PauseCmd(_Cmd):
+    """Pause the run's steering: every controller paused; acquisition goes on."""
+
+    cmd: Literal["pause"] = "pause"
+
+
+class ResumeCmd(_Cmd):
+    cmd: Literal["resume"] = "resume"
+
+
+class PauseControllerCmd(_Cmd):
+    cmd: Literal["pause_controller"] = "pause_controller"
+    name: str = Field(min_length=1, max_length=200)
+    paused: bool = True
+
+
+class OverrideCmd(_Cmd):
+    """Set a value by hand: any typed action, vetted by the run's safety limits."""
+
+    cmd: Literal["override"] = "override"
+    action: Action
+    reason: str = Field(default="remote override", max_length=500)
+
+
+class StartCmd(_Cmd):
+    cmd: Literal["start"] = "start"
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+Command = Annotated[
+    QueryCmd | StopCmd | PauseCmd | ResumeCmd | PauseControllerCmd | OverrideCmd | StartCmd,
+    Field(discriminator="cmd"),
+]
+COMMAND_ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON types only (numpy scalars, paths, tuples become JSON values)."""
+    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+# -------------------------------------------------------------------- server
+
+
+class RemoteServer:
+    """Streams a loop and takes commands for it (a :class:`smartscope.loop.LoopListener`)."""
+
+    def __init__(self, cfg: RemoteConfig, ctx: zmq.Context[Any] | None = None) -> None:
+        self.cfg = cfg
+        self.ctx = ctx or zmq.Context()
+        self._own_ctx = ctx is None
+        self.loop: Loop | None = None
+        self._frames: deque[tuple[str, dict[str, Any], dict[str, np.ndarray]]] = deque(
+            maxlen=cfg.queue_frames
+        )
+        self._small: deque[tuple[str, dict[str, Any], dict[str, np.ndarray]]] = deque(maxlen=4096)
+        self._wake = threading.Condition()
+        self._stop = threading.Event()
+        self.dropped_queue = 0  # frames dropped before reaching the socket (publisher behind)
+        self.dropped_small = 0
+        self.sent: dict[str, int] = {}
+        self.refused: dict[str, int] = {"malformed": 0, "invalid": 0, "oversized": 0, "failed": 0}
+        self.commands_ok = 0
+        self._breakdown: dict[str, deque[float]] = {}
+        self._auth: CurveAuthenticator | None = None
+        if cfg.secure:
+            assert cfg.authorized_keys is not None
+            self._auth = CurveAuthenticator(self.ctx, load_authorized(cfg.authorized_keys))
+        self.pub = self._socket(zmq.PUB)
+        self.pub.sndhwm = cfg.sndhwm
+        self.control = self._socket(zmq.ROUTER)
+        self.control.maxmsgsize = MAX_SOCKET_MESSAGE_BYTES
+        self.control.router_mandatory = False
+        self.pub_port = self._bind(self.pub, cfg.pub_port)
+        self.control_port = self._bind(self.control, cfg.control_port)
+        self._threads = [
+            threading.Thread(target=self._publish_loop, name="smartscope-remote-pub", daemon=True),
+            threading.Thread(target=self._control_loop, name="smartscope-remote-ctl", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _socket(self, kind: int) -> zmq.Socket[Any]:
+        sock = self.ctx.socket(kind)
+        sock.linger = 0
+        if self.cfg.secure:
+            assert self.cfg.server_secret_key is not None
+            sock.zap_domain = b"smartscope"
+            apply_server_keys(sock, self.cfg.server_secret_key)
+        return sock
+
+    def _bind(self, sock: zmq.Socket[Any], port: int) -> int:
+        host = f"[{self.cfg.bind_address}]" if ":" in self.cfg.bind_address else self.cfg.bind_address
+        if port == 0:
+            return int(sock.bind_to_random_port(f"tcp://{host}"))
+        sock.bind(f"tcp://{host}:{port}")
+        return port
+
+    @property
+    def pub_address(self) -> str:
+        return f"tcp://{self.cfg.bind_address}:{self.pub_port}"
+
+    @property
+    def control_address(self) -> str:
+        return f"tcp://{self.cfg.bind_address}:{self.control_port}"
+
+    # ------------------------------------------------------------ listener
+
+    def attach(self, loop: Loop) -> RemoteServer:
+        self.loop = loop
+        loop.add_listener(self)
+        return self
+
+    def _queue_frame(self, topic: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        if len(self._frames) == self._frames.maxlen:
+            self.dropped_queue += 1  # the deque evicts the oldest
+        self._frames.append((topic, meta, arrays))
+        with self._wake:
+            self._wake.notify()
+
+    def _queue_small(
+        self, topic: str, meta: dict[str, Any], arrays: dict[str, np.ndarray] | None = None
+    ) -> None:
+        if len(self._small) == self._small.maxlen:
+            self.dropped_small += 1
+        self._small.append((topic, meta, arrays or {}))
+        with self._wake:
+            self._wake.notify()
+
+    def on_frame(self, frame: Frame) -> None:
+        if frame.index % self.cfg.raw_every:
+            return
+        meta = {"index": frame.index, "camera_time_s": frame.camera_time_s, "channel": frame.channel}
+        self._queue_frame("raw", meta, {"image": frame.image})
+
+    def on_analysis(self, frame: Frame, results: Mapping[str, StageOutput]) -> None:
+        self._record_breakdown(frame.times, frame.camera_time_s)
+        values = {n: dict(o.values) for n, o in results.items() if o.values}
+        self._queue_small(
+            "analysis", {"index": frame.index, "times": dict(frame.times), "values": jsonable(values)}
+        )
+        for name, out in results.items():
+            if out.images:
+                self._queue_frame("processed", {"index": frame.index, "stage": name}, dict(out.images))
+            if out.rows:
+                cols: dict[str, np.ndarray] = {}
+                for key in out.rows[0]:
+                    try:
+                        cols[key] = np.asarray([r[key] for r in out.rows], dtype=np.float64)
+                    except (KeyError, TypeError, ValueError):
+                        continue  # non-numeric column: not streamed
+                self._queue_small(
+                    "localizations", {"index": frame.index, "stage": name, "n": len(out.rows)}, cols
+                )
+
+    def on_audit(self, record: AuditRecord) -> None:
+        self._queue_small("action", record.model_dump(mode="json"))
+
+    def on_event(self, event: Mapping[str, Any]) -> None:
+        self._queue_small("event", jsonable(dict(event)))
+
+    def _record_breakdown(self, times: Mapping[str, float], camera_time_s: float) -> None:
+        stamps = sorted([("camera", camera_time_s), *times.items()], key=lambda kv: kv[1])
+        for (a, ta), (b, tb) in itertools.pairwise(stamps):
+            d = self._breakdown.setdefault(f"{a}->{b}", deque(maxlen=500))
+            d.append(tb - ta)
+
+    # ------------------------------------------------------------ telemetry
+
+    def telemetry(self) -> dict[str, Any]:
+        loop_t = self.loop.telemetry() if self.loop is not None else {}
+        breakdown = {k: percentiles_ms(list(v)) for k, v in list(self._breakdown.items()) if v}
+        remote = {
+            "dropped_queue": self.dropped_queue,
+            "dropped_small": self.dropped_small,
+            "sent": dict(self.sent),
+            "refused": dict(self.refused),
+            "unauthenticated": self._auth.refused if self._auth else 0,
+            "commands_ok": self.commands_ok,
+        }
+        return jsonable({**loop_t, "latency_breakdown": breakdown, "remote": remote, "t": time.time()})
+
+    # ------------------------------------------------------------ publisher
+
+    def _send(self, topic: str, meta: dict[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+        seq = self.sent.get(topic, 0)
+        try:
+            wire.send(self.pub, topic, {**meta, "seq": seq}, arrays, flags=zmq.NOBLOCK)
+        except zmq.Again:  # PUB never blocks; a full pipe drops inside ZeroMQ
+            return
+        except wire.WireError as exc:
+            log.error("remote: cannot stream %s: %s", topic, exc)
+            return
+        self.sent[topic] = seq + 1
+
+    def _publish_loop(self) -> None:
+        next_tel = time.monotonic()
+        while not self._stop.is_set():
+            with self._wake:
+                if not self._frames and not self._small:
+                    self._wake.wait(max(0.0, min(0.05, next_tel - time.monotonic())))
+            try:
+                while self._small:
+                    self._send(*self._small.popleft())
+                while self._frames:
+                    self._send(*self._frames.popleft())
+                    while self._small:
+                        self._send(*self._small.popleft())
+                if time.monotonic() >= next_tel:
+                    next_tel = time.monotonic() + self.cfg.telemetry_interval_s
+                    self._send("telemetry", self.telemetry(), {})
+            except zmq.ZMQError as exc:
+                if self._stop.is_set():
+                    return
+                log.error("remote publisher: %s", exc)
+            except Exception as exc:  # never let a bad value end the stream
+                log.error("remote publisher: %s: %s", type(exc).__name__, exc)
+        # final flush: what the run produced last (stop event, last actions)
+        try:
+            while self._small:
+                self._send(*self._small.popleft())
+            self._send("telemetry", self.telemetry(), {})
+        except Exception as exc:
+            log.debug("remote publisher final flush: %s", exc)
+
+    # -------------------------------------------------------------- control
+
+    def _refuse(self, kind: str, envelope: list[bytes], req_id: Any, reason: str) -> None:
+        self.refused[kind] += 1
+        log.warning("remote control: refused (%s): %s", kind, reason)
+        self._reply(envelope, {"id": req_id, "ok": False, "error": f"{kind}: {reason}"})
+
+    def _reply(self, envelope: list[bytes], meta: dict[str, Any]) -> None:
+        try:
+            wire.send(self.control, "reply", jsonable(meta), flags=zmq.NOBLOCK, envelope=envelope)
+        except (zmq.ZMQError, wire.WireError) as exc:
+            log.warning("remote control: reply not sent: %s", exc)
+
+    def _control_loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.control, zmq.POLLIN)
+        while not self._stop.is_set():
+            try:
+                if not poller.poll(100):
+                    continue
+                frames = self.control.recv_multipart(copy=False)
+            except zmq.ZMQError:
+                if self._stop.is_set():
+                    return
+                continue
+            try:
+                self._handle(frames)
+            except Exception as exc:  # the server outlives any message
+                self.refused["failed"] += 1
+                log.error("remote control: %s: %s", type(exc).__name__, exc)
+
+    def _handle(self, frames: list[zmq.Frame]) -> None:
+        ident = frames[0].bytes
+        body = frames[1:]
+        envelope = [ident]
+        if body and len(body[0]) == 0:  # a REQ peer: identity, empty delimiter, message
+            envelope.append(b"")
+            body = body[1:]
+        peer = self._peer(frames)
+        size = sum(len(f) for f in body)
+        if size > MAX_COMMAND_BYTES:
+            self._refuse(
+                "oversized", envelope, None, f"{size} bytes; commands are at most {MAX_COMMAND_BYTES}"
+            )
+            return
+        try:
+            msg = wire.decode(body)
+        except wire.WireError as exc:
+            self._refuse("malformed", envelope, None, str(exc))
+            return
+        req_id = msg.meta.get("id")
+        if not isinstance(req_id, (int, str)) or isinstance(req_id, bool):
+            req_id = None
+        if msg.topic != "cmd" or msg.arrays:
+            self._refuse(
+                "malformed", envelope, req_id, f"expected topic 'cmd' with no arrays, got {msg.topic!r}"
+            )
+            return
+        try:
+            cmd = COMMAND_ADAPTER.validate_python({k: v for k, v in msg.meta.items() if k != "id"})
+        except ValidationError as exc:
+            probs = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'command'}: {e['msg']}" for e in exc.errors()[:5]
+            )
+            self._refuse("invalid", envelope, req_id, probs)
+            return
+        try:
+            result = self.execute(cmd, peer)
+        except (KeyError, ValueError, RuntimeError) as exc:
+            self._refuse("invalid", envelope, req_id, str(exc).strip("'\""))
+            return
+        self.commands_ok += 1
+        self._reply(envelope, {"id": req_id, "ok": True, "result": result})
+
+    @staticmethod
+    def _peer(frames: list[zmq.Frame]) -> str:
+        try:
+            addr = frames[-1].get("Peer-Address")
+        except (zmq.ZMQError, AttributeError, KeyError):
+            addr = None
+        return str(addr) if addr else frames[0].bytes.hex()
+
+    def execute(self, cmd: Any, peer: str) -> dict[str, Any]:
+        """Carry out one validated command (also usable in-process, e.g. by a viewer)."""
+        if isinstance(cmd, StartCmd):
+            raise RuntimeError(
+                "start is refused by an in-run server: a run is started where the camera is "
+                "(`smartscope run CONFIG` with a remote: section)"
+                + (" and one is already running" if self.loop is not None else "")
+            )
+        loop = self.loop
+        if loop is None:
+            raise RuntimeError("no run attached")
+        if isinstance(cmd, QueryCmd):
+            return {
+                "telemetry": self.telemetry(),
+                "controllers": loop.controller_names,
+                "paused_controllers": sorted(loop.paused_controllers),
+                "run_dir": str(loop.run.path),
+            }
+        if isinstance(cmd, StopCmd):
+            loop.request_stop(f"{cmd.reason} (remote:{peer})")
+            return {"stopping": True}
+        if isinstance(cmd, PauseCmd | ResumeCmd):
+            pause = isinstance(cmd, PauseCmd)
+            for name in loop.controller_names:
+                if (name in loop.paused_controllers) != pause:
+                    loop.pause_controller(name, pause)
+            return {"paused_controllers": sorted(loop.paused_controllers)}
+        if isinstance(cmd, PauseControllerCmd):
+            loop.pause_controller(cmd.name, cmd.paused)
+            return {"paused_controllers": sorted(loop.paused_controllers)}
+        if isinstance(cmd, OverrideCmd):
+            req = ActionRequest(action=cmd.action, reason=cmd.reason, source=f"remote:{peer}")
+            rec = loop.submit(req)
+            return {"audit": rec.model_dump(mode="json")}
+        raise ValueError(f"unknown command {cmd!r}")
+
+    # ---------------------------------------------------------------- close
+
+    def close(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        with self._wake:
+            self._wake.notify_all()
+        for t in self._threads:
+            t.join(2)
+        self.pub.close(0)
+        self.control.close(0)
+        if self._auth is not None:
+            self._auth.close()
+        if self._own_ctx:
+            self.ctx.term()
+
+    def __enter__(self) -> RemoteServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def attach_server(loop: Loop, remote_cfg: RemoteConfig) -> RemoteServer:
+    """Start a server for ``loop`` (call from ``runner.run(on_loop=...)``); ``close()`` it after."""
+    return RemoteServer(remote_cfg).attach(loop)
