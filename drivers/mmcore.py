@@ -163,6 +163,13 @@ class MMCoreDriver:
 
     def _configure(self) -> None:
         """Apply the configured acquisition settings; called by subclasses once connected."""
+        for prop in self.mcfg.startup:
+            try:
+                self._do_set_property(prop.device, prop.property, prop.value)
+            except Exception as exc:
+                raise DriverError(
+                    f"microscope.startup: cannot set {prop.device}.{prop.property}={prop.value!r} ({exc})"
+                ) from exc
         self._do_set_exposure(self.acq.exposure_ms)
         for name, mw in self.acq.lasers_mw.items():
             laser = self.mcfg.lasers[name]
@@ -459,7 +466,8 @@ class PymmcorePlusDriver(MMCoreDriver):
         return float(self.core.getExposure())
 
     def _do_set_property(self, device: str, prop: str, value: Any) -> None:
-        self.core.setProperty(device, prop, value)
+        # Micro-Manager compares allowed values as strings ("256", not 256)
+        self.core.setProperty(device, prop, value if isinstance(value, float) else str(value))
 
     def _do_get_property(self, device: str, prop: str) -> str:
         return str(self.core.getProperty(device, prop))

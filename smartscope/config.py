@@ -61,6 +61,10 @@ class MicroscopeConfig(_Model):
         default="Z{j}", description="mirror property per Noll index j, e.g. 'Z{j}' -> 'Z4'"
     )
     lasers: dict[str, LaserConfig] = Field(default_factory=dict)
+    startup: list[SetProperty] = Field(
+        default_factory=list,
+        description="device properties set after the .cfg loads, before anything else",
+    )
     buffer_size_mb: int = Field(default=512, ge=16)
     # pycromanager
     pycromanager_mode: Literal["headless", "bridge"] = "headless"

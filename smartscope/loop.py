@@ -332,7 +332,11 @@ class Loop:
     def _store(self, frame: Frame) -> None:
         frame.stamp("dequeued")
         state = frame.metadata.get("state", {})
-        self.run.write_raw(frame.index, frame.image, frame.times, frame.camera_time_s, frame.channel, state)
+        mm = frame.metadata.get("mm")
+        extra = {"mm": mm} if mm else None
+        self.run.write_raw(
+            frame.index, frame.image, frame.times, frame.camera_time_s, frame.channel, state, extra
+        )
         self.n_stored += 1
         self._last_frame_t = time.perf_counter()
         if self._first_cam_t is None:
