@@ -300,7 +300,8 @@ class RunFolder:
         """Raw frame to disk, stamp ``times["stored"]``, then its line in frames.jsonl."""
         writer = self._raw_writer_for(image)
         exposure = state.get("exposure_ms")
-        meta = {"index": index, "camera_time_s": camera_time_s, "channel": channel, "state": state}
+        # the page names its frame; the settings in force are in frames.jsonl (and the OME header)
+        meta = {"index": index, "camera_time_s": camera_time_s, "channel": channel}
         page = writer.write(image, meta, camera_time_s, exposure, channel)
         times["stored"] = now_s()
         rec = {
