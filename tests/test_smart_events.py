@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from smartscope.frame import Frame
 from smartscope.simulators.microscope import VirtualMicroscope
 
 # (t_s, score) stream -> expected switch per step
-CASES = {
+CASES: dict[str, tuple[dict[str, Any], list[tuple[float, float]], list[str | None]]] = {
     "single spike starts, min burst holds": (
         dict(on_threshold=5, off_threshold=3, min_burst_s=2.0),
         [(0, 1), (1, 6), (2, 1), (3, 1), (4, 1)],
@@ -50,7 +51,7 @@ CASES = {
 @pytest.mark.parametrize("name", list(CASES))
 def test_hysteresis_table(name: str) -> None:
     kwargs, stream, expected = CASES[name]
-    h = Hysteresis(**kwargs)  # type: ignore[arg-type]
+    h = Hysteresis(**kwargs)
     assert [h.step(t, s) for t, s in stream] == expected
 
 
