@@ -127,9 +127,7 @@ def decode(frames: Sequence[Any], copy: bool = False) -> Message:
     if hb.nbytes > MAX_HEADER_BYTES:
         raise WireError(f"header is {hb.nbytes} bytes; limit {MAX_HEADER_BYTES}")
     try:
-        header = msgpack.unpackb(
-            hb, raw=False, strict_map_key=True, max_buffer_size=MAX_HEADER_BYTES, use_list=True
-        )
+        header = msgpack.unpackb(hb, raw=False, strict_map_key=True, use_list=True)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise WireError(f"header is not valid msgpack: {type(exc).__name__}: {exc}") from None
     if not isinstance(header, dict):
