@@ -24,7 +24,7 @@ def _frames(parts: list[bytes | memoryview]) -> list[bytes]:
 
 def test_round_trip_is_bit_exact_for_every_dtype() -> None:
     rng = np.random.default_rng(0)
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "image": rng.integers(0, 65535, (64, 48), dtype=np.uint16),
         "denoised": rng.normal(size=(2, 16, 16)).astype(np.float32),
         "x_nm": rng.normal(size=100),
@@ -122,15 +122,15 @@ def test_random_bytes_never_raise_anything_but_wire_error() -> None:
         n = int(rng.integers(0, 5))
         frames = [rng.bytes(int(rng.integers(0, 64))) for _ in range(n)]
         if rng.random() < 0.5:  # truncations and bit flips of a valid message
-            frames = [bytearray(f) for f in valid]
-            part = int(rng.integers(0, len(frames)))
-            if frames[part]:
-                cut = int(rng.integers(0, len(frames[part])))
+            parts = [bytearray(f) for f in valid]
+            part = int(rng.integers(0, len(parts)))
+            if parts[part]:
+                cut = int(rng.integers(0, len(parts[part])))
                 if rng.random() < 0.5:
-                    frames[part] = frames[part][:cut]
+                    parts[part] = parts[part][:cut]
                 else:
-                    frames[part][cut] ^= 0xFF
-            frames = [bytes(f) for f in frames]
+                    parts[part][cut] ^= 0xFF
+            frames = [bytes(f) for f in parts]
         with contextlib.suppress(wire.WireError):
             wire.decode(frames)
 
