@@ -118,8 +118,11 @@ class RemoteStage:
                 "channel": frame.channel,
             }
             key = f"remote:{self.name}"
+            end = time.monotonic() + self.config.timeout_ms / 1e3
             t_sent = frame.stamp(f"{key}:sent")
-            try:
+            try:  # with `immediate`, writable means a worker is connected (handshake done)
+                if not sock.poll(max(1, int(self.config.timeout_ms)), zmq.POLLOUT):
+                    raise zmq.Again()
                 wire.send(sock, "process", meta, {"image": frame.image}, flags=zmq.NOBLOCK)
             except zmq.Again:
                 self.timeouts += 1
@@ -127,7 +130,6 @@ class RemoteStage:
                 raise StageSkipped(
                     f"stage {self.name!r}: worker {self.config.address} not connected"
                 ) from None
-            end = time.monotonic() + self.config.timeout_ms / 1e3
             while (left := end - time.monotonic()) > 0:
                 if not sock.poll(max(1, int(left * 1000))):
                     break
