@@ -15,13 +15,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
+from smartscope.controllers.ao import ModalAOConfig
 from smartscope.controllers.events import EventDetectorConfig, EventTriggerConfig
 from smartscope.frame import Frame
 from smartscope.pipeline import StageOutput
 
 __all__ = [
+    "AORun",
     "EventRun",
+    "ao_config",
     "demo_config",
+    "random_aberration",
+    "run_ao_loop",
     "run_events",
     "score_events",
     "virtual_cfg_file",
@@ -39,6 +46,7 @@ def virtual_cfg_file(
     pacing: Literal["RealTime", "AsFastAsPossible"] = "AsFastAsPossible",
     interval_ms: float = 0.0,
     exposure_ms: float = 10.0,
+    mirror_rad: Sequence[float] = (),
 ) -> Path:
     """Write a virtual-microscope ``.cfg`` (the shipped one with these start-up values)."""
     from smartscope.simulators import virtual_config_path
@@ -60,6 +68,7 @@ def virtual_cfg_file(
     # properties the shipped file does not set go after the camera is created
     extra = [f"#py Property,Camera,{k},{v}" for k, v in values.items()]
     extra.append(f"#py Property,Camera,Interval_ms,{interval_ms:g}")
+    extra += [f"#py Property,Mirror,Z{j},{v:.6g}" for j, v in enumerate(mirror_rad, start=1) if v]
     at = max(i for i, ln in enumerate(lines) if ln.startswith("#py Property,Camera,")) + 1
     lines[at:at] = extra
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,11 +127,112 @@ def events_config(
     }
 
 
+def random_aberration(
+    seed: int, rms_range_rad: tuple[float, float] = (0.5, 1.5), modes: Sequence[int] = range(4, 12)
+) -> np.ndarray:
+    """Random Noll amplitudes (j = 1..max(modes)) with total RMS uniform in the range."""
+    rng = np.random.default_rng(seed)
+    a = np.zeros(max(modes))
+    idx = np.asarray(list(modes)) - 1
+    a[idx] = rng.normal(size=idx.size)
+    a *= rng.uniform(*rms_range_rad) / float(np.sqrt((a[idx] ** 2).sum()))
+    return a
+
+
+def ao_config(
+    out: Path,
+    aberration_rad: Sequence[float],
+    n_frames: int = 600,
+    sensor_px: int = 128,
+    ao: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Run config for modal AO on the ``beads`` scenario; the mirror starts at the aberration.
+
+    The simulator has one wavefront (the mirror's): the sample aberration is the mirror's
+    start-up shape and the controller's commands are ``base_rad + correction`` with
+    ``base_rad`` that shape; the controller estimates its correction from images only.
+    """
+    cfg_file = virtual_cfg_file(
+        out / f"virtual-beads-{seed}.cfg",
+        "beads",
+        seed,
+        sensor_px,
+        "AsFastAsPossible",
+        0.0,
+        50.0,
+        mirror_rad=aberration_rad,
+    )
+    ctl = ModalAOConfig(base_rad=tuple(float(v) for v in aberration_rad), **(ao or {}))
+    return {
+        "microscope": _microscope(cfg_file, ["640"]),
+        "acquisition": {"exposure_ms": 50.0, "n_frames": n_frames, "lasers_mw": {"640": 5.0}},
+        "pipeline": {"stages": [{"kind": "stats", "name": "stats"}]},
+        "controllers": [ctl.model_dump(mode="json")],
+        "limits": {"laser_max_mw": {"640": 20.0}, "mirror_max_rad": ctl.stroke_rad},
+        "storage": {"root": str(out), "name": "ao"},
+    }
+
+
 def demo_config(scenario: str, out: Path = Path("runs"), seed: int = 0) -> dict[str, Any]:
-    """The run config ``smartscope demo --scenario SCENARIO`` runs (implemented: events)."""
+    """The run config ``smartscope demo --scenario SCENARIO`` runs (implemented: events, ao)."""
     if scenario == "events":
         return events_config(out, "triggered", seed, n_frames=600)
-    raise ValueError(f"scenario must be one of ['events'], got {scenario!r}")
+    if scenario == "ao":
+        return ao_config(out, random_aberration(seed).tolist(), seed=seed)
+    raise ValueError(f"scenario must be one of ['events', 'ao'], got {scenario!r}")
+
+
+@dataclass
+class AORun:
+    run_dir: str
+    aberration_rad: list[float]
+    final_rad: list[float]  # mirror shape at the end = residual wavefront
+    images: int
+    frames: int
+
+
+def run_ao_loop(
+    out: Path, aberration_rad: Sequence[float], n_frames: int = 600, ao: Mapping[str, Any] | None = None
+) -> AORun:
+    """Modal AO through the live loop (SetMirror actions, MMCore, virtual microscope)."""
+    from smartscope.config import validate_config
+    from smartscope.runner import run
+    from smartscope.simulators import get_virtual_microscope
+
+    data = ao_config(out, aberration_rad, n_frames, ao=ao)
+    ctl = ModalAOConfig.model_validate(data["controllers"][0]).build()
+    cfg = validate_config({**data, "controllers": []}, "ao")
+    holder: dict[str, Any] = {}
+
+    class _StopWhenDone:
+        def __init__(self, loop: Any) -> None:
+            self.loop = loop
+
+        def on_frame(self, frame: Frame) -> None:
+            pass
+
+        def on_analysis(self, frame: Frame, results: Mapping[str, StageOutput]) -> None:
+            if ctl.done and frame.metadata.get("state", {}).get("mirror_rad") == list(ctl.pending or ()):
+                self.loop.request_stop("modal AO finished")
+
+        def on_audit(self, record: Any) -> None:
+            pass
+
+        def on_event(self, event: Mapping[str, Any]) -> None:
+            pass
+
+    def on_loop(loop: Any) -> None:
+        holder["vm"] = get_virtual_microscope(loop.driver.core)
+        loop.add_listener(_StopWhenDone(loop))
+
+    result = run(cfg, report=False, controllers=[ctl], on_loop=on_loop)
+    if result.status not in ("completed", "stopped"):
+        raise RuntimeError(f"AO run ended {result.status}: {result.reason}")
+    final = list(holder["vm"].zernike_rad)
+    return AORun(
+        result.run_dir, list(aberration_rad), final, ctl.images, int(result.metrics["frames_stored"])
+    )
 
 
 # ============================================================================ events run
