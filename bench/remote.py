@@ -1,0 +1,159 @@
+"""Remote-operation throughput and latency on loopback.
+
+1. PUB/SUB frames/s and MB/s at 512² and 2048² uint16: the smartscope wire format
+   (msgpack header + zero-copy buffer, decoded and validated on the far side) against raw
+   pyzmq sending the same buffers in the same run (multipart [topic, buffer], zero-copy,
+   np.frombuffer on the far side). Both use XPUB with XPUB_NODROP (backpressure instead of
+   drops, so every frame is counted), the same high-water marks and a receiver in another
+   process; the two take turns, ``--repeats`` times each, and the median is reported.
+2. The added latency of a loopback worker stage: a `stats` stage run locally vs the same
+   stage behind a ``smartscope worker`` process (p50/p99 per frame over ``--frames``),
+   and the network share (round trip minus the worker's compute time).
+
+    nice python bench/remote.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import re
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import zmq
+
+from smartscope.frame import Frame
+from smartscope.metrics import percentiles_ms
+from smartscope.pipeline import FrameStatsStage
+from smartscope.remote import wire
+from smartscope.remote.worker import RemoteStage, RemoteStageConfig
+
+
+def _receiver(port: int, n: int, mode: str, shape: tuple[int, int], done: Any) -> None:
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.rcvhwm = 8
+    sub.connect(f"tcp://127.0.0.1:{port}")
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    checksum = 0
+    for _ in range(n):
+        frames = sub.recv_multipart(copy=False)
+        if mode == "wire":
+            img = wire.decode(frames).arrays["image"]
+        else:
+            img = np.frombuffer(frames[1].buffer, np.uint16).reshape(shape)
+        checksum += int(img[0, 0])
+    done.send(checksum)
+    sub.close(0)
+    ctx.term()
+
+
+def pubsub_once(mode: str, shape: tuple[int, int], n: int) -> float:
+    """Seconds to move ``n`` frames of ``shape`` through PUB/SUB with ``mode``."""
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.XPUB)
+    pub.sndhwm = 8
+    pub.xpub_nodrop = True
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    parent, child = mp.Pipe()
+    proc = mp.get_context("fork").Process(target=_receiver, args=(port, n, mode, shape, child))
+    proc.start()
+    pub.recv()  # the subscription: the receiver is connected
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 4096, shape, dtype=np.uint16) for _ in range(4)]
+    t0 = time.perf_counter()
+    for i in range(n):
+        img = frames[i % 4]
+        if mode == "wire":
+            wire.send(pub, "raw", {"index": i, "camera_time_s": 0.0, "channel": "", "seq": i}, {"image": img})
+        else:
+            pub.send_multipart([b"raw", img.data], copy=False)
+    parent.recv()
+    dt = time.perf_counter() - t0
+    proc.join(10)
+    pub.close(0)
+    ctx.term()
+    return dt
+
+
+def bench_pubsub(repeats: int) -> None:
+    print("PUB/SUB on loopback (median of", repeats, "turns each; frames/s, MB/s)")
+    print(f"{'frame':>10} {'raw pyzmq f/s':>14} {'MB/s':>8} {'smartscope f/s':>15} {'MB/s':>8} {'ratio':>6}")
+    for side, n in ((512, 2000), (2048, 150)):
+        shape = (side, side)
+        mb = side * side * 2 / 1e6
+        times: dict[str, list[float]] = {"raw": [], "wire": []}
+        for _ in range(repeats):
+            for mode in ("raw", "wire"):
+                times[mode].append(pubsub_once(mode, shape, n))
+        fps = {m: n / statistics.median(t) for m, t in times.items()}
+        print(
+            f"{side:>5}x{side:<4} {fps['raw']:>14.0f} {fps['raw'] * mb:>8.0f} {fps['wire']:>15.0f} "
+            f"{fps['wire'] * mb:>8.0f} {fps['wire'] / fps['raw']:>6.2f}"
+        )
+
+
+def bench_worker(n: int) -> None:
+    code = "import typer; from smartscope.remote.worker import worker_cmd; typer.run(worker_cmd)"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "--stage", '{"kind": "stats", "name": "s"}', "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        m = re.search(r"tcp://127\.0\.0\.1:\d+", proc.stderr.readline())
+        assert m, "worker did not start"
+        print(f"\nloopback worker stage ('stats' stage, {n} frames; ms per frame)")
+        print(
+            f"{'frame':>10} {'local p50':>10} {'p99':>7} {'remote p50':>11} {'p99':>7} "
+            f"{'added p50':>10} {'p99':>7} {'network p50':>12} {'p99':>7}"
+        )
+        remote = RemoteStage(RemoteStageConfig(name="far", address=m.group(0), timeout_ms=5000))
+        local = FrameStatsStage("near")
+        rng = np.random.default_rng(1)
+        for side in (512, 2048):
+            img = rng.integers(100, 4000, (side, side), dtype=np.uint16)
+            t_local: list[float] = []
+            t_remote: list[float] = []
+            t_net: list[float] = []
+            for i in range(n + 5):
+                f = Frame(i, img, time.time())
+                t0 = time.perf_counter()
+                local.process(f, {})
+                t1 = time.perf_counter()
+                out = remote.process(f, {})
+                t2 = time.perf_counter()
+                if i >= 5:  # warm-up
+                    t_local.append(t1 - t0)
+                    t_remote.append(t2 - t1)
+                    t_net.append(out.values["remote_network_ms"] / 1e3)
+            lo, re_, net = percentiles_ms(t_local), percentiles_ms(t_remote), percentiles_ms(t_net)
+            added = percentiles_ms([r - q for r, q in zip(t_remote, t_local, strict=True)])
+            print(
+                f"{side:>5}x{side:<4} {lo['p50_ms']:>10.2f} {lo['p99_ms']:>7.2f} {re_['p50_ms']:>11.2f} "
+                f"{re_['p99_ms']:>7.2f} {added['p50_ms']:>10.2f} {added['p99_ms']:>7.2f} "
+                f"{net['p50_ms']:>12.2f} {net['p99_ms']:>7.2f}"
+            )
+        remote.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--frames", type=int, default=300, help="frames per worker-latency size")
+    a = p.parse_args()
+    bench_pubsub(a.repeats)
+    bench_worker(a.frames)
+
+
+if __name__ == "__main__":
+    main()
