@@ -223,10 +223,16 @@ def test_a_worker_stage_gives_the_local_result_with_its_network_time(tmp_path: P
     serving = threading.Thread(target=worker.serve, daemon=True)
     serving.start()
     remote = RemoteStage(RemoteStageConfig(name="gpu_stats", address=worker.address, timeout_ms=5000))
-    r = _Run(_cfg(tmp_path, 40), stages=[FrameStatsStage("stats"), remote])
+    r = _Run(
+        _cfg(tmp_path, 40),
+        RemoteConfig(pub_port=0, control_port=0, telemetry_interval_s=0.1),
+        stages=[FrameStatsStage("stats"), remote],
+    )
     c = r.client()
-    c.subscribe("analysis", "event")
-    streamed = [m.meta for m in _until_stop(c) if m.topic == "analysis"]
+    c.subscribe("analysis", "event", "telemetry")
+    got = list(_until_stop(c))
+    streamed = [m.meta for m in got if m.topic == "analysis"]
+    breakdown = [m.meta["latency_breakdown"] for m in got if m.topic == "telemetry"][-1]
     res = r.join()
     c.close()
     worker.stop()
@@ -243,6 +249,9 @@ def test_a_worker_stage_gives_the_local_result_with_its_network_time(tmp_path: P
         times = a["times"]
         assert times["stage:stats"] <= times["remote:gpu_stats:sent"] <= times["remote:gpu_stats:received"]
     assert streamed and all("gpu_stats" in s["values"] for s in streamed)
+    # the network leg is its own line in the latency breakdown
+    leg = breakdown["remote:gpu_stats:sent->remote:gpu_stats:received"]
+    assert 0 <= leg["p50_ms"] <= leg["p99_ms"]
     assert worker.served == len(analysed)
 
 
@@ -291,3 +300,35 @@ def test_killing_the_worker_mid_run_skips_analysis_never_raw_frames(tmp_path: Pa
     assert skipped and all("far" in a["skipped"] for a in skipped)
     assert res.metrics["frames_skipped"] >= len(skipped)
     assert sum("values" in a for a in records) >= 10
+
+
+def test_a_worker_runs_a_shipped_engine_bundle_and_returns_its_images_exactly() -> None:
+    import smartscope.models
+    from smartscope.frame import Frame
+    from smartscope.remote.worker import build_stage
+
+    bundle = Path(smartscope.models.__file__).parent / "bundles" / "denoise-n2v-lowlight"
+    spec = {"kind": "engine", "name": "denoise", "bundle": str(bundle)}
+    worker = Worker(build_stage(spec), port=0)
+    serving = threading.Thread(target=worker.serve, daemon=True)
+    serving.start()
+    local = build_stage(spec)
+    remote = RemoteStage(RemoteStageConfig(name="dn", address=worker.address, timeout_ms=30_000))
+    try:
+        img = np.random.default_rng(4).integers(100, 400, (96, 128), dtype=np.uint16)
+        far = remote.process(Frame(3, img, 0.0), {})
+        near = local.process(Frame(3, img, 0.0), {})
+        assert set(far.images) == set(near.images) == {"denoised"}
+        np.testing.assert_array_equal(far.images["denoised"], near.images["denoised"])
+        for k, v in near.values.items():
+            assert far.values[k] == v
+    finally:
+        remote.close()
+        local.close()
+        worker.stop()
+        serving.join(2)
+        worker.close()
+    with pytest.raises(ValueError, match=r"stage\.engine\.bundle|stage\.bundle"):
+        build_stage({"kind": "engine", "bundle": "/nonexistent"})
+    with pytest.raises(ValueError, match="call itself"):
+        build_stage({"kind": "remote"})
