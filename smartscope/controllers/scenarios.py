@@ -19,17 +19,21 @@ import numpy as np
 
 from smartscope.controllers.ao import ModalAOConfig
 from smartscope.controllers.events import EventDetectorConfig, EventTriggerConfig
+from smartscope.controllers.lowlight import SNRDoseConfig
 from smartscope.frame import Frame
 from smartscope.pipeline import StageOutput
 
 __all__ = [
     "AORun",
     "EventRun",
+    "LowlightRun",
     "ao_config",
     "demo_config",
+    "lowlight_config",
     "random_aberration",
     "run_ao_loop",
     "run_events",
+    "run_lowlight",
     "score_events",
     "virtual_cfg_file",
 ]
@@ -175,12 +179,14 @@ def ao_config(
 
 
 def demo_config(scenario: str, out: Path = Path("runs"), seed: int = 0) -> dict[str, Any]:
-    """The run config ``smartscope demo --scenario SCENARIO`` runs (implemented: events, ao)."""
+    """The run config ``smartscope demo --scenario SCENARIO`` runs (events, ao, lowlight)."""
     if scenario == "events":
         return events_config(out, "triggered", seed, n_frames=600)
     if scenario == "ao":
         return ao_config(out, random_aberration(seed).tolist(), seed=seed)
-    raise ValueError(f"scenario must be one of ['events', 'ao'], got {scenario!r}")
+    if scenario == "lowlight":
+        return lowlight_config(out, controlled=True, seed=seed, n_frames=600)
+    raise ValueError(f"scenario must be one of ['events', 'ao', 'lowlight'], got {scenario!r}")
 
 
 @dataclass
@@ -371,3 +377,113 @@ def score_events(
         "median_delay_s": delays[len(delays) // 2] if delays else float("nan"),
         "spurious_burst_frames": spurious,
     }
+
+
+# ============================================================================ low light
+
+
+def denoise_bundle_path() -> Path:
+    """The shipped N2V low-light denoiser bundle."""
+    import smartscope.models
+
+    return Path(smartscope.models.__file__).parent / "bundles" / "denoise-n2v-lowlight"
+
+
+def lowlight_config(
+    out: Path,
+    controlled: bool,
+    power_mw: float = 20.0,
+    target_snr: float = 2.0,
+    n_frames: int = 400,
+    seed: int = 0,
+    sensor_px: int = 256,
+    interval_ms: float = 0.0,
+) -> dict[str, Any]:
+    """Run config for the ``lowlight`` scenario: N2V denoiser stage, fixed or SNR-steered 561 nm."""
+    cfg_file = virtual_cfg_file(
+        out / f"virtual-lowlight-{seed}.cfg", "lowlight", seed, sensor_px, "AsFastAsPossible", 0.0, 10.0
+    )
+    controllers: list[dict[str, Any]] = []
+    if controlled:
+        controllers.append(SNRDoseConfig(laser="561", target_snr=target_snr).model_dump(mode="json"))
+    return {
+        "microscope": _microscope(cfg_file, ["561"]),
+        "acquisition": {
+            "exposure_ms": 10.0,
+            "interval_ms": interval_ms,
+            "n_frames": n_frames,
+            "lasers_mw": {"561": power_mw},
+        },
+        "pipeline": {
+            "stages": [{"kind": "engine", "name": "denoise", "bundle": str(denoise_bundle_path())}],
+            "save_outputs": False,
+        },
+        "controllers": controllers,
+        "limits": {"laser_max_mw": {"561": 50.0}},
+        "storage": {"root": str(out), "name": "lowlight-controlled" if controlled else "lowlight-fixed"},
+    }
+
+
+@dataclass
+class LowlightRun:
+    run_dir: str
+    dose_mj: float
+    bleach_remaining: float  # mitochondria dye left at the end (ground truth)
+    snr: list[float]  # per analysed frame
+    power_mw: list[float]  # per analysed frame
+    frames: int
+
+
+def run_lowlight(
+    out: Path,
+    controlled: bool,
+    power_mw: float = 20.0,
+    target_snr: float = 2.0,
+    n_frames: int = 400,
+    seed: int = 0,
+    interval_ms: float = 0.0,
+) -> LowlightRun:
+    """The lowlight scenario through the real loop; dose and bleaching from the simulator."""
+    from smartscope.config import validate_config
+    from smartscope.runner import run
+    from smartscope.simulators import get_virtual_microscope
+
+    data = lowlight_config(out, controlled, power_mw, target_snr, n_frames, seed, interval_ms=interval_ms)
+    controllers = [SNRDoseConfig.model_validate(c).build() for c in data["controllers"]]
+    cfg = validate_config({**data, "controllers": []}, "lowlight")
+    holder: dict[str, Any] = {}
+    snr: list[float] = []
+    power: list[float] = []
+
+    class _Rec:
+        def on_frame(self, frame: Frame) -> None:
+            pass
+
+        def on_analysis(self, frame: Frame, results: Mapping[str, StageOutput]) -> None:
+            snr.append(float(results["denoise"].values["snr"]))
+            power.append(float(frame.metadata.get("state", {}).get("lasers", {}).get("561", float("nan"))))
+
+        def on_audit(self, record: Any) -> None:
+            pass
+
+        def on_event(self, event: Mapping[str, Any]) -> None:
+            pass
+
+    def on_loop(loop: Any) -> None:
+        holder["vm"] = get_virtual_microscope(loop.driver.core)
+        loop.add_listener(_Rec())
+
+    result = run(cfg, report=False, controllers=controllers, on_loop=on_loop)
+    if result.status not in ("completed", "stopped"):
+        raise RuntimeError(f"lowlight run ended {result.status}: {result.reason}")
+    vm = holder["vm"]
+    dose = float(vm.dose_total_mj["561"])
+    last = vm.truth(vm.frame - 1)
+    return LowlightRun(
+        result.run_dir,
+        dose,
+        float(last.bleach_remaining["mitochondria"]),
+        snr,
+        power,
+        int(result.metrics["frames_stored"]),
+    )
