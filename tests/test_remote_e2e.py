@@ -104,7 +104,7 @@ def test_a_streamed_run_arrives_bit_exact_and_obeys_validated_commands(tmp_path:
     with pytest.raises(RemoteError, match="no controller 'nope'"):
         c.pause_controller("nope")
     with pytest.raises(RemoteError, match="start is refused"):
-        c.command("start", config={})
+        c.command("start", config="demo.yaml")
     assert c.pause()["paused_controllers"] == ["laser_band"]
     raw: dict[int, np.ndarray] = {}
     telemetry: list[dict[str, Any]] = []

@@ -1,7 +1,7 @@
-"""Command functions for the ``smartscope`` CLI: ``worker``, ``keys``, ``watch``.
+"""Command functions for the ``smartscope`` CLI: ``worker``, ``keys``, ``serve``, ``watch``.
 
 Register with ``app.command("worker")(worker_cmd)`` etc.; ``worker_cmd`` and ``keys_cmd``
-live beside their code and are re-exported here.
+and ``serve_cmd`` live beside their code and are re-exported here.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import typer
 
 from smartscope.remote.client import Client
 from smartscope.remote.keys import keys_cmd
+from smartscope.remote.serve import serve_cmd
 from smartscope.remote.viewer import ViewerModel
 from smartscope.remote.worker import worker_cmd
 
-__all__ = ["keys_cmd", "watch_cmd", "worker_cmd"]
+__all__ = ["keys_cmd", "serve_cmd", "watch_cmd", "worker_cmd"]
 
 
 def watch_cmd(

@@ -8,8 +8,10 @@ the microscope until resumed), pause one controller, **override** a value (any t
 action, vetted by the run's own safety gate and written to ``actions.jsonl`` with
 ``source="remote:<peer>"``) and **query** the state. A run is *started* where the camera
 is (``smartscope run cfg.yaml`` with a ``remote:`` section); an in-run server answers
-``start`` with a refusal naming that reason, so nothing here can start hardware
-behind the operator's back.
+``start`` with a refusal naming that reason. To start runs remotely, the acquisition PC
+runs the small daemon ``smartscope serve CONFIG_DIR`` (:mod:`smartscope.remote.serve`):
+the same server, idle between runs, whose ``start`` names one of the YAML configs in
+that folder (never a path, never config text from the network), one run at a time.
 
 Threads: the loop's callbacks only append to bounded deques (never block; the oldest
 queued frame is dropped and counted when a deque is full). A publisher thread owns the
@@ -42,7 +44,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -150,8 +152,10 @@ class OverrideCmd(_Cmd):
 
 
 class StartCmd(_Cmd):
+    """Start a run from a config file the daemon (``smartscope serve``) offers, by name."""
+
     cmd: Literal["start"] = "start"
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: str = Field(pattern=r"^[A-Za-z0-9_.-]+\.ya?ml$", max_length=200, description="e.g. 'demo.yaml'")
 
 
 Command = Annotated[
@@ -172,8 +176,14 @@ def jsonable(obj: Any) -> Any:
 class RemoteServer:
     """Streams a loop and takes commands for it (a :class:`smartscope.loop.LoopListener`)."""
 
-    def __init__(self, cfg: RemoteConfig, ctx: zmq.Context[Any] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: RemoteConfig,
+        ctx: zmq.Context[Any] | None = None,
+        starter: Callable[[StartCmd, str], dict[str, Any]] | None = None,
+    ) -> None:
         self.cfg = cfg
+        self.starter = starter
         self.ctx = ctx or zmq.Context()
         self._own_ctx = ctx is None
         self.loop: Loop | None = None
@@ -237,6 +247,12 @@ class RemoteServer:
         self.loop = loop
         loop.add_listener(self)
         return self
+
+    def detach(self) -> None:
+        """The run is over (a daemon keeps streaming and waits for the next)."""
+        loop, self.loop = self.loop, None
+        if loop is not None and self in loop.listeners:
+            loop.listeners.remove(self)
 
     def _queue_frame(self, topic: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         if len(self._frames) == self._frames.maxlen:
@@ -435,16 +451,20 @@ class RemoteServer:
     def execute(self, cmd: Any, peer: str) -> dict[str, Any]:
         """Carry out one validated command (also usable in-process, e.g. by a viewer)."""
         if isinstance(cmd, StartCmd):
-            raise RuntimeError(
-                "start is refused by an in-run server: a run is started where the camera is "
-                "(`smartscope run CONFIG` with a remote: section)"
-                + (" and one is already running" if self.loop is not None else "")
-            )
+            if self.starter is None:
+                raise RuntimeError(
+                    "start is refused by an in-run server: runs are started where the camera is "
+                    "(`smartscope run CONFIG` with a remote: section, or a `smartscope serve` daemon)"
+                )
+            return self.starter(cmd, peer)
         loop = self.loop
         if loop is None:
+            if isinstance(cmd, QueryCmd) and self.starter is not None:
+                return {"running": False, "telemetry": self.telemetry()}
             raise RuntimeError("no run attached")
         if isinstance(cmd, QueryCmd):
             return {
+                "running": True,
                 "telemetry": self.telemetry(),
                 "controllers": loop.controller_names,
                 "paused_controllers": sorted(loop.paused_controllers),
