@@ -108,3 +108,25 @@ def test_napari_widget_shows_a_live_stream_offscreen() -> None:
         finally:
             client.close()
         assert app is not None
+
+
+def test_watch_command_prints_the_streamed_telemetry() -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from smartscope.remote.cli import watch_cmd
+
+    app = typer.Typer()
+    app.command()(watch_cmd)
+    with RemoteServer(RemoteConfig(pub_port=0, control_port=0, telemetry_interval_s=0.1)) as server:
+        args = [
+            "--pub-port",
+            str(server.pub_port),
+            "--control-port",
+            str(server.control_port),
+            "--seconds",
+            "1.5",
+        ]
+        res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "stream drops (server queue) 0" in res.output
