@@ -137,3 +137,40 @@ def test_keys_command_writes_loadable_key_pairs(tmp_path: Path) -> None:
     names = sorted(p.name for p in (tmp_path / "k").iterdir())
     assert names == ["client.key", "client.key_secret", "server.key", "server.key_secret"]
     assert (tmp_path / "k" / "server.key_secret").stat().st_mode & 0o077 == 0
+
+
+def test_a_worker_refuses_garbage_and_keeps_serving() -> None:
+    import msgpack
+    import zmq
+
+    worker = Worker(FrameStatsStage("stats"), port=0)
+    serving = threading.Thread(target=worker.serve, daemon=True)
+    serving.start()
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(worker.address)
+    rng = np.random.default_rng(11)
+    garbage = [
+        [rng.bytes(int(rng.integers(0, 100))) for _ in range(int(rng.integers(1, 4)))] for _ in range(50)
+    ]
+    garbage.append([b"process", msgpack.packb({"v": 1, "meta": {"seq": 1, "index": 0}, "arrays": []})])
+    stage = RemoteStage(RemoteStageConfig(address=worker.address, timeout_ms=5000))
+    try:
+        for frames in garbage:
+            sock.send_multipart(frames)
+        answers = 0
+        while answers < len(garbage) and sock.poll(3000):
+            msg = sock.recv_multipart()
+            assert msg[0] == b"error"
+            answers += 1
+        assert answers == len(garbage) and worker.refused == len(garbage)
+        frame = Frame(0, np.full((16, 16), 700, np.uint16), 0.0)
+        assert stage.process(frame, {}).values["mean_adu"] == 700.0
+    finally:
+        stage.close()
+        sock.close()
+        ctx.term()
+        worker.stop()
+        serving.join(2)
+        worker.close()

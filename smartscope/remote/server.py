@@ -97,6 +97,8 @@ class RemoteConfig(BaseModel):
 
     @model_validator(mode="after")
     def _secure_off_loopback(self) -> RemoteConfig:
+        if self.pub_port and self.pub_port == self.control_port:
+            raise ValueError(f"pub_port and control_port must differ (both {self.pub_port})")
         if (self.server_secret_key is None) != (self.authorized_keys is None):
             raise ValueError("server_secret_key and authorized_keys go together (CurveZMQ)")
         if not is_loopback(self.bind_address) and self.server_secret_key is None:
