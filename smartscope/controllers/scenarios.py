@@ -196,6 +196,7 @@ class AORun:
     final_rad: list[float]  # mirror shape at the end = residual wavefront
     images: int
     frames: int
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def run_ao_loop(
@@ -255,6 +256,7 @@ class EventRun:
     dose_mj: float = 0.0
     switches: list[dict[str, Any]] = field(default_factory=list)
     scores: dict[str, Any] = field(default_factory=dict)
+    detector: list[tuple[float, float]] = field(default_factory=list)  # (t_s, event_score) analysed
 
 
 class _Recorder:
@@ -264,6 +266,7 @@ class _Recorder:
         self.loop = loop
         self.end_s = end_s
         self.frames: list[dict[str, Any]] = []
+        self.detector: list[tuple[float, float]] = []
 
     def on_frame(self, frame: Frame) -> None:
         md = frame.metadata.get("mm", {})
@@ -281,7 +284,10 @@ class _Recorder:
             self.loop.request_stop(f"simulated time {self.end_s:g} s reached")
 
     def on_analysis(self, frame: Frame, results: Mapping[str, StageOutput]) -> None:
-        pass
+        out = results.get("events")
+        if out is not None and "event_score" in out.values:
+            md = frame.metadata.get("mm", {})
+            self.detector.append((float(md.get("SimTime_s", "nan")), out.values["event_score"]))
 
     def on_audit(self, record: Any) -> None:
         pass
@@ -337,6 +343,7 @@ def run_events(
     for ctl in holder["loop"].controllers:
         switches += list(getattr(ctl, "switches", []))
     ev = EventRun(mode, result.run_dir, frames, list(vm.events_truth()), dose, switches)
+    ev.detector = list(rec.detector)
     ev.scores = score_events(frames, ev.events, post_s)
     return ev
 
