@@ -98,7 +98,7 @@ def bench_pubsub(repeats: int) -> None:
         best = {m: n / min(t) for m, t in times.items()}
         med = {m: n / statistics.median(t) for m, t in times.items()}
 
-        def cell(m: str, scale: float) -> str:
+        def cell(m: str, scale: float, best: dict[str, float] = best, med: dict[str, float] = med) -> str:
             return f"{best[m] * scale:.0f} ({med[m] * scale:.0f})"
 
         print(
