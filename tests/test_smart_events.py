@@ -116,3 +116,41 @@ def test_triggered_loop_bursts_around_ground_truth_events(tmp_path: Path) -> Non
     kinds = {a["request"]["action"]["kind"] for a in actions}
     assert {"start_burst", "stop_burst", "property"} <= kinds or {"start_burst", "property"} <= kinds
     assert all("score" in a["request"]["evidence"] for a in actions)
+
+
+def _obs(i: int, score: float, burst: bool) -> Any:
+    from smartscope.controllers.base import Observation
+    from smartscope.pipeline import StageOutput
+
+    frame = Frame(
+        index=i,
+        image=np.zeros((8, 8), np.uint16),
+        camera_time_s=float(i),
+        metadata={"mm": {"SimTime_s": str(float(i))}},
+    )
+    out = StageOutput(values={"event_score": score, "event_y_px": 3.0, "event_x_px": 4.0})
+    return Observation(frame, {"events": out}, {"burst": burst, "roi": [0, 0, 8, 8]})
+
+
+def test_trigger_follows_a_person_stopping_the_burst() -> None:
+    ctl = EventTriggerConfig(pacing="camera", min_burst_s=100.0).build()
+    on = ctl.update(_obs(0, 9.0, False))
+    assert [r.action.kind for r in on] == ["start_burst", "property"]
+    assert on[1].action.value == 100.0  # type: ignore[union-attr]
+    assert ctl.update(_obs(1, 9.0, True)) == []  # burst in force
+    back = ctl.update(_obs(2, 9.0, False))  # a person stopped it
+    assert [r.action.kind for r in back] == ["property"]
+    assert back[0].action.value == 1000.0  # type: ignore[union-attr]
+    assert not ctl.hyst.active and ctl.switches[-1]["to"] == "off (external)"
+
+
+def test_paused_trigger_asks_for_nothing_in_the_live_loop(tmp_path: Path) -> None:
+    run = run_events(
+        tmp_path,
+        "triggered",
+        seed=1,
+        duration_s=15.0,
+        on_loop_extra=lambda loop: loop.pause_controller("event_trigger"),
+    )
+    assert run.switches == [] and run.scores["n_burst_frames"] == 0
+    assert (Path(run.run_dir) / "actions.jsonl").read_text().strip() == ""

@@ -251,6 +251,7 @@ class EventTriggerController(ControllerBase):
             cooldown_s=cfg.cooldown_s,
         )
         self.switches: list[dict[str, Any]] = []
+        self._seen_in_force = False  # a frame of our burst has arrived
 
     def _fast_actions(self, obs: Observation, y_px: float, x_px: float) -> list[Action]:
         c = self.cfg
@@ -294,11 +295,26 @@ class EventTriggerController(ControllerBase):
         out = obs.results[c.stage].values
         y_px, x_px = float(out.get("event_y_px", -1.0)), float(out.get("event_x_px", -1.0))
         t = frame_time_s(obs.frame)
+        burst_now = bool(obs.state.get("burst", False))
+        if self.hyst.active and burst_now:
+            self._seen_in_force = True
+        elif self.hyst.active and self._seen_in_force:
+            # the burst ended outside this controller (a person's StopBurst, a counted burst,
+            # safety): follow it, and put the slow-mode settings back
+            self.hyst.active, self.hyst._ended, self._seen_in_force = False, t, False
+            evidence = {"score": score, "t_s": t, "stage": c.stage, "burst_in_state": burst_now}
+            self.switches.append(
+                {"t_s": t, "frame_index": obs.frame.index, "to": "off (external)", **evidence}
+            )
+            reason = "burst ended outside the trigger: slow-mode settings restored"
+            acts = [a for a in self._slow_actions() if not isinstance(a, StopBurst)]
+            return [self.ask(a, reason, obs, **evidence) for a in acts]
         switch = self.hyst.step(t, score)
         if switch is None:
             return []
         evidence = {"score": score, "y_px": y_px, "x_px": x_px, "t_s": t, "stage": c.stage}
         self.switches.append({"t_s": t, "frame_index": obs.frame.index, "to": switch, **evidence})
+        self._seen_in_force = False
         if switch == "on":
             reason = (
                 f"{c.value}={score:.2f} ≥ on {c.on_threshold:g}: fast mode at ({y_px:.0f}, {x_px:.0f}) px"

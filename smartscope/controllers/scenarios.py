@@ -10,7 +10,7 @@ the real loop and MMCore and scores it against the simulator's ground truth
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -305,6 +305,7 @@ def run_events(
     trigger: Mapping[str, Any] | None = None,
     detector: Mapping[str, Any] | None = None,
     post_s: float = 5.0,
+    on_loop_extra: Callable[[Any], None] | None = None,
 ) -> EventRun:
     """Run the events scenario for ``duration_s`` simulated seconds and score it."""
     from smartscope.config import validate_config
@@ -328,6 +329,8 @@ def run_events(
         holder["rec"] = rec
         loop.add_listener(rec)
         holder["loop"] = loop
+        if on_loop_extra is not None:
+            on_loop_extra(loop)
 
     result = run(cfg, report=False, stages=stages, controllers=controllers, on_loop=on_loop)
     if result.status not in ("completed", "stopped"):
