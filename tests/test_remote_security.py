@@ -174,3 +174,12 @@ def test_a_worker_refuses_garbage_and_keeps_serving() -> None:
         worker.stop()
         serving.join(2)
         worker.close()
+
+
+def test_a_port_in_use_is_a_clear_error_naming_the_field() -> None:
+    first = RemoteServer(RemoteConfig(pub_port=0, control_port=0))
+    try:
+        with pytest.raises(OSError, match=r"remote\.control_port: cannot listen on tcp://127\.0\.0\.1:\d+"):
+            RemoteServer(RemoteConfig(pub_port=0, control_port=first.control_port))
+    finally:
+        first.close()

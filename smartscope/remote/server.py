@@ -210,8 +210,17 @@ class RemoteServer:
         self.control = self._socket(zmq.ROUTER)
         self.control.maxmsgsize = MAX_SOCKET_MESSAGE_BYTES
         self.control.router_mandatory = False
-        self.pub_port = self._bind(self.pub, cfg.pub_port)
-        self.control_port = self._bind(self.control, cfg.control_port)
+        try:
+            self.pub_port = self._bind(self.pub, cfg.pub_port, "pub_port")
+            self.control_port = self._bind(self.control, cfg.control_port, "control_port")
+        except OSError:
+            self.pub.close(0)
+            self.control.close(0)
+            if self._auth is not None:
+                self._auth.close()
+            if self._own_ctx:
+                self.ctx.term()
+            raise
         self._threads = [
             threading.Thread(target=self._publish_loop, name="smartscope-remote-pub", daemon=True),
             threading.Thread(target=self._control_loop, name="smartscope-remote-ctl", daemon=True),
@@ -228,11 +237,14 @@ class RemoteServer:
             apply_server_keys(sock, self.cfg.server_secret_key)
         return sock
 
-    def _bind(self, sock: zmq.Socket[Any], port: int) -> int:
+    def _bind(self, sock: zmq.Socket[Any], port: int, field: str) -> int:
         host = f"[{self.cfg.bind_address}]" if ":" in self.cfg.bind_address else self.cfg.bind_address
-        if port == 0:
-            return int(sock.bind_to_random_port(f"tcp://{host}"))
-        sock.bind(f"tcp://{host}:{port}")
+        try:
+            if port == 0:
+                return int(sock.bind_to_random_port(f"tcp://{host}"))
+            sock.bind(f"tcp://{host}:{port}")
+        except zmq.ZMQError as exc:
+            raise OSError(f"remote.{field}: cannot listen on tcp://{host}:{port}: {exc}") from None
         return port
 
     @property
