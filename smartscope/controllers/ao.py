@@ -64,8 +64,8 @@ class ModalAOConfig(BaseModel):
     )
     bias_rad: float = Field(default=1.0, gt=0, description="bias amplitude of the first pass")
     bias_decay: float = Field(default=0.7, gt=0, le=1, description="bias factor from one pass to the next")
-    passes: int = Field(default=4, ge=1)
-    max_step_factor: float = Field(default=1.5, gt=0, description="largest step per pass, in biases")
+    passes: int = Field(default=5, ge=1)
+    max_step_factor: float = Field(default=1.0, gt=0, description="largest step per pass, in biases")
     metric: Literal["sharpness", "lowfreq"] = "sharpness"
     offset_adu: float = Field(default=100.0, ge=0, description="camera offset subtracted before the metric")
     stroke_rad: float = Field(default=3.0, gt=0, description="mirror stroke limit per mode")
