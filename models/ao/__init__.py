@@ -1,0 +1,1 @@
+"""Adaptive-optics engines (learned aberration estimation)."""
