@@ -128,6 +128,17 @@ def test_a_streamed_run_arrives_bit_exact_and_obeys_validated_commands(tmp_path:
     for i, img in raw.items():
         np.testing.assert_array_equal(img, stack[i])
     assert "pause" in events and events[-1] == "stop"
+    # every command but queries is in the run's event log with its origin, refused ones too
+    audit = [e for e in read_jsonl(run_dir / "events.jsonl") if e["event"] == "remote_command"]
+    assert [(e["command"]["cmd"], e["accepted"]) for e in audit] == [
+        ("override", True),
+        ("override", False),
+        ("pause_controller", False),
+        ("start", False),
+        ("pause", True),
+    ]
+    assert all(e["origin"].startswith("remote:") for e in audit)
+    assert "exposure_ms" in audit[1]["note"]
     logged = read_jsonl(run_dir / "actions.jsonl")
     remote_logged = [a for a in logged if a["request"]["source"].startswith("remote:")]
     assert len(remote_logged) == 1 and remote_logged[0]["verdict"] in ("clamped", "applied")

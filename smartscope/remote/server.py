@@ -19,7 +19,10 @@ PUB socket (send high-water mark ``sndhwm`` per subscriber: ZeroMQ drops for a s
 subscriber only, never blocks the others); every message carries a per-topic ``seq`` so
 each subscriber counts its own drops (:class:`smartscope.remote.Client.dropped`). A
 control thread owns the ROUTER socket; malformed, oversized, invalid or unauthenticated
-messages are refused with a reason and counted in ``telemetry.remote.refused``.
+messages are refused with a reason and counted in ``telemetry.remote.refused``. Every
+command that parses (accepted or refused; queries excepted) is written to the run's
+``events.jsonl`` as a ``remote_command`` event with its origin ``remote:<peer address>``;
+overrides are also in ``actions.jsonl`` like any action (``source="remote:<peer>"``).
 
 Streams (topic: meta / arrays):
 
@@ -444,15 +447,39 @@ class RemoteServer:
             probs = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or 'command'}: {e['msg']}" for e in exc.errors()[:5]
             )
+            self._audit(msg.meta.get("cmd"), peer, False, probs)
             self._refuse("invalid", envelope, req_id, probs)
             return
         try:
             result = self.execute(cmd, peer)
         except (KeyError, ValueError, RuntimeError) as exc:
-            self._refuse("invalid", envelope, req_id, str(exc).strip("'\""))
+            note = str(exc).strip("'\"")
+            self._audit(cmd, peer, False, note)
+            self._refuse("invalid", envelope, req_id, note)
             return
+        self._audit(cmd, peer, True, "")
         self.commands_ok += 1
         self._reply(envelope, {"id": req_id, "ok": True, "result": result})
+
+    def _audit(self, cmd: Any, peer: str, ok: bool, note: str) -> None:
+        """Every validated-or-refused command (but queries) goes to the run's events.jsonl
+        with its origin, and onto the event stream."""
+        if isinstance(cmd, QueryCmd) or self.loop is None:
+            return
+        what = cmd.model_dump(mode="json") if isinstance(cmd, BaseModel) else {"cmd": str(cmd)[:200]}
+        event = {
+            "t": time.time(),
+            "event": "remote_command",
+            "origin": f"remote:{peer}",
+            "command": what,
+            "accepted": ok,
+            "note": note[:500],
+        }
+        try:
+            self.loop.run.events.write(event)
+        except ValueError:  # the run's files are closed: the run is over
+            return
+        self._queue_small("event", event)
 
     @staticmethod
     def _peer(frames: list[zmq.Frame]) -> str:
