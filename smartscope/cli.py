@@ -35,6 +35,7 @@ def _register_engine_commands() -> None:
     from smartscope.engines.cli import compile_cmd, engines_cmd, export_cmd
     from smartscope.models.cli import app as train_app
     from smartscope.models.smlm.cli import localize_cmd
+    from smartscope.remote.cli import keys_cmd, serve_cmd, watch_cmd, worker_cmd
     from smartscope.simulators.cli import simulate
 
     app.command("simulate")(simulate)
@@ -43,6 +44,10 @@ def _register_engine_commands() -> None:
     app.command("compile")(compile_cmd)
     app.command("engines")(engines_cmd)
     app.command("localize")(localize_cmd)
+    app.command("worker")(worker_cmd)
+    app.command("keys")(keys_cmd)
+    app.command("serve")(serve_cmd)
+    app.command("watch")(watch_cmd)
 
 
 _register_engine_commands()
@@ -109,11 +114,22 @@ def _run(cfg: SmartscopeConfig) -> None:
             if n % 10 == 0 or n == total:
                 progress.update(task, completed=n)
 
+        servers: list[Any] = []
+
+        def serve(loop: Any) -> None:
+            if cfg.remote is not None:
+                from smartscope.remote.server import attach_server
+
+                servers.append(attach_server(loop, cfg.remote))
+
         try:
-            result = run(cfg, progress=tick)
+            result = run(cfg, progress=tick, on_loop=serve)
         except DriverError as exc:
             _fail(str(exc))
             raise
+        finally:
+            for server in servers:
+                server.close()
     _summary(result)
     console.print(f"report: {Path(result.run_dir) / 'report.html'}")
     if result.status == "failed":

@@ -190,9 +190,16 @@ class FaultStageConfig(_Model):
 from smartscope.engines.stage import EngineStageConfig  # noqa: E402
 from smartscope.models.smlm.controller import SMLMDensityConfig  # noqa: E402
 from smartscope.models.smlm.stage import SMLMStageConfig  # noqa: E402
+from smartscope.remote.server import RemoteConfig  # noqa: E402
+from smartscope.remote.worker import RemoteStageConfig  # noqa: E402
 
 StageConfig = Annotated[
-    IdentityStageConfig | StatsStageConfig | FaultStageConfig | EngineStageConfig | SMLMStageConfig,
+    IdentityStageConfig
+    | StatsStageConfig
+    | FaultStageConfig
+    | EngineStageConfig
+    | SMLMStageConfig
+    | RemoteStageConfig,
     Field(discriminator="kind"),
 ]
 
@@ -307,6 +314,9 @@ class SmartscopeConfig(_Model):
     safe_state: SafeStateConfig = Field(default_factory=SafeStateConfig)
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    remote: RemoteConfig | None = Field(
+        default=None, description="stream the run and accept control over ZMQ (loopback by default)"
+    )
     seed: int = 0
 
     @model_validator(mode="after")

@@ -49,3 +49,17 @@ def test_demo_with_denoiser_saves_the_denoised_stream(tmp_path: Path) -> None:
     analysed = [json.loads(line) for line in (run_dir / "analysis.jsonl").read_text().splitlines()]
     snr = [a["values"]["denoise"]["snr"] for a in analysed if "values" in a]
     assert snr and all(s > 0 for s in snr)
+
+
+def test_run_with_a_remote_section_serves_and_shuts_down(tmp_path: Path) -> None:
+    cfg = {
+        "acquisition": {"exposure_ms": 2.0, "n_frames": 30},
+        "remote": {"pub_port": 0, "control_port": 0},
+        "storage": {"root": str(tmp_path), "name": "served"},
+    }
+    path = tmp_path / "served.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = runner.invoke(app, ["run", str(path)])
+    assert out.exit_code == 0, out.output
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert json.loads((run_dir / "metrics.json").read_text())["frames_stored"] == 30
