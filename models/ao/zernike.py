@@ -14,7 +14,7 @@ backend on the crop batch. Training data come from the virtual microscope (``bea
 scenario, random aberrations of RMS uniform in 0–``max_rms_rad``), held-out aberrations
 from other seeds; the manifest records the held-out RMS error.
 
-    smartscope train zernike --out models/bundles/ao-zernike-small   (wired by the lead)
+    smartscope train zernike --out models/bundles/ao-zernike-small   (train_zernike_cmd)
     python -m smartscope.models.ao.zernike --out models/bundles/ao-zernike-small
 """
 
@@ -25,9 +25,10 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+import typer
 
 __all__ = [
     "CROP_PX",
@@ -38,6 +39,7 @@ __all__ = [
     "diversity_inputs",
     "simulate_set",
     "train_bundle",
+    "train_zernike_cmd",
 ]
 
 MODES = (4, 5, 6, 7, 8, 9, 10, 11)
@@ -247,6 +249,20 @@ class LearnedZernikeEstimator:
 
     def close(self) -> None:
         self.engine.close()
+
+
+def train_zernike_cmd(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", "-o", help="bundle folder to write")],
+    n_train: Annotated[int, typer.Option(help="simulated training aberrations (16 beads each)")] = 600,
+    n_val: Annotated[int, typer.Option(help="held-out aberrations (other seeds)")] = 100,
+    epochs: Annotated[int, typer.Option(help="training epochs")] = 30,
+    seed: Annotated[int, typer.Option(help="seed of simulation, initialisation and batching")] = 0,
+) -> None:
+    """Train the learned Zernike estimator (phase diversity on simulated beads) into a bundle."""
+    from smartscope.models.provenance import command_line
+
+    train_bundle(out, n_train, n_val, epochs, seed, command=command_line(ctx=ctx))
 
 
 def main() -> None:
