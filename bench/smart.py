@@ -51,11 +51,18 @@ from smartscope.controllers.scenarios import random_aberration, run_events, run_
 from smartscope.simulators.optics import Optics, strehl_ratio
 
 
-def events_table(seeds: list[int], duration_s: float, work: Path) -> list[dict[str, Any]]:
+def events_table(
+    seeds: list[int], duration_s: float, work: Path, unet: Path | None = None
+) -> list[dict[str, Any]]:
     rows = []
     runs: dict[str, list[Any]] = {}
     for mode in ("slow", "fast", "triggered"):
         runs[mode] = [run_events(work, mode, seed=s, duration_s=duration_s) for s in seeds]
+    runs["triggered (classical detector)"] = runs.pop("triggered")
+    if unet is not None:
+        runs["triggered (U-Net heat map)"] = [
+            run_events(work, "triggered", seed=s, duration_s=duration_s, learned_bundle=unet) for s in seeds
+        ]
     fast_dose = sum(r.dose_mj for r in runs["fast"])
     for mode, rs in runs.items():
         n_ev = sum(r.scores["n_events"] for r in rs)
@@ -225,6 +232,12 @@ def main() -> None:
     ap.add_argument("--ao-trials", type=int, default=20)
     ap.add_argument("--lowlight-frames", type=int, default=800)
     ap.add_argument(
+        "--events-bundle",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / "models" / "bundles" / "events-unet-small",
+        help="learned event heat-map bundle (skipped if missing)",
+    )
+    ap.add_argument(
         "--zernike-bundle",
         type=Path,
         default=Path(__file__).resolve().parents[1] / "models" / "bundles" / "ao-zernike-small",
@@ -234,8 +247,10 @@ def main() -> None:
     args = ap.parse_args()
     results: dict[str, Any] = {"seeds": args.seeds, "duration_s": args.duration}
     with tempfile.TemporaryDirectory() as tmp:
-        results["events"] = events_table(args.seeds, args.duration, Path(tmp))
+        results["events"] = events_table(args.seeds, args.duration, Path(tmp), args.events_bundle)
     _print_events(results["events"], args.seeds, args.duration)
+    if args.events_bundle is not None and not args.events_bundle.exists():
+        args.events_bundle = None
     if args.zernike_bundle is not None and not args.zernike_bundle.exists():
         args.zernike_bundle = None
     if args.ao_trials > 0:

@@ -103,6 +103,7 @@ def events_config(
     pacing: Literal["RealTime", "AsFastAsPossible"] = "AsFastAsPossible",
     trigger: Mapping[str, Any] | None = None,
     detector: Mapping[str, Any] | None = None,
+    learned_bundle: Path | None = None,
 ) -> dict[str, Any]:
     """Run config for the ``events`` scenario: slow (1 s), fast (100 ms) or triggered."""
     interval = EVENTS_FAST_MS if mode == "fast" else EVENTS_SLOW_MS
@@ -111,7 +112,9 @@ def events_config(
     )
     controllers: list[dict[str, Any]] = []
     if mode == "triggered":
+        thresholds = LEARNED_THRESHOLDS if learned_bundle is not None else {}
         tcfg = EventTriggerConfig(
+            **thresholds,
             pacing="camera",
             slow_interval_ms=EVENTS_SLOW_MS,
             fast_interval_ms=EVENTS_FAST_MS,
@@ -122,7 +125,7 @@ def events_config(
         "microscope": _microscope(cfg_file, ["561"]),
         "acquisition": {"exposure_ms": 10.0, "n_frames": n_frames, "lasers_mw": {"561": 10.0}},
         "pipeline": {
-            "stages": [EventDetectorConfig(**(detector or {})).model_dump(mode="json")],
+            "stages": [_detector_cfg(detector, learned_bundle)],
             "save_outputs": True,
         },
         "controllers": controllers,
@@ -176,6 +179,25 @@ def ao_config(
         "limits": {"laser_max_mw": {"640": 20.0}, "mirror_max_rad": ctl.stroke_rad},
         "storage": {"root": str(out), "name": "ao"},
     }
+
+
+LEARNED_THRESHOLDS: dict[str, Any] = {"on_threshold": 0.5, "off_threshold": 0.3}
+
+
+def _detector_cfg(detector: Mapping[str, Any] | None, learned_bundle: Path | None) -> dict[str, Any]:
+    if learned_bundle is None:
+        return EventDetectorConfig(**(detector or {})).model_dump(mode="json")
+    from smartscope.models.events.heatmap import LearnedEventDetectorConfig
+
+    return LearnedEventDetectorConfig(bundle=learned_bundle, **(detector or {})).model_dump(mode="json")
+
+
+def _build_stage(data: Mapping[str, Any]) -> Any:
+    if data["kind"] == "event_unet":
+        from smartscope.models.events.heatmap import LearnedEventDetectorConfig
+
+        return LearnedEventDetectorConfig.model_validate(data).build()
+    return EventDetectorConfig.model_validate(data).build()
 
 
 def demo_config(scenario: str, out: Path = Path("runs"), seed: int = 0) -> dict[str, Any]:
@@ -306,15 +328,25 @@ def run_events(
     detector: Mapping[str, Any] | None = None,
     post_s: float = 5.0,
     on_loop_extra: Callable[[Any], None] | None = None,
+    learned_bundle: Path | None = None,
 ) -> EventRun:
     """Run the events scenario for ``duration_s`` simulated seconds and score it."""
     from smartscope.config import validate_config
     from smartscope.runner import run
     from smartscope.simulators import get_virtual_microscope
 
-    data = events_config(out, mode, seed, sensor_px, n_frames=100_000, trigger=trigger, detector=detector)
+    data = events_config(
+        out,
+        mode,
+        seed,
+        sensor_px,
+        n_frames=100_000,
+        trigger=trigger,
+        detector=detector,
+        learned_bundle=learned_bundle,
+    )
     # built here and handed to the runner, so this works before the config unions list them
-    stages = [EventDetectorConfig.model_validate(s).build() for s in data["pipeline"]["stages"]]
+    stages = [_build_stage(s) for s in data["pipeline"]["stages"]]
     controllers = [EventTriggerConfig.model_validate(c).build() for c in data["controllers"]]
     cfg = validate_config(
         {**data, "pipeline": {"stages": [], "save_outputs": False}, "controllers": []}, f"events-{mode}"

@@ -1,0 +1,1 @@
+"""Event-detection engines (learned heat map)."""
