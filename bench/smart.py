@@ -246,13 +246,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     results: dict[str, Any] = {"seeds": args.seeds, "duration_s": args.duration}
-    with tempfile.TemporaryDirectory() as tmp:
-        results["events"] = events_table(args.seeds, args.duration, Path(tmp), args.events_bundle)
-    _print_events(results["events"], args.seeds, args.duration)
     if args.events_bundle is not None and not args.events_bundle.exists():
         args.events_bundle = None
     if args.zernike_bundle is not None and not args.zernike_bundle.exists():
         args.zernike_bundle = None
+    with tempfile.TemporaryDirectory() as tmp:
+        results["events"] = events_table(args.seeds, args.duration, Path(tmp), args.events_bundle)
+    _print_events(results["events"], args.seeds, args.duration)
     if args.ao_trials > 0:
         results["ao"] = ao_table(args.ao_trials, args.zernike_bundle)
         _print_ao(results["ao"])
