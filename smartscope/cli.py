@@ -180,6 +180,34 @@ DEMO_CONFIG: dict[str, Any] = {
 }
 
 
+def smlm_demo_config(frames: int, out: Path, seed: int) -> dict[str, Any]:
+    """Live SMLM on the virtual microscope: classical MLE localizer + 405 nm density control."""
+    lasers = {
+        "405": {"device": "Laser405", "power_property": "Power", "wavelength_nm": 405, "max_power_mw": 50},
+        "640": {"device": "Laser640", "power_property": "Power", "wavelength_nm": 640, "max_power_mw": 200},
+    }
+    return {
+        "seed": seed,
+        "microscope": {
+            "config_file": "virtual",
+            "camera": "Camera",
+            "startup": [
+                {"device": "Camera", "property": "Scenario", "value": "smlm"},
+                {"device": "Camera", "property": "Seed", "value": seed},
+                {"device": "Camera", "property": "SensorSize", "value": 256},
+            ],
+            "lasers": lasers,
+        },
+        "acquisition": {"exposure_ms": 10.0, "n_frames": frames},
+        "pipeline": {"stages": [{"kind": "smlm", "name": "smlm", "psf_sigma_nm": 93.3}]},
+        "controllers": [
+            {"kind": "smlm_density", "laser": "405", "target_density_per_um2": 0.5, "update_every": 5}
+        ],
+        "limits": {"laser_max_mw": {"405": 20.0}, "max_power_change_mw_per_s": 5.0},
+        "storage": {"root": str(out), "name": "demo-smlm"},
+    }
+
+
 @app.command()
 def demo(
     frames: Annotated[int, typer.Option(help="frames to acquire")] = 600,
@@ -187,12 +215,32 @@ def demo(
     denoise: Annotated[
         bool, typer.Option(help="add the shipped N2V denoiser: denoised stream saved, its SNR logged")
     ] = False,
+    scenario: Annotated[
+        str, typer.Option(help="bleach (default) | events | ao | lowlight | smlm")
+    ] = "bleach",
+    seed: Annotated[int, typer.Option(help="seed of the scenario")] = 0,
 ) -> None:
     """The closed-loop demo on the built-in virtual microscope.
 
-    Fluorescent cells under a 488 nm laser; the controller holds the 99th-percentile
-    intensity in a band by adjusting laser power, raising it as the dye bleaches.
+    Default (``bleach``): fluorescent cells under a 488 nm laser; the controller holds the
+    99th-percentile intensity in a band by adjusting laser power, raising it as the dye
+    bleaches. ``events``: slow imaging that bursts fast on detected mitochondrial fission;
+    ``ao``: modal sensorless correction of a random aberration through the deformable
+    mirror; ``lowlight``: the least 561 nm power that keeps the denoised SNR on target;
+    ``smlm``: live localization with the 405 nm activation laser holding the density.
     """
+    if scenario in ("events", "ao", "lowlight"):
+        from smartscope.controllers.demo import run_demo
+
+        console.print(f"demo scenario {scenario!r} on the virtual microscope (seed {seed})")
+        png = run_demo(scenario, out, seed)
+        console.print(f"run folder: {png.parent}\nplot: {png}")
+        return
+    if scenario == "smlm":
+        _run(validate_config(smlm_demo_config(frames, out, seed), "demo smlm"))
+        return
+    if scenario != "bleach":
+        _fail(f"--scenario: {scenario!r} is not one of bleach, events, ao, lowlight, smlm")
     data = {
         **DEMO_CONFIG,
         "acquisition": {**DEMO_CONFIG["acquisition"], "n_frames": frames},

@@ -187,7 +187,11 @@ class FaultStageConfig(_Model):
 
 # Engine families define their own stage/controller configs next to their code; the
 # unions below are the one place that lists them all.
+from smartscope.controllers.ao import ModalAOConfig  # noqa: E402
+from smartscope.controllers.events import EventDetectorConfig, EventTriggerConfig  # noqa: E402
+from smartscope.controllers.lowlight import SNRDoseConfig  # noqa: E402
 from smartscope.engines.stage import EngineStageConfig  # noqa: E402
+from smartscope.models.events.heatmap import LearnedEventDetectorConfig  # noqa: E402
 from smartscope.models.smlm.controller import SMLMDensityConfig  # noqa: E402
 from smartscope.models.smlm.stage import SMLMStageConfig  # noqa: E402
 from smartscope.remote.server import RemoteConfig  # noqa: E402
@@ -199,7 +203,9 @@ StageConfig = Annotated[
     | FaultStageConfig
     | EngineStageConfig
     | SMLMStageConfig
-    | RemoteStageConfig,
+    | RemoteStageConfig
+    | EventDetectorConfig
+    | LearnedEventDetectorConfig,
     Field(discriminator="kind"),
 ]
 
@@ -250,7 +256,10 @@ class ExposureBandConfig(_Model):
         return ExposureBandController(self)
 
 
-ControllerConfig = Annotated[ExposureBandConfig | SMLMDensityConfig, Field(discriminator="kind")]
+ControllerConfig = Annotated[
+    ExposureBandConfig | SMLMDensityConfig | EventTriggerConfig | ModalAOConfig | SNRDoseConfig,
+    Field(discriminator="kind"),
+]
 
 
 # -------------------------------------------------------------------- safety
@@ -325,13 +334,14 @@ class SmartscopeConfig(_Model):
         if len(set(stage_names)) != len(stage_names):
             raise ValueError(f"pipeline.stages: names must be unique, got {stage_names}")
         for i, ctl in enumerate(self.controllers):
-            if getattr(ctl, "stage", None) not in (None, *stage_names):
+            stage = getattr(ctl, "stage", None)
+            if stage not in (None, *stage_names):
                 raise ValueError(
-                    f"controllers[{i}].stage: {ctl.stage!r} is not a pipeline stage (have {stage_names})"
+                    f"controllers[{i}].stage: {stage!r} is not a pipeline stage (have {stage_names})"
                 )
             laser = getattr(ctl, "laser", None)
             if laser is not None and laser not in self.microscope.lasers:
-                raise ValueError(f"controllers[{i}].laser: {ctl.laser!r} is not in microscope.lasers")
+                raise ValueError(f"controllers[{i}].laser: {laser!r} is not in microscope.lasers")
         lo, hi = self.limits.exposure_ms
         if not lo <= self.acquisition.exposure_ms <= hi:
             raise ValueError(

@@ -63,3 +63,15 @@ def test_run_with_a_remote_section_serves_and_shuts_down(tmp_path: Path) -> None
     assert out.exit_code == 0, out.output
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert json.loads((run_dir / "metrics.json").read_text())["frames_stored"] == 30
+
+
+def test_demo_smlm_scenario_localizes_live(tmp_path: Path) -> None:
+    out = runner.invoke(app, ["demo", "--scenario", "smlm", "--frames", "60", "--out", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    (run_dir,) = list(tmp_path.iterdir())
+    assert (run_dir / "outputs" / "localizations_thunderstorm.csv").is_file()
+
+
+def test_demo_unknown_scenario_is_refused(tmp_path: Path) -> None:
+    out = runner.invoke(app, ["demo", "--scenario", "disco", "--out", str(tmp_path)])
+    assert out.exit_code == 2 and "disco" in out.output
