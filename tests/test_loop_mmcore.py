@@ -99,7 +99,7 @@ def test_action_is_in_force_from_the_frame_it_claims(seq_tester_core, tmp_path: 
     cfg = validate_config(
         cfg_dict(
             tmp_path,
-            acquisition={"exposure_ms": 5.0, "n_frames": 80},
+            acquisition={"exposure_ms": 5.0, "n_frames": 300},
             pipeline={"stages": [{"kind": "identity"}]},
         )
     )
@@ -108,14 +108,15 @@ def test_action_is_in_force_from_the_frame_it_claims(seq_tester_core, tmp_path: 
     run_dir = Path(res.run_dir)
     (rec,) = read_jsonl(run_dir / "actions.jsonl")
     first = rec["first_frame_index"]
-    assert 10 < first < 80
+    # analysis works on the newest frame, so when it asks depends on load; the claim must hold
+    assert first is not None and 10 < first < 300
     with tifffile.TiffFile(run_dir / "raw.ome.tif") as tif:
         exposures = []
         for page in tif.pages:
             info = decode_image(page.asarray())  # type: ignore[union-attr]
             (exp,) = [s.value for s in info.current_state if s.property == "Exposure"]
             exposures.append(exp)
-    assert len(exposures) == 80
+    assert len(exposures) == 300
     assert set(exposures[:first]) == {5.0}
     assert set(exposures[first:]) == {17.5}
     frames = read_jsonl(run_dir / "frames.jsonl")
