@@ -56,6 +56,22 @@ class LoopListener(Protocol):
     def on_event(self, event: Mapping[str, Any]) -> None: ...
 
 
+class ListenerBase:
+    """A :class:`LoopListener` that ignores everything; subclass and override what you need."""
+
+    def on_frame(self, frame: Frame) -> None:
+        pass
+
+    def on_analysis(self, frame: Frame, results: Mapping[str, StageOutput]) -> None:
+        pass
+
+    def on_audit(self, record: AuditRecord) -> None:
+        pass
+
+    def on_event(self, event: Mapping[str, Any]) -> None:
+        pass
+
+
 class LatestSlot:
     """Holds the newest frame for analysis; replacing an untaken one counts a skip."""
 

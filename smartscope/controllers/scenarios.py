@@ -21,6 +21,7 @@ from smartscope.controllers.ao import ModalAOConfig
 from smartscope.controllers.events import EventDetectorConfig, EventTriggerConfig
 from smartscope.controllers.lowlight import SNRDoseConfig
 from smartscope.frame import Frame
+from smartscope.loop import ListenerBase
 from smartscope.pipeline import StageOutput
 
 __all__ = [
@@ -234,22 +235,13 @@ def run_ao_loop(
     cfg = validate_config({**data, "controllers": []}, "ao")
     holder: dict[str, Any] = {}
 
-    class _StopWhenDone:
+    class _StopWhenDone(ListenerBase):
         def __init__(self, loop: Any) -> None:
             self.loop = loop
-
-        def on_frame(self, frame: Frame) -> None:
-            pass
 
         def on_analysis(self, frame: Frame, results: Mapping[str, StageOutput]) -> None:
             if ctl.done and frame.metadata.get("state", {}).get("mirror_rad") == list(ctl.pending or ()):
                 self.loop.request_stop("modal AO finished")
-
-        def on_audit(self, record: Any) -> None:
-            pass
-
-        def on_event(self, event: Mapping[str, Any]) -> None:
-            pass
 
     def on_loop(loop: Any) -> None:
         holder["vm"] = get_virtual_microscope(loop.driver.core)
@@ -281,7 +273,7 @@ class EventRun:
     detector: list[tuple[float, float]] = field(default_factory=list)  # (t_s, event_score) analysed
 
 
-class _Recorder:
+class _Recorder(ListenerBase):
     """Loop listener: each frame's simulated time and mode; stops at the simulated end."""
 
     def __init__(self, loop: Any, end_s: float) -> None:
@@ -310,12 +302,6 @@ class _Recorder:
         if out is not None and "event_score" in out.values:
             md = frame.metadata.get("mm", {})
             self.detector.append((float(md.get("SimTime_s", "nan")), out.values["event_score"]))
-
-    def on_audit(self, record: Any) -> None:
-        pass
-
-    def on_event(self, event: Mapping[str, Any]) -> None:
-        pass
 
 
 def run_events(
@@ -497,19 +483,10 @@ def run_lowlight(
     snr: list[float] = []
     power: list[float] = []
 
-    class _Rec:
-        def on_frame(self, frame: Frame) -> None:
-            pass
-
+    class _Rec(ListenerBase):
         def on_analysis(self, frame: Frame, results: Mapping[str, StageOutput]) -> None:
             snr.append(float(results["denoise"].values["snr"]))
             power.append(float(frame.metadata.get("state", {}).get("lasers", {}).get("561", float("nan"))))
-
-        def on_audit(self, record: Any) -> None:
-            pass
-
-        def on_event(self, event: Mapping[str, Any]) -> None:
-            pass
 
     def on_loop(loop: Any) -> None:
         holder["vm"] = get_virtual_microscope(loop.driver.core)
