@@ -25,9 +25,10 @@ from scipy import ndimage
 
 from smartscope.engines import Engine
 from smartscope.metrics import psnr, ssim
+from smartscope.models import BUNDLES_DIR
 from smartscope.models.denoise.data import simulate
 
-ROOT = Path(__file__).resolve().parents[1] / "models" / "bundles"
+ROOT = BUNDLES_DIR
 
 
 def anscombe(e: np.ndarray, read_e: float) -> np.ndarray:

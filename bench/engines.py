@@ -31,8 +31,9 @@ import numpy as np
 from smartscope.engines import Engine, load_bundle
 from smartscope.engines.backends import BackendUnavailable, create_backend
 from smartscope.metrics import percentiles_ms
+from smartscope.models import BUNDLES_DIR
 
-DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "models" / "bundles" / "denoise-n2v-lowlight"
+DEFAULT_BUNDLE = BUNDLES_DIR / "denoise-n2v-lowlight"
 
 
 def _variants(device: str, threads: int) -> list[tuple[str, str, dict[str, Any]]]:

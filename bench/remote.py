@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import re
 import statistics
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -32,7 +29,7 @@ from smartscope.frame import Frame
 from smartscope.metrics import percentiles_ms
 from smartscope.pipeline import FrameStatsStage
 from smartscope.remote import wire
-from smartscope.remote.worker import RemoteStage, RemoteStageConfig
+from smartscope.remote.worker import RemoteStage, RemoteStageConfig, spawn_worker
 
 
 def _receiver(port: int, n: int, mode: str, shape: tuple[int, int], done: Any) -> None:
@@ -108,22 +105,14 @@ def bench_pubsub(repeats: int) -> None:
 
 
 def bench_worker(n: int) -> None:
-    code = "import typer; from smartscope.remote.worker import worker_cmd; typer.run(worker_cmd)"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, "--stage", '{"kind": "stats", "name": "s"}', "--port", "0"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, address = spawn_worker({"kind": "stats", "name": "s"})
     try:
-        assert proc.stderr is not None
-        m = re.search(r"tcp://127\.0\.0\.1:\d+", proc.stderr.readline())
-        assert m, "worker did not start"
         print(f"\nloopback worker stage ('stats' stage, {n} frames; ms per frame)")
         print(
             f"{'frame':>10} {'local p50':>10} {'p99':>7} {'remote p50':>11} {'p99':>7} "
             f"{'added p50':>10} {'p99':>7} {'network p50':>12} {'p99':>7}"
         )
-        remote = RemoteStage(RemoteStageConfig(name="far", address=m.group(0), timeout_ms=5000))
+        remote = RemoteStage(RemoteStageConfig(name="far", address=address, timeout_ms=5000))
         local = FrameStatsStage("near")
         rng = np.random.default_rng(1)
         for side in (512, 2048):

@@ -48,6 +48,7 @@ from smartscope.controllers.ao import (
     residual_rms_rad,
 )
 from smartscope.controllers.scenarios import random_aberration, run_events, run_lowlight
+from smartscope.models import BUNDLES_DIR
 from smartscope.simulators.optics import Optics, strehl_ratio
 
 
@@ -234,13 +235,13 @@ def main() -> None:
     ap.add_argument(
         "--events-bundle",
         type=Path,
-        default=Path(__file__).resolve().parents[1] / "models" / "bundles" / "events-unet-small",
+        default=BUNDLES_DIR / "events-unet-small",
         help="learned event heat-map bundle (skipped if missing)",
     )
     ap.add_argument(
         "--zernike-bundle",
         type=Path,
-        default=Path(__file__).resolve().parents[1] / "models" / "bundles" / "ao-zernike-small",
+        default=BUNDLES_DIR / "ao-zernike-small",
         help="learned Zernike estimator bundle (skipped if missing)",
     )
     ap.add_argument("--out", type=Path, default=None)

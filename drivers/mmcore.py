@@ -70,6 +70,14 @@ def resolve_config_file(name: str) -> Path:
     return path
 
 
+def mm_value(value: Any) -> float | str:
+    """A property value as Micro-Manager expects it: floats as numbers, the rest as text.
+
+    Allowed values are compared as strings ("256", not 256), so ints and bools go as text.
+    """
+    return value if isinstance(value, float) else str(value)
+
+
 def _camera_time(md: Mapping[str, Any]) -> float:
     """Micro-Manager's 'TimeReceivedByCore' (local wall time) as epoch seconds."""
     stamp = md.get("TimeReceivedByCore")
@@ -466,8 +474,7 @@ class PymmcorePlusDriver(MMCoreDriver):
         return float(self.core.getExposure())
 
     def _do_set_property(self, device: str, prop: str, value: Any) -> None:
-        # Micro-Manager compares allowed values as strings ("256", not 256)
-        self.core.setProperty(device, prop, value if isinstance(value, float) else str(value))
+        self.core.setProperty(device, prop, mm_value(value))
 
     def _do_get_property(self, device: str, prop: str) -> str:
         return str(self.core.getProperty(device, prop))
@@ -584,7 +591,7 @@ class PycromanagerDriver(MMCoreDriver):
         return float(self.core.get_exposure())
 
     def _do_set_property(self, device: str, prop: str, value: Any) -> None:
-        self.core.set_property(device, prop, str(value) if isinstance(value, str) else value)
+        self.core.set_property(device, prop, mm_value(value))
 
     def _do_get_property(self, device: str, prop: str) -> str:
         return str(self.core.get_property(device, prop))

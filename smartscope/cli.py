@@ -247,9 +247,9 @@ def demo(
         "storage": {"root": str(out), "name": "demo"},
     }
     if denoise:
-        import smartscope.models
+        from smartscope.models import shipped_bundle
 
-        bundle = Path(smartscope.models.__file__).parent / "bundles" / "denoise-n2v-lowlight"
+        bundle = shipped_bundle("denoise-n2v-lowlight")
         stages = [
             *DEMO_CONFIG["pipeline"]["stages"],
             {"kind": "engine", "name": "denoise", "bundle": str(bundle)},

@@ -377,12 +377,10 @@ class Loop:
             try:
                 results = self.pipeline.run(frame)
             except StageSkipped as exc:
-                self._analysis_started = None
                 self.slot.count_unanalysed(frame)
                 self.run.analysis.write({"index": frame.index, "skipped": str(exc)})
                 continue
             except StageError as exc:
-                self._analysis_started = None
                 self.n_failed += 1
                 self.run.analysis.write({"index": frame.index, "error": str(exc)})
                 if on_error == "stop":

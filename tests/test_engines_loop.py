@@ -14,11 +14,12 @@ import tifffile
 from smartscope.cli import DEMO_CONFIG
 from smartscope.config import validate_config
 from smartscope.engines import Engine
+from smartscope.models import BUNDLES_DIR
 from smartscope.runner import run
 from smartscope.storage import read_jsonl
 from tests.conftest import cfg_dict
 
-BUNDLES = Path(__file__).resolve().parents[1] / "models" / "bundles"
+BUNDLES = BUNDLES_DIR
 BUNDLE = BUNDLES / "denoise-n2v-lowlight"
 
 

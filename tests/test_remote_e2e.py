@@ -3,9 +3,6 @@ streamed to subscribers, steered over control, analysed by a worker (thread or p
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -21,7 +18,7 @@ from smartscope.config import SmartscopeConfig, validate_config
 from smartscope.loop import Loop, RunResult
 from smartscope.pipeline import FrameStatsStage, Stage
 from smartscope.remote import Client, RemoteConfig, RemoteError, RemoteServer, attach_server
-from smartscope.remote.worker import RemoteStage, RemoteStageConfig, Worker
+from smartscope.remote.worker import RemoteStage, RemoteStageConfig, Worker, spawn_worker
 from smartscope.runner import run
 from smartscope.storage import read_jsonl
 from tests.conftest import cfg_dict
@@ -269,18 +266,9 @@ def test_a_worker_stage_gives_the_local_result_with_its_network_time(tmp_path: P
 
 
 def test_killing_the_worker_mid_run_skips_analysis_never_raw_frames(tmp_path: Path) -> None:
-    code = "import typer; from smartscope.remote.worker import worker_cmd; typer.run(worker_cmd)"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, "--stage", '{"kind": "stats", "name": "s"}', "--port", "0"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, address = spawn_worker({"kind": "stats", "name": "s"})
     try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        m = re.search(r"tcp://127\.0\.0\.1:\d+", line)
-        assert m, line
-        remote = RemoteStage(RemoteStageConfig(name="far", address=m.group(0), timeout_ms=300))
+        remote = RemoteStage(RemoteStageConfig(name="far", address=address, timeout_ms=300))
         killed = threading.Event()
         analysed = [0]
 
@@ -318,11 +306,11 @@ def test_killing_the_worker_mid_run_skips_analysis_never_raw_frames(tmp_path: Pa
 
 
 def test_a_worker_runs_a_shipped_engine_bundle_and_returns_its_images_exactly() -> None:
-    import smartscope.models
     from smartscope.frame import Frame
+    from smartscope.models import shipped_bundle
     from smartscope.remote.worker import build_stage
 
-    bundle = Path(smartscope.models.__file__).parent / "bundles" / "denoise-n2v-lowlight"
+    bundle = shipped_bundle("denoise-n2v-lowlight")
     spec = {"kind": "engine", "name": "denoise", "bundle": str(bundle)}
     worker = Worker(build_stage(spec), port=0)
     serving = threading.Thread(target=worker.serve, daemon=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,9 +17,10 @@ from smartscope.controllers.ao import (
 )
 from smartscope.controllers.scenarios import random_aberration
 from smartscope.engines.bundle import load_bundle
+from smartscope.models import shipped_bundle
 from smartscope.models.ao.zernike import MODES, LearnedZernikeEstimator
 
-BUNDLE = Path(__file__).resolve().parents[1] / "models" / "bundles" / "ao-zernike-small"
+BUNDLE = shipped_bundle("ao-zernike-small")
 
 
 @pytest.fixture(scope="module")

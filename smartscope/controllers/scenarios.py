@@ -412,9 +412,9 @@ def score_events(
 
 def denoise_bundle_path() -> Path:
     """The shipped N2V low-light denoiser bundle."""
-    import smartscope.models
+    from smartscope.models import shipped_bundle
 
-    return Path(smartscope.models.__file__).parent / "bundles" / "denoise-n2v-lowlight"
+    return shipped_bundle("denoise-n2v-lowlight")
 
 
 def lowlight_config(

@@ -217,12 +217,7 @@ class RemoteServer:
             self.pub_port = self._bind(self.pub, cfg.pub_port, "pub_port")
             self.control_port = self._bind(self.control, cfg.control_port, "control_port")
         except OSError:
-            self.pub.close(0)
-            self.control.close(0)
-            if self._auth is not None:
-                self._auth.close()
-            if self._own_ctx:
-                self.ctx.term()
+            self._release_sockets()
             raise
         self._threads = [
             threading.Thread(target=self._publish_loop, name="smartscope-remote-pub", daemon=True),
@@ -539,6 +534,9 @@ class RemoteServer:
             self._wake.notify_all()
         for t in self._threads:
             t.join(2)
+        self._release_sockets()
+
+    def _release_sockets(self) -> None:
         self.pub.close(0)
         self.control.close(0)
         if self._auth is not None:

@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -51,7 +54,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RemoteStage", "RemoteStageConfig", "Worker", "worker_cmd"]
+__all__ = ["RemoteStage", "RemoteStageConfig", "Worker", "spawn_worker", "worker_cmd"]
 
 MAX_REQUEST_BYTES = 1 << 30
 
@@ -343,3 +346,24 @@ def worker_cmd(
             f"worker: served {worker.served}, refused {worker.refused}, failed {worker.failed}", err=True
         )
         worker.close()
+
+
+def spawn_worker(stage: Mapping[str, Any]) -> tuple[subprocess.Popen[str], str]:
+    """Start ``smartscope worker`` for ``stage`` in a child process on a free loopback port.
+
+    Returns the process and the address it listens on (read from its first log line).
+    The caller owns the process (terminate/kill it when done).
+    """
+    code = "import typer; from smartscope.remote.worker import worker_cmd; typer.run(worker_cmd)"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "--stage", json.dumps(dict(stage)), "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    found = re.search(r"tcp://127\.0\.0\.1:\d+", line)
+    if found is None:
+        proc.kill()
+        raise RuntimeError(f"worker did not start: {line.strip()!r}")
+    return proc, found.group(0)
