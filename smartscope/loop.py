@@ -144,6 +144,10 @@ class Loop:
         self.slot = LatestSlot()
         self._pending: queue.Queue[AuditRecord] = queue.Queue()
         self._stop = threading.Event()
+        # set when the acquisition thread has returned. The main thread waits on this, not on
+        # Thread.join: in CPython 3.11 a Ctrl-C that interrupts join() can mark the still
+        # running thread as finished, and the run would then close files under it.
+        self._acq_done = threading.Event()
         self._fault_lock = threading.Lock()
         self._fault: str | None = None
         self._stop_reason = ""
@@ -299,6 +303,12 @@ class Loop:
             self._notify("on_audit", done)
 
     def _acquire(self) -> None:
+        try:
+            self._acquire_frames()
+        finally:
+            self._acq_done.set()
+
+    def _acquire_frames(self) -> None:
         n_target = self.cfg.acquisition.n_frames
         deadline = (
             time.perf_counter() + self.cfg.acquisition.duration_s if self.cfg.acquisition.duration_s else None
@@ -452,13 +462,13 @@ class Loop:
         ana.start()
         dog.start()
         try:
-            while acq.is_alive():
-                acq.join(0.1)
+            while not self._acq_done.wait(0.1):
+                pass
         except KeyboardInterrupt:
             self._event({"t": now_s(), "event": "interrupt"})
             self._safe_state("Ctrl-C")
             self.request_stop("interrupted (Ctrl-C)")
-            acq.join(30)
+            self._acq_done.wait(30)
         self._t_end = time.perf_counter()
         self.request_stop(self._stop_reason or "acquisition ended")
         self.slot.close()
