@@ -127,8 +127,10 @@ app.command("smlm")(_train_smlm_cmd)
 # --- zernike (AO estimator) and events (experimental heat-map U-Net), torch imported lazily ---
 from smartscope.models.ao.zernike import train_zernike_cmd as _train_zernike_cmd  # noqa: E402
 from smartscope.models.events.heatmap import train_events_cmd as _train_events_cmd  # noqa: E402
+from smartscope.models.stain.cli import train_stain_cmd as _train_stain_cmd  # noqa: E402
 
 app.command("zernike")(_train_zernike_cmd)
+app.command("stain")(_train_stain_cmd)
 app.command("events")(_train_events_cmd)
 
 

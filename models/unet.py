@@ -125,8 +125,19 @@ def register_network(name: str, factory: Callable[[dict[str, Any]], nn.Module]) 
     NETWORKS[name] = factory
 
 
+# architectures registered by engine modules, imported on first use
+_PROVIDERS = {
+    "smlm_decode": "smartscope.models.smlm.network",
+    "stain_generator": "smartscope.models.stain.network",
+}
+
+
 def build_network(name: str, params: dict[str, Any]) -> nn.Module:
     """Rebuild the module an engine bundle describes; unknown names fail clearly."""
+    if name not in NETWORKS and name in _PROVIDERS:
+        import importlib
+
+        importlib.import_module(_PROVIDERS[name])
     try:
         factory = NETWORKS[name]
     except KeyError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,7 +14,15 @@ import numpy as np
 from .camera import EMCCD_REFERENCE, CameraConfig, expected_electrons, expose
 from .scene import CellScene, SMLMScene
 
-__all__ = ["denoise_pairs", "smlm_frames", "stain_pairs", "write_dataset"]
+__all__ = [
+    "STAIN_CHANNELS",
+    "StainFields",
+    "denoise_pairs",
+    "smlm_frames",
+    "stain_fields",
+    "stain_pairs",
+    "write_dataset",
+]
 
 Channel = Literal["nuclei", "mitochondria", "membrane", "mixed"]
 
@@ -95,6 +104,83 @@ def stain_pairs(
         for c, ch in enumerate(("nuclei", "mitochondria", "membrane")):
             fl[i, c] = scene.blurred(ch)
     return lf, fl
+
+
+STAIN_CHANNELS: tuple[str, ...] = ("nuclei", "mitochondria", "membrane")
+_STAIN_LASER = {"nuclei": "488", "mitochondria": "561", "membrane": "640"}
+
+
+@dataclass(frozen=True)
+class StainFields:
+    """Paired camera frames of the same fields for virtual staining (see :func:`stain_fields`)."""
+
+    label_free_adu: np.ndarray  # [n, Y, X] float32: transmitted-lamp camera frame
+    fluorescence_adu: np.ndarray  # [n, C, Y, X] float32: each channel with only its laser on
+    target: np.ndarray  # [n, C, Y, X] float32: noise-free density ⊗ PSF, in focus (≈ 0..1)
+    channels: tuple[str, ...]
+    pixel_size_um: float
+    description: str
+
+
+def stain_fields(
+    n: int,
+    size_px: int = 128,
+    seed: int = 0,
+    *,
+    mode: Literal["phase", "brightfield"] = "phase",
+    lamp_mw: float = 1.0,
+    laser_mw: float = 10.0,
+    exposure_ms: float = 10.0,
+    defocus_um: float = 0.0,
+    pixel_size_um: float = 0.1,
+) -> StainFields:
+    """``n`` fields of view imaged by the virtual microscope as a live run would see them.
+
+    For each field (its own cell geometry, seeded by ``(seed, i)``): one camera frame with
+    only the transmitted lamp on (``lamp_mw``; the label-free input), one frame per
+    fluorescence channel with only its laser on (``laser_mw``; the inputs channel
+    completion is given), and the noise-free, in-focus fluorescence of each channel as the
+    target. ``defocus_um`` moves the sample out of focus for the camera frames (not for
+    the targets): an out-of-distribution input for trust tests. Frames are sCMOS ADU as
+    float32 (offset included), exactly what the camera delivers in a live run.
+    """
+    from .microscope import LAMP, VirtualMicroscope
+
+    if n < 1:
+        raise ValueError(f"n={n} must be >= 1")
+    cam = CameraConfig(exposure_ms=exposure_ms)
+    c = len(STAIN_CHANNELS)
+    lf = np.empty((n, size_px, size_px), np.float32)
+    fl = np.empty((n, c, size_px, size_px), np.float32)
+    tg = np.empty((n, c, size_px, size_px), np.float32)
+    for i in range(n):
+        vm = VirtualMicroscope(
+            "cells",
+            seed=_field_seed(seed, i),
+            sensor_px=size_px,
+            pixel_size_um=pixel_size_um,
+            camera=cam,
+            label_free_mode=mode,
+        )
+        vm.set_z_um(-defocus_um)
+        for src in vm.power_mw:
+            vm.set_power(src, 0.0)
+        vm.set_power(LAMP, lamp_mw)
+        img, _ = vm.render_frame()
+        lf[i] = img
+        vm.set_power(LAMP, 0.0)
+        for k, ch in enumerate(STAIN_CHANNELS):
+            vm.set_power(_STAIN_LASER[ch], laser_mw)
+            img, _ = vm.render_frame()
+            fl[i, k] = img
+            vm.set_power(_STAIN_LASER[ch], 0.0)
+            assert vm.cells is not None
+            tg[i, k] = vm.cells.blurred(ch)
+    desc = (
+        f"simulator cells, {n} fields {size_px}x{size_px} px, seed {seed}, {mode} lamp {lamp_mw} mW, "
+        f"lasers {laser_mw} mW, {exposure_ms} ms, defocus {defocus_um} um"
+    )
+    return StainFields(lf, fl, tg, STAIN_CHANNELS, pixel_size_um, desc)
 
 
 def smlm_frames(

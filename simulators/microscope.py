@@ -232,7 +232,7 @@ class VirtualMicroscope:
         self.ledger: list[dict[str, float]] = []
         self.history: OrderedDict[int, FrameTruth] = OrderedDict()
         self._clean_frames: deque[int] = deque()
-        self._lf_cache: np.ndarray | None = None
+        self._lf_cache: tuple[tuple[str, float], np.ndarray] | None = None
         self._last_gt: dict[str, np.ndarray] | None = None
         if self.roi is not None:
             x, y, w, h = self.roi
@@ -355,13 +355,15 @@ class VirtualMicroscope:
 
     # ------------------------------------------------------------------ rendering
 
-    def _label_free(self, t_s: float) -> np.ndarray:
+    def _label_free(self, t_s: float, defocus_um: float) -> np.ndarray:
+        """Transmitted-light image; it blurs with the same defocus as the fluorescence."""
         assert self.cells is not None
         if self.cells.events:
-            return self.cells.label_free(self.label_free_mode, t_s)
-        if self._lf_cache is None:
-            self._lf_cache = self.cells.label_free(self.label_free_mode)
-        return self._lf_cache
+            return self.cells.label_free(self.label_free_mode, t_s, defocus_um)
+        key = (self.label_free_mode, defocus_um)
+        if self._lf_cache is None or self._lf_cache[0] != key:
+            self._lf_cache = (key, self.cells.label_free(self.label_free_mode, defocus_um=defocus_um))
+        return self._lf_cache[1]
 
     def expected_photons(self) -> tuple[np.ndarray, dict[str, Any]]:
         """Noise-free photons per pixel (full sensor) for the current state, plus extras.
@@ -390,7 +392,7 @@ class VirtualMicroscope:
                 if pw > 0:
                     img += self.cells.photons(ch, pw, exp, t, defocus, self.zernike_rad, remaining=rem[ch])
             if p[LAMP] > 0:
-                img += self._label_free(t) * (LAMP_PHOTONS_PER_MS_PER_MW * p[LAMP] * exp)
+                img += self._label_free(t, defocus) * (LAMP_PHOTONS_PER_MS_PER_MW * p[LAMP] * exp)
             extra["bleach_remaining"] = rem
             extra["events"] = self._event_states(t)
             return img, extra

@@ -245,6 +245,7 @@ def label_free(
     na: float = 0.9,
     defocus_um: float = 1.0,
     mito_density: np.ndarray | None = None,
+    focus_offset_um: float = 0.0,
 ) -> np.ndarray:
     """Transmitted-light image of the same cells (float32, background = 1).
 
@@ -278,11 +279,12 @@ def label_free(
     if mode == "phase":
         ring = fr <= 0.02 / lam_um + 1.5 / (max(h, w) * px)
         spec = np.where(ring, spec * 0.25 * -1j, spec)  # positive phase contrast
-    elif mode == "brightfield":
-        kz = np.sqrt(np.maximum((1.0 / lam_um) ** 2 - fr**2, 0))
-        pupil = pupil * np.exp(2j * np.pi * defocus_um * kz)
-    else:
+    elif mode != "brightfield":
         raise ValueError(f"label-free mode must be 'phase' or 'brightfield', got {mode!r}")
+    dz_um = focus_offset_um + (defocus_um if mode == "brightfield" else 0.0)
+    if dz_um:
+        kz = np.sqrt(np.maximum((1.0 / lam_um) ** 2 - fr**2, 0))
+        pupil = pupil * np.exp(2j * np.pi * dz_um * kz)
     img = np.abs(np.fft.ifft2(spec * pupil))[pad:-pad, pad:-pad] ** 2
     if mode == "phase":
         img = img / 0.0625  # background of a phase-contrast image = attenuation²

@@ -182,11 +182,17 @@ class CellScene:
             + self.background_per_ms_per_mw * scale
         ).astype(np.float32)
 
-    def label_free(self, mode: Literal["phase", "brightfield"] = "phase", t_s: float = 0.0) -> np.ndarray:
-        """Label-free image (background 1) of the same geometry at time ``t_s``."""
+    def label_free(
+        self,
+        mode: Literal["phase", "brightfield"] = "phase",
+        t_s: float = 0.0,
+        defocus_um: float = 0.0,
+    ) -> np.ndarray:
+        """Label-free image (background 1) of the same geometry at time ``t_s``, with the
+        sample ``defocus_um`` from the focal plane."""
         mito = self.density("mitochondria", t_s) if self.events else None
         na = min(0.9, self.optics["nuclei"].na)
-        return label_free(self.geom, mode, na=na, mito_density=mito)
+        return label_free(self.geom, mode, na=na, mito_density=mito, focus_offset_um=defocus_um)
 
     def event_rows(self) -> list[dict[str, float | int | str]]:
         return [e.as_row(self.geom.pixel_size_um) for e in self.events]

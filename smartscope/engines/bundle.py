@@ -71,7 +71,9 @@ class TensorSpec(_Frozen):
 class Normalization(_Frozen):
     """How a uint16 frame becomes the network's float input.
 
-    ``affine``: ``x = (adu - offset_adu) / scale_adu`` (fixed, from the training data).
+    ``affine``: ``x = (adu - offset_adu) / scale_adu`` (fixed, from the training data);
+    with ``channel_offset_adu``/``channel_scale_adu`` each input channel has its own fixed
+    map (multi-channel inputs such as label-free + fluorescence + masks).
     ``percentile``: per frame, ``x = (adu - p_low) / (p_high - p_low)``.
     Outputs flagged ``denormalize`` are mapped back with the inverse of the same map.
     """
@@ -81,12 +83,28 @@ class Normalization(_Frozen):
     scale_adu: float = Field(default=1.0, gt=0)
     low_percentile: float = Field(default=1.0, ge=0, lt=100)
     high_percentile: float = Field(default=99.8, gt=0, le=100)
+    channel_offset_adu: list[float] | None = Field(default=None, description="per input channel")
+    channel_scale_adu: list[float] | None = Field(default=None, description="per input channel, > 0")
 
     @model_validator(mode="after")
     def _order(self) -> Normalization:
         if self.low_percentile >= self.high_percentile:
             raise ValueError("low_percentile must be below high_percentile")
+        per = (self.channel_offset_adu, self.channel_scale_adu)
+        if (per[0] is None) != (per[1] is None):
+            raise ValueError("channel_offset_adu and channel_scale_adu go together")
+        if per[0] is not None and per[1] is not None:
+            if self.kind != "affine":
+                raise ValueError("per-channel normalization needs kind 'affine'")
+            if len(per[0]) != len(per[1]):
+                raise ValueError("channel_offset_adu and channel_scale_adu differ in length")
+            if any(not v > 0 for v in per[1]):
+                raise ValueError("channel_scale_adu must all be > 0")
         return self
+
+    @property
+    def per_channel(self) -> bool:
+        return self.channel_offset_adu is not None
 
 
 class TileSpec(_Frozen):
@@ -142,12 +160,26 @@ class EngineManifest(_Frozen):
     metrics: dict[str, float] = Field(
         default_factory=dict, description="held-out metrics, e.g. psnr_db, ssim"
     )
+    calibration: dict[str, float] = Field(
+        default_factory=dict,
+        description="reference statistics measured at training time that stages use to judge "
+        "live inputs and outputs (e.g. target scales, held-out disagreement for a trust signal)",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> EngineManifest:
         names = [t.name for t in (*self.inputs, *self.outputs)]
         if len(set(names)) != len(names):
             raise ValueError(f"tensor names must be unique, got {names}")
+        norm = self.normalization
+        if norm.channel_offset_adu is not None:
+            if len(norm.channel_offset_adu) != self.inputs[0].n_channels:
+                raise ValueError(
+                    f"normalization has {len(norm.channel_offset_adu)} channel maps for "
+                    f"{self.inputs[0].n_channels} input channels"
+                )
+            if any(t.denormalize for t in self.outputs):
+                raise ValueError("outputs cannot 'denormalize' with per-channel input normalization")
         for fname in (
             self.onnx_file,
             *([self.architecture.weights_file] if self.architecture else []),

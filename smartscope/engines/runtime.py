@@ -44,9 +44,15 @@ class Engine:
     def manifest(self) -> EngineManifest:
         return self.bundle.manifest
 
-    def normalization_params(self, image: np.ndarray) -> tuple[float, float]:
-        """(offset, scale) mapping this frame to network units: ``x = (adu - offset) / scale``."""
+    def normalization_params(self, image: np.ndarray) -> tuple[float | np.ndarray, float | np.ndarray]:
+        """(offset, scale) mapping this frame to network units: ``x = (adu - offset) / scale``.
+
+        Scalars, or ``(C, 1, 1)`` arrays for a per-channel normalization.
+        """
         norm = self.manifest.normalization
+        if norm.channel_offset_adu is not None and norm.channel_scale_adu is not None:
+            off = np.asarray(norm.channel_offset_adu, np.float32)[:, None, None]
+            return off, np.asarray(norm.channel_scale_adu, np.float32)[:, None, None]
         if norm.kind == "affine":
             return norm.offset_adu, norm.scale_adu
         step = max(1, int(np.sqrt(image.size / 262144)))
@@ -69,7 +75,7 @@ class Engine:
                 f"{self.manifest.inputs[0].channels}, got array of shape {np.shape(image)}"
             )
         offset, scale = self.normalization_params(img)
-        x = (img.astype(np.float32) - np.float32(offset)) / np.float32(scale)
+        x = (img.astype(np.float32) - np.asarray(offset, np.float32)) / np.asarray(scale, np.float32)
         t = self.manifest.tile
         outs = run_tiled(
             self.backend.run,
@@ -81,7 +87,9 @@ class Engine:
         )
         for spec in self.manifest.outputs:
             if spec.denormalize:
-                outs[spec.name] = outs[spec.name] * np.float32(scale) + np.float32(offset)
+                outs[spec.name] = outs[spec.name] * np.asarray(scale, np.float32) + np.asarray(
+                    offset, np.float32
+                )
         return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in outs.items()}
 
     def describe(self) -> str:

@@ -1,0 +1,1 @@
+"""Virtual staining: pix2pix label-free → fluorescence, channel completion, trust map."""

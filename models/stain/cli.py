@@ -1,0 +1,103 @@
+"""``smartscope train stain``: pix2pix (or L1-only) virtual staining from paired data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from smartscope.models.provenance import command_line
+
+__all__ = ["train_stain_cmd"]
+
+
+def train_stain_cmd(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", "-o", help="bundle folder (or .zip) to write")],
+    data: Annotated[
+        Path | None,
+        typer.Option(help="folder with label_free/*.tif and <channel>/*.tif (same file names)"),
+    ] = None,
+    channels: Annotated[
+        str, typer.Option(help="with --data: fluorescence channel folders, comma-separated, in order")
+    ] = "",
+    simulate: Annotated[bool, typer.Option(help="paired cell fields from the virtual microscope")] = False,
+    n_fields: Annotated[int, typer.Option(help="simulated fields of view")] = 40,
+    field_px: Annotated[int, typer.Option(help="simulated field edge, px")] = 192,
+    label_free_mode: Annotated[
+        str, typer.Option(help="simulated label-free contrast: phase or brightfield")
+    ] = "phase",
+    adv_weight: Annotated[float, typer.Option(help="adversarial weight; 0 trains the L1-only U-Net")] = 1.0,
+    l1_weight: Annotated[float, typer.Option(help="λ_L1")] = 100.0,
+    completion: Annotated[bool, typer.Option(help="also learn channel completion (mask input)")] = True,
+    steps: Annotated[int, typer.Option(help="maximum optimiser steps")] = 1500,
+    batch_size: Annotated[int, typer.Option()] = 8,
+    patch_px: Annotated[int, typer.Option(help="training patch edge, px")] = 128,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (both networks)")] = 2e-4,
+    depth: Annotated[int, typer.Option(help="U-Net depth")] = 3,
+    base_width: Annotated[int, typer.Option(help="U-Net first-level channels")] = 16,
+    val_fraction: Annotated[float, typer.Option(help="fields of view held out")] = 0.2,
+    val_every: Annotated[int, typer.Option(help="validate every N steps")] = 100,
+    patience: Annotated[int, typer.Option(help="early-stopping patience (validations)")] = 5,
+    tile_px: Annotated[int, typer.Option(help="inference tile edge stored in the bundle")] = 256,
+    overlap_px: Annotated[int, typer.Option(help="inference tile overlap")] = 32,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:0 ...")] = "cpu",
+    threads: Annotated[int, typer.Option(help="torch CPU threads (0: default)")] = 0,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help="checkpoint folder (best generator + checkpoint.json)")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="engine name")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Train a virtual-staining generator (pix2pix) and write a verified engine bundle."""
+    from smartscope.models.stain import data as sdata
+    from smartscope.models.stain.train import StainTrainConfig, train_stain
+    from smartscope.models.train_common import FitConfig
+
+    if (data is None) == (not simulate):
+        raise typer.BadParameter("give exactly one of --data DIR or --simulate")
+    try:
+        if simulate:
+            dataset = sdata.simulate(n_fields, field_px, seed, mode=label_free_mode)
+        else:
+            assert data is not None
+            dataset = sdata.from_tiff_dir(data, [c.strip() for c in channels.split(",") if c.strip()])
+        cfg = StainTrainConfig(
+            completion=completion,
+            depth=depth,
+            base_width=base_width,
+            fit=FitConfig(
+                steps=steps,
+                batch_size=batch_size,
+                lr=lr,
+                val_every=val_every,
+                patience=patience,
+                seed=seed,
+                device=device,
+                threads=threads,
+            ),
+            l1_weight=l1_weight,
+            adv_weight=adv_weight,
+            patch_px=patch_px,
+            val_fraction=val_fraction,
+            tile_px=tile_px,
+            overlap_px=overlap_px,
+        )
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    method = "pix2pix" if adv_weight > 0 else "l1"
+    path, metrics = train_stain(
+        dataset,
+        cfg,
+        out,
+        command=command_line(ctx=ctx),
+        name=name or f"stain-{method}",
+        checkpoint_dir=checkpoint_dir,
+        quiet=quiet,
+        data_seed=seed,
+    )
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+    typer.echo(f"wrote {path}: {shown}")

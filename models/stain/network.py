@@ -1,0 +1,117 @@
+"""pix2pix for virtual staining: a U-Net generator and a PatchGAN discriminator.
+
+The generator's input channels are, in order::
+
+    label_free, <fluorescence 1..C>, mask:<fluorescence 1..C>
+
+``mask:k`` is 1 where fluorescence channel ``k`` was acquired and is given to the network,
+0 where it must be predicted. The generator multiplies each given channel by its mask
+before the U-Net sees it, so whatever a caller puts in a missing channel is ignored. All
+masks 0 is the label-free → fluorescence mode; some masks 1 is channel completion (the
+thesis's second mode). A generator built with ``completion=False`` takes the label-free
+channel only. Outputs: the C fluorescence channels in normalized target units.
+
+The discriminator (Isola et al. 2017) scores overlapping patches of ``(input, image)``
+pairs: 4×4 convolutions, stride 2, LeakyReLU(0.2), then a 1-channel map of logits, each
+judging a ~70 px receptive field with 3 down-samplings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from smartscope.models.unet import NETWORKS, UNet2D, UNetConfig, register_network
+
+__all__ = ["PatchDiscriminator", "StainGenerator", "StainNetConfig", "input_channel_names"]
+
+
+class StainNetConfig(BaseModel):
+    """Architecture of :class:`StainGenerator`; stored verbatim in ``engine.json``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    channels: list[str] = Field(min_length=1, description="fluorescence channels predicted")
+    completion: bool = Field(default=True, description="also accept given channels + masks")
+    depth: int = Field(default=3, ge=1, le=6)
+    base_width: int = Field(default=16, ge=2)
+    norm: str = Field(default="batch", pattern="^(none|batch|group)$")
+
+    @property
+    def in_channels(self) -> int:
+        return len(input_channel_names(self.channels, self.completion))
+
+    def unet(self) -> UNetConfig:
+        return UNetConfig(
+            in_channels=self.in_channels,
+            out_channels=len(self.channels),
+            depth=self.depth,
+            base_width=self.base_width,
+            norm=self.norm,  # type: ignore[arg-type]  # validated by the pattern above
+        )
+
+
+def input_channel_names(channels: list[str], completion: bool) -> list[str]:
+    """The generator's input channel names (see the module docstring)."""
+    if not completion:
+        return ["label_free"]
+    return ["label_free", *channels, *[f"mask:{c}" for c in channels]]
+
+
+class StainGenerator(nn.Module):
+    """U-Net generator; given fluorescence channels are gated by their masks."""
+
+    def __init__(self, config: StainNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.n_channels = len(config.channels)
+        self.unet = UNet2D(config.unet())
+
+    @property
+    def size_multiple(self) -> int:
+        return self.unet.size_multiple
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.completion:
+            c = self.n_channels
+            label_free = x[:, :1]
+            given = x[:, 1 : 1 + c]
+            mask = x[:, 1 + c : 1 + 2 * c]
+            x = torch.cat([label_free, given * mask, mask], dim=1)
+        return self.unet(x)
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN: ``(condition, image)`` → a map of real/fake logits, one per patch."""
+
+    def __init__(self, in_channels: int, width: int = 32, n_down: int = 3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin, cout = in_channels, width
+        for i in range(n_down):
+            layers.append(nn.Conv2d(cin, cout, 4, stride=2, padding=1, bias=i == 0))
+            if i > 0:
+                layers.append(nn.BatchNorm2d(cout))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            cin, cout = cout, min(cout * 2, 8 * width)
+        layers += [
+            nn.Conv2d(cin, cout, 4, stride=1, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(cout, 1, 4, stride=1, padding=1),
+        ]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, condition: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([condition, image], dim=1))
+
+
+def _build(params: dict[str, Any]) -> nn.Module:
+    return StainGenerator(StainNetConfig(**params))
+
+
+if "stain_generator" not in NETWORKS:
+    register_network("stain_generator", _build)

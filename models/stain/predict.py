@@ -1,0 +1,161 @@
+"""Virtual staining inference with a trust signal — one path for training, the loop and bench.
+
+:func:`predict` builds the generator's input from a label-free frame (and, for channel
+completion, any acquired fluorescence channels), runs the engine under test-time
+augmentation (TTA: the frame as is, mirrored left-right, up-down, and both; each
+prediction mirrored back) and returns the mean prediction and the per-pixel standard
+deviation across the augmentations: the **disagreement map**. A network that has learnt
+the mapping predicts the same stain whichever way the cells are mirrored; on inputs
+unlike its training data (defocus, other illumination) the predictions drift apart.
+
+:func:`input_stats` summarizes the normalized label-free frame (mean, standard deviation,
+and the fraction of its power at high spatial frequencies, which drops with defocus).
+The bundle's ``calibration`` holds the held-out median/95th percentile of the
+disagreement and the training spread of the input statistics; :func:`trust_values`
+turns a frame's numbers into ratios and z-scores against them, so a controller or a
+person can tell a prediction not to be believed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from smartscope.engines.runtime import Engine
+
+__all__ = [
+    "INPUT_STATS",
+    "TTA_MAX",
+    "StainPrediction",
+    "build_input",
+    "input_stats",
+    "label_free_normalized",
+    "predict",
+    "trust_values",
+]
+
+TTA_MAX = 4
+INPUT_STATS = ("mean", "std", "hf")
+
+
+@dataclass(frozen=True)
+class StainPrediction:
+    virtual: np.ndarray  # (C, H, W) float32, normalized target units
+    disagreement: np.ndarray | None  # (C, H, W) float32 std across TTA, None when tta == 1
+    channels: tuple[str, ...]
+
+
+def build_input(
+    engine: Engine, label_free: np.ndarray, given: Mapping[str, np.ndarray] | None = None
+) -> np.ndarray:
+    """The engine's input ``(C_in, H, W)`` in camera units: label-free, given channels, masks.
+
+    Channels not given are zero (the generator gates them by their mask); masks are 0/1
+    with an identity normalization in the bundle.
+    """
+    names = engine.manifest.inputs[0].channels
+    lf = np.asarray(label_free, np.float32)
+    if lf.ndim != 2:
+        raise ValueError(f"label-free frame must be (Y, X), got shape {lf.shape}")
+    given = dict(given or {})
+    fl_names = [n for n in names[1:] if not n.startswith("mask:")]
+    unknown = sorted(set(given) - set(fl_names))
+    if unknown:
+        raise ValueError(f"given channels {unknown} are not inputs of {engine.manifest.name!r}: {fl_names}")
+    x = np.zeros((len(names), *lf.shape), np.float32)
+    x[0] = lf
+    for i, n in enumerate(names):
+        if n in given:
+            g = np.asarray(given[n], np.float32)
+            if g.shape != lf.shape:
+                raise ValueError(f"given channel {n!r} has shape {g.shape}, label-free {lf.shape}")
+            x[i] = g
+        elif n.startswith("mask:") and n[5:] in given:
+            x[i] = 1.0
+    return x
+
+
+_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+
+
+def predict(
+    engine: Engine,
+    label_free: np.ndarray,
+    given: Mapping[str, np.ndarray] | None = None,
+    tta: int = TTA_MAX,
+) -> StainPrediction:
+    """Virtual channels (mean over ``tta`` mirrored copies) and their disagreement map."""
+    if not 1 <= tta <= TTA_MAX:
+        raise ValueError(f"tta={tta} must be 1..{TTA_MAX}")
+    x = build_input(engine, label_free, given)
+    out_name = engine.manifest.outputs[0].name
+    preds = []
+    for axes in _FLIPS[:tta]:
+        xi = np.flip(x, axes) if axes else x
+        yi = engine.infer(np.ascontiguousarray(xi))[out_name]
+        preds.append(np.flip(yi, axes) if axes else yi)
+    stack = np.stack(preds)
+    mean = stack.mean(axis=0).astype(np.float32)
+    dis = stack.std(axis=0).astype(np.float32) if tta > 1 else None
+    return StainPrediction(mean, dis, tuple(engine.manifest.outputs[0].channels))
+
+
+def input_stats(label_free_normalized: np.ndarray) -> dict[str, float]:
+    """Mean, standard deviation and high-frequency power fraction of a normalized frame.
+
+    ``hf``: power above a quarter of the Nyquist frequency over all power but the mean;
+    it falls when the image blurs (defocus) and rises with noise (less light).
+    """
+    a = np.asarray(label_free_normalized, np.float64)
+    step = max(1, int(np.sqrt(a.size / 262144)))
+    a = a[::step, ::step]
+    spec = np.abs(np.fft.rfft2(a - a.mean())) ** 2
+    fy = np.fft.fftfreq(a.shape[0])[:, None]
+    fx = np.fft.rfftfreq(a.shape[1])[None, :]
+    high = np.hypot(fy, fx) > 0.125
+    total = float(spec.sum()) or 1.0
+    return {"mean": float(a.mean()), "std": float(a.std()), "hf": float(spec[high].sum() / total)}
+
+
+def label_free_normalized(engine: Engine, label_free: np.ndarray) -> np.ndarray:
+    """The label-free frame in the network's units (the bundle's fixed map for channel 0)."""
+    norm = engine.manifest.normalization
+    if norm.channel_offset_adu is None or norm.channel_scale_adu is None:
+        raise ValueError(f"{engine.manifest.name!r}: a stain bundle needs per-channel normalization")
+    return (np.asarray(label_free, np.float32) - norm.channel_offset_adu[0]) / norm.channel_scale_adu[0]
+
+
+def trust_values(
+    pred: StainPrediction,
+    stats: Mapping[str, float],
+    calibration: Mapping[str, float],
+) -> dict[str, float]:
+    """Per-frame trust summary against the bundle's calibration.
+
+    - ``disagreement``: mean of the disagreement map (normalized units);
+    - ``disagreement_ratio``: that over the held-out median (≈ 1 on data like training);
+    - ``input_z_<stat>``: z-score of each input statistic against the training fields;
+    - ``input_shift``: the largest |z|.
+    """
+    out: dict[str, float] = {}
+    if pred.disagreement is not None:
+        d = float(pred.disagreement.mean())
+        out["disagreement"] = d
+        ref = calibration.get("disagreement_median")
+        if ref:
+            out["disagreement_ratio"] = d / ref
+        for i, c in enumerate(pred.channels):
+            out[f"disagreement:{c}"] = float(pred.disagreement[i].mean())
+    zs = []
+    for k in INPUT_STATS:
+        mu, sd = calibration.get(f"input_{k}_mean"), calibration.get(f"input_{k}_sd")
+        if mu is None or not sd:
+            continue
+        z = (float(stats[k]) - mu) / sd
+        out[f"input_z_{k}"] = z
+        zs.append(abs(z))
+    if zs:
+        out["input_shift"] = max(zs)
+    return out

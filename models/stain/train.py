@@ -1,0 +1,353 @@
+"""Train a pix2pix virtual-staining generator and write a verified engine bundle.
+
+Pipeline: split whole fields of view into train / held-out → one fixed affine map per
+channel from the training fields (0.5th..99.5th percentile → 0..1; label-free input,
+each acquired fluorescence input, each target), never per-image min-max → random
+patches with the 8 rotations/flips → each step draws a fresh channel mask per patch
+(half the patches with no channel given: label-free → fluorescence; the rest with a
+random subset of channels given, at least one left to predict: channel completion) →
+pix2pix losses: the generator minimizes ``l1_weight · L1 + adv_weight · BCE(D(x, G(x)), 1)``,
+the PatchGAN discriminator ``½[BCE(D(x, y), 1) + BCE(D(x, G(x)), 0)]`` (Adam, lr 2e-4,
+β1 = 0.5, as in Isola et al. 2017; ``adv_weight = 0`` trains the L1-only U-Net of the
+same size) → validation L1 on fixed held-out patches with no channel given, early
+stopping, best weights kept → only the generator is exported to ONNX → held-out metrics
+measured through ONNX Runtime on the full held-out fields, plus the trust calibration
+(held-out TTA disagreement, training spread of the input statistics) → ``engine.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from smartscope.models.stain.data import StainData
+from smartscope.models.stain.network import (
+    PatchDiscriminator,
+    StainGenerator,
+    StainNetConfig,
+    input_channel_names,
+)
+from smartscope.models.train_common import FitConfig, fit, seed_everything, software_versions, split_fovs
+
+__all__ = ["StainTrainConfig", "evaluate_heldout", "train_stain"]
+
+OUTPUT = "virtual"
+INPUT = "stain_input"
+
+
+class StainTrainConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    completion: bool = Field(default=True, description="train channel completion too (mask input)")
+    depth: int = Field(default=3, ge=1, le=6)
+    base_width: int = Field(default=16, ge=2)
+    fit: FitConfig = Field(
+        default_factory=lambda: FitConfig(steps=1500, batch_size=8, lr=2e-4, val_every=100, patience=5)
+    )
+    l1_weight: float = Field(default=100.0, ge=0, description="λ_L1")
+    adv_weight: float = Field(default=1.0, ge=0, description="weight of the adversarial term; 0 = L1 only")
+    beta1: float = Field(default=0.5, ge=0, lt=1, description="Adam β1 for both networks")
+    disc_width: int = Field(default=32, ge=4)
+    patch_px: int = Field(default=128, ge=16)
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    val_patches: int = Field(default=32, ge=1)
+    p_label_free_only: float = Field(default=0.5, ge=0, le=1, description="patches with no channel given")
+    tile_px: int = Field(default=256, ge=32)
+    overlap_px: int = Field(default=32, ge=0)
+    tta: int = Field(default=4, ge=2, le=4, description="augmentations for the trust calibration")
+    low_percentile: float = Field(default=0.5, ge=0, lt=50)
+    high_percentile: float = Field(default=99.5, gt=50, le=100)
+
+
+def _affine(stacks: list[np.ndarray], lo_p: float, hi_p: float) -> tuple[float, float]:
+    sample = np.concatenate([a[..., ::2, ::2].ravel() for a in stacks])
+    lo, hi = np.percentile(sample, [lo_p, hi_p])
+    return float(lo), float(max(hi - lo, 1e-6))
+
+
+class _Patches:
+    """Random normalized (input, target) patches with D4 augmentation and fresh masks."""
+
+    def __init__(
+        self, lf: list[np.ndarray], given: list[np.ndarray], target: list[np.ndarray], cfg: StainTrainConfig
+    ) -> None:
+        p = cfg.patch_px
+        for i, a in enumerate(lf):
+            if min(a.shape[-2:]) < p:
+                raise ValueError(f"field {i} is {a.shape[-2:]} px, smaller than the patch {p}")
+        self.lf, self.given, self.target, self.cfg = lf, given, target, cfg
+        self.n_ch = target[0].shape[1]
+
+    def masks(self, n: int, rng: np.random.Generator, label_free_only: bool = False) -> np.ndarray:
+        c = self.n_ch
+        m = np.zeros((n, c), np.float32)
+        if not self.cfg.completion or label_free_only:
+            return m
+        for i in range(n):
+            if rng.random() < self.cfg.p_label_free_only:
+                continue
+            m[i] = rng.random(c) < 0.5
+            if m[i].all():  # something must be left to predict
+                m[i, rng.integers(c)] = 0
+        return m
+
+    def sample(
+        self, n: int, rng: np.random.Generator, label_free_only: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        p = self.cfg.patch_px
+        xs, ys = [], []
+        masks = self.masks(n, rng, label_free_only)
+        for i in range(n):
+            f = int(rng.integers(len(self.lf)))
+            t = int(rng.integers(self.lf[f].shape[0]))
+            y0 = int(rng.integers(self.lf[f].shape[1] - p + 1))
+            x0 = int(rng.integers(self.lf[f].shape[2] - p + 1))
+            k, flip = int(rng.integers(4)), bool(rng.integers(2))
+            sl = (slice(y0, y0 + p), slice(x0, x0 + p))
+            parts = [self.lf[f][t][sl][None]]
+            if self.cfg.completion:
+                parts += [
+                    self.given[f][t][(slice(None), *sl)],
+                    np.broadcast_to(masks[i][:, None, None], (self.n_ch, p, p)),
+                ]
+            x = np.concatenate(parts)
+            y = self.target[f][t][(slice(None), *sl)]
+            x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k, axes=(1, 2))
+            if flip:
+                x, y = x[:, :, ::-1], y[:, :, ::-1]
+            xs.append(x)
+            ys.append(y)
+        return (
+            np.ascontiguousarray(np.stack(xs), np.float32),
+            np.ascontiguousarray(np.stack(ys), np.float32),
+        )
+
+
+def _image_scores(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """Pearson r, SSIM (Gaussian σ 1.5 px, 11×11), PSNR and MAE of one channel.
+
+    Data range for SSIM/PSNR: max − min of the target frame (normalized units).
+    """
+    from smartscope.metrics import mae, pearson_r, psnr, ssim
+
+    rng = float(target.max() - target.min()) or 1.0
+    return {
+        "pearson": pearson_r(pred, target),
+        "ssim": ssim(pred, target, rng),
+        "psnr_db": psnr(pred, target, rng),
+        "mae": mae(pred, target),
+    }
+
+
+def evaluate_heldout(
+    bundle: Path,
+    val: StainData,
+    target_norm: list[tuple[float, float]],
+    *,
+    tta: int = 4,
+    max_frames: int = 16,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Held-out metrics (per channel, label-free mode; completion: each channel predicted
+    from the label-free frame + the other channels) and the trust calibration.
+
+    Runs the exported bundle through ONNX Runtime, as deployed.
+    """
+    from smartscope.engines.runtime import Engine
+    from smartscope.models.stain.predict import predict
+
+    eng = Engine.open(bundle, "onnxruntime")
+    completion = len(eng.manifest.inputs[0].channels) > 1
+    chans = val.channels
+    scores: dict[str, list[float]] = {}
+    dis: list[float] = []
+    n = 0
+    for lf, given, target in zip(val.label_free, val.given, val.target, strict=True):
+        for t in range(lf.shape[0]):
+            if n >= max_frames:
+                break
+            n += 1
+            tg = [(target[t, c] - o) / s for c, (o, s) in enumerate(target_norm)]
+            pred = predict(eng, lf[t], None, tta)
+            assert pred.disagreement is not None
+            dis.append(float(pred.disagreement.mean()))
+            for c, ch in enumerate(chans):
+                for k, v in _image_scores(pred.virtual[c], tg[c]).items():
+                    scores.setdefault(f"{k}:{ch}", []).append(v)
+            if completion and len(chans) > 1:
+                for c, ch in enumerate(chans):
+                    others = {o: given[t, j] for j, o in enumerate(chans) if j != c}
+                    pc = predict(eng, lf[t], others, 1)
+                    for k, v in _image_scores(pc.virtual[c], tg[c]).items():
+                        scores.setdefault(f"completion_{k}:{ch}", []).append(v)
+    eng.close()
+    metrics = {k: float(np.mean(v)) for k, v in scores.items()}
+    metrics["heldout_frames_scored"] = float(n)
+    calib = {
+        "disagreement_median": float(np.median(dis)),
+        "disagreement_p95": float(np.percentile(dis, 95)),
+        "tta": float(tta),
+    }
+    return metrics, calib
+
+
+def train_stain(
+    data: StainData,
+    config: StainTrainConfig,
+    out: str | Path,
+    *,
+    command: str,
+    name: str,
+    checkpoint_dir: Path | None = None,
+    quiet: bool = False,
+    as_zip: bool = False,
+    data_seed: int | None = None,
+) -> tuple[Path, dict[str, float]]:
+    """Train, export the generator, score held-out fields; returns the bundle and metrics."""
+    from smartscope.engines.bundle import load_bundle, write_bundle
+    from smartscope.engines.export import export_bundle
+    from smartscope.models.stain.predict import INPUT_STATS, input_stats
+
+    cfg = config
+    fcfg = cfg.fit
+    mult = 2**cfg.depth
+    if cfg.patch_px % mult or cfg.tile_px % mult:
+        raise ValueError(f"patch_px and tile_px must be multiples of 2**depth = {mult}")
+    if fcfg.threads:
+        torch.set_num_threads(fcfg.threads)
+    rng = seed_everything(fcfg.seed)
+    tr_idx, va_idx = split_fovs(len(data.names), cfg.val_fraction, fcfg.seed)
+    train, val = data.subset(tr_idx), data.subset(va_idx)
+    pct = (cfg.low_percentile, cfg.high_percentile)
+    chans = list(data.channels)
+    c = len(chans)
+    lf_norm = _affine(train.label_free, *pct)
+    in_norm = [_affine([g[:, k] for g in train.given], *pct) for k in range(c)]
+    tg_norm = [_affine([g[:, k] for g in train.target], *pct) for k in range(c)]
+
+    def norm_fov(lf: np.ndarray, g: np.ndarray, tg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        lfn = ((lf - lf_norm[0]) / lf_norm[1]).astype(np.float32)
+        gn = np.stack([(g[:, k] - o) / s for k, (o, s) in enumerate(in_norm)], axis=1).astype(np.float32)
+        tn = np.stack([(tg[:, k] - o) / s for k, (o, s) in enumerate(tg_norm)], axis=1).astype(np.float32)
+        return lfn, gn, tn
+
+    tr = [norm_fov(*a) for a in zip(train.label_free, train.given, train.target, strict=True)]
+    va = [norm_fov(*a) for a in zip(val.label_free, val.given, val.target, strict=True)]
+    sampler = _Patches([a[0] for a in tr], [a[1] for a in tr], [a[2] for a in tr], cfg)
+    vsampler = _Patches([a[0] for a in va], [a[1] for a in va], [a[2] for a in va], cfg)
+    vx_np, vy_np = vsampler.sample(
+        cfg.val_patches, np.random.default_rng(fcfg.seed + 1), label_free_only=True
+    )
+    device = torch.device(fcfg.device)
+    vx, vy = torch.from_numpy(vx_np).to(device), torch.from_numpy(vy_np).to(device)
+
+    net_cfg = StainNetConfig(
+        channels=chans, completion=cfg.completion, depth=cfg.depth, base_width=cfg.base_width
+    )
+    gen = StainGenerator(net_cfg).to(device)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=fcfg.lr, betas=(cfg.beta1, 0.999))
+    adversarial = cfg.adv_weight > 0
+    disc = PatchDiscriminator(net_cfg.in_channels + c, cfg.disc_width).to(device) if adversarial else None
+    opt_d = (
+        torch.optim.Adam(disc.parameters(), lr=fcfg.lr, betas=(cfg.beta1, 0.999))
+        if disc is not None
+        else None
+    )
+    bce = nn.BCEWithLogitsLoss()
+
+    def step(i: int) -> float:
+        xb, yb = sampler.sample(fcfg.batch_size, rng)
+        x, y = torch.from_numpy(xb).to(device), torch.from_numpy(yb).to(device)
+        fake = gen(x)
+        if disc is not None and opt_d is not None:
+            disc.train()
+            real_logits = disc(x, y)
+            fake_logits = disc(x, fake.detach())
+            d_loss = 0.5 * (
+                bce(real_logits, torch.ones_like(real_logits))
+                + bce(fake_logits, torch.zeros_like(fake_logits))
+            )
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+        l1 = (fake - y).abs().mean()
+        g_loss = cfg.l1_weight * l1
+        if disc is not None:
+            logits = disc(x, fake)
+            g_loss = g_loss + cfg.adv_weight * bce(logits, torch.ones_like(logits))
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        return float(l1.detach())
+
+    def validate() -> float:
+        return float((gen(vx) - vy).abs().mean())
+
+    in_names = input_channel_names(chans, cfg.completion)
+    offsets = [lf_norm[0]] + ([o for o, _ in in_norm] + [0.0] * c if cfg.completion else [])
+    scales = [lf_norm[1]] + ([s for _, s in in_norm] + [1.0] * c if cfg.completion else [])
+    # the trust signal's input statistics: their spread over the training fields
+    tr_stats = [input_stats(a[0][t]) for a in tr for t in range(a[0].shape[0])]
+    calibration: dict[str, float] = {}
+    for k in INPUT_STATS:
+        vals = np.array([s[k] for s in tr_stats])
+        calibration[f"input_{k}_mean"] = float(vals.mean())
+        calibration[f"input_{k}_sd"] = float(max(vals.std(), 1e-3 * abs(vals.mean()), 1e-9))
+    for ch, (o, s) in zip(chans, tg_norm, strict=True):
+        calibration[f"target_offset:{ch}"] = o
+        calibration[f"target_scale:{ch}"] = s
+    method = "pix2pix" if adversarial else "l1-unet"
+    fields: dict[str, Any] = {
+        "name": name,
+        "task": "stain",
+        "version": "0.1.0",
+        "inputs": [{"name": INPUT, "channels": in_names}],
+        "outputs": [{"name": OUTPUT, "channels": chans}],
+        "normalization": {"kind": "affine", "channel_offset_adu": offsets, "channel_scale_adu": scales},
+        "pixel_size_um": data.pixel_size_um,
+        "tile": {"size_px": cfg.tile_px, "overlap_px": cfg.overlap_px, "multiple_px": mult},
+        "architecture": {"name": "stain_generator", "params": net_cfg.model_dump()},
+        "calibration": calibration,
+        "provenance": {
+            "command": command,
+            "data": data.description,
+            "seed": fcfg.seed if data_seed is None else data_seed,
+            "method": method,
+            "train_fovs": train.names,
+            "heldout_fovs": val.names,
+            "software": software_versions(),
+            "notes": f"outputs in normalized target units: (target - target_offset) / target_scale "
+            f"(calibration); training config: {cfg.model_dump_json()}",
+        },
+    }
+    result = fit(
+        gen,
+        step,
+        validate,
+        fcfg,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_meta=lambda: {"manifest": fields},
+        description=f"{method} stain",
+        quiet=quiet,
+    )
+    gen = gen.cpu().eval()
+    path = export_bundle(gen, out, manifest_fields=fields, as_zip=as_zip)
+    metrics: dict[str, float] = {
+        "val_l1": result.best_val,
+        "best_step": float(result.best_step),
+        "steps_run": float(result.steps_run),
+    }
+    held, calib = evaluate_heldout(path, val, tg_norm, tta=cfg.tta)
+    metrics.update(held)
+    calibration.update(calib)
+    b = load_bundle(path)
+    prov = dict(fields["provenance"])
+    reference = "noise-free ground truth" if data.has_ground_truth else "acquired fluorescence"
+    prov["notes"] = f"{prov['notes']}; stopped_early={result.stopped_early}; held-out metrics vs {reference}"
+    fields = dict(fields, metrics=metrics, calibration=calibration, provenance=prov, opset=b.manifest.opset)
+    write_bundle(path, fields, b.onnx_bytes, b.weights_bytes, as_zip=as_zip)
+    return path, metrics
