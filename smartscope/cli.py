@@ -216,7 +216,7 @@ def demo(
         bool, typer.Option(help="add the shipped N2V denoiser: denoised stream saved, its SNR logged")
     ] = False,
     scenario: Annotated[
-        str, typer.Option(help="bleach (default) | events | ao | lowlight | smlm")
+        str, typer.Option(help="bleach (default) | events | ao | lowlight | smlm | stain")
     ] = "bleach",
     seed: Annotated[int, typer.Option(help="seed of the scenario")] = 0,
 ) -> None:
@@ -227,9 +227,11 @@ def demo(
     bleaches. ``events``: slow imaging that bursts fast on detected mitochondrial fission;
     ``ao``: modal sensorless correction of a random aberration through the deformable
     mirror; ``lowlight``: the least 561 nm power that keeps the denoised SNR on target;
-    ``smlm``: live localization with the 405 nm activation laser holding the density.
+    ``smlm``: live localization with the 405 nm activation laser holding the density;
+    ``stain``: label-free frames become virtual fluorescence channels live, with a trust
+    signal that rises when the operator defocuses.
     """
-    if scenario in ("events", "ao", "lowlight"):
+    if scenario in ("events", "ao", "lowlight", "stain"):
         from smartscope.controllers.demo import run_demo
 
         console.print(f"demo scenario {scenario!r} on the virtual microscope (seed {seed})")
@@ -240,7 +242,7 @@ def demo(
         _run(validate_config(smlm_demo_config(frames, out, seed), "demo smlm"))
         return
     if scenario != "bleach":
-        _fail(f"--scenario: {scenario!r} is not one of bleach, events, ao, lowlight, smlm")
+        _fail(f"--scenario: {scenario!r} is not one of bleach, events, ao, lowlight, smlm, stain")
     data = {
         **DEMO_CONFIG,
         "acquisition": {**DEMO_CONFIG["acquisition"], "n_frames": frames},

@@ -194,6 +194,7 @@ from smartscope.engines.stage import EngineStageConfig  # noqa: E402
 from smartscope.models.events.heatmap import LearnedEventDetectorConfig  # noqa: E402
 from smartscope.models.smlm.controller import SMLMDensityConfig  # noqa: E402
 from smartscope.models.smlm.stage import SMLMStageConfig  # noqa: E402
+from smartscope.models.stain.stage import StainStageConfig  # noqa: E402
 from smartscope.remote.server import RemoteConfig  # noqa: E402
 from smartscope.remote.worker import RemoteStageConfig  # noqa: E402
 
@@ -203,6 +204,7 @@ StageConfig = Annotated[
     | FaultStageConfig
     | EngineStageConfig
     | SMLMStageConfig
+    | StainStageConfig
     | RemoteStageConfig
     | EventDetectorConfig
     | LearnedEventDetectorConfig,

@@ -406,7 +406,7 @@ class Loop:
                 t_save = now_s()
                 for name, out in results.items():
                     for key, img in out.images.items():
-                        self.run.write_output(name, key, frame.index, img, t_save)
+                        self.run.write_output(name, key, frame.index, img, t_save, out.channel_names.get(key))
                     if out.rows:
                         self.run.write_rows(name, frame.index, out.rows)
             obs = Observation(frame, results, frame.metadata.get("state", {}))

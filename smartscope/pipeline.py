@@ -36,6 +36,7 @@ class StageOutput:
     images: dict[str, np.ndarray] = field(default_factory=dict)  # float32, (Y, X) or (C, Y, X)
     values: dict[str, float] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    channel_names: dict[str, list[str]] = field(default_factory=dict)  # image key -> a name per channel
 
     def check_finite(self, stage: str) -> None:
         for key, val in self.values.items():

@@ -25,7 +25,7 @@ import json
 import os
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -319,21 +319,34 @@ class RunFolder:
 
     # engine outputs ----------------------------------------------------------
 
-    def write_output(self, stage: str, key: str, index: int, image: np.ndarray, time_s: float) -> None:
+    def write_output(
+        self,
+        stage: str,
+        key: str,
+        index: int,
+        image: np.ndarray,
+        time_s: float,
+        channel_names: Sequence[str] | None = None,
+    ) -> None:
+        """Append an engine output to ``outputs/<stage>.<key>.ome.tif`` (channels named)."""
         name = f"{stage}.{key}"
         w = self._outputs.get(name)
         img = np.asarray(image, dtype=np.float32)
-        if w is not None and w.shape != img.shape:
+        file_name = name
+        if w is not None and w.shape != img.shape[-2:]:  # a new frame size starts a new stack
             w.close()
-            name = f"{name}_{index:06d}"
+            file_name = f"{name}_{index:06d}"
             w = None
         if w is None:
-            safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+            safe = re.sub(r"[^A-Za-z0-9_.-]", "_", file_name)
             w = StackWriter(self.path / "outputs" / f"{safe}.ome.tif", self.fsync_every)
             self._outputs[name] = w
         planes = img.reshape(-1, *img.shape[-2:]) if img.ndim > 2 else img[None]
+        if channel_names is not None and len(channel_names) != len(planes):
+            raise ValueError(f"{name}: {len(channel_names)} channel names for {len(planes)} planes")
         for c, plane in enumerate(planes):
-            w.write(plane, {"index": index, "channel": c}, time_s, None, f"c{c}" if len(planes) > 1 else "")
+            label = channel_names[c] if channel_names is not None else (f"c{c}" if len(planes) > 1 else "")
+            w.write(plane, {"index": index, "channel": c}, time_s, None, label)
 
     def write_rows(self, stage: str, index: int, rows: list[dict[str, Any]]) -> None:
         w = self._rows.get(stage)

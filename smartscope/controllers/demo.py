@@ -1,4 +1,4 @@
-"""``smartscope demo --scenario events|ao|lowlight``: run a smart controller on the virtual
+"""``smartscope demo --scenario events|ao|lowlight|stain``: run a smart controller on the virtual
 microscope and write the plots a microscopist wants beside the run folder.
 
 - events: detector score over time with the on/off thresholds, fast-mode spans, and the
@@ -6,6 +6,9 @@ microscope and write the plots a microscopist wants beside the run folder.
 - ao: mirror/wavefront Zernike amplitudes before and after (ground truth), a bead before
   and after, the metric over the probes; ``ao.png``.
 - lowlight: laser power and SNR over time, the target band; ``lowlight.png``.
+- stain: label-free frame, virtual stain, ground truth and disagreement map; trust
+  (disagreement ratio, input shift) and Pearson r against the truth over time, with the
+  operator's defocus excursion shaded; ``stain.png``.
 
 Each also writes ``smart_summary.json`` (the scores against ground truth).
 """
@@ -25,15 +28,17 @@ from smartscope.controllers.scenarios import (
     AORun,
     EventRun,
     LowlightRun,
+    StainRun,
     random_aberration,
     run_ao_loop,
     run_events,
     run_lowlight,
+    run_stain,
 )
 
-__all__ = ["SCENARIOS", "plot_ao", "plot_events", "plot_lowlight", "run_demo"]
+__all__ = ["SCENARIOS", "plot_ao", "plot_events", "plot_lowlight", "plot_stain", "run_demo"]
 
-SCENARIOS = ("events", "ao", "lowlight")
+SCENARIOS = ("events", "ao", "lowlight", "stain")
 
 
 def _plt() -> Any:
@@ -177,6 +182,84 @@ def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
 
 
+def _composite(stack: np.ndarray) -> np.ndarray:
+    """(3, H, W) nuclei/mitochondria/membrane -> RGB (membrane red, mitochondria green, nuclei blue)."""
+    rgb = np.stack([stack[2], stack[1], stack[0]], axis=-1).astype(np.float64)
+    hi = np.percentile(rgb, 99.5, axis=(0, 1))
+    return np.asarray(np.clip(rgb / np.maximum(hi, 1e-9), 0, 1))
+
+
+def stain_summary(run: StainRun) -> dict[str, Any]:
+    """Pearson r per channel and the trust figures, in focus vs defocused (ground truth)."""
+    out: dict[str, Any] = {"frames_stored": run.frames_stored, "frames_analysed": len(run.frames)}
+    for label, sel in (("in_focus", lambda z: abs(z) < 1e-6), ("defocused", lambda z: abs(z) >= 1e-6)):
+        rows = [r for r in run.frames if sel(r["z_um"])]
+        if not rows:
+            continue
+        part: dict[str, float] = {"frames": float(len(rows))}
+        for key in ("disagreement_ratio", "input_shift", "trusted", *[f"pearson:{c}" for c in run.channels]):
+            vals = [float(r[key]) for r in rows if key in r]
+            if vals:
+                part[key] = float(np.mean(vals))
+        out[label] = part
+    out["dose_mj"] = run.dose_mj
+    return out
+
+
+def plot_stain(run: StainRun, path: Path) -> Path:
+    plt = _plt()
+    fig = plt.figure(figsize=(13, 7.5))
+    grid = fig.add_gridspec(2, 4, height_ratios=[1, 0.9])
+    if run.first:
+        panels = [
+            ("label-free (acquired)", run.first["label_free"], "gray"),
+            ("virtual stain", _composite(run.first["virtual"]), None),
+            ("ground truth", _composite(run.first["truth"]), None),
+            ("disagreement (mean of channels)", run.first["disagreement"].mean(axis=0), "magma"),
+        ]
+        for k, (title, img, cmap) in enumerate(panels):
+            ax = fig.add_subplot(grid[0, k])
+            ax.imshow(img, cmap=cmap)
+            ax.set_title(title, fontsize=9)
+            ax.axis("off")
+    ax = fig.add_subplot(grid[1, :])
+    idx = np.array([r["index"] for r in run.frames])
+    if idx.size:
+        z = np.array([r["z_um"] for r in run.frames])
+        ax.fill_between(
+            idx,
+            0,
+            1,
+            where=np.abs(z) > 1e-6,
+            transform=ax.get_xaxis_transform(),
+            color="tab:orange",
+            alpha=0.15,
+            step="mid",
+            label="defocused (operator moved Z)",
+        )
+        for key, style in (("disagreement_ratio", "o-"), ("input_shift", "s-")):
+            vals = [r.get(key, np.nan) for r in run.frames]
+            ax.plot(idx, vals, style, ms=3, lw=1, label=key.replace("_", " "))
+        ax.axhline(2.0, ls="--", color="tab:blue", lw=0.8, label="trust limits (ratio 2, |z| 4)")
+        ax.axhline(4.0, ls=":", color="tab:orange", lw=0.8)
+        ax.set_yscale("log")
+        ax.set_xlabel("frame")
+        ax.set_ylabel("trust signals (log)")
+        ax2 = ax.twinx()
+        for c in run.channels:
+            ax2.plot(idx, [r.get(f"pearson:{c}", np.nan) for r in run.frames], lw=1.2, label=f"Pearson r {c}")
+        ax2.set_ylim(-0.1, 1.0)
+        ax2.set_ylabel("Pearson r vs ground truth")
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left", ncol=2)
+    fig.suptitle("live virtual staining on the virtual microscope (label-free frames only, lasers off)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def run_demo(scenario: str, out: Path = Path("runs"), seed: int = 0) -> Path:
     """Run one demo scenario; returns the PNG path (in the run folder)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -207,6 +290,10 @@ def run_demo(scenario: str, out: Path = Path("runs"), seed: int = 0) -> Path:
             "fixed": {"dose_mj": fixed.dose_mj, "dye_left": fixed.bleach_remaining},
             "controlled": {"dose_mj": ctl.dose_mj, "dye_left": ctl.bleach_remaining},
         }
+    elif scenario == "stain":
+        st = run_stain(out, seed=seed)
+        png = plot_stain(st, Path(st.run_dir) / "stain.png")
+        summary = stain_summary(st)
     else:
         raise ValueError(f"scenario must be one of {list(SCENARIOS)}, got {scenario!r}")
     (png.parent / "smart_summary.json").write_text(

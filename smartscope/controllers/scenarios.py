@@ -28,6 +28,7 @@ __all__ = [
     "AORun",
     "EventRun",
     "LowlightRun",
+    "StainRun",
     "ao_config",
     "demo_config",
     "lowlight_config",
@@ -35,7 +36,9 @@ __all__ = [
     "run_ao_loop",
     "run_events",
     "run_lowlight",
+    "run_stain",
     "score_events",
+    "stain_config",
     "virtual_cfg_file",
 ]
 
@@ -113,7 +116,11 @@ def events_config(
     )
     controllers: list[dict[str, Any]] = []
     if mode == "triggered":
-        thresholds = LEARNED_THRESHOLDS if learned_bundle is not None else {}
+        thresholds: dict[str, Any] = {}
+        if learned_bundle is not None:  # the bundle's held-out-calibrated thresholds
+            from smartscope.models.events.heatmap import trigger_thresholds
+
+            thresholds = dict(trigger_thresholds(learned_bundle))
         tcfg = EventTriggerConfig(
             **thresholds,
             pacing="camera",
@@ -180,9 +187,6 @@ def ao_config(
         "limits": {"laser_max_mw": {"640": 20.0}, "mirror_max_rad": ctl.stroke_rad},
         "storage": {"root": str(out), "name": "ao"},
     }
-
-
-LEARNED_THRESHOLDS: dict[str, Any] = {"on_threshold": 0.5, "off_threshold": 0.3}
 
 
 def _detector_cfg(detector: Mapping[str, Any] | None, learned_bundle: Path | None) -> dict[str, Any]:
@@ -504,5 +508,146 @@ def run_lowlight(
         float(last.bleach_remaining["mitochondria"]),
         snr,
         power,
+        int(result.metrics["frames_stored"]),
+    )
+
+
+# ============================================================================ virtual staining
+
+STAIN_LAMP_MW = 1.0  # the lamp power the shipped stain bundle was trained at (stain_fields default)
+
+
+def stain_bundle_path() -> Path:
+    """The shipped pix2pix virtual-staining bundle."""
+    from smartscope.models import shipped_bundle
+
+    return shipped_bundle("stain-pix2pix-small")
+
+
+def stain_config(
+    out: Path,
+    bundle: Path | None = None,
+    n_frames: int = 60,
+    seed: int = 0,
+    sensor_px: int = 256,
+    interval_ms: float = 300.0,
+    lamp_mw: float = STAIN_LAMP_MW,
+) -> dict[str, Any]:
+    """Run config for live virtual staining: label-free (lamp only) frames, every laser off."""
+    cfg_file = virtual_cfg_file(
+        out / f"virtual-stain-{seed}.cfg", "cells", seed, sensor_px, "AsFastAsPossible", interval_ms, 10.0
+    )
+    lasers = ["488", "561", "640"]
+    return {
+        "microscope": {
+            **_microscope(cfg_file, lasers),
+            "startup": [{"kind": "property", "device": "Lamp", "property": "Power", "value": lamp_mw}],
+        },
+        "acquisition": {
+            "exposure_ms": 10.0,
+            "interval_ms": interval_ms,
+            "n_frames": n_frames,
+            "lasers_mw": dict.fromkeys(lasers, 0.0),
+        },
+        "pipeline": {
+            "stages": [{"kind": "stain", "name": "stain", "bundle": str(bundle or stain_bundle_path())}],
+            "save_outputs": True,
+        },
+        "controllers": [],
+        "limits": {"z_um": [-20.0, 20.0]},
+        "storage": {"root": str(out), "name": "stain"},
+    }
+
+
+@dataclass
+class StainRun:
+    run_dir: str
+    channels: list[str]
+    frames: list[dict[str, Any]]  # per analysed frame: index, z_um, trust values, pearson per channel
+    first: dict[str, np.ndarray]  # label_free, virtual, truth, disagreement of the first analysed frame
+    dose_mj: dict[str, float]
+    frames_stored: int
+
+
+def run_stain(
+    out: Path,
+    bundle: Path | None = None,
+    n_frames: int = 60,
+    seed: int = 0,
+    defocus_um: float = 1.5,
+    defocus_frames: tuple[int, int] = (20, 40),
+    interval_ms: float = 300.0,
+) -> StainRun:
+    """Live virtual staining on the virtual microscope, scored against its ground truth.
+
+    To show the trust signal at work, an operator's focus move (a ``SetZ`` request with
+    source ``user``, through the safety gate and audit log) puts the sample
+    ``defocus_um`` out of focus for frames ``defocus_frames[0]`` .. ``[1] - 1``.
+    """
+    from smartscope.actions import ActionRequest, SetZ
+    from smartscope.config import validate_config
+    from smartscope.metrics import pearson_r
+    from smartscope.runner import run
+    from smartscope.simulators import get_virtual_microscope
+
+    data = stain_config(out, bundle, n_frames, seed, interval_ms=interval_ms)
+    cfg = validate_config(data, "stain")
+    holder: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+    first: dict[str, np.ndarray] = {}
+
+    class _Score(ListenerBase):
+        def __init__(self, loop: Any) -> None:
+            self.loop = loop
+            self.moved = 0
+
+        def on_frame(self, frame: Frame) -> None:
+            for k, (at, z) in enumerate(((defocus_frames[0], defocus_um), (defocus_frames[1], 0.0))):
+                if self.moved == k and frame.index + 1 >= at:
+                    self.moved += 1
+                    req = ActionRequest(
+                        action=SetZ(z_um=z), reason="demo: operator moves focus", source="user"
+                    )
+                    self.loop.submit(req)
+
+        def on_analysis(self, frame: Frame, results: Mapping[str, StageOutput]) -> None:
+            out_ = results.get("stain")
+            if out_ is None or "channels" not in out_.images:
+                return
+            vm = holder["vm"]
+            virt = out_.images["channels"][1:]
+            truth = np.stack([vm.cells.blurred(c) for c in holder["channels"]])
+            row: dict[str, Any] = {
+                "index": frame.index,
+                "z_um": float(frame.metadata.get("state", {}).get("z_um", 0.0)),  # Z starts at 0
+                **out_.values,
+            }
+            for i, c in enumerate(holder["channels"]):
+                row[f"pearson:{c}"] = pearson_r(virt[i], truth[i])
+            rows.append(row)
+            if not first:
+                first.update(
+                    label_free=out_.images["channels"][0],
+                    virtual=virt,
+                    truth=truth,
+                    disagreement=out_.images.get("disagreement", np.zeros_like(virt)),
+                )
+
+    def on_loop(loop: Any) -> None:
+        holder["vm"] = get_virtual_microscope(loop.driver.core)
+        stain = next(s for s in loop.pipeline.stages if s.name == "stain")
+        holder["channels"] = list(stain.channels)
+        loop.add_listener(_Score(loop))
+
+    result = run(cfg, report=True, on_loop=on_loop)
+    if result.status not in ("completed", "stopped"):
+        raise RuntimeError(f"stain run ended {result.status}: {result.reason}")
+    vm = holder["vm"]
+    return StainRun(
+        result.run_dir,
+        holder["channels"],
+        rows,
+        first,
+        {k: float(v) for k, v in vm.dose_total_mj.items()},
         int(result.metrics["frames_stored"]),
     )

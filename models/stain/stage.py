@@ -1,0 +1,141 @@
+"""Virtual staining as a live pipeline stage (``kind: stain``).
+
+Each label-free frame becomes virtual fluorescence channels as it is acquired. With
+``given`` set (channel completion), the newest acquired frame of each named fluorescence
+channel — no older than ``max_given_age_frames`` — is handed to the generator too, and
+only the other channels are predicted from scratch.
+
+Images (saved by the loop as OME-TIFF stacks in the run's ``outputs/``, channels named):
+
+- ``<name>.channels``: the acquired label-free frame (ADU) followed by the virtual
+  channels (normalized target units): the run's label-free data with its virtual
+  stains as extra channels, frame by frame;
+- ``<name>.disagreement``: the per-pixel disagreement map of each virtual channel.
+
+Values (what controllers and the report read): ``disagreement``,
+``disagreement_ratio`` (over the held-out median in the bundle), ``input_shift`` (largest
+z-score of the input statistics against training), ``trusted`` (1 when both are under
+their limits), ``given_channels`` (how many fluorescence channels were given) and
+``virtual_mean:<channel>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from smartscope.engines.backends import BackendChoice
+from smartscope.engines.runtime import Engine
+from smartscope.frame import Frame
+from smartscope.models.stain.predict import (
+    TTA_MAX,
+    input_stats,
+    label_free_normalized,
+    predict,
+    trust_values,
+)
+from smartscope.pipeline import StageError, StageOutput
+
+__all__ = ["StainStage", "StainStageConfig"]
+
+
+class StainStageConfig(BaseModel):
+    """Pipeline-stage config for virtual staining (``kind: stain``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["stain"] = "stain"
+    name: str = Field(default="stain", min_length=1)
+    bundle: Path = Field(description="virtual-staining bundle (smartscope train stain)")
+    backend: BackendChoice = "auto"
+    device: str | None = None
+    label_free_channel: str = Field(
+        default="", description="acquisition channel (preset) of the label-free frames; '' = every frame"
+    )
+    given: dict[str, str] = Field(
+        default_factory=dict,
+        description="channel completion: bundle channel -> acquisition channel whose frames are given",
+    )
+    max_given_age_frames: int = Field(default=8, ge=1, description="older given frames are not used")
+    tta: int = Field(
+        default=TTA_MAX, ge=1, le=TTA_MAX, description="mirrored copies; 1 = no disagreement map"
+    )
+    disagreement_ratio_max: float = Field(default=2.0, gt=0, description="trusted below this")
+    input_shift_max: float = Field(default=4.0, gt=0, description="trusted below this |z|")
+
+    @field_validator("bundle")
+    @classmethod
+    def _exists(cls, v: Path) -> Path:
+        if not v.exists():
+            raise ValueError(f"stain bundle {str(v)!r} does not exist")
+        return v
+
+    def build(self) -> StainStage:
+        return StainStage(self)
+
+
+class StainStage:
+    """Implements :class:`smartscope.pipeline.Stage` for a virtual-staining bundle."""
+
+    def __init__(self, config: StainStageConfig, engine: Engine | None = None) -> None:
+        self.config = config
+        self.name = config.name
+        self.engine = engine or Engine.open(config.bundle, config.backend, device=config.device)
+        man = self.engine.manifest
+        if man.task != "stain":
+            raise ValueError(f"{config.bundle}: task is {man.task!r}, a stain stage needs a 'stain' bundle")
+        self.channels = list(man.outputs[0].channels)
+        inputs = man.inputs[0].channels
+        bad = [c for c in config.given if c not in inputs]
+        if bad:
+            raise ValueError(
+                f"given: {bad} are not fluorescence inputs of {man.name!r} "
+                f"(inputs {inputs}; label-free-only bundles take none)"
+            )
+        self._latest: dict[str, tuple[int, np.ndarray]] = {}  # acquisition channel -> (index, image)
+        self.calibration = dict(man.calibration)
+
+    @property
+    def backend_description(self) -> str:
+        return self.engine.describe()
+
+    def process(self, frame: Frame, upstream: Mapping[str, StageOutput]) -> StageOutput:
+        cfg = self.config
+        img = frame.image
+        if img.ndim != 2:
+            raise StageError(f"stage {self.name!r}: expected a (Y, X) frame, got {img.shape}")
+        if cfg.label_free_channel and frame.channel != cfg.label_free_channel:
+            if frame.channel in cfg.given.values():
+                self._latest[frame.channel] = (frame.index, img)
+            return StageOutput()  # a fluorescence frame: kept for completion, nothing to predict
+        given = {}
+        for bundle_ch, acq_ch in cfg.given.items():
+            hit = self._latest.get(acq_ch)
+            if (
+                hit is not None
+                and frame.index - hit[0] <= cfg.max_given_age_frames
+                and hit[1].shape == img.shape
+            ):
+                given[bundle_ch] = hit[1]
+        pred = predict(self.engine, img, given, cfg.tta)
+        stats = input_stats(label_free_normalized(self.engine, img))
+        values = trust_values(pred, stats, self.calibration)
+        ratio = values.get("disagreement_ratio", 0.0)
+        shift = values.get("input_shift", 0.0)
+        values["trusted"] = float(ratio <= cfg.disagreement_ratio_max and shift <= cfg.input_shift_max)
+        values["given_channels"] = float(len(given))
+        for i, c in enumerate(self.channels):
+            values[f"virtual_mean:{c}"] = float(pred.virtual[i].mean())
+        images = {"channels": np.concatenate([img[None].astype(np.float32), pred.virtual])}
+        names = {"channels": ["label_free_adu", *[f"virtual_{c}" for c in self.channels]]}
+        if pred.disagreement is not None:
+            images["disagreement"] = pred.disagreement
+            names["disagreement"] = [f"disagreement_{c}" for c in self.channels]
+        return StageOutput(images=images, values=values, channel_names=names)
+
+    def close(self) -> None:
+        self.engine.close()
