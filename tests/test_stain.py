@@ -245,3 +245,19 @@ def test_live_staining_on_the_virtual_microscope(tmp_path: Path) -> None:
     actions = [json.loads(line) for line in (rd / "actions.jsonl").read_text().splitlines()]
     assert any(a["request"]["source"] == "user" and a["applied"]["kind"] == "z" for a in actions)
     assert stain_summary(run)["in_focus"]["frames"] == len(in_focus)
+
+
+def test_simulated_pairs_follow_focus_but_targets_stay_in_focus() -> None:
+    from smartscope.simulators.datasets import stain_fields
+
+    sharp = stain_fields(1, 128, seed=2)
+    blurred = stain_fields(1, 128, seed=2, defocus_um=2.0)
+    np.testing.assert_array_equal(sharp.target, blurred.target)
+    # defocus lowers the label-free image's fine detail
+    detail_sharp = input_stats(sharp.label_free_adu[0] / 500.0)["detail"]
+    detail_blur = input_stats(blurred.label_free_adu[0] / 500.0)["detail"]
+    assert detail_blur < 0.8 * detail_sharp
+    # a fluorescence frame holds only its own structure: brightest where the target is
+    for k in range(3):
+        top = sharp.target[0, k] > np.percentile(sharp.target[0, k], 95)
+        assert sharp.fluorescence_adu[0, k][top].mean() > 1.5 * sharp.fluorescence_adu[0, k][~top].mean()
