@@ -3,10 +3,13 @@
 Events table: the ``events`` scenario (mitochondrial fission, random onsets) on the
 virtual microscope through MMCore and the real loop, ``--duration`` simulated seconds per
 seed; fixed slow (1 s), fixed fast (100 ms) and event-triggered (classical detector +
-hysteresis trigger, 1 s ⇄ 100 ms). Columns: events whose fission moment was imaged in
-fast mode, events with any fast frame in [onset, fission + 5 s], median delay from
-onset to the first fast frame, fast frames outside every event window, light dose
-relative to fixed fast (simulator dose ledger, 561 nm).
+hysteresis trigger, 1 s ⇄ 100 ms); with ``--events-bundle`` (default: the shipped
+``events-unet-small``, skipped if missing) also triggered by the U-Net heat map, on/off
+thresholds from the bundle's calibration (chosen on held-out seeds at training).
+Columns: events whose fission moment was imaged in fast mode, events with any fast frame
+in [onset, fission + 5 s], median delay from onset to the first fast frame, fast frames
+outside every event window, light dose relative to fixed fast (simulator dose ledger,
+561 nm).
 
 AO table: ``--ao-trials`` random aberrations, total RMS uniform in 0.5–1.5 rad over
 Noll modes 4–11 (piston/tip/tilt excluded: they do not blur), on the ``beads`` scenario

@@ -122,11 +122,10 @@ def events_config(
 
             thresholds = dict(trigger_thresholds(learned_bundle))
         tcfg = EventTriggerConfig(
-            **thresholds,
+            **{**thresholds, **(trigger or {})},  # explicit trigger settings win
             pacing="camera",
             slow_interval_ms=EVENTS_SLOW_MS,
             fast_interval_ms=EVENTS_FAST_MS,
-            **(trigger or {}),
         )
         controllers.append(tcfg.model_dump(mode="json"))
     return {
