@@ -6,7 +6,8 @@ each acquired fluorescence input, each target), never per-image min-max → rand
 patches with the 8 rotations/flips → each step draws a fresh channel mask per patch
 (half the patches with no channel given: label-free → fluorescence; the rest with a
 random subset of channels given, at least one left to predict: channel completion) →
-pix2pix losses: the generator minimizes ``l1_weight · L1 + adv_weight · BCE(D(x, G(x)), 1)``,
+pix2pix losses: the generator minimizes ``l1_weight · L1 + adv_weight · BCE(D(x, G(x)), 1)``
+(L1 over the channels to predict; given channels count with ``given_weight``),
 the PatchGAN discriminator ``½[BCE(D(x, y), 1) + BCE(D(x, G(x)), 0)]`` (Adam, lr 2e-4,
 β1 = 0.5, as in Isola et al. 2017; ``adv_weight = 0`` trains the L1-only U-Net of the
 same size) → validation L1 on fixed held-out patches with no channel given, early
@@ -56,7 +57,14 @@ class StainTrainConfig(BaseModel):
     patch_px: int = Field(default=128, ge=16)
     val_fraction: float = Field(default=0.2, gt=0, lt=1)
     val_patches: int = Field(default=32, ge=1)
-    p_label_free_only: float = Field(default=0.5, ge=0, le=1, description="patches with no channel given")
+    p_label_free_only: float = Field(default=0.35, ge=0, le=1, description="patches with no channel given")
+    given_weight: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="L1 weight of channels that were given (predicted ones weigh 1): the "
+        "network's effort goes to the channels it must predict",
+    )
     tile_px: int = Field(default=256, ge=32)
     overlap_px: int = Field(default=32, ge=0)
     tta: int = Field(default=4, ge=2, le=4, description="augmentations for the trust calibration")
@@ -126,6 +134,17 @@ class _Patches:
             np.ascontiguousarray(np.stack(xs), np.float32),
             np.ascontiguousarray(np.stack(ys), np.float32),
         )
+
+
+def _masked_l1(
+    fake: torch.Tensor, y: torch.Tensor, x: torch.Tensor, c: int, cfg: StainTrainConfig
+) -> torch.Tensor:
+    """Mean L1 with given channels down-weighted to ``given_weight`` (masks read from ``x``)."""
+    if not cfg.completion:
+        return (fake - y).abs().mean()
+    given = x[:, 1 + c : 1 + 2 * c, :1, :1]  # (B, C, 1, 1), constant over each patch
+    w = 1.0 - (1.0 - cfg.given_weight) * given
+    return ((fake - y).abs() * w).sum() / (w.sum() * y.shape[-2] * y.shape[-1])
 
 
 def _image_scores(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
@@ -274,7 +293,7 @@ def train_stain(
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
-        l1 = (fake - y).abs().mean()
+        l1 = _masked_l1(fake, y, x, c, cfg)
         g_loss = cfg.l1_weight * l1
         if disc is not None:
             logits = disc(x, fake)
