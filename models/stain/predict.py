@@ -31,6 +31,7 @@ __all__ = [
     "StainPrediction",
     "build_input",
     "input_stats",
+    "is_trusted",
     "label_free_normalized",
     "predict",
     "trust_values",
@@ -160,3 +161,30 @@ def trust_values(
     if zs:
         out["input_shift"] = max(zs)
     return out
+
+
+DEFAULT_INPUT_SHIFT_MAX = 6.0
+RATIO_MARGIN = 1.1
+
+
+def ratio_limit(calibration: Mapping[str, float]) -> float:
+    """Default disagreement-ratio limit: 1.1 × (held-out 95th percentile / median).
+
+    Chosen from the bundle's own held-out fields, never from the data being judged.
+    """
+    med, p95 = calibration.get("disagreement_median"), calibration.get("disagreement_p95")
+    if not med or not p95:
+        return 1.5
+    return RATIO_MARGIN * p95 / med
+
+
+def is_trusted(
+    values: Mapping[str, float],
+    calibration: Mapping[str, float],
+    ratio_max: float | None = None,
+    shift_max: float = DEFAULT_INPUT_SHIFT_MAX,
+) -> bool:
+    """A frame's prediction is trusted when its disagreement ratio and input shift are in
+    bounds (``ratio_max`` None: :func:`ratio_limit` of the bundle)."""
+    limit = ratio_limit(calibration) if ratio_max is None else ratio_max
+    return values.get("disagreement_ratio", 0.0) <= limit and values.get("input_shift", 0.0) <= shift_max

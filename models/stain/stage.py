@@ -3,7 +3,9 @@
 Each label-free frame becomes virtual fluorescence channels as it is acquired. With
 ``given`` set (channel completion), the newest acquired frame of each named fluorescence
 channel — no older than ``max_given_age_frames`` — is handed to the generator too, and
-only the other channels are predicted from scratch.
+only the other channels are predicted from scratch. The stage sees the frames the loop
+analyses (the newest one each time); when analysis falls behind, a given channel can be
+skipped, and ``max_given_age_frames`` keeps a stale one out.
 
 Images (saved by the loop as OME-TIFF stacks in the run's ``outputs/``, channels named):
 
@@ -32,8 +34,10 @@ from smartscope.engines.backends import BackendChoice
 from smartscope.engines.runtime import Engine
 from smartscope.frame import Frame
 from smartscope.models.stain.predict import (
+    DEFAULT_INPUT_SHIFT_MAX,
     TTA_MAX,
     input_stats,
+    is_trusted,
     label_free_normalized,
     predict,
     trust_values,
@@ -64,8 +68,14 @@ class StainStageConfig(BaseModel):
     tta: int = Field(
         default=TTA_MAX, ge=1, le=TTA_MAX, description="mirrored copies; 1 = no disagreement map"
     )
-    disagreement_ratio_max: float = Field(default=2.0, gt=0, description="trusted below this")
-    input_shift_max: float = Field(default=4.0, gt=0, description="trusted below this |z|")
+    disagreement_ratio_max: float | None = Field(
+        default=None,
+        gt=0,
+        description="trusted at or below this; None: 1.1 x the bundle's held-out p95/median",
+    )
+    input_shift_max: float = Field(
+        default=DEFAULT_INPUT_SHIFT_MAX, gt=0, description="trusted at or below this |z|"
+    )
 
     @field_validator("bundle")
     @classmethod
@@ -124,9 +134,9 @@ class StainStage:
         pred = predict(self.engine, img, given, cfg.tta)
         stats = input_stats(label_free_normalized(self.engine, img))
         values = trust_values(pred, stats, self.calibration)
-        ratio = values.get("disagreement_ratio", 0.0)
-        shift = values.get("input_shift", 0.0)
-        values["trusted"] = float(ratio <= cfg.disagreement_ratio_max and shift <= cfg.input_shift_max)
+        values["trusted"] = float(
+            is_trusted(values, self.calibration, cfg.disagreement_ratio_max, cfg.input_shift_max)
+        )
         values["given_channels"] = float(len(given))
         for i, c in enumerate(self.channels):
             values[f"virtual_mean:{c}"] = float(pred.virtual[i].mean())

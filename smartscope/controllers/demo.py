@@ -240,8 +240,11 @@ def plot_stain(run: StainRun, path: Path) -> Path:
         for key, style in (("disagreement_ratio", "o-"), ("input_shift", "s-")):
             vals = [r.get(key, np.nan) for r in run.frames]
             ax.plot(idx, vals, style, ms=3, lw=1, label=key.replace("_", " "))
-        ax.axhline(2.0, ls="--", color="tab:blue", lw=0.8, label="trust limits (ratio 2, |z| 4)")
-        ax.axhline(4.0, ls=":", color="tab:orange", lw=0.8)
+        r_max, z_max = run.trust_limits
+        ax.axhline(
+            r_max, ls="--", color="tab:blue", lw=0.8, label=f"trust limits (ratio {r_max:.2f}, |z| {z_max:g})"
+        )
+        ax.axhline(z_max, ls=":", color="tab:orange", lw=0.8)
         ax.set_yscale("log")
         ax.set_xlabel("frame")
         ax.set_ylabel("trust signals (log)")
@@ -252,7 +255,7 @@ def plot_stain(run: StainRun, path: Path) -> Path:
         ax2.set_ylabel("Pearson r vs ground truth")
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = ax2.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left", ncol=2)
+        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4)
     fig.suptitle("live virtual staining on the virtual microscope (label-free frames only, lasers off)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -566,6 +566,7 @@ class StainRun:
     first: dict[str, np.ndarray]  # label_free, virtual, truth, disagreement of the first analysed frame
     dose_mj: dict[str, float]
     frames_stored: int
+    trust_limits: tuple[float, float]  # disagreement ratio, input shift |z|
 
 
 def run_stain(
@@ -636,6 +637,11 @@ def run_stain(
         holder["vm"] = get_virtual_microscope(loop.driver.core)
         stain = next(s for s in loop.pipeline.stages if s.name == "stain")
         holder["channels"] = list(stain.channels)
+        from smartscope.models.stain.predict import ratio_limit
+
+        cfg_ = stain.config
+        limit = cfg_.disagreement_ratio_max or ratio_limit(stain.calibration)
+        holder["limits"] = (float(limit), float(cfg_.input_shift_max))
         loop.add_listener(_Score(loop))
 
     result = run(cfg, report=True, on_loop=on_loop)
@@ -649,4 +655,5 @@ def run_stain(
         first,
         {k: float(v) for k, v in vm.dose_total_mj.items()},
         int(result.metrics["frames_stored"]),
+        holder["limits"],
     )
