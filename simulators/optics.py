@@ -275,6 +275,16 @@ class OTFCache:
         self.max_entries = max_entries
         self.builds = 0
 
+    @staticmethod
+    def key(
+        shape: tuple[int, int],
+        optics: Optics,
+        zernike_rad: Sequence[float] | np.ndarray | None = None,
+        defocus_um: float = 0.0,
+    ) -> tuple:
+        """The optical state an OTF belongs to (a value: safe as a key in other caches)."""
+        return (tuple(shape), optics, _aberration_key(zernike_rad), round(float(defocus_um), 4))
+
     def otf(
         self,
         shape: tuple[int, int],
@@ -282,7 +292,7 @@ class OTFCache:
         zernike_rad: Sequence[float] | np.ndarray | None = None,
         defocus_um: float = 0.0,
     ) -> np.ndarray:
-        key = (shape, optics, _aberration_key(zernike_rad), round(float(defocus_um), 4))
+        key = self.key(shape, optics, zernike_rad, defocus_um)
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)

@@ -152,7 +152,8 @@ class CellScene:
         """Density ⊗ PSF (unit brightness). Static parts are cached per optical state."""
         optics = self.optics[channel]
         otf = self.otf_cache.otf(self.shape, optics, zernike_rad, defocus_um)
-        key = (channel, id(otf))
+        # keyed by the optical state, never id(otf): an evicted OTF's id can be reused
+        key = (channel, OTFCache.key(self.shape, optics, zernike_rad, defocus_um))
         static = self._conv_cache.get(key)
         if static is None:
             base = self._static_mito if channel == "mitochondria" else self.geom.density[channel]

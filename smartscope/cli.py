@@ -325,6 +325,10 @@ def config_validate(path: Annotated[Path, typer.Argument(help="YAML run configur
 
 def main() -> None:  # pragma: no cover - console-script shim
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # pymmcore-plus lowers the root logger to DEBUG when it is imported (it filters on its own
+    # handlers); filter ours too, or every library's debug lines reach the terminal
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.WARNING)
     app()
 
 
