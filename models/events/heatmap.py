@@ -51,11 +51,13 @@ mJ, 90/75 18 % / 67 % / 75 mJ, 80/60 24 % / 82 % / 96 mJ. The run that picked 90
 network, same command logic) had given 95/85 15 % / 76 % / 68 mJ, 90/75 15 % / 91 % / 77
 mJ, 80/60 21 % / 94 % / 99 mJ: the loop is not bit-reproducible and with 33 events the
 caught fraction moves by up to 25 points, so the choice is not well determined. In the
-bench (``python bench/smart.py``, seeds 1–5; bench/results/smart/smart.md) the U-Net
-trigger imaged 86 % of the 44 events fast (25 % of fission moments; median delay 4.4 s
-after onset) for 0.27 of the fixed-fast dose, against the classical trigger's 98 % (55 %;
-0.1 s) for 0.53, with fewer fast frames outside events (73 vs 264): a cheaper, later
-trigger, not a better one.
+bench (``python bench/smart.py``, seeds 1–5; bench/results/smart/smart.md, two runs
+after the simulator's convolution-cache fix) the U-Net trigger imaged 95–98 % of the 44
+events fast (25–45 % of fission moments; median delay 1.4–3.3 s after onset) for
+0.32–0.36 of the fixed-fast dose, against the classical trigger's 98 % (55 %; 0.1 s) for
+0.53–0.55, with fewer fast frames outside events (123–125 vs 261–290): a cheaper, later
+trigger, not a better one. (Before the cache fix, a stale convolution could be served
+after an OTF was evicted; the sweep figures above predate it.)
 
 An earlier version (2 channels, reference and current only, MSE on heat maps, 12 fields)
 did not separate (event median 0.66 vs quiet 95th percentile 0.61).
