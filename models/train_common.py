@@ -33,6 +33,7 @@ __all__ = [
     "FitResult",
     "command_line",
     "fit",
+    "record_results",
     "seed_everything",
     "software_versions",
     "split_fovs",
@@ -234,3 +235,27 @@ def lr_schedule(optimizer: torch.optim.Optimizer, config: FitConfig) -> torch.op
     return torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=config.steps, eta_min=config.lr * config.lr_final_fraction
     )
+
+
+def record_results(
+    path: Path,
+    fields: dict[str, Any],
+    metrics: dict[str, float],
+    note: str,
+    *,
+    as_zip: bool = False,
+    **extra: Any,
+) -> None:
+    """Write the held-out results into an exported bundle's ``engine.json``.
+
+    ``metrics`` (and any ``extra`` manifest fields, e.g. ``calibration``) join the manifest,
+    ``note`` is appended to the provenance notes; the ONNX graph and weights are kept as
+    exported (their sha256s are re-checked on load).
+    """
+    from smartscope.engines.bundle import load_bundle, write_bundle
+
+    b = load_bundle(path)
+    prov = dict(fields["provenance"])
+    prov["notes"] = f"{prov['notes']}; {note}"
+    doc = dict(fields, metrics=metrics, provenance=prov, opset=b.manifest.opset, **extra)
+    write_bundle(path, doc, b.onnx_bytes, b.weights_bytes, as_zip=as_zip)

@@ -25,6 +25,7 @@ from smartscope.models.train_common import (
     FitConfig,
     fit,
     lr_schedule,
+    record_results,
     seed_everything,
     software_versions,
 )
@@ -144,7 +145,6 @@ def train_denoise(
     data_seed: int | None = None,
 ) -> tuple[Path, dict[str, float]]:
     """Train, export and score; returns the bundle path and its held-out metrics."""
-    from smartscope.engines.bundle import load_bundle, write_bundle
     from smartscope.engines.export import export_bundle
 
     cfg = config
@@ -265,10 +265,7 @@ def train_denoise(
         "steps_run": float(result.steps_run),
     }
     metrics.update(evaluate_heldout(path, val, cfg.eval_max_frames))
-    b = load_bundle(path)
-    prov = dict(fields["provenance"])
     reference = "noise-free ground truth" if data.has_ground_truth else "high-SNR targets"
-    prov["notes"] = f"{prov['notes']}; stopped_early={result.stopped_early}; held-out metrics vs {reference}"
-    fields = dict(fields, metrics=metrics, provenance=prov, opset=b.manifest.opset)
-    write_bundle(path, fields, b.onnx_bytes, b.weights_bytes, as_zip=as_zip)
+    note = f"stopped_early={result.stopped_early}; held-out metrics vs {reference}"
+    record_results(path, fields, metrics, note, as_zip=as_zip)
     return path, metrics

@@ -33,7 +33,14 @@ from smartscope.models.stain.network import (
     StainNetConfig,
     input_channel_names,
 )
-from smartscope.models.train_common import FitConfig, fit, seed_everything, software_versions, split_fovs
+from smartscope.models.train_common import (
+    FitConfig,
+    fit,
+    record_results,
+    seed_everything,
+    software_versions,
+    split_fovs,
+)
 
 __all__ = ["StainTrainConfig", "evaluate_heldout", "train_stain"]
 
@@ -227,7 +234,6 @@ def train_stain(
     data_seed: int | None = None,
 ) -> tuple[Path, dict[str, float]]:
     """Train, export the generator, score held-out fields; returns the bundle and metrics."""
-    from smartscope.engines.bundle import load_bundle, write_bundle
     from smartscope.engines.export import export_bundle
     from smartscope.models.stain.predict import INPUT_STATS, input_stats
 
@@ -363,10 +369,7 @@ def train_stain(
     held, calib = evaluate_heldout(path, val, tg_norm, tta=cfg.tta)
     metrics.update(held)
     calibration.update(calib)
-    b = load_bundle(path)
-    prov = dict(fields["provenance"])
     reference = "noise-free ground truth" if data.has_ground_truth else "acquired fluorescence"
-    prov["notes"] = f"{prov['notes']}; stopped_early={result.stopped_early}; held-out metrics vs {reference}"
-    fields = dict(fields, metrics=metrics, calibration=calibration, provenance=prov, opset=b.manifest.opset)
-    write_bundle(path, fields, b.onnx_bytes, b.weights_bytes, as_zip=as_zip)
+    note = f"stopped_early={result.stopped_early}; held-out metrics vs {reference}"
+    record_results(path, {**fields, "calibration": calibration}, metrics, note, as_zip=as_zip)
     return path, metrics
