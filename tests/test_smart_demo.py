@@ -18,6 +18,7 @@ def test_ao_demo_writes_wavefront_plot_and_summary(tmp_path: Path) -> None:
     summary = json.loads((png.parent / "smart_summary.json").read_text())
     assert summary["rms_after_rad"] < summary["rms_before_rad"]
     assert (png.parent / "actions.jsonl").exists()
+    assert "<h2>scenario: ao</h2>" in (png.parent / "report.html").read_text()  # plot inlined in the report
 
 
 def test_demo_configs_name_their_parts_and_reject_unknown(tmp_path: Path) -> None:

@@ -302,4 +302,15 @@ def run_demo(scenario: str, out: Path = Path("runs"), seed: int = 0) -> Path:
     (png.parent / "smart_summary.json").write_text(
         json.dumps(summary, indent=2, default=float), encoding="utf-8"
     )
+    _add_to_report(png)
     return png
+
+
+def _add_to_report(png: Path) -> None:
+    """Rewrite the run's report.html with the scenario plot inlined after the loop's own."""
+    import base64
+
+    from smartscope.report import write_report
+
+    b64 = base64.b64encode(png.read_bytes()).decode("ascii")
+    write_report(png.parent, {f"scenario: {png.stem}": b64})
