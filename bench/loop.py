@@ -132,26 +132,61 @@ def main(
         for label, root in roots:
             with tempfile.TemporaryDirectory(dir=root) as tmp:
                 sm = smartscope_rate(core, n, exposure_ms, Path(tmp))
-            rows.append({"size": size, "exposure_ms": exposure_ms, "storage": label, "frames": n,
-                         "raw_fps": raw, **sm, "ratio": sm["fps"] / raw,
-                         "mb_s": sm["fps"] * size * size * 2 / 1e6})
+            rows.append(
+                {
+                    "size": size,
+                    "exposure_ms": exposure_ms,
+                    "storage": label,
+                    "frames": n,
+                    "raw_fps": raw,
+                    **sm,
+                    "ratio": sm["fps"] / raw,
+                    "mb_s": sm["fps"] * size * size * 2 / 1e6,
+                }
+            )
         core.unloadAllDevices()
         del core
         gc.collect()
     with tempfile.TemporaryDirectory(dir=disk) as tmp:
         disk_rate = disk_mb_s(Path(tmp))
 
-    table = Table(title=f"bench/loop.py — DemoCamera (FastImage), identity pipeline, {platform.node()}, "
-                  f"{os.cpu_count()} cores; disk sustains {disk_rate:.0f} MB/s")
-    for col in ("size", "exp ms", "storage", "frames", "raw fps", "smartscope fps", "ratio", "MB/s",
-                "stored", "analysed", "skipped", "lat p50 ms", "lat p99 ms", "status"):
+    table = Table(
+        title=f"bench/loop.py — DemoCamera (FastImage), identity pipeline, {platform.node()}, "
+        f"{os.cpu_count()} cores; disk sustains {disk_rate:.0f} MB/s"
+    )
+    for col in (
+        "size",
+        "exp ms",
+        "storage",
+        "frames",
+        "raw fps",
+        "smartscope fps",
+        "ratio",
+        "MB/s",
+        "stored",
+        "analysed",
+        "skipped",
+        "lat p50 ms",
+        "lat p99 ms",
+        "status",
+    ):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(
-            f"{r['size']}²", f"{r['exposure_ms']:g}", r["storage"], str(r["frames"]),
-            f"{r['raw_fps']:.0f}", f"{r['fps']:.0f}", f"{r['ratio']:.3f}", f"{r['mb_s']:.0f}",
-            str(r["stored"]), str(r["analysed"]), str(r["skipped"]),
-            f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", r["status"],
+            f"{r['size']}²",
+            f"{r['exposure_ms']:g}",
+            r["storage"],
+            str(r["frames"]),
+            f"{r['raw_fps']:.0f}",
+            f"{r['fps']:.0f}",
+            f"{r['ratio']:.3f}",
+            f"{r['mb_s']:.0f}",
+            str(r["stored"]),
+            str(r["analysed"]),
+            str(r["skipped"]),
+            f"{r['p50_ms']:.1f}",
+            f"{r['p99_ms']:.1f}",
+            r["status"],
         )
     console.print(table)
     if out is not None:

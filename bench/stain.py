@@ -36,41 +36,31 @@ from pathlib import Path
 import numpy as np
 
 from smartscope.engines import Engine
-from smartscope.metrics import mae, pearson_r, psnr, ssim
+from smartscope.metrics import image_scores, pearson_r
 from smartscope.models import BUNDLES_DIR
 from smartscope.models.stain.data import StainData, simulate
 from smartscope.models.stain.predict import (
-    input_stats,
     is_trusted,
-    label_free_normalized,
+    normalized_target,
     predict,
+    predict_with_trust,
     ratio_limit,
-    trust_values,
 )
 
 
-def _scores(pred: np.ndarray, target: np.ndarray) -> tuple[float, float, float, float]:
-    rng = float(target.max() - target.min()) or 1.0
-    return pearson_r(pred, target), ssim(pred, target, rng), psnr(pred, target, rng), mae(pred, target)
+def _scores(pred: np.ndarray, target: np.ndarray) -> tuple[float, ...]:
+    return tuple(image_scores(pred, target).values())  # Pearson r, SSIM, PSNR dB, MAE
 
 
 def _targets(eng: Engine, data: StainData) -> list[np.ndarray]:
-    cal = eng.manifest.calibration
-    out = []
-    for t in data.target:
-        chans = [
-            (t[0, k] - cal[f"target_offset:{c}"]) / cal[f"target_scale:{c}"]
-            for k, c in enumerate(data.channels)
-        ]
-        out.append(np.stack(chans).astype(np.float32))
-    return out
+    return [normalized_target(eng.manifest.calibration, data.channels, t[0]) for t in data.target]
 
 
 def quality(engines: dict[str, Engine], data: StainData) -> None:
     ref = next(iter(engines.values()))
     targets = _targets(ref, data)
     chans = data.channels
-    rows: dict[str, list[list[tuple[float, float, float, float]]]] = {}
+    rows: dict[str, list[list[tuple[float, ...]]]] = {}
     # linear fit of the label-free frame to each target channel, over all fields
     lf = np.stack([a[0] for a in data.label_free]).ravel()
     design = np.stack([lf, np.ones_like(lf)], axis=1)
@@ -163,8 +153,7 @@ def trust(eng: Engine, n_fields: int, field_px: int, seed: int) -> None:
         targets = _targets(eng, data)
         ratios, zs, trusted, rs = [], [], [], []
         for a, t in zip(data.label_free, targets, strict=True):
-            pred = predict(eng, a[0], None, 4)
-            v = trust_values(pred, input_stats(label_free_normalized(eng, a[0])), cal)
+            pred, v = predict_with_trust(eng, a[0], None, 4)
             ratios.append(v["disagreement_ratio"])
             zs.append(v["input_shift"])
             trusted.append(is_trusted(v, cal))

@@ -33,6 +33,7 @@ __all__ = [
     "FitResult",
     "command_line",
     "fit",
+    "percentile_affine",
     "record_results",
     "seed_everything",
     "software_versions",
@@ -79,6 +80,19 @@ def split_fovs(n_fovs: int, val_fraction: float, seed: int, min_val: int = 1) ->
     n_val = min(n_fovs - 1, max(min_val, round(val_fraction * n_fovs)))
     perm = np.random.default_rng(seed).permutation(n_fovs)
     return sorted(int(i) for i in perm[n_val:]), sorted(int(i) for i in perm[:n_val])
+
+
+def percentile_affine(
+    stacks: list[np.ndarray], low: float = 0.5, high: float = 99.5, min_scale: float = 1e-6
+) -> tuple[float, float]:
+    """One fixed ``(offset, scale)`` for a data set: its ``low``..``high`` percentiles → 0..1.
+
+    Pooled over every array (each subsampled 2× along the last two axes);
+    ``x = (value - offset) / scale``.
+    """
+    sample = np.concatenate([a[..., ::2, ::2].ravel() for a in stacks])
+    lo, hi = np.percentile(sample, [low, high])
+    return float(lo), float(max(hi - lo, min_scale))
 
 
 @dataclass

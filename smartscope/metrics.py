@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["mae", "nrmse", "pearson_r", "percentiles_ms", "psnr", "ssim"]
+__all__ = ["image_scores", "mae", "nrmse", "pearson_r", "percentiles_ms", "psnr", "ssim"]
 
 
 def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -84,6 +84,20 @@ def pearson_r(pred: np.ndarray, target: np.ndarray) -> float:
     return float((p * t).sum() / den)
 
 
+def image_scores(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """Pearson r, SSIM (Gaussian σ 1.5 px, 11×11), PSNR and MAE of one image channel.
+
+    Data range for SSIM and PSNR: max − min of ``target`` (1 if it is constant).
+    """
+    rng = float(np.max(target) - np.min(target)) or 1.0
+    return {
+        "pearson": pearson_r(pred, target),
+        "ssim": ssim(pred, target, rng),
+        "psnr_db": psnr(pred, target, rng),
+        "mae": mae(pred, target),
+    }
+
+
 def percentiles_ms(latencies_s: Sequence[float], qs: Sequence[float] = (50, 95, 99)) -> dict[str, float]:
     """Latency percentiles in milliseconds, keyed ``p50_ms`` etc.; NaN when empty."""
     if len(latencies_s) == 0:
@@ -110,9 +124,7 @@ def _loc_arrays(
     if xy.ndim != 2 or xy.shape[1] != 2:
         raise ValueError(f"{what}_xy_nm must have shape (n, 2), got {xy.shape}")
     if f.shape[0] != xy.shape[0]:
-        raise ValueError(
-            f"{what}_frame has {f.shape[0]} entries but {what}_xy_nm has {xy.shape[0]}"
-        )
+        raise ValueError(f"{what}_frame has {f.shape[0]} entries but {what}_xy_nm has {xy.shape[0]}")
     if not np.isfinite(xy).all():
         raise ValueError(f"{what}_xy_nm contains non-finite coordinates")
     return f, xy

@@ -25,6 +25,7 @@ from smartscope.models.train_common import (
     FitConfig,
     fit,
     lr_schedule,
+    percentile_affine,
     record_results,
     seed_everything,
     software_versions,
@@ -94,12 +95,6 @@ class _Patches:
         return xb, tb
 
 
-def _normalization(noisy: list[np.ndarray]) -> tuple[float, float]:
-    sample = np.concatenate([a[:, ::2, ::2].ravel() for a in noisy])
-    lo, hi = np.percentile(sample, [0.5, 99.5])
-    return float(lo), float(max(hi - lo, 1e-3))
-
-
 def evaluate_heldout(bundle: Path, val: DenoiseData, max_frames: int) -> dict[str, float]:
     """PSNR/SSIM of raw and denoised held-out frames against the clean reference.
 
@@ -159,7 +154,7 @@ def train_denoise(
     rng = seed_everything(fcfg.seed)
     gen = torch.Generator().manual_seed(fcfg.seed)
     train, val = split_heldout(data, cfg.val_fraction, fcfg.seed, min_px=cfg.patch_px)
-    offset, scale = _normalization(train.noisy)
+    offset, scale = percentile_affine(train.noisy, min_scale=1e-3)
     pct = (cfg.low_percentile, cfg.high_percentile)
 
     def params(frame: np.ndarray) -> tuple[float, float]:

@@ -33,7 +33,9 @@ __all__ = [
     "input_stats",
     "is_trusted",
     "label_free_normalized",
+    "normalized_target",
     "predict",
+    "predict_with_trust",
     "trust_values",
 ]
 
@@ -188,3 +190,26 @@ def is_trusted(
     bounds (``ratio_max`` None: :func:`ratio_limit` of the bundle)."""
     limit = ratio_limit(calibration) if ratio_max is None else ratio_max
     return values.get("disagreement_ratio", 0.0) <= limit and values.get("input_shift", 0.0) <= shift_max
+
+
+def predict_with_trust(
+    engine: Engine,
+    label_free: np.ndarray,
+    given: Mapping[str, np.ndarray] | None = None,
+    tta: int = TTA_MAX,
+) -> tuple[StainPrediction, dict[str, float]]:
+    """:func:`predict` and the frame's :func:`trust_values` against the bundle's calibration."""
+    pred = predict(engine, label_free, given, tta)
+    stats = input_stats(label_free_normalized(engine, label_free))
+    return pred, trust_values(pred, stats, engine.manifest.calibration)
+
+
+def normalized_target(
+    calibration: Mapping[str, float], channels: list[str], target: np.ndarray
+) -> np.ndarray:
+    """Fluorescence ``(C, H, W)`` in the bundle's output units, with its stored target map."""
+    out = [
+        (target[k] - calibration[f"target_offset:{c}"]) / calibration[f"target_scale:{c}"]
+        for k, c in enumerate(channels)
+    ]
+    return np.stack(out).astype(np.float32)

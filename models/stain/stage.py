@@ -36,11 +36,9 @@ from smartscope.frame import Frame
 from smartscope.models.stain.predict import (
     DEFAULT_INPUT_SHIFT_MAX,
     TTA_MAX,
-    input_stats,
     is_trusted,
-    label_free_normalized,
-    predict,
-    trust_values,
+    predict_with_trust,
+    ratio_limit,
 )
 from smartscope.pipeline import StageError, StageOutput
 
@@ -108,6 +106,7 @@ class StainStage:
             )
         self._latest: dict[str, tuple[int, np.ndarray]] = {}  # acquisition channel -> (index, image)
         self.calibration = dict(man.calibration)
+        self.ratio_max = config.disagreement_ratio_max or ratio_limit(self.calibration)
 
     @property
     def backend_description(self) -> str:
@@ -131,12 +130,8 @@ class StainStage:
                 and hit[1].shape == img.shape
             ):
                 given[bundle_ch] = hit[1]
-        pred = predict(self.engine, img, given, cfg.tta)
-        stats = input_stats(label_free_normalized(self.engine, img))
-        values = trust_values(pred, stats, self.calibration)
-        values["trusted"] = float(
-            is_trusted(values, self.calibration, cfg.disagreement_ratio_max, cfg.input_shift_max)
-        )
+        pred, values = predict_with_trust(self.engine, img, given, cfg.tta)
+        values["trusted"] = float(is_trusted(values, self.calibration, self.ratio_max, cfg.input_shift_max))
         values["given_channels"] = float(len(given))
         for i, c in enumerate(self.channels):
             values[f"virtual_mean:{c}"] = float(pred.virtual[i].mean())

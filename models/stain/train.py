@@ -36,6 +36,7 @@ from smartscope.models.stain.network import (
 from smartscope.models.train_common import (
     FitConfig,
     fit,
+    percentile_affine,
     record_results,
     seed_everything,
     software_versions,
@@ -77,12 +78,6 @@ class StainTrainConfig(BaseModel):
     tta: int = Field(default=4, ge=2, le=4, description="augmentations for the trust calibration")
     low_percentile: float = Field(default=0.5, ge=0, lt=50)
     high_percentile: float = Field(default=99.5, gt=50, le=100)
-
-
-def _affine(stacks: list[np.ndarray], lo_p: float, hi_p: float) -> tuple[float, float]:
-    sample = np.concatenate([a[..., ::2, ::2].ravel() for a in stacks])
-    lo, hi = np.percentile(sample, [lo_p, hi_p])
-    return float(lo), float(max(hi - lo, 1e-6))
 
 
 class _Patches:
@@ -154,26 +149,9 @@ def _masked_l1(
     return ((fake - y).abs() * w).sum() / (w.sum() * y.shape[-2] * y.shape[-1])
 
 
-def _image_scores(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
-    """Pearson r, SSIM (Gaussian σ 1.5 px, 11×11), PSNR and MAE of one channel.
-
-    Data range for SSIM/PSNR: max − min of the target frame (normalized units).
-    """
-    from smartscope.metrics import mae, pearson_r, psnr, ssim
-
-    rng = float(target.max() - target.min()) or 1.0
-    return {
-        "pearson": pearson_r(pred, target),
-        "ssim": ssim(pred, target, rng),
-        "psnr_db": psnr(pred, target, rng),
-        "mae": mae(pred, target),
-    }
-
-
 def evaluate_heldout(
     bundle: Path,
     val: StainData,
-    target_norm: list[tuple[float, float]],
     *,
     tta: int = 4,
     max_frames: int = 16,
@@ -181,10 +159,12 @@ def evaluate_heldout(
     """Held-out metrics (per channel, label-free mode; completion: each channel predicted
     from the label-free frame + the other channels) and the trust calibration.
 
-    Runs the exported bundle through ONNX Runtime, as deployed.
+    Runs the exported bundle through ONNX Runtime, as deployed; targets are mapped with the
+    bundle's stored target normalization. Scores: :func:`smartscope.metrics.image_scores`.
     """
     from smartscope.engines.runtime import Engine
-    from smartscope.models.stain.predict import predict
+    from smartscope.metrics import image_scores
+    from smartscope.models.stain.predict import normalized_target, predict
 
     eng = Engine.open(bundle, "onnxruntime")
     completion = len(eng.manifest.inputs[0].channels) > 1
@@ -197,18 +177,18 @@ def evaluate_heldout(
             if n >= max_frames:
                 break
             n += 1
-            tg = [(target[t, c] - o) / s for c, (o, s) in enumerate(target_norm)]
+            tg = normalized_target(eng.manifest.calibration, chans, target[t])
             pred = predict(eng, lf[t], None, tta)
             assert pred.disagreement is not None
             dis.append(float(pred.disagreement.mean()))
             for c, ch in enumerate(chans):
-                for k, v in _image_scores(pred.virtual[c], tg[c]).items():
+                for k, v in image_scores(pred.virtual[c], tg[c]).items():
                     scores.setdefault(f"{k}:{ch}", []).append(v)
             if completion and len(chans) > 1:
                 for c, ch in enumerate(chans):
                     others = {o: given[t, j] for j, o in enumerate(chans) if j != c}
                     pc = predict(eng, lf[t], others, 1)
-                    for k, v in _image_scores(pc.virtual[c], tg[c]).items():
+                    for k, v in image_scores(pc.virtual[c], tg[c]).items():
                         scores.setdefault(f"completion_{k}:{ch}", []).append(v)
     eng.close()
     metrics = {k: float(np.mean(v)) for k, v in scores.items()}
@@ -250,9 +230,9 @@ def train_stain(
     pct = (cfg.low_percentile, cfg.high_percentile)
     chans = list(data.channels)
     c = len(chans)
-    lf_norm = _affine(train.label_free, *pct)
-    in_norm = [_affine([g[:, k] for g in train.given], *pct) for k in range(c)]
-    tg_norm = [_affine([g[:, k] for g in train.target], *pct) for k in range(c)]
+    lf_norm = percentile_affine(train.label_free, *pct)
+    in_norm = [percentile_affine([g[:, k] for g in train.given], *pct) for k in range(c)]
+    tg_norm = [percentile_affine([g[:, k] for g in train.target], *pct) for k in range(c)]
 
     def norm_fov(lf: np.ndarray, g: np.ndarray, tg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         lfn = ((lf - lf_norm[0]) / lf_norm[1]).astype(np.float32)
@@ -366,7 +346,7 @@ def train_stain(
         "best_step": float(result.best_step),
         "steps_run": float(result.steps_run),
     }
-    held, calib = evaluate_heldout(path, val, tg_norm, tta=cfg.tta)
+    held, calib = evaluate_heldout(path, val, tta=cfg.tta)
     metrics.update(held)
     calibration.update(calib)
     reference = "noise-free ground truth" if data.has_ground_truth else "acquired fluorescence"

@@ -516,13 +516,6 @@ def run_lowlight(
 STAIN_LAMP_MW = 1.0  # the lamp power the shipped stain bundle was trained at (stain_fields default)
 
 
-def stain_bundle_path() -> Path:
-    """The shipped pix2pix virtual-staining bundle."""
-    from smartscope.models import shipped_bundle
-
-    return shipped_bundle("stain-pix2pix-small")
-
-
 def stain_config(
     out: Path,
     bundle: Path | None = None,
@@ -533,6 +526,8 @@ def stain_config(
     lamp_mw: float = STAIN_LAMP_MW,
 ) -> dict[str, Any]:
     """Run config for live virtual staining: label-free (lamp only) frames, every laser off."""
+    from smartscope.models import shipped_bundle
+
     cfg_file = virtual_cfg_file(
         out / f"virtual-stain-{seed}.cfg", "cells", seed, sensor_px, "AsFastAsPossible", interval_ms, 10.0
     )
@@ -549,7 +544,13 @@ def stain_config(
             "lasers_mw": dict.fromkeys(lasers, 0.0),
         },
         "pipeline": {
-            "stages": [{"kind": "stain", "name": "stain", "bundle": str(bundle or stain_bundle_path())}],
+            "stages": [
+                {
+                    "kind": "stain",
+                    "name": "stain",
+                    "bundle": str(bundle or shipped_bundle("stain-pix2pix-small")),
+                }
+            ],
             "save_outputs": True,
         },
         "controllers": [],
@@ -614,9 +615,11 @@ def run_stain(
             out_ = results.get("stain")
             if out_ is None or "channels" not in out_.images:
                 return
-            vm = holder["vm"]
             virt = out_.images["channels"][1:]
-            truth = np.stack([vm.cells.blurred(c) for c in holder["channels"]])
+            if "truth" not in holder:  # a static scene: its in-focus truth is the same every frame
+                cells = holder["vm"].cells
+                holder["truth"] = np.stack([cells.blurred(c) for c in holder["channels"]])
+            truth = holder["truth"]
             row: dict[str, Any] = {
                 "index": frame.index,
                 "z_um": float(frame.metadata.get("state", {}).get("z_um", 0.0)),  # Z starts at 0
@@ -637,11 +640,7 @@ def run_stain(
         holder["vm"] = get_virtual_microscope(loop.driver.core)
         stain = next(s for s in loop.pipeline.stages if s.name == "stain")
         holder["channels"] = list(stain.channels)
-        from smartscope.models.stain.predict import ratio_limit
-
-        cfg_ = stain.config
-        limit = cfg_.disagreement_ratio_max or ratio_limit(stain.calibration)
-        holder["limits"] = (float(limit), float(cfg_.input_shift_max))
+        holder["limits"] = (float(stain.ratio_max), float(stain.config.input_shift_max))
         loop.add_listener(_Score(loop))
 
     result = run(cfg, report=True, on_loop=on_loop)
