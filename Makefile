@@ -28,7 +28,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy
+	$(BIN)/python tools/typecheck.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/loop.py

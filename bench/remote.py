@@ -25,11 +25,13 @@ from typing import Any
 import numpy as np
 import zmq
 
+from smartscope.config import RemoteStageConfig
 from smartscope.frame import Frame
 from smartscope.metrics import percentiles_ms
 from smartscope.pipeline import FrameStatsStage
 from smartscope.remote import wire
-from smartscope.remote.worker import RemoteStage, RemoteStageConfig, spawn_worker
+from smartscope.remote.stage import RemoteStage
+from smartscope.remote.worker import spawn_worker
 
 
 def _receiver(port: int, n: int, mode: str, shape: tuple[int, int], done: Any) -> None:

@@ -43,15 +43,12 @@ from typing import Any
 
 import numpy as np
 
-from smartscope.controllers.ao import (
-    MARECHAL_RAD,
-    AberratedMirror,
-    ModalAOConfig,
-    modal_correct,
-    residual_rms_rad,
-)
-from smartscope.controllers.scenarios import random_aberration, run_events, run_lowlight
+from smartscope.config import EventsScenario, LowlightScenario, ModalAOConfig
+from smartscope.controllers.ao import MARECHAL_RAD, modal_correct, residual_rms_rad
 from smartscope.models import BUNDLES_DIR
+from smartscope.scenarios import events, lowlight
+from smartscope.scenarios.ao import random_aberration
+from smartscope.simulators.harness import AberratedMirror
 from smartscope.simulators.optics import Optics, strehl_ratio
 
 
@@ -61,11 +58,14 @@ def events_table(
     rows = []
     runs: dict[str, list[Any]] = {}
     for mode in ("slow", "fast", "triggered"):
-        runs[mode] = [run_events(work, mode, seed=s, duration_s=duration_s) for s in seeds]
+        runs[mode] = [
+            events.run(EventsScenario(mode=mode, seed=s, duration_s=duration_s), work) for s in seeds
+        ]
     runs["triggered (classical detector)"] = runs.pop("triggered")
     if unet is not None:
         runs["triggered (U-Net heat map)"] = [
-            run_events(work, "triggered", seed=s, duration_s=duration_s, learned_bundle=unet) for s in seeds
+            events.run(EventsScenario(seed=s, duration_s=duration_s, learned_bundle=unet), work)
+            for s in seeds
         ]
     fast_dose = sum(r.dose_mj for r in runs["fast"])
     for mode, rs in runs.items():
@@ -121,7 +121,7 @@ def ao_table(trials: int, bundle: Path | None) -> dict[str, Any]:
     optics = Optics(na=1.4, n_immersion=1.518, wavelength_nm=670, pixel_size_um=0.1)
     est = None
     if bundle is not None:
-        from smartscope.models.ao.zernike import LearnedZernikeEstimator
+        from smartscope.models.ao.stage import LearnedZernikeEstimator
 
         est = LearnedZernikeEstimator(bundle)
     rows: dict[str, list[dict[str, Any]]] = {}
@@ -195,7 +195,8 @@ def lowlight_table(n_frames: int, work: Path, target: float = 2.0) -> list[dict[
         ("fixed 28 mW (≈ the controller's final power)", False, 28.0),
         (f"SNR controller (target {target:g})", True, 20.0),
     ):
-        r = run_lowlight(work, controlled, power_mw=mw, target_snr=target, n_frames=n_frames)
+        params = LowlightScenario(controlled=controlled, power_mw=mw, target_snr=target, n_frames=n_frames)
+        r = lowlight.run_once(params, work)
         snr = np.asarray(r.snr)
         rows.append(
             {

@@ -1,7 +1,7 @@
 """SMLM benchmark: classical MLE fit vs the DECODE-class network on held-out simulated data.
 
 Data sets (simulator: pupil PSF, photophysics over three frames, sCMOS camera; seeds never
-used in training): low / high density × high / low SNR. Scores per DESIGN §5 (per-frame
+used in training): low / high density × high / low SNR. Scores per the SMLM Challenge 2016 (per-frame
 one-to-one matching within 250 nm, Jaccard, lateral RMSE, efficiency). Separately:
 RMSE / CRLB (Mortensen, MLE) on isolated bright emitters that are on in the localized
 frame only (neighbouring frames hold background), and throughput in frames/s at 256² and

@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from smartscope.config import SMLMCameraConfig, SMLMDensityConfig, SMLMStageConfig
 from smartscope.controllers.base import Observation
-from smartscope.frame import Frame
-from smartscope.models.smlm.controller import SMLMDensityConfig, SMLMDensityController
-from smartscope.models.smlm.stage import SMLMCameraConfig, SMLMStage, SMLMStageConfig
+from smartscope.frame import DriverState, Frame
+from smartscope.models.smlm.controller import SMLMDensityController
+from smartscope.models.smlm.stage import SMLMStage
 from smartscope.simulators.scene import SMLMScene
 
 
@@ -75,7 +76,9 @@ def run_density_loop(
         frame = Frame(index=i, image=img, camera_time_s=i * scene.exposure_ms * 1e-3)
         results = {stage.name: stage.process(frame, {})}
         dens_loc[i] = results[stage.name].values["density_per_um2"]
-        reqs = ctl.update(Observation(frame, results, {"lasers": {cfg.laser: power}}))
+        reqs = ctl.update(
+            Observation(frame, results, DriverState(exposure_ms=10.0, lasers={cfg.laser: power}))
+        )
         for r in reqs:
             power = float(r.action.power_mw)  # type: ignore[union-attr]
             n_actions += 1

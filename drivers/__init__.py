@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from smartscope.config import SmartscopeConfig
 from smartscope.drivers.base import ActionNotSupported, ApplyResult, Driver, DriverError
+from smartscope.state import DriverState
 
-__all__ = ["ActionNotSupported", "ApplyResult", "Driver", "DriverError", "open_driver"]
+__all__ = ["ActionNotSupported", "ApplyResult", "Driver", "DriverError", "DriverState", "open_driver"]
 
 
 def open_driver(cfg: SmartscopeConfig) -> Driver:

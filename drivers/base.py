@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from smartscope.actions import Action
 from smartscope.frame import Frame
+from smartscope.state import DriverState
 
 
 class DriverError(RuntimeError):
@@ -56,11 +57,11 @@ class Driver(Protocol):
 
         Frames already acquired under the old settings are still delivered, in order,
         by :meth:`next_frame`; ``ApplyResult.first_frame_index`` says where the new
-        settings begin. Each frame's ``metadata["state"]`` is the state it was taken in.
+        settings begin. Each frame's ``state`` is the state it was taken in.
         """
 
-    def state(self) -> dict[str, Any]:
-        """Current values of what actions change (exposure_ms, laser powers, roi, ...)."""
+    def state(self) -> DriverState:
+        """Current values of what actions change (exposure, laser powers, ROI, ...)."""
 
     def safe_state(self) -> None:
         """Lasers off, shutters closed; callable from any thread, never raises."""

@@ -43,6 +43,7 @@ from smartscope.actions import (
 from smartscope.config import AcquisitionConfig, MicroscopeConfig, SafeStateConfig
 from smartscope.drivers.base import ActionNotSupported, ApplyResult, DriverError
 from smartscope.frame import Frame, now_s
+from smartscope.state import DriverState
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class MMCoreDriver:
         self.mcfg = microscope
         self.acq = acquisition
         self.safe = safe
-        self._pending: deque[tuple[np.ndarray, dict[str, Any], dict[str, Any]]] = deque()
+        self._pending: deque[tuple[np.ndarray, dict[str, Any], DriverState]] = deque()
         self._delivered = 0
         self._target: int | None = None
         self._streaming = False
@@ -108,7 +109,7 @@ class MMCoreDriver:
         self._channel_i = 0
         self._burst_left: int | None = None
         self._saved_interval_ms = 0.0
-        self._state: dict[str, Any] = {}
+        self._state = DriverState(exposure_ms=acquisition.exposure_ms)
 
     # ---------------------------------------------------------------- hooks
     # Each flavour spells these core calls its own way.
@@ -193,18 +194,16 @@ class MMCoreDriver:
                 raise DriverError(
                     f"microscope.lasers.{name}: cannot read {laser.device}.{laser.power_property} ({exc})"
                 ) from exc
-        self._state = {
-            "exposure_ms": float(self._do_get_exposure()),
-            "interval_ms": float(self.acq.interval_ms),
-            "lasers": lasers,
-            "roi": list(self._do_get_roi()),
-            "burst": False,
-        }
-        if self.mcfg.mirror is not None:
-            self._state["mirror_rad"] = []
+        self._state = DriverState(
+            exposure_ms=float(self._do_get_exposure()),
+            interval_ms=float(self.acq.interval_ms),
+            lasers=lasers,
+            roi=self._do_get_roi(),
+            mirror_rad=() if self.mcfg.mirror is not None else None,
+        )
 
     def _is_streaming_mode(self) -> bool:
-        return self._state["interval_ms"] == 0 and len(self.acq.channels) <= 1
+        return self._state.interval_ms == 0 and len(self.acq.channels) <= 1
 
     def start(self, n_frames: int | None) -> None:
         if self._running:
@@ -217,7 +216,7 @@ class MMCoreDriver:
             self._do_set_config(ch.group, ch.preset)
             if ch.exposure_ms is not None:
                 self._do_set_exposure(ch.exposure_ms)
-                self._state = {**self._state, "exposure_ms": ch.exposure_ms}
+                self._state = self._state.replace(exposure_ms=ch.exposure_ms)
         self._begin()
 
     def _begin(self) -> None:
@@ -225,7 +224,7 @@ class MMCoreDriver:
         self._streaming = self._is_streaming_mode()
         if self._streaming:
             left = None if self._target is None else self._target - self._delivered - len(self._pending)
-            if self._state.get("burst") and self._burst_left is not None:
+            if self._state.burst and self._burst_left is not None:
                 # a counted burst: the camera takes exactly that many, then we switch back
                 left = self._burst_left if left is None else min(left, self._burst_left)
             if left is not None and left <= 0:
@@ -258,18 +257,19 @@ class MMCoreDriver:
     # --------------------------------------------------------------- frames
 
     def _make_frame(
-        self, img: np.ndarray, md: dict[str, Any], state: dict[str, Any], channel: str = ""
+        self, img: np.ndarray, md: dict[str, Any], state: DriverState, channel: str = ""
     ) -> Frame:
         frame = Frame(
             index=self._delivered,
             image=img,
             camera_time_s=_camera_time(md),
             channel=channel,
-            metadata={"mm": md, "state": state},
+            state=state,
+            metadata={"mm": md},
         )
         frame.times["camera"] = frame.camera_time_s
         self._delivered += 1
-        if self._burst_left is not None and state.get("burst"):
+        if self._burst_left is not None and state.burst:
             self._burst_left -= 1
             if self._burst_left <= 0:
                 self._end_burst()
@@ -319,17 +319,17 @@ class MMCoreDriver:
             ch = self.acq.channels[self._channel_i % len(self.acq.channels)]
             if len(self.acq.channels) > 1:
                 self._do_set_config(ch.group, ch.preset)
-                exp = ch.exposure_ms or self._state["exposure_ms"]
+                exp = ch.exposure_ms or self._state.exposure_ms
                 self._do_set_exposure(exp)
                 # a channel's own exposure takes precedence; the frame records what was used
-                state = {**self._state, "exposure_ms": exp}
+                state = self._state.replace(exposure_ms=exp)
             channel = ch.preset
             self._channel_i += 1
         img = self._do_snap()
         md = {"TimeReceivedByCore": datetime.now().strftime("%Y-%m-%d %H:%M:%S.%f")}
         last_channel = not self.acq.channels or self._channel_i % len(self.acq.channels) == 0
         if last_channel:
-            self._next_due += self._state["interval_ms"] / 1e3
+            self._next_due += self._state.interval_ms / 1e3
             # if we fell behind, do not try to catch up with a burst of frames
             self._next_due = max(self._next_due, time.perf_counter())
         return self._make_frame(img, md, state, channel)
@@ -338,11 +338,11 @@ class MMCoreDriver:
 
     def apply(self, actions: Sequence[Action]) -> ApplyResult:
         self._halt_and_drain()
-        state = {**self._state, "lasers": dict(self._state["lasers"])}
+        state = self._state
         errors: list[str | None] = []
         for action in actions:
             try:
-                self._apply_one(action, state)
+                state = self._apply_one(action, state)
                 errors.append(None)
             except Exception as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
@@ -352,65 +352,65 @@ class MMCoreDriver:
             self._begin()
         return ApplyResult(first_frame_index=first, errors=errors)
 
-    def _apply_one(self, action: Action, state: dict[str, Any]) -> None:
+    def _apply_one(self, action: Action, state: DriverState) -> DriverState:
+        """Carry out one action; return the state with it in force."""
         if isinstance(action, SetExposure):
             self._do_set_exposure(action.exposure_ms)
-            state["exposure_ms"] = float(self._do_get_exposure())
-        elif isinstance(action, SetLaserPower):
+            return state.replace(exposure_ms=float(self._do_get_exposure()))
+        if isinstance(action, SetLaserPower):
             laser = self.mcfg.lasers.get(action.laser)
             if laser is None:
                 raise DriverError(f"unknown laser {action.laser!r}")
             self._do_set_property(laser.device, laser.power_property, action.power_mw)
-            state["lasers"][action.laser] = action.power_mw
-        elif isinstance(action, SetProperty):
+            return state.with_laser(action.laser, action.power_mw)
+        if isinstance(action, SetProperty):
             self._do_set_property(action.device, action.property, action.value)
             for name, laser in self.mcfg.lasers.items():
                 if (laser.device, laser.power_property) == (action.device, action.property):
-                    state["lasers"][name] = float(action.value)
-        elif isinstance(action, SetROI):
+                    state = state.with_laser(name, float(action.value))
+            return state
+        if isinstance(action, SetROI):
             self._do_set_roi(action.x, action.y, action.width, action.height)
-            state["roi"] = list(self._do_get_roi())
-        elif isinstance(action, ClearROI):
+            return state.replace(roi=self._do_get_roi())
+        if isinstance(action, ClearROI):
             self._do_clear_roi()
-            state["roi"] = list(self._do_get_roi())
-        elif isinstance(action, SetInterval):
-            state["interval_ms"] = action.interval_ms
+            return state.replace(roi=self._do_get_roi())
+        if isinstance(action, SetInterval):
             self._next_due = time.perf_counter()
-        elif isinstance(action, StartBurst):
-            if not state["burst"]:
-                self._saved_interval_ms = state["interval_ms"]
-            state["interval_ms"] = action.interval_ms
-            state["burst"] = True
+            return state.replace(interval_ms=action.interval_ms)
+        if isinstance(action, StartBurst):
+            if not state.burst:
+                self._saved_interval_ms = state.interval_ms
             self._burst_left = action.n_frames
             self._next_due = time.perf_counter()
-        elif isinstance(action, StopBurst):
-            if state["burst"]:
-                state["interval_ms"] = self._saved_interval_ms
-                state["burst"] = False
-                self._burst_left = None
-        elif isinstance(action, SetZ):
+            return state.replace(interval_ms=action.interval_ms, burst=True)
+        if isinstance(action, StopBurst):
+            if not state.burst:
+                return state
+            self._burst_left = None
+            return state.replace(interval_ms=self._saved_interval_ms, burst=False)
+        if isinstance(action, SetZ):
             if self.mcfg.focus is None:
                 raise ActionNotSupported("SetZ needs microscope.focus (a Z stage label)")
             self._do_set_z(self.mcfg.focus, action.z_um)
-            state["z_um"] = action.z_um
-        elif isinstance(action, SetMirror):
+            return state.replace(z_um=action.z_um)
+        if isinstance(action, SetMirror):
             if self.mcfg.mirror is None:
                 raise ActionNotSupported("SetMirror needs microscope.mirror (a device label)")
             for j, amp in enumerate(action.zernike_rad, start=1):
                 self._do_set_property(self.mcfg.mirror, self.mcfg.mirror_property.format(j=j), amp)
-            state["mirror_rad"] = list(action.zernike_rad)
-        else:  # pragma: no cover - the Action union is closed
-            raise ActionNotSupported(f"{type(action).__name__} is not supported")
+            return state.replace(mirror_rad=tuple(action.zernike_rad))
+        raise ActionNotSupported(f"{type(action).__name__} is not supported")  # pragma: no cover
 
     def _end_burst(self) -> None:
         """A counted burst is over: back to the saved interval at this frame boundary."""
         self._halt_and_drain()
-        self._state = {**self._state, "interval_ms": self._saved_interval_ms, "burst": False}
+        self._state = self._state.replace(interval_ms=self._saved_interval_ms, burst=False)
         self._burst_left = None
         if self._running and not self._stopping:
             self._begin()
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> DriverState:
         return self._state
 
     def safe_state(self) -> None:
@@ -530,7 +530,7 @@ class PymmcorePlusDriver(MMCoreDriver):
             with contextlib.suppress(Exception):
                 self.core.unloadAllDevices()
             del self.core
-            gc.collect()  # DESIGN §7: a live demo core at exit can abort the interpreter
+            gc.collect()  # a live demo core at interpreter exit can abort it ('exception not rethrown')
 
 
 class PycromanagerDriver(MMCoreDriver):

@@ -13,13 +13,13 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import tifffile
 
 from smartscope.actions import Action
 from smartscope.drivers.base import ApplyResult, DriverError
 from smartscope.frame import Frame, now_s
+from smartscope.state import DriverState
 
 
 def _recorded_times(path: Path, tif: tifffile.TiffFile, n: int) -> list[float] | None:
@@ -73,14 +73,12 @@ class ReplayDriver:
         self._i = 0
         self._n_target: int | None = None
         self._t0 = 0.0
-        self._state: dict[str, Any] = {
-            "exposure_ms": float("nan"),
-            "interval_ms": 1e3 / self.fps if self.fps else float("nan"),
-            "lasers": {},
-            "roi": [0, 0, int(first.shape[1]), int(first.shape[0])],
-            "burst": False,
-            "replay": str(path),
-        }
+        self._state = DriverState(
+            exposure_ms=float("nan"),
+            interval_ms=1e3 / self.fps if self.fps else float("nan"),
+            roi=(0, 0, int(first.shape[1]), int(first.shape[0])),
+            source=str(path),
+        )
 
     def start(self, n_frames: int | None) -> None:
         self._n_target = self.n_pages if n_frames is None else min(n_frames, self.n_pages)
@@ -108,7 +106,8 @@ class ReplayDriver:
             index=self._i,
             image=img,
             camera_time_s=t,
-            metadata={"state": self._state, "replay_page": self._i},
+            state=self._state,
+            metadata={"replay_page": self._i},
         )
         frame.times["camera"] = t
         self._i += 1
@@ -118,7 +117,7 @@ class ReplayDriver:
         msg = "replay: recorded data cannot change; action logged only"
         return ApplyResult(first_frame_index=self._i, errors=[msg for _ in actions])
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> DriverState:
         return self._state
 
     def safe_state(self) -> None:

@@ -1,6 +1,6 @@
 """Camera noise models: sCMOS (per-pixel maps) and EMCCD (EM gain with excess noise).
 
-Signal chain per pixel (DESIGN §4):
+Signal chain per pixel:
 
     e⁻   = Poisson(QE·photons + dark_e_per_s·t)         (shot noise)
     EMCCD: e⁻ ← Gamma(shape=e⁻, scale=G)                (multiplication register, F² = 2)

@@ -1,6 +1,6 @@
 """Micro-Manager devices of the virtual microscope (pymmcore-plus ``UniMMCore`` Python devices).
 
-Load them all with ``virtual_microscope.cfg`` (see :func:`virtual_config_path`)::
+Load them all with ``virtual_microscope.cfg`` (see :func:`smartscope.simulators.virtual_config_path`)::
 
     from pymmcore_plus.experimental.unicore import UniMMCore
     core = UniMMCore()
@@ -32,7 +32,6 @@ from pymmcore_plus.experimental.unicore import (
     pymm_property,
 )
 
-from . import virtual_config_path
 from .camera import EMCCD_REFERENCE, SCMOS_REFERENCE
 from .microscope import LAMP, SCENARIOS, VirtualMicroscope
 
@@ -46,7 +45,6 @@ __all__ = [
     "VirtualDeformableMirror",
     "VirtualZStage",
     "get_virtual_microscope",
-    "virtual_config_path",
 ]
 
 N_MIRROR_MODES = 21

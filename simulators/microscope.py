@@ -346,7 +346,7 @@ class VirtualMicroscope:
         """Simulated time between frame starts: max(exposure, readout of the rows, interval).
 
         Readout: sCMOS rolling shutter 2048 rows in 10 ms (100 fps full frame); EMCCD
-        frame transfer 512 rows in 10.75 ms (93 fps) — DESIGN §4 reference sensors.
+        frame transfer 512 rows in 10.75 ms (93 fps), the reference EMCCD.
         """
         rows = self.frame_shape()[0]
         emccd = self.camera.kind == "emccd"

@@ -1,6 +1,6 @@
 """Optics of the virtual microscope: pupil, Noll Zernike modes, PSF, Strehl, OTF cache.
 
-Image formation (DESIGN §4): ``i = o ⊗ f(φ) + n``. The PSF ``f`` comes from the pupil
+Image formation: ``i = o ⊗ f(φ) + n``. The PSF ``f`` comes from the pupil
 
     P(k) = circ(|k| ≤ NA/λ) · exp(i·(W(k) + defocus(k))),   W = Σ_j a_j Z_j(k / k_c)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +21,7 @@ from smartscope.config import (
     load_config,
     validate_config,
 )
+from smartscope.loop import RunStatus
 
 app = typer.Typer(
     name="smartscope",
@@ -95,11 +98,9 @@ def _summary(result: Any) -> None:
     console.print(table)
 
 
-def _run(cfg: SmartscopeConfig) -> None:
-    from smartscope.drivers import DriverError
-    from smartscope.runner import run
-
-    total = cfg.acquisition.n_frames
+@contextlib.contextmanager
+def _progress(total: int | None) -> Iterator[Callable[[int, int | None], None]]:
+    """A rich progress bar of frames stored; yields the loop's ``progress`` callback."""
     with Progress(
         TextColumn("[bold]acquiring"),
         BarColumn(),
@@ -110,18 +111,26 @@ def _run(cfg: SmartscopeConfig) -> None:
     ) as progress:
         task = progress.add_task("frames", total=total)
 
-        def tick(n: int, _total: int | None) -> None:
-            if n % 10 == 0 or n == total:
-                progress.update(task, completed=n)
+        def tick(n: int, asked: int | None) -> None:
+            if n % 10 == 0 or n == asked:
+                progress.update(task, completed=n, total=asked)
 
-        servers: list[Any] = []
+        yield tick
 
-        def serve(loop: Any) -> None:
-            if cfg.remote is not None:
-                from smartscope.remote.server import attach_server
 
-                servers.append(attach_server(loop, cfg.remote))
+def _run(cfg: SmartscopeConfig) -> None:
+    from smartscope.drivers import DriverError
+    from smartscope.runner import run
 
+    servers: list[Any] = []
+
+    def serve(loop: Any) -> None:
+        if cfg.remote is not None:
+            from smartscope.remote.server import attach_server
+
+            servers.append(attach_server(loop, cfg.remote))
+
+    with _progress(cfg.acquisition.n_frames) as tick:
         try:
             result = run(cfg, progress=tick, on_loop=serve)
         except DriverError as exc:
@@ -132,7 +141,7 @@ def _run(cfg: SmartscopeConfig) -> None:
                 server.close()
     _summary(result)
     console.print(f"report: {Path(result.run_dir) / 'report.html'}")
-    if result.status == "failed":
+    if result.status is RunStatus.FAILED:
         raise typer.Exit(1)
 
 
@@ -144,76 +153,13 @@ def run_cmd(
     _run(_load(config))
 
 
-DEMO_CONFIG: dict[str, Any] = {
-    "microscope": {
-        "driver": "pymmcore-plus",
-        "config_file": "virtual",
-        "camera": "Camera",
-        "focus": "Z",
-        "mirror": "Mirror",
-        "lasers": {
-            "488": {
-                "device": "Laser488",
-                "power_property": "Power",
-                "wavelength_nm": 488,
-                "max_power_mw": 100,
-            }
-        },
-    },
-    "acquisition": {"exposure_ms": 20.0, "n_frames": 600, "lasers_mw": {"488": 2.0}},
-    "pipeline": {"stages": [{"kind": "stats", "name": "stats"}]},
-    "controllers": [
-        {
-            "kind": "exposure_band",
-            "name": "laser_band",
-            "stage": "stats",
-            "statistic": "p99_adu",
-            "low": 300,
-            "high": 420,
-            "actuator": "laser_power",
-            "laser": "488",
-            "offset_adu": 100,
-        }
-    ],
-    "limits": {"laser_max_mw": {"488": 50.0}, "max_power_change_mw_per_s": 10.0},
-    "storage": {"root": "runs", "name": "demo"},
-}
-
-
-def smlm_demo_config(frames: int, out: Path, seed: int) -> dict[str, Any]:
-    """Live SMLM on the virtual microscope: classical MLE localizer + 405 nm density control."""
-    lasers = {
-        "405": {"device": "Laser405", "power_property": "Power", "wavelength_nm": 405, "max_power_mw": 50},
-        "640": {"device": "Laser640", "power_property": "Power", "wavelength_nm": 640, "max_power_mw": 200},
-    }
-    return {
-        "seed": seed,
-        "microscope": {
-            "config_file": "virtual",
-            "camera": "Camera",
-            "startup": [
-                {"device": "Camera", "property": "Scenario", "value": "smlm"},
-                {"device": "Camera", "property": "Seed", "value": seed},
-                {"device": "Camera", "property": "SensorSize", "value": 256},
-            ],
-            "lasers": lasers,
-        },
-        "acquisition": {"exposure_ms": 10.0, "n_frames": frames},
-        "pipeline": {"stages": [{"kind": "smlm", "name": "smlm", "psf_sigma_nm": 93.3}]},
-        "controllers": [
-            {"kind": "smlm_density", "laser": "405", "target_density_per_um2": 0.5, "update_every": 5}
-        ],
-        "limits": {"laser_max_mw": {"405": 20.0}, "max_power_change_mw_per_s": 5.0},
-        "storage": {"root": str(out), "name": "demo-smlm"},
-    }
-
-
 @app.command()
 def demo(
-    frames: Annotated[int, typer.Option(help="frames to acquire")] = 600,
+    frames: Annotated[int, typer.Option(help="frames to acquire (bleach, lowlight, smlm)")] = 600,
     out: Annotated[Path, typer.Option(help="folder the run folder is made in")] = Path("runs"),
     denoise: Annotated[
-        bool, typer.Option(help="add the shipped N2V denoiser: denoised stream saved, its SNR logged")
+        bool,
+        typer.Option(help="bleach: add the shipped N2V denoiser (denoised stream saved, its SNR logged)"),
     ] = False,
     scenario: Annotated[
         str, typer.Option(help="bleach (default) | events | ao | lowlight | smlm | stain")
@@ -231,38 +177,26 @@ def demo(
     ``stain``: label-free frames become virtual fluorescence channels live, with a trust
     signal that rises when the operator defocuses.
     """
-    if scenario in ("events", "ao", "lowlight", "stain"):
-        from smartscope.controllers.demo import run_demo
+    from smartscope.scenarios import SCENARIOS, run_demo
+    from smartscope.scenarios.base import Hooks
 
-        console.print(f"demo scenario {scenario!r} on the virtual microscope (seed {seed})")
-        png = run_demo(scenario, out, seed)
-        console.print(f"run folder: {png.parent}\nplot: {png}")
+    spec = SCENARIOS.get(scenario)
+    if spec is None:
+        _fail(f"--scenario: {scenario!r} is not one of {', '.join(SCENARIOS)}")
         return
-    if scenario == "smlm":
-        _run(validate_config(smlm_demo_config(frames, out, seed), "demo smlm"))
-        return
-    if scenario != "bleach":
-        _fail(f"--scenario: {scenario!r} is not one of bleach, events, ao, lowlight, smlm, stain")
-    data = {
-        **DEMO_CONFIG,
-        "acquisition": {**DEMO_CONFIG["acquisition"], "n_frames": frames},
-        "storage": {"root": str(out), "name": "demo"},
-    }
+    params = spec.demo_params(seed, frames)
     if denoise:
-        from smartscope.models import shipped_bundle
-
-        bundle = shipped_bundle("denoise-n2v-lowlight")
-        stages = [
-            *DEMO_CONFIG["pipeline"]["stages"],
-            {"kind": "engine", "name": "denoise", "bundle": str(bundle)},
-        ]
-        data["pipeline"] = {"stages": stages}
-    cfg = validate_config(data, "demo")
-    console.print(
-        f"demo: {cfg.microscope.config_file} microscope, {frames} frames; laser-power controller "
-        "holding the 99th-percentile intensity in 300..420 ADU as the sample bleaches"
-    )
-    _run(cfg)
+        if scenario != "bleach":
+            _fail("--denoise: only the bleach scenario adds the denoiser stage")
+        params = params.model_copy(update={"denoise": True})
+    console.print(f"demo {scenario!r} on the virtual microscope (seed {seed}): {spec.summary}")
+    with _progress(getattr(params, "n_frames", None)) as tick:
+        outcome = run_demo(scenario, out, seed, frames, Hooks(progress=tick), params=params)
+    _summary(outcome.result.loop)
+    console.print(f"run folder: {outcome.result.run_dir}\nplot: {outcome.plot}")
+    console.print(f"report: {Path(outcome.result.run_dir) / 'report.html'}")
+    if outcome.result.loop.status is RunStatus.FAILED:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Frame", "now_s"]
+from smartscope.state import DriverState
+
+__all__ = ["DriverState", "Frame", "frame_time_s", "now_s"]
 
 
 def now_s() -> float:
@@ -25,14 +28,17 @@ class Frame:
     """One raw camera frame.
 
     ``index`` counts frames in the run from 0 (the position of the frame in the raw
-    stack on disk). ``times`` collects stamps along the way, keyed ``camera``,
-    ``dequeued``, ``stored``, ``stage:<name>``, ``decided`` and ``applied``.
+    stack on disk). ``state`` is the driver state the frame was taken in. ``times``
+    collects stamps along the way, keyed ``camera``, ``dequeued``, ``stored``,
+    ``stage:<name>``, ``decided`` and ``applied``. ``metadata["mm"]`` holds the camera's
+    own metadata where the driver has it.
     """
 
     index: int
     image: np.ndarray  # (Y, X) uint16 as the camera delivered it
     camera_time_s: float
     channel: str = ""
+    state: DriverState | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     times: dict[str, float] = field(default_factory=dict)
 
@@ -45,3 +51,20 @@ class Frame:
     def shape(self) -> tuple[int, int]:
         h, w = self.image.shape[:2]
         return int(h), int(w)
+
+    @property
+    def roi(self) -> tuple[int, int, int, int]:
+        """The frame's ROI in sensor pixels (the whole frame when the state has none)."""
+        if self.state is not None and self.state.roi is not None:
+            return self.state.roi
+        h, w = self.shape
+        return (0, 0, w, h)
+
+
+def frame_time_s(frame: Frame) -> float:
+    """The frame's acquisition time: the simulator's clock when the camera reports one
+    (``SimTime_s``), else the camera timestamp."""
+    md = frame.metadata.get("mm")
+    if isinstance(md, Mapping) and "SimTime_s" in md:
+        return float(md["SimTime_s"])
+    return float(frame.camera_time_s)

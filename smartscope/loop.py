@@ -18,16 +18,18 @@ every already-acquired frame stored, files closed, the reason in ``events.jsonl`
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Protocol
 
 from smartscope.actions import ActionRequest, AuditRecord
-from smartscope.config import SmartscopeConfig
+from smartscope.config.run import SmartscopeConfig
 from smartscope.controllers.base import Controller, Observation
 from smartscope.drivers.base import Driver
 from smartscope.frame import Frame, now_s
@@ -114,12 +116,48 @@ class LatestSlot:
             return self.skipped
 
 
+class RunStatus(str, Enum):
+    """How a run ended: all it was asked for, stopped early, or a fault."""
+
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class StopReason(str, Enum):
+    """Why the acquisition stopped; the value is the default message."""
+
+    ALL_FRAMES = "all frames acquired"
+    DURATION = "duration reached"
+    USER = "stopped by user"
+    INTERRUPT = "interrupted (Ctrl-C)"
+    REMOTE = "stopped remotely"
+    REQUESTED = "stop requested"  # by a program: a scenario reached its goal, a listener...
+    FAULT = "fault"
+    ENDED = "acquisition ended"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def status(self) -> RunStatus:
+        if self is StopReason.FAULT:
+            return RunStatus.FAILED
+        if self in (StopReason.ALL_FRAMES, StopReason.DURATION):
+            return RunStatus.COMPLETED
+        return RunStatus.STOPPED
+
+
 @dataclass
 class RunResult:
     run_dir: str
-    status: str  # "completed" | "stopped" | "failed"
-    reason: str
+    status: RunStatus
+    reason: str  # the message: what happened, in words
     metrics: dict[str, Any] = field(default_factory=dict)
+    stop_reason: StopReason = StopReason.ENDED
 
 
 class Loop:
@@ -150,7 +188,8 @@ class Loop:
         self._acq_done = threading.Event()
         self._fault_lock = threading.Lock()
         self._fault: str | None = None
-        self._stop_reason = ""
+        self._stop_reason: StopReason | None = None
+        self._stop_message = ""
         self._seq = 0
         self._seq_lock = threading.Lock()
         self._paused: set[str] = set()
@@ -206,15 +245,17 @@ class Loop:
             "actions_applied": self.n_actions,
             "fps_stored": self.n_stored / wall if wall else 0.0,
             "latency_decision": percentiles_ms(self.decision_latency_s[-500:]),
-            "state": self.driver.state(),
+            "state": self.driver.state().to_json(),
             "paused_controllers": sorted(self._paused),
             "fault": self._fault,
             "stopping": self._stop.is_set(),
         }
 
-    def request_stop(self, reason: str = "stopped by user") -> None:
+    def request_stop(self, reason: StopReason = StopReason.USER, message: str = "") -> None:
+        """End the run after the frame in hand; the first reason given is the one kept."""
         if not self._stop.is_set():
             self._stop_reason = reason
+            self._stop_message = message or reason.value
             self._stop.set()
 
     def fault(self, reason: str) -> None:
@@ -228,7 +269,7 @@ class Loop:
         log.error("fault: %s", reason)
         self._event({"t": now_s(), "event": "fault", "reason": reason})
         self._safe_state(f"fault: {reason}")
-        self.request_stop(reason)
+        self.request_stop(StopReason.FAULT, reason)
 
     def _safe_state(self, why: str) -> None:
         self.driver.safe_state()
@@ -320,7 +361,7 @@ class Loop:
             while True:
                 if self._stop.is_set() or (deadline and time.perf_counter() > deadline):
                     if not self._stop.is_set():
-                        self.request_stop("duration reached")
+                        self.request_stop(StopReason.DURATION)
                     driver.stop()
                     self._drain_remaining()
                     return
@@ -328,7 +369,7 @@ class Loop:
                 try:
                     frame = driver.next_frame(0.05)
                 except StopIteration:
-                    self.request_stop("all frames acquired")
+                    self.request_stop(StopReason.ALL_FRAMES)
                     return
                 if frame is None:
                     continue
@@ -357,11 +398,12 @@ class Loop:
 
     def _store(self, frame: Frame) -> None:
         frame.stamp("dequeued")
-        state = frame.metadata.get("state", {})
+        if frame.state is None:
+            frame.state = self.driver.state()
         mm = frame.metadata.get("mm")
         extra = {"mm": mm} if mm else None
         self.run.write_raw(
-            frame.index, frame.image, frame.times, frame.camera_time_s, frame.channel, state, extra
+            frame.index, frame.image, frame.times, frame.camera_time_s, frame.channel, frame.state, extra
         )
         self.n_stored += 1
         self._last_frame_t = time.perf_counter()
@@ -409,7 +451,7 @@ class Loop:
                         self.run.write_output(name, key, frame.index, img, t_save, out.channel_names.get(key))
                     if out.rows:
                         self.run.write_rows(name, frame.index, out.rows)
-            obs = Observation(frame, results, frame.metadata.get("state", {}))
+            obs = Observation(frame, results, frame.state or self.driver.state())
             for ctl in self.controllers:
                 if ctl.name in self._paused:
                     continue
@@ -438,8 +480,8 @@ class Loop:
         while not self._stop.wait(0.05):
             now = time.perf_counter()
             state = self.driver.state()
-            interval_s = float(state.get("interval_ms") or 0) / 1e3
-            exposure_s = float(state.get("exposure_ms") or 0) / 1e3
+            interval_s = state.interval_ms / 1e3 if math.isfinite(state.interval_ms) else 0.0
+            exposure_s = state.exposure_ms / 1e3 if math.isfinite(state.exposure_ms) else 0.0
             allowed = wd.camera_stall_s + interval_s + exposure_s
             if now - self._last_frame_t > allowed:
                 self.fault(f"camera stalled: no frame for {now - self._last_frame_t:.1f} s")
@@ -467,10 +509,10 @@ class Loop:
         except KeyboardInterrupt:
             self._event({"t": now_s(), "event": "interrupt"})
             self._safe_state("Ctrl-C")
-            self.request_stop("interrupted (Ctrl-C)")
+            self.request_stop(StopReason.INTERRUPT)
             self._acq_done.wait(30)
         self._t_end = time.perf_counter()
-        self.request_stop(self._stop_reason or "acquisition ended")
+        self.request_stop(StopReason.ENDED)
         self.slot.close()
         ana.join(min(self.cfg.watchdog.pipeline_stall_s, 5.0))
         if ana.is_alive():  # a hung stage: release it, do not wait forever
@@ -481,18 +523,14 @@ class Loop:
         dog.join(1)
         self._apply_pending_refused_at_end()
         self._safe_state("end of run")
-        status = (
-            "failed"
-            if self._fault
-            else (
-                "completed" if self._stop_reason in ("all frames acquired", "duration reached") else "stopped"
-            )
-        )
-        reason = self._fault or self._stop_reason
-        self._event({"t": now_s(), "event": "stop", "status": status, "reason": reason})
+        stop = StopReason.FAULT if self._fault else (self._stop_reason or StopReason.ENDED)
+        status = stop.status
+        reason = self._fault or self._stop_message
+        self._event({"t": now_s(), "event": "stop", "status": status.value, "reason": reason})
         metrics = self.metrics(status, reason)
+        metrics["stop_reason"] = stop.name.lower()
         self.run.write_json("metrics.json", metrics)
-        return RunResult(str(self.run.path), status, reason, metrics)
+        return RunResult(str(self.run.path), status, reason, metrics, stop)
 
     def _apply_pending_refused_at_end(self) -> None:
         """Requests vetted but never applied (the run ended first) are logged as such."""
@@ -506,7 +544,7 @@ class Loop:
             )
             self.run.actions.write(done.model_dump(mode="json"))
 
-    def metrics(self, status: str, reason: str) -> dict[str, Any]:
+    def metrics(self, status: RunStatus, reason: str) -> dict[str, Any]:
         wall = max(self._t_end - self._t_start, 1e-9)
         cam_span = (
             (self._last_cam_t - self._first_cam_t)
@@ -515,7 +553,7 @@ class Loop:
         )
         fps = (self.n_stored - 1) / cam_span if cam_span > 0 and self.n_stored > 1 else 0.0
         return {
-            "status": status,
+            "status": status.value,
             "reason": reason,
             "frames_stored": self.n_stored,
             "frames_analysed": self.n_analysed,

@@ -1,4 +1,4 @@
-"""Every metric smartscope reports, defined once (DESIGN §5).
+"""Every metric smartscope reports, defined once.
 
 Image metrics take float arrays and a stated ``data_range``; nothing here rescales
 behind the caller's back.
@@ -107,7 +107,7 @@ def percentiles_ms(latencies_s: Sequence[float], qs: Sequence[float] = (50, 95, 
 
 
 # ---------------------------------------------------------------------------------------
-# SMLM (DESIGN §5): SMLM Challenge 2016 matching and scores (Sage et al. 2019) and the
+# SMLM: SMLM Challenge 2016 matching and scores (Sage et al. 2019) and the
 # Mortensen et al. 2010 localization limit.
 # ---------------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -123,9 +123,6 @@ class Pipeline:
     def close(self) -> None:
         for stage in self.stages:
             stage.close()
-
-
-StageFactory = Callable[[Any], Stage]
 
 
 class FaultStage:

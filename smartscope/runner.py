@@ -6,11 +6,14 @@ import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from smartscope.config import SmartscopeConfig, dump_config
+from smartscope.config.loading import dump_config
+from smartscope.config.run import SmartscopeConfig
 from smartscope.controllers.base import Controller
 from smartscope.drivers import Driver, open_driver
 from smartscope.loop import Loop, RunResult
 from smartscope.pipeline import Pipeline, Stage
+from smartscope.registry import build_controller, build_stage
+from smartscope.report import write_report
 from smartscope.storage import RunFolder
 
 
@@ -31,9 +34,9 @@ def run(
     ``on_loop`` sees the loop before it starts (listeners, remote control).
     """
     if stages is None:
-        stages = [s.build() for s in cfg.pipeline.stages]
+        stages = [build_stage(s) for s in cfg.pipeline.stages]
     if controllers is None:
-        controllers = [c.build() for c in cfg.controllers]
+        controllers = [build_controller(c) for c in cfg.controllers]
     pipeline = Pipeline(stages)
     own_driver = driver is None
     if driver is None:
@@ -59,7 +62,5 @@ def run(
             with contextlib.suppress(Exception):
                 driver.close()
     if report:
-        from smartscope.report import write_report
-
         write_report(Path(result.run_dir))
     return result

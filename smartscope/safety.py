@@ -28,6 +28,7 @@ from smartscope.actions import (
 )
 from smartscope.config import LaserConfig, LimitsConfig
 from smartscope.frame import now_s
+from smartscope.state import DriverState
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +47,12 @@ class SafetyGate:
         self._last: dict[str, tuple[float, float]] = {}
         self._power_props = {(cfg.device, cfg.power_property): name for name, cfg in self.lasers.items()}
 
-    def observe_state(self, state: Mapping[str, Any]) -> None:
+    def observe_state(self, state: DriverState) -> None:
         """Seed rate limits from the hardware's actual values (call once at start)."""
         t = self._clock()
-        if "exposure_ms" in state:
-            self._last["exposure"] = (float(state["exposure_ms"]), t)
-        for name, p in dict(state.get("lasers", {})).items():
+        if math.isfinite(state.exposure_ms):
+            self._last["exposure"] = (state.exposure_ms, t)
+        for name, p in state.lasers.items():
             self._last[f"laser:{name}"] = (float(p), t)
 
     def commit(self, action: Action) -> None:

@@ -22,6 +22,7 @@ that died.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import struct
@@ -36,6 +37,7 @@ import numpy as np
 import tifffile
 
 from smartscope.frame import now_s
+from smartscope.state import DriverState
 
 _OME_NS = "http://www.openmicroscopy.org/Schemas/OME/2016-06"
 
@@ -294,12 +296,12 @@ class RunFolder:
         times: dict[str, float],
         camera_time_s: float,
         channel: str,
-        state: Mapping[str, Any],
+        state: DriverState,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
         """Raw frame to disk, stamp ``times["stored"]``, then its line in frames.jsonl."""
         writer = self._raw_writer_for(image)
-        exposure = state.get("exposure_ms")
+        exposure = state.exposure_ms if math.isfinite(state.exposure_ms) else None
         # the page names its frame; the settings in force are in frames.jsonl (and the OME header)
         meta = {"index": index, "camera_time_s": camera_time_s, "channel": channel}
         page = writer.write(image, meta, camera_time_s, exposure, channel)
@@ -311,7 +313,7 @@ class RunFolder:
             "camera_time_s": camera_time_s,
             "channel": channel,
             "times": dict(times),
-            "state": state,
+            "state": state.to_json(),
         }
         if extra:
             rec.update(extra)

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from smartscope.models.denoise.care import care_loss
-from smartscope.models.denoise.n2v import n2v_loss, n2v_mask
+from smartscope.models.denoise.network import care_loss, n2v_loss, n2v_mask
 from smartscope.models.train_common import EarlyStopping, split_fovs
 
 

@@ -11,13 +11,15 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from smartscope.cli import DEMO_CONFIG
-from smartscope.config import validate_config
+from smartscope.config import BleachScenario, validate_config
 from smartscope.engines import Engine
 from smartscope.models import BUNDLES_DIR
 from smartscope.runner import run
+from smartscope.scenarios.bleach import run_config as bleach_config
 from smartscope.storage import read_jsonl
 from tests.conftest import cfg_dict
+
+DEMO_CONFIG = bleach_config(BleachScenario(), Path("runs"))
 
 BUNDLES = BUNDLES_DIR
 BUNDLE = BUNDLES / "denoise-n2v-lowlight"

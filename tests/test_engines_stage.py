@@ -10,9 +10,10 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from smartscope.engines import EngineStageConfig, load_bundle
+from smartscope.config import EngineStageConfig
+from smartscope.engines import load_bundle
 from smartscope.engines.cli import app
-from smartscope.engines.stage import snr_estimate
+from smartscope.engines.stage import EngineStage, snr_estimate
 from smartscope.engines.testing import make_test_bundle
 from smartscope.frame import Frame, now_s
 from smartscope.pipeline import FrameStatsStage, Pipeline, Stage
@@ -25,7 +26,7 @@ def bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_engine_stage_in_pipeline(bundle_path: Path) -> None:
     cfg = EngineStageConfig(name="denoise", bundle=bundle_path, backend="onnxruntime")
-    stage = cfg.build()
+    stage = EngineStage(cfg)
     assert isinstance(stage, Stage)
     pipe = Pipeline([FrameStatsStage(), stage])
     rng = np.random.default_rng(0)
@@ -51,7 +52,7 @@ def test_stage_config_validation(bundle_path: Path, tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="backend"):
         EngineStageConfig(bundle=bundle_path, backend="tflite")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="not in bundle outputs"):
-        EngineStageConfig(bundle=bundle_path, outputs=["nope"]).build()
+        EngineStage(EngineStageConfig(bundle=bundle_path, outputs=["nope"]))
     cfg = EngineStageConfig.model_validate({"kind": "engine", "bundle": str(bundle_path), "name": "dn"})
     assert cfg.kind == "engine" and cfg.name == "dn"
 

@@ -8,18 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from smartscope.config import LearnedEventDetectorConfig
 from smartscope.frame import Frame
 from smartscope.models import BUNDLES_DIR
-from smartscope.models.events.heatmap import (
-    HELDOUT_SEED_BASE,
-    LearnedEventDetector,
-    LearnedEventDetectorConfig,
-    event_target,
-    frame_label,
-    roc_auc,
-    train_bundle,
-    trigger_thresholds,
-)
+from smartscope.models.events.data import HELDOUT_SEED_BASE, event_target, frame_label
+from smartscope.models.events.stage import LearnedEventDetector, trigger_thresholds
+from smartscope.models.events.train import roc_auc, train_bundle
 from smartscope.simulators.microscope import VirtualMicroscope
 
 EVENT = {"onset_s": 10.0, "fission_s": 14.0, "y_px": 30.0, "x_px": 40.0}

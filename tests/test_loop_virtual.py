@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from smartscope.cli import DEMO_CONFIG
-from smartscope.config import validate_config
+from smartscope.config import BleachScenario, validate_config
 from smartscope.runner import run
+from smartscope.scenarios.bleach import run_config as bleach_config
 from smartscope.storage import read_jsonl
 from tests.conftest import cfg_dict
+
+DEMO_CONFIG = bleach_config(BleachScenario(), Path("runs"))
 
 
 def test_laser_power_loop_holds_the_band_while_the_dye_bleaches(tmp_path: Path) -> None:

@@ -13,15 +13,19 @@ import pytest
 import tifffile
 import zmq
 
-from smartscope.cli import DEMO_CONFIG
-from smartscope.config import SmartscopeConfig, validate_config
+from smartscope.config import BleachScenario, RemoteStageConfig, SmartscopeConfig, validate_config
 from smartscope.loop import Loop, RunResult
 from smartscope.pipeline import FrameStatsStage, Stage
-from smartscope.remote import Client, RemoteConfig, RemoteError, RemoteServer, attach_server
-from smartscope.remote.worker import RemoteStage, RemoteStageConfig, Worker, spawn_worker
+from smartscope.remote import Client, RemoteConfig, RemoteError
+from smartscope.remote.server import RemoteServer, attach_server
+from smartscope.remote.stage import RemoteStage
+from smartscope.remote.worker import Worker, spawn_worker
 from smartscope.runner import run
+from smartscope.scenarios.bleach import run_config as bleach_config
 from smartscope.storage import read_jsonl
 from tests.conftest import cfg_dict
+
+DEMO_CONFIG = bleach_config(BleachScenario(), Path("runs"))
 
 LOOPBACK = RemoteConfig(pub_port=0, control_port=0)
 

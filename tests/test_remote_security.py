@@ -11,11 +11,14 @@ import typer
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
+from smartscope.config import RemoteStageConfig
 from smartscope.frame import Frame
 from smartscope.pipeline import FrameStatsStage, StageSkipped
-from smartscope.remote import Client, RemoteConfig, RemoteError, RemoteServer
+from smartscope.remote import Client, RemoteConfig, RemoteError
 from smartscope.remote.keys import keys_cmd, make_keys
-from smartscope.remote.worker import RemoteStage, RemoteStageConfig, Worker
+from smartscope.remote.server import RemoteServer
+from smartscope.remote.stage import RemoteStage
+from smartscope.remote.worker import Worker
 
 
 @pytest.fixture

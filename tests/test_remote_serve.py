@@ -7,10 +7,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from smartscope.cli import DEMO_CONFIG
+from smartscope.config import BleachScenario
 from smartscope.remote import Client, RemoteConfig, RemoteError
 from smartscope.remote.serve import RunService
+from smartscope.scenarios.bleach import run_config as bleach_config
 from smartscope.storage import read_jsonl
+
+DEMO_CONFIG = bleach_config(BleachScenario(), Path("runs"))
 
 
 def test_a_daemon_starts_named_configs_and_refuses_anything_else(tmp_path: Path) -> None:

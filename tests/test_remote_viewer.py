@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from smartscope.remote import Client, RemoteConfig, RemoteServer
+from smartscope.remote import Client, RemoteConfig
+from smartscope.remote.server import RemoteServer
 from smartscope.remote.viewer import ViewerModel
 from smartscope.remote.wire import Message
 

@@ -15,6 +15,7 @@ from smartscope.actions import (
 )
 from smartscope.config import LaserConfig, LimitsConfig
 from smartscope.safety import SafetyGate
+from smartscope.state import DriverState
 
 LASERS = {"488": LaserConfig(device="L488", power_property="Power", wavelength_nm=488, max_power_mw=50)}
 
@@ -87,7 +88,7 @@ def test_limits(limits, action, verdict, expected) -> None:  # type: ignore[no-u
 def test_laser_rise_is_rate_limited_but_lowering_is_not() -> None:
     clock = Clock()
     gate = SafetyGate(LimitsConfig(max_power_change_mw_per_s=10), LASERS, clock=clock)
-    gate.observe_state({"lasers": {"488": 5.0}})
+    gate.observe_state(DriverState(exposure_ms=10.0, lasers={"488": 5.0}))
     clock.t += 0.5
     d = gate.vet(req(SetLaserPower(laser="488", power_mw=40)))
     assert d.verdict == "clamped"
@@ -102,7 +103,7 @@ def test_laser_rise_is_rate_limited_but_lowering_is_not() -> None:
 def test_exposure_ratio_rate_limit() -> None:
     clock = Clock()
     gate = SafetyGate(LimitsConfig(max_exposure_ratio_per_s=4.0), {}, clock=clock)
-    gate.observe_state({"exposure_ms": 10.0})
+    gate.observe_state(DriverState(exposure_ms=10.0))
     clock.t += 0.5
     up = gate.vet(req(SetExposure(exposure_ms=100)))
     assert up.verdict == "clamped"

@@ -11,16 +11,16 @@ from typing import Any
 import numpy as np
 import pytest
 
+from smartscope.config import AOScenario, ModalAOConfig
 from smartscope.controllers.ao import (
     MARECHAL_RAD,
-    AberratedMirror,
-    ModalAOConfig,
     image_metric,
     log_parabola_optimum,
     modal_correct,
     residual_rms_rad,
 )
-from smartscope.controllers.scenarios import run_ao_loop
+from smartscope.scenarios import ao
+from smartscope.simulators.harness import AberratedMirror
 from smartscope.simulators.optics import Optics, strehl_ratio
 
 
@@ -96,7 +96,7 @@ def test_live_loop_modal_ao_through_setmirror(tmp_path: Path) -> None:
     """The controller in the real loop: probes via SetMirror, waits for frames with them."""
     a = np.zeros(11)
     a[4] = 1.0  # astigmatism, Noll 5
-    r = run_ao_loop(tmp_path, a.tolist(), ao={"passes": 2})
+    r = ao.run(AOScenario(aberration_rad=tuple(a.tolist()), ao={"passes": 2}), tmp_path)
     assert residual_rms_rad(r.final_rad) < MARECHAL_RAD
     n = ModalAOConfig().images_per_pass()
     assert 2 * n <= r.images <= 2 * n + ModalAOConfig().max_backtracks

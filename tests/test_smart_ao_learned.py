@@ -8,17 +8,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from smartscope.controllers.ao import (
-    MARECHAL_RAD,
-    AberratedMirror,
-    ModalAOConfig,
-    modal_correct,
-    residual_rms_rad,
-)
-from smartscope.controllers.scenarios import random_aberration
+from smartscope.config import ModalAOConfig
+from smartscope.controllers.ao import MARECHAL_RAD, modal_correct, residual_rms_rad
 from smartscope.engines.bundle import load_bundle
 from smartscope.models import shipped_bundle
-from smartscope.models.ao.zernike import MODES, LearnedZernikeEstimator
+from smartscope.models.ao.data import MODES
+from smartscope.models.ao.stage import LearnedZernikeEstimator
+from smartscope.scenarios.ao import random_aberration
+from smartscope.simulators.harness import AberratedMirror
 
 BUNDLE = shipped_bundle("ao-zernike-small")
 

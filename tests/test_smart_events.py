@@ -8,14 +8,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from smartscope.controllers.events import (
-    ClassicalEventDetector,
-    EventDetectorConfig,
-    EventTriggerConfig,
-    Hysteresis,
-)
-from smartscope.controllers.scenarios import run_events, score_events
-from smartscope.frame import Frame
+from smartscope.config import EventDetectorConfig, EventsScenario, EventTriggerConfig
+from smartscope.controllers.events import EventTriggerController, Hysteresis
+from smartscope.frame import DriverState, Frame
+from smartscope.models.events.stage import ClassicalEventDetector
+from smartscope.scenarios import events
+from smartscope.scenarios.base import Hooks
+from smartscope.scenarios.events import score_events
 from smartscope.simulators.microscope import VirtualMicroscope
 
 # (t_s, score) stream -> expected switch per step
@@ -97,8 +96,8 @@ def test_score_events_on_a_synthetic_timeline() -> None:
 
 def test_triggered_loop_bursts_around_ground_truth_events(tmp_path: Path) -> None:
     """Real loop, MMCore virtual microscope: bursts cover the events at a fraction of the dose."""
-    trig = run_events(tmp_path, "triggered", seed=1, duration_s=30.0)
-    fast = run_events(tmp_path, "fast", seed=1, duration_s=30.0)
+    trig = events.run(EventsScenario(mode="triggered", seed=1, duration_s=30.0), tmp_path)
+    fast = events.run(EventsScenario(mode="fast", seed=1, duration_s=30.0), tmp_path)
     s = trig.scores
     assert s["n_events"] >= 2
     assert s["caught_fraction"] >= 0.6, s
@@ -129,11 +128,11 @@ def _obs(i: int, score: float, burst: bool) -> Any:
         metadata={"mm": {"SimTime_s": str(float(i))}},
     )
     out = StageOutput(values={"event_score": score, "event_y_px": 3.0, "event_x_px": 4.0})
-    return Observation(frame, {"events": out}, {"burst": burst, "roi": [0, 0, 8, 8]})
+    return Observation(frame, {"events": out}, DriverState(exposure_ms=10.0, burst=burst, roi=(0, 0, 8, 8)))
 
 
 def test_trigger_follows_a_person_stopping_the_burst() -> None:
-    ctl = EventTriggerConfig(pacing="camera", min_burst_s=100.0).build()
+    ctl = EventTriggerController(EventTriggerConfig(pacing="camera", min_burst_s=100.0))
     on = ctl.update(_obs(0, 9.0, False))
     assert [r.action.kind for r in on] == ["start_burst", "property"]
     assert on[1].action.value == 100.0  # type: ignore[union-attr]
@@ -145,12 +144,10 @@ def test_trigger_follows_a_person_stopping_the_burst() -> None:
 
 
 def test_paused_trigger_asks_for_nothing_in_the_live_loop(tmp_path: Path) -> None:
-    run = run_events(
+    run = events.run(
+        EventsScenario(mode="triggered", seed=1, duration_s=15.0),
         tmp_path,
-        "triggered",
-        seed=1,
-        duration_s=15.0,
-        on_loop_extra=lambda loop: loop.pause_controller("event_trigger"),
+        Hooks(on_loop=lambda loop: loop.pause_controller("event_trigger")),
     )
     assert run.switches == [] and run.scores["n_burst_frames"] == 0
     assert (Path(run.run_dir) / "actions.jsonl").read_text().strip() == ""

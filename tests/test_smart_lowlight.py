@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
 from smartscope.actions import SetLaserPower
+from smartscope.config import LowlightScenario, SNRDoseConfig
 from smartscope.controllers.base import Observation
-from smartscope.controllers.lowlight import SNRDoseConfig, SNRDoseController
-from smartscope.controllers.scenarios import run_lowlight
-from smartscope.frame import Frame
+from smartscope.controllers.lowlight import SNRDoseController
+from smartscope.frame import DriverState, Frame
 from smartscope.pipeline import StageOutput
+from smartscope.scenarios import lowlight
 
 
 def _obs(i: int, snr: float, power: float) -> Observation:
     frame = Frame(index=i, image=np.zeros((4, 4), np.uint16), camera_time_s=float(i))
-    state: dict[str, Any] = {"lasers": {"561": power}}
+    state = DriverState(exposure_ms=10.0, lasers={"561": power})
     return Observation(frame, {"denoise": StageOutput(values={"snr": snr})}, state)
 
 
@@ -44,8 +44,8 @@ def test_power_limits_and_bad_config() -> None:
 
 def test_dose_controller_lowers_power_while_snr_holds(tmp_path: Path) -> None:
     """Real loop, N2V bundle stage, MMCore virtual microscope: less dose, SNR kept at target."""
-    fixed = run_lowlight(tmp_path, controlled=False, power_mw=20.0, n_frames=300)
-    ctl = run_lowlight(tmp_path, controlled=True, power_mw=20.0, target_snr=2.0, n_frames=300)
+    both = lowlight.run(LowlightScenario(power_mw=20.0, target_snr=2.0, n_frames=300), tmp_path)
+    fixed, ctl = both.fixed, both.controlled
     assert min(ctl.power_mw) < 20.0
     snr = np.asarray(ctl.snr)
     assert snr.size >= 20

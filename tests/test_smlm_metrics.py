@@ -1,4 +1,4 @@
-"""SMLM metrics (DESIGN §5): Mortensen bound and SMLM Challenge matching/scores."""
+"""SMLM metrics: Mortensen bound and SMLM Challenge matching/scores."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from smartscope.metrics import match_localizations, mortensen_crlb_nm, smlm_scor
 
 
 def test_mortensen_worked_example() -> None:
-    # DESIGN §5: sigma = a = 100 nm, N = 1000, b = 10 photons/px -> MLE bound ≈ 4.1 nm
+    # Mortensen 2010 example: sigma = a = 100 nm, N = 1000, b = 10 photons/px -> MLE bound ≈ 4.1 nm
     assert mortensen_crlb_nm(100, 100, 1000, 10, "mle") == pytest.approx(4.1, abs=0.05)
 
 

@@ -11,11 +11,12 @@ import torch
 from pydantic import ValidationError
 
 from smartscope.actions import SetLaserPower
+from smartscope.config import SMLMCameraConfig, SMLMDensityConfig, SMLMStageConfig
 from smartscope.controllers.base import Controller, Observation
-from smartscope.frame import Frame
+from smartscope.frame import DriverState, Frame
 from smartscope.metrics import match_localizations
-from smartscope.models.smlm.controller import SMLMDensityConfig, SMLMDensityController
-from smartscope.models.smlm.stage import SMLMCameraConfig, SMLMStage, SMLMStageConfig
+from smartscope.models.smlm.controller import SMLMDensityController
+from smartscope.models.smlm.stage import SMLMStage
 from smartscope.models.smlm.table import COLUMNS, LocTable
 from smartscope.pipeline import Pipeline, Stage, StageOutput
 from smartscope.simulators.samples import Emitters, Photophysics
@@ -41,7 +42,7 @@ def _stage_for(scene: SMLMScene, **kw: object) -> SMLMStage:
     camcfg = SMLMCameraConfig(
         offset_adu=cam.offset_adu, gain_adu_per_e=cam.gain_adu_per_e, read_noise_e=cam.read_noise_e
     )
-    return SMLMStageConfig(camera=camcfg, psf_sigma_nm=100.0, **kw).build()  # type: ignore[arg-type]
+    return SMLMStage(SMLMStageConfig(camera=camcfg, psf_sigma_nm=100.0, **kw))  # type: ignore[arg-type]
 
 
 def test_classical_stage_on_simulator_frames(tmp_path: Path) -> None:
@@ -159,7 +160,7 @@ class BleachingPool:
 def _obs(i: int, density: float, power: float, stage: str = "smlm") -> Observation:
     frame = Frame(index=i, image=np.zeros((2, 2), np.uint16), camera_time_s=0.0)
     res = {stage: StageOutput(values={"density_per_um2": density})}
-    return Observation(frame, res, {"lasers": {"405": power}})
+    return Observation(frame, res, DriverState(exposure_ms=10.0, lasers={"405": power}))
 
 
 def _run(ctl: SMLMDensityController, pool: BleachingPool, frames: int, power: float):
@@ -179,7 +180,7 @@ def test_controller_holds_density_as_pool_bleaches() -> None:
     cfg = SMLMDensityConfig(
         target_density_per_um2=0.5, min_power_mw=0.01, max_power_mw=100, initial_power_mw=0.1
     )
-    ctl = cfg.build()
+    ctl = SMLMDensityController(cfg)
     assert isinstance(ctl, Controller)
     pool = BleachingPool(n=20000, k_per_mw=2e-4, beta=0.05, area_um2=100.0, seed=0)
     dens, powers, _ = _run(ctl, pool, 3000, 0.1)
@@ -226,8 +227,13 @@ def test_controller_anti_windup_and_outside_clamps() -> None:
 def test_controller_ignores_missing_values_and_validates() -> None:
     ctl = SMLMDensityController(SMLMDensityConfig(target_density_per_um2=0.3, update_every=1))
     frame = Frame(index=0, image=np.zeros((2, 2), np.uint16), camera_time_s=0.0)
-    assert ctl.update(Observation(frame, {"smlm": StageOutput()}, {"lasers": {"405": 1.0}})) == []
-    assert ctl.update(Observation(frame, {}, {"lasers": {"405": 1.0}})) == []
+    assert (
+        ctl.update(
+            Observation(frame, {"smlm": StageOutput()}, DriverState(exposure_ms=10.0, lasers={"405": 1.0}))
+        )
+        == []
+    )
+    assert ctl.update(Observation(frame, {}, DriverState(exposure_ms=10.0, lasers={"405": 1.0}))) == []
     with pytest.raises(KeyError, match="405"):
         ctl.update(
             _obs(1, 0.3, 1.0)
@@ -235,7 +241,7 @@ def test_controller_ignores_missing_values_and_validates() -> None:
             else Observation(
                 Frame(index=1, image=np.zeros((2, 2), np.uint16), camera_time_s=0.0),
                 {"smlm": StageOutput(values={"density_per_um2": 0.1})},
-                {"lasers": {"488": 1.0}},
+                DriverState(exposure_ms=10.0, lasers={"488": 1.0}),
             )
         )
     with pytest.raises(ValidationError, match="min_power_mw"):

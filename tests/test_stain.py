@@ -225,10 +225,10 @@ def test_shipped_bundle_predicts_nuclei_and_flags_shifted_inputs() -> None:
 
 @shipped
 def test_live_staining_on_the_virtual_microscope(tmp_path: Path) -> None:
-    from smartscope.controllers.demo import stain_summary
-    from smartscope.controllers.scenarios import run_stain
+    from smartscope.config import StainScenario
+    from smartscope.scenarios import stain
 
-    run = run_stain(tmp_path, n_frames=8, defocus_frames=(3, 6), interval_ms=150.0)
+    run = stain.run(StainScenario(n_frames=8, defocus_frames=(3, 6), interval_ms=150.0), tmp_path)
     rd = Path(run.run_dir)
     assert run.frames_stored == 8
     with tifffile.TiffFile(rd / "raw.ome.tif") as tif:
@@ -244,7 +244,7 @@ def test_live_staining_on_the_virtual_microscope(tmp_path: Path) -> None:
     assert in_focus and min(r["pearson:nuclei"] for r in in_focus) > 0.7
     actions = [json.loads(line) for line in (rd / "actions.jsonl").read_text().splitlines()]
     assert any(a["request"]["source"] == "user" and a["applied"]["kind"] == "z" for a in actions)
-    assert stain_summary(run)["in_focus"]["frames"] == len(in_focus)
+    assert stain.score(run)["in_focus"]["frames"] == len(in_focus)
 
 
 def test_simulated_pairs_follow_focus_but_targets_stay_in_focus() -> None:

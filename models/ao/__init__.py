@@ -1,1 +1,1 @@
-"""Adaptive-optics engines (learned aberration estimation)."""
+"""Aberration estimation: Zernike amplitudes from phase-diversity bead images."""

@@ -18,9 +18,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from smartscope.models.denoise.care import care_loss
 from smartscope.models.denoise.data import DenoiseData, split_heldout
-from smartscope.models.denoise.n2v import n2v_loss, n2v_mask
+from smartscope.models.denoise.network import DEFAULT_UNET, care_loss, n2v_loss, n2v_mask
 from smartscope.models.train_common import (
     FitConfig,
     fit,
@@ -41,7 +40,7 @@ class DenoiseTrainConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     method: Literal["n2v", "care"]
-    unet: UNetConfig = Field(default_factory=lambda: UNetConfig(depth=2, base_width=16))
+    unet: UNetConfig = Field(default=DEFAULT_UNET)
     fit: FitConfig = Field(default_factory=lambda: FitConfig())
     patch_px: int = Field(default=64, ge=16)
     val_fraction: float = Field(default=0.2, gt=0, lt=1)

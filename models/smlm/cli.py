@@ -37,8 +37,8 @@ def train_smlm_cmd(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     argv = list(sys.argv)
-    if argv and argv[0].endswith("train.py"):
-        argv[0:1] = ["python", "-m", "smartscope.models.smlm.train"]
+    if argv and argv[0].endswith("cli.py"):
+        argv[0:1] = ["python", "-m", "smartscope.models.smlm.cli"]
     path = train_smlm(
         out,
         minutes=minutes,
@@ -79,8 +79,9 @@ def localize_cmd(
     import tifffile
     from pydantic import ValidationError
 
+    from smartscope.config.stages import SMLMCameraConfig, SMLMStageConfig
     from smartscope.frame import Frame
-    from smartscope.models.smlm.stage import SMLMCameraConfig, SMLMStageConfig
+    from smartscope.models.smlm.stage import SMLMStage
 
     if not stack.is_file():
         typer.echo(f"error: stack {stack} does not exist", err=True)
@@ -111,9 +112,13 @@ def localize_cmd(
     except ValidationError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
-    stage = cfg.build()
+    stage = SMLMStage(cfg)
     for i, img in enumerate(data):
         stage.process(Frame(index=i, image=np.asarray(img), camera_time_s=0.0), {})
     stage.close()  # flushes the network's last frame and writes the outputs
     n = len(stage.table())
     typer.echo(f"{n} localizations from {len(data)} frames -> {out}")
+
+
+if __name__ == "__main__":
+    main()

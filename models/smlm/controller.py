@@ -18,56 +18,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from smartscope.actions import ActionRequest, SetLaserPower
+from smartscope.config.controllers import SMLMDensityConfig
 from smartscope.controllers.base import ControllerBase, Observation
 
-__all__ = ["SMLMDensityConfig", "SMLMDensityController"]
-
-
-class SMLMDensityConfig(BaseModel):
-    """Density controller config (``kind: smlm_density``)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    kind: Literal["smlm_density"] = "smlm_density"
-    name: str = "smlm_density"
-    stage: str = Field(default="smlm", description="SMLM stage whose density_per_um2 is steered")
-    value: str = "density_per_um2"
-    laser: str = Field(default="405", description="activation laser name under microscope.lasers")
-    target_density_per_um2: float = Field(gt=0)
-    min_power_mw: float = Field(default=0.01, gt=0)
-    max_power_mw: float = Field(default=100.0, gt=0)
-    initial_power_mw: float | None = Field(
-        default=None, gt=0, description="power to start from when the laser is off (default: min)"
-    )
-    kp: float = Field(default=0.3, ge=0, description="proportional gain, ln(power) per ln(density)")
-    ki: float = Field(default=0.15, ge=0, description="integral gain per decision")
-    smoothing_frames: float = Field(default=20.0, ge=1, description="EMA time constant of the density")
-    update_every: int = Field(default=10, ge=1, description="frames between decisions")
-    max_step_ratio: float = Field(default=1.5, gt=1, description="largest power change per decision")
-    deadband: float = Field(default=0.05, ge=0, description="|ln error| below which nothing is asked")
-    density_floor_fraction: float = Field(
-        default=0.05, gt=0, le=1, description="densities below this × target count as this (no ln 0)"
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> SMLMDensityConfig:
-        if self.min_power_mw >= self.max_power_mw:
-            raise ValueError(
-                f"min_power_mw ({self.min_power_mw}) must be below max_power_mw ({self.max_power_mw})"
-            )
-        if self.initial_power_mw is not None and not (
-            self.min_power_mw <= self.initial_power_mw <= self.max_power_mw
-        ):
-            raise ValueError("initial_power_mw must lie within [min_power_mw, max_power_mw]")
-        return self
-
-    def build(self) -> SMLMDensityController:
-        return SMLMDensityController(self)
+__all__ = ["SMLMDensityController"]
 
 
 class SMLMDensityController(ControllerBase):
@@ -83,7 +39,7 @@ class SMLMDensityController(ControllerBase):
         self._last_frame: int | None = None
 
     def _current_power(self, obs: Observation) -> float:
-        lasers = obs.state.get("lasers", {})
+        lasers = obs.state.lasers
         if self.cfg.laser not in lasers:
             raise KeyError(
                 f"controller {self.name!r}: laser {self.cfg.laser!r} not in driver state "

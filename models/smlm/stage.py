@@ -1,6 +1,6 @@
 """SMLM as a pipeline stage: every frame becomes localizations as it arrives.
 
-``StageOutput.rows`` holds the frame's localizations (DESIGN §6 columns); ``values`` holds
+``StageOutput.rows`` holds the frame's localizations (the table's columns); ``values`` holds
 ``n_localizations``, ``density_per_um2`` (localizations per µm² of the field in that
 frame — what the density controller steers on), ``localized_frame`` (the frame the rows
 belong to) and ``mean_photons``. The stage accumulates the run's table and a histogram
@@ -19,11 +19,10 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from smartscope.config.stages import SMLMCameraConfig, SMLMStageConfig
 from smartscope.frame import Frame
 from smartscope.models.smlm.localize_classical import (
     CameraModel,
@@ -33,70 +32,19 @@ from smartscope.models.smlm.localize_classical import (
 from smartscope.models.smlm.table import LocTable
 from smartscope.pipeline import StageError, StageOutput
 
-__all__ = ["SMLMCameraConfig", "SMLMStage", "SMLMStageConfig"]
+__all__ = ["SMLMStage", "camera_model"]
 
 
-class SMLMCameraConfig(BaseModel):
-    """Camera calibration the localizer needs: ``e⁻ = (ADU − offset) / gain / em_gain``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    kind: Literal["scmos", "emccd"] = "scmos"
-    offset_adu: float = Field(default=100.0, ge=0)
-    gain_adu_per_e: float = Field(default=2.0, gt=0, description="conversion gain after EM gain")
-    em_gain: float = Field(default=1.0, ge=1)
-    read_noise_e: float = Field(default=0.9, ge=0)
-    adc_floor: bool = Field(default=True, description="ADU = floor(...): add ½ ADU back")
-
-    def model(self) -> CameraModel:
-        emccd = self.kind == "emccd" and self.em_gain > 1
-        return CameraModel(
-            offset_adu=self.offset_adu - (0.5 if self.adc_floor else 0.0),
-            e_per_adu=1.0 / self.gain_adu_per_e,
-            em_gain=self.em_gain if emccd else 1.0,
-            read_noise_e=self.read_noise_e,
-            emccd=emccd,
-        )
-
-
-class SMLMStageConfig(BaseModel):
-    """Pipeline-stage config for single-molecule localization (``kind: smlm``)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    kind: Literal["smlm"] = "smlm"
-    name: str = Field(default="smlm", min_length=1)
-    method: Literal["classical", "network"] = "classical"
-    bundle: Path | None = Field(default=None, description="DECODE-class bundle (method: network)")
-    backend: Literal["auto", "tensorrt", "torch", "onnxruntime"] = "auto"
-    pixel_size_um: float = Field(default=0.1, gt=0, le=10)
-    camera: SMLMCameraConfig = Field(default_factory=SMLMCameraConfig)
-    psf_sigma_nm: float = Field(default=100.0, gt=0, description="Gaussian PSF sigma (≈ 0.21 λ/NA)")
-    fit_sigma: bool = False
-    roi_px: int = Field(default=7, ge=5)
-    threshold_sigma: float = Field(default=4.0, gt=0)
-    min_prob: float = Field(default=0.99, ge=0, le=1, description="classical: likelihood-ratio prob")
-    prob_threshold: float = Field(default=0.5, gt=0, description="network: 3x3 summed probability")
-    area_um2: float | None = Field(
-        default=None, gt=0, description="area the density refers to (default: the whole frame)"
+def camera_model(cfg: SMLMCameraConfig) -> CameraModel:
+    """The localizer's camera model from a stage's camera config."""
+    emccd = cfg.kind == "emccd" and cfg.em_gain > 1
+    return CameraModel(
+        offset_adu=cfg.offset_adu - (0.5 if cfg.adc_floor else 0.0),
+        e_per_adu=1.0 / cfg.gain_adu_per_e,
+        em_gain=cfg.em_gain if emccd else 1.0,
+        read_noise_e=cfg.read_noise_e,
+        emccd=emccd,
     )
-    render_pixel_nm: float = Field(default=20.0, gt=0)
-    render_every: int = Field(default=0, ge=0, description="emit images['superres'] every N frames")
-    output_dir: Path | None = Field(default=None, description="write table/render/drift here on close")
-
-    @model_validator(mode="after")
-    def _check(self) -> SMLMStageConfig:
-        if self.method == "network":
-            if self.bundle is None:
-                raise ValueError("bundle: method 'network' needs an engine bundle")
-            if not self.bundle.exists():
-                raise ValueError(f"bundle: {str(self.bundle)!r} does not exist")
-        if self.roi_px % 2 == 0:
-            raise ValueError(f"roi_px must be odd, got {self.roi_px}")
-        return self
-
-    def build(self) -> SMLMStage:
-        return SMLMStage(self)
 
 
 class SMLMStage:
@@ -107,7 +55,7 @@ class SMLMStage:
         self.name = config.name
         self.output_dir: Path | None = config.output_dir
         self.pixel_nm = config.pixel_size_um * 1000.0
-        self.camera = config.camera.model()
+        self.camera = camera_model(config.camera)
         self.classical = ClassicalLocalizer(
             ClassicalConfig(
                 pixel_nm=self.pixel_nm,

@@ -1,4 +1,4 @@
-"""Localization tables (DESIGN §6) and their CSV writers, ThunderSTORM-compatible.
+"""Localization tables and their CSV writers, ThunderSTORM-compatible.
 
 A :class:`LocTable` holds one numpy column per field, one row per localization:
 ``frame`` (0-based), ``x_nm``, ``y_nm`` (origin at the outer corner of pixel (0, 0)),

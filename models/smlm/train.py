@@ -9,7 +9,7 @@ three consecutive frames, rendered through the simulator's pupil PSF
 are the emitters on in the middle frame and the background.
 
 CLI: ``smartscope train smlm --out models/bundles/smlm-decode-small --minutes 18``
-(:func:`smartscope.models.smlm.cli.train_smlm_cmd`).
+(``smartscope train smlm``).
 """
 
 from __future__ import annotations
@@ -313,9 +313,3 @@ def train_smlm(
     path = export_bundle(net, out, manifest_fields=manifest)
     (Path(path) / "train_log.json").write_text(json.dumps(log, indent=1) + "\n")
     return path
-
-
-if __name__ == "__main__":
-    from smartscope.models.smlm.cli import main
-
-    main()

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from smartscope.config.stages import STAIN_INPUT_SHIFT_MAX as DEFAULT_INPUT_SHIFT_MAX
+from smartscope.config.stages import STAIN_TTA_MAX as TTA_MAX
 from smartscope.engines.runtime import Engine
 
 __all__ = [
@@ -39,7 +41,6 @@ __all__ = [
     "trust_values",
 ]
 
-TTA_MAX = 4
 INPUT_STATS = ("mean", "std", "detail")
 
 
@@ -165,7 +166,6 @@ def trust_values(
     return out
 
 
-DEFAULT_INPUT_SHIFT_MAX = 6.0
 RATIO_MARGIN = 1.1
 
 

@@ -24,66 +24,20 @@ their limits), ``given_channels`` (how many fluorescence channels were given) an
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from smartscope.engines.backends import BackendChoice
+from smartscope.config.stages import StainStageConfig
 from smartscope.engines.runtime import Engine
 from smartscope.frame import Frame
 from smartscope.models.stain.predict import (
-    DEFAULT_INPUT_SHIFT_MAX,
-    TTA_MAX,
     is_trusted,
     predict_with_trust,
     ratio_limit,
 )
 from smartscope.pipeline import StageError, StageOutput
 
-__all__ = ["StainStage", "StainStageConfig"]
-
-
-class StainStageConfig(BaseModel):
-    """Pipeline-stage config for virtual staining (``kind: stain``)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    kind: Literal["stain"] = "stain"
-    name: str = Field(default="stain", min_length=1)
-    bundle: Path = Field(description="virtual-staining bundle (smartscope train stain)")
-    backend: BackendChoice = "auto"
-    device: str | None = None
-    label_free_channel: str = Field(
-        default="", description="acquisition channel (preset) of the label-free frames; '' = every frame"
-    )
-    given: dict[str, str] = Field(
-        default_factory=dict,
-        description="channel completion: bundle channel -> acquisition channel whose frames are given",
-    )
-    max_given_age_frames: int = Field(default=8, ge=1, description="older given frames are not used")
-    tta: int = Field(
-        default=TTA_MAX, ge=1, le=TTA_MAX, description="mirrored copies; 1 = no disagreement map"
-    )
-    disagreement_ratio_max: float | None = Field(
-        default=None,
-        gt=0,
-        description="trusted at or below this; None: 1.1 x the bundle's held-out p95/median",
-    )
-    input_shift_max: float = Field(
-        default=DEFAULT_INPUT_SHIFT_MAX, gt=0, description="trusted at or below this |z|"
-    )
-
-    @field_validator("bundle")
-    @classmethod
-    def _exists(cls, v: Path) -> Path:
-        if not v.exists():
-            raise ValueError(f"stain bundle {str(v)!r} does not exist")
-        return v
-
-    def build(self) -> StainStage:
-        return StainStage(self)
+__all__ = ["StainStage"]
 
 
 class StainStage:

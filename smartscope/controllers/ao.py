@@ -15,11 +15,12 @@ All modes of a pass are updated together; passes repeat with the bias shrunk by
 Two forms: :func:`modal_correct` drives any ``measure(correction) -> image`` callable (the
 bench drives an MMCore directly: set the mirror, snap); :class:`ModalAOController` runs the
 same schedule inside the live loop — it asks for a mirror shape with ``SetMirror``, waits
-for a frame acquired with that shape in force (``obs.state["mirror_rad"]``), scores it,
+for a frame acquired with that shape in force (``obs.state.mirror_rad``), scores it,
 and moves on; the final correction stays on the mirror.
 
 The virtual microscope has one wavefront, the mirror's. To simulate a sample aberration
-``a`` the harness (:class:`AberratedMirror`, and ``base_rad`` of the controller) writes
+``a`` the harness (:class:`smartscope.simulators.harness.AberratedMirror`, and ``base_rad``
+of the controller) writes
 ``a + c`` to the mirror for a correction ``c``; the algorithm only ever sees images and
 its own ``c``, and the residual is ``a + c``.
 """
@@ -29,17 +30,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from smartscope.actions import ActionRequest, SetMirror
+from smartscope.config.controllers import ModalAOConfig
 from smartscope.controllers.base import ControllerBase, Observation
 
 __all__ = [
-    "AberratedMirror",
-    "ModalAOConfig",
     "ModalAOController",
     "ModalResult",
     "image_metric",
@@ -49,51 +48,6 @@ __all__ = [
 ]
 
 MARECHAL_RAD = 2 * math.pi / 14  # λ/14 RMS in rad
-
-
-class ModalAOConfig(BaseModel):
-    """Modal sensorless AO (``kind: modal_ao``)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    kind: Literal["modal_ao"] = "modal_ao"
-    name: str = "modal_ao"
-    modes: tuple[int, ...] = Field(
-        default=(4, 5, 6, 7, 8, 9, 10, 11),
-        description="Noll indices corrected (tip/tilt only move the image)",
-    )
-    bias_rad: float = Field(default=1.0, gt=0, description="bias amplitude of the first pass")
-    bias_decay: float = Field(default=0.7, gt=0, le=1, description="bias factor from one pass to the next")
-    passes: int = Field(default=5, ge=1)
-    max_step_factor: float = Field(default=1.0, gt=0, description="largest step per pass, in biases")
-    metric: Literal["sharpness", "lowfreq"] = "sharpness"
-    offset_adu: float = Field(default=100.0, ge=0, description="camera offset subtracted before the metric")
-    stroke_rad: float = Field(default=3.0, gt=0, description="mirror stroke limit per mode")
-    base_rad: tuple[float, ...] = Field(
-        default=(), description="mirror shape the correction adds to (flat / system correction), Noll j=1.."
-    )
-    settle_frames: int = Field(default=0, ge=0, description="frames ignored after the mirror changed")
-    max_backtracks: int = Field(
-        default=2, ge=0, description="halvings of a pass's update when it made the metric worse"
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> ModalAOConfig:
-        if not self.modes or len(set(self.modes)) != len(self.modes) or min(self.modes) < 1:
-            raise ValueError(f"modes must be distinct Noll indices >= 1, got {self.modes}")
-        if self.bias_rad > self.stroke_rad:
-            raise ValueError(f"bias_rad ({self.bias_rad}) exceeds stroke_rad ({self.stroke_rad})")
-        return self
-
-    @property
-    def n_terms(self) -> int:
-        return max(max(self.modes), len(self.base_rad))
-
-    def images_per_pass(self) -> int:
-        return 2 * len(self.modes) + 1
-
-    def build(self) -> ModalAOController:
-        return ModalAOController(self)
 
 
 # ============================================================================ metric
@@ -220,33 +174,6 @@ def modal_correct(
     return ModalResult(corr, images, history)
 
 
-class AberratedMirror:
-    """MMCore harness: a sample aberration ``a`` plus the correction on the mirror, then a snap."""
-
-    def __init__(
-        self, core: Any, aberration_rad: Sequence[float] | np.ndarray, mirror: str = "Mirror"
-    ) -> None:
-        self.core = core
-        self.mirror = mirror
-        self.aberration = np.asarray(aberration_rad, float)
-        self.images = 0
-
-    def total(self, correction_rad: np.ndarray) -> np.ndarray:
-        n = max(self.aberration.size, np.asarray(correction_rad).size)
-        tot = np.zeros(n)
-        tot[: self.aberration.size] += self.aberration
-        tot[: np.asarray(correction_rad).size] += correction_rad
-        return tot
-
-    def __call__(self, correction_rad: np.ndarray) -> np.ndarray:
-        tot = self.total(correction_rad)
-        for j, v in enumerate(tot, start=1):
-            self.core.setProperty(self.mirror, f"Z{j}", float(v))
-        self.core.snapImage()
-        self.images += 1
-        return np.asarray(self.core.getImage())
-
-
 # ============================================================================ live controller
 
 
@@ -292,7 +219,7 @@ class ModalAOController(ControllerBase):
             return []
         if self.pending is None:  # first frame: put the first probe on the mirror
             return self._ask(obs, self._probe(), f"modal AO pass {self.pass_no}: probe {self.step}")
-        have = tuple(float(v) for v in obs.state.get("mirror_rad", ()))
+        have = obs.state.mirror_rad or ()
         if len(have) != len(self.pending) or not np.allclose(have, self.pending, atol=1e-6):
             return []  # this frame was taken before the requested shape was in force
         if self.settle > 0:

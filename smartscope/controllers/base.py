@@ -9,19 +9,19 @@ from typing import Any, Protocol, runtime_checkable
 from smartscope.actions import Action, ActionRequest
 from smartscope.frame import Frame, now_s
 from smartscope.pipeline import StageOutput
+from smartscope.state import DriverState
 
 
 @dataclass(frozen=True, slots=True)
 class Observation:
     """Everything a controller may base a decision on.
 
-    ``state`` is the driver's state when the frame was acquired (``exposure_ms``,
-    ``lasers`` {name: power_mw}, ``interval_ms``, ``roi``, ``burst``, ...).
+    ``state`` is the driver's state when the frame was acquired.
     """
 
     frame: Frame
     results: Mapping[str, StageOutput]
-    state: Mapping[str, Any]
+    state: DriverState
 
     def value(self, stage: str, key: str) -> float:
         """A scalar a stage produced; a clear error if the pipeline lacks it."""

@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 
 from smartscope.actions import ActionRequest, SetExposure, SetLaserPower
-from smartscope.config import ExposureBandConfig
+from smartscope.config.controllers import ExposureBandConfig
 from smartscope.controllers.base import ControllerBase, Observation
 
 _MAX_WAIT_FRAMES = 30
@@ -30,9 +30,9 @@ class ExposureBandController(ControllerBase):
 
     def _current(self, obs: Observation) -> float:
         if self.cfg.actuator == "exposure":
-            return float(obs.state["exposure_ms"])
+            return obs.state.exposure_ms
         assert self.cfg.laser is not None
-        return float(obs.state["lasers"][self.cfg.laser])
+        return float(obs.state.lasers[self.cfg.laser])
 
     def update(self, obs: Observation) -> Sequence[ActionRequest]:
         current = self._current(obs)

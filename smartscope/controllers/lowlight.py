@@ -19,45 +19,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from smartscope.actions import ActionRequest, SetLaserPower
+from smartscope.config.controllers import SNRDoseConfig
 from smartscope.controllers.base import ControllerBase, Observation
 
-__all__ = ["SNRDoseConfig", "SNRDoseController"]
-
-
-class SNRDoseConfig(BaseModel):
-    """SNR-targeting dose controller (``kind: snr_dose``)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    kind: Literal["snr_dose"] = "snr_dose"
-    name: str = "snr_dose"
-    stage: str = Field(default="denoise", description="stage that reports the SNR")
-    value: str = "snr"
-    laser: str = Field(description="laser name under microscope.lasers")
-    target_snr: float = Field(gt=0)
-    headroom: float = Field(default=0.25, gt=0, description="band above target where nothing changes")
-    gamma: float = Field(default=1.5, gt=0, description="SNR ∝ power^(1/γ)… exponent of the inverse law")
-    min_power_mw: float = Field(default=0.1, gt=0)
-    max_power_mw: float = Field(default=50.0, gt=0)
-    max_step_ratio: float = Field(default=1.5, gt=1)
-    smoothing_frames: float = Field(default=3.0, ge=1, description="EMA time constant, analysed frames")
-    settle_frames: int = Field(default=1, ge=0)
-
-    @model_validator(mode="after")
-    def _check(self) -> SNRDoseConfig:
-        if self.min_power_mw >= self.max_power_mw:
-            raise ValueError(
-                f"min_power_mw ({self.min_power_mw}) must be below max_power_mw ({self.max_power_mw})"
-            )
-        return self
-
-    def build(self) -> SNRDoseController:
-        return SNRDoseController(self)
+__all__ = ["SNRDoseController"]
 
 
 class SNRDoseController(ControllerBase):
@@ -73,7 +40,7 @@ class SNRDoseController(ControllerBase):
 
     def update(self, obs: Observation) -> Sequence[ActionRequest]:
         c = self.cfg
-        power = float(obs.state["lasers"][c.laser])
+        power = float(obs.state.lasers[c.laser])
         if self.asked is not None:
             if not math.isclose(power, self.asked, rel_tol=1e-6, abs_tol=1e-9):
                 return []  # taken before the new power was in force

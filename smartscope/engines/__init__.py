@@ -1,5 +1,7 @@
-"""Engine runtime: verified bundles, TensorRT / torch / ONNX Runtime backends, tiling,
-and the pipeline stage that runs an engine on live frames."""
+"""Engine runtime: verified bundles, TensorRT / torch / ONNX Runtime backends, tiling.
+
+The pipeline stage that runs an engine on live frames is :mod:`smartscope.engines.stage`.
+"""
 
 from smartscope.engines.backends import available_backends, create_backend, select_backend
 from smartscope.engines.bundle import (
@@ -11,15 +13,12 @@ from smartscope.engines.bundle import (
     write_bundle,
 )
 from smartscope.engines.runtime import Engine
-from smartscope.engines.stage import EngineStage, EngineStageConfig
 
 __all__ = [
     "Bundle",
     "BundleError",
     "Engine",
     "EngineManifest",
-    "EngineStage",
-    "EngineStageConfig",
     "available_backends",
     "create_backend",
     "find_bundles",

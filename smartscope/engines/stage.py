@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from smartscope.engines.backends import BackendChoice
+from smartscope.config.stages import EngineStageConfig
 from smartscope.engines.runtime import Engine
 from smartscope.frame import Frame
 from smartscope.pipeline import StageError, StageOutput
 
-__all__ = ["EngineStage", "EngineStageConfig", "snr_estimate"]
+__all__ = ["EngineStage", "snr_estimate"]
 
 
 def snr_estimate(raw: np.ndarray, restored: np.ndarray) -> dict[str, float]:
@@ -48,34 +45,6 @@ def snr_estimate(raw: np.ndarray, restored: np.ndarray) -> dict[str, float]:
         "snr": snr,
         "snr_db": 20.0 * math.log10(snr),
     }
-
-
-class EngineStageConfig(BaseModel):
-    """Pipeline-stage config for any engine bundle (``kind: engine``)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    kind: Literal["engine"] = "engine"
-    name: str = Field(default="denoise", min_length=1, description="stage name; keys its results")
-    bundle: Path = Field(description="engine bundle folder or .zip")
-    backend: BackendChoice = "auto"
-    device: str | None = Field(default=None, description="cpu, cuda:0 ...; None lets the backend choose")
-    precision: Literal["fp32", "fp16", "bf16"] | None = None
-    outputs: list[str] | None = Field(
-        default=None, description="outputs to emit as images (default: all the bundle declares)"
-    )
-    snr: bool = Field(default=True, description="report noise/SNR values for restoration engines")
-    max_batch: int = Field(default=4, ge=1, description="tiles per backend call")
-
-    @field_validator("bundle")
-    @classmethod
-    def _exists(cls, v: Path) -> Path:
-        if not v.exists():
-            raise ValueError(f"engine bundle {str(v)!r} does not exist")
-        return v
-
-    def build(self) -> EngineStage:
-        return EngineStage(self)
 
 
 class EngineStage:

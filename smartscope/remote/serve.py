@@ -15,14 +15,16 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
-from smartscope.remote.server import RemoteConfig, RemoteServer, StartCmd
-
-if TYPE_CHECKING:
-    from smartscope.loop import Loop, RunResult
+from smartscope.config.loading import load_config
+from smartscope.config.remote import RemoteConfig
+from smartscope.loop import Loop, RunResult, StopReason
+from smartscope.remote.commands import StartCmd
+from smartscope.remote.server import RemoteServer
+from smartscope.runner import run
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,6 @@ class RunService:
         return self._thread is not None and self._thread.is_alive()
 
     def _start(self, cmd: StartCmd, peer: str) -> dict[str, Any]:
-        from smartscope.config import load_config
 
         if self.running:
             raise RuntimeError("a run is in progress; stop it first")
@@ -68,7 +69,6 @@ class RunService:
         self._attached.set()
 
     def _run(self, cfg: Any, peer: str) -> None:
-        from smartscope.runner import run
 
         log.info("starting a run for remote:%s", peer)
         try:
@@ -83,7 +83,7 @@ class RunService:
     def stop_run(self, timeout_s: float = 60.0) -> None:
         loop = self.server.loop
         if loop is not None:
-            loop.request_stop("daemon shutting down")
+            loop.request_stop(StopReason.REMOTE, "daemon shutting down")
         if self._thread is not None:
             self._thread.join(timeout_s)
 

@@ -40,139 +40,45 @@ Binding: loopback (127.0.0.1) by default; any other address requires CurveZMQ ke
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
-import json
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
 import zmq
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ValidationError
+from typing_extensions import assert_never
 
-from smartscope.actions import Action, ActionRequest
+from smartscope.actions import ActionRequest, AuditRecord
+from smartscope.config.remote import RemoteConfig
+from smartscope.frame import Frame
+from smartscope.loop import Loop, StopReason
 from smartscope.metrics import percentiles_ms
+from smartscope.pipeline import StageOutput
 from smartscope.remote import wire
+from smartscope.remote.commands import (
+    COMMAND_ADAPTER,
+    Command,
+    OverrideCmd,
+    PauseCmd,
+    PauseControllerCmd,
+    QueryCmd,
+    ResumeCmd,
+    StartCmd,
+    StopCmd,
+)
 from smartscope.remote.keys import CurveAuthenticator, apply_server_keys, load_authorized
-
-if TYPE_CHECKING:
-    from smartscope.actions import AuditRecord
-    from smartscope.frame import Frame
-    from smartscope.loop import Loop
-    from smartscope.pipeline import StageOutput
 
 log = logging.getLogger(__name__)
 
-__all__ = ["COMMAND_ADAPTER", "RemoteConfig", "RemoteServer", "attach_server", "is_loopback"]
+__all__ = ["RemoteServer", "attach_server"]
 
 MAX_COMMAND_BYTES = 65536
 MAX_SOCKET_MESSAGE_BYTES = 1 << 20  # libzmq drops peers that send more than this
-
-
-def is_loopback(address: str) -> bool:
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
-
-
-class RemoteConfig(BaseModel):
-    """The optional ``remote:`` section of a run config."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    bind_address: str = Field(default="127.0.0.1", description="interface to listen on; loopback by default")
-    pub_port: int = Field(default=5560, ge=0, le=65535, description="PUB stream port (0: any free port)")
-    control_port: int = Field(default=5561, ge=0, le=65535, description="control ROUTER port (0: any free)")
-    server_secret_key: Path | None = Field(default=None, description="CurveZMQ server .key_secret file")
-    authorized_keys: Path | None = Field(default=None, description="folder of client public .key files")
-    sndhwm: int = Field(default=16, ge=1, description="messages queued per subscriber before it drops")
-    queue_frames: int = Field(default=8, ge=1, description="frames waiting for the publisher thread")
-    raw_every: int = Field(default=1, ge=1, description="publish every Nth raw frame")
-    telemetry_interval_s: float = Field(default=0.5, gt=0)
-
-    @model_validator(mode="after")
-    def _secure_off_loopback(self) -> RemoteConfig:
-        if self.pub_port and self.pub_port == self.control_port:
-            raise ValueError(f"pub_port and control_port must differ (both {self.pub_port})")
-        if (self.server_secret_key is None) != (self.authorized_keys is None):
-            raise ValueError("server_secret_key and authorized_keys go together (CurveZMQ)")
-        if not is_loopback(self.bind_address) and self.server_secret_key is None:
-            raise ValueError(
-                f"bind_address {self.bind_address!r} is not loopback: listening there needs "
-                "CurveZMQ keys (server_secret_key, authorized_keys; make them with `smartscope keys`)"
-            )
-        return self
-
-    @property
-    def secure(self) -> bool:
-        return self.server_secret_key is not None
-
-
-# ------------------------------------------------------------------ commands
-
-
-class _Cmd(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class QueryCmd(_Cmd):
-    cmd: Literal["query"] = "query"
-
-
-class StopCmd(_Cmd):
-    cmd: Literal["stop"] = "stop"
-    reason: str = Field(default="stopped remotely", max_length=500)
-
-
-class PauseCmd(_Cmd):
-    """Pause the run's steering: every controller paused; acquisition goes on."""
-
-    cmd: Literal["pause"] = "pause"
-
-
-class ResumeCmd(_Cmd):
-    cmd: Literal["resume"] = "resume"
-
-
-class PauseControllerCmd(_Cmd):
-    cmd: Literal["pause_controller"] = "pause_controller"
-    name: str = Field(min_length=1, max_length=200)
-    paused: bool = True
-
-
-class OverrideCmd(_Cmd):
-    """Set a value by hand: any typed action, vetted by the run's safety limits."""
-
-    cmd: Literal["override"] = "override"
-    action: Action
-    reason: str = Field(default="remote override", max_length=500)
-
-
-class StartCmd(_Cmd):
-    """Start a run from a config file the daemon (``smartscope serve``) offers, by name."""
-
-    cmd: Literal["start"] = "start"
-    config: str = Field(pattern=r"^[A-Za-z0-9_.-]+\.ya?ml$", max_length=200, description="e.g. 'demo.yaml'")
-
-
-Command = Annotated[
-    QueryCmd | StopCmd | PauseCmd | ResumeCmd | PauseControllerCmd | OverrideCmd | StartCmd,
-    Field(discriminator="cmd"),
-]
-COMMAND_ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)
-
-
-def jsonable(obj: Any) -> Any:
-    """Plain JSON types only (numpy scalars, paths, tuples become JSON values)."""
-    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
 # -------------------------------------------------------------------- server
@@ -292,7 +198,7 @@ class RemoteServer:
         self._record_breakdown(frame.times, frame.camera_time_s)
         values = {n: dict(o.values) for n, o in results.items() if o.values}
         self._queue_small(
-            "analysis", {"index": frame.index, "times": dict(frame.times), "values": jsonable(values)}
+            "analysis", {"index": frame.index, "times": dict(frame.times), "values": wire.jsonable(values)}
         )
         for name, out in results.items():
             if out.images:
@@ -312,7 +218,7 @@ class RemoteServer:
         self._queue_small("action", record.model_dump(mode="json"))
 
     def on_event(self, event: Mapping[str, Any]) -> None:
-        self._queue_small("event", jsonable(dict(event)))
+        self._queue_small("event", wire.jsonable(dict(event)))
 
     def _record_breakdown(self, times: Mapping[str, float], camera_time_s: float) -> None:
         stamps = sorted([("camera", camera_time_s), *times.items()], key=lambda kv: kv[1])
@@ -333,7 +239,7 @@ class RemoteServer:
             "unauthenticated": self._auth.refused if self._auth else 0,
             "commands_ok": self.commands_ok,
         }
-        return jsonable({**loop_t, "latency_breakdown": breakdown, "remote": remote, "t": time.time()})
+        return wire.jsonable({**loop_t, "latency_breakdown": breakdown, "remote": remote, "t": time.time()})
 
     # ------------------------------------------------------------ publisher
 
@@ -387,7 +293,7 @@ class RemoteServer:
 
     def _reply(self, envelope: list[bytes], meta: dict[str, Any]) -> None:
         try:
-            wire.send(self.control, "reply", jsonable(meta), flags=zmq.NOBLOCK, envelope=envelope)
+            wire.send(self.control, "reply", wire.jsonable(meta), flags=zmq.NOBLOCK, envelope=envelope)
         except (zmq.ZMQError, wire.WireError) as exc:
             log.warning("remote control: reply not sent: %s", exc)
 
@@ -456,7 +362,7 @@ class RemoteServer:
         self.commands_ok += 1
         self._reply(envelope, {"id": req_id, "ok": True, "result": result})
 
-    def _audit(self, cmd: Any, peer: str, ok: bool, note: str) -> None:
+    def _audit(self, cmd: Command | object, peer: str, ok: bool, note: str) -> None:
         """Every validated-or-refused command (but queries) goes to the run's events.jsonl
         with its origin, and onto the event stream."""
         if isinstance(cmd, QueryCmd) or self.loop is None:
@@ -484,7 +390,7 @@ class RemoteServer:
             addr = None
         return str(addr) if addr else frames[0].bytes.hex()
 
-    def execute(self, cmd: Any, peer: str) -> dict[str, Any]:
+    def execute(self, cmd: Command, peer: str) -> dict[str, Any]:
         """Carry out one validated command (also usable in-process, e.g. by a viewer)."""
         if isinstance(cmd, StartCmd):
             if self.starter is None:
@@ -507,7 +413,7 @@ class RemoteServer:
                 "run_dir": str(loop.run.path),
             }
         if isinstance(cmd, StopCmd):
-            loop.request_stop(f"{cmd.reason} (remote:{peer})")
+            loop.request_stop(StopReason.REMOTE, f"{cmd.reason} (remote:{peer})")
             return {"stopping": True}
         if isinstance(cmd, PauseCmd | ResumeCmd):
             pause = isinstance(cmd, PauseCmd)
@@ -522,7 +428,7 @@ class RemoteServer:
             req = ActionRequest(action=cmd.action, reason=cmd.reason, source=f"remote:{peer}")
             rec = loop.submit(req)
             return {"audit": rec.model_dump(mode="json")}
-        raise ValueError(f"unknown command {cmd!r}")
+        assert_never(cmd)
 
     # ---------------------------------------------------------------- close
 

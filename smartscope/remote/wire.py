@@ -19,6 +19,7 @@ the reason (servers count and refuse such messages, they never crash on them).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ __all__ = [
     "WireError",
     "decode",
     "encode",
+    "jsonable",
     "recv",
     "send",
 ]
@@ -194,3 +196,8 @@ def recv(sock: zmq.Socket[Any], flags: int = 0) -> Message:
     """Receive one message and decode it (raises :class:`WireError` if malformed)."""
     frames = sock.recv_multipart(flags=flags, copy=False)
     return decode(frames)
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON types only (numpy scalars, paths, tuples become JSON values)."""
+    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))

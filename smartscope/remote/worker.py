@@ -8,14 +8,7 @@ local stage (any pipeline stage config: ``engine``, ``stats``, ``smlm``...) and 
 ``error``. Requests are served in order; the stage sees no upstream results (a remote
 stage analyses the raw frame).
 
-Loop side (:class:`RemoteStage`, config ``kind: remote``): sends the frame, waits at most
-``timeout_ms`` and raises :class:`smartscope.pipeline.StageSkipped` if no answer came, so
-a lost or slow worker costs analysed frames ("analysis skipped"), never raw frames or a
-stuck loop. After a timeout the socket is rebuilt, so a late answer is never taken for
-the next frame's. Stamps ``remote:<name>:sent`` and ``remote:<name>:received`` go into
-``frame.times`` (the loop's latency breakdown), and the stage adds the values
-``remote_network_ms`` (round trip minus the worker's compute time, clock-independent)
-and ``remote_worker_ms``.
+Loop side: :class:`smartscope.remote.stage.RemoteStage` (config ``kind: remote``).
 """
 
 from __future__ import annotations
@@ -31,151 +24,30 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any
 
 import numpy as np
 import typer
 import zmq
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
+from smartscope import registry
+from smartscope.config.remote import is_loopback
+from smartscope.config.stages import StageConfig
 from smartscope.frame import Frame, now_s
-from smartscope.pipeline import StageError, StageOutput, StageSkipped
+from smartscope.pipeline import Stage
 from smartscope.remote import wire
 from smartscope.remote.keys import (
     CurveAuthenticator,
-    apply_client_keys,
     apply_server_keys,
     load_authorized,
 )
-from smartscope.remote.server import is_loopback, jsonable
-
-if TYPE_CHECKING:
-    from smartscope.pipeline import Stage
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RemoteStage", "RemoteStageConfig", "Worker", "spawn_worker", "worker_cmd"]
+__all__ = ["Worker", "build_stage", "spawn_worker", "worker_cmd"]
 
 MAX_REQUEST_BYTES = 1 << 30
-
-
-class RemoteStageConfig(BaseModel):
-    """Pipeline-stage config for a stage run by a ``smartscope worker`` (``kind: remote``)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    kind: Literal["remote"] = "remote"
-    name: str = Field(default="remote", min_length=1, description="stage name; keys its results")
-    address: str = Field(
-        default="tcp://127.0.0.1:5570", pattern=r"^tcp://.+:\d+$", description="the worker's tcp://host:port"
-    )
-    timeout_ms: float = Field(default=500.0, gt=0, description="no answer within this: frame skipped")
-    client_secret_key: Path | None = Field(default=None, description="CurveZMQ .key_secret of this side")
-    server_public_key: Path | None = Field(default=None, description="the worker's public .key")
-
-    def build(self) -> RemoteStage:
-        return RemoteStage(self)
-
-
-class RemoteStage:
-    """Implements :class:`smartscope.pipeline.Stage` by calling a worker over ZMQ."""
-
-    def __init__(self, config: RemoteStageConfig, ctx: zmq.Context[Any] | None = None) -> None:
-        if (config.client_secret_key is None) != (config.server_public_key is None):
-            raise ValueError(f"stage {config.name!r}: client_secret_key and server_public_key go together")
-        self.config = config
-        self.name = config.name
-        self.ctx = ctx or zmq.Context()
-        self._own_ctx = ctx is None
-        self._lock = threading.Lock()
-        self._seq = 0
-        self._sock: zmq.Socket[Any] | None = self._connect()
-        self.timeouts = 0
-
-    def _connect(self) -> zmq.Socket[Any]:
-        sock = self.ctx.socket(zmq.DEALER)
-        sock.linger = 0
-        sock.immediate = True  # no queueing toward a worker that is not connected
-        sock.sndhwm = 2
-        if self.config.client_secret_key is not None and self.config.server_public_key is not None:
-            apply_client_keys(sock, self.config.client_secret_key, self.config.server_public_key)
-        sock.connect(self.config.address)
-        return sock
-
-    def _reset(self) -> None:
-        if self._sock is not None:
-            self._sock.close(0)
-        self._sock = self._connect()
-
-    def process(self, frame: Frame, upstream: Mapping[str, StageOutput]) -> StageOutput:
-        with self._lock:
-            sock = self._sock
-            if sock is None:
-                raise StageSkipped(f"stage {self.name!r}: closed")
-            self._seq += 1
-            seq = self._seq
-            meta = {
-                "seq": seq,
-                "index": frame.index,
-                "camera_time_s": frame.camera_time_s,
-                "channel": frame.channel,
-            }
-            key = f"remote:{self.name}"
-            end = time.monotonic() + self.config.timeout_ms / 1e3
-            t_sent = frame.stamp(f"{key}:sent")
-            try:  # with `immediate`, writable means a worker is connected (handshake done)
-                if not sock.poll(max(1, int(self.config.timeout_ms)), zmq.POLLOUT):
-                    raise zmq.Again()
-                wire.send(sock, "process", meta, {"image": frame.image}, flags=zmq.NOBLOCK)
-            except zmq.Again:
-                self.timeouts += 1
-                self._reset()
-                raise StageSkipped(
-                    f"stage {self.name!r}: worker {self.config.address} not connected"
-                ) from None
-            while (left := end - time.monotonic()) > 0:
-                if not sock.poll(max(1, int(left * 1000))):
-                    break
-                try:
-                    reply = wire.recv(sock)
-                except wire.WireError as exc:
-                    raise StageError(f"stage {self.name!r}: malformed answer from worker: {exc}") from None
-                if reply.meta.get("seq") != seq:
-                    continue  # stale
-                t_recv = frame.stamp(f"{key}:received")
-                if reply.topic == "error":
-                    raise StageError(f"stage {self.name!r}: worker failed: {reply.meta.get('error')}")
-                return self._output(reply, t_recv - t_sent)
-            self.timeouts += 1
-            self._reset()
-            raise StageSkipped(
-                f"stage {self.name!r}: no answer from worker {self.config.address} "
-                f"in {self.config.timeout_ms:g} ms"
-            )
-
-    def _output(self, reply: wire.Message, rtt_s: float) -> StageOutput:
-        values_in = reply.meta.get("values", {})
-        rows = reply.meta.get("rows", [])
-        worker_ms = reply.meta.get("worker_ms", 0.0)
-        if (
-            not isinstance(values_in, dict)
-            or not isinstance(rows, list)
-            or not isinstance(worker_ms, (int, float))
-        ):
-            raise StageError(f"stage {self.name!r}: worker answer has wrong field types")
-        values = {str(k): float(v) for k, v in values_in.items()}
-        values["remote_worker_ms"] = float(worker_ms)
-        values["remote_network_ms"] = max(0.0, rtt_s * 1e3 - float(worker_ms))
-        images = {k: np.asarray(v, dtype=np.float32) for k, v in reply.arrays.items()}
-        return StageOutput(images=images, values=values, rows=[r for r in rows if isinstance(r, dict)])
-
-    def close(self) -> None:
-        with self._lock:
-            if self._sock is not None:
-                self._sock.close(0)
-                self._sock = None
-        if self._own_ctx:
-            self.ctx.term()
 
 
 # -------------------------------------------------------------------- worker
@@ -183,8 +55,6 @@ class RemoteStage:
 
 def build_stage(stage_config: Mapping[str, Any] | str) -> Stage:
     """A local stage from a pipeline-stage config (a mapping or its JSON text)."""
-    from smartscope.config import StageConfig  # late: config imports this module
-
     data = json.loads(stage_config) if isinstance(stage_config, str) else dict(stage_config)
     if data.get("kind") == "remote":
         raise ValueError("stage.kind: a worker cannot run a remote stage (it would call itself)")
@@ -193,7 +63,7 @@ def build_stage(stage_config: Mapping[str, Any] | str) -> Stage:
     except ValidationError as exc:
         probs = "; ".join(f"stage.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
         raise ValueError(probs) from None
-    return cfg.build()
+    return registry.build_stage(cfg)
 
 
 class Worker:
@@ -286,7 +156,7 @@ class Worker:
             self._answer(envelope, "error", {"seq": seq, "error": f"{type(exc).__name__}: {exc}"})
             return
         worker_ms = (time.perf_counter() - t0) * 1e3
-        meta = {"seq": seq, "values": out.values, "rows": jsonable(out.rows), "worker_ms": worker_ms}
+        meta = {"seq": seq, "values": out.values, "rows": wire.jsonable(out.rows), "worker_ms": worker_ms}
         images = {k: np.asarray(v, dtype=np.float32) for k, v in out.images.items()}
         self._answer(envelope, "result", meta, images)
         self.served += 1

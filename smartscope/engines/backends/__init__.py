@@ -8,8 +8,9 @@ there (see ``bench/engines.py``). The chosen backend's ``describe()`` says what 
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any
 
+from smartscope.config.base import BackendChoice
 from smartscope.engines.backends.base import Backend, BackendName, BackendUnavailable, Precision
 from smartscope.engines.bundle import Bundle
 
@@ -26,7 +27,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BackendChoice = Literal["auto", "tensorrt", "torch", "onnxruntime"]
 
 
 def _cuda() -> bool:

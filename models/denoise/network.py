@@ -1,16 +1,30 @@
-"""Noise2Void (Krull et al. 2019): blind-spot training on the noisy data alone.
+"""The denoising network and what it is trained to do.
 
-A stratified random subset of pixels is hidden from the network by replacing each with a
-random neighbour from a ``(2r+1)^2`` window (never itself); the loss compares the network's
-prediction at those pixels with their original noisy values. With pixel-wise independent,
-zero-mean noise the minimiser is the clean signal.
+The network is the project's 2-D U-Net (:mod:`smartscope.models.unet`), one channel in and
+out, :data:`DEFAULT_UNET` unless the command says otherwise. Two objectives train it:
+
+- **Noise2Void** (Krull et al. 2019): blind-spot training on the noisy data alone. A
+  stratified random subset of pixels is hidden from the network by replacing each with a
+  random neighbour from a ``(2r+1)^2`` window (never itself); the loss compares the
+  network's prediction at those pixels with their original noisy values. With pixel-wise
+  independent, zero-mean noise the minimiser is the clean signal.
+- **CARE** (Weigert et al. 2018): supervised restoration from paired low/high-SNR images.
+
+In the loop a denoising bundle runs in the generic engine stage
+(:mod:`smartscope.engines.stage`), which also reports the frame's SNR for controllers.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
-__all__ = ["n2v_loss", "n2v_mask"]
+from smartscope.models.unet import UNetConfig
+
+__all__ = ["DEFAULT_UNET", "care_loss", "n2v_loss", "n2v_mask"]
+
+DEFAULT_UNET = UNetConfig(depth=2, base_width=16)
 
 
 def n2v_mask(
@@ -65,3 +79,11 @@ def n2v_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> to
     """Mean squared error over the masked (blind-spot) pixels only."""
     m = mask.expand_as(pred)
     return ((pred - target)[m] ** 2).mean()
+
+
+def care_loss(pred: torch.Tensor, target: torch.Tensor, kind: Literal["mse", "mae"] = "mse") -> torch.Tensor:
+    """Pixel-wise loss against the high-SNR target (MSE maximises PSNR; MAE is robust)."""
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction {tuple(pred.shape)} vs target {tuple(target.shape)}")
+    diff = pred - target
+    return (diff * diff).mean() if kind == "mse" else diff.abs().mean()

@@ -1,0 +1,109 @@
+"""``smartscope train denoise``: train an N2V or CARE denoiser into a verified engine bundle.
+
+smartscope train denoise --method n2v --simulate lowlight --out models/bundles/my-n2v
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from smartscope.models.denoise import data as ddata
+from smartscope.models.denoise.train import DenoiseTrainConfig, train_denoise
+from smartscope.models.provenance import command_line
+from smartscope.models.train_common import FitConfig
+from smartscope.models.unet import UNetConfig
+
+__all__ = ["train_denoise_cmd"]
+
+
+def train_denoise_cmd(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", "-o", help="bundle folder (or .zip) to write")],
+    method: Annotated[str, typer.Option(help="n2v (self-supervised) or care (paired)")] = "n2v",
+    data: Annotated[
+        Path | None,
+        typer.Option(help="TIFF folder: N2V *.tif noisy stacks; CARE low/*.tif + high/*.tif"),
+    ] = None,
+    simulate: Annotated[
+        str | None,
+        typer.Option(help="simulator scenario: lowlight (5-80 photons), verylowlight (2-8), fixed20"),
+    ] = None,
+    photons: Annotated[
+        float | None, typer.Option(help="one light level (peak photons/px) instead of the scenario's")
+    ] = None,
+    n_fields: Annotated[int, typer.Option(help="simulated fields of view")] = 24,
+    field_px: Annotated[int, typer.Option(help="simulated field edge, px")] = 128,
+    steps: Annotated[int, typer.Option(help="maximum optimiser steps")] = 400,
+    batch_size: Annotated[int, typer.Option()] = 16,
+    patch_px: Annotated[int, typer.Option(help="training patch edge, px")] = 64,
+    lr: Annotated[float, typer.Option(help="Adam learning rate")] = 1e-3,
+    depth: Annotated[int, typer.Option(help="U-Net depth")] = 2,
+    base_width: Annotated[int, typer.Option(help="U-Net first-level channels")] = 16,
+    val_fraction: Annotated[float, typer.Option(help="fields of view held out")] = 0.2,
+    val_every: Annotated[int, typer.Option(help="validate every N steps")] = 50,
+    patience: Annotated[int, typer.Option(help="early-stopping patience (validations)")] = 4,
+    tile_px: Annotated[int, typer.Option(help="inference tile edge stored in the bundle")] = 256,
+    overlap_px: Annotated[int, typer.Option(help="inference tile overlap")] = 64,
+    normalization: Annotated[
+        str, typer.Option(help="percentile (per frame, any light level) or affine (fixed)")
+    ] = "percentile",
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:0 ...")] = "cpu",
+    threads: Annotated[int, typer.Option(help="torch CPU threads (0: default)")] = 0,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help="checkpoint folder (best weights + checkpoint.json)")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="engine name (default from method/data)")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Train an N2V or CARE denoiser and write a verified engine bundle with its metrics."""
+    if method not in ("n2v", "care"):
+        raise typer.BadParameter("must be n2v or care", param_hint="--method")
+    if (data is None) == (simulate is None):
+        raise typer.BadParameter("give exactly one of --data DIR or --simulate SCENARIO")
+    meth: Literal["n2v", "care"] = "n2v" if method == "n2v" else "care"
+    try:
+        if simulate is not None:
+            dataset = ddata.simulate(
+                simulate, n_fields=n_fields, field_px=field_px, seed=seed, photons=photons
+            )
+        else:
+            assert data is not None
+            dataset = ddata.from_tiff_dir(data, meth)
+        cfg = DenoiseTrainConfig(
+            method=meth,
+            unet=UNetConfig(depth=depth, base_width=base_width),
+            fit=FitConfig(
+                steps=steps,
+                batch_size=batch_size,
+                lr=lr,
+                val_every=val_every,
+                patience=patience,
+                seed=seed,
+                device=device,
+                threads=threads,
+            ),
+            patch_px=patch_px,
+            val_fraction=val_fraction,
+            tile_px=tile_px,
+            overlap_px=overlap_px,
+            normalization=normalization,  # type: ignore[arg-type]
+        )
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    label = simulate if simulate is not None else Path(str(data)).name
+    path, metrics = train_denoise(
+        dataset,
+        cfg,
+        out,
+        command=command_line(ctx=ctx),
+        name=name or f"denoise-{meth}-{label}",
+        checkpoint_dir=checkpoint_dir,
+        quiet=quiet,
+    )
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+    typer.echo(f"wrote {path}: {shown}")

@@ -1,0 +1,57 @@
+"""Limits every action is vetted against, the safe state, and the watchdog's patience."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from smartscope.actions import SetProperty
+from smartscope.config.base import FrozenModel
+
+__all__ = ["LimitsConfig", "SafeStateConfig", "WatchdogConfig"]
+
+
+class LimitsConfig(FrozenModel):
+    exposure_ms: tuple[float, float] = (0.1, 2000.0)
+    interval_ms_min: float = Field(default=0.0, ge=0)
+    max_exposure_ratio_per_s: float | None = Field(
+        default=None, gt=1, description="largest factor exposure may change by in 1 s"
+    )
+    laser_max_mw: dict[str, float] = Field(
+        default_factory=dict, description="per-laser ceiling below the device's own"
+    )
+    max_power_change_mw_per_s: float | None = Field(default=None, gt=0)
+    allowed_values: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="'Device.Property' -> the only values actions may set",
+    )
+    mirror_max_rad: float = Field(default=3.0, gt=0, description="per-mode stroke limit")
+    z_um: tuple[float, float] | None = None
+    on_violation: Literal["clamp", "refuse"] = "clamp"
+
+    @model_validator(mode="after")
+    def _order(self) -> LimitsConfig:
+        lo, hi = self.exposure_ms
+        if not 0 < lo < hi:
+            raise ValueError(f"exposure_ms must be (min, max) with 0 < min < max, got {lo, hi}")
+        return self
+
+
+class SafeStateConfig(FrozenModel):
+    """What a fault, stall, Ctrl-C or the end of a run switches to. Lasers always go to 0."""
+
+    lasers_off: Literal[True] = Field(
+        default=True, description="always true: every configured laser goes to 0 mW, whatever else fails"
+    )
+    close_shutter: bool = True
+    properties: list[SetProperty] = Field(
+        default_factory=list, description="extra property settings applied on a fault"
+    )
+
+
+class WatchdogConfig(FrozenModel):
+    camera_stall_s: float = Field(
+        default=3.0, gt=0, description="no frame for this long (beyond the interval) = stall"
+    )
+    pipeline_stall_s: float = Field(default=10.0, gt=0)
