@@ -1,16 +1,26 @@
-"""Loop overhead: raw pymmcore-plus sequence acquisition vs smartscope, same camera, same run.
+"""Loop overhead on sCMOS-size streams, and live actions, measured side by side in one run.
 
-For each frame size the DemoCamera is set up once (FastImage, fixed exposure) and then:
+**Throughput** (DemoCamera, FastImage, fixed exposure): for each case the camera is set
+up once and then
 
 * **raw**: ``startSequenceAcquisition`` + ``popNextImageAndMD`` as fast as frames come,
   nothing else: the ceiling for any Python consumer of that camera;
 * **smartscope**: the full loop with an identity pipeline: every frame to OME-TIFF on
-  disk, frames.jsonl, the newest frame to analysis, watchdog running.
+  disk through the writer thread, frames.jsonl, the newest frame to analysis, watchdog.
 
-Rate = (frames − 1) / (time the last frame was taken off the buffer − time the first was),
-for both. Latency = camera timestamp → decision made, from the loop's own record.
+Rate = (frames − 1) / (time the last frame was taken off the buffer − time the first
+was), for both. Latency = camera timestamp → decision, from the loop's own record, against
+two frame intervals of the raw rate. Memory = peak resident set during the run minus
+before it (sampled every 20 ms), against the writer queue's budget (``storage.queue_mb``).
 
-    python bench/loop.py                 # 512² and 2048², to disk and to tmpfs, ~4 s each
+**Live actions** (the virtual microscope, when it has ``SequenceStartCost_ms``): a 256²
+stream at 10 ms exposure in real time (~100 fps); a controller toggles the 561 nm laser
+10 times a second. Frames acquired ÷ frames of the same run length with no actions, in
+``live`` and ``exact`` apply modes, and attribution errors against the simulator's ground
+truth (``SimPowerMean_mW_561``: the power each frame really received): frames not marked
+``transition`` whose claimed power differs from the power they received.
+
+    python bench/loop.py --seconds 30 --out bench/results/loop/loop.json
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import json
 import os
 import platform
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,15 +41,46 @@ from pymmcore_plus import CMMCorePlus
 from rich.console import Console
 from rich.table import Table
 
+from smartscope.actions import ActionRequest, SetLaserPower
 from smartscope.config import validate_config
+from smartscope.controllers.base import ControllerBase, Observation
 from smartscope.drivers.mmcore import PymmcorePlusDriver
 from smartscope.runner import run
+from smartscope.scenarios.base import virtual_cfg_file
 from smartscope.storage import read_jsonl
 
-console = Console(width=200)
+console = Console(width=220)
 
 
-def _core(size: int, exposure_ms: float) -> CMMCorePlus:
+def _rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class _PeakRSS:
+    """Peak resident memory while in the ``with`` block, sampled every 20 ms."""
+
+    def __enter__(self) -> _PeakRSS:
+        self.before = _rss_mb()
+        self.peak = self.before
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, _rss_mb())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _demo_core(size: int, exposure_ms: float) -> CMMCorePlus:
     core = CMMCorePlus()
     core.setDeviceAdapterSearchPaths([mm_test_adapters.device_adapter_path()])
     core.loadSystemConfiguration(str(Path(mm_test_adapters.device_adapter_path()) / "MMConfig_demo.cfg"))
@@ -68,96 +110,194 @@ def raw_rate(core: CMMCorePlus, n: int) -> float:
     return (got - 1) / (t_last - t_first)
 
 
-def smartscope_rate(core: CMMCorePlus, n: int, exposure_ms: float, root: Path) -> dict[str, Any]:
+def smartscope_rate(
+    core: CMMCorePlus, n: int, exposure_ms: float, root: Path, queue_mb: int
+) -> dict[str, Any]:
     cfg = validate_config(
         {
             "acquisition": {"exposure_ms": exposure_ms, "n_frames": n},
             "pipeline": {"stages": [{"kind": "identity"}]},
-            "storage": {"root": str(root), "name": "bench"},
+            "storage": {"root": str(root), "name": "bench", "queue_mb": queue_mb},
+            "microscope": {"buffer_size_mb": 2048},
         }
     )
     driver = PymmcorePlusDriver(cfg.microscope, cfg.acquisition, cfg.safe_state, core=core)
-    res = run(cfg, driver=driver, report=False)
+    gc.collect()
+    with _PeakRSS() as mem:
+        res = run(cfg, driver=driver, report=False)
     frames = read_jsonl(Path(res.run_dir) / "frames.jsonl")
     deq = [f["times"]["dequeued"] for f in frames]
+    m = res.metrics
     return {
-        "fps": (len(deq) - 1) / (deq[-1] - deq[0]),
-        "stored": res.metrics["frames_stored"],
-        "skipped": res.metrics["frames_skipped"],
-        "analysed": res.metrics["frames_analysed"],
-        "p50_ms": res.metrics["latency_decision"]["p50_ms"],
-        "p99_ms": res.metrics["latency_decision"]["p99_ms"],
-        "status": res.status,
+        "fps": (len(deq) - 1) / (deq[-1] - deq[0]) if len(deq) > 1 else 0.0,
+        "stored": m["frames_stored"],
+        "skipped": m["frames_skipped"],
+        "analysed": m["frames_analysed"],
+        "p50_ms": m["latency_decision"]["p50_ms"],
+        "p99_ms": m["latency_decision"]["p99_ms"],
+        "queue_peak_mb": m["storage_queue_peak_mb"],
+        "rss_peak_mb": mem.peak - mem.before,
+        "status": f"{res.status}" + ("" if res.status == "completed" else f": {res.reason[:60]}"),
     }
 
 
-CASES = [  # (size, exposure_ms); 10 ms at 2048² is the sCMOS reference (100 fps)
-    (512, 1.0),
-    (2048, 1.0),
-    (2048, 10.0),
-]
-
-
-def disk_mb_s(root: Path, mb: int = 800) -> float:
-    """Sustained write rate of the storage root, measured like the loop writes (8 MiB chunks)."""
+def disk_mb_s(root: Path, mb: int = 2000) -> float:
+    """Sustained write rate of the storage root with 8 MiB writes, synced at the end."""
     chunk = b"\0" * (8 << 20)
     path = root / "disk_probe.bin"
     t = time.perf_counter()
-    with path.open("wb") as fh:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
         for _ in range(mb // 8):
-            fh.write(chunk)
-            fh.flush()
-        os.fsync(fh.fileno())
+            os.write(fd, chunk)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     dt = time.perf_counter() - t
     path.unlink()
     return mb / dt
 
 
-def main(
-    seconds: Annotated[float, typer.Option(help="target duration per measurement")] = 4.0,
-    disk: Annotated[Path | None, typer.Option(help="on-disk storage root (default: the temp dir)")] = None,
-    tmpfs: Annotated[Path, typer.Option(help="in-memory storage root (isolates loop overhead)")] = Path(
-        "/dev/shm"
-    ),
-    out: Annotated[Path | None, typer.Option(help="also write the rows as JSON here")] = None,
-) -> None:
+def throughput(seconds: float, disk: Path, queue_mb: int) -> list[dict[str, Any]]:
     rows = []
-    disk = disk or Path(tempfile.gettempdir())
-    roots = [("disk", disk)] + ([("tmpfs", tmpfs)] if tmpfs.is_dir() else [])
-    for size, exposure_ms in CASES:
-        core = _core(size, exposure_ms)
+    for size, exposure_ms, secs in ((512, 1.0, min(seconds, 8.0)), (2048, 10.0, seconds)):
+        core = _demo_core(size, exposure_ms)
         probe = raw_rate(core, 50)
-        n = max(100, int(probe * seconds))
+        n = max(100, int(probe * secs))
         raw = raw_rate(core, n)
-        for label, root in roots:
-            with tempfile.TemporaryDirectory(dir=root) as tmp:
-                sm = smartscope_rate(core, n, exposure_ms, Path(tmp))
-            rows.append(
-                {
-                    "size": size,
-                    "exposure_ms": exposure_ms,
-                    "storage": label,
-                    "frames": n,
-                    "raw_fps": raw,
-                    **sm,
-                    "ratio": sm["fps"] / raw,
-                    "mb_s": sm["fps"] * size * size * 2 / 1e6,
-                }
-            )
+        with tempfile.TemporaryDirectory(dir=disk) as tmp:
+            sm = smartscope_rate(core, n, exposure_ms, Path(tmp), queue_mb)
+        interval_ms = 1e3 / raw
+        rows.append(
+            {
+                "size": size,
+                "exposure_ms": exposure_ms,
+                "frames": n,
+                "raw_fps": raw,
+                **sm,
+                "ratio": sm["fps"] / raw,
+                "mb_s": sm["fps"] * size * size * 2 / 1e6,
+                "interval_ms": interval_ms,
+                "p99_in_intervals": sm["p99_ms"] / interval_ms,
+                "queue_mb": queue_mb,
+            }
+        )
         core.unloadAllDevices()
         del core
         gc.collect()
+    return rows
+
+
+# ------------------------------------------------------------------ live actions
+
+
+class _Toggle561(ControllerBase):
+    """Asks for 5 or 10 mW on the 561 nm laser every ``period_s`` (10 Hz by default)."""
+
+    name = "toggle561"
+
+    def __init__(self, period_s: float = 0.1) -> None:
+        self.period_s = period_s
+        self.last = 0.0
+        self.high = False
+
+    def update(self, obs: Observation) -> list[ActionRequest]:
+        now = time.monotonic()
+        if now - self.last < self.period_s:
+            return []
+        self.last = now
+        self.high = not self.high
+        power = 10.0 if self.high else 5.0
+        return [self.ask(SetLaserPower(laser="561", power_mw=power), "bench: 10 Hz laser toggle", obs)]
+
+
+def _live_run(root: Path, mode: str, seconds: float, toggle: bool) -> dict[str, Any]:
+    cfg_file = virtual_cfg_file(root / "virtual.cfg", "cells", 0, 256, "RealTime", 0.0, 10.0)
+    cfg = validate_config(
+        {
+            "microscope": {
+                "config_file": str(cfg_file),
+                "camera": "Camera",
+                "lasers": {"561": {"device": "Laser561", "wavelength_nm": 561, "max_power_mw": 50}},
+            },
+            "acquisition": {
+                "exposure_ms": 10.0,
+                "duration_s": seconds,
+                "lasers_mw": {"561": 5.0},
+                "apply_mode": mode,
+            },
+            "pipeline": {"stages": [{"kind": "identity"}]},
+            "storage": {"root": str(root), "name": f"live-{mode}"},
+        }
+    )
+    res = run(cfg, report=False, controllers=[_Toggle561()] if toggle else [])
+    frames = read_jsonl(Path(res.run_dir) / "frames.jsonl")
+    wrong = transitions = 0
+    for f in frames:
+        truth = f.get("mm", {}).get("SimPowerMean_mW_561")
+        if f.get("transition"):
+            transitions += 1
+            continue
+        if truth is not None and abs(float(truth) - float(f["state"]["lasers"]["561"])) > 1e-6:
+            wrong += 1
+    return {
+        "frames": len(frames),
+        "actions": res.metrics["actions_applied"],
+        "transitions": transitions,
+        "attribution_errors": wrong,
+        "status": f"{res.status}",
+    }
+
+
+def live_actions(seconds: float, disk: Path) -> list[dict[str, Any]] | None:
+    from pymmcore_plus.experimental.unicore import UniMMCore
+
+    from smartscope.simulators import virtual_config_path
+
+    core = UniMMCore()
+    core.loadSystemConfiguration(str(virtual_config_path()))
+    has_cost = core.hasProperty("Camera", "SequenceStartCost_ms")
+    start_cost = core.getProperty("Camera", "SequenceStartCost_ms") if has_cost else None
+    core.unloadAllDevices()
+    del core
+    gc.collect()
+    if not has_cost:
+        return None
+    rows = []
+    with tempfile.TemporaryDirectory(dir=disk) as tmp:
+        base = _live_run(Path(tmp), "live", seconds, toggle=False)
+        for mode in ("live", "exact"):
+            r = _live_run(Path(tmp), mode, seconds, toggle=True)
+            rows.append(
+                {
+                    "mode": mode,
+                    "start_cost_ms": start_cost,
+                    "baseline_frames": base["frames"],
+                    **r,
+                    "ratio": r["frames"] / max(base["frames"], 1),
+                }
+            )
+    return rows
+
+
+def main(
+    seconds: Annotated[float, typer.Option(help="duration of the 2048² run and of each live run")] = 30.0,
+    disk: Annotated[Path | None, typer.Option(help="on-disk storage root (default: the temp dir)")] = None,
+    queue_mb: Annotated[int, typer.Option(help="storage.queue_mb for the throughput runs")] = 1024,
+    live: Annotated[bool, typer.Option(help="also run the live-actions table")] = True,
+    out: Annotated[Path | None, typer.Option(help="also write the rows as JSON here")] = None,
+) -> None:
+    disk = disk or Path(tempfile.gettempdir())
     with tempfile.TemporaryDirectory(dir=disk) as tmp:
         disk_rate = disk_mb_s(Path(tmp))
-
+    rows = throughput(seconds, disk, queue_mb)
     table = Table(
-        title=f"bench/loop.py — DemoCamera (FastImage), identity pipeline, {platform.node()}, "
-        f"{os.cpu_count()} cores; disk sustains {disk_rate:.0f} MB/s"
+        title=f"bench/loop.py — DemoCamera (FastImage), identity pipeline, to disk; {platform.node()}, "
+        f"{os.cpu_count()} cores; disk sustains {disk_rate:.0f} MB/s (8 MiB writes + fsync)"
     )
-    for col in (
+    cols = (
         "size",
         "exp ms",
-        "storage",
         "frames",
         "raw fps",
         "smartscope fps",
@@ -168,14 +308,17 @@ def main(
         "skipped",
         "lat p50 ms",
         "lat p99 ms",
+        "p99 / interval",
+        "queue peak MB",
+        "RSS peak +MB",
         "status",
-    ):
+    )
+    for col in cols:
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(
             f"{r['size']}²",
             f"{r['exposure_ms']:g}",
-            r["storage"],
             str(r["frames"]),
             f"{r['raw_fps']:.0f}",
             f"{r['fps']:.0f}",
@@ -186,11 +329,47 @@ def main(
             str(r["skipped"]),
             f"{r['p50_ms']:.1f}",
             f"{r['p99_ms']:.1f}",
+            f"{r['p99_in_intervals']:.2f}",
+            f"{r['queue_peak_mb']:.0f}",
+            f"{r['rss_peak_mb']:.0f}",
             r["status"],
         )
     console.print(table)
+    live_rows = live_actions(min(seconds, 10.0), disk) if live else None
+    if live and live_rows is None:
+        console.print("live actions: skipped (this virtual microscope has no SequenceStartCost_ms)")
+    if live_rows:
+        lt = Table(
+            title="live actions — virtual microscope, 256², 10 ms, real time (~100 fps), 561 nm at 10 Hz"
+        )
+        for col in (
+            "mode",
+            "start cost ms",
+            "frames, no actions",
+            "frames, toggling",
+            "ratio",
+            "actions",
+            "transition frames",
+            "attribution errors",
+            "status",
+        ):
+            lt.add_column(col, justify="right")
+        for r in live_rows:
+            lt.add_row(
+                r["mode"],
+                str(r["start_cost_ms"]),
+                str(r["baseline_frames"]),
+                str(r["frames"]),
+                f"{r['ratio']:.3f}",
+                str(r["actions"]),
+                str(r["transitions"]),
+                str(r["attribution_errors"]),
+                r["status"],
+            )
+        console.print(lt)
     if out is not None:
-        out.write_text(json.dumps(rows, indent=2))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"disk_mb_s": disk_rate, "throughput": rows, "live": live_rows}, indent=2))
 
 
 if __name__ == "__main__":

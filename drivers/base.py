@@ -1,9 +1,8 @@
 """The one small Protocol every acquisition backend implements.
 
 Drivers are used from a single thread, the loop's acquisition thread: ``start`` once,
-then ``next_frame`` and ``apply`` alternate, so every action lands at a frame boundary.
-``safe_state`` is the exception: the watchdog may call it from another thread, so it
-must not wait on the acquisition thread.
+then ``next_frame`` and ``apply`` alternate. ``safe_state`` is the exception: the watchdog
+may call it from another thread, so it must not wait on the acquisition thread.
 """
 
 from __future__ import annotations
@@ -27,14 +26,21 @@ class ActionNotSupported(DriverError):
 
 @dataclass(slots=True)
 class ApplyResult:
-    """What became of a batch of actions applied at one frame boundary.
+    """What became of a batch of actions.
 
-    ``first_frame_index``: the first frame index acquired with the batch in force.
     ``errors[i]`` is ``None`` if action ``i`` reached the hardware, else the reason.
+    ``revision`` is the state revision the batch created (frames taken with it in force
+    carry it in ``frame.state.revision``). ``first_frame_index`` is the first frame index
+    acquired with the batch in force when the driver knows it at once (the camera was
+    stopped and restarted for it); ``None`` when the batch was applied while the camera
+    streams, and the first frame whose whole exposure came after it tells. ``restarted``:
+    the camera's sequence was stopped and started again (its start-up time applies).
     """
 
-    first_frame_index: int
+    first_frame_index: int | None
     errors: list[str | None] = field(default_factory=list)
+    revision: int = 0
+    restarted: bool = False
 
 
 @runtime_checkable
@@ -53,11 +59,11 @@ class Driver(Protocol):
         """
 
     def apply(self, actions: Sequence[Action]) -> ApplyResult:
-        """Carry out ``actions`` together, before the next frame is exposed.
+        """Carry out ``actions`` together.
 
         Frames already acquired under the old settings are still delivered, in order,
-        by :meth:`next_frame`; ``ApplyResult.first_frame_index`` says where the new
-        settings begin. Each frame's ``state`` is the state it was taken in.
+        by :meth:`next_frame`. Each frame's ``state`` is the state it was taken in, and a
+        frame whose exposure straddled the change is marked ``transition``.
         """
 
     def state(self) -> DriverState:

@@ -5,12 +5,26 @@ Both speak to a Micro-Manager core, so the acquisition logic lives once, in
 (pymmcore-plus: ``core.setExposure``; pycromanager: ``core.set_exposure``), which the
 ``_do_*`` hooks hide.
 
-Streaming (``interval_ms == 0``, one channel) uses sequence acquisition. A batch of
-actions is applied at a frame boundary: the sequence is stopped, every frame already in
-the circular buffer is drained (it was taken with the old settings and is delivered as
-such), the settings change, and the sequence restarts. So the claim "frame N is the first
-with action A in force" is exact, on any camera. Time-lapse (``interval_ms > 0`` or
-several channels) snaps each frame at its due time.
+Streaming (``interval_ms == 0``, one channel) uses sequence acquisition. Two ways to
+apply a batch of actions (``acquisition.apply_mode``):
+
+* **exact**: the sequence is stopped, every frame already in the circular buffer is
+  drained (taken with the old settings, delivered as such), the settings change, and the
+  sequence restarts: "frame N is the first with this action in force" is exact on any
+  camera. A camera change (exposure, ROI, interval, a camera property) always goes this way.
+* **live** (the default for everything else: lasers, shutters, Z, mirror, other device
+  properties): the settings change while the camera streams. Which frames had them comes
+  from timestamps. With the camera's own exposure times (``ExposureStart_s`` /
+  ``ExposureEnd_s`` metadata, as the virtual camera reports them): a frame whose exposure
+  began after the batch completed has it in force, one whose exposure ended before the
+  batch began has the old state, and one whose exposure straddled it is marked
+  ``transition``. With only ``TimeReceivedByCore``: frames received before the batch began
+  have the old state; after it completed, the first ``camera_pipeline_frames`` frames
+  received (they may have been exposing or queued in the camera) are transitions and the
+  rest have it in force.
+
+Time-lapse (``interval_ms > 0`` or several channels) snaps each frame at its due time;
+actions land between snaps.
 """
 
 from __future__ import annotations
@@ -21,6 +35,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -88,6 +103,16 @@ def _camera_time(md: Mapping[str, Any]) -> float:
     return now_s()
 
 
+@dataclass(slots=True)
+class _LiveChange:
+    """A batch applied while the camera streamed: when it began and completed, what it made."""
+
+    began_s: float
+    done_s: float
+    after: DriverState
+    received_after: int = 0  # frames received since it completed (frames without exposure times)
+
+
 class MMCoreDriver:
     """Sequence acquisition with frame-boundary actions over a Micro-Manager core."""
 
@@ -110,6 +135,11 @@ class MMCoreDriver:
         self._burst_left: int | None = None
         self._saved_interval_ms = 0.0
         self._state = DriverState(exposure_ms=acquisition.exposure_ms)
+        # live changes not yet in force on every frame to come, oldest first, and the state
+        # before the oldest of them
+        self._base = self._state
+        self._timeline: deque[_LiveChange] = deque()
+        self._camera = ""
 
     # ---------------------------------------------------------------- hooks
     # Each flavour spells these core calls its own way.
@@ -168,6 +198,9 @@ class MMCoreDriver:
     def _do_release(self) -> None:
         raise NotImplementedError
 
+    def _do_camera_label(self) -> str:
+        raise NotImplementedError
+
     # ------------------------------------------------------------ lifecycle
 
     def _configure(self) -> None:
@@ -201,6 +234,8 @@ class MMCoreDriver:
             roi=self._do_get_roi(),
             mirror_rad=() if self.mcfg.mirror is not None else None,
         )
+        self._base = self._state
+        self._camera = self._do_camera_label()
 
     def _is_streaming_mode(self) -> bool:
         return self._state.interval_ms == 0 and len(self.acq.channels) <= 1
@@ -233,14 +268,17 @@ class MMCoreDriver:
         else:
             self._next_due = time.perf_counter()
 
-    def _halt_and_drain(self) -> None:
-        """Stop the sequence and keep every frame already acquired, with its state."""
+    def _halt_and_drain(self) -> bool:
+        """Stop the sequence and keep every frame already acquired, with its state.
+
+        Returns whether a running sequence was stopped."""
         if not (self._streaming and self._do_is_sequence_running()):
-            return
+            return False
         self._do_stop_sequence()
         while self._do_remaining() > 0:
             img, md = self._do_pop()
-            self._pending.append((img, md, self._state))
+            self._pending.append((img, md, self._attribute(md)))
+        return True
 
     def stop(self) -> None:
         self._stopping = True
@@ -255,6 +293,44 @@ class MMCoreDriver:
         self._do_release()
 
     # --------------------------------------------------------------- frames
+
+    def _attribute(self, md: dict[str, Any]) -> DriverState:
+        """The state a streamed frame was taken in; marks ``md["_transition"]`` when its
+        exposure may have straddled a live change (see the module doc). Frames arrive in
+        order, so a change every later frame will see whole is folded into the base state."""
+        if not self._timeline:
+            return self._state
+        start, end = md.get("ExposureStart_s"), md.get("ExposureEnd_s")
+        if start is not None and end is not None:
+            with contextlib.suppress(TypeError, ValueError):
+                return self._attribute_window(md, float(start), float(end))
+        return self._attribute_received(md, _camera_time(md))
+
+    def _attribute_window(self, md: dict[str, Any], begin: float, end: float) -> DriverState:
+        """The camera says when it exposed: changes complete before ``begin`` are in force,
+        a change that began before ``end`` and was not complete by ``begin`` straddles."""
+        while self._timeline and self._timeline[0].done_s <= begin:
+            self._base = self._timeline.popleft().after
+        if self._timeline and self._timeline[0].began_s < end:
+            md["_transition"] = True
+        return self._base
+
+    def _attribute_received(self, md: dict[str, Any], received: float) -> DriverState:
+        """Only the time the core received the frame is known. A frame received before a
+        change began was exposed before it; the frames received after it completed are in
+        force from the ``camera_pipeline_frames`` + 1-th on (earlier ones may have been
+        exposing, or waiting in the camera, while it happened)."""
+        depth = self.acq.camera_pipeline_frames
+        for change in self._timeline:
+            if received < change.began_s:
+                break  # this and every later change came after the frame
+            if received >= change.done_s:
+                change.received_after += 1
+        while self._timeline and self._timeline[0].received_after > depth:
+            self._base = self._timeline.popleft().after
+        if self._timeline and received >= self._timeline[0].began_s:
+            md["_transition"] = True
+        return self._base
 
     def _make_frame(
         self, img: np.ndarray, md: dict[str, Any], state: DriverState, channel: str = ""
@@ -278,7 +354,10 @@ class MMCoreDriver:
     def next_frame(self, timeout_s: float) -> Frame | None:
         if self._pending:
             img, md, st = self._pending.popleft()
-            return self._make_frame(img, md, st)
+            frame = self._make_frame(img, md, st)
+            frame.transition = bool(md.get("_transition"))
+            md.pop("_transition", None)
+            return frame
         if self._target is not None and self._delivered >= self._target:
             raise StopIteration
         if not self._running:
@@ -292,7 +371,10 @@ class MMCoreDriver:
         while True:
             if self._do_remaining() > 0:
                 img, md = self._do_pop()
-                return self._make_frame(img, md, self._state)
+                state = self._attribute(md)
+                frame = self._make_frame(img, md, state)
+                frame.transition = bool(md.pop("_transition", False))
+                return frame
             if not self._do_is_sequence_running():
                 if self._do_remaining() > 0:
                     continue
@@ -336,9 +418,42 @@ class MMCoreDriver:
 
     # -------------------------------------------------------------- actions
 
+    def _reconfigures_camera(self, action: Action) -> bool:
+        """Actions that change what the camera does (so its sequence must restart)."""
+        if isinstance(action, SetExposure | SetROI | ClearROI | SetInterval | StartBurst | StopBurst):
+            return True
+        return isinstance(action, SetProperty) and action.device == self._camera
+
     def apply(self, actions: Sequence[Action]) -> ApplyResult:
-        self._halt_and_drain()
-        state = self._state
+        live = (
+            self.acq.apply_mode == "live"
+            and self._streaming
+            and self._running
+            and not self._stopping
+            and not any(self._reconfigures_camera(a) for a in actions)
+        )
+        if live:
+            return self._apply_live(actions)
+        restarted = self._halt_and_drain()
+        state, errors = self._apply_all(actions, self._state)
+        self._state = self._base = state
+        self._timeline.clear()  # the camera is stopped: every earlier change is behind us
+        first = self._delivered + len(self._pending)
+        if self._running and not self._stopping:
+            self._begin()
+        return ApplyResult(first, errors, state.revision, restarted and self._streaming)
+
+    def _apply_live(self, actions: Sequence[Action]) -> ApplyResult:
+        t_begin = now_s()
+        state, errors = self._apply_all(actions, self._state)
+        t_done = now_s()
+        self._timeline.append(_LiveChange(t_begin, t_done, state))
+        self._state = state
+        return ApplyResult(None, errors, state.revision, False)
+
+    def _apply_all(
+        self, actions: Sequence[Action], state: DriverState
+    ) -> tuple[DriverState, list[str | None]]:
         errors: list[str | None] = []
         for action in actions:
             try:
@@ -346,11 +461,7 @@ class MMCoreDriver:
                 errors.append(None)
             except Exception as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
-        self._state = state
-        first = self._delivered + len(self._pending)
-        if self._running and not self._stopping:
-            self._begin()
-        return ApplyResult(first_frame_index=first, errors=errors)
+        return state.replace(revision=state.revision + 1), errors
 
     def _apply_one(self, action: Action, state: DriverState) -> DriverState:
         """Carry out one action; return the state with it in force."""
@@ -405,7 +516,8 @@ class MMCoreDriver:
     def _end_burst(self) -> None:
         """A counted burst is over: back to the saved interval at this frame boundary."""
         self._halt_and_drain()
-        self._state = self._state.replace(interval_ms=self._saved_interval_ms, burst=False)
+        self._state = self._base = self._state.replace(interval_ms=self._saved_interval_ms, burst=False)
+        self._timeline.clear()
         self._burst_left = None
         if self._running and not self._stopping:
             self._begin()
@@ -524,6 +636,9 @@ class PymmcorePlusDriver(MMCoreDriver):
     def _do_set_config(self, group: str, preset: str) -> None:
         self.core.setConfig(group, preset)
         self.core.waitForConfig(group, preset)
+
+    def _do_camera_label(self) -> str:
+        return str(self.core.getCameraDevice())
 
     def _do_release(self) -> None:
         if self._owns_core:
@@ -651,6 +766,9 @@ class PycromanagerDriver(MMCoreDriver):
     def _do_set_config(self, group: str, preset: str) -> None:
         self.core.set_config(group, preset)
         self.core.wait_for_config(group, preset)
+
+    def _do_camera_label(self) -> str:
+        return str(self.core.get_camera_device())
 
     def _do_release(self) -> None:
         if self._headless:

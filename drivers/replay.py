@@ -115,7 +115,9 @@ class ReplayDriver:
 
     def apply(self, actions: Sequence[Action]) -> ApplyResult:
         msg = "replay: recorded data cannot change; action logged only"
-        return ApplyResult(first_frame_index=self._i, errors=[msg for _ in actions])
+        return ApplyResult(
+            first_frame_index=self._i, errors=[msg for _ in actions], revision=self._state.revision
+        )
 
     def state(self) -> DriverState:
         return self._state

@@ -28,7 +28,9 @@ class Frame:
     """One raw camera frame.
 
     ``index`` counts frames in the run from 0 (the position of the frame in the raw
-    stack on disk). ``state`` is the driver state the frame was taken in. ``times``
+    stack on disk). ``state`` is the driver state the frame was taken in; ``transition``
+    marks a frame whose exposure straddled a change (its light was a mix of the old and
+    the new setting: stored and analysed, never used as controller evidence). ``times``
     collects stamps along the way, keyed ``camera``, ``dequeued``, ``stored``,
     ``stage:<name>``, ``decided`` and ``applied``. ``metadata["mm"]`` holds the camera's
     own metadata where the driver has it.
@@ -39,6 +41,7 @@ class Frame:
     camera_time_s: float
     channel: str = ""
     state: DriverState | None = None
+    transition: bool = False  # an action took effect during this frame's exposure
     metadata: dict[str, Any] = field(default_factory=dict)
     times: dict[str, float] = field(default_factory=dict)
 

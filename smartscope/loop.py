@@ -1,18 +1,26 @@
-"""The closed loop: acquire → store → analyse → decide → vet → apply, between frames.
+"""The closed loop: acquire → store and analyse → decide → vet → apply, between frames.
 
-Three threads, one rule each:
+Four threads, one rule each:
 
-* **acquisition** (owns the driver): apply any vetted actions at the frame boundary,
-  take the next frame, write it to disk, offer it to analysis. It never waits on
-  analysis, so a slow engine costs analysed frames, never raw ones.
+* **acquisition** (owns the driver): apply any vetted actions, take the next frame off the
+  camera and hand the same frame to the writer and to analysis at once. It never waits on
+  analysis nor on the disk (only on the writer's memory budget, by policy).
+* **writer** (:class:`smartscope.storage.FrameWriter`): writes raw frames, engine outputs
+  and their logs, in batches; it owns every image file of the run.
 * **analysis**: take the newest offered frame (older unanalysed ones are counted as
   skipped), run the pipeline, let controllers decide, pass requests through safety.
-* **watchdog**: a camera that stops delivering or a stage that stops returning is a
-  fault: the safe state goes on at once, from this thread, and the run ends.
+  Frames marked ``transition`` (an action took effect during their exposure) are analysed
+  and stored but never shown to controllers.
+* **watchdog**: a camera that does not deliver (from its (re)start: ``camera_start_s``;
+  between frames: ``camera_stall_s``) or a stage that does not return is a fault: the safe
+  state goes on at once, from this thread, and the run ends.
 
-Any fault (driver error, stage error, stall, Ctrl-C) ends the same way: safe state,
-every already-acquired frame stored, files closed, the reason in ``events.jsonl`` and
-``metrics.json``.
+Any fault (driver error, stage error, stall, storage error or full writer queue, Ctrl-C)
+ends the same way: safe state, every frame taken off the camera written, files closed,
+the reason in ``events.jsonl`` and ``metrics.json``. The safe state is final: an apply that
+was in flight when the fault came is followed by the safe state again, and no action is
+applied after a fault. ``stored = analysed + skipped + failed`` holds for every run whose
+frames all reached the disk.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from smartscope.frame import Frame, now_s
 from smartscope.metrics import percentiles_ms
 from smartscope.pipeline import Pipeline, StageError, StageOutput, StageSkipped
 from smartscope.safety import SafetyGate
-from smartscope.storage import RunFolder
+from smartscope.storage import FrameWriter, QueueFull, RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +169,7 @@ class RunResult:
 
 
 class Loop:
-    """One run of the closed loop. Build with :func:`smartscope.runner.build_loop`."""
+    """One run of the closed loop. Build and run it with :func:`smartscope.runner.run`."""
 
     def __init__(
         self,
@@ -180,6 +188,7 @@ class Loop:
         self.safety = SafetyGate(cfg.limits, cfg.microscope.lasers)
         self.progress = progress
         self.slot = LatestSlot()
+        self.writer: FrameWriter | None = None  # started by run_loop
         self._pending: queue.Queue[AuditRecord] = queue.Queue()
         self._stop = threading.Event()
         # set when the acquisition thread has returned. The main thread waits on this, not on
@@ -188,18 +197,25 @@ class Loop:
         self._acq_done = threading.Event()
         self._fault_lock = threading.Lock()
         self._fault: str | None = None
+        self._apply_lock = threading.Lock()  # held while the driver applies a batch
         self._stop_reason: StopReason | None = None
         self._stop_message = ""
         self._seq = 0
         self._seq_lock = threading.Lock()
         self._paused: set[str] = set()
         self.listeners: list[LoopListener] = []
+        # actions applied while the camera streamed, waiting for the first frame taken with
+        # them in force: (state revision, records, time applied)
+        self._awaiting: deque[tuple[int, list[AuditRecord]]] = deque()
+        self._draining = False
         # telemetry
+        self.n_acquired = 0
         self.n_stored = 0
         self.n_analysed = 0
         self.n_failed = 0
         self.n_actions = 0
         self._last_frame_t = 0.0
+        self._camera_started_t: float | None = None  # set at (re)start until the first frame
         self._analysis_started: tuple[int, float] | None = None
         self._camera_time: dict[int, float] = {}
         self.decision_latency_s: list[float] = []
@@ -234,16 +250,23 @@ class Loop:
     def controller_names(self) -> list[str]:
         return [c.name for c in self.controllers]
 
+    def faulted(self) -> bool:
+        """A fault has been raised (a call, not a property: it changes under other threads)."""
+        return self._fault is not None
+
     def telemetry(self) -> dict[str, Any]:
         """A snapshot of the running loop (for status displays and remote clients)."""
         wall = max(time.perf_counter() - self._t_start, 1e-9) if self._t_start else 0.0
+        writer = self.writer
         return {
+            "frames_acquired": self.n_acquired,
             "frames_stored": self.n_stored,
             "frames_analysed": self.n_analysed,
             "frames_skipped": self.slot.skipped,
             "frames_failed": self.n_failed,
             "actions_applied": self.n_actions,
             "fps_stored": self.n_stored / wall if wall else 0.0,
+            "storage_queue_mb": (writer.queued_bytes / 2**20) if writer is not None else 0.0,
             "latency_decision": percentiles_ms(self.decision_latency_s[-500:]),
             "state": self.driver.state().to_json(),
             "paused_controllers": sorted(self._paused),
@@ -286,12 +309,16 @@ class Loop:
         """A request from outside the controllers (a person, a remote client)."""
         return self._vet(request)
 
-    # ------------------------------------------------------------- threads
+    # ------------------------------------------------------------- actions
 
     def _next_seq(self) -> int:
         with self._seq_lock:
             self._seq += 1
             return self._seq
+
+    def _audit(self, rec: AuditRecord) -> None:
+        self.run.actions.write(rec.model_dump(mode="json"))
+        self._notify("on_audit", rec)
 
     def _vet(self, request: ActionRequest) -> AuditRecord:
         decision = self.safety.vet(request)
@@ -303,24 +330,36 @@ class Loop:
             note=decision.note,
         )
         if decision.action is None:
-            self.run.actions.write(rec.model_dump(mode="json"))
-            self._notify("on_audit", rec)
+            self._audit(rec)
         else:
             self._pending.put(rec)
         return rec
 
-    def _apply_pending(self) -> None:
+    def _take_pending(self) -> list[AuditRecord]:
         batch: list[AuditRecord] = []
         while True:
             try:
                 batch.append(self._pending.get_nowait())
             except queue.Empty:
-                break
-        if not batch:
-            return
-        actions = [r.applied for r in batch if r.applied is not None]
-        result = self.driver.apply(actions)
+                return batch
+
+    def _apply_pending(self) -> None:
+        if self._pending.empty() or self._fault is not None:
+            return  # after a fault nothing is applied: the requests are refused at the end
+        with self._apply_lock:
+            if self.faulted():  # a fault came between the check above and the lock
+                return
+            batch = self._take_pending()
+            actions = [r.applied for r in batch if r.applied is not None]
+            result = self.driver.apply(actions)
+        if self.faulted():
+            # the fault came while the driver was applying: whatever that batch switched on
+            # goes off again, after it
+            self._safe_state("fault during an apply: safe state re-applied after it")
+        if result.restarted:
+            self._camera_started_t = time.perf_counter()
         t = now_s()
+        waiting: list[AuditRecord] = []
         for rec, err in zip(batch, result.errors, strict=True):
             if err is None:
                 assert rec.applied is not None
@@ -332,6 +371,9 @@ class Loop:
                 done = rec.model_copy(
                     update={"applied_time_s": t, "first_frame_index": result.first_frame_index}
                 )
+                if result.first_frame_index is None:
+                    waiting.append(done)  # known once a frame with it in force arrives
+                    continue
             else:
                 done = rec.model_copy(
                     update={
@@ -340,8 +382,21 @@ class Loop:
                         "applied_time_s": t,
                     }
                 )
-            self.run.actions.write(done.model_dump(mode="json"))
-            self._notify("on_audit", done)
+            self._audit(done)
+        if waiting:
+            self._awaiting.append((result.revision, waiting))
+
+    def _resolve_awaiting(self, frame: Frame) -> None:
+        """The first frame taken (whole) with a batch in force names it in the audit log."""
+        state = frame.state
+        if frame.transition or state is None:
+            return
+        while self._awaiting and state.revision >= self._awaiting[0][0]:
+            _, records = self._awaiting.popleft()
+            for rec in records:
+                self._audit(rec.model_copy(update={"first_frame_index": frame.index}))
+
+    # ------------------------------------------------------------- threads
 
     def _acquire(self) -> None:
         try:
@@ -356,8 +411,8 @@ class Loop:
         )
         driver = self.driver
         try:
+            self._camera_started_t = time.perf_counter()
             driver.start(n_target)
-            self._last_frame_t = time.perf_counter()
             while True:
                 if self._stop.is_set() or (deadline and time.perf_counter() > deadline):
                     if not self._stop.is_set():
@@ -371,12 +426,8 @@ class Loop:
                 except StopIteration:
                     self.request_stop(StopReason.ALL_FRAMES)
                     return
-                if frame is None:
-                    continue
-                self._store(frame)
-                self.slot.put(frame)
-                if self.listeners:
-                    self._notify("on_frame", frame)
+                if frame is not None:
+                    self._hand_off(frame)
         except Exception as exc:
             self.fault(f"driver {driver.name}: {type(exc).__name__}: {exc}")
             try:
@@ -387,6 +438,7 @@ class Loop:
 
     def _drain_remaining(self) -> None:
         """Frames the camera already took are stored even when the run is ending."""
+        self._draining = True
         while True:
             try:
                 frame = self.driver.next_frame(0.0)
@@ -394,28 +446,43 @@ class Loop:
                 return
             if frame is None:
                 return
-            self._store(frame)
+            self._hand_off(frame, analyse=False)
 
-    def _store(self, frame: Frame) -> None:
+    def _hand_off(self, frame: Frame, analyse: bool = True) -> None:
+        """The same frame to the writer and to analysis; the acquisition thread's whole job."""
         frame.stamp("dequeued")
         if frame.state is None:
             frame.state = self.driver.state()
-        mm = frame.metadata.get("mm")
-        extra = {"mm": mm} if mm else None
-        self.run.write_raw(
-            frame.index, frame.image, frame.times, frame.camera_time_s, frame.channel, frame.state, extra
-        )
-        self.n_stored += 1
+        self.n_acquired += 1
         self._last_frame_t = time.perf_counter()
+        self._camera_started_t = None
         if self._first_cam_t is None:
             self._first_cam_t = frame.camera_time_s
         self._last_cam_t = frame.camera_time_s
+        if self._awaiting:
+            self._resolve_awaiting(frame)
+        assert self.writer is not None
+        try:
+            self.writer.put_raw(frame, wait=self._draining)
+        except QueueFull as exc:  # the frame is queued; the run ends with every frame written
+            self.fault(str(exc))
+        if analyse:
+            self.slot.put(frame)
+        else:
+            self.slot.count_unanalysed(frame)
+        if self.listeners:
+            self._notify("on_frame", frame)
         if self.progress is not None:
-            self.progress(self.n_stored, self.cfg.acquisition.n_frames)
+            self.progress(self.n_acquired, self.cfg.acquisition.n_frames)
+
+    def _on_stored(self, frames: Sequence[Frame]) -> None:
+        self.n_stored += len(frames)
 
     def _analyse(self) -> None:
         on_error = self.cfg.pipeline.on_error
         save = self.cfg.pipeline.save_outputs
+        writer = self.writer
+        assert writer is not None
         while True:
             frame = self.slot.take(0.1)
             if frame is None:
@@ -448,20 +515,21 @@ class Loop:
                 t_save = now_s()
                 for name, out in results.items():
                     for key, img in out.images.items():
-                        self.run.write_output(name, key, frame.index, img, t_save, out.channel_names.get(key))
+                        writer.put_output(name, key, frame.index, img, t_save, out.channel_names.get(key))
                     if out.rows:
-                        self.run.write_rows(name, frame.index, out.rows)
-            obs = Observation(frame, results, frame.state or self.driver.state())
-            for ctl in self.controllers:
-                if ctl.name in self._paused:
-                    continue
-                try:
-                    requests = ctl.update(obs)
-                except Exception as exc:
-                    self.fault(f"controller {ctl.name!r} raised {type(exc).__name__}: {exc}")
-                    return
-                for req in requests:
-                    self._vet(req)
+                        writer.put_rows(name, frame.index, out.rows)
+            if not frame.transition:  # a mixed exposure is no evidence for a controller
+                obs = Observation(frame, results, frame.state or self.driver.state())
+                for ctl in self.controllers:
+                    if ctl.name in self._paused:
+                        continue
+                    try:
+                        requests = ctl.update(obs)
+                    except Exception as exc:
+                        self.fault(f"controller {ctl.name!r} raised {type(exc).__name__}: {exc}")
+                        return
+                    for req in requests:
+                        self._vet(req)
             t_dec = frame.stamp("decided")
             if self.listeners:
                 self._notify("on_analysis", frame, results)
@@ -472,6 +540,7 @@ class Loop:
                     "index": frame.index,
                     "times": frame.times,
                     "values": {n: o.values for n, o in results.items() if o.values},
+                    **({"transition": True} if frame.transition else {}),
                 }
             )
 
@@ -482,13 +551,21 @@ class Loop:
             state = self.driver.state()
             interval_s = state.interval_ms / 1e3 if math.isfinite(state.interval_ms) else 0.0
             exposure_s = state.exposure_ms / 1e3 if math.isfinite(state.exposure_ms) else 0.0
-            allowed = wd.camera_stall_s + interval_s + exposure_s
-            if now - self._last_frame_t > allowed:
-                self.fault(f"camera stalled: no frame for {now - self._last_frame_t:.1f} s")
+            started = self._camera_started_t
+            if started is not None:  # (re)started, no frame yet: a camera's start-up time applies
+                waited, allowed = now - started, wd.camera_start_s + interval_s + exposure_s
+                what = "since the camera was started"
+            else:
+                waited, allowed = now - self._last_frame_t, wd.camera_stall_s + interval_s + exposure_s
+                what = "since the last one"
+            if waited > allowed:
+                self.fault(f"camera stalled: no frame for {waited:.1f} s {what} (allowed {allowed:.1f} s)")
                 return
-            started = self._analysis_started
-            if started is not None and now - started[1] > wd.pipeline_stall_s:
-                self.fault(f"pipeline stalled: frame {started[0]} in analysis for {now - started[1]:.1f} s")
+            analysing = self._analysis_started
+            if analysing is not None and now - analysing[1] > wd.pipeline_stall_s:
+                self.fault(
+                    f"pipeline stalled: frame {analysing[0]} in analysis for {now - analysing[1]:.1f} s"
+                )
                 return
 
     # ----------------------------------------------------------------- run
@@ -496,7 +573,16 @@ class Loop:
     def run_loop(self) -> RunResult:
         self.safety.observe_state(self.driver.state())
         self._event({"t": now_s(), "event": "start", "driver": self.driver.name})
+        storage = self.cfg.storage
+        self.writer = FrameWriter(
+            self.run,
+            storage.queue_mb << 20,
+            storage.on_queue_full,
+            on_stored=self._on_stored,
+            on_error=self.fault,
+        )
         self._t_start = time.perf_counter()
+        self._camera_started_t = self._t_start
         acq = threading.Thread(target=self._acquire, name="smartscope-acquire", daemon=True)
         ana = threading.Thread(target=self._analyse, name="smartscope-analyse", daemon=True)
         dog = threading.Thread(target=self._watch, name="smartscope-watchdog", daemon=True)
@@ -521,8 +607,13 @@ class Loop:
             self.pipeline.close()
             ana.join(2)
         dog.join(1)
-        self._apply_pending_refused_at_end()
+        self._refuse_pending_at_end()
         self._safe_state("end of run")
+        self._event({"t": now_s(), "event": "writing", "queued_mb": self.writer.queued_bytes / 2**20})
+        try:
+            self.writer.close()
+        except TimeoutError as exc:
+            self.fault(str(exc))
         stop = StopReason.FAULT if self._fault else (self._stop_reason or StopReason.ENDED)
         status = stop.status
         reason = self._fault or self._stop_message
@@ -532,17 +623,21 @@ class Loop:
         self.run.write_json("metrics.json", metrics)
         return RunResult(str(self.run.path), status, reason, metrics, stop)
 
-    def _apply_pending_refused_at_end(self) -> None:
-        """Requests vetted but never applied (the run ended first) are logged as such."""
-        while True:
-            try:
-                rec = self._pending.get_nowait()
-            except queue.Empty:
-                return
-            done = rec.model_copy(
-                update={"verdict": "refused", "note": "run ended before it could be applied"}
-            )
-            self.run.actions.write(done.model_dump(mode="json"))
+    def _refuse_pending_at_end(self) -> None:
+        """Requests vetted but never applied (the run ended first, or a fault came) are
+        logged as refused; applied ones no frame was taken with are logged without one."""
+        why = (
+            "refused: a fault put the microscope in its safe state"
+            if self._fault
+            else ("run ended before it could be applied")
+        )
+        for rec in self._take_pending():
+            self._audit(rec.model_copy(update={"verdict": "refused", "note": why}))
+        while self._awaiting:
+            _, records = self._awaiting.popleft()
+            for rec in records:
+                note = (rec.note + "; no frame was taken with it in force").strip("; ")
+                self._audit(rec.model_copy(update={"note": note}))
 
     def metrics(self, status: RunStatus, reason: str) -> dict[str, Any]:
         wall = max(self._t_end - self._t_start, 1e-9)
@@ -551,11 +646,14 @@ class Loop:
             if self._first_cam_t is not None and self._last_cam_t is not None
             else 0.0
         )
-        fps = (self.n_stored - 1) / cam_span if cam_span > 0 and self.n_stored > 1 else 0.0
+        fps = (self.n_acquired - 1) / cam_span if cam_span > 0 and self.n_acquired > 1 else 0.0
+        writer = self.writer
         return {
             "status": status.value,
             "reason": reason,
+            "frames_acquired": self.n_acquired,
             "frames_stored": self.n_stored,
+            "frames_not_stored": writer.frames_not_written if writer is not None else 0,
             "frames_analysed": self.n_analysed,
             "frames_skipped": self.slot.skipped,
             "frames_failed": self.n_failed,
@@ -565,5 +663,8 @@ class Loop:
             "fps_analysed": self.n_analysed / wall,
             "latency_decision": percentiles_ms(self.decision_latency_s),
             "latency_action": percentiles_ms(self.action_latency_s),
+            "storage_queue_mb": self.cfg.storage.queue_mb,
+            "storage_queue_peak_mb": (writer.peak_queued_bytes / 2**20) if writer is not None else 0.0,
+            "storage_error": writer.error if writer is not None else None,
             "driver": self.driver.name,
         }

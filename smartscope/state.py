@@ -40,6 +40,9 @@ class DriverState:
         XY stage position.
     source : str | None
         Where frames come from when not a live camera (the replayed file).
+    revision : int
+        Counts the batches of actions applied: a frame taken with revision ``r`` in force
+        was taken after the ``r``-th batch completed.
     """
 
     exposure_ms: float
@@ -51,6 +54,7 @@ class DriverState:
     mirror_rad: tuple[float, ...] | None = None
     xy_um: tuple[float, float] | None = None
     source: str | None = None
+    revision: int = 0
 
     def replace(self, **changes: Any) -> DriverState:
         """A copy with some fields changed."""
@@ -66,6 +70,7 @@ class DriverState:
             "interval_ms": self.interval_ms,
             "lasers": dict(self.lasers),
             "burst": self.burst,
+            "revision": self.revision,
         }
         for key in ("roi", "z_um", "mirror_rad", "xy_um", "source"):
             value = getattr(self, key)
@@ -91,4 +96,5 @@ class DriverState:
             mirror_rad=opt_tuple("mirror_rad", float),
             xy_um=opt_tuple("xy_um", float),
             source=data.get("source"),
+            revision=int(data.get("revision", 0)),
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -36,6 +36,19 @@ class AcquisitionConfig(FrozenModel):
         default_factory=dict, description="laser powers set before the first frame"
     )
     channels: list[ChannelConfig] = Field(default_factory=list)
+    apply_mode: Literal["live", "exact"] = Field(
+        default="live",
+        description="live: actions that do not reconfigure the camera (lasers, shutter, Z, mirror, "
+        "device properties) apply while it streams, frames attributed by timestamps; exact: "
+        "every batch stops, drains and restarts the camera's sequence",
+    )
+    camera_pipeline_frames: int = Field(
+        default=2,
+        ge=0,
+        le=1000,
+        description="live mode, cameras without exposure timestamps: frames that may be exposing "
+        "or queued in the camera while an action applies (they are marked transition)",
+    )
     mda: dict[str, Any] | None = Field(
         default=None,
         description="a useq-schema MDASequence; its time plan and channels fill "

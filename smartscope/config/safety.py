@@ -51,6 +51,11 @@ class SafeStateConfig(FrozenModel):
 
 
 class WatchdogConfig(FrozenModel):
+    camera_start_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="time a camera may take from (re)starting to its first frame (sCMOS: 0.1-1 s)",
+    )
     camera_stall_s: float = Field(
         default=3.0, gt=0, description="no frame for this long (beyond the interval) = stall"
     )

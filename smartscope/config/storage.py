@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -15,5 +16,16 @@ class StorageConfig(FrozenModel):
     root: Path = Path("runs")
     name: str = Field(default="run", pattern=r"^[A-Za-z0-9_.-]+$")
     fsync_every: int = Field(
-        default=0, ge=0, description="0: flush each frame to the OS; N: also fsync every N"
+        default=0, ge=0, description="0: each batch of frames goes to the OS; N: also fsync every N frames"
+    )
+    queue_mb: int = Field(
+        default=1024,
+        ge=16,
+        le=1 << 20,
+        description="memory for frames waiting to be written (the writer queue's budget, MiB)",
+    )
+    on_queue_full: Literal["stop", "wait"] = Field(
+        default="stop",
+        description="stop: safe state and end the run, every frame already taken written; "
+        "wait: the acquisition waits for the disk (the camera's buffer may overflow)",
     )

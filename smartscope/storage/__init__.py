@@ -1,0 +1,25 @@
+"""Storage: run folders, crash-safe BigTIFF stacks, JSON lines, and the frame writer thread.
+
+:mod:`.folder` (``RunFolder``, ``recover``), :mod:`.tiff` (``StackWriter``, safe OME
+headers, page counting), :mod:`.jsonl` (``JsonlWriter``, ``read_jsonl``) and
+:mod:`.writer` (``FrameWriter``: the bounded queue and the thread that owns the files).
+"""
+
+from smartscope.storage.folder import RunFolder, recover
+from smartscope.storage.jsonl import JsonlWriter, dumps, read_jsonl
+from smartscope.storage.tiff import StackWriter, TiffFormatError, count_pages, write_ome_header
+from smartscope.storage.writer import FrameWriter, QueueFull
+
+__all__ = [
+    "FrameWriter",
+    "JsonlWriter",
+    "QueueFull",
+    "RunFolder",
+    "StackWriter",
+    "TiffFormatError",
+    "count_pages",
+    "dumps",
+    "read_jsonl",
+    "recover",
+    "write_ome_header",
+]

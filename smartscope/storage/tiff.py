@@ -1,0 +1,317 @@
+"""Crash-safe BigTIFF stacks: pages appended in batches, linked in only once complete.
+
+Layout per page: pixel data, description, software string, IFD (next offset 0). A batch of
+pages goes out in one ``pwritev`` (large sequential writes, the pixel buffers passed as
+they are, never copied); only then is the previous page's next-IFD pointer patched to the
+batch's first IFD (one 8-byte write). So the file is a valid TIFF after every batch, and a
+``kill -9`` at any moment leaves every linked page readable; a batch cut short is simply
+not linked.
+
+The OME-XML header goes into the first page's description the same way: the new text is
+appended and synced, and only then does one 16-byte write point the description tag at it.
+A failed write (a full disk) leaves the old, valid header in place.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+import numpy as np
+
+__all__ = [
+    "PlaneInfo",
+    "StackWriter",
+    "TiffFormatError",
+    "count_pages",
+    "ome_xml",
+    "write_description",
+    "write_ome_header",
+]
+
+_OME_NS = "http://www.openmicroscopy.org/Schemas/OME/2016-06"
+_HEADER = b"II" + struct.pack("<HHHQ", 43, 8, 0, 0)
+_SOFTWARE = b"smartscope\0"
+_SAMPLE_FORMAT: dict[str, int] = {"u": 1, "i": 2, "f": 3}
+_N_TAGS = 12
+_IFD_BYTES = 8 + 20 * _N_TAGS + 8
+
+
+class TiffFormatError(ValueError):
+    """The file is not a BigTIFF this writer can extend or describe."""
+
+
+@dataclass(slots=True)
+class PlaneInfo:
+    delta_t_s: float
+    exposure_ms: float | None
+    channel: str
+
+
+def _pwritev_all(fd: int, buffers: list[Any], offset: int) -> None:
+    """``os.pwritev`` until every byte is written (the kernel may write part of a batch)."""
+    views = [memoryview(b).cast("B") for b in buffers]
+    while views:
+        n = os.pwritev(fd, views[:1024], offset)  # IOV_MAX
+        offset += n
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if views and n:
+            views[0] = views[0][n:]
+
+
+class _BigTiffAppender:
+    """Appends 2-D pages to a BigTIFF in batches (see the module doc)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.pwrite(self._fd, _HEADER, 0)
+        self._link_pos = 8  # where the pointer to the next IFD is stored
+        self._end = 16
+
+    def append(self, pages: Sequence[tuple[np.ndarray, bytes]]) -> None:
+        """Write ``(image, description)`` pages; they are part of the file when this returns."""
+        if not pages:
+            return
+        layout = []  # per page: image, description bytes, data/desc/software/IFD offsets, padding
+        offset = self._end
+        for image, description in pages:
+            img = image if image.flags.c_contiguous else np.ascontiguousarray(image)
+            if img.ndim != 2:
+                raise ValueError(f"{self.path.name}: pages are 2-D, got shape {img.shape}")
+            if img.dtype.kind not in _SAMPLE_FORMAT or img.dtype.byteorder == ">":
+                raise ValueError(f"{self.path.name}: unsupported pixel type {img.dtype}")
+            desc = description + b"\0"
+            desc_off = offset + img.nbytes
+            soft_off = desc_off + len(desc)
+            ifd_off = soft_off + len(_SOFTWARE)
+            pad = ifd_off % 2  # IFDs start on a word boundary
+            ifd_off += pad
+            layout.append((img, desc, offset, desc_off, soft_off, ifd_off, pad))
+            offset = ifd_off + _IFD_BYTES
+        buffers: list[Any] = []
+        for k, (img, desc, data_off, desc_off, soft_off, _ifd_off, pad) in enumerate(layout):
+            h, w = img.shape
+            next_ifd = layout[k + 1][5] if k + 1 < len(layout) else 0
+            tags = (  # (tag, type, count, value); types: 3 SHORT, 4 LONG, 2 ASCII, 16 LONG8
+                (256, 4, 1, w),
+                (257, 4, 1, h),
+                (258, 3, 1, img.dtype.itemsize * 8),
+                (259, 3, 1, 1),  # no compression
+                (262, 3, 1, 1),  # min-is-black
+                (270, 2, len(desc), desc_off),
+                (273, 16, 1, data_off),
+                (277, 3, 1, 1),
+                (278, 4, 1, h),
+                (279, 16, 1, img.nbytes),
+                (305, 2, len(_SOFTWARE), soft_off),
+                (339, 3, 1, _SAMPLE_FORMAT[img.dtype.kind]),
+            )
+            ifd = bytearray(struct.pack("<Q", _N_TAGS))
+            for tag, typ, count, value in tags:
+                ifd += struct.pack("<HHQQ", tag, typ, count, value)
+            ifd += struct.pack("<Q", next_ifd)
+            buffers.append(img)
+            buffers.append(desc + _SOFTWARE + b"\0" * pad + bytes(ifd))
+        _pwritev_all(self._fd, buffers, self._end)
+        os.pwrite(self._fd, struct.pack("<Q", layout[0][5]), self._link_pos)  # link the batch in
+        self._link_pos = layout[-1][5] + 8 + 20 * _N_TAGS
+        self._end = offset
+
+    def sync(self) -> None:
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+@dataclass
+class StackWriter:
+    """A growing stack of same-shape 2-D frames in one crash-safe BigTIFF file."""
+
+    path: Path
+    fsync_every: int = 0
+    planes: list[PlaneInfo] = field(default_factory=list)
+    shape: tuple[int, ...] | None = None
+    dtype: np.dtype[Any] | None = None
+
+    def __post_init__(self) -> None:
+        self._tif = _BigTiffAppender(self.path)
+        self._t0: float | None = None
+        self._since_sync = 0
+
+    @property
+    def n_pages(self) -> int:
+        return len(self.planes)
+
+    def accepts(self, image: np.ndarray) -> bool:
+        return self.shape is None or (image.shape == self.shape and image.dtype == self.dtype)
+
+    def write_batch(
+        self,
+        images: Sequence[np.ndarray],
+        descriptions: Sequence[bytes],
+        times_s: Sequence[float],
+        exposures_ms: Sequence[float | None],
+        channels: Sequence[str],
+    ) -> int:
+        """Append pages; return the page number of the first. They are in the OS on return."""
+        for image in images:
+            if self.shape is None:
+                self.shape, self.dtype = image.shape, image.dtype
+            elif not self.accepts(image):
+                raise ValueError(
+                    f"{self.path.name}: frame {image.shape}/{image.dtype} does not match the stack's "
+                    f"{self.shape}/{self.dtype}"
+                )
+        first = len(self.planes)
+        self._tif.append(list(zip(images, descriptions, strict=True)))
+        for t, exp, ch in zip(times_s, exposures_ms, channels, strict=True):
+            if self._t0 is None:
+                self._t0 = t
+            self.planes.append(PlaneInfo(t - self._t0, exp, ch))
+        self._since_sync += len(images)
+        if self.fsync_every and self._since_sync >= self.fsync_every:
+            self._tif.sync()
+            self._since_sync = 0
+        return first
+
+    def write(
+        self,
+        image: np.ndarray,
+        description: bytes,
+        time_s: float,
+        exposure_ms: float | None = None,
+        channel: str = "",
+    ) -> int:
+        """Append one page; return its page number."""
+        return self.write_batch([image], [description], [time_s], [exposure_ms], [channel])
+
+    def close(self, header: bool = True) -> None:
+        """Close the file; with ``header``, describe every page in an OME-XML header first."""
+        try:
+            if header and self.planes and self.shape is not None and self.dtype is not None:
+                self._tif.sync()
+                write_ome_header(self.path, self.planes, self.shape, self.dtype)
+        finally:
+            self._tif.close()
+
+
+def ome_xml(name: str, planes: Sequence[PlaneInfo], shape: tuple[int, ...], dtype: np.dtype[Any]) -> str:
+    """OME-XML describing ``planes`` (one TIFF page each) as channels × time points."""
+    channels = list(dict.fromkeys(p.channel for p in planes)) or [""]
+    n_c = len(channels)
+    n_t = -(-len(planes) // n_c)
+    h, w = shape[-2], shape[-1]
+    ome_type = {"uint8": "uint8", "uint16": "uint16", "float32": "float", "int16": "int16"}.get(
+        str(dtype), str(dtype)
+    )
+    ch_xml = "".join(
+        f'<Channel ID="Channel:0:{i}" Name="{escape(c)}" SamplesPerPixel="1"/>'
+        for i, c in enumerate(channels)
+    )
+    plane_xml = []
+    tiff_xml = []
+    for k, p in enumerate(planes):
+        c = channels.index(p.channel)
+        t = k // n_c
+        exp = f' ExposureTime="{p.exposure_ms:.6g}" ExposureTimeUnit="ms"' if p.exposure_ms else ""
+        plane_xml.append(
+            f'<Plane TheC="{c}" TheT="{t}" TheZ="0" DeltaT="{p.delta_t_s:.6f}" DeltaTUnit="s"{exp}/>'
+        )
+        tiff_xml.append(f'<TiffData IFD="{k}" FirstC="{c}" FirstT="{t}" FirstZ="0" PlaneCount="1"/>')
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?><OME xmlns="{_OME_NS}" Creator="smartscope">'
+        f'<Image ID="Image:0" Name="{escape(name)}"><Pixels ID="Pixels:0" DimensionOrder="XYCZT" '
+        f'Type="{ome_type}" SizeX="{w}" SizeY="{h}" SizeC="{n_c}" SizeZ="1" SizeT="{n_t}" '
+        f'BigEndian="false">{ch_xml}{"".join(tiff_xml)}{"".join(plane_xml)}</Pixels></Image></OME>'
+    )
+
+
+def _first_ifd(fh: Any, path: Path) -> int:
+    head = fh.read(16)
+    if len(head) < 16 or head[:4] != b"II+\0":
+        raise TiffFormatError(f"{path}: not a little-endian BigTIFF (a run's raw or output stack)")
+    return int(struct.unpack("<Q", head[8:16])[0])
+
+
+def write_description(path: Path, text: str) -> None:
+    """Make ``text`` the first page's description without risking the file (module doc)."""
+    data = text.encode("utf-8") + b"\0"
+    with open(path, "r+b") as fh:
+        ifd = _first_ifd(fh, path)
+        if ifd == 0:
+            raise TiffFormatError(f"{path}: holds no page to describe")
+        fh.seek(ifd)
+        (n,) = struct.unpack("<Q", fh.read(8))
+        entries = fh.read(20 * n)
+        for i in range(n):
+            tag = struct.unpack_from("<H", entries, 20 * i)[0]
+            if tag == 270:
+                entry = ifd + 8 + 20 * i
+                break
+        else:
+            raise TiffFormatError(f"{path}: the first page has no description tag")
+        end = fh.seek(0, os.SEEK_END)
+        pad = end % 2
+        fh.write(b"\0" * pad + data)
+        fh.flush()
+        os.fsync(fh.fileno())
+        fh.seek(entry + 4)  # count and offset of the ASCII tag: one 16-byte write
+        fh.write(struct.pack("<QQ", len(data), end + pad))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def write_ome_header(
+    path: Path, planes: Sequence[PlaneInfo], shape: tuple[int, ...], dtype: np.dtype[Any]
+) -> None:
+    """Put an OME-XML header describing all pages into the first page's description."""
+    if planes:
+        write_description(path, ome_xml(path.stem, planes, shape, dtype))
+
+
+def count_pages(path: Path) -> tuple[int, tuple[int, int] | None, np.dtype[Any] | None]:
+    """Complete, linked pages of one of our BigTIFFs: (count, (height, width), dtype).
+
+    Walks the IFD chain and stops at the first pointer that leads outside the file or to a
+    page that does not fit in it, so a file cut short by a crash or a full disk still counts
+    every page before the damage.
+    """
+    size = path.stat().st_size
+    n = 0
+    shape: tuple[int, int] | None = None
+    dtype: np.dtype[Any] | None = None
+    with open(path, "rb") as fh:
+        ifd = _first_ifd(fh, path)
+        seen: set[int] = set()
+        while ifd and ifd not in seen and ifd + _IFD_BYTES <= size:
+            seen.add(ifd)
+            fh.seek(ifd)
+            head = fh.read(8)
+            (k,) = struct.unpack("<Q", head)
+            raw = fh.read(20 * k + 8)
+            if len(raw) < 20 * k + 8:
+                break
+            tags = {}
+            for i in range(k):
+                tag, _typ, _count, value = struct.unpack_from("<HHQQ", raw, 20 * i)
+                tags[tag] = value
+            if tags.get(273, size) + tags.get(279, size) > size:
+                break
+            if shape is None:
+                shape = (int(tags.get(257, 0)), int(tags.get(256, 0)))
+                kind = {1: "u", 2: "i", 3: "f"}.get(int(tags.get(339, 1)), "u")
+                dtype = np.dtype(f"<{kind}{int(tags.get(258, 16)) // 8}")
+            n += 1
+            (ifd,) = struct.unpack_from("<Q", raw, 20 * k)
+    return n, shape, dtype
