@@ -55,9 +55,10 @@ from smartscope.actions import (
     StartBurst,
     StopBurst,
 )
-from smartscope.config import AcquisitionConfig, MicroscopeConfig, SafeStateConfig
+from smartscope.config import AcquisitionConfig, LimitsConfig, MicroscopeConfig, SafeStateConfig
 from smartscope.drivers.base import ActionNotSupported, ApplyResult, DriverError
 from smartscope.frame import Frame, now_s
+from smartscope.safety import Devices, SafetyGate
 from smartscope.state import DriverState
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,13 @@ def mm_value(value: Any) -> float | str:
     return value if isinstance(value, float) else str(value)
 
 
+def _as_float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def _camera_time(md: Mapping[str, Any]) -> float:
     """Micro-Manager's 'TimeReceivedByCore' (local wall time) as epoch seconds."""
     stamp = md.get("TimeReceivedByCore")
@@ -119,11 +127,17 @@ class MMCoreDriver:
     name = "mmcore"
 
     def __init__(
-        self, microscope: MicroscopeConfig, acquisition: AcquisitionConfig, safe: SafeStateConfig
+        self,
+        microscope: MicroscopeConfig,
+        acquisition: AcquisitionConfig,
+        safe: SafeStateConfig,
+        gate: SafetyGate | None = None,
     ) -> None:
         self.mcfg = microscope
         self.acq = acquisition
         self.safe = safe
+        # every write before the run (start-up, presets, safe-state extras) is vetted here
+        self.gate = gate or SafetyGate(LimitsConfig(), microscope.lasers, Devices.from_config(microscope))
         self._pending: deque[tuple[np.ndarray, dict[str, Any], DriverState]] = deque()
         self._delivered = 0
         self._target: int | None = None
@@ -201,10 +215,61 @@ class MMCoreDriver:
     def _do_camera_label(self) -> str:
         raise NotImplementedError
 
+    def _do_preset_settings(self, group: str, preset: str) -> list[tuple[str, str, str]]:
+        raise NotImplementedError
+
+    def _do_property_upper_limit(self, device: str, prop: str) -> float | None:
+        raise NotImplementedError
+
     # ------------------------------------------------------------ lifecycle
+
+    def _vet_writes(self) -> None:
+        """Refuse, before anything is written, what the start-up properties, the channel
+        presets or the safe-state extras would set beyond the limits (named, all at once)."""
+        gate = self.gate
+        gate.bind(Devices.from_config(self.mcfg, camera=self._do_camera_label()))
+        problems = []
+        for name, laser in self.mcfg.lasers.items():
+            upper = self._do_property_upper_limit(laser.device, laser.power_property)
+            if upper is not None and laser.max_power_mw > upper:
+                problems.append(
+                    f"microscope.lasers.{name}.max_power_mw: {laser.max_power_mw:g} is above "
+                    f"{laser.device}.{laser.power_property}'s own upper limit {upper:g}"
+                )
+        for i, prop in enumerate(self.mcfg.startup):
+            reason = gate.check_setting(prop.device, prop.property, prop.value)
+            if reason:
+                problems.append(f"microscope.startup[{i}]: {reason}")
+        for i, ch in enumerate(self.acq.channels):
+            try:
+                settings = self._do_preset_settings(ch.group, ch.preset)
+            except Exception as exc:
+                problems.append(
+                    f"acquisition.channels[{i}]: no preset {ch.preset!r} in group {ch.group!r} ({exc})"
+                )
+                continue
+            for device, name, value in settings:
+                reason = gate.check_setting(device, name, value)
+                if reason:
+                    problems.append(f"acquisition.channels[{i}] ({ch.group}/{ch.preset}) sets {reason}")
+        for i, prop in enumerate(self.safe.properties):
+            reason = gate.check_setting(prop.device, prop.property, prop.value)
+            lights = any(
+                (prop.device, prop.property) == (lz.device, lz.power_property)
+                for lz in self.mcfg.lasers.values()
+            )
+            if lights and (_as_float(prop.value) or 0.0) > 0:
+                reason = (
+                    f"{prop.device}.{prop.property}={prop.value!r}: a safe state cannot switch a laser on"
+                )
+            if reason:
+                problems.append(f"safe_state.properties[{i}]: {reason}")
+        if problems:
+            raise DriverError("refused before the run, nothing was set: " + "; ".join(problems))
 
     def _configure(self) -> None:
         """Apply the configured acquisition settings; called by subclasses once connected."""
+        self._vet_writes()
         for prop in self.mcfg.startup:
             try:
                 self._do_set_property(prop.device, prop.property, prop.value)
@@ -525,6 +590,10 @@ class MMCoreDriver:
     def state(self) -> DriverState:
         return self._state
 
+    @property
+    def camera_label(self) -> str:
+        return self._camera
+
     def safe_state(self) -> None:
         for name, laser in self.mcfg.lasers.items():
             try:
@@ -556,8 +625,9 @@ class PymmcorePlusDriver(MMCoreDriver):
         acquisition: AcquisitionConfig,
         safe: SafeStateConfig,
         core: Any | None = None,
+        gate: SafetyGate | None = None,
     ) -> None:
-        super().__init__(microscope, acquisition, safe)
+        super().__init__(microscope, acquisition, safe, gate)
         self._owns_core = core is None
         if core is None:
             from pymmcore_plus.experimental.unicore import UniMMCore
@@ -640,6 +710,14 @@ class PymmcorePlusDriver(MMCoreDriver):
     def _do_camera_label(self) -> str:
         return str(self.core.getCameraDevice())
 
+    def _do_preset_settings(self, group: str, preset: str) -> list[tuple[str, str, str]]:
+        return [(str(d), str(p), str(v)) for d, p, v in self.core.getConfigData(group, preset)]
+
+    def _do_property_upper_limit(self, device: str, prop: str) -> float | None:
+        if not self.core.hasPropertyLimits(device, prop):
+            return None
+        return float(self.core.getPropertyUpperLimit(device, prop))
+
     def _do_release(self) -> None:
         if self._owns_core:
             with contextlib.suppress(Exception):
@@ -664,8 +742,9 @@ class PycromanagerDriver(MMCoreDriver):
         acquisition: AcquisitionConfig,
         safe: SafeStateConfig,
         core: Any | None = None,
+        gate: SafetyGate | None = None,
     ) -> None:
-        super().__init__(microscope, acquisition, safe)
+        super().__init__(microscope, acquisition, safe, gate)
         self._headless = False
         if core is None:
             try:
@@ -769,6 +848,19 @@ class PycromanagerDriver(MMCoreDriver):
 
     def _do_camera_label(self) -> str:
         return str(self.core.get_camera_device())
+
+    def _do_preset_settings(self, group: str, preset: str) -> list[tuple[str, str, str]]:
+        data = self.core.get_config_data(group, preset)
+        out = []
+        for i in range(int(data.size())):
+            s = data.get_setting(i)
+            out.append((str(s.get_device_label()), str(s.get_property_name()), str(s.get_property_value())))
+        return out
+
+    def _do_property_upper_limit(self, device: str, prop: str) -> float | None:
+        if not self.core.has_property_limits(device, prop):
+            return None
+        return float(self.core.get_property_upper_limit(device, prop))
 
     def _do_release(self) -> None:
         if self._headless:

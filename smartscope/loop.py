@@ -43,10 +43,12 @@ from smartscope.drivers.base import Driver
 from smartscope.frame import Frame, now_s
 from smartscope.metrics import percentiles_ms
 from smartscope.pipeline import Pipeline, StageError, StageOutput, StageSkipped
-from smartscope.safety import SafetyGate
+from smartscope.safety import Decision, Devices, SafetyGate
 from smartscope.storage import FrameWriter, QueueFull, RunFolder
 
 log = logging.getLogger(__name__)
+
+MAX_PENDING_ACTIONS = 256  # requests vetted but not yet applied; more are refused (and audited)
 
 
 class LoopListener(Protocol):
@@ -179,13 +181,16 @@ class Loop:
         controllers: Sequence[Controller],
         run: RunFolder,
         progress: Callable[[int, int | None], None] | None = None,
+        safety: SafetyGate | None = None,
     ) -> None:
         self.cfg = cfg
         self.driver = driver
         self.pipeline = pipeline
         self.controllers = list(controllers)
         self.run = run
-        self.safety = SafetyGate(cfg.limits, cfg.microscope.lasers)
+        self.safety = safety or SafetyGate(
+            cfg.limits, cfg.microscope.lasers, Devices.from_config(cfg.microscope)
+        )
         self.progress = progress
         self.slot = LatestSlot()
         self.writer: FrameWriter | None = None  # started by run_loop
@@ -296,6 +301,7 @@ class Loop:
 
     def _safe_state(self, why: str) -> None:
         self.driver.safe_state()
+        self.safety.observe_safe_state()
         self._event({"t": now_s(), "event": "safe_state", "why": why})
 
     def pause_controller(self, name: str, paused: bool = True) -> None:
@@ -321,18 +327,34 @@ class Loop:
         self._notify("on_audit", rec)
 
     def _vet(self, request: ActionRequest) -> AuditRecord:
-        decision = self.safety.vet(request)
-        rec = AuditRecord(
-            seq=self._next_seq(),
-            request=request,
-            verdict=decision.verdict,
-            applied=decision.action,
-            note=decision.note,
-        )
-        if decision.action is None:
+        if self._pending.qsize() >= MAX_PENDING_ACTIONS:  # bounded, whoever floods it
+            rec = AuditRecord(
+                seq=self._next_seq(),
+                request=request,
+                verdict="refused",
+                applied=None,
+                note=f"{MAX_PENDING_ACTIONS} actions already wait to be applied",
+            )
             self._audit(rec)
-        else:
-            self._pending.put(rec)
+            return rec
+        records: list[AuditRecord] = []
+
+        def queue_it(decision: Decision) -> None:  # in the gate's locked step: vet order = apply order
+            rec = AuditRecord(
+                seq=self._next_seq(),
+                request=request,
+                verdict=decision.verdict,
+                applied=decision.action,
+                note=decision.note,
+            )
+            if decision.action is not None:
+                self._pending.put(rec)
+            records.append(rec)
+
+        self.safety.vet(request, then=queue_it)
+        (rec,) = records
+        if rec.applied is None:
+            self._audit(rec)
         return rec
 
     def _take_pending(self) -> list[AuditRecord]:
@@ -363,7 +385,6 @@ class Loop:
         for rec, err in zip(batch, result.errors, strict=True):
             if err is None:
                 assert rec.applied is not None
-                self.safety.commit(rec.applied)
                 self.n_actions += 1
                 cam_t = self._camera_time.get(rec.request.frame_index or -1)
                 if cam_t is not None:

@@ -14,6 +14,7 @@ from smartscope.loop import Loop, RunResult
 from smartscope.pipeline import Pipeline, Stage
 from smartscope.registry import build_controller, build_stage
 from smartscope.report import write_report
+from smartscope.safety import Devices, SafetyGate
 from smartscope.storage import RunFolder
 
 
@@ -38,9 +39,11 @@ def run(
     if controllers is None:
         controllers = [build_controller(c) for c in cfg.controllers]
     pipeline = Pipeline(stages)
+    gate = SafetyGate(cfg.limits, cfg.microscope.lasers, Devices.from_config(cfg.microscope))
     own_driver = driver is None
     if driver is None:
-        driver = open_driver(cfg)
+        driver = open_driver(cfg, gate)  # refuses out-of-limit start-up writes before making them
+    gate.bind(Devices.from_config(cfg.microscope, camera=getattr(driver, "camera_label", "")))
     try:
         folder = RunFolder(Path(cfg.storage.root), cfg.storage.name, cfg.storage.fsync_every)
         (folder.path / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
@@ -48,7 +51,7 @@ def run(
             attach = getattr(stage, "attach_run_dir", None)
             if attach is not None:
                 attach(folder.path / "outputs")
-        loop = Loop(cfg, driver, pipeline, controllers, folder, progress)
+        loop = Loop(cfg, driver, pipeline, controllers, folder, progress, safety=gate)
         if on_loop is not None:
             on_loop(loop)  # attach listeners, keep a handle for control, before frames flow
         try:

@@ -1,16 +1,32 @@
-"""Safety: every action passes here before it can reach hardware.
+"""Safety: every hardware write passes here before it can reach hardware.
 
 ``SafetyGate.vet`` clamps (or refuses, with ``limits.on_violation: refuse``) what falls
-outside the configured limits and applies rate limits against the last value that was
-actually sent. A laser-power write disguised as ``SetProperty`` on a laser's power
-property is vetted as the laser action it is. Lowering a laser is never rate limited:
-less light is always safe.
+outside the configured limits, and rate-limits increases of laser power and changes of
+exposure. Vetting and committing are one step under one lock: a request is judged against
+the value the hardware will have once everything already vetted is applied (the
+*scheduled* value), whatever thread, source or action type it came from, and the caller's
+``then`` (queueing it for the driver) runs inside the same step, so the order of
+application is the order of vetting.
+
+A ``SetProperty`` aimed at a quantity a limit covers is vetted as that action: a laser's
+power property as ``SetLaserPower``, the camera's ``Exposure`` as ``SetExposure``, the
+focus stage's position as ``SetZ``, a mirror mode (``mirror_property``, e.g. ``Z5``) or
+``ZernikeVectorRad`` as ``SetMirror``; any property listed in ``allowed_values`` takes only
+those values. Numbers must be finite: NaN and infinity are refused, never clamped.
+Lowering a laser is never rate limited: less light is always safe. After a safe state the
+scheduled laser powers are 0, so light comes back only at the rate limit.
+
+Writes that happen before a run (start-up properties, channel presets, safe-state extras)
+go through :meth:`SafetyGate.check_setting`: the same limits, no rate limit; a refusal
+stops the run before any of them is applied.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import re
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,9 +42,16 @@ from smartscope.actions import (
     StartBurst,
     Verdict,
 )
-from smartscope.config import LaserConfig, LimitsConfig
+from smartscope.config.microscope import LaserConfig, MicroscopeConfig
+from smartscope.config.safety import LimitsConfig
 from smartscope.frame import now_s
 from smartscope.state import DriverState
+
+__all__ = ["FOCUS_POSITION_PROPERTIES", "MIRROR_VECTOR_PROPERTY", "Decision", "Devices", "SafetyGate"]
+
+# property names Micro-Manager Z stages use for their position, in µm
+FOCUS_POSITION_PROPERTIES = ("Position", "ZPositionUm", "Position_um", "Z", "ZPosition")
+MIRROR_VECTOR_PROPERTY = "ZernikeVectorRad"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,100 +61,223 @@ class Decision:
     note: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Devices:
+    """Which device labels play which role, so a ``SetProperty`` is vetted as what it is."""
+
+    camera: str = ""
+    focus: str | None = None
+    mirror: str | None = None
+    mirror_property: str = "Z{j}"
+
+    @classmethod
+    def from_config(cls, microscope: MicroscopeConfig, camera: str = "") -> Devices:
+        return cls(
+            camera=camera or (microscope.camera or ""),
+            focus=microscope.focus,
+            mirror=microscope.mirror,
+            mirror_property=microscope.mirror_property,
+        )
+
+    def mirror_mode(self, prop: str) -> int | None:
+        """The Noll index a mirror property sets (``Z5`` -> 5), if it is a mode property."""
+        pattern = "^" + re.escape(self.mirror_property).replace(re.escape("{j}"), r"(\d+)") + "$"
+        m = re.match(pattern, prop)
+        return int(m.group(1)) if m else None
+
+
+def _number(value: Any) -> float | None:
+    """A property value as a number, if it is one (``"5"`` and ``5`` alike)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(str(value).strip())
+    except ValueError:
+        return None
+
+
 class SafetyGate:
-    def __init__(self, limits: LimitsConfig, lasers: Mapping[str, LaserConfig], clock: Any = now_s) -> None:
+    """Vets every action against the limits (see the module doc). Thread-safe."""
+
+    def __init__(
+        self,
+        limits: LimitsConfig,
+        lasers: Mapping[str, LaserConfig],
+        devices: Devices | None = None,
+        clock: Callable[[], float] = now_s,
+    ) -> None:
         self.limits = limits
         self.lasers = dict(lasers)
+        self.devices = devices or Devices()
         self._clock = clock
-        # last value sent and when, per quantity; seeded from the driver's state
-        self._last: dict[str, tuple[float, float]] = {}
+        self._lock = threading.RLock()
+        # the value each rate-limited quantity will have once everything vetted is applied
+        self._scheduled: dict[str, tuple[float, float]] = {}
         self._power_props = {(cfg.device, cfg.power_property): name for name, cfg in self.lasers.items()}
 
+    def bind(self, devices: Devices) -> None:
+        """Learn the device roles (the driver knows the camera's label once it is loaded)."""
+        with self._lock:
+            self.devices = devices
+
+    def ceiling_mw(self, laser: str) -> float:
+        cfg = self.lasers[laser]
+        return min(cfg.max_power_mw, self.limits.laser_max_mw.get(laser, math.inf))
+
+    # --------------------------------------------------------------- state
+
     def observe_state(self, state: DriverState) -> None:
-        """Seed rate limits from the hardware's actual values (call once at start)."""
-        t = self._clock()
-        if math.isfinite(state.exposure_ms):
-            self._last["exposure"] = (state.exposure_ms, t)
-        for name, p in state.lasers.items():
-            self._last[f"laser:{name}"] = (float(p), t)
+        """Seed the scheduled values from the hardware's actual ones (once, at start)."""
+        with self._lock:
+            t = self._clock()
+            if math.isfinite(state.exposure_ms):
+                self._scheduled["exposure"] = (state.exposure_ms, t)
+            for name, p in state.lasers.items():
+                self._scheduled[f"laser:{name}"] = (float(p), t)
 
-    def commit(self, action: Action) -> None:
-        """Record a value that was sent to hardware (for the next rate-limit check)."""
+    def observe_safe_state(self) -> None:
+        """Every laser was switched off: light comes back only at the rate limit."""
+        with self._lock:
+            t = self._clock()
+            for name in self.lasers:
+                self._scheduled[f"laser:{name}"] = (0.0, t)
+
+    def scheduled(self, quantity: str) -> float | None:
+        """The value ``exposure`` or ``laser:<name>`` will have once all vetted actions apply."""
+        entry = self._scheduled.get(quantity)
+        return None if entry is None else entry[0]
+
+    # ------------------------------------------------------------- vetting
+
+    def vet(self, request: ActionRequest, then: Callable[[Decision], None] | None = None) -> Decision:
+        """Judge a request; the accepted value becomes the scheduled one. ``then`` runs
+        inside the same locked step (e.g. queueing the action for the driver)."""
+        with self._lock:
+            decision = self._vet_action(request.action, rate=True)
+            if decision.action is not None:
+                self._schedule(decision.action)
+            if then is not None:
+                then(decision)
+            return decision
+
+    def check_setting(self, device: str, prop: str, value: Any) -> str | None:
+        """Why a write made before the run (start-up, preset, safe-state extra) is refused,
+        or ``None``: the same limits as any action, without the rate limit, never clamped."""
+        with self._lock:
+            action = SetProperty(device=device, property=prop, value=value)
+            decision = self._vet_action(action, rate=False)
+            if decision.action is None:
+                return decision.note
+            if decision.verdict == "clamped":
+                return decision.note
+            return None
+
+    def _schedule(self, action: Action) -> None:
         t = self._clock()
         if isinstance(action, SetExposure):
-            self._last["exposure"] = (action.exposure_ms, t)
+            self._scheduled["exposure"] = (action.exposure_ms, t)
         elif isinstance(action, SetLaserPower):
-            self._last[f"laser:{action.laser}"] = (action.power_mw, t)
+            self._scheduled[f"laser:{action.laser}"] = (action.power_mw, t)
+        elif isinstance(action, SetProperty):
+            kind = self._property_kind(action)
+            value = _number(action.value)
+            if value is None:
+                return
+            if kind == "laser":
+                self._scheduled[f"laser:{self._power_props[(action.device, action.property)]}"] = (value, t)
+            elif kind == "exposure":
+                self._scheduled["exposure"] = (value, t)
 
-    # ------------------------------------------------------------------ vetting
-
-    def vet(self, request: ActionRequest) -> Decision:
-        action = request.action
+    def _vet_action(self, action: Action, rate: bool) -> Decision:
         if isinstance(action, SetProperty):
-            laser = self._power_props.get((action.device, action.property))
-            if laser is not None:
-                try:
-                    power = float(action.value)
-                except (TypeError, ValueError):
-                    return Decision("refused", None, f"laser power {action.value!r} is not a number")
-                inner = self._vet_laser(SetLaserPower(laser=laser, power_mw=power))
-                if inner.action is None:
-                    return inner
-                assert isinstance(inner.action, SetLaserPower)
-                return Decision(
-                    inner.verdict,
-                    action.model_copy(update={"value": inner.action.power_mw}),
-                    inner.note,
-                )
-            return self._vet_property(action)
+            return self._vet_property(action, rate)
         if isinstance(action, SetExposure):
-            return self._vet_exposure(action)
+            return self._vet_exposure(action, rate)
         if isinstance(action, SetLaserPower):
-            return self._vet_laser(action)
+            return self._vet_laser(action, rate)
         if isinstance(action, SetInterval | StartBurst):
             if action.interval_ms < self.limits.interval_ms_min:
                 return self._bounded(
-                    action,
                     action.model_copy(update={"interval_ms": self.limits.interval_ms_min}),
                     f"interval {action.interval_ms} ms below minimum {self.limits.interval_ms_min} ms",
                 )
             return Decision("applied", action)
         if isinstance(action, SetMirror):
-            cap = self.limits.mirror_max_rad
-            clipped = tuple(max(-cap, min(cap, a)) for a in action.zernike_rad)
-            if clipped != action.zernike_rad:
-                return self._bounded(
-                    action,
-                    SetMirror(zernike_rad=clipped),
-                    f"mirror amplitudes beyond ±{cap} rad stroke limit",
-                )
-            return Decision("applied", action)
-        if isinstance(action, SetZ) and self.limits.z_um is not None:
-            lo, hi = self.limits.z_um
-            if not lo <= action.z_um <= hi:
-                return self._bounded(
-                    action,
-                    SetZ(z_um=min(hi, max(lo, action.z_um))),
-                    f"z {action.z_um} µm outside {lo}..{hi} µm",
-                )
+            return self._vet_mirror(action)
+        if isinstance(action, SetZ):
+            return self._vet_z(action)
         return Decision("applied", action)
 
-    def _bounded(self, original: Action, clamped: Action, why: str) -> Decision:
+    def _bounded(self, clamped: Action, why: str) -> Decision:
         if self.limits.on_violation == "refuse":
             return Decision("refused", None, why)
         return Decision("clamped", clamped, why)
 
-    def _vet_property(self, action: SetProperty) -> Decision:
-        allowed = self.limits.allowed_values.get(f"{action.device}.{action.property}")
-        if allowed is not None and str(action.value) not in allowed:
-            return Decision(
-                "refused",
-                None,
-                f"{action.device}.{action.property}={action.value!r} not in allowed {allowed}",
-            )
-        return Decision("applied", action)
+    # a SetProperty that sets a limited quantity is vetted as that quantity
+    def _property_kind(self, action: SetProperty) -> str:
+        d = self.devices
+        if (action.device, action.property) in self._power_props:
+            return "laser"
+        if d.camera and action.device == d.camera and action.property == "Exposure":
+            return "exposure"
+        if d.focus and action.device == d.focus and action.property in FOCUS_POSITION_PROPERTIES:
+            return "z"
+        if d.mirror and action.device == d.mirror:
+            if action.property == MIRROR_VECTOR_PROPERTY:
+                return "mirror_vector"
+            if d.mirror_mode(action.property) is not None:
+                return "mirror_mode"
+        return "other"
 
-    def _vet_exposure(self, action: SetExposure) -> Decision:
+    def _vet_property(self, action: SetProperty, rate: bool) -> Decision:
+        where = f"{action.device}.{action.property}"
+        kind = self._property_kind(action)
+        numeric = isinstance(action.value, float | int) and not isinstance(action.value, bool)
+        if numeric and not math.isfinite(float(action.value)):
+            return Decision("refused", None, f"{where}={action.value!r} is not a finite number")
+        if kind == "other":
+            allowed = self.limits.allowed_values.get(where)
+            if allowed is not None and str(action.value) not in allowed:
+                return Decision("refused", None, f"{where}={action.value!r} not in allowed {allowed}")
+            return Decision("applied", action)
+        if kind == "mirror_vector":
+            try:
+                amps = tuple(float(v) for v in str(action.value).split(",") if v.strip())
+                vector = self._vet_mirror(SetMirror(zernike_rad=amps))
+            except ValueError:
+                return Decision("refused", None, f"{where}={action.value!r} is not a list of finite numbers")
+            if vector.action is None:
+                return vector
+            assert isinstance(vector.action, SetMirror)
+            text = ",".join(f"{v:.9g}" for v in vector.action.zernike_rad)
+            return Decision(vector.verdict, action.model_copy(update={"value": text}), vector.note)
+        value = _number(action.value)
+        if value is None or not math.isfinite(value):
+            return Decision("refused", None, f"{where}={action.value!r} is not a finite number")
+        inner: Decision
+        try:
+            if kind == "laser":
+                laser = self._power_props[(action.device, action.property)]
+                inner = self._vet_laser(SetLaserPower(laser=laser, power_mw=value), rate)
+            elif kind == "exposure":
+                inner = self._vet_exposure(SetExposure(exposure_ms=value), rate)
+            elif kind == "z":
+                inner = self._vet_z(SetZ(z_um=value))
+            else:  # one mirror mode
+                j = self.devices.mirror_mode(action.property) or 1
+                inner = self._vet_mirror(SetMirror(zernike_rad=(0.0,) * (j - 1) + (value,)))
+        except ValueError:  # a negative power, a zero exposure: not a valid action at all
+            return Decision(
+                "refused", None, f"{where}={action.value!r} is not a valid {kind.replace('_', ' ')} value"
+            )
+        if inner.action is None:
+            return Decision(inner.verdict, None, f"{where}: {inner.note}")
+        new = _value_of(inner.action)
+        return Decision(inner.verdict, action.model_copy(update={"value": new}), inner.note)
+
+    def _vet_exposure(self, action: SetExposure, rate: bool) -> Decision:
         lo, hi = self.limits.exposure_ms
         want = action.exposure_ms
         notes = []
@@ -139,8 +285,9 @@ class SafetyGate:
         if target != want:
             notes.append(f"exposure {want:g} ms outside limits {lo:g}..{hi:g} ms")
         ratio = self.limits.max_exposure_ratio_per_s
-        if ratio is not None and "exposure" in self._last:
-            last, t_last = self._last["exposure"]
+        last_entry = self._scheduled.get("exposure")
+        if rate and ratio is not None and last_entry is not None:
+            last, t_last = last_entry
             dt = max(self._clock() - t_last, 0.0)
             allowed = ratio ** min(dt, 1.0) if dt > 0 else 1.0
             allowed = max(allowed, 1.0 + 1e-9)
@@ -152,31 +299,62 @@ class SafetyGate:
                 )
                 target = bounded
         if notes:
-            return self._bounded(action, SetExposure(exposure_ms=target), "; ".join(notes))
+            return self._bounded(SetExposure(exposure_ms=target), "; ".join(notes))
         return Decision("applied", action)
 
-    def _vet_laser(self, action: SetLaserPower) -> Decision:
-        cfg = self.lasers.get(action.laser)
-        if cfg is None:
+    def _vet_laser(self, action: SetLaserPower, rate: bool) -> Decision:
+        if action.laser not in self.lasers:
             return Decision("refused", None, f"unknown laser {action.laser!r}; have {sorted(self.lasers)}")
-        ceiling = min(cfg.max_power_mw, self.limits.laser_max_mw.get(action.laser, math.inf))
+        ceiling = self.ceiling_mw(action.laser)
         want = action.power_mw
         target = min(want, ceiling)
         notes = []
         if target != want:
             notes.append(f"laser {action.laser} {want:g} mW above ceiling {ceiling:g} mW")
-        rate = self.limits.max_power_change_mw_per_s
-        last_entry = self._last.get(f"laser:{action.laser}")
-        if rate is not None and last_entry is not None:
+        step_limit = self.limits.max_power_change_mw_per_s
+        last_entry = self._scheduled.get(f"laser:{action.laser}")
+        if rate and step_limit is not None and last_entry is not None:
             last, t_last = last_entry
             dt = max(self._clock() - t_last, 0.0)
-            step = rate * min(dt, 1.0)
+            step = step_limit * min(dt, 1.0)
             if target > last + step:  # only increases are rate limited
                 notes.append(
                     f"laser {action.laser} rise {last:g}->{target:g} mW exceeds "
-                    f"{rate:g} mW/s (allowed +{step:.3g} mW after {dt:.3f} s)"
+                    f"{step_limit:g} mW/s (allowed +{step:.3g} mW after {dt:.3f} s)"
                 )
                 target = last + step
         if notes:
-            return self._bounded(action, SetLaserPower(laser=action.laser, power_mw=target), "; ".join(notes))
+            return self._bounded(SetLaserPower(laser=action.laser, power_mw=target), "; ".join(notes))
         return Decision("applied", action)
+
+    def _vet_mirror(self, action: SetMirror) -> Decision:
+        cap = self.limits.mirror_max_rad
+        clipped = tuple(max(-cap, min(cap, a)) for a in action.zernike_rad)
+        if clipped != action.zernike_rad:
+            return self._bounded(
+                SetMirror(zernike_rad=clipped), f"mirror amplitudes beyond ±{cap} rad stroke limit"
+            )
+        return Decision("applied", action)
+
+    def _vet_z(self, action: SetZ) -> Decision:
+        if self.limits.z_um is None:
+            return Decision("applied", action)
+        lo, hi = self.limits.z_um
+        if not lo <= action.z_um <= hi:
+            return self._bounded(
+                SetZ(z_um=min(hi, max(lo, action.z_um))), f"z {action.z_um} µm outside {lo}..{hi} µm"
+            )
+        return Decision("applied", action)
+
+
+def _value_of(action: Action) -> float | str:
+    """The property value a vetted typed action stands for (a SetProperty's new value)."""
+    if isinstance(action, SetLaserPower):
+        return action.power_mw
+    if isinstance(action, SetExposure):
+        return action.exposure_ms
+    if isinstance(action, SetZ):
+        return action.z_um
+    if isinstance(action, SetMirror):
+        return action.zernike_rad[-1]
+    raise TypeError(f"no property value for {type(action).__name__}")

@@ -10,9 +10,10 @@ __all__ = ["BackendChoice", "FrozenModel"]
 
 
 class FrozenModel(BaseModel):
-    """Immutable once validated; a typo in a key is an error, not a silent default."""
+    """Immutable once validated; a typo in a key is an error, not a silent default; NaN and
+    infinity are refused everywhere (a limit of ``.inf`` is no limit)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 BackendChoice = Literal["auto", "tensorrt", "torch", "onnxruntime"]

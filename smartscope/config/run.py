@@ -62,9 +62,16 @@ class SmartscopeConfig(FrozenModel):
                 f"acquisition.exposure_ms: {self.acquisition.exposure_ms} is outside "
                 f"limits.exposure_ms {lo}..{hi}"
             )
-        for name in self.limits.laser_max_mw:
+        for name, mw in self.limits.laser_max_mw.items():
             if name not in self.microscope.lasers:
                 raise ValueError(f"limits.laser_max_mw: unknown laser {name!r}")
+            if mw > self.microscope.lasers[name].max_power_mw:
+                device_max = self.microscope.lasers[name].max_power_mw
+                raise ValueError(
+                    f"limits.laser_max_mw.{name}: {mw:g} mW is above "
+                    f"microscope.lasers.{name}.max_power_mw ({device_max:g} mW)"
+                )
+        self._check_laser_writes()
         for name, mw in self.acquisition.lasers_mw.items():
             laser = self.microscope.lasers.get(name)
             if laser is None:
@@ -73,3 +80,32 @@ class SmartscopeConfig(FrozenModel):
             if not 0 <= mw <= ceiling:
                 raise ValueError(f"acquisition.lasers_mw.{name}: {mw} mW outside 0..{ceiling} mW")
         return self
+
+    def _check_laser_writes(self) -> None:
+        """Start-up properties and safe-state extras that write a laser's power: within its
+        ceiling at start-up, 0 in the safe state (which must never switch light on)."""
+        lasers = {(cfg.device, cfg.power_property): name for name, cfg in self.microscope.lasers.items()}
+        for where, writes, safe in (
+            ("microscope.startup", self.microscope.startup, False),
+            ("safe_state.properties", self.safe_state.properties, True),
+        ):
+            for i, prop in enumerate(writes):
+                name = lasers.get((prop.device, prop.property))
+                if name is None:
+                    continue
+                try:
+                    mw = float(prop.value)
+                except ValueError:
+                    raise ValueError(f"{where}[{i}].value: {prop.value!r} is not a laser power") from None
+                ceiling = min(
+                    self.microscope.lasers[name].max_power_mw,
+                    self.limits.laser_max_mw.get(name, self.microscope.lasers[name].max_power_mw),
+                )
+                if safe and mw != 0:
+                    raise ValueError(
+                        f"{where}[{i}]: sets laser {name} to {mw:g} mW; a safe state cannot switch light on"
+                    )
+                if not 0 <= mw <= ceiling:
+                    raise ValueError(
+                        f"{where}[{i}]: sets laser {name} to {mw:g} mW, outside 0..{ceiling:g} mW"
+                    )

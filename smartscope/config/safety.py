@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -18,7 +18,7 @@ class LimitsConfig(FrozenModel):
     max_exposure_ratio_per_s: float | None = Field(
         default=None, gt=1, description="largest factor exposure may change by in 1 s"
     )
-    laser_max_mw: dict[str, float] = Field(
+    laser_max_mw: dict[str, Annotated[float, Field(gt=0)]] = Field(
         default_factory=dict, description="per-laser ceiling below the device's own"
     )
     max_power_change_mw_per_s: float | None = Field(default=None, gt=0)
@@ -35,6 +35,8 @@ class LimitsConfig(FrozenModel):
         lo, hi = self.exposure_ms
         if not 0 < lo < hi:
             raise ValueError(f"exposure_ms must be (min, max) with 0 < min < max, got {lo, hi}")
+        if self.z_um is not None and not self.z_um[0] < self.z_um[1]:
+            raise ValueError(f"z_um must be (min, max) with min < max, got {self.z_um}")
         return self
 
 
