@@ -32,7 +32,7 @@ app.add_typer(config_app, name="config")
 
 def _register_engine_commands() -> None:
     """Commands that live beside the code they drive (simulator, engines, training)."""
-    from smartscope.engines.cli import compile_cmd, engines_cmd, export_cmd
+    from smartscope.engines.cli import compile_cmd, engines_app, export_cmd
     from smartscope.models.cli import app as train_app
     from smartscope.models.smlm.cli import localize_cmd
     from smartscope.remote.cli import keys_cmd, serve_cmd, watch_cmd, worker_cmd
@@ -42,7 +42,7 @@ def _register_engine_commands() -> None:
     app.add_typer(train_app, name="train")
     app.command("export")(export_cmd)
     app.command("compile")(compile_cmd)
-    app.command("engines")(engines_cmd)
+    app.add_typer(engines_app, name="engines")
     app.command("localize")(localize_cmd)
     app.command("worker")(worker_cmd)
     app.command("keys")(keys_cmd)

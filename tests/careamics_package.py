@@ -55,7 +55,7 @@ def simulated_fields(n: int, px: int, seed: int, photons: float = 20.0) -> np.nd
     return np.concatenate(data.noisy).astype(np.float32)
 
 
-def train_n2v(fields: np.ndarray, steps: int = 40, seed: int = 0) -> TrainedN2V:
+def train_n2v(fields: np.ndarray, steps: int = 40, seed: int = 0, batch: int = 8) -> TrainedN2V:
     """A depth-2, width-8 U-Net trained with the N2V loss on 32 px patches."""
     from smartscope.models.denoise.n2v import n2v_loss, n2v_mask
     from smartscope.models.unet import UNet2D, UNetConfig
@@ -69,11 +69,11 @@ def train_n2v(fields: np.ndarray, steps: int = 40, seed: int = 0) -> TrainedN2V:
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     p = 32
     for _ in range(steps):
-        idx = rng.integers(0, len(norm), 16)
-        ys = rng.integers(0, norm.shape[1] - p + 1, 16)
-        xs = rng.integers(0, norm.shape[2] - p + 1, 16)
-        batch = np.stack([norm[i, y : y + p, x : x + p] for i, y, x in zip(idx, ys, xs, strict=True)])
-        x = torch.from_numpy(batch[:, None])
+        idx = rng.integers(0, len(norm), batch)
+        ys = rng.integers(0, norm.shape[1] - p + 1, batch)
+        xs = rng.integers(0, norm.shape[2] - p + 1, batch)
+        patches = np.stack([norm[i, y : y + p, x : x + p] for i, y, x in zip(idx, ys, xs, strict=True)])
+        x = torch.from_numpy(patches[:, None])
         masked, mask = n2v_mask(x, 0.02, gen)
         loss = n2v_loss(net(masked), x, mask)
         opt.zero_grad()
