@@ -35,6 +35,7 @@ def _register_engine_commands() -> None:
     from smartscope.engines.cli import compile_cmd, engines_app, export_cmd
     from smartscope.models.cli import app as train_app
     from smartscope.models.smlm.cli import localize_cmd
+    from smartscope.napari_plugin.cli import view_cmd
     from smartscope.remote.cli import keys_cmd, serve_cmd, watch_cmd, worker_cmd
     from smartscope.simulators.cli import simulate
 
@@ -44,6 +45,7 @@ def _register_engine_commands() -> None:
     app.command("compile")(compile_cmd)
     app.add_typer(engines_app, name="engines")
     app.command("localize")(localize_cmd)
+    app.command("view")(view_cmd)
     app.command("worker")(worker_cmd)
     app.command("keys")(keys_cmd)
     app.command("serve")(serve_cmd)
