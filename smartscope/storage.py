@@ -129,7 +129,9 @@ class ColumnarWriter:
             self._open(rows[0])
         unknown = {k for r in rows for k in r} - set(self._columns)
         if unknown:
-            raise ValueError(f"{self.path.name}: columns {sorted(unknown)} not in the first rows' {self._columns}")
+            raise ValueError(
+                f"{self.path.name}: columns {sorted(unknown)} not in the first rows' {self._columns}"
+            )
         n0, n = self.n_rows, len(rows)
         for c in self._columns:
             ds = self._file[c]
@@ -437,8 +439,10 @@ class RunFolder:
             self._raw.close()
         for w in self._outputs.values():
             w.close()
-        for j in (self.frames, self.analysis, self.actions, self.events, *self._rows.values()):
+        for j in (self.frames, self.analysis, self.actions, self.events):
             j.close()
+        for rows in self._rows.values():
+            rows.close()
 
 
 def recover(run_dir: Path) -> dict[str, int]:

@@ -124,7 +124,9 @@ def write_package(model: TrainedN2V, test_image: np.ndarray, out: Path) -> Path:
         name="n2v-careamics-layout",
         description="Noise2Void denoiser in the layout CAREamics 0.3.5 exports",
         authors=[bmz.Author(name="smartscope tests")],
-        cite=[bmz.CiteEntry(text="Krull et al. Noise2Void. CVPR 2019", doi=bmz.Doi("10.1109/CVPR.2019.00223"))],
+        cite=[
+            bmz.CiteEntry(text="Krull et al. Noise2Void. CVPR 2019", doi=bmz.Doi("10.1109/CVPR.2019.00223"))
+        ],
         license="BSD-3-Clause",  # type: ignore[arg-type]
         documentation=bmz.FileDescr(source=tmp / "README.md"),
         tags=["denoising", "restoration", "UNet", "2D", "Noise2Void", "n2v", "careamics"],
@@ -162,7 +164,9 @@ def write_package(model: TrainedN2V, test_image: np.ndarray, out: Path) -> Path:
             )
         ),
         config=bmz.Config(  # type: ignore[call-arg]
-            bioimageio={"test_kwargs": {"torchscript": {"absolute_tolerance": 1e-2, "relative_tolerance": 1e-2}}}
+            bioimageio={
+                "test_kwargs": {"torchscript": {"absolute_tolerance": 1e-2, "relative_tolerance": 1e-2}}
+            }
         ),
     )
     return save_bioimageio_package(descr, output_path=out)

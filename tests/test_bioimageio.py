@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 
 pytest.importorskip("bioimageio.core")
 
-from smartscope.cli import app  # noqa: E402
-from smartscope.config import validate_config  # noqa: E402
-from smartscope.engines.runtime import Engine  # noqa: E402
-from smartscope.models import shipped_bundle  # noqa: E402
-from smartscope.runner import run  # noqa: E402
+from smartscope.cli import app
+from smartscope.config import validate_config
+from smartscope.engines.runtime import Engine
+from smartscope.models import shipped_bundle
+from smartscope.runner import run
 
 runner = CliRunner()
 
@@ -149,7 +149,8 @@ def test_import_refuses_what_engine_json_cannot_express(tmp_path: Path) -> None:
 
 def test_export_without_heldout_data_asks_for_a_test_input(tmp_path: Path) -> None:
     res = runner.invoke(
-        app, ["export", str(shipped_bundle("stain-l1-small")), "--bioimageio", "--out", str(tmp_path / "s.zip")]
+        app,
+        ["export", str(shipped_bundle("stain-l1-small")), "--bioimageio", "--out", str(tmp_path / "s.zip")],
     )
     assert res.exit_code == 1
     assert "pass --test-input" in " ".join(res.output.split())

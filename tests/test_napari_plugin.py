@@ -84,13 +84,15 @@ def test_smlm_run_folder_layers_scales_and_counts(smlm_run: Path) -> None:
     np.testing.assert_allclose(pts.data[:, 1], table.y_nm / 1000 - 0.05)  # µm, on pixel centres
     np.testing.assert_allclose(pts.features["photons"], table.photons)
     events = layers["run events"]
-    assert list(events.features["event"])[0] == "start" and len(events.data) == 3
+    assert events.features["event"][0] == "start" and len(events.data) == 3
     assert events.data[:, 0].min() >= 0 and events.data[:, 0].max() <= stored - 1
     acts = read_jsonl(smlm_run / "actions.jsonl")
     assert len(layers["actions"].data) == len(acts) > 0
     # applied actions sit where they came into force; others (refused, never applied) where decided
-    when = [a["first_frame_index"] if a.get("first_frame_index") is not None else a["request"]["frame_index"]
-            for a in acts]
+    when = [
+        a["first_frame_index"] if a.get("first_frame_index") is not None else a["request"]["frame_index"]
+        for a in acts
+    ]
     np.testing.assert_array_equal(layers["actions"].data[:, 0], when)
 
 
@@ -158,8 +160,12 @@ def test_live_widget_connects_streams_and_lists_actions() -> None:
             img = np.full((16, 16), 7, np.uint16)
             audit = {
                 "seq": 3,
-                "request": {"action": {"kind": "exposure", "exposure_ms": 12.5}, "reason": "too dim",
-                            "source": "band", "frame_index": 4},
+                "request": {
+                    "action": {"kind": "exposure", "exposure_ms": 12.5},
+                    "reason": "too dim",
+                    "source": "band",
+                    "frame_index": 4,
+                },
                 "verdict": "applied",
                 "first_frame_index": 6,
             }
@@ -170,12 +176,16 @@ def test_live_widget_connects_streams_and_lists_actions() -> None:
                 time.sleep(0.05)
                 live.poll()
             assert "raw" in viewer.layers
-            assert live.actions.item(0).text() == "frame 6 band: exposure exposure_ms=12.5 -> applied (too dim)"
+            assert (
+                live.actions.item(0).text() == "frame 6 band: exposure exposure_ms=12.5 -> applied (too dim)"
+            )
             buttons = {b.text(): b for b in live.findChildren(QPushButton)}
             assert {"stop", "pause", "resume", "pause controller", "resume controller"} <= set(buttons)
             buttons["pause controller"].click()  # no controller listed: no run is attached here
-            assert any("no controller selected" in lb.text() or "no run attached" in lb.text()
-                       for lb in live.findChildren(QLabel))
+            assert any(
+                "no controller selected" in lb.text() or "no run attached" in lb.text()
+                for lb in live.findChildren(QLabel)
+            )
         finally:
-            w.disconnect()
+            w.close_connection()
     assert app_ is not None

@@ -44,7 +44,9 @@ def _table(n: int, seed: int = 0) -> LocTable:
     )
 
 
-def test_picasso_file_reads_back_with_picassos_own_loader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_picasso_file_reads_back_with_picassos_own_loader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))  # picasso keeps user settings in ~/.picasso
     picasso_io = pytest.importorskip("picasso.io")
     t = _table(300)
@@ -70,8 +72,14 @@ def test_picasso_passes_z_through_and_skips_unknown_psf_width(tmp_path: Path) ->
     import h5py
 
     t = LocTable.from_columns(
-        frame=[0, 1], x_nm=[100.0, 200.0], y_nm=[50.0, 60.0], photons=[1e3, 2e3], bg=[5.0, 6.0],
-        sigma_x_nm=[10.0, 12.0], sigma_y_nm=[11.0, 13.0], prob=[0.9, 1.0],
+        frame=[0, 1],
+        x_nm=[100.0, 200.0],
+        y_nm=[50.0, 60.0],
+        photons=[1e3, 2e3],
+        bg=[5.0, 6.0],
+        sigma_x_nm=[10.0, 12.0],
+        sigma_y_nm=[11.0, 13.0],
+        prob=[0.9, 1.0],
     )
 
     class With3D:  # a 3-D table (another part of smartscope adds z_nm to LocTable)

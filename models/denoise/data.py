@@ -13,15 +13,14 @@ falls back to a spatial split: its right-most strip becomes the held-out field.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import re
-
 import numpy as np
 
-__all__ = ["SCENARIOS", "DenoiseData", "from_tiff_dir", "simulated_field", "simulate", "split_heldout"]
+__all__ = ["SCENARIOS", "DenoiseData", "from_tiff_dir", "simulate", "simulated_field", "split_heldout"]
 
 SCENARIOS: dict[str, tuple[float, ...]] = {
     "lowlight": (5.0, 10.0, 20.0, 40.0, 80.0),

@@ -46,16 +46,28 @@ __all__ = [
 ]
 
 CITATIONS: dict[str, tuple[str, str]] = {
-    "n2v": ("Krull, Buchholz & Jug: Noise2Void - learning denoising from single noisy images. CVPR 2019",
-            "10.1109/CVPR.2019.00223"),
-    "care": ("Weigert et al.: Content-aware image restoration. Nature Methods 2018",
-             "10.1038/s41592-018-0216-7"),
-    "pix2pix": ("Isola et al.: Image-to-image translation with conditional adversarial networks. CVPR 2017",
-                "10.1109/CVPR.2017.632"),
-    "decode": ("Speiser et al.: Deep learning enables fast and dense single-molecule localization "
-               "with high accuracy. Nature Methods 2021", "10.1038/s41592-021-01236-x"),
-    "unet": ("Ronneberger, Fischer & Brox: U-Net: convolutional networks for biomedical image "
-             "segmentation. MICCAI 2015", "10.1007/978-3-319-24574-4_28"),
+    "n2v": (
+        "Krull, Buchholz & Jug: Noise2Void - learning denoising from single noisy images. CVPR 2019",
+        "10.1109/CVPR.2019.00223",
+    ),
+    "care": (
+        "Weigert et al.: Content-aware image restoration. Nature Methods 2018",
+        "10.1038/s41592-018-0216-7",
+    ),
+    "pix2pix": (
+        "Isola et al.: Image-to-image translation with conditional adversarial networks. CVPR 2017",
+        "10.1109/CVPR.2017.632",
+    ),
+    "decode": (
+        "Speiser et al.: Deep learning enables fast and dense single-molecule localization "
+        "with high accuracy. Nature Methods 2021",
+        "10.1038/s41592-021-01236-x",
+    ),
+    "unet": (
+        "Ronneberger, Fischer & Brox: U-Net: convolutional networks for biomedical image "
+        "segmentation. MICCAI 2015",
+        "10.1007/978-3-319-24574-4_28",
+    ),
 }
 """Method -> (citation text, DOI); every package also cites the U-Net."""
 
@@ -351,10 +363,14 @@ def export_bioimageio(
             bmz.BatchAxis(),
             bmz.ChannelAxis(channel_names=[bmz.Identifier(_ident(c)) for c in spec.channels]),
             bmz.SpaceOutputAxis(
-                id=bmz.AxisId("y"), size=bmz.SizeReference(tensor_id=in_id, axis_id=bmz.AxisId("y")), **unit_kw
+                id=bmz.AxisId("y"),
+                size=bmz.SizeReference(tensor_id=in_id, axis_id=bmz.AxisId("y")),
+                **unit_kw,
             ),
             bmz.SpaceOutputAxis(
-                id=bmz.AxisId("x"), size=bmz.SizeReference(tensor_id=in_id, axis_id=bmz.AxisId("x")), **unit_kw
+                id=bmz.AxisId("x"),
+                size=bmz.SizeReference(tensor_id=in_id, axis_id=bmz.AxisId("x")),
+                **unit_kw,
             ),
         ]
         out_descrs.append(
@@ -394,8 +410,14 @@ def export_bioimageio(
         weights=bmz.WeightsDescr(
             onnx=bmz.OnnxWeightsDescr(source=tmp / "model.onnx", opset_version=man.opset or 17)
         ),
-        config=bmz.Config(  # type: ignore[call-arg]
-            bioimageio={"test_kwargs": {"onnx": {"absolute_tolerance": 1e-4, "relative_tolerance": 1e-4}}},
+        config=bmz.Config(  # type: ignore[call-arg]  # extra sections are allowed
+            bioimageio=bmz.BioimageioConfig(
+                reproducibility_tolerance=[
+                    bmz.ReproducibilityTolerance(
+                        relative_tolerance=1e-4, absolute_tolerance=1e-4, mismatched_elements_per_million=0
+                    )
+                ]
+            ),
             smartscope={
                 "engine": man.name,
                 "onnx_sha256": man.onnx_sha256,
@@ -428,4 +450,3 @@ def _test(descr: Any) -> None:
             f"{d.name}: {'; '.join(e.msg for e in d.errors)}" for d in summary.details if d.status == "failed"
         ]
         raise BioimageioExportError("bioimageio test failed: " + " | ".join(failed or [summary.status]))
-

@@ -39,8 +39,14 @@ from smartscope.engines.bundle import load_bundle, write_bundle
 __all__ = ["BioimageioImportError", "ImportReport", "import_bioimageio"]
 
 _EPS = 1e-6  # bioimageio.core adds this to std in fixed_zero_mean_unit_variance
-_TASKS = {"denoising": "denoise", "denoise": "denoise", "restoration": "denoise", "n2v": "denoise",
-          "segmentation": "segment", "virtual-staining": "stain"}
+_TASKS = {
+    "denoising": "denoise",
+    "denoise": "denoise",
+    "restoration": "denoise",
+    "n2v": "denoise",
+    "segmentation": "segment",
+    "virtual-staining": "stain",
+}
 
 
 class BioimageioImportError(ValueError):
@@ -108,7 +114,11 @@ def _normalization(inp: Any, n_channels: int) -> tuple[dict[str, Any], np.ndarra
     """(engine.json normalization, affine offset, affine scale) from the input's preprocessing."""
     ops = _strip_dtype(inp.preprocessing)
     if not ops:
-        return {"kind": "affine", "offset_adu": 0.0, "scale_adu": 1.0}, np.zeros(n_channels), np.ones(n_channels)
+        return (
+            {"kind": "affine", "offset_adu": 0.0, "scale_adu": 1.0},
+            np.zeros(n_channels),
+            np.ones(n_channels),
+        )
     if len(ops) > 1:
         names = [str(op.id) for _, op in ops]
         raise BioimageioImportError(
@@ -131,7 +141,9 @@ def _normalization(inp: Any, n_channels: int) -> tuple[dict[str, Any], np.ndarra
         axes = {str(a) for a in (kw.axes or [])}
         ref = getattr(kw, "reference_tensor", None)
         if ref is not None and str(ref) != str(inp.id):
-            raise BioimageioImportError(f"{where} ('scale_range'): reference_tensor {ref!r} is another tensor")
+            raise BioimageioImportError(
+                f"{where} ('scale_range'): reference_tensor {ref!r} is another tensor"
+            )
         if not {"y", "x"} <= axes or "batch" in axes:
             raise BioimageioImportError(
                 f"{where} ('scale_range'): percentiles over axes {sorted(axes)}; smartscope takes "
@@ -143,8 +155,11 @@ def _normalization(inp: Any, n_channels: int) -> tuple[dict[str, Any], np.ndarra
                 "smartscope takes one pair over all channels"
             )
         return (
-            {"kind": "percentile", "low_percentile": float(kw.min_percentile),
-             "high_percentile": float(kw.max_percentile)},
+            {
+                "kind": "percentile",
+                "low_percentile": float(kw.min_percentile),
+                "high_percentile": float(kw.max_percentile),
+            },
             None,
             None,
         )
@@ -196,14 +211,18 @@ def _tile(axes: Sequence[Any], notes: list[str]) -> dict[str, int]:
     for a, s in zip(axes[2:], sizes, strict=True):
         step = getattr(s, "step", None)
         if step is None:
-            raise BioimageioImportError(f"inputs[0].axes.{a.id}.size: {s!r} is neither fixed nor min + n * step")
+            raise BioimageioImportError(
+                f"inputs[0].axes.{a.id}.size: {s!r} is neither fixed nor min + n * step"
+            )
         steps.append(int(step))
     mult = math.lcm(*steps)
     size = max(256 // mult * mult, mult * 2)
     return {"size_px": size, "overlap_px": min(64, size // 4), "multiple_px": mult}
 
 
-def _onnx_weights(descr: Any, channels: int, in_name: str, out_names: list[str], hw: int) -> tuple[bytes, str]:
+def _onnx_weights(
+    descr: Any, channels: int, in_name: str, out_names: list[str], hw: int
+) -> tuple[bytes, str]:
     """ONNX bytes of the package's weights (converted from TorchScript when needed)."""
     from bioimageio.spec.utils import get_reader
 
@@ -234,7 +253,9 @@ def _onnx_weights(descr: Any, channels: int, in_name: str, out_names: list[str],
         kind = "pytorch_state_dict"
     else:
         formats = [k for k, v in w.model_dump().items() if v is not None]
-        raise BioimageioImportError(f"weights: {formats} — smartscope runs onnx, torchscript or pytorch_state_dict")
+        raise BioimageioImportError(
+            f"weights: {formats} — smartscope runs onnx, torchscript or pytorch_state_dict"
+        )
     from smartscope.engines.export import export_onnx
 
     module.eval()
@@ -272,11 +293,13 @@ def import_bioimageio(
     src = Path(source)
     if not src.exists():
         raise BioimageioImportError(f"{src}: no such file or folder")
-    descr = load_model_description(src, perform_io_checks=False, format_version="latest")
+    descr: Any = load_model_description(src, perform_io_checks=False, format_version="latest")
     if not isinstance(descr, v0_5.ModelDescr):
         detail = getattr(descr, "validation_summary", None)
         errs = [] if detail is None else [f"{e.loc}: {e.msg}" for d in detail.details for e in d.errors][:3]
-        raise BioimageioImportError(f"{src}: not a valid bioimage.io model ({'; '.join(errs) or type(descr).__name__})")
+        raise BioimageioImportError(
+            f"{src}: not a valid bioimage.io model ({'; '.join(errs) or type(descr).__name__})"
+        )
     if len(descr.inputs) != 1:
         raise BioimageioImportError(f"inputs: {len(descr.inputs)} tensors; smartscope engines take one")
     inp = descr.inputs[0]
@@ -292,7 +315,8 @@ def import_bioimageio(
                     f"outputs[{k}].axes.{a.id}: size {size!r}, scale {a.scale}; smartscope outputs match "
                     "the input's size and scale"
                 )
-    in_channels = [str(c) for c in inp.axes[1].channel_names]
+    chan_axis: Any = inp.axes[1]
+    in_channels = [str(c) for c in chan_axis.channel_names]
     notes: list[str] = []
     norm, off, sc = _normalization(inp, len(in_channels))
     tile = _tile(inp.axes, notes)
@@ -303,10 +327,13 @@ def import_bioimageio(
     )
     in_name, out_names = _graph_names(onnx_bytes)
     if len(out_names) != len(descr.outputs):
-        raise BioimageioImportError(f"weights: graph has {len(out_names)} outputs, rdf declares {len(descr.outputs)}")
+        raise BioimageioImportError(
+            f"weights: graph has {len(out_names)} outputs, rdf declares {len(descr.outputs)}"
+        )
     outputs = []
     for k, (o, gname) in enumerate(zip(descr.outputs, out_names, strict=True)):
-        ch = [str(c) for c in o.axes[1].channel_names]
+        out_axis: Any = o.axes[1]
+        ch = [str(c) for c in out_axis.channel_names]
         outputs.append({"name": gname, "channels": ch, "denormalize": _denormalize(o, k, len(ch), off, sc)})
     space = inp.axes[2]
     unit = str(getattr(space, "unit", "") or "")
@@ -354,12 +381,14 @@ def _verify(
 
     from smartscope.engines.runtime import Engine
 
-    test_kw = ((descr.config.bioimageio.model_dump() if descr.config else {}) or {}).get("test_kwargs", {})
-    kw: dict[str, Any] = {}
-    for v in test_kw.values():
-        kw = v if isinstance(v, dict) else kw
+    # the package's own tolerance: reproducibility_tolerance (spec 0.5), else the older
+    # config.bioimageio.test_kwargs (CAREamics writes those), else the spec's defaults
+    bio = descr.config.bioimageio.model_dump()
+    kw: dict[str, Any] = next(iter(bio.get("reproducibility_tolerance") or []), {})
+    for v in (bio.get("test_kwargs") or {}).values():
+        kw = v if isinstance(v, dict) and not kw else kw
     rt = rtol if rtol is not None else float(kw.get("relative_tolerance", 1e-3))
-    at = atol if atol is not None else float(kw.get("absolute_tolerance", 1e-4))
+    at = atol if atol is not None else float(kw.get("absolute_tolerance", 1e-3))
     engine = Engine.open(bundle, "onnxruntime")
     try:
         man = load_bundle(bundle).manifest
@@ -374,7 +403,8 @@ def _verify(
         y = got[spec.name]
         if y.shape != expected.shape:
             raise BioimageioImportError(
-                f"verification: output {spec.name!r} has shape {y.shape}, the package's test output {expected.shape}"
+                f"verification: output {spec.name!r} has shape {y.shape}, "
+                f"the package's test output {expected.shape}"
             )
         err = np.abs(y - expected)
         allowed = at + rt * np.abs(expected)
@@ -387,4 +417,3 @@ def _verify(
             )
         worst = max(worst, float(err.max()))
     return worst, rt, at
-

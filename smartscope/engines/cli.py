@@ -32,13 +32,15 @@ def export_cmd(
     checkpoint: Annotated[
         Path,
         typer.Argument(
-            help="training checkpoint folder (checkpoint.json + weights.npz); with --bioimageio an engine bundle"
+            help="training checkpoint folder (checkpoint.json + weights.npz); "
+            "with --bioimageio an engine bundle"
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="bundle folder, or a path ending in .zip")],
     zip_: Annotated[bool, typer.Option("--zip", help="write a zip archive")] = False,
     bioimageio: Annotated[
-        bool, typer.Option("--bioimageio", help="write a bioimage.io model package (tested with bioimageio.core)")
+        bool,
+        typer.Option("--bioimageio", help="write a bioimage.io model package (tested with bioimageio.core)"),
     ] = False,
     test_input: Annotated[
         Path | None, typer.Option(help="--bioimageio: held-out input (.tif/.npy, camera units)")
@@ -46,7 +48,9 @@ def export_cmd(
     author: Annotated[
         list[str] | None, typer.Option(help="--bioimageio: author name (repeat for several)")
     ] = None,
-    license_: Annotated[str, typer.Option("--license", help="--bioimageio: SPDX licence id")] = "BSD-3-Clause",
+    license_: Annotated[
+        str, typer.Option("--license", help="--bioimageio: SPDX licence id")
+    ] = "BSD-3-Clause",
 ) -> None:
     """Export a torch training checkpoint to a verified engine bundle (ONNX + engine.json),
     or (``--bioimageio``) an engine bundle to a bioimage.io model package for Fiji, ilastik,

@@ -119,15 +119,15 @@ def camera_pixel_size_um(run_dir: Path, frames: list[dict[str, Any]] | None = No
 
 def _lazy_pages(path: Path, pages: list[int], shape: tuple[int, ...], dtype: np.dtype[Any]) -> Any:
     """A (len(pages), *shape) dask array reading one TIFF page per frame when napari asks."""
-    import dask
     import dask.array as da
     import tifffile
+    from dask.delayed import delayed
 
     def read(k: int) -> np.ndarray:
         with tifffile.TiffFile(path) as tif:
             return np.asarray(tif.pages[k].asarray())
 
-    parts = [da.from_delayed(dask.delayed(read)(k), shape=shape, dtype=dtype) for k in pages]
+    parts = [da.from_delayed(delayed(read)(k), shape=shape, dtype=dtype) for k in pages]
     return da.stack(parts) if parts else np.zeros((0, *shape), dtype)
 
 
@@ -140,7 +140,8 @@ def _page_meta(path: Path) -> tuple[list[dict[str, Any]], tuple[int, ...], np.dt
         first = tif.pages.first
         shape, dtype = tuple(first.shape), np.dtype(first.dtype)
         for k, page in enumerate(tif.pages):
-            desc = page.description if k else ""  # page 0 holds the OME header after close
+            # page 0's description becomes the OME header when the stack is closed
+            desc = str(getattr(page, "description", "")) if k else ""
             try:
                 metas.append(json.loads(desc) if desc.startswith("{") else {})
             except json.JSONDecodeError:
@@ -168,14 +169,18 @@ def action_rows(run_dir: str | Path) -> list[dict[str, Any]]:
         req = r.get("request") or {}
         act = req.get("action") or {}
         applied = r.get("applied") or {}
-        fmt = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in act.items() if k != "kind")
+        fmt = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in act.items() if k != "kind"
+        )
         got = ", ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in applied.items() if k != "kind"
         )
         rows.append(
             {
                 "seq": r.get("seq"),
-                "frame": r["first_frame_index"] if r.get("first_frame_index") is not None else req.get("frame_index"),
+                "frame": r["first_frame_index"]
+                if r.get("first_frame_index") is not None
+                else req.get("frame_index"),
                 "source": req.get("source", ""),
                 "action": f"{act.get('kind', '?')}: {fmt}",
                 "verdict": r.get("verdict", ""),
@@ -209,7 +214,9 @@ def _loc_points(tab: Any, px_um: float | None, with_frame: bool, name: str) -> L
     return coords, kw, "points"
 
 
-def _events_layer(run_dir: Path, idx: np.ndarray, times: np.ndarray, centre: tuple[float, float]) -> LayerData | None:
+def _events_layer(
+    run_dir: Path, idx: np.ndarray, times: np.ndarray, centre: tuple[float, float]
+) -> LayerData | None:
     evs = _jsonl(run_dir / "events.jsonl")
     if not evs:
         return None
@@ -265,8 +272,9 @@ def run_layers(run_dir: str | Path) -> list[LayerData]:
                 "image",
             )
         )
+    analysis = _jsonl(rd / "analysis.jsonl")
     for out in sorted((rd / "outputs").glob("*.ome.tif")):
-        layers.extend(_output_layers(out, idx, n_frames, s, meta))
+        layers.extend(_output_layers(out, analysis, n_frames, s, meta))
     for render in sorted((rd / "outputs").glob("superres*.tif")):
         import tifffile
 
@@ -318,8 +326,12 @@ def run_layers(run_dir: str | Path) -> list[LayerData]:
                 {
                     "name": "actions",
                     "features": {k: [a[k] for a in acts] for k in acts[0]},
-                    "text": {"string": "{action} ({verdict})", "color": "cyan", "size": 10,
-                             "translation": (0.0, 0.0, 0.0)},
+                    "text": {
+                        "string": "{action} ({verdict})",
+                        "color": "cyan",
+                        "size": 10,
+                        "translation": (0.0, 0.0, 0.0),
+                    },
                     "size": 0.5,
                     "face_color": "cyan",
                     "metadata": {**meta, "kind": "actions"},
@@ -340,23 +352,40 @@ def _detected_events(rd: Path, s: float) -> LayerData | None:
             feats = {k: v for k, v in cols.items() if k not in ("y_px", "x_px")}
             return (
                 pts,
-                {"name": f"{rows.name.split('.')[0]} events", "features": feats, "size": 8 * s,
-                 "face_color": "red", "symbol": "ring"},
+                {
+                    "name": f"{rows.name.split('.')[0]} events",
+                    "features": feats,
+                    "size": 8 * s,
+                    "face_color": "red",
+                    "symbol": "ring",
+                },
                 "points",
             )
     return None
 
 
+def _first_output_frame(path: Path, analysis: list[dict[str, Any]]) -> int:
+    """The frame of an output stack's first page (whose own record the OME header replaced):
+    in the file name after a frame-size change, else the first frame the stage analysed."""
+    name = path.name.removesuffix(".ome.tif")
+    m = re.search(r"_(\d{6})$", name)
+    if m:
+        return int(m.group(1))
+    key = f"stage:{name.split('.')[0]}"
+    return next((int(r["index"]) for r in analysis if key in (r.get("times") or {})), 0)
+
+
 def _output_layers(
-    path: Path, raw_idx: np.ndarray, n_frames: int, s: float, meta: dict[str, Any]
+    path: Path, analysis: list[dict[str, Any]], n_frames: int, s: float, meta: dict[str, Any]
 ) -> list[LayerData]:
     """An engine output stack on the raw time axis (newest output at or before each frame)."""
     metas, shape2d, dtype = _page_meta(path)
     if not metas:
         return []
-    chans = sorted({int(m.get("channel", 0)) for m in metas})
-    n_c = len(chans)
-    frames_of = [int(m.get("index", k // n_c)) for k, m in enumerate(metas)]
+    n_c = max(1, next((k for k, m in enumerate(metas) if k and m.get("channel", 0) == 0), len(metas)))
+    metas[0] = {"index": _first_output_frame(path, analysis), "channel": 0}
+    chans = list(range(n_c))
+    frames_of = [int(m.get("index", metas[k - k % n_c].get("index", 0))) for k, m in enumerate(metas)]
     out_frames = sorted(set(frames_of))
     page_of: dict[tuple[int, int], int] = {}
     for k, m in enumerate(metas):
@@ -407,4 +436,3 @@ def table_layers(path: str | Path, pixel_nm: float | None = None) -> list[LayerD
     data, kw, kind = _loc_points(tab, px_um, True, p.stem)
     kw["metadata"]["source"] = str(p)
     return [(data, kw, kind)]
-

@@ -31,7 +31,7 @@ __all__ = ["ActionLogWidget", "LiveWidget"]
 COLUMNS = ("seq", "frame", "source", "action", "verdict", "applied", "reason")
 
 
-class LiveWidget(QWidget):  # type: ignore[misc]
+class LiveWidget(QWidget):
     """Connect to a running loop's stream and control socket."""
 
     def __init__(self, napari_viewer: Any) -> None:
@@ -39,7 +39,8 @@ class LiveWidget(QWidget):  # type: ignore[misc]
         self.viewer = napari_viewer
         self.client: Any = None
         self.live: Any = None
-        layout = QVBoxLayout(self)
+        self._layout = QVBoxLayout(self)
+        layout = self._layout
         form = QFormLayout()
         self.host = QLineEdit("127.0.0.1")
         self.pub_port = QSpinBox()
@@ -57,23 +58,25 @@ class LiveWidget(QWidget):  # type: ignore[misc]
         self.status = QLabel("not connected")
         layout.addWidget(self.status)
 
-    def connect_to(self, host: str | None = None, pub_port: int | None = None, control_port: int | None = None) -> None:
+    def connect_to(
+        self, host: str | None = None, pub_port: int | None = None, control_port: int | None = None
+    ) -> None:
         """Subscribe to the run's stream and show its controls (closes a previous connection)."""
         from smartscope.remote.client import Client
         from smartscope.remote.viewer import make_widget
 
-        self.disconnect()
+        self.close_connection()
         h = host or self.host.text()
         pp = pub_port or self.pub_port.value()
         cp = control_port or self.control_port.value()
         self.client = Client(h, pp, cp)
         self.client.subscribe()
         self.live = make_widget(self.viewer, self.client)
-        self.layout().addWidget(self.live)
+        self._layout.addWidget(self.live)
         self.status.setText(f"streaming from {h}:{pp} (control {cp})")
         self.live.refresh_controllers()
 
-    def disconnect(self) -> None:
+    def close_connection(self) -> None:
         if self.live is not None:
             self.live.close()
             self.live.deleteLater()
@@ -82,12 +85,12 @@ class LiveWidget(QWidget):  # type: ignore[misc]
             self.client.close()
             self.client = None
 
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+    def closeEvent(self, event: Any) -> None:
         self.disconnect()
         super().closeEvent(event)
 
 
-class ActionLogWidget(QWidget):  # type: ignore[misc]
+class ActionLogWidget(QWidget):
     """The action log (audit records) of the run open in the viewer, as a table."""
 
     def __init__(self, napari_viewer: Any, run_dir: str | Path | None = None) -> None:

@@ -190,7 +190,7 @@ def make_widget(viewer: Any, client: Client, model: ViewerModel | None = None, i
             "the viewer needs napari and a Qt binding: pip install 'smartscope[viewer]'"
         ) from exc
     model = model or ViewerModel()
-    root = QWidget()
+    root: Any = QWidget()
     layout = QVBoxLayout(root)
     label = QLabel(model.summary())
     status = QLabel("")
