@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from smartscope.errors import describe
 from smartscope.models.provenance import command_line
 
 __all__ = ["app", "denoise"]
@@ -103,7 +104,7 @@ def denoise(
             normalization=normalization,  # type: ignore[arg-type]
         )
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {describe(exc) or exc}", err=True)
         raise typer.Exit(1) from exc
     label = simulate if simulate is not None else Path(str(data)).name
     path, metrics = train_denoise(

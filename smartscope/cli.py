@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -9,9 +10,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from smartscope import __version__
 from smartscope.config import (
     ConfigError,
     SmartscopeConfig,
@@ -19,8 +22,10 @@ from smartscope.config import (
     load_config,
     validate_config,
 )
+from smartscope.errors import FormattedErrors, describe
 
 app = typer.Typer(
+    cls=FormattedErrors,  # every command: a user's mistake is one `error: ...` line
     name="smartscope",
     help="Real-time, acquisition-coupled smart-microscopy controller.",
     no_args_is_help=True,
@@ -53,12 +58,38 @@ def _register_engine_commands() -> None:
 
 
 _register_engine_commands()
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"smartscope {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="print the version and exit"),
+    ] = False,
+    log_level: Annotated[
+        str | None,
+        typer.Option(help="console log level: DEBUG, INFO, WARNING, ERROR (run.log always keeps INFO)"),
+    ] = None,
+) -> None:
+    """Real-time, acquisition-coupled smart-microscopy controller."""
+    if log_level is not None:
+        from smartscope.logs import configure
+
+        configure(log_level)
+
+
 console = Console()
 err_console = Console(stderr=True)
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {msg}")
+    err_console.print(f"[bold red]error:[/] {escape(msg)}", soft_wrap=True)  # one line, never wrapped
     raise typer.Exit(code)
 
 
@@ -66,7 +97,7 @@ def _load(path: Path) -> SmartscopeConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
-        _fail(str(exc))
+        _fail(describe(exc) or str(exc))
         raise  # unreachable; keeps type checkers happy
 
 
@@ -316,6 +347,12 @@ def config_main(
         sys.stdout.write(example_config_text())
         return
     console.print(ctx.get_help())
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the JSON Schema of the run configuration (editor completion and checks)."""
+    sys.stdout.write(json.dumps(SmartscopeConfig.model_json_schema(), indent=2) + "\n")
 
 
 @config_app.command("validate")

@@ -9,6 +9,7 @@ from pathlib import Path
 from smartscope.config import SmartscopeConfig, dump_config
 from smartscope.controllers.base import Controller
 from smartscope.drivers import Driver, open_driver
+from smartscope.logs import RunLog
 from smartscope.loop import Loop, RunResult
 from smartscope.pipeline import Pipeline, Stage
 from smartscope.storage import RunFolder
@@ -40,12 +41,14 @@ def run(
         driver = open_driver(cfg)
     try:
         folder = RunFolder(Path(cfg.storage.root), cfg.storage.name, cfg.storage.fsync_every)
+        run_log = RunLog(folder.path / "run.log")  # smartscope's log, events, verdicts
         (folder.path / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
         for stage in stages:  # optional hook: stages that write per-run files (SMLM tables)
             attach = getattr(stage, "attach_run_dir", None)
             if attach is not None:
                 attach(folder.path / "outputs")
         loop = Loop(cfg, driver, pipeline, controllers, folder, progress)
+        loop.add_listener(run_log)
         if on_loop is not None:
             on_loop(loop)  # attach listeners, keep a handle for control, before frames flow
         try:
@@ -53,6 +56,7 @@ def run(
         finally:
             folder.close()
             pipeline.close()
+            run_log.close()
     finally:
         driver.safe_state()
         if own_driver:

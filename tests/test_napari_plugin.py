@@ -141,7 +141,7 @@ def test_action_log_widget_and_view_command(smlm_run: Path) -> None:
     dock.close()
     assert app_ is not None
     bad = runner.invoke(app, ["view", str(smlm_run / "config.yaml")])
-    assert bad.exit_code == 2 and "neither a run folder" in bad.output
+    assert bad.exit_code == 2 and "neither a run folder" in bad.output and "Traceback" not in bad.output
 
 
 def test_live_widget_connects_streams_and_lists_actions() -> None:

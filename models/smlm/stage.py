@@ -123,12 +123,12 @@ class SMLMStage:
         self.engine = None
         if config.method == "network":
             from smartscope.engines.runtime import Engine
-            from smartscope.models.smlm import network  # registers the architecture
+            from smartscope.models.smlm.decode import OUTPUT_CHANNELS  # no torch needed
 
             assert config.bundle is not None
             self.engine = Engine.open(config.bundle, config.backend)
             man = self.engine.manifest
-            if man.task != "smlm" or man.outputs[0].channels != list(network.OUTPUT_CHANNELS):
+            if man.task != "smlm" or man.outputs[0].channels != list(OUTPUT_CHANNELS):
                 raise ValueError(
                     f"bundle {config.bundle}: task {man.task!r} with outputs "
                     f"{man.outputs[0].channels} is not a DECODE-class SMLM engine"
@@ -164,7 +164,7 @@ class SMLMStage:
         return ib, np.stack([prev, eb, nxt])
 
     def _run_network(self, centre: int, window: np.ndarray) -> LocTable:
-        from smartscope.models.smlm.network import DecodeSettings, decode_outputs
+        from smartscope.models.smlm.decode import DecodeSettings, decode_outputs
 
         assert self.engine is not None
         out = self.engine.infer(window)["out"]

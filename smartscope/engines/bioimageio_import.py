@@ -293,7 +293,10 @@ def import_bioimageio(
     src = Path(source)
     if not src.exists():
         raise BioimageioImportError(f"{src}: no such file or folder")
-    descr: Any = load_model_description(src, perform_io_checks=False, format_version="latest")
+    try:
+        descr: Any = load_model_description(src, perform_io_checks=False, format_version="latest")
+    except (ValueError, OSError) as exc:
+        raise BioimageioImportError(f"{src}: not a bioimage.io model package ({exc})") from exc
     if not isinstance(descr, v0_5.ModelDescr):
         detail = getattr(descr, "validation_summary", None)
         errs = [] if detail is None else [f"{e.loc}: {e.msg}" for d in detail.details for e in d.errors][:3]

@@ -68,7 +68,7 @@ def export_cmd(
                 license=license_,
             )
         except (BundleError, BioimageioExportError) as exc:
-            _console.print(f"[red]export failed:[/red] {exc}")
+            typer.echo(f"error: export failed: {exc}", err=True)
             raise typer.Exit(1) from exc
         _console.print(f"wrote {pkg} (bioimage.io model; bioimageio test passed)")
         return
@@ -149,7 +149,7 @@ def import_cmd(
     try:
         rep = import_bioimageio(model, out, name=name)
     except (BundleError, BioimageioImportError) as exc:
-        _console.print(f"[red]import failed:[/red] {exc}")
+        typer.echo(f"error: import failed: {exc}", err=True)
         raise typer.Exit(1) from exc
     _console.print(
         f"wrote {rep.bundle} ({rep.weights} weights); test output reproduced within "

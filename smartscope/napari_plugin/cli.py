@@ -28,14 +28,10 @@ def view_cmd(
     from smartscope.napari_plugin._run import is_run_folder, is_table_file
 
     if not (is_run_folder(path) or is_table_file(path)):
-        raise typer.BadParameter(
-            f"{path} is neither a run folder (frames.jsonl + raw*.ome.tif) nor a localization table",
-            param_hint="PATH",
+        raise ValueError(
+            f"{path}: neither a run folder (frames.jsonl + raw*.ome.tif) nor a localization table"
         )
-    try:
-        import napari
-    except ImportError as exc:
-        raise typer.BadParameter("needs the 'viewer' extra: pip install 'smartscope[viewer]'") from exc
+    import napari  # a missing 'viewer' extra is named by the CLI's error formatter
     viewer = napari.Viewer(title=f"smartscope: {path.name}")
     table = populate(viewer, path)
     if table is not None:
