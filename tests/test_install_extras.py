@@ -46,7 +46,8 @@ from smartscope.config import validate_config
 from smartscope.controllers.scenarios import demo_config, stain_config
 from smartscope.cli import DEMO_CONFIG, smlm_demo_config
 from smartscope.models import shipped_bundle
-out = Path(sys.argv[1] if len(sys.argv) > 1 else "runs")
+import tempfile
+out = Path(tempfile.mkdtemp(prefix="smartscope-no-torch-"))  # the demos write .cfg files here
 cfgs = {s: demo_config(s, out) for s in ("events", "ao", "lowlight")}
 cfgs["stain"] = stain_config(out)
 cfgs["smlm"] = smlm_demo_config(20, out, 0)
