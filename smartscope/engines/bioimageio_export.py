@@ -35,14 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from smartscope.engines.bundle import Bundle, EngineManifest, load_bundle
+from smartscope.engines.bundle import Bundle, EngineManifest, Normalization, TensorSpec, load_bundle
 
 __all__ = [
     "CITATIONS",
     "BioimageioExportError",
     "export_bioimageio",
     "heldout_input",
-    "package_processing",
 ]
 
 CITATIONS: dict[str, tuple[str, str]] = {
@@ -100,10 +99,6 @@ class _Processing:
     def denormalizes(self, name: str) -> bool:
         """Whether the package maps output ``name`` back to camera units."""
         return self.manifest.output(name).denormalize and self.manifest.normalization.kind == "affine"
-
-
-def package_processing(manifest: EngineManifest) -> _Processing:
-    return _Processing(manifest)
 
 
 def heldout_input(manifest: EngineManifest) -> np.ndarray | None:
@@ -227,6 +222,82 @@ def _cover(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
     return path
 
 
+def _preprocessing(bmz: Any, norm: Normalization, notes: list[str]) -> list[Any]:
+    """engine.json's input normalization as bioimage.io operations (after a float32 cast)."""
+    pre: list[Any] = [bmz.EnsureDtypeDescr(kwargs=bmz.EnsureDtypeKwargs(dtype="float32"))]
+    if norm.channel_offset_adu is not None and norm.channel_scale_adu is not None:
+        kw: Any = bmz.FixedZeroMeanUnitVarianceAlongAxisKwargs(
+            mean=list(norm.channel_offset_adu), std=list(norm.channel_scale_adu), axis=bmz.AxisId("channel")
+        )
+        notes.append("input: fixed per-channel affine map (x - offset) / scale, from the training data")
+        return [*pre, bmz.FixedZeroMeanUnitVarianceDescr(kwargs=kw)]
+    if norm.kind == "affine":
+        kw = bmz.FixedZeroMeanUnitVarianceKwargs(mean=norm.offset_adu, std=norm.scale_adu)
+        notes.append(f"input: (x - {norm.offset_adu:g}) / {norm.scale_adu:g} (fixed, from the training data)")
+        return [*pre, bmz.FixedZeroMeanUnitVarianceDescr(kwargs=kw)]
+    kw = bmz.ScaleRangeKwargs(
+        axes=[bmz.AxisId("channel"), bmz.AxisId("y"), bmz.AxisId("x")],
+        min_percentile=norm.low_percentile,
+        max_percentile=norm.high_percentile,
+    )
+    lo, hi = f"p{norm.low_percentile:g}", f"p{norm.high_percentile:g}"
+    notes.append(f"input: per image, (x - {lo}) / ({hi} - {lo}) over all pixels")
+    return [*pre, bmz.ScaleRangeDescr(kwargs=kw)]
+
+
+def _postprocessing(
+    bmz: Any, man: EngineManifest, spec: TensorSpec, notes: list[str]
+) -> tuple[list[Any], str]:
+    """(operations, description) of one output: back to camera units where the package can."""
+    norm = man.normalization
+    if _Processing(man).denormalizes(spec.name):
+        kw = bmz.ScaleLinearKwargs(gain=norm.scale_adu, offset=norm.offset_adu)
+        return [bmz.ScaleLinearDescr(kwargs=kw)], f"{spec.name} in camera units (ADU)"
+    if spec.denormalize:
+        notes.append(
+            f"output {spec.name!r}: left in normalized units; smartscope maps it back with the "
+            "input's percentiles, which no standard bioimage.io operation expresses"
+        )
+        return [], f"{spec.name} in normalized units (percentile-normalized input scale)"
+    return [], f"{spec.name}: {', '.join(spec.channels)}"
+
+
+def _axes(bmz: Any, channels: Sequence[str], man: EngineManifest, size_of: Any | None) -> list[Any]:
+    """batch, channel, y, x; inputs (``size_of`` None) take ``min + n * multiple_px``,
+    outputs the size of the input tensor ``size_of``; both carry the pixel size."""
+    unit: dict[str, Any] = {}
+    if man.pixel_size_um is not None:
+        unit = {"unit": "micrometer", "scale": man.pixel_size_um}
+    step = man.tile.multiple_px
+    space: list[Any] = []
+    for ax in ("y", "x"):
+        if size_of is None:
+            size: Any = bmz.ParameterizedSize(min=max(step, 16) // step * step, step=step)
+            space.append(bmz.SpaceInputAxis(id=bmz.AxisId(ax), size=size, **unit))
+        else:
+            size = bmz.SizeReference(tensor_id=size_of, axis_id=bmz.AxisId(ax))
+            space.append(bmz.SpaceOutputAxis(id=bmz.AxisId(ax), size=size, **unit))
+    return [
+        bmz.BatchAxis(),
+        bmz.ChannelAxis(channel_names=[bmz.Identifier(_ident(c)) for c in channels]),
+        *space,
+    ]
+
+
+def _test_input(
+    bundle_path: str | Path, man: EngineManifest, given: np.ndarray | str | Path | None
+) -> np.ndarray:
+    if given is None:
+        raw = heldout_input(man)
+        if raw is None:
+            raise BioimageioExportError(
+                f"{bundle_path}: cannot re-create a held-out field for task {man.task!r}; "
+                "pass --test-input FILE (.tif or .npy, camera units)"
+            )
+        return raw
+    return _read_array(Path(given)) if isinstance(given, (str, Path)) else np.asarray(given)
+
+
 def export_bioimageio(
     bundle_path: str | Path,
     out: str | Path,
@@ -249,195 +320,95 @@ def export_bioimageio(
         raise BioimageioExportError(
             "bioimage.io export needs the 'bioimageio' extra: pip install 'smartscope[bioimageio]'"
         ) from exc
+    import tifffile
 
     bundle = load_bundle(bundle_path)
     man = bundle.manifest
     if len(man.inputs) != 1:
         raise BioimageioExportError(f"{bundle_path}: only single-input engines can be exported")
-    if test_input is None:
-        raw = heldout_input(man)
-        if raw is None:
-            raise BioimageioExportError(
-                f"{bundle_path}: cannot re-create a held-out field for task {man.task!r}; "
-                "pass --test-input FILE (.tif or .npy, camera units)"
-            )
-    elif isinstance(test_input, (str, Path)):
-        raw = _read_array(Path(test_input))
-    else:
-        raw = test_input
-    x = _fit_input(raw, man, max_test_px)
+    x = _fit_input(_test_input(bundle_path, man, test_input), man, max_test_px)
     outputs = _predict(bundle, x)
-    proc = _Processing(man)
-    norm = man.normalization
-    in_spec = man.inputs[0]
+    in_spec, prov = man.inputs[0], man.provenance
     in_id = bmz.TensorId(in_spec.name.lower())
-    step = man.tile.multiple_px
-    min_px = max(step, 16) // step * step or step
-    unit_kw: dict[str, Any] = {}
-    if man.pixel_size_um is not None:
-        unit_kw = {"unit": "micrometer", "scale": man.pixel_size_um}
     notes: list[str] = []
-
-    # --- preprocessing
-    pre: list[Any] = [bmz.EnsureDtypeDescr(kwargs=bmz.EnsureDtypeKwargs(dtype="float32"))]
-    if norm.channel_offset_adu is not None and norm.channel_scale_adu is not None:
-        pre.append(
-            bmz.FixedZeroMeanUnitVarianceDescr(
-                kwargs=bmz.FixedZeroMeanUnitVarianceAlongAxisKwargs(
-                    mean=list(norm.channel_offset_adu),
-                    std=list(norm.channel_scale_adu),
-                    axis=bmz.AxisId("channel"),
-                )
+    with tempfile.TemporaryDirectory(prefix="smartscope-bmz-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        np.save(tmp / "test_input.npy", x[None])
+        tifffile.imwrite(tmp / "sample_input.tif", x)
+        inputs = [
+            bmz.InputTensorDescr(
+                id=in_id,
+                description=f"camera frame(s) in ADU: {', '.join(in_spec.channels)}"[:128],
+                axes=_axes(bmz, in_spec.channels, man, None),
+                test_tensor=bmz.FileDescr(source=tmp / "test_input.npy"),
+                sample_tensor=bmz.FileDescr(source=tmp / "sample_input.tif"),
+                data=bmz.IntervalOrRatioDataDescr(type="float32"),
+                preprocessing=_preprocessing(bmz, man.normalization, notes),
             )
-        )
-        notes.append("input: fixed per-channel affine map (x - offset) / scale, from the training data")
-    elif norm.kind == "affine":
-        pre.append(
-            bmz.FixedZeroMeanUnitVarianceDescr(
-                kwargs=bmz.FixedZeroMeanUnitVarianceKwargs(mean=norm.offset_adu, std=norm.scale_adu)
-            )
-        )
-        notes.append(f"input: (x - {norm.offset_adu:g}) / {norm.scale_adu:g} (fixed, from the training data)")
-    else:
-        pre.append(
-            bmz.ScaleRangeDescr(
-                kwargs=bmz.ScaleRangeKwargs(
-                    axes=[bmz.AxisId("channel"), bmz.AxisId("y"), bmz.AxisId("x")],
-                    min_percentile=norm.low_percentile,
-                    max_percentile=norm.high_percentile,
-                )
-            )
-        )
-        notes.append(
-            f"input: per image, (x - p{norm.low_percentile:g}) / (p{norm.high_percentile:g} - "
-            f"p{norm.low_percentile:g}) over all pixels"
-        )
-
-    import tifffile
-
-    tmp = Path(tempfile.mkdtemp(prefix="smartscope-bmz-"))
-    np.save(tmp / "test_input.npy", x[None])
-    tifffile.imwrite(tmp / "sample_input.tif", x)
-    in_axes: list[Any] = [
-        bmz.BatchAxis(),
-        bmz.ChannelAxis(channel_names=[bmz.Identifier(_ident(c)) for c in in_spec.channels]),
-        bmz.SpaceInputAxis(id=bmz.AxisId("y"), size=bmz.ParameterizedSize(min=min_px, step=step), **unit_kw),
-        bmz.SpaceInputAxis(id=bmz.AxisId("x"), size=bmz.ParameterizedSize(min=min_px, step=step), **unit_kw),
-    ]
-    inputs = [
-        bmz.InputTensorDescr(
-            id=in_id,
-            description=f"camera frame(s) in ADU: {', '.join(in_spec.channels)}"[:128],
-            axes=in_axes,
-            test_tensor=bmz.FileDescr(source=tmp / "test_input.npy"),
-            sample_tensor=bmz.FileDescr(source=tmp / "sample_input.tif"),
-            data=bmz.IntervalOrRatioDataDescr(type="float32"),
-            preprocessing=pre,
-        )
-    ]
-    out_descrs = []
-    for spec in man.outputs:
-        y = outputs[spec.name]
-        f = tmp / f"test_output_{spec.name}.npy"
-        np.save(f, y)
-        tifffile.imwrite(tmp / f"sample_output_{spec.name}.tif", y[0])
-        post: list[Any] = []
-        if proc.denormalizes(spec.name):
-            if norm.channel_offset_adu is not None:  # the manifest forbids this; keep the guard
-                raise BioimageioExportError(f"output {spec.name!r}: per-channel denormalization")
-            post.append(
-                bmz.ScaleLinearDescr(
-                    kwargs=bmz.ScaleLinearKwargs(gain=norm.scale_adu, offset=norm.offset_adu)
-                )
-            )
-            desc = f"{spec.name} in camera units (ADU)"
-        elif spec.denormalize:
-            desc = f"{spec.name} in normalized units (percentile-normalized input scale)"
-            notes.append(
-                f"output {spec.name!r}: left in normalized units; smartscope maps it back with "
-                "the input's percentiles, which no standard bioimage.io operation expresses"
-            )
-        else:
-            desc = f"{spec.name}: {', '.join(spec.channels)}"
-        out_axes: list[Any] = [
-            bmz.BatchAxis(),
-            bmz.ChannelAxis(channel_names=[bmz.Identifier(_ident(c)) for c in spec.channels]),
-            bmz.SpaceOutputAxis(
-                id=bmz.AxisId("y"),
-                size=bmz.SizeReference(tensor_id=in_id, axis_id=bmz.AxisId("y")),
-                **unit_kw,
-            ),
-            bmz.SpaceOutputAxis(
-                id=bmz.AxisId("x"),
-                size=bmz.SizeReference(tensor_id=in_id, axis_id=bmz.AxisId("x")),
-                **unit_kw,
-            ),
         ]
-        out_descrs.append(
-            bmz.OutputTensorDescr(
-                id=bmz.TensorId(spec.name.lower()),
-                description=desc[:128],
-                axes=out_axes,
-                test_tensor=bmz.FileDescr(source=f),
-                sample_tensor=bmz.FileDescr(source=tmp / f"sample_output_{spec.name}.tif"),
-                postprocessing=post,
+        out_descrs = []
+        for spec in man.outputs:
+            np.save(tmp / f"test_output_{spec.name}.npy", outputs[spec.name])
+            tifffile.imwrite(tmp / f"sample_output_{spec.name}.tif", outputs[spec.name][0])
+            post, desc = _postprocessing(bmz, man, spec, notes)
+            out_descrs.append(
+                bmz.OutputTensorDescr(
+                    id=bmz.TensorId(spec.name.lower()),
+                    description=desc[:128],
+                    axes=_axes(bmz, spec.channels, man, in_id),
+                    test_tensor=bmz.FileDescr(source=tmp / f"test_output_{spec.name}.npy"),
+                    sample_tensor=bmz.FileDescr(source=tmp / f"sample_output_{spec.name}.tif"),
+                    postprocessing=post,
+                )
             )
+        (tmp / "model.onnx").write_bytes(bundle.onnx_bytes)
+        (tmp / "engine.json").write_text(man.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        (tmp / "README.md").write_text(_documentation(man, notes), encoding="utf-8")
+        cover = _cover(tmp / "cover.png", x, next(iter(outputs.values()))[0])
+        method = _METHOD_CITES.get(prov.method.lower(), "")
+        cites = [CITATIONS[k] for k in dict.fromkeys((method, "unet")) if k in CITATIONS]
+        summary = f"smartscope {man.task} engine ({prov.method or 'U-Net'}); trained with: {prov.command}"
+        tolerance = bmz.ReproducibilityTolerance(
+            relative_tolerance=1e-4, absolute_tolerance=1e-4, mismatched_elements_per_million=0
         )
-
-    (tmp / "model.onnx").write_bytes(bundle.onnx_bytes)
-    (tmp / "engine.json").write_text(man.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    (tmp / "README.md").write_text(_documentation(man, notes), encoding="utf-8")
-    first = next(iter(outputs.values()))[0]
-    cover = _cover(tmp / "cover.png", x, first)
-    method = man.provenance.method.lower()
-    cites = [CITATIONS[k] for k in dict.fromkeys((_METHOD_CITES.get(method, ""), "unet")) if k in CITATIONS]
-    prov = man.provenance
-    descr = bmz.ModelDescr(
-        name=man.name,
-        description=f"smartscope {man.task} engine ({prov.method or 'U-Net'}); trained with: {prov.command}"[
-            :1024
-        ],
-        authors=[bmz.Author(name=a) for a in authors],
-        cite=[bmz.CiteEntry(text=t, doi=bmz.Doi(d)) for t, d in cites],
-        license=license,  # type: ignore[arg-type]
-        documentation=bmz.FileDescr(source=tmp / "README.md"),
-        covers=[bmz.FileDescr(source=cover)],
-        attachments=[bmz.FileDescr(source=tmp / "engine.json")],
-        tags=["smartscope", man.task, *([prov.method] if prov.method else []), "2d", "onnx"],
-        version=bmz.Version(man.version),
-        inputs=inputs,
-        outputs=out_descrs,
-        weights=bmz.WeightsDescr(
-            onnx=bmz.OnnxWeightsDescr(source=tmp / "model.onnx", opset_version=man.opset or 17)
-        ),
-        config=bmz.Config(  # type: ignore[call-arg]  # extra sections are allowed
-            bioimageio=bmz.BioimageioConfig(
-                reproducibility_tolerance=[
-                    bmz.ReproducibilityTolerance(
-                        relative_tolerance=1e-4, absolute_tolerance=1e-4, mismatched_elements_per_million=0
-                    )
-                ]
+        descr = bmz.ModelDescr(
+            name=man.name,
+            description=summary[:1024],
+            authors=[bmz.Author(name=a) for a in authors],
+            cite=[bmz.CiteEntry(text=t, doi=bmz.Doi(d)) for t, d in cites],
+            license=license,  # type: ignore[arg-type]
+            documentation=bmz.FileDescr(source=tmp / "README.md"),
+            covers=[bmz.FileDescr(source=cover)],
+            attachments=[bmz.FileDescr(source=tmp / "engine.json")],
+            tags=["smartscope", man.task, *([prov.method] if prov.method else []), "2d", "onnx"],
+            version=bmz.Version(man.version),
+            inputs=inputs,
+            outputs=out_descrs,
+            weights=bmz.WeightsDescr(
+                onnx=bmz.OnnxWeightsDescr(source=tmp / "model.onnx", opset_version=man.opset or 17)
             ),
-            smartscope={
-                "engine": man.name,
-                "onnx_sha256": man.onnx_sha256,
-                "training_command": prov.command,
-                "training_data": prov.data,
-                "seed": prov.seed,
-                "heldout_fovs": list(prov.heldout_fovs),
-                "heldout_metrics": dict(man.metrics),
-            },
-        ),
-    )
-    if test:
-        _test(descr)
-    out_p = Path(out)
-    if out_p.suffix == ".zip":
-        out_p.parent.mkdir(parents=True, exist_ok=True)
-        save_bioimageio_package(descr, output_path=out_p)
-    else:
-        save_bioimageio_package_as_folder(descr, output_path=out_p)
-    return out_p
+            config=bmz.Config(  # type: ignore[call-arg]  # extra sections are allowed
+                bioimageio=bmz.BioimageioConfig(reproducibility_tolerance=[tolerance]),
+                smartscope={
+                    "engine": man.name,
+                    "onnx_sha256": man.onnx_sha256,
+                    "training_command": prov.command,
+                    "training_data": prov.data,
+                    "seed": prov.seed,
+                    "heldout_fovs": list(prov.heldout_fovs),
+                    "heldout_metrics": dict(man.metrics),
+                },
+            ),
+        )
+        if test:
+            _test(descr)
+        out_p = Path(out)
+        if out_p.suffix == ".zip":
+            out_p.parent.mkdir(parents=True, exist_ok=True)
+            save_bioimageio_package(descr, output_path=out_p)
+        else:
+            save_bioimageio_package_as_folder(descr, output_path=out_p)
+        return out_p
 
 
 def _test(descr: Any) -> None:
