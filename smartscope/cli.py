@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sys
 from collections.abc import Callable, Iterator
@@ -11,9 +12,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from smartscope import __version__
 from smartscope.config import (
     ConfigError,
     SmartscopeConfig,
@@ -21,9 +24,11 @@ from smartscope.config import (
     load_config,
     validate_config,
 )
+from smartscope.errors import FormattedErrors, describe
 from smartscope.loop import RunStatus
 
 app = typer.Typer(
+    cls=FormattedErrors,  # every command: a user's mistake is one `error: ...` line
     name="smartscope",
     help="Real-time, acquisition-coupled smart-microscopy controller.",
     no_args_is_help=True,
@@ -35,9 +40,10 @@ app.add_typer(config_app, name="config")
 
 def _register_engine_commands() -> None:
     """Commands that live beside the code they drive (simulator, engines, training)."""
-    from smartscope.engines.cli import compile_cmd, engines_cmd, export_cmd
+    from smartscope.engines.cli import compile_cmd, engines_app, export_cmd
     from smartscope.models.cli import app as train_app
     from smartscope.models.smlm.cli import localize_cmd
+    from smartscope.napari_plugin.cli import view_cmd
     from smartscope.remote.cli import keys_cmd, serve_cmd, watch_cmd, worker_cmd
     from smartscope.simulators.cli import simulate
 
@@ -45,8 +51,9 @@ def _register_engine_commands() -> None:
     app.add_typer(train_app, name="train")
     app.command("export")(export_cmd)
     app.command("compile")(compile_cmd)
-    app.command("engines")(engines_cmd)
+    app.add_typer(engines_app, name="engines")
     app.command("localize")(localize_cmd)
+    app.command("view")(view_cmd)
     app.command("worker")(worker_cmd)
     app.command("keys")(keys_cmd)
     app.command("serve")(serve_cmd)
@@ -54,12 +61,38 @@ def _register_engine_commands() -> None:
 
 
 _register_engine_commands()
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"smartscope {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="print the version and exit"),
+    ] = False,
+    log_level: Annotated[
+        str | None,
+        typer.Option(help="console log level: DEBUG, INFO, WARNING, ERROR (run.log always keeps INFO)"),
+    ] = None,
+) -> None:
+    """Real-time, acquisition-coupled smart-microscopy controller."""
+    if log_level is not None:
+        from smartscope.logs import configure
+
+        configure(log_level)
+
+
 console = Console()
 err_console = Console(stderr=True)
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {msg}")
+    err_console.print(f"[bold red]error:[/] {escape(msg)}", soft_wrap=True)  # one line, never wrapped
     raise typer.Exit(code)
 
 
@@ -67,7 +100,7 @@ def _load(path: Path) -> SmartscopeConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
-        _fail(str(exc))
+        _fail(describe(exc) or str(exc))
         raise  # unreachable; keeps type checkers happy
 
 
@@ -248,6 +281,12 @@ def config_main(
         sys.stdout.write(example_config_text())
         return
     console.print(ctx.get_help())
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the JSON Schema of the run configuration (editor completion and checks)."""
+    sys.stdout.write(json.dumps(SmartscopeConfig.model_json_schema(), indent=2) + "\n")
 
 
 @config_app.command("validate")

@@ -10,6 +10,7 @@ from smartscope.config.loading import dump_config
 from smartscope.config.run import SmartscopeConfig
 from smartscope.controllers.base import Controller
 from smartscope.drivers import Driver, open_driver
+from smartscope.logs import RunLog
 from smartscope.loop import Loop, RunResult
 from smartscope.pipeline import Pipeline, Stage
 from smartscope.registry import build_controller, build_stage
@@ -46,12 +47,14 @@ def run(
     gate.bind(Devices.from_config(cfg.microscope, camera=getattr(driver, "camera_label", "")))
     try:
         folder = RunFolder(Path(cfg.storage.root), cfg.storage.name, cfg.storage.fsync_every)
+        run_log = RunLog(folder.path / "run.log")  # smartscope's log, events, verdicts
         (folder.path / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
         for stage in stages:  # optional hook: stages that write per-run files (SMLM tables)
             attach = getattr(stage, "attach_run_dir", None)
             if attach is not None:
                 attach(folder.path / "outputs")
         loop = Loop(cfg, driver, pipeline, controllers, folder, progress, safety=gate)
+        loop.add_listener(run_log)
         if on_loop is not None:
             on_loop(loop)  # attach listeners, keep a handle for control, before frames flow
         try:
@@ -59,6 +62,7 @@ def run(
         finally:
             folder.close()
             pipeline.close()
+            run_log.close()
     finally:
         driver.safe_state()
         if own_driver:

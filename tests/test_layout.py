@@ -28,6 +28,7 @@ else:  # pragma: no cover
 LAYERS: list[tuple[str, int]] = [
     ("smartscope", 0),  # the package's __init__: version only
     ("smartscope.actions", 0),
+    ("smartscope.extras", 0),
     ("smartscope.state", 0),
     ("smartscope.config", 1),
     ("smartscope.frame", 2),
@@ -50,16 +51,17 @@ LAYERS: list[tuple[str, int]] = [
     ("smartscope.registry", 4),
     ("smartscope.loop", 5),
     ("smartscope.runner", 6),
+    ("smartscope.logs", 6),  # the run log, a loop listener the runner attaches
     ("smartscope.scenarios", 7),
     ("smartscope.cli", 7),
-    # command-line entry points of lower packages may reach up to the runner and registry
-    ("smartscope.models.cli", 7),
-    ("smartscope.engines.cli", 7),
-    ("smartscope.simulators.cli", 7),
+    ("smartscope.errors", 7),  # the CLI's error formatter
+    ("smartscope.napari_plugin", 7),
 ]
 
 
 def layer(module: str) -> int:
+    if module.endswith(".cli"):  # command-line entry points sit with the CLI
+        return 7
     best = max(
         (p for p, _ in LAYERS if module == p or module.startswith(p + ".")),
         key=len,

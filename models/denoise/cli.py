@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from smartscope.errors import describe
 from smartscope.models.denoise import data as ddata
 from smartscope.models.denoise.train import DenoiseTrainConfig, train_denoise
 from smartscope.models.provenance import command_line
@@ -93,7 +94,7 @@ def train_denoise_cmd(
             normalization=normalization,  # type: ignore[arg-type]
         )
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {describe(exc) or exc}", err=True)
         raise typer.Exit(1) from exc
     label = simulate if simulate is not None else Path(str(data)).name
     path, metrics = train_denoise(

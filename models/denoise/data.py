@@ -13,13 +13,14 @@ falls back to a spatial split: its right-most strip becomes the held-out field.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-__all__ = ["SCENARIOS", "DenoiseData", "from_tiff_dir", "simulate", "split_heldout"]
+__all__ = ["SCENARIOS", "DenoiseData", "from_tiff_dir", "simulate", "simulated_field", "split_heldout"]
 
 SCENARIOS: dict[str, tuple[float, ...]] = {
     "lowlight": (5.0, 10.0, 20.0, 40.0, 80.0),
@@ -206,3 +207,34 @@ def split_heldout(
         )
 
     return part(slice(0, cut), f"0:{cut}"), part(slice(cut, w), f"{cut}:{w}")
+
+
+def simulated_field(name: str, data: str) -> np.ndarray | None:
+    """Re-create the simulated field ``name`` (``sim-p{photons}-s{seed}-{j}``) in ADU.
+
+    ``data`` is the bundle's ``provenance.data`` string written by :func:`simulate`, which
+    names every ``denoise_pairs`` call and the field shape; the field is the ``j``-th noisy
+    frame of the call with that seed, (1, H, W) float32 ADU. None when ``name`` is not a
+    simulated field or ``data`` does not describe the call (the caller asks for a file).
+    """
+    from smartscope.simulators.camera import CameraConfig
+    from smartscope.simulators.datasets import denoise_pairs
+
+    m = re.fullmatch(r"sim-p([0-9.]+)-s(\d+)-(\d+)", name)
+    shape = re.search(r"shape=\((\d+), (\d+)\)", data)
+    pix = re.search(r"pixel_size_um=([0-9.]+)", data)
+    if m is None or shape is None or pix is None:
+        return None
+    photons, seed, j = float(m.group(1)), int(m.group(2)), int(m.group(3))
+    call = re.search(rf"denoise_pairs\(n=(\d+), seed={seed}, photons={photons:g}\)", data)
+    if call is None or j >= int(call.group(1)):
+        return None
+    noisy_e, _ = denoise_pairs(
+        int(call.group(1)),
+        (int(shape.group(1)), int(shape.group(2))),
+        seed=seed,
+        photons=photons,
+        pixel_size_um=float(pix.group(1)),
+    )
+    cam = CameraConfig()
+    return (noisy_e[j] * cam.gain_adu_per_e + cam.offset_adu - 0.5).astype(np.float32)[None]

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from smartscope.errors import describe
+
 __all__ = ["localize_cmd", "main", "train_smlm_cmd"]
 
 
@@ -34,7 +36,7 @@ def train_smlm_cmd(
         net = SMLMNetConfig(base_width=width, depth=depth)
         spec = SimSpec(tile_px=tile)
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {describe(exc) or exc}", err=True)
         raise typer.Exit(1) from exc
     argv = list(sys.argv)
     if argv and argv[0].endswith("cli.py"):
@@ -110,7 +112,7 @@ def localize_cmd(
             output_dir=out,
         )
     except ValidationError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {describe(exc) or exc}", err=True)
         raise typer.Exit(1) from exc
     stage = SMLMStage(cfg)
     for i, img in enumerate(data):

@@ -21,29 +21,26 @@ per-pixel outputs define (no explicit matching), plus a background MSE.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from scipy import ndimage
 from torch import nn
 
-from smartscope.models.smlm.table import LocTable
+from smartscope.models.smlm.decode import OUTPUT_CHANNELS, DecodeSettings, decode_outputs
 from smartscope.models.unet import NETWORKS, UNet2D, UNetConfig, register_network
 
 __all__ = [
     "ARCHITECTURE",
     "OUTPUT_CHANNELS",
     "DecodeLoss",
+    "DecodeSettings",
     "SMLMNet",
     "SMLMNetConfig",
     "decode_outputs",
-]
+]  # decode_outputs, DecodeSettings, OUTPUT_CHANNELS live in .decode (no torch), re-exported
 
 ARCHITECTURE = "smlm_decode"
-OUTPUT_CHANNELS: tuple[str, ...] = ("prob", "dx", "dy", "photons", "bg", "sx", "sy", "sphot")
 N_FRAMES = 3
 
 
@@ -162,49 +159,3 @@ class DecodeLoss(nn.Module):
         bg = ((out[:, 4] - gt_bg) / self.input_scale_e).pow(2).mean((1, 2))
         total = (count + loc + self.bg_weight * bg * h * w / 100.0).mean()
         return {"loss": total, "count": count.mean(), "loc": loc.mean(), "bg": bg.mean()}
-
-
-@dataclass(frozen=True, slots=True)
-class DecodeSettings:
-    """How probability maps become localizations."""
-
-    threshold: float = 0.5  # on the 3x3 summed probability at a local maximum
-    min_prob_px: float = 0.05
-
-
-def decode_outputs(
-    out: np.ndarray,
-    frame_index: int,
-    pixel_nm: float,
-    settings: DecodeSettings | None = None,
-    origin_px: tuple[int, int] = (0, 0),
-) -> LocTable:
-    """Per-pixel outputs (8, H, W) → localization table for one frame.
-
-    A detection is a pixel whose probability is the maximum of its 3x3 neighbourhood and
-    whose 3x3 summed probability exceeds ``threshold`` (emitters split across two pixels
-    count once); ``prob`` = that sum, capped at 1.
-    """
-    s = settings or DecodeSettings()
-    if out.ndim != 3 or out.shape[0] != len(OUTPUT_CHANNELS):
-        raise ValueError(f"network output must be (8, H, W) {OUTPUT_CHANNELS}, got {out.shape}")
-    p = out[0]
-    psum = ndimage.uniform_filter(p, size=3, mode="constant") * 9.0
-    # a tiny position ramp breaks ties, so an emitter split evenly over two pixels counts once
-    ramp = np.arange(p.size, dtype=np.float64).reshape(p.shape) / p.size * 1e-6
-    pt = p.astype(np.float64) + ramp
-    peak = (pt == ndimage.maximum_filter(pt, size=3, mode="constant")) & (psum > s.threshold)
-    peak &= p > s.min_prob_px
-    r, c = np.nonzero(peak)
-    x_px = c + out[1, r, c] + origin_px[1]
-    y_px = r + out[2, r, c] + origin_px[0]
-    return LocTable.from_columns(
-        frame=np.full(r.size, frame_index, np.int64),
-        x_nm=(x_px + 0.5) * pixel_nm,
-        y_nm=(y_px + 0.5) * pixel_nm,
-        photons=out[3, r, c],
-        bg=out[4, r, c],
-        sigma_x_nm=out[5, r, c] * pixel_nm,
-        sigma_y_nm=out[6, r, c] * pixel_nm,
-        prob=np.minimum(psum[r, c], 1.0),
-    )

@@ -6,7 +6,8 @@ frame — what the density controller steers on), ``localized_frame`` (the frame
 belong to) and ``mean_photons``. The stage accumulates the run's table and a histogram
 super-resolution image; every ``render_every`` frames it emits ``images['superres']``.
 With ``output_dir`` set, :meth:`SMLMStage.close` writes the table (native and ThunderSTORM
-CSV), the Gaussian rendering (TIFF) and a drift estimate there.
+CSV, Picasso HDF5 + YAML), the Gaussian rendering (TIFF with its pixel size) and a drift
+estimate there.
 
 Method ``network`` runs a DECODE-class bundle on (t−1, t, t+1): the rows of frame t come
 out when frame t+1 arrives (one frame late; ``flush()`` returns the last frame's). Frames
@@ -70,12 +71,12 @@ class SMLMStage:
         self.engine = None
         if config.method == "network":
             from smartscope.engines.runtime import Engine
-            from smartscope.models.smlm import network  # registers the architecture
+            from smartscope.models.smlm.decode import OUTPUT_CHANNELS  # no torch needed
 
             assert config.bundle is not None
             self.engine = Engine.open(config.bundle, config.backend)
             man = self.engine.manifest
-            if man.task != "smlm" or man.outputs[0].channels != list(network.OUTPUT_CHANNELS):
+            if man.task != "smlm" or man.outputs[0].channels != list(OUTPUT_CHANNELS):
                 raise ValueError(
                     f"bundle {config.bundle}: task {man.task!r} with outputs "
                     f"{man.outputs[0].channels} is not a DECODE-class SMLM engine"
@@ -111,7 +112,7 @@ class SMLMStage:
         return ib, np.stack([prev, eb, nxt])
 
     def _run_network(self, centre: int, window: np.ndarray) -> LocTable:
-        from smartscope.models.smlm.network import DecodeSettings, decode_outputs
+        from smartscope.models.smlm.decode import DecodeSettings, decode_outputs
 
         assert self.engine is not None
         out = self.engine.infer(window)["out"]
@@ -194,10 +195,9 @@ class SMLMStage:
         return LocTable.concat(self._tables)
 
     def write_outputs(self, folder: Path) -> dict[str, Path]:
-        """Localization table (CSV + ThunderSTORM CSV), Gaussian render (TIFF, float32 at
-        ``render_pixel_nm``) and drift estimate (JSON) into ``folder``."""
-        import tifffile
-
+        """Localization table (CSV, ThunderSTORM CSV, Picasso HDF5 + YAML), Gaussian render
+        (calibrated TIFF, float32 at ``render_pixel_nm``) and drift estimate (JSON) into ``folder``."""
+        from smartscope.models.smlm.io import write_calibrated_tiff, write_picasso
         from smartscope.models.smlm.render import estimate_drift, render_gaussian
 
         folder.mkdir(parents=True, exist_ok=True)
@@ -206,11 +206,22 @@ class SMLMStage:
             "localizations": tab.write_csv(folder / "localizations.csv"),
             "thunderstorm": tab.write_thunderstorm_csv(folder / "localizations_thunderstorm.csv"),
         }
+        if self._shape is not None:
+            frames = max(self.frames_seen, int(tab.frame.max()) + 1 if len(tab) else 0)
+            paths["picasso"] = write_picasso(
+                tab,
+                folder / "localizations.hdf5",
+                pixel_nm=self.pixel_nm,
+                width_px=self._shape[1],
+                height_px=self._shape[0],
+                n_frames=frames,
+                info={"smartscope method": self.config.method, "PSF sigma (nm)": self.config.psf_sigma_nm},
+            )
         if self._shape is not None and len(tab):
             img = render_gaussian(tab, self.config.render_pixel_nm, self.extent_nm)
-            p = folder / "superres_gaussian.tif"
-            tifffile.imwrite(p, img, metadata={"pixel_size_nm": self.config.render_pixel_nm})
-            paths["superres"] = p
+            paths["superres"] = write_calibrated_tiff(
+                folder / "superres_gaussian.tif", img, self.config.render_pixel_nm
+            )
             n_frames = int(tab.frame.max() - tab.frame.min() + 1)
             if n_frames >= 200 and len(tab) >= 500:
                 d = estimate_drift(tab, n_segments=min(10, n_frames // 100), extent_nm=self.extent_nm)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from smartscope.errors import describe
 from smartscope.models.provenance import command_line
 
 __all__ = ["train_stain_cmd"]
@@ -86,7 +87,7 @@ def train_stain_cmd(
             overlap_px=overlap_px,
         )
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {describe(exc) or exc}", err=True)
         raise typer.Exit(1) from exc
     method = "pix2pix" if adv_weight > 0 else "l1"
     path, metrics = train_stain(

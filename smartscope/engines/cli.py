@@ -1,7 +1,9 @@
-"""CLI commands for engines: ``export``, ``compile``, ``engines``.
+"""CLI commands for engines: ``export``, ``compile``, ``engines`` (``list``, ``import``).
 
-Each is a plain typer-compatible function, so the top-level CLI can register them with
-``app.command("export")(export_cmd)``; ``app`` here bundles the three for standalone use.
+``export_cmd`` and ``compile_cmd`` are plain typer-compatible functions, so the top-level
+CLI can register them with ``app.command("export")(export_cmd)``; ``engines_app`` is the
+``engines`` group (``smartscope engines ROOT`` still lists: a first word that is not a
+subcommand is taken as ``list``'s argument). ``app`` bundles them for standalone use.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from smartscope.engines.bundle import BundleError, find_bundles, load_bundle
 
-__all__ = ["app", "compile_cmd", "engines_cmd", "export_cmd"]
+__all__ = ["app", "compile_cmd", "engines_app", "engines_cmd", "export_cmd", "import_cmd"]
 
 _BOOKKEEPING = {"val_loss", "best_step", "steps_run", "heldout_frames_scored"}
 
@@ -27,12 +30,48 @@ _console = Console()
 @app.command("export")
 def export_cmd(
     checkpoint: Annotated[
-        Path, typer.Argument(help="training checkpoint folder (checkpoint.json + weights.npz)")
+        Path,
+        typer.Argument(
+            help="training checkpoint folder (checkpoint.json + weights.npz); "
+            "with --bioimageio an engine bundle"
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="bundle folder, or a path ending in .zip")],
     zip_: Annotated[bool, typer.Option("--zip", help="write a zip archive")] = False,
+    bioimageio: Annotated[
+        bool,
+        typer.Option("--bioimageio", help="write a bioimage.io model package (tested with bioimageio.core)"),
+    ] = False,
+    test_input: Annotated[
+        Path | None, typer.Option(help="--bioimageio: held-out input (.tif/.npy, camera units)")
+    ] = None,
+    author: Annotated[
+        list[str] | None, typer.Option(help="--bioimageio: author name (repeat for several)")
+    ] = None,
+    license_: Annotated[
+        str, typer.Option("--license", help="--bioimageio: SPDX licence id")
+    ] = "BSD-3-Clause",
 ) -> None:
-    """Export a torch training checkpoint to a verified engine bundle (ONNX + engine.json)."""
+    """Export a torch training checkpoint to a verified engine bundle (ONNX + engine.json),
+    or (``--bioimageio``) an engine bundle to a bioimage.io model package for Fiji, ilastik,
+    QuPath and CAREamics."""
+    if bioimageio:
+        from smartscope.engines.bioimageio_export import BioimageioExportError, export_bioimageio
+
+        target = out if out.suffix == ".zip" or not zip_ else out.with_suffix(".zip")
+        try:
+            pkg = export_bioimageio(
+                checkpoint,
+                target,
+                test_input=test_input,
+                authors=tuple(author or ("smartscope developers",)),
+                license=license_,
+            )
+        except (BundleError, BioimageioExportError) as exc:
+            typer.echo(f"error: export failed: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        _console.print(f"wrote {pkg} (bioimage.io model; bioimageio test passed)")
+        return
     from smartscope.engines.export import export_checkpoint
 
     try:
@@ -79,7 +118,48 @@ def compile_cmd(
     _console.print(f"{be.describe()}\nplan: {be.plan_path}")
 
 
-@app.command("engines")
+class _ListByDefault(TyperGroup):
+    """``engines ROOT`` means ``engines list ROOT``: a first word that is no subcommand lists."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+engines_app = typer.Typer(
+    cls=_ListByDefault, help="Engine bundles: list them, import bioimage.io models.", no_args_is_help=False
+)
+app.add_typer(engines_app, name="engines")
+
+
+@engines_app.command("import")
+def import_cmd(
+    model: Annotated[Path, typer.Argument(help="bioimage.io model package (.zip, folder or rdf.yaml)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="engine bundle folder (or .zip) to write")],
+    name: Annotated[str | None, typer.Option(help="engine name (default: the model's name)")] = None,
+) -> None:
+    """Turn a bioimage.io model (ONNX or TorchScript weights) into a verified engine bundle.
+
+    The bundle is kept only if smartscope's runtime reproduces the package's test output;
+    what engine.json cannot express (normalization, axes, weights) is refused, naming it.
+    """
+    from smartscope.engines.bioimageio_import import BioimageioImportError, import_bioimageio
+
+    try:
+        rep = import_bioimageio(model, out, name=name)
+    except (BundleError, BioimageioImportError) as exc:
+        typer.echo(f"error: import failed: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    _console.print(
+        f"wrote {rep.bundle} ({rep.weights} weights); test output reproduced within "
+        f"{rep.max_abs_diff:.3g} (atol {rep.atol:g}, rtol {rep.rtol:g})"
+    )
+    for note in rep.notes:
+        _console.print(f"note: {note}")
+
+
+@engines_app.command("list")
 def engines_cmd(
     root: Annotated[Path, typer.Argument(help="folder to search for bundles")] = Path("models/bundles"),
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,

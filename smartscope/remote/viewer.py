@@ -8,8 +8,10 @@ Two parts:
   telemetry summary. All the logic lives here and is tested headless.
 * :func:`make_widget` (needs napari and a Qt binding: the optional ``viewer`` extra):
   a dock widget that polls a :class:`smartscope.remote.Client` on a Qt timer, applies the
-  updates to ``napari.Viewer.layers`` and offers stop / pause / resume / exposure override.
-  ``smartscope.remote.viewer.main`` opens it: ``python -m smartscope.remote.viewer --pub-port ...``.
+  updates to ``napari.Viewer.layers``, lists the actions as they are audited, and offers
+  stop / pause / resume, pausing one controller, and an exposure override.
+  ``smartscope.remote.viewer.main`` opens it: ``python -m smartscope.remote.viewer --pub-port ...``;
+  in napari it is the plugin's "Live run" widget (:mod:`smartscope.napari_plugin`).
 
 Layers: ``raw`` (newest raw frame), ``<stage>:<image>`` for each processed image
 (``[c]`` suffix per channel of a (C, Y, X) output), ``smlm render`` (histogram of every
@@ -56,6 +58,7 @@ class ViewerModel:
         self.render: np.ndarray | None = None
         self.n_localizations = 0
         self.events: deque[dict[str, Any]] = deque(maxlen=max_events)
+        self.actions: deque[dict[str, Any]] = deque(maxlen=max_events)
         self._markers: deque[tuple[float, float]] = deque(maxlen=max_events)
         self.telemetry: dict[str, Any] = {}
         self.last_index: int | None = None
@@ -110,6 +113,24 @@ class ViewerModel:
             return [LayerUpdate("events", "points", np.asarray(self._markers, dtype=np.float64))]
         return []
 
+    def _on_action(self, msg: Message) -> list[LayerUpdate]:
+        self.actions.append(dict(msg.meta))
+        return []
+
+    @staticmethod
+    def action_line(record: Mapping[str, Any]) -> str:
+        """One audit record as a line: frame, source, action, verdict, reason (the record's own
+        ``seq`` is not shown: the stream's per-topic ``seq`` replaces it on the wire)."""
+        req = record.get("request") or {}
+        act = dict(req.get("action") or {})
+        kind = act.pop("kind", "?")
+        vals = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in act.items())
+        frame = record.get("first_frame_index", req.get("frame_index", "?"))
+        return (
+            f"frame {frame} {req.get('source', '')}: {kind} {vals} -> "
+            f"{record.get('verdict', '?')} ({req.get('reason', '')})"
+        )
+
     def _on_telemetry(self, msg: Message) -> list[LayerUpdate]:
         self.telemetry = dict(msg.meta)
         return []
@@ -154,13 +175,22 @@ def make_widget(viewer: Any, client: Client, model: ViewerModel | None = None, i
     """A napari dock widget bound to ``client`` (requires napari and a Qt binding)."""
     try:
         from qtpy.QtCore import QTimer
-        from qtpy.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+        from qtpy.QtWidgets import (
+            QComboBox,
+            QDoubleSpinBox,
+            QHBoxLayout,
+            QLabel,
+            QListWidget,
+            QPushButton,
+            QVBoxLayout,
+            QWidget,
+        )
     except ImportError as exc:  # pragma: no cover - depends on the optional extra
         raise ImportError(
             "the viewer needs napari and a Qt binding: pip install 'smartscope[viewer]'"
         ) from exc
     model = model or ViewerModel()
-    root = QWidget()
+    root: Any = QWidget()
     layout = QVBoxLayout(root)
     label = QLabel(model.summary())
     status = QLabel("")
@@ -193,6 +223,35 @@ def make_widget(viewer: Any, client: Client, model: ViewerModel | None = None, i
     row.addWidget(exposure)
     row.addWidget(set_exp)
     layout.addLayout(row)
+    ctl_row = QHBoxLayout()
+    controllers = QComboBox()
+    controllers.setToolTip("controllers of the run (from a query)")
+
+    def refresh_controllers() -> None:
+        try:
+            names = client.query().get("controllers", [])
+        except RemoteError as exc:
+            status.setText(f"refused: {exc}")
+            return
+        controllers.clear()
+        controllers.addItems([str(n) for n in names])
+
+    for text, paused in (("pause controller", True), ("resume controller", False)):
+        b = QPushButton(text)
+        b.clicked.connect(
+            lambda _=False, p=paused: command(client.pause_controller, controllers.currentText(), p)
+            if controllers.currentText()
+            else status.setText("no controller selected (refresh)")
+        )
+        ctl_row.addWidget(b)
+    refresh = QPushButton("refresh")
+    refresh.clicked.connect(lambda _=False: refresh_controllers())
+    ctl_row.insertWidget(0, controllers)
+    ctl_row.addWidget(refresh)
+    layout.addLayout(ctl_row)
+    layout.addWidget(QLabel("actions"))
+    actions = QListWidget()
+    layout.addWidget(actions)
     layout.addWidget(status)
 
     def poll() -> None:
@@ -201,6 +260,10 @@ def make_widget(viewer: Any, client: Client, model: ViewerModel | None = None, i
             if msg is None:
                 break
             apply_to_napari(viewer, model.apply(msg))
+            if msg.topic == "action":
+                actions.addItem(model.action_line(msg.meta))
+        while actions.count() > (model.actions.maxlen or 500):
+            actions.takeItem(0)
         label.setText(model.summary())
 
     timer = QTimer(root)
@@ -208,6 +271,9 @@ def make_widget(viewer: Any, client: Client, model: ViewerModel | None = None, i
     timer.start(interval_ms)
     root.poll = poll  # for tests and scripted use
     root.model = model
+    root.actions = actions
+    root.controllers = controllers
+    root.refresh_controllers = refresh_controllers
     return root
 
 

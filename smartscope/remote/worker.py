@@ -59,7 +59,7 @@ def build_stage(stage_config: Mapping[str, Any] | str) -> Stage:
     if data.get("kind") == "remote":
         raise ValueError("stage.kind: a worker cannot run a remote stage (it would call itself)")
     try:
-        cfg = TypeAdapter(StageConfig).validate_python(data)
+        cfg: Any = TypeAdapter(StageConfig).validate_python(data)
     except ValidationError as exc:
         probs = "; ".join(f"stage.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
         raise ValueError(probs) from None

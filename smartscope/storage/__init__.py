@@ -5,12 +5,14 @@ headers, page counting), :mod:`.jsonl` (``JsonlWriter``, ``read_jsonl``) and
 :mod:`.writer` (``FrameWriter``: the bounded queue and the thread that owns the files).
 """
 
+from smartscope.storage.columns import ColumnarWriter, read_columns
 from smartscope.storage.folder import RunFolder, recover
 from smartscope.storage.jsonl import JsonlWriter, dumps, read_jsonl
 from smartscope.storage.tiff import StackWriter, TiffFormatError, count_pages, write_ome_header
 from smartscope.storage.writer import FrameWriter, QueueFull
 
 __all__ = [
+    "ColumnarWriter",
     "FrameWriter",
     "JsonlWriter",
     "QueueFull",
@@ -19,6 +21,7 @@ __all__ = [
     "TiffFormatError",
     "count_pages",
     "dumps",
+    "read_columns",
     "read_jsonl",
     "recover",
     "write_ome_header",

@@ -6,7 +6,8 @@ A run folder holds::
     raw.ome.tif        every raw frame, one TIFF page each (raw_001.ome.tif ... when the
                        frame shape or pixel type changes: ROI, binning)
     frames.jsonl       one line per raw frame: index, file, page, timestamps, state in force
-    outputs/           engine outputs: <stage>.<name>.ome.tif, <stage>.rows.jsonl
+    outputs/           engine outputs: <stage>.<name>.ome.tif, <stage>.rows.h5 (table rows,
+                       e.g. localizations: one HDF5 dataset per column, see ColumnarWriter)
     analysis.jsonl     one line per analysed frame: stage times, values, decision time
     actions.jsonl      the audit log: every action request and what became of it
     events.jsonl       run events: start, faults, safe state, stop
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from smartscope.frame import Frame, now_s
+from smartscope.storage.columns import ColumnarWriter
 from smartscope.storage.jsonl import JsonlWriter, dumps, json_default, read_jsonl
 from smartscope.storage.tiff import PlaneInfo, StackWriter, count_pages, write_ome_header
 
@@ -54,7 +56,7 @@ class RunFolder:
         self._raw: StackWriter | None = None
         self._raw_files = 0
         self._outputs: dict[str, StackWriter] = {}
-        self._rows: dict[str, JsonlWriter] = {}
+        self._rows: dict[str, ColumnarWriter] = {}
 
     # raw frames --------------------------------------------------------------
 
@@ -160,9 +162,9 @@ class RunFolder:
     def write_rows(self, stage: str, index: int, rows: list[dict[str, Any]]) -> None:
         w = self._rows.get(stage)
         if w is None:
-            w = JsonlWriter(self.path / "outputs" / f"{stage}.rows.jsonl")
+            w = ColumnarWriter(self.path / "outputs" / f"{stage}.rows.h5")
             self._rows[stage] = w
-        w.write_many([{"frame": index, **row} for row in rows])
+        w.write([{"frame": index, **row} for row in rows])
 
     # end of run --------------------------------------------------------------
 
@@ -187,7 +189,9 @@ class RunFolder:
 
     def close(self) -> None:
         self.close_images()
-        for j in (self.frames, self.analysis, self.actions, self.events, *self._rows.values()):
+        for rows in self._rows.values():
+            rows.close()
+        for j in (self.frames, self.analysis, self.actions, self.events):
             j.close()
 
 

@@ -114,4 +114,9 @@ def select_backend(
             continue
         log.info("backend auto -> %s%s", be.describe(), f" (skipped {skipped})" if skipped else "")
         return be
-    raise BackendUnavailable(f"no backend can run {bundle.source}: {skipped}")
+    hint = ""
+    if any(s.startswith("onnxruntime:") and "No module named" in s for s in skipped):
+        from smartscope.extras import needs_extra
+
+        hint = f"; {needs_extra('inference', 'running engines')}"
+    raise BackendUnavailable(f"no backend can run {bundle.source}: {skipped}{hint}")

@@ -1,0 +1,191 @@
+"""The napari plugin, headless (offscreen Qt): manifest, run-folder and table readers (layers,
+scales, counts), the action log table, the live widget and ``smartscope view``.
+
+napari's own pytest plugin stays disabled (``-p no:napari`` in pyproject): its fixtures are
+not needed here, and it would import napari/Qt for every test of the suite.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tifffile
+from typer.testing import CliRunner
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+napari = pytest.importorskip("napari")
+
+from smartscope.cli import app  # noqa: E402
+from smartscope.models.smlm.table import LocTable  # noqa: E402
+from smartscope.storage import read_jsonl  # noqa: E402
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def smlm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("smlm")
+    res = runner.invoke(app, ["demo", "--scenario", "smlm", "--frames", "40", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    return run
+
+
+@pytest.fixture(scope="module")
+def denoise_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("denoise")
+    res = runner.invoke(app, ["demo", "--frames", "24", "--denoise", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    return run
+
+
+def _viewer() -> Any:
+    from napari.components import ViewerModel
+    from napari.plugins import _initialize_plugins
+
+    _initialize_plugins()
+    return ViewerModel()
+
+
+def test_manifest_is_discovered_and_valid() -> None:
+    import npe2
+
+    pm = npe2.PluginManager.instance()
+    pm.discover()
+    man = pm.get_manifest("smartscope")
+    assert man.display_name == "smartscope"
+    readers = {r.command for r in man.contributions.readers or []}
+    widgets = {w.display_name for w in man.contributions.widgets or []}
+    assert readers == {"smartscope.read_run", "smartscope.read_table"}
+    assert widgets == {"Live run", "Action log"}
+
+
+def test_smlm_run_folder_layers_scales_and_counts(smlm_run: Path) -> None:
+    v = _viewer()
+    v.open(str(smlm_run), plugin="smartscope")
+    layers = {layer.name: layer for layer in v.layers}
+    assert set(layers) == {"raw", "superres_gaussian", "localizations", "run events", "actions"}
+    raw = layers["raw"]
+    stored = len(read_jsonl(smlm_run / "frames.jsonl"))
+    assert raw.data.shape == (stored, 256, 256)
+    assert tuple(raw.scale) == pytest.approx((1.0, 0.1, 0.1))  # the SMLM stage's 0.1 µm camera pixel
+    np.testing.assert_array_equal(np.asarray(raw.data[7]), tifffile.imread(smlm_run / "raw.ome.tif", key=7))
+    assert tuple(layers["superres_gaussian"].scale) == pytest.approx((0.02, 0.02))
+    table = LocTable.read_csv(smlm_run / "outputs" / "localizations.csv")
+    pts = layers["localizations"]
+    assert len(pts.data) == len(table) > 0
+    np.testing.assert_array_equal(pts.data[:, 0], table.frame)
+    np.testing.assert_allclose(pts.data[:, 1], table.y_nm / 1000 - 0.05)  # µm, on pixel centres
+    np.testing.assert_allclose(pts.features["photons"], table.photons)
+    events = layers["run events"]
+    assert events.features["event"][0] == "start" and len(events.data) == 3
+    assert events.data[:, 0].min() >= 0 and events.data[:, 0].max() <= stored - 1
+    acts = read_jsonl(smlm_run / "actions.jsonl")
+    assert len(layers["actions"].data) == len(acts) > 0
+    # applied actions sit where they came into force; others (refused, never applied) where decided
+    when = [
+        a["first_frame_index"] if a.get("first_frame_index") is not None else a["request"]["frame_index"]
+        for a in acts
+    ]
+    np.testing.assert_array_equal(layers["actions"].data[:, 0], when)
+
+
+def test_engine_output_follows_the_raw_time_axis(denoise_run: Path) -> None:
+    v = _viewer()
+    v.open(str(denoise_run), plugin="smartscope")
+    raw, den = v.layers["raw"], v.layers["denoise.denoised"]
+    assert tuple(den.scale) == tuple(raw.scale) == pytest.approx((1.0, 0.1, 0.1))
+    analysed = sorted(r["index"] for r in read_jsonl(denoise_run / "analysis.jsonl") if r.get("values"))
+    with tifffile.TiffFile(denoise_run / "outputs" / "denoise.denoised.ome.tif") as tif:
+        outputs = [page.asarray() for page in tif.pages]  # one page per analysed frame
+    assert len(outputs) == len(analysed)
+    first = analysed[0]
+    assert den.translate[0] == first and den.data.shape[0] == raw.data.shape[0] - first
+    for t in (first, first + 5, raw.data.shape[0] - 1):
+        k = int(np.searchsorted(analysed, t, side="right")) - 1  # newest output at or before t
+        np.testing.assert_array_equal(np.asarray(den.data[t - first]), outputs[k])
+
+
+def test_thunderstorm_and_picasso_tables_open_as_points(smlm_run: Path) -> None:
+    table = LocTable.read_csv(smlm_run / "outputs" / "localizations.csv")
+    v = _viewer()
+    v.open(str(smlm_run / "outputs" / "localizations_thunderstorm.csv"), plugin="smartscope")
+    v.open(str(smlm_run / "outputs" / "localizations.hdf5"), plugin="smartscope")
+    ts, pic = v.layers
+    assert len(ts.data) == len(pic.data) == len(table)
+    # a ThunderSTORM table does not know the camera pixel: plain µm from the table's origin;
+    # Picasso's metadata does, so its points sit on napari's pixel centres like the run's
+    np.testing.assert_allclose(np.sort(ts.data[:, 2]), np.sort(table.x_nm / 1000), atol=1e-6)
+    np.testing.assert_allclose(np.sort(pic.data[:, 2]), np.sort(table.x_nm / 1000 - 0.05), atol=1e-5)
+
+
+def test_action_log_widget_and_view_command(smlm_run: Path) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    from smartscope.napari_plugin.cli import populate
+
+    app_ = QApplication.instance() or QApplication([])
+    viewer = _viewer()  # `smartscope view` does this on a napari.Viewer (needs OpenGL: not here)
+    dock = populate(viewer, smlm_run)
+    assert {"raw", "localizations", "actions"} <= {layer.name for layer in viewer.layers}
+    acts = read_jsonl(smlm_run / "actions.jsonl")
+    assert dock.table.rowCount() == len(acts)
+    assert dock.table.item(0, 3).text().startswith("laser_power: laser=405")
+    assert dock.title.text() == f"{len(acts)} actions in {smlm_run.name}"
+    dock.close()
+    assert app_ is not None
+    bad = runner.invoke(app, ["view", str(smlm_run / "config.yaml")])
+    assert bad.exit_code == 2 and "neither a run folder" in bad.output and "Traceback" not in bad.output
+
+
+def test_live_widget_connects_streams_and_lists_actions() -> None:
+    from qtpy.QtWidgets import QApplication, QLabel, QPushButton
+
+    from smartscope.napari_plugin._widget import LiveWidget
+    from smartscope.remote import RemoteConfig, RemoteServer
+
+    app_ = QApplication.instance() or QApplication([])
+    viewer = _viewer()
+    with RemoteServer(RemoteConfig(pub_port=0, control_port=0, telemetry_interval_s=0.05)) as server:
+        w = LiveWidget(viewer)
+        w.connect_to("127.0.0.1", server.pub_port, server.control_port)
+        try:
+            live = w.live
+            img = np.full((16, 16), 7, np.uint16)
+            audit = {
+                "seq": 3,
+                "request": {
+                    "action": {"kind": "exposure", "exposure_ms": 12.5},
+                    "reason": "too dim",
+                    "source": "band",
+                    "frame_index": 4,
+                },
+                "verdict": "applied",
+                "first_frame_index": 6,
+            }
+            deadline = time.monotonic() + 10
+            while (live.actions.count() == 0 or "raw" not in viewer.layers) and time.monotonic() < deadline:
+                server._queue_frame("raw", {"index": 0, "camera_time_s": 0.0, "channel": ""}, {"image": img})
+                server._queue_small("action", audit)
+                time.sleep(0.05)
+                live.poll()
+            assert "raw" in viewer.layers
+            assert (
+                live.actions.item(0).text() == "frame 6 band: exposure exposure_ms=12.5 -> applied (too dim)"
+            )
+            buttons = {b.text(): b for b in live.findChildren(QPushButton)}
+            assert {"stop", "pause", "resume", "pause controller", "resume controller"} <= set(buttons)
+            buttons["pause controller"].click()  # no controller listed: no run is attached here
+            assert any(
+                "no controller selected" in lb.text() or "no run attached" in lb.text()
+                for lb in live.findChildren(QLabel)
+            )
+        finally:
+            w.close_connection()
+    assert app_ is not None
