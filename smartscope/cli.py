@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from smartscope import __version__
+from smartscope import __version__, signals
 from smartscope.config import (
     ConfigError,
     SmartscopeConfig,
@@ -25,7 +25,6 @@ from smartscope.config import (
     validate_config,
 )
 from smartscope.errors import FormattedErrors, describe
-from smartscope.loop import RunStatus
 
 app = typer.Typer(
     cls=FormattedErrors,  # every command: a user's mistake is one `error: ...` line
@@ -174,8 +173,8 @@ def _run(cfg: SmartscopeConfig) -> None:
                 server.close()
     _summary(result)
     console.print(f"report: {Path(result.run_dir) / 'report.html'}")
-    if result.status is RunStatus.FAILED:
-        raise typer.Exit(1)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
 @app.command("run")
@@ -228,8 +227,8 @@ def demo(
     _summary(outcome.result.loop)
     console.print(f"run folder: {outcome.result.run_dir}\nplot: {outcome.plot}")
     console.print(f"report: {Path(outcome.result.run_dir) / 'report.html'}")
-    if outcome.result.loop.status is RunStatus.FAILED:
-        raise typer.Exit(1)
+    if outcome.result.loop.exit_code:
+        raise typer.Exit(outcome.result.loop.exit_code)
 
 
 @app.command()
@@ -302,6 +301,7 @@ def main() -> None:  # pragma: no cover - console-script shim
     # handlers); filter ours too, or every library's debug lines reach the terminal
     for handler in logging.getLogger().handlers:
         handler.setLevel(logging.WARNING)
+    signals.install()  # SIGTERM and SIGHUP stop a command the way Ctrl-C does
     app()
 
 

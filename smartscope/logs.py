@@ -54,8 +54,8 @@ class RunLog(ListenerBase):
 
     def on_event(self, event: Mapping[str, Any]) -> None:
         fields = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("t", "event"))
-        level = logging.ERROR if event.get("event") == "fault" else logging.INFO
-        log.log(level, "event %s %s", event.get("event"), fields)
+        # a fault is logged at ERROR by the loop itself; here it is the run's story, at INFO
+        log.info("event %s %s", event.get("event"), fields)
 
     def on_audit(self, record: AuditRecord) -> None:
         req = record.request

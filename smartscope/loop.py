@@ -44,6 +44,7 @@ from smartscope.frame import Frame, now_s
 from smartscope.metrics import percentiles_ms
 from smartscope.pipeline import Pipeline, StageError, StageOutput, StageSkipped
 from smartscope.safety import Decision, Devices, SafetyGate
+from smartscope.signals import on_stop_signal, signal_name
 from smartscope.storage import FrameWriter, QueueFull, RunFolder
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,14 @@ class RunResult:
     reason: str  # the message: what happened, in words
     metrics: dict[str, Any] = field(default_factory=dict)
     stop_reason: StopReason = StopReason.ENDED
+    signal: int | None = None  # the stop signal (SIGINT, SIGTERM, SIGHUP) that ended it
+
+    @property
+    def exit_code(self) -> int:
+        """What a command should exit with: 128 + signal if one stopped it, 1 if it failed."""
+        if self.signal is not None:
+            return 128 + self.signal
+        return 1 if self.status is RunStatus.FAILED else 0
 
 
 class Loop:
@@ -212,6 +221,7 @@ class Loop:
         # actions applied while the camera streamed, waiting for the first frame taken with
         # them in force: (state revision, records, time applied)
         self._awaiting: deque[tuple[int, list[AuditRecord]]] = deque()
+        self.signal: int | None = None  # the stop signal that ended the run, if one did
         self._draining = False
         # telemetry
         self.n_acquired = 0
@@ -298,6 +308,16 @@ class Loop:
         self._event({"t": now_s(), "event": "fault", "reason": reason})
         self._safe_state(f"fault: {reason}")
         self.request_stop(StopReason.FAULT, reason)
+
+    def interrupt(self, signum: int) -> None:
+        """A stop signal (or a person at the keyboard): safe state now, then stop."""
+        if self.signal is not None:
+            return
+        self.signal = signum
+        name = signal_name(signum)
+        self._event({"t": now_s(), "event": "interrupt", "signal": name})
+        self._safe_state(name)
+        self.request_stop(StopReason.INTERRUPT, f"interrupted ({name})")
 
     def _safe_state(self, why: str) -> None:
         self.driver.safe_state()
@@ -610,14 +630,24 @@ class Loop:
         acq.start()
         ana.start()
         dog.start()
-        try:
+        with on_stop_signal(self.interrupt):  # Ctrl-C, SIGTERM, SIGHUP: a safe, complete stop
             while not self._acq_done.wait(0.1):
                 pass
-        except KeyboardInterrupt:
-            self._event({"t": now_s(), "event": "interrupt"})
-            self._safe_state("Ctrl-C")
-            self.request_stop(StopReason.INTERRUPT)
-            self._acq_done.wait(30)
+            self._finish(ana, dog)
+        stop = StopReason.FAULT if self._fault else (self._stop_reason or StopReason.ENDED)
+        status = stop.status
+        reason = self._fault or self._stop_message
+        self._event({"t": now_s(), "event": "stop", "status": status.value, "reason": reason})
+        metrics = self.metrics(status, reason)
+        metrics["stop_reason"] = stop.name.lower()
+        if self.signal is not None:
+            metrics["signal"] = signal_name(self.signal)
+        self.run.write_json("metrics.json", metrics)
+        return RunResult(str(self.run.path), status, reason, metrics, stop, self.signal)
+
+    def _finish(self, ana: threading.Thread, dog: threading.Thread) -> None:
+        """The end of every run, fault or not: analysis released, pending requests refused,
+        safe state, every queued frame written, files finished."""
         self._t_end = time.perf_counter()
         self.request_stop(StopReason.ENDED)
         self.slot.close()
@@ -630,19 +660,12 @@ class Loop:
         dog.join(1)
         self._refuse_pending_at_end()
         self._safe_state("end of run")
+        assert self.writer is not None
         self._event({"t": now_s(), "event": "writing", "queued_mb": self.writer.queued_bytes / 2**20})
         try:
             self.writer.close()
         except TimeoutError as exc:
             self.fault(str(exc))
-        stop = StopReason.FAULT if self._fault else (self._stop_reason or StopReason.ENDED)
-        status = stop.status
-        reason = self._fault or self._stop_message
-        self._event({"t": now_s(), "event": "stop", "status": status.value, "reason": reason})
-        metrics = self.metrics(status, reason)
-        metrics["stop_reason"] = stop.name.lower()
-        self.run.write_json("metrics.json", metrics)
-        return RunResult(str(self.run.path), status, reason, metrics, stop)
 
     def _refuse_pending_at_end(self) -> None:
         """Requests vetted but never applied (the run ended first, or a fault came) are

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from smartscope.registry import build_controller, build_stage
 from smartscope.report import write_report
 from smartscope.safety import Devices, SafetyGate
 from smartscope.storage import RunFolder
+
+log = logging.getLogger(__name__)
 
 
 def run(
@@ -69,5 +72,8 @@ def run(
             with contextlib.suppress(Exception):
                 driver.close()
     if report:
-        write_report(Path(result.run_dir))
+        try:
+            write_report(Path(result.run_dir))
+        except OSError as exc:  # a full disk: the run's data and metrics are already written
+            log.error("report.html not written: %s", exc)
     return result

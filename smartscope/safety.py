@@ -168,11 +168,10 @@ class SafetyGate:
         with self._lock:
             action = SetProperty(device=device, property=prop, value=value)
             decision = self._vet_action(action, rate=False)
-            if decision.action is None:
-                return decision.note
-            if decision.verdict == "clamped":
-                return decision.note
-            return None
+            if decision.verdict == "applied":
+                return None
+            where = f"{device}.{prop}"
+            return decision.note if decision.note.startswith(where) else f"{where}={value!r}: {decision.note}"
 
     def _schedule(self, action: Action) -> None:
         t = self._clock()

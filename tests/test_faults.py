@@ -169,7 +169,7 @@ def test_ctrl_c_stops_cleanly_with_safe_state(tmp_path: Path) -> None:
     proc, run_dir = _start_cli_run(tmp_path, 100_000)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err.decode()
+    assert proc.returncode == 128 + signal.SIGINT, err.decode()  # 130: stopped by Ctrl-C
     events = read_jsonl(run_dir / "events.jsonl")
     kinds = [e["event"] for e in events]
     assert "interrupt" in kinds and "safe_state" in kinds

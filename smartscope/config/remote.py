@@ -33,6 +33,9 @@ class RemoteConfig(FrozenModel):
     queue_frames: int = Field(default=8, ge=1, description="frames waiting for the publisher thread")
     raw_every: int = Field(default=1, ge=1, description="publish every Nth raw frame")
     telemetry_interval_s: float = Field(default=0.5, gt=0)
+    max_commands_per_s: float = Field(
+        default=20.0, gt=0, le=10_000, description="per client; more are refused (and audited)"
+    )
 
     @model_validator(mode="after")
     def _secure_off_loopback(self) -> RemoteConfig:

@@ -107,8 +107,9 @@ class RemoteServer:
         self.dropped_queue = 0  # frames dropped before reaching the socket (publisher behind)
         self.dropped_small = 0
         self.sent: dict[str, int] = {}
-        self.refused: dict[str, int] = {"malformed": 0, "invalid": 0, "oversized": 0, "failed": 0}
+        self.refused: dict[str, int] = {"malformed": 0, "invalid": 0, "oversized": 0, "failed": 0, "rate": 0}
         self.commands_ok = 0
+        self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, when)
         self._breakdown: dict[str, deque[float]] = {}
         self._auth: CurveAuthenticator | None = None
         if cfg.secure:
@@ -351,6 +352,11 @@ class RemoteServer:
             self._audit(msg.meta.get("cmd"), peer, False, probs)
             self._refuse("invalid", envelope, req_id, probs)
             return
+        if not self._allow(peer):
+            note = f"more than {self.cfg.max_commands_per_s:g} commands per second from this client"
+            self._audit(cmd, peer, False, note)
+            self._refuse("rate", envelope, req_id, note)
+            return
         try:
             result = self.execute(cmd, peer)
         except (KeyError, ValueError, RuntimeError) as exc:
@@ -361,6 +367,18 @@ class RemoteServer:
         self._audit(cmd, peer, True, "")
         self.commands_ok += 1
         self._reply(envelope, {"id": req_id, "ok": True, "result": result})
+
+    def _allow(self, peer: str) -> bool:
+        """A token bucket per client: ``max_commands_per_s``, bursts of as many."""
+        rate = self.cfg.max_commands_per_s
+        now = time.monotonic()
+        tokens, last = self._buckets.get(peer, (rate, now))
+        tokens = min(rate, tokens + (now - last) * rate)
+        if tokens < 1.0:
+            self._buckets[peer] = (tokens, now)
+            return False
+        self._buckets[peer] = (tokens - 1.0, now)
+        return True
 
     def _audit(self, cmd: Command | object, peer: str, ok: bool, note: str) -> None:
         """Every validated-or-refused command (but queries) goes to the run's events.jsonl

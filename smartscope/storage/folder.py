@@ -22,8 +22,10 @@ run that died.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -49,6 +51,10 @@ class RunFolder:
         self.path.mkdir(parents=True, exist_ok=False)
         (self.path / "outputs").mkdir()
         self.fsync_every = fsync_every
+        # room kept for the end of the run: if the disk fills, this is given back so that the
+        # headers, the logs' last lines and metrics.json still fit
+        self._reserve = self.path / ".space_reserve"
+        _reserve(self._reserve, RESERVE_BYTES)
         self.frames = JsonlWriter(self.path / "frames.jsonl")
         self.analysis = JsonlWriter(self.path / "analysis.jsonl")
         self.actions = JsonlWriter(self.path / "actions.jsonl")
@@ -169,9 +175,17 @@ class RunFolder:
     # end of run --------------------------------------------------------------
 
     def write_json(self, name: str, obj: Any) -> Path:
+        """Write ``name`` whole or not at all (a temporary file renamed into place)."""
         p = self.path / name
-        p.write_text(json.dumps(obj, default=json_default, indent=2), encoding="utf-8")
+        tmp = p.with_suffix(p.suffix + ".tmp")
+        tmp.write_text(json.dumps(obj, default=json_default, indent=2), encoding="utf-8")
+        os.replace(tmp, p)
         return p
+
+    def release_reserve(self) -> None:
+        """Give back the space kept for the end of the run (the disk is full, or the run ends)."""
+        with contextlib.suppress(FileNotFoundError):
+            self._reserve.unlink()
 
     def close_images(self) -> None:
         """Finish every image file (OME headers); the frame writer's last step."""
@@ -188,11 +202,27 @@ class RunFolder:
             raise OSError("could not finish " + "; ".join(errors))
 
     def close(self) -> None:
+        self.release_reserve()
         self.close_images()
         for rows in self._rows.values():
             rows.close()
         for j in (self.frames, self.analysis, self.actions, self.events):
             j.close()
+
+
+RESERVE_BYTES = 8 << 20
+
+
+def _reserve(path: Path, n: int) -> None:
+    """A file of ``n`` bytes really allocated on disk (not sparse)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        try:
+            os.posix_fallocate(fd, 0, n)
+        except (AttributeError, OSError):  # no fallocate here (some filesystems): write zeros
+            os.write(fd, b"\0" * n)
+    finally:
+        os.close(fd)
 
 
 def _exposure(frame: Frame) -> float | None:

@@ -215,10 +215,11 @@ class FrameWriter:
             self.run.write_rows(first.stage, first.index, first.rows)
 
     def _fail(self, exc: Exception) -> None:
+        self.run.release_reserve()  # room for the headers, the logs and metrics.json
         where = getattr(exc, "filename", None) or self.run.raw_path or self.run.path
         reason = getattr(exc, "strerror", None) or str(exc)
         msg = f"storage: cannot write {where}: {reason}"
-        log.error(msg)
+        log.debug(msg)  # the loop reports it, as the fault it is
         with self._cond:
             first = self.error is None
             self.error = self.error or msg
