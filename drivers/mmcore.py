@@ -642,12 +642,30 @@ class PymmcorePlusDriver(MMCoreDriver):
             except Exception as exc:
                 raise DriverError(f"could not load Micro-Manager config {cfg_path}: {exc}") from exc
         self.core = core
-        core.setCircularBufferMemoryFootprint(microscope.buffer_size_mb)
-        if microscope.camera is not None:
-            core.setCameraDevice(microscope.camera)
+        try:
+            self._open_camera(core)
+            self._configure()
+        except BaseException:
+            self._do_release()  # a core this driver loaded is unloaded again
+            raise
+
+    def _open_camera(self, core: Any) -> None:
+        m = self.mcfg
+        try:
+            core.setCircularBufferMemoryFootprint(m.buffer_size_mb)
+        except Exception as exc:
+            raise DriverError(
+                f"microscope.buffer_size_mb: Micro-Manager cannot allocate {m.buffer_size_mb} MB ({exc})"
+            ) from None
+        if m.camera is not None:
+            cameras = [str(d) for d in core.getLoadedDevicesOfType(2)]  # DeviceType.Camera
+            if m.camera not in cameras:
+                raise DriverError(
+                    f"microscope.camera: no camera {m.camera!r} in the configuration; have {cameras}"
+                )
+            core.setCameraDevice(m.camera)
         if not core.getCameraDevice():
             raise DriverError("the Micro-Manager configuration has no camera device")
-        self._configure()
 
     def _do_set_exposure(self, ms: float) -> None:
         self.core.setExposure(ms)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -43,6 +44,7 @@ def run(
     if controllers is None:
         controllers = [build_controller(c) for c in cfg.controllers]
     pipeline = Pipeline(stages)
+    _check_writable(Path(cfg.storage.root))  # before any hardware moves
     gate = SafetyGate(cfg.limits, cfg.microscope.lasers, Devices.from_config(cfg.microscope))
     own_driver = driver is None
     if driver is None:
@@ -77,3 +79,14 @@ def run(
         except OSError as exc:  # a full disk: the run's data and metrics are already written
             log.error("report.html not written: %s", exc)
     return result
+
+
+def _check_writable(root: Path) -> None:
+    """The storage root exists (or can be made) and takes files, or a clear error now."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".smartscope-write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OSError(exc.errno, f"storage.root is not writable ({exc.strerror})", str(root)) from None

@@ -39,7 +39,7 @@ class MicroscopeConfig(FrozenModel):
         default_factory=list,
         description="device properties set after the .cfg loads, before anything else",
     )
-    buffer_size_mb: int = Field(default=512, ge=16)
+    buffer_size_mb: int = Field(default=512, ge=16, le=1 << 20, description="circular buffer (MB)")
     # pycromanager
     pycromanager_mode: Literal["headless", "bridge"] = "headless"
     bridge_port: int = Field(default=4827, ge=1, le=65535)
