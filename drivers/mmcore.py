@@ -218,6 +218,17 @@ class MMCoreDriver:
     def _do_preset_settings(self, group: str, preset: str) -> list[tuple[str, str, str]]:
         raise NotImplementedError
 
+    def _do_pixel_size_um(self) -> float:
+        raise NotImplementedError
+
+    def _pixel_size(self) -> float | None:
+        """The core's pixel-size calibration for the current objective and binning, if any."""
+        try:
+            size = float(self._do_pixel_size_um())
+        except Exception:
+            return None
+        return size if size > 0 else None
+
     def _do_property_upper_limit(self, device: str, prop: str) -> float | None:
         raise NotImplementedError
 
@@ -298,6 +309,7 @@ class MMCoreDriver:
             lasers=lasers,
             roi=self._do_get_roi(),
             mirror_rad=() if self.mcfg.mirror is not None else None,
+            pixel_size_um=self._pixel_size(),
         )
         self._base = self._state
         self._camera = self._do_camera_label()
@@ -526,7 +538,8 @@ class MMCoreDriver:
                 errors.append(None)
             except Exception as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
-        return state.replace(revision=state.revision + 1), errors
+        # an objective, binning or ROI change may change the sample pixel size
+        return state.replace(revision=state.revision + 1, pixel_size_um=self._pixel_size()), errors
 
     def _apply_one(self, action: Action, state: DriverState) -> DriverState:
         """Carry out one action; return the state with it in force."""
@@ -728,6 +741,9 @@ class PymmcorePlusDriver(MMCoreDriver):
     def _do_camera_label(self) -> str:
         return str(self.core.getCameraDevice())
 
+    def _do_pixel_size_um(self) -> float:
+        return float(self.core.getPixelSizeUm())
+
     def _do_preset_settings(self, group: str, preset: str) -> list[tuple[str, str, str]]:
         return [(str(d), str(p), str(v)) for d, p, v in self.core.getConfigData(group, preset)]
 
@@ -866,6 +882,9 @@ class PycromanagerDriver(MMCoreDriver):
 
     def _do_camera_label(self) -> str:
         return str(self.core.get_camera_device())
+
+    def _do_pixel_size_um(self) -> float:
+        return float(self.core.get_pixel_size_um())
 
     def _do_preset_settings(self, group: str, preset: str) -> list[tuple[str, str, str]]:
         data = self.core.get_config_data(group, preset)

@@ -30,7 +30,10 @@ class Frame:
     ``index`` counts frames in the run from 0 (the position of the frame in the raw
     stack on disk). ``state`` is the driver state the frame was taken in; ``transition``
     marks a frame whose exposure straddled a change (its light was a mix of the old and
-    the new setting: stored and analysed, never used as controller evidence). ``times``
+    the new setting: stored and analysed, never used as controller evidence). ``axes``
+    holds the frame's multi-dimensional indices (``{"t": 3, "p": 1, "c": 0, "z": 4}``, the
+    keys of a useq-schema ``MDAEvent.index``; empty for a plain stream) and ``series`` the
+    image series it is stored in (one per stage position). ``times``
     collects stamps along the way, keyed ``camera``, ``dequeued``, ``stored``,
     ``stage:<name>``, ``decided`` and ``applied``. ``metadata["mm"]`` holds the camera's
     own metadata where the driver has it.
@@ -42,6 +45,8 @@ class Frame:
     channel: str = ""
     state: DriverState | None = None
     transition: bool = False  # an action took effect during this frame's exposure
+    axes: dict[str, int] = field(default_factory=dict)  # MDA indices: t, p, g, c, z (useq keys)
+    series: str = ""  # the image series (OME Image) it belongs to: one per position, "" = one series
     metadata: dict[str, Any] = field(default_factory=dict)
     times: dict[str, float] = field(default_factory=dict)
 

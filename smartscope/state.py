@@ -40,6 +40,8 @@ class DriverState:
         XY stage position.
     source : str | None
         Where frames come from when not a live camera (the replayed file).
+    pixel_size_um : float | None
+        Sample pixel size from the core's pixel-size calibration (the objective in place).
     revision : int
         Counts the batches of actions applied: a frame taken with revision ``r`` in force
         was taken after the ``r``-th batch completed.
@@ -54,6 +56,7 @@ class DriverState:
     mirror_rad: tuple[float, ...] | None = None
     xy_um: tuple[float, float] | None = None
     source: str | None = None
+    pixel_size_um: float | None = None
     revision: int = 0
 
     def replace(self, **changes: Any) -> DriverState:
@@ -72,7 +75,7 @@ class DriverState:
             "burst": self.burst,
             "revision": self.revision,
         }
-        for key in ("roi", "z_um", "mirror_rad", "xy_um", "source"):
+        for key in ("roi", "z_um", "mirror_rad", "xy_um", "source", "pixel_size_um"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = list(value) if isinstance(value, tuple) else value
@@ -96,5 +99,6 @@ class DriverState:
             mirror_rad=opt_tuple("mirror_rad", float),
             xy_um=opt_tuple("xy_um", float),
             source=data.get("source"),
+            pixel_size_um=None if data.get("pixel_size_um") is None else float(data["pixel_size_um"]),
             revision=int(data.get("revision", 0)),
         )

@@ -119,6 +119,10 @@ class RunFolder:
                 }
                 if f.transition:
                     rec["transition"] = True
+                if f.axes:
+                    rec["axes"] = f.axes
+                if f.series:
+                    rec["series"] = f.series
                 mm = f.metadata.get("mm")
                 if mm:
                     rec["mm"] = mm
