@@ -23,6 +23,10 @@ def open_driver(cfg: SmartscopeConfig, gate: SafetyGate | None = None) -> Driver
         from smartscope.drivers.mmcore import PycromanagerDriver
 
         return PycromanagerDriver(m, cfg.acquisition, cfg.safe_state, gate=gate)
+    if cfg.acquisition.sequence is not None:  # an MDA plan: pymmcore-plus's runner and engine
+        from smartscope.drivers.mda import MDADriver
+
+        return MDADriver(m, cfg.acquisition, cfg.safe_state, gate=gate)
     from smartscope.drivers.mmcore import PymmcorePlusDriver
 
     return PymmcorePlusDriver(m, cfg.acquisition, cfg.safe_state, gate=gate)

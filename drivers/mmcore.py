@@ -43,15 +43,18 @@ from typing import Any
 import numpy as np
 
 from smartscope.actions import (
+    AcquireAt,
     Action,
     ClearROI,
     SetExposure,
     SetInterval,
     SetLaserPower,
     SetMirror,
+    SetPositionInterval,
     SetProperty,
     SetROI,
     SetZ,
+    SkipPosition,
     StartBurst,
     StopBurst,
 )
@@ -237,8 +240,14 @@ class MMCoreDriver:
     def _vet_writes(self) -> None:
         """Refuse, before anything is written, what the start-up properties, the channel
         presets or the safe-state extras would set beyond the limits (named, all at once)."""
+        self.gate.bind(Devices.from_config(self.mcfg, camera=self._do_camera_label()))
+        problems = self._write_problems()
+        if problems:
+            raise DriverError("refused before the run, nothing was set: " + "; ".join(problems))
+
+    def _write_problems(self) -> list[str]:
+        """What :meth:`_vet_writes` refuses, one line per field (subclasses add theirs)."""
         gate = self.gate
-        gate.bind(Devices.from_config(self.mcfg, camera=self._do_camera_label()))
         problems = []
         for name, laser in self.mcfg.lasers.items():
             upper = self._do_property_upper_limit(laser.device, laser.power_property)
@@ -275,8 +284,7 @@ class MMCoreDriver:
                 )
             if reason:
                 problems.append(f"safe_state.properties[{i}]: {reason}")
-        if problems:
-            raise DriverError("refused before the run, nothing was set: " + "; ".join(problems))
+        return problems
 
     def _configure(self) -> None:
         """Apply the configured acquisition settings; called by subclasses once connected."""
@@ -589,6 +597,8 @@ class MMCoreDriver:
             for j, amp in enumerate(action.zernike_rad, start=1):
                 self._do_set_property(self.mcfg.mirror, self.mcfg.mirror_property.format(j=j), amp)
             return state.replace(mirror_rad=tuple(action.zernike_rad))
+        if isinstance(action, AcquireAt | SkipPosition | SetPositionInterval):
+            raise ActionNotSupported(f"{type(action).__name__} needs an MDA plan (acquisition.mda)")
         raise ActionNotSupported(f"{type(action).__name__} is not supported")  # pragma: no cover
 
     def _end_burst(self) -> None:

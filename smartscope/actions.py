@@ -4,13 +4,16 @@ Actions are frozen pydantic models discriminated by ``kind``; an :class:`ActionR
 wraps one with the why (reason, source, the engine output behind it). Safety turns a
 request into an :class:`AuditRecord` (applied, clamped or refused) and the loop writes
 every record to ``actions.jsonl``.
+
+Plan actions (:class:`AcquireAt`, :class:`SkipPosition`, :class:`SetPositionInterval`)
+change what an MDA run images next; a driver without an MDA plan refuses them.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 
 class _Action(BaseModel):
@@ -76,6 +79,60 @@ class StopBurst(_Action):
     kind: Literal["stop_burst"] = "stop_burst"
 
 
+# ---- plan actions: change what an MDA run (acquisition.mda) images next
+
+
+class AcquireAt(_Action):
+    """Image a place now, outside the plan: a fast burst, a z-stack, more channels.
+
+    The place is a stage position of the plan (``position``, its index ``p``: its x, y and
+    z) or an absolute ``xy_um``; ``z_um`` moves the focus there (default: the position's z,
+    else the focus stays). Each of ``n_frames`` timepoints, ``interval_ms`` apart, takes
+    every channel at every plane ``z_um + z_offsets_um``. The frames form an image series
+    of their own (``p<p>-burst<n>``; ``at<n>`` for an ``xy_um`` target). Untouched
+    positions keep their schedule. Only an MDA run can do it.
+    """
+
+    kind: Literal["acquire_at"] = "acquire_at"
+    position: int | None = Field(default=None, ge=0, description="stage position index p of the plan")
+    xy_um: tuple[float, float] | None = Field(default=None, description="absolute stage x, y (µm)")
+    z_um: float | None = Field(default=None, description="focus at the stack centre (µm)")
+    z_offsets_um: tuple[float, ...] = Field(
+        default=(0.0,), min_length=1, max_length=1000, description="planes relative to z_um (µm)"
+    )
+    channels: tuple[str, ...] = Field(
+        default=(), description="presets of channel_group; () = the plan's channels"
+    )
+    channel_group: str | None = Field(default=None, description="None: the plan's channel group")
+    n_frames: int = Field(default=1, ge=1, le=100_000, description="timepoints")
+    interval_ms: float = Field(default=0.0, ge=0, description="0: as fast as the hardware goes")
+
+    @model_validator(mode="after")
+    def _has_a_place(self) -> AcquireAt:
+        if self.position is None and self.xy_um is None:
+            raise ValueError("AcquireAt needs a position (plan index) or xy_um")
+        return self
+
+
+class SkipPosition(_Action):
+    """Stop imaging a stage position of the plan (``skip=False``: image it again from its
+    next due timepoint). Timepoints that come due while it is skipped are dropped."""
+
+    kind: Literal["skip_position"] = "skip_position"
+    position: int = Field(ge=0)
+    skip: bool = True
+
+
+class SetPositionInterval(_Action):
+    """Re-time one stage position's remaining timepoints: the next one ``interval_ms`` after
+    its last, then every ``interval_ms``. ``None`` restores the plan's spacing (from its last
+    timepoint on). The position keeps the plan's number of timepoints; others are untouched."""
+
+    kind: Literal["position_interval"] = "position_interval"
+    position: int = Field(ge=0)
+    interval_ms: float | None = Field(default=None, ge=0)
+
+
 Action = Annotated[
     SetExposure
     | SetLaserPower
@@ -86,7 +143,10 @@ Action = Annotated[
     | SetMirror
     | SetZ
     | StartBurst
-    | StopBurst,
+    | StopBurst
+    | AcquireAt
+    | SkipPosition
+    | SetPositionInterval,
     Field(discriminator="kind"),
 ]
 ACTION_ADAPTER: TypeAdapter[Action] = TypeAdapter(Action)

@@ -16,6 +16,12 @@ those values. Numbers must be finite: NaN and infinity are refused, never clampe
 Lowering a laser is never rate limited: less light is always safe. After a safe state the
 scheduled laser powers are 0, so light comes back only at the rate limit.
 
+Plan actions: an ``AcquireAt`` target outside ``limits.xy_um`` or a plane outside
+``limits.z_um`` is refused (never clamped: a clamped target is another place; the MDA
+driver checks again once a plan position's coordinates are known), intervals below
+``limits.interval_ms_min`` are clamped like ``SetInterval``; ``SkipPosition`` only takes
+light away.
+
 Writes that happen before a run (start-up properties, channel presets, safe-state extras)
 go through :meth:`SafetyGate.check_setting`: the same limits, no rate limit; a refusal
 stops the run before any of them is applied.
@@ -31,12 +37,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from smartscope.actions import (
+    AcquireAt,
     Action,
     ActionRequest,
     SetExposure,
     SetInterval,
     SetLaserPower,
     SetMirror,
+    SetPositionInterval,
     SetProperty,
     SetZ,
     StartBurst,
@@ -207,6 +215,53 @@ class SafetyGate:
             return self._vet_mirror(action)
         if isinstance(action, SetZ):
             return self._vet_z(action)
+        if isinstance(action, AcquireAt):
+            return self._vet_acquire_at(action)
+        if isinstance(action, SetPositionInterval):
+            if action.interval_ms is not None and action.interval_ms < self.limits.interval_ms_min:
+                return self._bounded(
+                    action.model_copy(update={"interval_ms": self.limits.interval_ms_min}),
+                    f"interval {action.interval_ms} ms below minimum {self.limits.interval_ms_min} ms",
+                )
+            return Decision("applied", action)
+        return Decision("applied", action)
+
+    def check_stage_target(
+        self, xy_um: tuple[float | None, float | None] | None, z_um: float | None
+    ) -> str | None:
+        """Why a place is refused (outside ``limits.xy_um`` / ``limits.z_um``), or ``None``.
+
+        Targets are refused, never clamped: a clamped target is another place. Used for
+        plan actions here and, once it knows the plan's coordinates, by the MDA driver."""
+        lim = self.limits
+        if xy_um is not None and lim.xy_um is not None:
+            (xlo, xhi), (ylo, yhi) = lim.xy_um
+            x, y = xy_um
+            if (x is not None and not xlo <= x <= xhi) or (y is not None and not ylo <= y <= yhi):
+                return (
+                    f"stage position ({x}, {y}) µm outside limits.xy_um "
+                    f"x {xlo:g}..{xhi:g}, y {ylo:g}..{yhi:g}"
+                )
+        if z_um is not None and lim.z_um is not None:
+            lo, hi = lim.z_um
+            if not lo <= z_um <= hi:
+                return f"z {z_um:g} µm outside limits.z_um {lo:g}..{hi:g}"
+        return None
+
+    def _vet_acquire_at(self, action: AcquireAt) -> Decision:
+        why = self.check_stage_target(action.xy_um, None)
+        if why is None and action.z_um is not None:
+            for dz in action.z_offsets_um:
+                why = self.check_stage_target(None, action.z_um + dz)
+                if why:
+                    break
+        if why:
+            return Decision("refused", None, why)
+        if action.n_frames > 1 and action.interval_ms < self.limits.interval_ms_min:
+            return self._bounded(
+                action.model_copy(update={"interval_ms": self.limits.interval_ms_min}),
+                f"interval {action.interval_ms} ms below minimum {self.limits.interval_ms_min} ms",
+            )
         return Decision("applied", action)
 
     def _bounded(self, clamped: Action, why: str) -> Decision:

@@ -70,10 +70,18 @@ def test_example_config_is_complete_and_valid() -> None:
         assert f"\n{section}:" in example_config_text()
 
 
-def test_useq_mda_fills_the_time_plan() -> None:
-    cfg = validate_config({"acquisition": {"mda": {"time_plan": {"interval": 0.25, "loops": 7}}}})
-    assert cfg.acquisition.interval_ms == pytest.approx(250.0)
-    assert cfg.acquisition.n_frames == 7
+def test_a_useq_mda_is_kept_whole_as_the_plan() -> None:
+    plan = {
+        "stage_positions": [{"x": 0, "y": 0, "z": 1}, {"x": 10, "y": 5}],
+        "z_plan": {"range": 2, "step": 1},
+        "channels": ["DAPI"],
+        "time_plan": {"interval": 0.25, "loops": 7},
+    }
+    cfg = validate_config({"acquisition": {"mda": plan}})
+    seq = cfg.acquisition.sequence
+    assert seq is not None and len(list(seq)) == 2 * 3 * 7  # positions and z are not dropped
+    # the plan decides timing, channels and length: nothing else is derived from it
+    assert cfg.acquisition.interval_ms == 0 and cfg.acquisition.channels == [] and cfg.acquisition.n_frames is None
 
 
 def test_missing_and_malformed_files(tmp_path: Path) -> None:

@@ -1,12 +1,21 @@
-"""What to acquire: exposure, rate, length, ROI, starting laser powers, channels, MDA."""
+"""What to acquire: exposure, rate, length, ROI, starting laser powers, channels, MDA.
+
+Without an MDA plan, frames stream (``interval_ms == 0``) or are snapped at an interval,
+cycling ``channels``. With one (``mda`` or ``mda_file``, a useq-schema ``MDASequence``),
+the plan decides positions, grid, z, channels and timing; ``n_frames`` and
+``duration_s`` then only cap the run, and ``channels``/``interval_ms`` must stay unset.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+import useq
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from smartscope.config.base import FrozenModel
+from smartscope.config.mda import read_sequence, read_sequence_file
 
 __all__ = ["AcquisitionConfig", "ChannelConfig", "ROIConfig"]
 
@@ -51,38 +60,42 @@ class AcquisitionConfig(FrozenModel):
     )
     mda: dict[str, Any] | None = Field(
         default=None,
-        description="a useq-schema MDASequence; its time plan and channels fill "
-        "interval_ms, n_frames and channels",
+        description="a useq-schema MDASequence (positions, grid, z, channels, time, autofocus): "
+        "the plan, run through pymmcore-plus's MDA runner and engine",
     )
+    mda_file: Path | None = Field(
+        default=None,
+        description="a useq-schema MDASequence saved as YAML or JSON (MDASequence.yaml(), "
+        "napari-micromanager's MDA widget); instead of mda",
+    )
+    _sequence: Any = PrivateAttr(default=None)
+
+    @field_validator("mda")
+    @classmethod
+    def _valid_mda(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            read_sequence(v)
+        return v
+
+    @field_validator("mda_file")
+    @classmethod
+    def _valid_mda_file(cls, v: Path | None) -> Path | None:
+        if v is not None:
+            read_sequence_file(v)
+        return v
 
     @model_validator(mode="after")
-    def _from_mda(self) -> AcquisitionConfig:
-        if self.mda is None:
-            return self
-        import useq  # useq-schema: pydantic models only, no runtime of ours
+    def _keep_sequence(self) -> AcquisitionConfig:
+        # the conflicts (both given, channels or interval_ms beside a plan, an empty plan,
+        # limits) are checked with the whole config: SmartscopeConfig
+        if self.mda is not None:
+            self._sequence = read_sequence(self.mda)
+        elif self.mda_file is not None:
+            self._sequence = read_sequence_file(self.mda_file)
+        return self
 
-        try:
-            seq = useq.MDASequence.model_validate(self.mda)
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ValueError(
-                f"mda is not a valid useq-schema MDASequence: mda.{where}: {first['msg']}"
-                f" ({err.error_count()} problem(s))"
-            ) from None
-        updates: dict[str, Any] = {}
-        plan = seq.time_plan
-        if plan is not None:
-            interval = getattr(plan, "interval", None)
-            if interval is not None:
-                updates["interval_ms"] = interval.total_seconds() * 1e3
-            loops = getattr(plan, "loops", None)
-            if loops is not None and self.n_frames is None:
-                updates["n_frames"] = int(loops) * max(1, len(seq.channels))
-        if seq.channels and not self.channels:
-            updates["channels"] = [
-                ChannelConfig(group=c.group, preset=c.config, exposure_ms=c.exposure) for c in seq.channels
-            ]
-        if not updates:
-            return self
-        return self.model_copy(update=updates)
+    @property
+    def sequence(self) -> useq.MDASequence | None:
+        """The MDA plan (``mda`` or ``mda_file``), validated; ``None`` without one."""
+        seq: useq.MDASequence | None = self._sequence
+        return seq

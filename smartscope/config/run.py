@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from smartscope.config.acquisition import AcquisitionConfig
 from smartscope.config.base import FrozenModel
 from smartscope.config.controllers import ControllerConfig
+from smartscope.config.mda import plan_events, plan_problems
 from smartscope.config.microscope import MicroscopeConfig
 from smartscope.config.remote import RemoteConfig
 from smartscope.config.safety import LimitsConfig, SafeStateConfig, WatchdogConfig
@@ -72,6 +73,7 @@ class SmartscopeConfig(FrozenModel):
                     f"microscope.lasers.{name}.max_power_mw ({device_max:g} mW)"
                 )
         self._check_laser_writes()
+        self._check_mda()
         for name, mw in self.acquisition.lasers_mw.items():
             laser = self.microscope.lasers.get(name)
             if laser is None:
@@ -80,6 +82,30 @@ class SmartscopeConfig(FrozenModel):
             if not 0 <= mw <= ceiling:
                 raise ValueError(f"acquisition.lasers_mw.{name}: {mw} mW outside 0..{ceiling} mW")
         return self
+
+    def _check_mda(self) -> None:
+        """An MDA plan: one source, nothing beside it that it decides, inside the limits."""
+        acq = self.acquisition
+        seq = acq.sequence
+        if seq is None:
+            return
+        field = "acquisition.mda" if acq.mda is not None else "acquisition.mda_file"
+        if acq.mda is not None and acq.mda_file is not None:
+            raise ValueError("acquisition.mda_file: give the plan inline (mda) or as a file, not both")
+        if self.microscope.driver == "replay":
+            raise ValueError(f"{field}: an MDA plan needs a microscope (driver pymmcore-plus), not replay")
+        if acq.channels:
+            raise ValueError(f"acquisition.channels: the MDA plan ({field}) brings its own channels")
+        if acq.interval_ms:
+            raise ValueError(f"acquisition.interval_ms: the MDA plan's time_plan ({field}) sets the timing")
+        events = plan_events(seq)
+        if not events:
+            raise ValueError(
+                f"{field}: the plan has no events (give it channels, positions, a z or time plan)"
+            )
+        problems = plan_problems(seq, events, self.limits, check_xy=False)
+        if problems:
+            raise ValueError("; ".join(problems))
 
     def _check_laser_writes(self) -> None:
         """Start-up properties and safe-state extras that write a laser's power: within its

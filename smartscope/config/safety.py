@@ -28,6 +28,11 @@ class LimitsConfig(FrozenModel):
     )
     mirror_max_rad: float = Field(default=3.0, gt=0, description="per-mode stroke limit")
     z_um: tuple[float, float] | None = None
+    xy_um: tuple[tuple[float, float], tuple[float, float]] | None = Field(
+        default=None,
+        description="stage travel allowed: ((x_min, x_max), (y_min, y_max)) in µm; plan positions "
+        "and AcquireAt targets outside it are refused",
+    )
     on_violation: Literal["clamp", "refuse"] = "clamp"
 
     @model_validator(mode="after")
@@ -37,6 +42,10 @@ class LimitsConfig(FrozenModel):
             raise ValueError(f"exposure_ms must be (min, max) with 0 < min < max, got {lo, hi}")
         if self.z_um is not None and not self.z_um[0] < self.z_um[1]:
             raise ValueError(f"z_um must be (min, max) with min < max, got {self.z_um}")
+        if self.xy_um is not None and not all(lo < hi for lo, hi in self.xy_um):
+            raise ValueError(
+                f"xy_um must be ((x_min, x_max), (y_min, y_max)) with min < max, got {self.xy_um}"
+            )
         return self
 
 
