@@ -233,7 +233,7 @@ def demo(
 
 @app.command()
 def replay(
-    stack: Annotated[Path, typer.Argument(help="OME-TIFF stack, e.g. a run's raw.ome.tif")],
+    stack: Annotated[Path, typer.Argument(help="a run folder, an OME-TIFF stack or an OME-Zarr image")],
     config: Annotated[Path | None, typer.Option(help="run config for the pipeline/controllers")] = None,
     fps: Annotated[float | None, typer.Option(help="playback rate; default: as recorded")] = None,
 ) -> None:

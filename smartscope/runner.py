@@ -51,7 +51,13 @@ def run(
         driver = open_driver(cfg, gate)  # refuses out-of-limit start-up writes before making them
     gate.bind(Devices.from_config(cfg.microscope, camera=getattr(driver, "camera_label", "")))
     try:
-        folder = RunFolder(Path(cfg.storage.root), cfg.storage.name, cfg.storage.fsync_every)
+        folder = RunFolder(
+            Path(cfg.storage.root),
+            cfg.storage.name,
+            cfg.storage.fsync_every,
+            cfg.storage.format,
+            cfg.acquisition.axis_layout(),
+        )
         run_log = RunLog(folder.path / "run.log")  # smartscope's log, events, verdicts
         (folder.path / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
         for stage in stages:  # optional hook: stages that write per-run files (SMLM tables)

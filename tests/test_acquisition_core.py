@@ -274,6 +274,7 @@ def test_smartscope_run_holds_a_2048_sensor(tmp_path: Path) -> None:
         },
         acquisition={"exposure_ms": 10.0, "n_frames": 100},
         pipeline={"stages": [{"kind": "stats"}]},
+        watchdog={"camera_start_s": 60.0},  # a loaded CI machine may take seconds to start 2048²
     )
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import ome_types
 import pytest
 import tifffile
 
@@ -53,8 +54,10 @@ def test_channels_alternate_and_the_ome_header_says_so(demo_core, tmp_path: Path
     assert [f["channel"] for f in frames] == ["DAPI", "FITC"] * 4
     with tifffile.TiffFile(run_dir / "raw.ome.tif") as tif:
         assert tif.series[0].shape == (4, 2, 512, 512)
-        assert 'SizeC="2"' in (tif.ome_metadata or "")
-        assert 'ExposureTime="12"' in (tif.ome_metadata or "")
+        ome = ome_types.from_xml(tif.ome_metadata or "")
+    pixels = ome.images[0].pixels
+    assert pixels.size_c == 2 and [c.name for c in pixels.channels] == ["DAPI", "FITC"]
+    assert {p.the_c: p.exposure_time for p in pixels.planes} == {0: 5.0, 1: 12.0}
 
 
 def test_interval_paces_a_time_lapse(demo_core, tmp_path: Path) -> None:

@@ -13,6 +13,11 @@ __all__ = ["StorageConfig"]
 
 
 class StorageConfig(FrozenModel):
+    format: Literal["ome-tiff", "ome-zarr"] = Field(
+        default="ome-tiff",
+        description="ome-tiff: crash-safe BigTIFF pages (the default); ome-zarr: OME-NGFF through "
+        "ome-writers, one image per position",
+    )
     root: Path = Path("runs")
     name: str = Field(default="run", pattern=r"^[A-Za-z0-9_.-]+$")
     fsync_every: int = Field(

@@ -8,21 +8,24 @@ headers, page counting), :mod:`.jsonl` (``JsonlWriter``, ``read_jsonl``) and
 from smartscope.storage.columns import ColumnarWriter, read_columns
 from smartscope.storage.folder import RunFolder, recover
 from smartscope.storage.jsonl import JsonlWriter, dumps, read_jsonl
-from smartscope.storage.tiff import StackWriter, TiffFormatError, count_pages, write_ome_header
+from smartscope.storage.ome import PlaneInfo, ome_xml
+from smartscope.storage.tiff import StackWriter, TiffFormatError, count_pages, write_description
 from smartscope.storage.writer import FrameWriter, QueueFull
 
 __all__ = [
     "ColumnarWriter",
     "FrameWriter",
     "JsonlWriter",
+    "PlaneInfo",
     "QueueFull",
     "RunFolder",
     "StackWriter",
     "TiffFormatError",
     "count_pages",
     "dumps",
+    "ome_xml",
     "read_columns",
     "read_jsonl",
     "recover",
-    "write_ome_header",
+    "write_description",
 ]

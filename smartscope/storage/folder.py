@@ -35,9 +35,12 @@ from typing import Any
 import numpy as np
 
 from smartscope.frame import Frame, now_s
+from smartscope.state import DriverState
 from smartscope.storage.columns import ColumnarWriter
 from smartscope.storage.jsonl import JsonlWriter, dumps, json_default, read_jsonl
-from smartscope.storage.tiff import PlaneInfo, StackWriter, count_pages, write_ome_header
+from smartscope.storage.ome import PlaneInfo, ome_xml
+from smartscope.storage.tiff import StackWriter, count_pages, write_description
+from smartscope.storage.zarr import ZarrSeriesWriter, zarr_path
 
 __all__ = ["RunFolder", "recover"]
 
@@ -45,7 +48,14 @@ __all__ = ["RunFolder", "recover"]
 class RunFolder:
     """The folder of one run, and the writers into it."""
 
-    def __init__(self, root: Path, name: str, fsync_every: int = 0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        name: str,
+        fsync_every: int = 0,
+        fmt: str = "ome-tiff",
+        layout: tuple[dict[str, int], str] = ({}, "tpgcz"),
+    ) -> None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
         self.path = Path(root) / f"{stamp}_{name}"
         self.path.mkdir(parents=True, exist_ok=False)
@@ -63,6 +73,12 @@ class RunFolder:
         self._raw_files = 0
         self._outputs: dict[str, StackWriter] = {}
         self._rows: dict[str, ColumnarWriter] = {}
+        self._t0: dict[str, float] = {}  # per stack file: the time of its first page
+        self._camera = ""
+        self.format = fmt
+        self._layout = layout
+        self._zarr: dict[str, ZarrSeriesWriter] = {}
+        self._zarr_generation: dict[str, int] = {}  # per series: images started after shape changes
 
     # raw frames --------------------------------------------------------------
 
@@ -71,7 +87,7 @@ class RunFolder:
         if raw is not None and raw.accepts(image):
             return raw
         if raw is not None:
-            raw.close()
+            self._finish(raw)
         name = "raw.ome.tif" if self._raw_files == 0 else f"raw_{self._raw_files:03d}.ome.tif"
         self._raw_files += 1
         self._raw = StackWriter(self.path / name, self.fsync_every)
@@ -85,6 +101,9 @@ class RunFolder:
     def write_raw(self, frames: Sequence[Frame]) -> None:
         """Raw frames to disk (runs of same-shape frames in one batch each), stamp
         ``times["stored"]``, then their lines in frames.jsonl."""
+        if self.format == "ome-zarr":
+            self._write_zarr(frames)
+            return
         start = 0
         while start < len(frames):
             writer = self._raw_writer_for(frames[start].image)
@@ -92,7 +111,9 @@ class RunFolder:
             while end < len(frames) and writer.accepts(frames[end].image):
                 end += 1
             group = frames[start:end]
-            exposures = [_exposure(f) for f in group]
+            if not self._camera:
+                self._camera = str(group[0].metadata.get("mm", {}).get("Camera", ""))
+            t0 = self._t0.setdefault(writer.path.name, group[0].camera_time_s)
             first = writer.write_batch(
                 [f.image for f in group],
                 # the page names its frame; the settings in force are in frames.jsonl and the header
@@ -100,35 +121,55 @@ class RunFolder:
                     dumps({"index": f.index, "camera_time_s": f.camera_time_s, "channel": f.channel}).encode()
                     for f in group
                 ],
-                [f.camera_time_s for f in group],
-                exposures,
-                [f.channel for f in group],
+                [_plane(f.camera_time_s - t0, f.channel, f.state, f.axes, f.series) for f in group],
             )
-            t = now_s()
-            records = []
-            for k, f in enumerate(group):
-                f.times["stored"] = t
-                rec: dict[str, Any] = {
-                    "index": f.index,
-                    "file": writer.path.name,
-                    "page": first + k,
-                    "camera_time_s": f.camera_time_s,
-                    "channel": f.channel,
-                    "times": dict(f.times),
-                    "state": f.state.to_json() if f.state is not None else {},
-                }
-                if f.transition:
-                    rec["transition"] = True
-                if f.axes:
-                    rec["axes"] = f.axes
-                if f.series:
-                    rec["series"] = f.series
-                mm = f.metadata.get("mm")
-                if mm:
-                    rec["mm"] = mm
-                records.append(rec)
-            self.frames.write_many(records)
+            self._log_frames(group, [(writer.path.name, first + k) for k in range(len(group))])
             start = end
+
+    def _log_frames(self, frames: Sequence[Frame], where: Sequence[tuple[str, int]]) -> None:
+        """Stamp ``stored`` and write the frames' lines (file and page each)."""
+        t = now_s()
+        records = []
+        for f, (file, page) in zip(frames, where, strict=True):
+            f.times["stored"] = t
+            rec: dict[str, Any] = {
+                "index": f.index,
+                "file": file,
+                "page": page,
+                "camera_time_s": f.camera_time_s,
+                "channel": f.channel,
+                "times": dict(f.times),
+                "state": f.state.to_json() if f.state is not None else {},
+            }
+            if f.transition:
+                rec["transition"] = True
+            if f.axes:
+                rec["axes"] = f.axes
+            if f.series:
+                rec["series"] = f.series
+            mm = f.metadata.get("mm")
+            if mm:
+                rec["mm"] = mm
+            records.append(rec)
+        self.frames.write_many(records)
+
+    def _write_zarr(self, frames: Sequence[Frame]) -> None:
+        """One OME-Zarr image per series; a new one when a series' frame shape changes."""
+        where = []
+        for f in frames:
+            w = self._zarr.get(f.series)
+            if w is not None and not w.accepts(f):
+                w.close()
+                w = None
+                self._zarr_generation[f.series] = self._zarr_generation.get(f.series, 0) + 1
+            if w is None:
+                gen = self._zarr_generation.get(f.series, 0)
+                path = zarr_path(self.path, f.series + (f"_{gen:03d}" if gen else ""))
+                sizes, order = self._layout
+                w = ZarrSeriesWriter(path, f, sizes, order)
+                self._zarr[f.series] = w
+            where.append((w.path.name, w.write(f)))
+        self._log_frames(frames, where)
 
     # engine outputs ----------------------------------------------------------
 
@@ -147,7 +188,7 @@ class RunFolder:
         img = np.asarray(image, dtype=np.float32)
         file_name = name
         if w is not None and w.shape != img.shape[-2:]:  # a new frame size starts a new stack
-            w.close()
+            self._finish(w)
             file_name = f"{name}_{index:06d}"
             w = None
         if w is None:
@@ -161,12 +202,11 @@ class RunFolder:
             channel_names[c] if channel_names is not None else (f"c{c}" if len(planes) > 1 else "")
             for c in range(len(planes))
         ]
+        t0 = self._t0.setdefault(w.path.name, time_s)
         w.write_batch(
             list(planes),
             [dumps({"index": index, "channel": c}).encode() for c in range(len(planes))],
-            [time_s] * len(planes),
-            [None] * len(planes),
-            labels,
+            [PlaneInfo(time_s - t0, None, label) for label in labels],
         )
 
     def write_rows(self, stage: str, index: int, rows: list[dict[str, Any]]) -> None:
@@ -191,15 +231,50 @@ class RunFolder:
         with contextlib.suppress(FileNotFoundError):
             self._reserve.unlink()
 
+    def _actions(self) -> list[str]:
+        """The audit log in one line per applied action (the OME header's annotations)."""
+        out = []
+        for r in read_jsonl(self.path / "actions.jsonl"):
+            if r.get("applied") is None:
+                continue
+            req = r.get("request", {})
+            out.append(
+                f"frame {r.get('first_frame_index')}: {req.get('source')} {r.get('verdict')} "
+                f"{dumps(r['applied'])} ({req.get('reason', '')})"
+            )
+        return out
+
+    def _finish(self, w: StackWriter) -> None:
+        """Describe a stack in its OME-XML header and close it."""
+        if not w.planes or w.shape is None or w.dtype is None:
+            w.close()
+            return
+        raw = w.path.parent == self.path
+        xml = ome_xml(
+            w.path.name.removesuffix(".ome.tif"),
+            w.planes,
+            w.shape,
+            w.dtype,
+            camera=self._camera if raw else "",
+            actions=self._actions() if raw else (),
+        )
+        w.close(xml)
+
     def close_images(self) -> None:
         """Finish every image file (OME headers); the frame writer's last step."""
         stacks = [w for w in (self._raw, *self._outputs.values()) if w is not None]
         self._raw = None
         self._outputs = {}
         errors = []
+        for z in self._zarr.values():
+            try:
+                z.close()
+            except OSError as exc:
+                errors.append(f"{z.path.name}: {exc.strerror or exc}")
+        self._zarr = {}
         for w in stacks:
             try:
-                w.close()
+                self._finish(w)
             except OSError as exc:  # the others still get their headers
                 errors.append(f"{w.path.name}: {exc.strerror or exc}")
         if errors:
@@ -229,21 +304,39 @@ def _reserve(path: Path, n: int) -> None:
         os.close(fd)
 
 
-def _exposure(frame: Frame) -> float | None:
-    if frame.state is None or not math.isfinite(frame.state.exposure_ms):
-        return None
-    return frame.state.exposure_ms
+def _plane(
+    delta_t_s: float, channel: str, state: DriverState | None, axes: Mapping[str, int], series: str
+) -> PlaneInfo:
+    """What the OME header says of one raw page."""
+    exposure = None if state is None or not math.isfinite(state.exposure_ms) else state.exposure_ms
+    xy = state.xy_um if state is not None else None
+    return PlaneInfo(
+        delta_t_s,
+        exposure,
+        channel,
+        series,
+        t=axes.get("t"),
+        c=axes.get("c"),
+        z=axes.get("z"),
+        x_um=xy[0] if xy else None,
+        y_um=xy[1] if xy else None,
+        z_um=state.z_um if state is not None else None,
+        pixel_size_um=state.pixel_size_um if state is not None else None,
+    )
 
 
 def recover(run_dir: Path) -> dict[str, int]:
     """Finish the OME headers of a run that died; returns pages found per raw file.
 
     Pages are counted from the TIFF itself (every page written before the crash is
-    complete and linked); exposure and timing per plane come from ``frames.jsonl``.
+    complete and linked); what each page was (time, state, indices, series) comes from
+    ``frames.jsonl``.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run folder")
+    folder = object.__new__(RunFolder)  # only to describe: no files are opened
+    folder.path = run_dir
     frames = read_jsonl(run_dir / "frames.jsonl")
     found: dict[str, int] = {}
     for tif_path in sorted(run_dir.glob("raw*.ome.tif")):
@@ -252,16 +345,24 @@ def recover(run_dir: Path) -> dict[str, int]:
         if n == 0 or shape is None or dtype is None:
             continue
         recs = [r for r in frames if r.get("file") == tif_path.name]
-        t0 = recs[0]["camera_time_s"] if recs else 0.0
+        t0 = float(recs[0]["camera_time_s"]) if recs else 0.0
         planes = []
+        camera = ""
         for k in range(n):
-            r: Mapping[str, Any] | None = recs[k] if k < len(recs) else None
+            r: Mapping[str, Any] = recs[k] if k < len(recs) else {}
+            state = DriverState.from_json(r["state"]) if r.get("state") else None
             planes.append(
-                PlaneInfo(
-                    (float(r["camera_time_s"]) - t0) if r else 0.0,
-                    r.get("state", {}).get("exposure_ms") if r else None,
-                    str(r.get("channel", "")) if r else "",
+                _plane(
+                    float(r.get("camera_time_s", t0)) - t0,
+                    str(r.get("channel", "")),
+                    state,
+                    r.get("axes", {}),
+                    str(r.get("series", "")),
                 )
             )
-        write_ome_header(tif_path, planes, shape, dtype)
+            camera = camera or str(r.get("mm", {}).get("Camera", ""))
+        xml = ome_xml(
+            tif_path.name.removesuffix(".ome.tif"), planes, shape, dtype, camera, actions=folder._actions()
+        )
+        write_description(tif_path, xml)
     return found

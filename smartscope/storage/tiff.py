@@ -17,24 +17,18 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape
 
 import numpy as np
 
 __all__ = [
-    "PlaneInfo",
     "StackWriter",
     "TiffFormatError",
     "count_pages",
-    "ome_xml",
     "write_description",
-    "write_ome_header",
 ]
 
-_OME_NS = "http://www.openmicroscopy.org/Schemas/OME/2016-06"
 _HEADER = b"II" + struct.pack("<HHHQ", 43, 8, 0, 0)
 _SOFTWARE = b"smartscope\0"
 _SAMPLE_FORMAT: dict[str, int] = {"u": 1, "i": 2, "f": 3}
@@ -44,13 +38,6 @@ _IFD_BYTES = 8 + 20 * _N_TAGS + 8
 
 class TiffFormatError(ValueError):
     """The file is not a BigTIFF this writer can extend or describe."""
-
-
-@dataclass(slots=True)
-class PlaneInfo:
-    delta_t_s: float
-    exposure_ms: float | None
-    channel: str
 
 
 def _pwritev_all(fd: int, buffers: list[Any], offset: int) -> None:
@@ -134,19 +121,17 @@ class _BigTiffAppender:
             self._fd = -1
 
 
-@dataclass
 class StackWriter:
-    """A growing stack of same-shape 2-D frames in one crash-safe BigTIFF file."""
+    """A growing stack of same-shape 2-D frames in one crash-safe BigTIFF file; ``planes``
+    keeps what the caller said of each page (for the header written at ``close``)."""
 
-    path: Path
-    fsync_every: int = 0
-    planes: list[PlaneInfo] = field(default_factory=list)
-    shape: tuple[int, ...] | None = None
-    dtype: np.dtype[Any] | None = None
-
-    def __post_init__(self) -> None:
-        self._tif = _BigTiffAppender(self.path)
-        self._t0: float | None = None
+    def __init__(self, path: Path, fsync_every: int = 0) -> None:
+        self.path = path
+        self.fsync_every = fsync_every
+        self.planes: list[Any] = []
+        self.shape: tuple[int, ...] | None = None
+        self.dtype: np.dtype[Any] | None = None
+        self._tif = _BigTiffAppender(path)
         self._since_sync = 0
 
     @property
@@ -157,12 +142,7 @@ class StackWriter:
         return self.shape is None or (image.shape == self.shape and image.dtype == self.dtype)
 
     def write_batch(
-        self,
-        images: Sequence[np.ndarray],
-        descriptions: Sequence[bytes],
-        times_s: Sequence[float],
-        exposures_ms: Sequence[float | None],
-        channels: Sequence[str],
+        self, images: Sequence[np.ndarray], descriptions: Sequence[bytes], planes: Sequence[Any]
     ) -> int:
         """Append pages; return the page number of the first. They are in the OS on return."""
         for image in images:
@@ -175,66 +155,21 @@ class StackWriter:
                 )
         first = len(self.planes)
         self._tif.append(list(zip(images, descriptions, strict=True)))
-        for t, exp, ch in zip(times_s, exposures_ms, channels, strict=True):
-            if self._t0 is None:
-                self._t0 = t
-            self.planes.append(PlaneInfo(t - self._t0, exp, ch))
+        self.planes.extend(planes)
         self._since_sync += len(images)
         if self.fsync_every and self._since_sync >= self.fsync_every:
             self._tif.sync()
             self._since_sync = 0
         return first
 
-    def write(
-        self,
-        image: np.ndarray,
-        description: bytes,
-        time_s: float,
-        exposure_ms: float | None = None,
-        channel: str = "",
-    ) -> int:
-        """Append one page; return its page number."""
-        return self.write_batch([image], [description], [time_s], [exposure_ms], [channel])
-
-    def close(self, header: bool = True) -> None:
-        """Close the file; with ``header``, describe every page in an OME-XML header first."""
+    def close(self, description: str | None = None) -> None:
+        """Close the file; with ``description`` (the OME-XML), make it the first page's."""
         try:
-            if header and self.planes and self.shape is not None and self.dtype is not None:
+            if description is not None and self.planes:
                 self._tif.sync()
-                write_ome_header(self.path, self.planes, self.shape, self.dtype)
+                write_description(self.path, description)
         finally:
             self._tif.close()
-
-
-def ome_xml(name: str, planes: Sequence[PlaneInfo], shape: tuple[int, ...], dtype: np.dtype[Any]) -> str:
-    """OME-XML describing ``planes`` (one TIFF page each) as channels × time points."""
-    channels = list(dict.fromkeys(p.channel for p in planes)) or [""]
-    n_c = len(channels)
-    n_t = -(-len(planes) // n_c)
-    h, w = shape[-2], shape[-1]
-    ome_type = {"uint8": "uint8", "uint16": "uint16", "float32": "float", "int16": "int16"}.get(
-        str(dtype), str(dtype)
-    )
-    ch_xml = "".join(
-        f'<Channel ID="Channel:0:{i}" Name="{escape(c)}" SamplesPerPixel="1"/>'
-        for i, c in enumerate(channels)
-    )
-    plane_xml = []
-    tiff_xml = []
-    for k, p in enumerate(planes):
-        c = channels.index(p.channel)
-        t = k // n_c
-        exp = f' ExposureTime="{p.exposure_ms:.6g}" ExposureTimeUnit="ms"' if p.exposure_ms else ""
-        plane_xml.append(
-            f'<Plane TheC="{c}" TheT="{t}" TheZ="0" DeltaT="{p.delta_t_s:.6f}" DeltaTUnit="s"{exp}/>'
-        )
-        tiff_xml.append(f'<TiffData IFD="{k}" FirstC="{c}" FirstT="{t}" FirstZ="0" PlaneCount="1"/>')
-    return (
-        f'<?xml version="1.0" encoding="UTF-8"?><OME xmlns="{_OME_NS}" Creator="smartscope">'
-        f'<Image ID="Image:0" Name="{escape(name)}"><Pixels ID="Pixels:0" DimensionOrder="XYCZT" '
-        f'Type="{ome_type}" SizeX="{w}" SizeY="{h}" SizeC="{n_c}" SizeZ="1" SizeT="{n_t}" '
-        f'BigEndian="false">{ch_xml}{"".join(tiff_xml)}{"".join(plane_xml)}</Pixels></Image></OME>'
-    )
 
 
 def _first_ifd(fh: Any, path: Path) -> int:
@@ -270,14 +205,6 @@ def write_description(path: Path, text: str) -> None:
         fh.write(struct.pack("<QQ", len(data), end + pad))
         fh.flush()
         os.fsync(fh.fileno())
-
-
-def write_ome_header(
-    path: Path, planes: Sequence[PlaneInfo], shape: tuple[int, ...], dtype: np.dtype[Any]
-) -> None:
-    """Put an OME-XML header describing all pages into the first page's description."""
-    if planes:
-        write_description(path, ome_xml(path.stem, planes, shape, dtype))
 
 
 def count_pages(path: Path) -> tuple[int, tuple[int, int] | None, np.dtype[Any] | None]:

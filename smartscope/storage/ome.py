@@ -1,0 +1,188 @@
+"""OME-XML for a run's stacks, built with ome-types: one OME Image per image series.
+
+Each stored page is a :class:`PlaneInfo` (series, its t/c/z indices, time, exposure, stage
+position, pixel size, channel name). :func:`ome_xml` groups the pages of one TIFF file by
+series (one series per stage position in a multi-position run), and describes each as an
+Image: its size along T, C and Z, the physical pixel size from the core's pixel-size
+calibration, the z step from the stage positions, channel names, a Plane per page (DeltaT,
+exposure, position) and TiffData mapping every plane to its page (runs of consecutive
+pages in one block). The Instrument names the camera (and the objective where known), and
+the run's actions go in as comment annotations, so Fiji, napari and OMERO see the scale,
+the positions and what the controllers did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from ome_types import model as m
+
+__all__ = ["MAX_ANNOTATED_ACTIONS", "PlaneInfo", "ome_xml"]
+
+MAX_ANNOTATED_ACTIONS = 1000  # more are summarised; actions.jsonl holds them all
+_PIXEL_TYPES = {
+    "uint8": "uint8",
+    "uint16": "uint16",
+    "int16": "int16",
+    "uint32": "uint32",
+    "float32": "float",
+}
+
+
+@dataclass(slots=True)
+class PlaneInfo:
+    """One stored page, as the OME header describes it."""
+
+    delta_t_s: float
+    exposure_ms: float | None
+    channel: str
+    series: str = ""
+    t: int | None = None  # MDA indices when the frame has them (else derived from the order)
+    c: int | None = None
+    z: int | None = None
+    x_um: float | None = None
+    y_um: float | None = None
+    z_um: float | None = None
+    pixel_size_um: float | None = None
+
+
+def _indices(planes: Sequence[tuple[int, PlaneInfo]]) -> tuple[list[tuple[int, int, int]], list[str]]:
+    """(t, c, z) per plane and the channel names by c; missing indices follow the order of
+    the pages (channels cycle, each new round of channels is the next time point)."""
+    names: dict[int, str] = {}
+    order = list(dict.fromkeys(p.channel for _, p in planes)) or [""]
+    seen: dict[int, int] = {}
+    out = []
+    for _, p in planes:
+        c = p.c if p.c is not None else order.index(p.channel)
+        names.setdefault(c, p.channel)
+        z = p.z if p.z is not None else 0
+        if p.t is not None:
+            t = p.t
+        else:
+            t = seen.get(c, 0)
+            seen[c] = t + 1
+        out.append((t, c, z))
+    n_c = max(c for _, c, _ in out) + 1
+    return out, [names.get(c, f"c{c}") or f"c{c}" for c in range(n_c)]
+
+
+def _plane_fields(p: PlaneInfo) -> dict[str, Any]:
+    """A Plane's optional fields, with their units, only where known."""
+    out: dict[str, Any] = {"delta_t": p.delta_t_s, "delta_t_unit": m.UnitsTime.SECOND}
+    if p.exposure_ms is not None:
+        out.update(exposure_time=p.exposure_ms, exposure_time_unit=m.UnitsTime.MILLISECOND)
+    for axis, value in (("x", p.x_um), ("y", p.y_um), ("z", p.z_um)):
+        if value is not None:
+            out[f"position_{axis}"] = value
+            out[f"position_{axis}_unit"] = m.UnitsLength.MICROMETER
+    return out
+
+
+def _z_step(planes: Sequence[tuple[int, PlaneInfo]], idx: Sequence[tuple[int, int, int]]) -> float | None:
+    """The z step: the median difference of stage z between consecutive z indices."""
+    by_z: dict[int, list[float]] = {}
+    for (_, p), (_, _, z) in zip(planes, idx, strict=True):
+        if p.z_um is not None:
+            by_z.setdefault(z, []).append(p.z_um)
+    zs = sorted(by_z)
+    if len(zs) < 2:
+        return None
+    means = [float(np.mean(by_z[z])) for z in zs]
+    steps = np.diff(means) / np.diff(zs)
+    step = float(np.median(np.abs(steps)))
+    return step if step > 0 else None
+
+
+def _tiff_blocks(
+    pages: Sequence[int], idx: Sequence[tuple[int, int, int]], single_plane_per_t: bool
+) -> list[m.TiffData]:
+    """One TiffData per page; with one channel and one z, consecutive pages of consecutive
+    time points (a plain time series) share one block."""
+    blocks: list[m.TiffData] = []
+    start = 0
+    for k in range(1, len(pages) + 1):
+        run_on = k < len(pages) and single_plane_per_t
+        if run_on and pages[k] == pages[k - 1] + 1 and idx[k][0] == idx[k - 1][0] + 1:
+            continue
+        t, c, z = idx[start]
+        blocks.append(m.TiffData(ifd=pages[start], first_t=t, first_c=c, first_z=z, plane_count=k - start))
+        start = k
+    return blocks
+
+
+def ome_xml(
+    name: str,
+    planes: Sequence[PlaneInfo],
+    shape: tuple[int, ...],
+    dtype: np.dtype[Any],
+    camera: str = "",
+    objective: str = "",
+    actions: Sequence[str] = (),
+) -> str:
+    """The OME-XML of one TIFF file whose pages are ``planes`` (in page order)."""
+    h, w = int(shape[-2]), int(shape[-1])
+    series = list(dict.fromkeys(p.series for p in planes)) or [""]
+    instrument = m.Instrument(
+        id="Instrument:0",
+        detectors=[m.Detector(id="Detector:0", model=camera or None)],
+        objectives=[m.Objective(id="Objective:0", model=objective)] if objective else [],
+    )
+    images = []
+    for s_i, s in enumerate(series):
+        mine = [(k, p) for k, p in enumerate(planes) if p.series == s]
+        idx, channel_names = _indices(mine)
+        sizes = [max(v[i] for v in idx) + 1 for i in range(3)]
+        px = next((p.pixel_size_um for _, p in mine if p.pixel_size_um), None)
+        pixels = m.Pixels(
+            id=f"Pixels:{s_i}",
+            dimension_order=m.Pixels_DimensionOrder.XYZCT,
+            type=m.PixelType(_PIXEL_TYPES.get(str(dtype), str(dtype))),
+            size_x=w,
+            size_y=h,
+            size_t=sizes[0],
+            size_c=sizes[1],
+            size_z=sizes[2],
+            physical_size_x=px,
+            physical_size_y=px,
+            physical_size_z=_z_step(mine, idx),
+            channels=[
+                m.Channel(id=f"Channel:{s_i}:{c}", name=n or None, samples_per_pixel=1)
+                for c, n in enumerate(channel_names)
+            ],
+            tiff_data_blocks=_tiff_blocks([k for k, _ in mine], idx, sizes[1] == sizes[2] == 1),
+            planes=[
+                m.Plane(the_t=t, the_c=c, the_z=z, **_plane_fields(p))
+                for (_, p), (t, c, z) in zip(mine, idx, strict=True)
+            ],
+        )
+        label = f"{name} {s}".strip()
+        images.append(
+            m.Image(
+                id=f"Image:{s_i}",
+                name=label,
+                pixels=pixels,
+                instrument_ref=m.InstrumentRef(id="Instrument:0"),
+            )
+        )
+    notes = [
+        m.CommentAnnotation(id=f"Annotation:{i}", value=a)
+        for i, a in enumerate(actions[:MAX_ANNOTATED_ACTIONS])
+    ]
+    if len(actions) > MAX_ANNOTATED_ACTIONS:
+        notes.append(
+            m.CommentAnnotation(
+                id=f"Annotation:{len(notes)}",
+                value=f"{len(actions) - MAX_ANNOTATED_ACTIONS} more actions in actions.jsonl",
+            )
+        )
+    ome = m.OME(
+        creator="smartscope",
+        images=images,
+        instruments=[instrument],
+        structured_annotations=m.StructuredAnnotations(comment_annotations=notes) if notes else None,
+    )
+    return ome.to_xml()
