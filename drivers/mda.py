@@ -28,9 +28,10 @@ Threads and invariants:
   engine logs a failed snap and goes on) is a driver error.
 
 Frames: ``axes`` is the event's useq index (``t, p, g, c, z``); ``series`` is ``p<p>`` for
-the plan's frames (one image series per stage position; a plan without positions is
-``p0``) and ``p<p>-burst<n>`` (``at<n>`` for an ``xy_um`` target) for the n-th
-``AcquireAt`` there, whose own ``t, c, z`` count from 0. ``state`` has the XY/Z position
+the plan's frames (one image series per stage position, ``p<p>-g<g>`` per grid tile, as
+Micro-Manager stores a grid's tiles as positions; a plan without positions is ``p0``) and
+``p<p>-burst<n>`` (``at<n>`` for an ``xy_um`` target) for the n-th ``AcquireAt`` there,
+whose own ``t, c, z`` count from 0. ``state`` has the XY/Z position
 (the engine's read-back for snapped frames, the commanded value for hardware-sequenced
 ones), exposure, pixel size, the lasers the channel preset sets, and ``interval_ms``: the
 time-lapse interval in force at that position (``burst``: an ``AcquireAt`` frame). The
@@ -107,7 +108,6 @@ class _Context:
     """What a frame inherits from the moment its event was handed to the runner."""
 
     state: DriverState
-    series: str
     interval_ms: float
     burst: bool
 
@@ -419,7 +419,7 @@ class MDADriver(PymmcorePlusDriver):
         if not job.extra:
             override = sched.interval_s(job.position)
             interval_s = override if override is not None else interval_s
-        return _Context(self._state, job.series, interval_s * 1e3, job.extra)
+        return _Context(self._state, interval_s * 1e3, job.extra)
 
     def _allow_gap(self, wait_s: float) -> None:
         """The live state's interval covers the wait for the next timepoint (the watchdog)."""
@@ -465,12 +465,11 @@ class MDADriver(PymmcorePlusDriver):
     ) -> Frame:
         meta = meta if isinstance(meta, dict) else {}
         if ctx is None:  # a frame outside every event (cannot happen with pymmcore-plus 0.18)
-            ctx = _Context(self._state, "p0", 0.0, False)
+            ctx = _Context(self._state, 0.0, False)
         axes = event_index(event)
-        series = ctx.series
-        extra = event.metadata.get(SERIES_KEY) if event.metadata else None
-        if extra:
-            series = str(extra)
+        # the plan's: one series per stage position, each grid tile its own; extras: their own
+        series = f"p{axes.get('p', 0)}" + (f"-g{axes['g']}" if "g" in axes else "")
+        series = str((event.metadata or {}).get(SERIES_KEY) or series)
         pos = meta.get("position") or {}
         x = pos.get("x", event.x_pos)
         y = pos.get("y", event.y_pos)

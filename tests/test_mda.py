@@ -111,7 +111,7 @@ def test_a_saved_plan_runs_unchanged(demo_core: Any, tmp_path: Path, given: str)
     want = list(with_fov(useq.MDASequence.model_validate(as_dict(seq)), (64.0, 64.0)))
     assert [f["axes"] for f in frames] == indices(want)
     for f, e in zip(frames, want, strict=True):
-        assert f["series"] == f"p{e.index['p']}"
+        assert f["series"] == f"p{e.index['p']}" + (f"-g{e.index['g']}" if "g" in e.index else "")
         assert f["channel"] == e.channel.config
         assert f["state"]["exposure_ms"] == e.exposure
         assert f["state"]["z_um"] == pytest.approx(e.z_pos)

@@ -87,10 +87,8 @@ class AcquisitionConfig(FrozenModel):
     def axis_layout(self) -> tuple[dict[str, int], str]:
         """How many channels and z planes each time point has, and their order (the MDA's
         axis order; channels before z otherwise): what an OME-Zarr series is shaped by."""
-        if self.mda is not None:
-            import useq
-
-            seq = useq.MDASequence.model_validate(self.mda)
+        seq = self.sequence  # inline or from mda_file
+        if seq is not None:
             sizes = {k: int(v) for k, v in seq.sizes.items() if v}
             return sizes, "".join(str(a) for a in seq.axis_order)
         return ({"c": len(self.channels)} if self.channels else {}), "tpgcz"
