@@ -597,16 +597,15 @@ class MDADriver(PymmcorePlusDriver):
         """Schedule an ``AcquireAt`` (see :class:`smartscope.actions.AcquireAt`)."""
         sched = self.schedule
         assert sched is not None
-        seq = self.sequence
-        pos = None
+        x: float | None = None
+        y: float | None = None
+        z0: float | None = None
         if action.position is not None:
-            self._position(action.position)
-            positions = seq.stage_positions if isinstance(seq.stage_positions, tuple) else ()
-            pos = positions[action.position] if action.position < len(positions) else None
-        x, y = (pos.x, pos.y) if pos is not None else (None, None)
+            x, y, z0 = self._place(self._position(action.position))
         if action.xy_um is not None:
             x, y = action.xy_um
-        z0 = action.z_um if action.z_um is not None else (pos.z if pos is not None else None)
+        if action.z_um is not None:
+            z0 = action.z_um
         if z0 is None and action.z_offsets_um != (0.0,):
             z0 = float(self.core.getZPosition())  # a stack around the focus in place
         planes = [z0 + dz for dz in action.z_offsets_um] if z0 is not None else []
@@ -660,6 +659,21 @@ class MDADriver(PymmcorePlusDriver):
             start_cost_s=SEQUENCE_START_S,
         )
         self._wake.set()
+
+    def _place(self, p: int) -> tuple[float | None, float | None, float | None]:
+        """Where the plan images position ``p``: its x, y (a grid's first tile, a well's
+        centre) and z (the position's, else the middle of its z planes)."""
+        seq = self.sequence
+        if isinstance(seq.stage_positions, tuple) and p < len(seq.stage_positions):
+            pos = seq.stage_positions[p]
+            has_z = pos.z is not None or not any(e.z_pos is not None for e in self.events)
+            if (pos.x is not None or pos.y is not None) and has_z:
+                return pos.x, pos.y, pos.z
+        mine = [e for e in self.events if int(e.index.get("p", 0)) == p]
+        zs = sorted(e.z_pos for e in mine if e.z_pos is not None)
+        z = (zs[0] + zs[-1]) / 2 if zs else None
+        first = mine[0] if mine else None
+        return (first.x_pos, first.y_pos, z) if first is not None else (None, None, z)
 
     def _burst_channels(self, action: AcquireAt) -> list[useq.Channel]:
         """The channels of an ``AcquireAt``: named presets, or the plan's."""

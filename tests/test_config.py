@@ -81,7 +81,11 @@ def test_a_useq_mda_is_kept_whole_as_the_plan() -> None:
     seq = cfg.acquisition.sequence
     assert seq is not None and len(list(seq)) == 2 * 3 * 7  # positions and z are not dropped
     # the plan decides timing, channels and length: nothing else is derived from it
-    assert cfg.acquisition.interval_ms == 0 and cfg.acquisition.channels == [] and cfg.acquisition.n_frames is None
+    assert (
+        cfg.acquisition.interval_ms == 0
+        and cfg.acquisition.channels == []
+        and cfg.acquisition.n_frames is None
+    )
 
 
 def test_missing_and_malformed_files(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ and stops and faults keep the loop's guarantees.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -152,6 +153,41 @@ def test_an_autofocus_plan_runs_on_a_core_with_an_autofocus_device(demo_core: An
     res = run(cfg, driver=make_driver(cfg, core=demo_core), report=False)
     assert res.status == "completed", res.reason
     assert [f["axes"] for f in read_jsonl(Path(res.run_dir) / "frames.jsonl")] == indices(list(seq))
+
+
+def test_setup_event_and_shutter_across_z_reach_the_engine(demo_core: Any, tmp_path: Path) -> None:
+    seq = useq.MDASequence(
+        z_plan={"range": 2, "step": 1},
+        channels=["DAPI"],
+        time_plan={"interval": 0, "loops": 2},
+        keep_shutter_open_across=("z",),
+        setup=useq.MDAEvent(properties=[("Camera", "Mode", "Noise")]),
+        metadata={"experiment": "shutter"},
+    )
+    # useq-schema 0.9's yaml() drops the setup action's type tag (it does not read it back):
+    # the full JSON dump does
+    cfg = mda_cfg(tmp_path, json.loads(seq.model_dump_json()))
+    seen: list[useq.MDAEvent] = []
+    demo_core.mda.events.eventStarted.connect(seen.append)
+    demo_core.mda.engine.use_hardware_sequencing = False  # one event per plane: the shutter matters
+    res = run(cfg, driver=make_driver(cfg, core=demo_core), report=False)
+    assert res.status == "completed", res.reason
+    assert demo_core.getProperty("Camera", "Mode") == "Noise"  # the setup event was applied
+    assert [e.keep_shutter_open for e in seen] == [e.keep_shutter_open for e in seq]
+    assert [e.keep_shutter_open for e in seen].count(True) == 4  # open from z0 to z2, twice
+    assert demo_core.getAutoShutter()  # handed back after the plan
+
+
+def test_a_well_plate_plan_and_acquire_at_one_of_its_wells(demo_core: Any, tmp_path: Path) -> None:
+    plate = useq.WellPlatePlan(plate="96-well", a1_center_xy=(0, 0), selected_wells=([0, 0], [0, 1]))
+    seq = useq.MDASequence(stage_positions=plate, channels=["DAPI"], time_plan={"interval": 0.2, "loops": 3})
+    script = {("p0", 1): [AcquireAt(position=1, n_frames=2)]}
+    _, frames, _ = _run_script(demo_core, tmp_path, seq, script)
+    assert [f["axes"] for f in frames if "burst" not in f["series"]] == indices(list(seq))
+    burst = [f for f in frames if f["series"] == "p1-burst1"]
+    assert len(burst) == 2 and all(
+        f["state"]["xy_um"] == pytest.approx([9000.0, 0.0], abs=0.01) for f in burst
+    )
 
 
 # --------------------------------------------------------------------- refused before anything moves
@@ -367,7 +403,7 @@ def test_skip_and_re_time_positions(demo_core: Any, tmp_path: Path) -> None:
     assert [f["axes"]["t"] for f in by_p[0]] == list(range(8))
     assert [f["axes"]["t"] for f in by_p[1]] == list(range(8))  # every timepoint, later
     times1 = [f["camera_time_s"] for f in by_p[1]]
-    gaps = [b - a for a, b in zip(times1, times1[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times1)]
     assert max(gaps[4:]) > 0.4 > gaps[0]  # re-timed from 200 to 500 ms
     skipped = set(range(8)) - {f["axes"]["t"] for f in by_p[2]}
     assert skipped and 0 in {f["axes"]["t"] for f in by_p[2]} and 7 in {f["axes"]["t"] for f in by_p[2]}
@@ -393,7 +429,7 @@ def test_plan_actions_are_vetted_by_the_gate(demo_core: Any, tmp_path: Path) -> 
         ]
     }
     limits = {"xy_um": [[-1000, 1000], [-1000, 1000]], "z_um": [-10, 10], "interval_ms_min": 20}
-    res, frames, records = _run_script(demo_core, tmp_path, seq, script, limits=limits)
+    _, frames, records = _run_script(demo_core, tmp_path, seq, script, limits=limits)
     by_seq = sorted(records, key=lambda r: r["seq"])  # the audit log in the order asked
     verdicts = [(r["verdict"], r["note"]) for r in by_seq]
     assert verdicts[0][0] == "refused" and "limits.xy_um" in verdicts[0][1]
