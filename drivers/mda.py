@@ -116,6 +116,7 @@ class MDADriver(PymmcorePlusDriver):
     """Runs ``acquisition.mda`` through pymmcore-plus's MDA runner (see the module doc)."""
 
     name = "pymmcore-plus-mda"
+    _run_plan = True
     stop_timeout_s = 10.0  # how long stop() waits for the event in flight (a hung device: gives up)
 
     def __init__(

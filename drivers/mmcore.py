@@ -641,6 +641,7 @@ class PymmcorePlusDriver(MMCoreDriver):
     """An in-process MMCore through pymmcore-plus (``UniMMCore``: C++ and Python devices)."""
 
     name = "pymmcore-plus"
+    _run_plan = False  # an MDA plan (acquisition.mda) needs the subclass that runs it
 
     def __init__(
         self,
@@ -651,6 +652,10 @@ class PymmcorePlusDriver(MMCoreDriver):
         gate: SafetyGate | None = None,
     ) -> None:
         super().__init__(microscope, acquisition, safe, gate)
+        if acquisition.sequence is not None and type(self)._run_plan is False:
+            raise DriverError(
+                "acquisition.mda: a plan runs through the MDA driver (drivers.open_driver picks it)"
+            )
         self._owns_core = core is None
         if core is None:
             from pymmcore_plus.experimental.unicore import UniMMCore
@@ -789,6 +794,10 @@ class PycromanagerDriver(MMCoreDriver):
         gate: SafetyGate | None = None,
     ) -> None:
         super().__init__(microscope, acquisition, safe, gate)
+        if acquisition.sequence is not None:
+            raise DriverError(
+                "acquisition.mda: the pycromanager driver cannot run an MDA plan; use pymmcore-plus"
+            )
         self._headless = False
         if core is None:
             try:

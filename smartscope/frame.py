@@ -71,8 +71,10 @@ class Frame:
 
 def frame_time_s(frame: Frame) -> float:
     """The frame's acquisition time: the simulator's clock when the camera reports one
-    (``SimTime_s``), else the camera timestamp."""
+    (``SimTime_s``), else the camera timestamp. Frames of an MDA run (``metadata["mda"]``)
+    always use the camera timestamp: its snapped frames carry no camera metadata, and one
+    run must keep one clock."""
     md = frame.metadata.get("mm")
-    if isinstance(md, Mapping) and "SimTime_s" in md:
+    if isinstance(md, Mapping) and "SimTime_s" in md and "mda" not in frame.metadata:
         return float(md["SimTime_s"])
     return float(frame.camera_time_s)

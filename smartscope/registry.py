@@ -14,6 +14,7 @@ from typing import Any
 
 from smartscope.config.controllers import (
     ControllerConfig,
+    EventAcquireConfig,
     EventTriggerConfig,
     ExposureBandConfig,
     ModalAOConfig,
@@ -34,7 +35,7 @@ from smartscope.config.stages import (
 )
 from smartscope.controllers.ao import ModalAOController
 from smartscope.controllers.base import Controller
-from smartscope.controllers.events import EventTriggerController
+from smartscope.controllers.events import EventAcquireController, EventTriggerController
 from smartscope.controllers.exposure import ExposureBandController
 from smartscope.controllers.lowlight import SNRDoseController
 from smartscope.engines.stage import EngineStage
@@ -63,6 +64,7 @@ CONTROLLER_BUILDERS: dict[type, Callable[[Any], Controller]] = {
     ExposureBandConfig: ExposureBandController,
     SMLMDensityConfig: SMLMDensityController,
     EventTriggerConfig: EventTriggerController,
+    EventAcquireConfig: EventAcquireController,
     ModalAOConfig: ModalAOController,
     SNRDoseConfig: SNRDoseController,
 }

@@ -310,13 +310,20 @@ def test_autofocus_without_an_autofocus_device_is_refused(laser_core: Any, tmp_p
         ({"mda": {"channels": ["DAPI"]}, "mda_file": "x.yaml"}, {}, "acquisition.mda_file", "does not exist"),
         ({"mda_file": "plan.txt"}, {}, "acquisition.mda_file", "does not exist"),
         ({"mda": {}}, {}, "acquisition.mda", "no events"),
+        (
+            {"mda": {"channels": ["DAPI"]}},
+            {"driver": "pycromanager"},
+            "acquisition.mda",
+            "pycromanager cannot",
+        ),
     ],
 )
 def test_bad_plans_are_refused_when_the_config_is_read(
     tmp_path: Path, acquisition: dict[str, Any], limits: dict[str, Any], field: str, words: str
 ) -> None:
+    microscope = {"driver": limits.pop("driver")} if "driver" in limits else {}
     with pytest.raises(ConfigError) as info:
-        validate_config(cfg_dict(tmp_path, acquisition=acquisition, limits=limits))
+        validate_config(cfg_dict(tmp_path, acquisition=acquisition, limits=limits, microscope=microscope))
     assert any(line.startswith(field) and words in line for line in info.value.problems), info.value.problems
 
 

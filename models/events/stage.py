@@ -17,12 +17,18 @@ Learned (:class:`LearnedEventDetector`, ``kind: event_unet``): the heat-map U-Ne
 :mod:`.network` on the 5-channel input it assembles; the score is the heat map's maximum
 (0…1). The bundle's ``calibration`` holds trigger thresholds chosen on held-out frames
 (:func:`trigger_thresholds`). A change of ROI starts a new reference in both.
+
+Both keep one reference per field of view (:func:`reference_key`): each stage position
+(and grid tile) of an MDA plan, per channel and focus plane, so frames of a
+multi-position run are compared with earlier frames of the same place only; a burst at a
+position (``AcquireAt``) shares that position's reference.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +41,7 @@ from smartscope.frame import Frame, frame_time_s
 from smartscope.models.events.network import INPUT_CHANNELS, ReferenceTracker, frame_score, smooth
 from smartscope.pipeline import StageOutput
 
-__all__ = ["ClassicalEventDetector", "LearnedEventDetector", "trigger_thresholds"]
+__all__ = ["ClassicalEventDetector", "LearnedEventDetector", "reference_key", "trigger_thresholds"]
 
 
 def trigger_thresholds(bundle: Path) -> dict[str, float]:
@@ -48,17 +54,36 @@ def trigger_thresholds(bundle: Path) -> dict[str, float]:
     return {"on_threshold": cal["trigger_on_threshold"], "off_threshold": cal["trigger_off_threshold"]}
 
 
+def reference_key(frame: Frame) -> tuple[str, str, float | None]:
+    """Which reference a frame is compared with: its field (stage position and grid tile of
+    an MDA plan — a burst there shares it; else its image series), its channel and its
+    focus plane. A plain stream has one key."""
+    axes = frame.axes
+    place = frame.series
+    if "p" in axes:
+        place = f"p{axes['p']}" + (f"-g{axes['g']}" if "g" in axes else "")
+    z = frame.state.z_um if frame.state is not None and axes else None
+    return place, frame.channel if axes else "", None if z is None else round(z, 2)
+
+
+@dataclass(slots=True)
+class _Reference:
+    image: np.ndarray
+    t_s: float
+    roi: tuple[int, ...]
+
+
 class ClassicalEventDetector:
     """Implements :class:`smartscope.pipeline.Stage` (see the module doc)."""
 
     def __init__(self, cfg: EventDetectorConfig) -> None:
         self.cfg = cfg
         self.name = cfg.name
-        self._ref: np.ndarray | None = None
-        self._t: float = 0.0
-        self._roi: tuple[int, ...] = ()
+        self._refs: dict[tuple[str, str, float | None], _Reference] = {}
+        self._ref: np.ndarray | None = None  # the reference of the frame in hand
 
     def reset(self) -> None:
+        self._refs.clear()
         self._ref = None
 
     def score_map(self, smoothed: np.ndarray) -> np.ndarray:
@@ -75,10 +100,13 @@ class ClassicalEventDetector:
         smoothed = ndi.gaussian_filter(img, self.cfg.sigma_px, mode="nearest")
         t = frame_time_s(frame)
         roi = frame.roi
-        if self._ref is None or self._ref.shape != smoothed.shape or roi != self._roi:
-            # first frame, or the field changed (ROI): start a new reference
-            self._ref, self._t, self._roi = smoothed, t, roi
+        key = reference_key(frame)
+        held = self._refs.get(key)
+        if held is None or held.image.shape != smoothed.shape or roi != held.roi:
+            # first frame of this field, or the field changed (ROI): start a new reference
+            self._refs[key] = _Reference(smoothed, t, roi)
             return StageOutput(values={"event_score": 0.0, "event_y_px": -1.0, "event_x_px": -1.0})
+        self._ref = held.image
         zmap = self.score_map(smoothed)
         b = self.cfg.border_px
         inner = zmap[b : zmap.shape[0] - b, b : zmap.shape[1] - b] if b else zmap
@@ -87,10 +115,10 @@ class ClassicalEventDetector:
         score = float(inner[iy, ix])
         y_px = float(iy + b + roi[1])
         x_px = float(ix + b + roi[0])
-        dt = max(t - self._t, 0.0)
+        dt = max(t - held.t_s, 0.0)
         alpha = 1.0 - math.exp(-dt / self.cfg.reference_tau_s) if dt > 0 else 0.5
-        self._ref = self._ref + np.float32(alpha) * (smoothed - self._ref)
-        self._t = t
+        held.image = held.image + np.float32(alpha) * (smoothed - held.image)
+        held.t_s = t
         out = StageOutput(values={"event_score": score, "event_y_px": y_px, "event_x_px": x_px})
         if score >= self.cfg.row_min_score:
             out.rows.append({"t_s": t, "score": score, "y_px": y_px, "x_px": x_px})
@@ -99,7 +127,7 @@ class ClassicalEventDetector:
         return out
 
     def close(self) -> None:
-        self._ref = None
+        self.reset()
 
 
 class LearnedEventDetector:
@@ -115,16 +143,17 @@ class LearnedEventDetector:
                 f"{cfg.bundle}: events bundle input channels are {have}, this stage feeds "
                 f"{INPUT_CHANNELS}; retrain it with this version"
             )
-        self._tracker = ReferenceTracker()
-        self._roi: tuple[int, ...] = ()
+        self._trackers: dict[tuple[str, str, float | None], tuple[ReferenceTracker, tuple[int, ...]]] = {}
 
     def process(self, frame: Frame, upstream: Mapping[str, StageOutput]) -> StageOutput:
         cur = smooth(frame.image)
         roi = frame.roi
-        if roi != self._roi:  # the field changed: start a new reference
-            self._tracker.reset()
-            self._roi = roi
-        x = self._tracker.step(cur, frame_time_s(frame))
+        key = reference_key(frame)
+        tracker, held_roi = self._trackers.setdefault(key, (ReferenceTracker(), roi))
+        if roi != held_roi:  # the field changed: start a new reference
+            tracker.reset()
+            self._trackers[key] = (tracker, roi)
+        x = tracker.step(cur, frame_time_s(frame))
         if x is None:
             return StageOutput(values={"event_score": 0.0, "event_y_px": -1.0, "event_x_px": -1.0})
         heat = self.engine.infer(x)["heat"][0]

@@ -15,6 +15,7 @@ from smartscope.config.acquisition import AcquisitionConfig, ChannelConfig, ROIC
 from smartscope.config.base import BackendChoice, FrozenModel
 from smartscope.config.controllers import (
     ControllerConfig,
+    EventAcquireConfig,
     EventTriggerConfig,
     ExposureBandConfig,
     ModalAOConfig,
@@ -66,6 +67,7 @@ __all__ = [
     "ConfigError",
     "ControllerConfig",
     "EngineStageConfig",
+    "EventAcquireConfig",
     "EventDetectorConfig",
     "EventTriggerConfig",
     "EventsScenario",

@@ -13,6 +13,7 @@ from smartscope.config.base import FrozenModel
 
 __all__ = [
     "ControllerConfig",
+    "EventAcquireConfig",
     "EventTriggerConfig",
     "ExposureBandConfig",
     "ModalAOConfig",
@@ -129,6 +130,25 @@ class EventTriggerConfig(FrozenModel):
         return self
 
 
+class EventAcquireConfig(FrozenModel):
+    """Per-position event trigger for an MDA plan (``kind: event_acquire``): when a stage
+    position's detector score stays at or above ``on_threshold`` for ``min_on_frames`` of
+    its frames, that position gets an ``AcquireAt`` (a fast burst, a z-stack, other
+    channels) while the other positions keep their schedule."""
+
+    kind: Literal["event_acquire"] = "event_acquire"
+    name: str = "event_acquire"
+    stage: str = Field(default="events", description="detector stage")
+    value: str = "event_score"
+    on_threshold: float = 7.0
+    min_on_frames: int = Field(default=1, ge=1, description="consecutive frames of a position ≥ on_threshold")
+    burst_frames: int = Field(default=20, ge=1, le=100_000, description="timepoints of the burst")
+    burst_interval_ms: float = Field(default=100.0, ge=0, description="0: as fast as the hardware goes")
+    z_offsets_um: tuple[float, ...] = Field(default=(0.0,), min_length=1, description="planes of the burst")
+    channels: tuple[str, ...] = Field(default=(), description="presets of the burst; (): the plan's")
+    cooldown_s: float = Field(default=2.0, ge=0, description="no new burst at a position this soon after one")
+
+
 class ModalAOConfig(FrozenModel):
     """Modal sensorless AO (``kind: modal_ao``)."""
 
@@ -196,6 +216,11 @@ class SNRDoseConfig(FrozenModel):
 
 
 ControllerConfig = Annotated[
-    ExposureBandConfig | SMLMDensityConfig | EventTriggerConfig | ModalAOConfig | SNRDoseConfig,
+    ExposureBandConfig
+    | SMLMDensityConfig
+    | EventTriggerConfig
+    | EventAcquireConfig
+    | ModalAOConfig
+    | SNRDoseConfig,
     Field(discriminator="kind"),
 ]

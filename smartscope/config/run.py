@@ -54,6 +54,10 @@ class SmartscopeConfig(FrozenModel):
                 raise ValueError(
                     f"controllers[{i}].stage: {stage!r} is not a pipeline stage (have {stage_names})"
                 )
+            if ctl.kind == "event_acquire" and self.acquisition.sequence is None:
+                raise ValueError(
+                    f"controllers[{i}]: event_acquire images positions of an MDA plan; give acquisition.mda"
+                )
             laser = getattr(ctl, "laser", None)
             if laser is not None and laser not in self.microscope.lasers:
                 raise ValueError(f"controllers[{i}].laser: {laser!r} is not in microscope.lasers")
@@ -94,6 +98,12 @@ class SmartscopeConfig(FrozenModel):
             raise ValueError("acquisition.mda_file: give the plan inline (mda) or as a file, not both")
         if self.microscope.driver == "replay":
             raise ValueError(f"{field}: an MDA plan needs a microscope (driver pymmcore-plus), not replay")
+        if self.microscope.driver == "pycromanager":
+            raise ValueError(
+                f"{field}: microscope.driver pycromanager cannot run an MDA plan (it has no pymmcore-plus "
+                "MDA engine to run it through, nor event-level control for plan actions); use "
+                "microscope.driver: pymmcore-plus with the same .cfg"
+            )
         if acq.channels:
             raise ValueError(f"acquisition.channels: the MDA plan ({field}) brings its own channels")
         if acq.interval_ms:

@@ -10,15 +10,23 @@ detector output as evidence: ``StartBurst``/``StopBurst`` (the driver's interval
 optionally the camera's own frame-timer property (``pacing: camera`` — the virtual
 camera's ``Interval_ms`` sets the simulated clock), an ROI around the event and per-mode
 laser powers.
+
+In an MDA plan with several stage positions, :class:`EventAcquireController`
+(``kind: event_acquire``) triggers per position: the frames of each position (their
+``axes["p"]``) feed that position's own count of frames above ``on_threshold``; a
+trigger asks for an ``AcquireAt`` there (burst, z-stack, channels) and the other
+positions keep the plan's schedule. Frames of the bursts themselves do not trigger.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from smartscope.actions import (
+    AcquireAt,
     Action,
     ActionRequest,
     ClearROI,
@@ -28,11 +36,11 @@ from smartscope.actions import (
     StartBurst,
     StopBurst,
 )
-from smartscope.config.controllers import EventTriggerConfig
+from smartscope.config.controllers import EventAcquireConfig, EventTriggerConfig
 from smartscope.controllers.base import ControllerBase, Observation
 from smartscope.frame import frame_time_s
 
-__all__ = ["EventTriggerController", "Hysteresis"]
+__all__ = ["EventAcquireController", "EventTriggerController", "Hysteresis"]
 
 
 # ============================================================================ trigger
@@ -169,3 +177,47 @@ class EventTriggerController(ControllerBase):
             reason = f"{c.value}={score:.2f} < off {c.off_threshold:g} (or burst limit): slow mode"
             actions = self._slow_actions()
         return [self.ask(a, reason, obs, **evidence) for a in actions]
+
+
+class EventAcquireController(ControllerBase):
+    """Implements :class:`smartscope.controllers.base.Controller` (see the module doc)."""
+
+    def __init__(self, cfg: EventAcquireConfig) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self._above: dict[int, int] = {}
+        self._busy_until: dict[int, float] = {}
+        self.triggers: list[dict[str, Any]] = []
+
+    def update(self, obs: Observation) -> Sequence[ActionRequest]:
+        c = self.cfg
+        frame = obs.frame
+        if "p" not in frame.axes or obs.state.burst:
+            return []  # not a plan position's frame, or a burst frame: no evidence for a trigger
+        p = frame.axes["p"]
+        score = obs.value(c.stage, c.value)
+        t = frame_time_s(frame)
+        self._above[p] = self._above.get(p, 0) + 1 if score >= c.on_threshold else 0
+        if self._above[p] < c.min_on_frames or t < self._busy_until.get(p, -math.inf):
+            return []
+        self._above[p] = 0
+        self._busy_until[p] = t + c.burst_frames * c.burst_interval_ms / 1e3 + c.cooldown_s
+        out = obs.results[c.stage].values
+        evidence = {
+            "score": score,
+            "position": p,
+            "t_s": t,
+            "stage": c.stage,
+            "y_px": float(out.get("event_y_px", -1.0)),
+            "x_px": float(out.get("event_x_px", -1.0)),
+        }
+        self.triggers.append({"frame_index": frame.index, **evidence})
+        action = AcquireAt(
+            position=p,
+            n_frames=c.burst_frames,
+            interval_ms=c.burst_interval_ms,
+            z_offsets_um=c.z_offsets_um,
+            channels=c.channels,
+        )
+        reason = f"{c.value}={score:.2f} ≥ on {c.on_threshold:g} at position {p}: burst there"
+        return [self.ask(action, reason, obs, **evidence)]
