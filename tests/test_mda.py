@@ -537,6 +537,8 @@ def test_a_stalled_camera_ends_safe_and_the_run_ends(laser_core: Any, tmp_path: 
         res = run(cfg, driver=driver, report=False)
     finally:
         release.set()
+        if driver._thread is not None:  # the runner ends at the next event boundary
+            driver._thread.join(5)
         del laser_core.snapImage
     assert res.status == "failed" and "camera stalled" in res.reason
     assert time.perf_counter() - t0 < 10
