@@ -84,7 +84,8 @@ def test_smlm_run_folder_layers_scales_and_counts(smlm_run: Path) -> None:
     np.testing.assert_allclose(pts.data[:, 1], table.y_nm / 1000 - 0.05)  # µm, on pixel centres
     np.testing.assert_allclose(pts.features["photons"], table.photons)
     events = layers["run events"]
-    assert events.features["event"][0] == "start" and len(events.data) == 3
+    run_events = read_jsonl(smlm_run / "events.jsonl")
+    assert events.features["event"][0] == "start" and len(events.data) == len(run_events)
     assert events.data[:, 0].min() >= 0 and events.data[:, 0].max() <= stored - 1
     acts = read_jsonl(smlm_run / "actions.jsonl")
     assert len(layers["actions"].data) == len(acts) > 0
@@ -148,7 +149,8 @@ def test_live_widget_connects_streams_and_lists_actions() -> None:
     from qtpy.QtWidgets import QApplication, QLabel, QPushButton
 
     from smartscope.napari_plugin._widget import LiveWidget
-    from smartscope.remote import RemoteConfig, RemoteServer
+    from smartscope.remote import RemoteConfig
+    from smartscope.remote.server import RemoteServer
 
     app_ = QApplication.instance() or QApplication([])
     viewer = _viewer()

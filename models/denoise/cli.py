@@ -12,10 +12,7 @@ import typer
 
 from smartscope.errors import describe
 from smartscope.models.denoise import data as ddata
-from smartscope.models.denoise.train import DenoiseTrainConfig, train_denoise
 from smartscope.models.provenance import command_line
-from smartscope.models.train_common import FitConfig
-from smartscope.models.unet import UNetConfig
 
 __all__ = ["train_denoise_cmd"]
 
@@ -61,6 +58,10 @@ def train_denoise_cmd(
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Train an N2V or CARE denoiser and write a verified engine bundle with its metrics."""
+    from smartscope.models.denoise.train import DenoiseTrainConfig, train_denoise  # torch: the ml extra
+    from smartscope.models.train_common import FitConfig
+    from smartscope.models.unet import UNetConfig
+
     if method not in ("n2v", "care"):
         raise typer.BadParameter("must be n2v or care", param_hint="--method")
     if (data is None) == (simulate is None):
