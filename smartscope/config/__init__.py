@@ -37,6 +37,7 @@ from smartscope.config.safety import LimitsConfig, SafeStateConfig, WatchdogConf
 from smartscope.config.scenarios import (
     AOScenario,
     BleachScenario,
+    EventsPositionsScenario,
     EventsScenario,
     LowlightScenario,
     ScenarioConfig,
@@ -70,6 +71,7 @@ __all__ = [
     "EventAcquireConfig",
     "EventDetectorConfig",
     "EventTriggerConfig",
+    "EventsPositionsScenario",
     "EventsScenario",
     "ExposureBandConfig",
     "FaultStageConfig",

@@ -16,6 +16,7 @@ from smartscope.config.base import FrozenModel
 __all__ = [
     "AOScenario",
     "BleachScenario",
+    "EventsPositionsScenario",
     "EventsScenario",
     "LowlightScenario",
     "SMLMScenario",
@@ -51,6 +52,27 @@ class EventsScenario(_Scenario):
     learned_bundle: Path | None = Field(
         default=None, description="events heat-map bundle: trigger on the U-Net instead of the classical map"
     )
+
+
+class EventsPositionsScenario(_Scenario):
+    """Fission events at several stage positions of an MDA plan: every position slowly, and
+    the one where the detector fires in a fast burst while the others keep their schedule."""
+
+    kind: Literal["events_positions"] = "events_positions"
+    mode: Literal["slow", "triggered"] = Field(
+        default="triggered", description="slow: the plan alone (the baseline); triggered: bursts on events"
+    )
+    n_positions: int = Field(default=4, ge=1, le=64, description="fields of the sample, side by side")
+    duration_s: float = Field(default=60.0, gt=0, description="seconds (the sample's clock follows the wall)")
+    slow_interval_s: float = Field(default=1.0, gt=0, description="the plan's time-lapse interval")
+    burst_interval_ms: float = Field(default=100.0, ge=0)
+    burst_frames: int = Field(default=50, ge=1)
+    sensor_px: int = Field(default=128, gt=0)
+    post_s: float = Field(default=5.0, ge=0, description="an event counts as caught until fission + post_s")
+    trigger: dict[str, Any] | None = Field(
+        default=None, description="EventAcquireConfig fields that override the defaults"
+    )
+    detector: dict[str, Any] | None = Field(default=None, description="detector stage fields to override")
 
 
 class AOScenario(_Scenario):
@@ -100,6 +122,12 @@ class StainScenario(_Scenario):
 
 
 ScenarioConfig = Annotated[
-    BleachScenario | EventsScenario | AOScenario | LowlightScenario | SMLMScenario | StainScenario,
+    BleachScenario
+    | EventsScenario
+    | EventsPositionsScenario
+    | AOScenario
+    | LowlightScenario
+    | SMLMScenario
+    | StainScenario,
     Field(discriminator="kind"),
 ]
