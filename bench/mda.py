@@ -16,9 +16,13 @@ Rate = (frames − 1) / (wall time of the last frame handed out by pymmcore-plus
 time until the last frame was on disk. The machine is shared: each case runs ``--repeats``
 times alternating, and the table shows the best and the median of the ratio.
 
-**Events** (the virtual microscope, once it has an XY stage): see ``--events``.
+**Events** (``--events SEED ...``, the virtual microscope): the multi-position events
+scenario (:mod:`smartscope.scenarios.events_positions`), ``slow`` (the plan alone) and
+``triggered`` (bursts where the detector fires) on each seed, scored against the
+simulator's ground truth.
 
-    python bench/mda.py --repeats 5 --out bench/results/mda/mda.json
+    python bench/mda.py --repeats 5 --out bench/results/mda/mda_throughput.json
+    python bench/mda.py --events 1 --events 2 --events 3 --out bench/results/mda/mda_events.json
 """
 
 from __future__ import annotations
@@ -228,19 +232,100 @@ def throughput_table(rows: list[dict[str, Any]], repeats: int) -> Table:
     return t
 
 
+def events(seeds: list[int], duration_s: float, n_positions: int, out: Path) -> list[dict[str, Any]]:
+    """The multi-position events scenario, slow and triggered, on each seed."""
+    from smartscope.config.scenarios import EventsPositionsScenario
+    from smartscope.scenarios import events_positions
+
+    rows = []
+    for seed in seeds:
+        by_mode = {}
+        for mode in ("slow", "triggered"):
+            params = EventsPositionsScenario(
+                mode=mode, seed=seed, duration_s=duration_s, n_positions=n_positions
+            )
+            res = events_positions.run(params, out / f"seed{seed}")
+            by_mode[mode] = res
+            s = res.scores
+            rows.append(
+                {
+                    "seed": seed,
+                    "mode": mode,
+                    **{k: v for k, v in s.items() if k != "positions"},
+                    "dose_per_position_mj": [round(r["dose_mj"], 3) for r in s["positions"]],
+                    "burst_frames_per_position": [r["burst_frames"] for r in s["positions"]],
+                    "status": str(res.loop.status),
+                }
+            )
+        slow_dose = by_mode["slow"].scores["dose_mj"]
+        rows[-1]["dose_vs_slow"] = rows[-1]["dose_mj"] / slow_dose if slow_dose else float("nan")
+        rows[-2]["dose_vs_slow"] = 1.0
+    return rows
+
+
+def events_table(rows: list[dict[str, Any]], duration_s: float) -> Table:
+    t = Table(
+        title=f"bench/mda.py --events — the virtual microscope, {duration_s:g} s per run, plan every "
+        "1 s per position, bursts of 50 × 100 ms where the classical detector fires"
+    )
+    for col in (
+        "seed",
+        "mode",
+        "events",
+        "caught",
+        "fission in burst",
+        "median delay s",
+        "burst frames / position",
+        "561 dose mJ / position",
+        "dose vs slow",
+        "plan frames off schedule: untouched med / max ms",
+        "all med / max ms",
+    ):
+        t.add_column(col, justify="right")
+    for r in rows:
+        t.add_row(
+            str(r["seed"]),
+            r["mode"],
+            str(r["n_events"]),
+            f"{r['caught_fraction']:.0%}",
+            f"{r['fission_in_burst_fraction']:.0%}",
+            f"{r['median_delay_s']:.1f}",
+            " ".join(str(b) for b in r["burst_frames_per_position"]),
+            " ".join(f"{d:.2f}" for d in r["dose_per_position_mj"]),
+            f"{r['dose_vs_slow']:.2f}",
+            f"{r['schedule_dev_untouched_median_ms']:.0f} / {r['schedule_dev_untouched_max_ms']:.0f}",
+            f"{r['schedule_dev_all_median_ms']:.0f} / {r['schedule_dev_all_max_ms']:.0f}",
+        )
+    return t
+
+
 def main(
     repeats: Annotated[int, typer.Option(help="alternating runs per case")] = 5,
     size: Annotated[int, typer.Option(help="camera frame edge (px)")] = 256,
     disk: Annotated[Path | None, typer.Option(help="where smartscope writes its runs (default: tmp)")] = None,
-    out: Annotated[Path | None, typer.Option(help="JSON of every run")] = None,
+    out: Annotated[Path | None, typer.Option(help="JSON of every run (and the tables as .txt)")] = None,
+    events_seeds: Annotated[
+        list[int] | None, typer.Option("--events", help="run the events scenario on these seeds instead")
+    ] = None,
+    duration_s: Annotated[float, typer.Option(help="events: seconds per run")] = 60.0,
+    positions: Annotated[int, typer.Option(help="events: stage positions")] = 4,
 ) -> None:
-    rows = throughput(repeats, size, disk or Path(tempfile.gettempdir()))
-    console.print(throughput_table(rows, repeats))
+    root = disk or Path(tempfile.gettempdir())
+    if events_seeds:
+        with tempfile.TemporaryDirectory(dir=root) as tmp:
+            rows = events(events_seeds, duration_s, positions, Path(tmp))
+        table = events_table(rows, duration_s)
+        key = "events"
+    else:
+        rows = throughput(repeats, size, root)
+        table = throughput_table(rows, repeats)
+        key = "throughput"
+    console.print(table)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"throughput": rows}, indent=1, default=str), encoding="utf-8")
+        out.write_text(json.dumps({key: rows}, indent=1, default=str), encoding="utf-8")
         with out.with_suffix(".txt").open("w", encoding="utf-8") as fh:
-            Console(file=fh, width=200).print(throughput_table(rows, repeats))
+            Console(file=fh, width=220).print(table)
 
 
 if __name__ == "__main__":
