@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -71,18 +72,27 @@ class _Clock:
 
 @dataclass
 class Schedule:
-    """The run's schedule (see the module doc); used from one thread."""
+    """The run's schedule (see the module doc); used from one thread.
+
+    The plan's jobs wait in one queue per segment and position, in plan order; only the
+    head of each queue of the current segment can be next (a position's later jobs are due
+    no earlier and come later in the plan), so choosing costs O(positions), not O(plan).
+    """
 
     events: Sequence[useq.MDAEvent]
-    plan: list[Job] = field(init=False)
     extras: list[Job] = field(init=False, default_factory=list)
     dropped: list[Job] = field(init=False, default_factory=list)
     positions: list[int] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.plan = _jobs(self.events)
-        self.positions = sorted({j.position for j in self.plan if j.position is not None})
-        self._segment = self.plan[0].segment if self.plan else 0
+        jobs = _jobs(self.events)
+        self.positions = sorted({j.position for j in jobs if j.position is not None})
+        # segment -> position -> its jobs in plan order; segments in plan order
+        self._queues: dict[int, dict[int | None, deque[Job]]] = {}
+        for job in jobs:
+            self._queues.setdefault(job.segment, {}).setdefault(job.position, deque()).append(job)
+        self._n_plan = len(jobs)
+        self._segment = jobs[0].segment if jobs else 0
         self._anchor: float | None = None
         self._clocks: dict[tuple[int, int | None], _Clock] = {}
         self._override: dict[int | None, float | None] = {}
@@ -93,7 +103,11 @@ class Schedule:
     # ------------------------------------------------------------- reading
 
     def done(self) -> bool:
-        return not self.plan and not self.extras
+        return self._n_plan == 0 and not self.extras
+
+    def plan_left(self) -> int:
+        """Plan jobs not yet run nor dropped."""
+        return self._n_plan
 
     def skipped(self, position: int | None) -> bool:
         return position in self._skipped
@@ -119,12 +133,12 @@ class Schedule:
     def next(self, now: float) -> tuple[Job, float] | None:
         """The next job and its due time (maybe later than ``now``); None when all is done."""
         while True:
-            current = self._current(now)
-            active = [j for j in current if j.position not in self._skipped]
-            for job in current:
+            heads = self._heads(now)
+            active = [j for j in heads if j.position not in self._skipped]
+            for job in heads:
                 if job.position in self._skipped and (not active or self.due(job) <= now):
                     self._drop(job)  # came due while skipped, or nothing else holds the segment
-            if active or not self.plan:
+            if active or self._n_plan == 0:
                 break
         jobs = [(self.due(j), j) for j in [*active, *self.extras]]
         if not jobs:
@@ -136,25 +150,38 @@ class Schedule:
             due, job = min(jobs, key=lambda dj: (dj[0], dj[1].extra, dj[1].order))
         return job, due
 
-    def _current(self, now: float) -> list[Job]:
-        """Plan jobs of the current segment; begins the next segment once it is empty."""
-        current = [j for j in self.plan if j.segment == self._segment]
-        if self.plan and (self._anchor is None or not current):
-            self._begin_segment(self.plan[0].segment, now)
-            current = [j for j in self.plan if j.segment == self._segment]
-        return current
+    def _heads(self, now: float) -> list[Job]:
+        """The first job of each position in the current segment; begins the next segment
+        once the current one is empty."""
+        queues = self._queues.get(self._segment, {})
+        if self._n_plan and (self._anchor is None or not queues):
+            self._segment = next(iter(self._queues))
+            self._begin_segment(self._segment, now)
+            queues = self._queues[self._segment]
+        return [q[0] for q in queues.values()]
 
     def _begin_segment(self, segment: int, now: float) -> None:
-        self._segment, self._anchor = segment, now
+        self._anchor = now
         for position, interval in self._override.items():
-            if interval is None:
-                continue
-            first = next((j for j in self.plan if j.segment == segment and j.position == position), None)
-            if first is not None:
+            queue = self._queues.get(segment, {}).get(position)
+            if interval is not None and queue:
+                first = queue[0]
                 self._clocks[(segment, position)] = _Clock(now + first.rel_s, first.t, first.rel_s, interval)
 
+    def _pop(self, job: Job) -> None:
+        """Remove a plan job (the head of its queue)."""
+        queues = self._queues[job.segment]
+        queue = queues[job.position]
+        assert queue[0] is job
+        queue.popleft()
+        if not queue:
+            del queues[job.position]
+            if not queues:
+                del self._queues[job.segment]
+        self._n_plan -= 1
+
     def _drop(self, job: Job) -> None:
-        self.plan.remove(job)
+        self._pop(job)
         self.dropped.append(job)
 
     def take(self, job: Job, now: float) -> list[useq.MDAEvent]:
@@ -164,23 +191,23 @@ class Schedule:
         timepoints as fit before the plan's next due job, at least one; the rest stays
         queued, so a burst never holds the other positions past their time."""
         if not job.extra:
-            self.plan.remove(job)
+            self._pop(job)
             self._last[(job.segment, job.position)] = (job.t, now, job.rel_s)
             return job.events
         if len(job.timepoints) > 1:
-            now_plan = [j for j in self.plan if j.segment == self._segment]
-            upcoming = [self.due(j) for j in now_plan if j.position not in self._skipped]
+            upcoming = [self.due(j) for j in self._heads(now) if j.position not in self._skipped]
             room = min(upcoming, default=math.inf) - now - job.start_cost_s
             fit = len(job.timepoints) if math.isinf(room) else int(room / max(job.timepoint_s, 1e-6))
             k = max(1, min(len(job.timepoints), fit))
             taken, job.timepoints = job.timepoints[:k], job.timepoints[k:]
             job.events = [e for tp in job.timepoints for e in tp]
-            if job.timepoints:
-                return [e for tp in taken for e in tp]
-            self.extras.remove(job)
+            if not job.timepoints:
+                self.extras.remove(job)
             return [e for tp in taken for e in tp]
         self.extras.remove(job)
         return job.events
+
+    # ------------------------------------------------------------- changing
 
     def add(
         self,
@@ -222,10 +249,10 @@ class Schedule:
             return
         self._skipped.discard(position)
         # timepoints that came due while it was skipped are not caught up
-        if self._anchor is not None:
-            for job in [j for j in self.plan if j.position == position and j.segment == self._segment]:
-                if self.due(job) < now:
-                    self._drop(job)
+        queue = self._queues.get(self._segment, {}).get(position)
+        while self._anchor is not None and queue and self.due(queue[0]) < now:
+            self._drop(queue[0])
+            queue = self._queues.get(self._segment, {}).get(position)
 
     def set_interval(self, position: int, interval_s: float | None, now: float) -> None:
         if interval_s is None:
@@ -233,8 +260,8 @@ class Schedule:
         else:
             self._override[position] = interval_s
         key = (self._segment, position)
-        mine = [j for j in self.plan if j.position == position and j.segment == self._segment]
-        if self._anchor is None or not mine:
+        queue = self._queues.get(self._segment, {}).get(position)
+        if self._anchor is None or not queue:
             return  # applies when its segment begins
         last = self._last.get(key)
         if last is not None:
@@ -243,7 +270,7 @@ class Schedule:
         elif interval_s is None:
             self._clocks.pop(key, None)
         else:
-            first = mine[0]
+            first = queue[0]
             self._clocks[key] = _Clock(self.due(first), first.t, first.rel_s, interval_s)
 
 
