@@ -109,6 +109,6 @@ class LightPath:
                     first = v
                 elif v != first:
                     same = False
-            mean[s] = acc / (t1 - t0)
+            mean[s] = first if same and first is not None else acc / (t1 - t0)  # exact when constant
             constant[s] = same
         return mean, constant

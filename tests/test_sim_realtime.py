@@ -123,27 +123,26 @@ def test_as_fast_as_possible_spends_no_wall_time(rtcore: UniMMCore) -> None:
 def test_power_changed_in_mid_exposure_counts_in_proportion(rtcore: UniMMCore) -> None:
     vm = get_virtual_microscope(rtcore)
     rtcore.setProperty("Camera", "SequenceStartCost_ms", 0.0)
-    rtcore.setExposure(200.0)
+    rtcore.setExposure(400.0)
     rtcore.setProperty("Laser561", "Power", 10.0)
     rtcore.startContinuousSequenceAcquisition(0)
     ((_, md0, _),) = pop(rtcore, 1)  # frame k at 10 mW; frame k+1 starts as it ends
-    t_change = window(md0)[1] + 0.100
-    time.sleep(max(0.0, t_change - time.time()))
+    time.sleep(max(0.0, window(md0)[1] + 0.200 - time.time()))
+    t_before = time.time()
     rtcore.setProperty("Laser561", "Power", 30.0)
-    t_set = time.time()
+    t_after = time.time()
     (_, md1, _), (_, md2, _) = pop(rtcore, 2)
     rtcore.stopSequenceAcquisition()
-    t0, t1 = (vm.truth(int(md["SimFrame"])) for md in (md0, md1))
-    t2 = vm.truth(int(md2["SimFrame"]))
+    t0, t1, t2 = (vm.truth(int(md["SimFrame"])) for md in (md0, md1, md2))
     s, e = window(md1)
-    assert s < t_set < e
-    frac_new = (e - t_set) / (e - s)  # the part of the exposure at 30 mW (set at ≤ t_set)
-    assert 0.3 < frac_new < 0.7
-    assert t1.power_mean_mw["561"] == pytest.approx(10 + 20 * frac_new, abs=20 * 0.01)
+    assert s < t_before < t_after < e
+    # the part of the exposure at 30 mW: the change happened between t_before and t_after
+    frac_lo, frac_hi = (e - t_after) / (e - s), (e - t_before) / (e - s)
+    assert 0.2 < frac_lo <= frac_hi < 0.8
+    assert 10 + 20 * frac_lo - 1e-9 <= t1.power_mean_mw["561"] <= 10 + 20 * frac_hi + 1e-9
     assert not t1.power_constant["561"] and t1.power_constant["488"]
-    assert md1["SimPowerConstant"] == "0" and float(md1["SimPowerMean_mW_561"]) == pytest.approx(
-        t1.power_mean_mw["561"], rel=1e-5
-    )
+    assert md1["SimPowerConstant"] == "0"
+    assert float(md1["SimPowerMean_mW_561"]) == pytest.approx(t1.power_mean_mw["561"], rel=1e-5)
     assert t0.power_constant["561"] and t0.power_mean_mw["561"] == 10.0
     assert t2.power_constant["561"] and t2.power_mean_mw["561"] == 30.0
     assert t1.power_mw["561"] == 30.0  # the setpoint at the end of the exposure
@@ -151,8 +150,8 @@ def test_power_changed_in_mid_exposure_counts_in_proportion(rtcore: UniMMCore) -
     assert t0.clean is not None and t1.clean is not None and t2.clean is not None
     p0, p1, p2 = (float(t.clean.mean()) for t in (t0, t1, t2))
     w = (t1.power_mean_mw["561"] - 10.0) / 20.0
-    assert p1 == pytest.approx(p0 + w * (p2 - p0), rel=0.02)  # 1 %/frame bleaching aside
-    assert t1.dose_mj["561"] == pytest.approx(t1.power_mean_mw["561"] * 200.0 * 1e-3)
+    assert p1 == pytest.approx(p0 + w * (p2 - p0), rel=0.03)  # ~2 %/frame bleaching aside
+    assert t1.dose_mj["561"] == pytest.approx(t1.power_mean_mw["561"] * 400.0 * 1e-3)
     ledger = {int(r["frame"]): r for r in vm.ledger}
     assert ledger[t1.frame]["dose_mj_561"] == pytest.approx(t1.dose_mj["561"])
 
@@ -188,17 +187,19 @@ def test_closing_the_shutter_in_mid_exposure_cuts_the_light_in_proportion(rtcore
     rtcore.setProperty("Camera", "SequenceStartCost_ms", 0.0)
     rtcore.setAutoShutter(False)
     rtcore.setShutterOpen(True)
-    rtcore.setExposure(200.0)
+    rtcore.setExposure(400.0)
     rtcore.startContinuousSequenceAcquisition(0)
     ((_, md0, _),) = pop(rtcore, 1)
-    time.sleep(max(0.0, window(md0)[1] + 0.100 - time.time()))
+    time.sleep(max(0.0, window(md0)[1] + 0.200 - time.time()))
+    t_before = time.time()
     rtcore.setShutterOpen(False)
-    t_closed = time.time()
+    t_after = time.time()
     ((_, md1, _),) = pop(rtcore, 1)
     rtcore.stopSequenceAcquisition()
     s, e = window(md1)
-    frac_open = (t_closed - s) / (e - s)
+    assert s < t_before < t_after < e
     t1 = vm.truth(int(md1["SimFrame"]))
-    assert t1.power_mean_mw["561"] == pytest.approx(10.0 * frac_open, abs=10 * 0.01)
+    open_lo, open_hi = (t_before - s) / (e - s), (t_after - s) / (e - s)
+    assert 10.0 * open_lo - 1e-9 <= t1.power_mean_mw["561"] <= 10.0 * open_hi + 1e-9
     assert not t1.power_constant["561"] and not t1.shutter_open
     assert set(t1.power_mean_mw) == set(LIGHT_SOURCES)
