@@ -94,10 +94,16 @@ class LightPath:
             now = {s: tl.latest * g for s, tl in self.power.items()}
             return now, dict.fromkeys(now, True)
         gate_bp = self.gate.breakpoints(t0, t1)
+        g0 = self.gate.value_at(t0)
         mean: dict[str, float] = {}
         constant: dict[str, bool] = {}
         for s, tl in self.power.items():
-            bps = sorted({t0, *gate_bp, *tl.breakpoints(t0, t1)})
+            own_bp = tl.breakpoints(t0, t1)
+            if not own_bp and not gate_bp:  # the common case: nothing changed in the window
+                mean[s] = tl.value_at(t0) * g0
+                constant[s] = True
+                continue
+            bps = sorted({t0, *gate_bp, *own_bp})
             edges = [*bps, t1]
             acc = 0.0
             first: float | None = None

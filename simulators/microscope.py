@@ -221,6 +221,8 @@ class VirtualMicroscope:
         self.shutter_open = False  # the illumination shutter, closed at rest ...
         self.auto_shutter = True  # ... and opened for every exposure while the core's AutoShutter is on
         self._sequences: dict[str, _Sequence] = {}
+        self._cover_key: tuple[int, int, int] | None = None
+        self._cover: list[Piece] = []
         self._stepped: dict[str, float] = {}
         self.frame = 0
         self.t_s = 0.0
@@ -578,8 +580,10 @@ class VirtualMicroscope:
     # ------------------------------------------------------------------ rendering
 
     def _pieces(self) -> list[Piece]:
-        ox, oy = stage_offset_px(*self.stage_xy_um, self.pixel_size_um)
-        return cover(ox, oy, self._sensor_px)
+        key = (*stage_offset_px(*self.stage_xy_um, self.pixel_size_um), self._sensor_px)
+        if self._cover_key != key:
+            self._cover_key, self._cover = key, cover(*key)
+        return self._cover
 
     def _dose_of(self, index: FieldIndex) -> dict[str, float]:
         d = self._field_dose.get(index)
