@@ -194,21 +194,16 @@ def main() -> None:
     )
     if args.baseline is not None:
         print(f"baseline: {args.baseline} (base) vs this checkout (new); ratio = new / base")
-        print(f"{'':<17} {'in-proc fps':^20} {'cpu ms/frame':^13} {'MMCore fps':^20}")
-        print(
-            f"{'scenario':<10} {'size':>6} {'base':>6} {'new':>6} {'ratio':>6} {'base':>6} {'new':>6}",
-            end=" ",
-        )
-        print(f"{'base':>6} {'new':>6} {'ratio':>6}")
+        print(f"{'':<17} {'in-proc fps':^20} {'cpu ms/frame':^20} {'MMCore fps':^20} {'cpu ms/frame':^20}")
+        cols = ("base", "new", "ratio") * 4
+        print(f"{'scenario':<10} {'size':>6} " + " ".join(f"{c:>6}" for c in cols))
         for scenario in args.scenarios:
             for size in args.sizes:
                 b = _row_in(args.baseline, args, scenario, size)
                 n = _row(scenario, size, args.frames, args.warmup, args.no_mmcore)
-                print(
-                    f"{scenario:<10} {size:>5}² {b[0]:>6.1f} {n[0]:>6.1f} {n[0] / b[0]:>6.2f} {b[1]:>6.2f} "
-                    f"{n[1]:>6.2f} {b[2]:>6.1f} {n[2]:>6.1f} {n[2] / b[2]:>6.2f}",
-                    flush=True,
-                )
+                fmt = (".1f", ".2f", ".1f", ".2f")  # fps, cpu ms
+                cells = [f"{b[i]:>6{fmt[i]}} {n[i]:>6{fmt[i]}} {n[i] / b[i]:>6.2f}" for i in range(4)]
+                print(f"{scenario:<10} {size:>5}² " + " ".join(cells), flush=True)
         return
     print(f"{'scenario':<10} {'size':>6} {'in-proc fps':>12} {'cpu ms':>8} {'MMCore fps':>11} {'cpu ms':>8}")
     for scenario in args.scenarios:
