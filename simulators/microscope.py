@@ -602,9 +602,11 @@ class VirtualMicroscope:
         return fld.lf_cache[1]
 
     def prepare(self) -> None:
-        """Build the sample and warm the optics caches for the current state, so the next
-        frame renders at steady-state speed (a camera calls this while it arms)."""
-        self.expected_photons()
+        """Build the sample if it must be (re)built and warm the optics caches for it, so the
+        next frame renders at steady-state speed (a camera calls this while it arms)."""
+        with self._lock:
+            if self._dirty or self._world_dirty:
+                self.expected_photons()
 
     def expected_photons(self) -> tuple[np.ndarray, dict[str, Any]]:
         """Noise-free photons per pixel (full sensor) for the current state, plus extras.
