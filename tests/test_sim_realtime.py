@@ -69,7 +69,7 @@ def test_a_one_second_start_cost_delays_the_first_frame(rtcore: UniMMCore) -> No
     assert returned_after < 0.9
     assert first_start - t_call >= 1.0
     assert frames[0][2] - t_call >= 1.0 + 0.010  # popped after the cost and one 10 ms exposure
-    assert first_end - first_start == pytest.approx(0.010, abs=1e-6)
+    assert first_end - first_start == pytest.approx(0.010, abs=2e-6)
 
 
 def test_stop_takes_the_stop_cost_and_the_next_start_pays_again(rtcore: UniMMCore) -> None:
@@ -114,7 +114,7 @@ def test_exposure_windows_are_real_back_to_back_intervals(rtcore: UniMMCore) -> 
     frames = pop(rtcore, 12)
     wins = [window(md) for _, md, _ in frames]
     for (s, e), (_, md, popped) in zip(wins, frames, strict=True):
-        assert e - s == pytest.approx(0.050, abs=1e-6)
+        assert e - s == pytest.approx(0.050, abs=2e-6)  # two µs-rounded stamps
         assert popped >= e  # a frame is read out after its exposure ended
         assert set(FRAME_METADATA_KEYS) <= set(md)
     starts = np.array([s for s, _ in wins])
@@ -122,8 +122,8 @@ def test_exposure_windows_are_real_back_to_back_intervals(rtcore: UniMMCore) -> 
     # frame k+1 starts when frame k ends (exposure-limited); never earlier, later only when
     # the host falls behind (bench/simulator.py --realtime measures how often)
     gaps = np.diff(starts)
-    assert np.all(gaps >= 0.050 - 1e-6)
-    assert np.sum(np.abs(gaps - 0.050) < 1e-6) >= 1
+    assert np.all(gaps >= 0.050 - 2e-6)
+    assert np.sum(np.abs(gaps - 0.050) < 2e-6) >= 1
 
 
 def test_as_fast_as_possible_spends_no_wall_time(rtcore: UniMMCore) -> None:
