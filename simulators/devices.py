@@ -26,8 +26,8 @@ core; the microscope follows its ``Label`` through the core's ``propertyChanged`
 Invariants: in ``Pacing=RealTime`` the camera exposes in wall-clock time — frame k's
 exposure is the real interval ``[ExposureStart_s, ExposureEnd_s]`` of ``Exposure`` ms, frames
 start every ``max(exposure, readout, Interval_ms)``, a sequence acquisition's first exposure
-begins ``SequenceStartCost_ms`` after the call, and ``stopSequenceAcquisition`` returns
-``SequenceStopCost_ms`` after the last frame. ``Pacing=AsFastAsPossible`` never waits on the
+begins ``SequenceStartCost_ms`` after the call, and ``stopSequenceAcquisition`` aborts the
+exposure in progress and returns ``SequenceStopCost_ms`` later. ``Pacing=AsFastAsPossible`` never waits on the
 wall clock: no costs, and each exposure window collapses to its rendering moment. Running
 property/stage sequences step once per frame of a sequence acquisition, at its exposure
 start (``snapImage`` steps nothing).
