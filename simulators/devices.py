@@ -81,6 +81,7 @@ SENSOR_SIZES = ("64", "128", "256", "512", "1024", "2048")
 SEQUENCE_MAX_LENGTH = 1024  # steps a triggered light source or focus stage can hold
 # sequence start/stop of a real sCMOS: arming the sensor and allocating/pinning the host ring
 # buffer take tens to hundreds of ms (an assumption in that range; see simulators/README.md)
+MAX_LAG_S = 0.25  # RealTime: how far rendering may trail the camera's schedule
 DEFAULT_START_COST_MS = 100.0
 DEFAULT_STOP_COST_MS = 20.0
 
@@ -330,8 +331,11 @@ class VirtualCamera(_VirtualDevice, CameraDevice):
                 interval_s = vm.frame_interval_ms() * 1e-3
                 next_start = start + interval_s
                 now = time.time()
-                if now > next_start + exp_s + 0.5 * interval_s:
-                    next_start = now - exp_s  # fell behind (slow host): no catch-up burst, like a camera
+                # the camera keeps its schedule through a host stall (frames come late, as from
+                # a frame grabber's buffer) up to MAX_LAG_S behind; a host slower than that
+                # for good shifts the schedule instead (a gap in ExposureStart_s, no burst)
+                if now > next_start + exp_s + max(MAX_LAG_S, 2 * interval_s):
+                    next_start = now - exp_s
             else:
                 t = time.time()
                 if sequence:

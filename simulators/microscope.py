@@ -607,6 +607,13 @@ class VirtualMicroscope:
         with self._lock:
             if self._dirty or self._world_dirty:
                 self.expected_photons()
+                if self.smlm is not None:  # PSF stamps for every depth the emitters sit at
+                    tab = self.smlm.stamps(self.zernike_rad)  # every field renders with these
+                    focus = self.z_um - float(self.drift.offset_um(self.t_s))
+                    for piece in self._pieces():
+                        em = self._fields.get(piece.field).smlm.emitters  # type: ignore[union-attr]
+                        for zi in np.unique(np.rint((em.z_nm * 1e-3 - focus) / tab.dz_um)):
+                            tab.slice(float(zi) * tab.dz_um)
 
     def expected_photons(self) -> tuple[np.ndarray, dict[str, Any]]:
         """Noise-free photons per pixel (full sensor) for the current state, plus extras.
