@@ -26,8 +26,8 @@ core; the microscope follows its ``Label`` through the core's ``propertyChanged`
 Invariants: in ``Pacing=RealTime`` the camera exposes in wall-clock time — frame k's
 exposure is the real interval ``[ExposureStart_s, ExposureEnd_s]`` of ``Exposure`` ms, frames
 start every ``max(exposure, readout, Interval_ms)``, a sequence acquisition's first exposure
-begins ``SequenceStartCost_ms`` after the call, and ``stopSequenceAcquisition`` aborts the
-exposure in progress and returns ``SequenceStopCost_ms`` later. ``Pacing=AsFastAsPossible`` never waits on the
+begins ``SequenceStartCost_ms`` after the call, and ``stopSequenceAcquisition`` returns
+``SequenceStopCost_ms`` after the frame in progress. ``Pacing=AsFastAsPossible`` never waits on the
 wall clock: no costs, and each exposure window collapses to its rendering moment. Running
 property/stage sequences step once per frame of a sequence acquisition, at its exposure
 start (``snapImage`` steps nothing).
@@ -230,14 +230,10 @@ class _VirtualDevice:
         self._token_ = None
 
 
-def _wait_until(t_s: float, stop: threading.Event | None) -> bool:
-    """Sleep until wall time ``t_s``; True if ``stop`` was set meanwhile (sequence aborted)."""
+def _sleep_until(t_s: float) -> None:
     wait = t_s - time.time()
-    if stop is None:
-        if wait > 0:
-            time.sleep(wait)
-        return False
-    return stop.wait(wait) if wait > 0 else stop.is_set()
+    if wait > 0:
+        time.sleep(wait)
 
 
 # ============================================================================ camera
@@ -304,13 +300,8 @@ class VirtualCamera(_VirtualDevice, CameraDevice):
         sequence = threading.get_ident() != caller
         realtime = self._pacing == "RealTime"
         limit = n if n is not None else 2**62
-        # UniMMCore's acquisition thread carries the event its stopSequenceAcquisition sets:
-        # waiting on it lets a stop abort the arming or the exposure in progress, as on a camera
-        stop: threading.Event | None = None
         if sequence:
             self._running = True
-            evt = getattr(threading.current_thread(), "stop_event", None)
-            stop = evt if isinstance(evt, threading.Event) else None
         next_start = time.time()
         if sequence and realtime:  # arming the sensor: the first exposure begins after the cost
             armed = max(next_start, self._ready_at) + self._start_cost_ms * 1e-3
@@ -319,14 +310,12 @@ class VirtualCamera(_VirtualDevice, CameraDevice):
         for k in range(limit):
             if realtime:
                 start = next_start
-                if _wait_until(start, stop):
-                    return
+                _sleep_until(start)
                 if sequence:
                     vm.trigger(start)
                 exp_s = vm.exposure_ms * 1e-3
                 end = start + exp_s
-                if _wait_until(end, stop):
-                    return  # aborted in mid-exposure: that frame is never read out
+                _sleep_until(end)
                 frame, truth = vm.render_frame((start, end))
                 interval_s = vm.frame_interval_ms() * 1e-3
                 next_start = start + interval_s
@@ -419,9 +408,10 @@ class VirtualCamera(_VirtualDevice, CameraDevice):
     def _set_pacing(self, value: str) -> None:
         self._pacing = str(value)
 
-    @pymm_property(limits=(0.0, 10_000.0), name="SequenceStartCost_ms")
+    @pymm_property(limits=(0.0, 1900.0), name="SequenceStartCost_ms")
     def sequence_start_cost_ms(self) -> float:
-        """RealTime: wall time from startSequenceAcquisition to the first exposure start."""
+        """RealTime: wall time from startSequenceAcquisition to the first exposure start
+        (below UniMMCore's 2 s wait for the camera thread on a stop)."""
         return self._start_cost_ms
 
     @sequence_start_cost_ms.setter
