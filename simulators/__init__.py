@@ -1,9 +1,10 @@
 """The physics-based virtual microscope.
 
-Plain-Python API (no Micro-Manager): :mod:`.optics` (pupil PSF, Zernike, Strehl),
-:mod:`.camera` (sCMOS/EMCCD), :mod:`.samples` (cells, SMLM emitters, events, drift),
-:mod:`.scene` (``CellScene``, ``SMLMScene``), :mod:`.microscope` (``VirtualMicroscope``),
-:mod:`.datasets` (``denoise_pairs``, ``stain_pairs``, ``smlm_frames``).
+Plain-Python API (no Micro-Manager): :mod:`.optics` (pupil PSF, Zernike, Strehl,
+objectives), :mod:`.camera` (sCMOS/EMCCD), :mod:`.samples` (cells, SMLM emitters, events,
+drift), :mod:`.scene` (``CellScene``, ``SMLMScene``), :mod:`.stage` (the sample plane under
+the XY stage), :mod:`.lights` (light over wall-clock time), :mod:`.microscope`
+(``VirtualMicroscope``), :mod:`.datasets` (``denoise_pairs``, ``stain_pairs``, ``smlm_frames``).
 Micro-Manager: :mod:`.devices` and ``virtual_microscope.cfg`` (:func:`virtual_config_path`).
 """
 

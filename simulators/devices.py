@@ -7,19 +7,36 @@ Load them all with ``virtual_microscope.cfg`` (see :func:`smartscope.simulators.
     core.loadSystemConfiguration(str(virtual_config_path()))
 
 Every device of one core talks to the same :class:`VirtualMicroscope`, which
-:func:`get_virtual_microscope` returns (for ground truth by frame number). Frame
-metadata carry ``SimFrame`` (the simulator's frame number), ``SimTime_s`` and
-``SimScenario``.
+:func:`get_virtual_microscope` returns (for ground truth by frame number). Frame metadata
+(:data:`FRAME_METADATA_KEYS`): ``SimFrame`` (the simulator's frame number), ``SimTime_s``,
+``ExposureStart_s``/``ExposureEnd_s`` (wall-clock epoch seconds), ``SimPowerMean_mW_<source>``
+(mean power at the sample over the exposure), the stage position and more.
 
-Devices: ``VirtualCamera`` (sequence acquisition into the core's buffer; properties
-Scenario, Seed, SensorSize, CameraMode, EMGain, Pacing, …), ``Laser405``/``Laser488``/
-``Laser561``/``Laser640`` and ``TransmittedLamp`` (property ``Power`` in mW),
-``VirtualZStage`` (µm), ``VirtualDeformableMirror`` (properties ``Z1``…``Z21``: Noll
-Zernike amplitudes in rad RMS, plus ``ZernikeVectorRad``, a comma-separated vector).
+Devices: ``VirtualCamera`` (sequence acquisition into the core's buffer, with a sequence
+start/stop cost; properties Scenario, Seed, SensorSize, CameraMode, Pacing, …),
+``Laser405``/``Laser488``/``Laser561``/``Laser640`` and ``TransmittedLamp`` (property
+``Power`` in mW, hardware-sequenceable), ``VirtualShutter`` (in front of every light
+source), ``VirtualXYStage`` (µm, over a sample plane larger than one field),
+``VirtualZStage`` (µm, hardware-sequenceable), ``VirtualDeformableMirror`` (properties
+``Z1``…``Z21``: Noll Zernike amplitudes in rad RMS, plus ``ZernikeVectorRad``). The
+objective turret is a C++ state device (``virtual_microscope.cfg`` loads DemoCamera's
+``DObjective`` as ``Objective``) because pixel-size calibrations are resolved by the C++
+core; the microscope follows its ``Label`` through the core's ``propertyChanged`` signal.
+
+Invariants: in ``Pacing=RealTime`` the camera exposes in wall-clock time — frame k's
+exposure is the real interval ``[ExposureStart_s, ExposureEnd_s]`` of ``Exposure`` ms, frames
+start every ``max(exposure, readout, Interval_ms)``, a sequence acquisition's first exposure
+begins ``SequenceStartCost_ms`` after the call, and ``stopSequenceAcquisition`` returns
+``SequenceStopCost_ms`` after the frame in progress. ``Pacing=AsFastAsPossible`` never waits on the
+wall clock: no costs, and each exposure window collapses to its rendering moment. Running
+property/stage sequences step once per frame of a sequence acquisition, at its exposure
+start (``snapImage`` steps nothing).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
@@ -28,14 +45,19 @@ import numpy as np
 from pymmcore_plus.experimental.unicore import (
     CameraDevice,
     GenericDevice,
+    ShutterDevice,
     StageDevice,
+    XYStageDevice,
     pymm_property,
 )
 
 from .camera import EMCCD_REFERENCE, SCMOS_REFERENCE
-from .microscope import LAMP, SCENARIOS, VirtualMicroscope
+from .microscope import LAMP, LIGHT_SOURCES, SCENARIOS, Z_TARGET, FrameTruth, VirtualMicroscope
+from .optics import OBJECTIVES
 
 __all__ = [
+    "FRAME_METADATA_KEYS",
+    "SEQUENCE_MAX_LENGTH",
     "Laser405",
     "Laser488",
     "Laser561",
@@ -43,28 +65,120 @@ __all__ = [
     "TransmittedLamp",
     "VirtualCamera",
     "VirtualDeformableMirror",
+    "VirtualShutter",
+    "VirtualXYStage",
     "VirtualZStage",
+    "frame_metadata",
     "get_virtual_microscope",
 ]
 
+log = logging.getLogger(__name__)
+
 N_MIRROR_MODES = 21
 SENSOR_SIZES = ("64", "128", "256", "512", "1024", "2048")
+SEQUENCE_MAX_LENGTH = 1024  # steps a triggered light source or focus stage can hold
+# sequence start/stop of a real sCMOS: arming the sensor and allocating/pinning the host ring
+# buffer take tens to hundreds of ms (an assumption in that range; see simulators/README.md)
+MAX_LAG_S = 0.25  # RealTime: how far rendering may trail the camera's schedule
+DEFAULT_START_COST_MS = 100.0
+DEFAULT_STOP_COST_MS = 20.0
+
+FRAME_METADATA_KEYS: tuple[str, ...] = (
+    "SimFrame",
+    "SimTime_s",
+    "SimScenario",
+    "Exposure-ms",
+    "ExposureStart_s",
+    "ExposureEnd_s",
+    "SimDefocus_um",
+    "SimZ_um",
+    "SimStageX_um",
+    "SimStageY_um",
+    "SimPixelSize_um",
+    "SimShutterOpen",
+    "SimPowerConstant",
+    *(f"SimPowerMean_mW_{s}" for s in LIGHT_SOURCES),
+)
+
+
+def frame_metadata(truth: FrameTruth) -> dict[str, str]:
+    """The camera's metadata for one frame (:data:`FRAME_METADATA_KEYS`, all strings)."""
+    md = {
+        "SimFrame": str(truth.frame),
+        "SimTime_s": f"{truth.t_s:.6f}",
+        "SimScenario": truth.scenario,
+        "Exposure-ms": f"{truth.exposure_ms:.4f}",
+        "ExposureStart_s": f"{truth.exposure_start_s:.6f}",
+        "ExposureEnd_s": f"{truth.exposure_end_s:.6f}",
+        "SimDefocus_um": f"{truth.defocus_um:.4f}",
+        "SimZ_um": f"{truth.z_um:.4f}",
+        "SimStageX_um": f"{truth.stage_x_um:.4f}",
+        "SimStageY_um": f"{truth.stage_y_um:.4f}",
+        "SimPixelSize_um": f"{truth.pixel_size_um:.6g}",
+        "SimShutterOpen": "1" if truth.shutter_open else "0",
+        "SimPowerConstant": "1" if all(truth.power_constant.values()) else "0",
+    }
+    for src, v in truth.power_mean_mw.items():
+        md[f"SimPowerMean_mW_{src}"] = f"{v:.6g}"
+    return md
+
+
+class _CoreFollower:
+    """Keeps a microscope in step with core settings its Python devices cannot read: the
+    objective turret's label and the core's AutoShutter flag (public core signals)."""
+
+    def __init__(self, signals: Any, vm: VirtualMicroscope) -> None:
+        self.signals = signals
+        self.vm = vm
+        self.objective_device = "Objective"
+        self._labels = {o.label for o in OBJECTIVES}
+        signals.propertyChanged.connect(self.on_property)
+        signals.autoShutterSet.connect(self.on_auto_shutter)
+
+    def on_property(self, device: str, prop: str, value: object) -> None:
+        if device == self.objective_device and prop == "Label":
+            if str(value) in self._labels:
+                self.vm.set_objective(str(value))
+            else:
+                log.warning(
+                    "objective %r is not one the virtual microscope knows (%s); it keeps imaging with %r",
+                    value,
+                    ", ".join(sorted(self._labels)),
+                    self.vm.objective.label,
+                )
+        elif device == "Core" and prop == "AutoShutter":
+            self.vm.set_auto_shutter(str(value) in ("1", "True", "true"))
+
+    def on_auto_shutter(self, on: bool) -> None:
+        self.vm.set_auto_shutter(bool(on))
+
+    def close(self) -> None:
+        self.signals.propertyChanged.disconnect(self.on_property, missing_ok=True)
+        self.signals.autoShutterSet.disconnect(self.on_auto_shutter, missing_ok=True)
 
 
 # One VirtualMicroscope per core. Python devices only see a restricted proxy of their core;
 # the core's ``events.propertyChanged`` signal instance is the same object for all of them,
-# so it identifies the core. The entry keeps that object alive, so its id cannot be reused.
-_REGISTRY: dict[int, tuple[object, VirtualMicroscope, set[int]]] = {}
+# so it identifies the core (and its ``instance`` is the core's signal group). The entry
+# keeps that object alive, so its id cannot be reused.
+_REGISTRY: dict[int, tuple[object, VirtualMicroscope, set[int], _CoreFollower | None]] = {}
 
 
 def _core_token(core: Any) -> object:
     return core.events.propertyChanged
 
 
+def _core_signals(token: object) -> Any:
+    return getattr(token, "instance", None)
+
+
 def _attach(token: object, owner: int) -> VirtualMicroscope:
     entry = _REGISTRY.get(id(token))
     if entry is None or entry[0] is not token:
-        entry = (token, VirtualMicroscope(lazy=True), set())
+        vm = VirtualMicroscope(lazy=True)
+        signals = _core_signals(token)
+        follower = _CoreFollower(signals, vm) if signals is not None else None
+        entry = (token, vm, set(), follower)
         _REGISTRY[id(token)] = entry
     entry[2].add(owner)
     return entry[1]
@@ -75,7 +189,14 @@ def _detach(token: object, owner: int) -> None:
     if entry is not None and entry[0] is token:
         entry[2].discard(owner)
         if not entry[2]:
+            if entry[3] is not None:
+                entry[3].close()
             del _REGISTRY[id(token)]
+
+
+def _follower(token: object) -> _CoreFollower | None:
+    entry = _REGISTRY.get(id(token))
+    return entry[3] if entry is not None and entry[0] is token else None
 
 
 def get_virtual_microscope(core: Any) -> VirtualMicroscope:
@@ -107,6 +228,12 @@ class _VirtualDevice:
         self._token_ = None
 
 
+def _sleep_until(t_s: float) -> None:
+    wait = t_s - time.time()
+    if wait > 0:
+        time.sleep(wait)
+
+
 # ============================================================================ camera
 
 
@@ -116,13 +243,33 @@ class VirtualCamera(_VirtualDevice, CameraDevice):
     def __init__(self) -> None:
         super().__init__()
         self._pacing = "RealTime"
-        self._stop_t0: float | None = None
+        self._start_cost_ms = DEFAULT_START_COST_MS
+        self._stop_cost_ms = DEFAULT_STOP_COST_MS
+        self._running = False  # a sequence acquisition is producing frames
+        self._ready_at = 0.0  # wall time the camera can arm again after its last stop
+        self._signals: Any = None
 
     def initialize(self) -> None:
         _ = self.vm
+        self._signals = _core_signals(self._token_)
+        if self._signals is not None:
+            self._signals.sequenceAcquisitionStopped.connect(self._on_sequence_stopped)
 
     def shutdown(self) -> None:
+        if self._signals is not None:
+            self._signals.sequenceAcquisitionStopped.disconnect(self._on_sequence_stopped, missing_ok=True)
+            self._signals = None
         self._release()
+
+    def _on_sequence_stopped(self, camera_label: str) -> None:
+        """The core stopped a sequence (after joining the acquisition thread): spend the stop
+        cost here, so ``stopSequenceAcquisition`` returns that much later."""
+        if camera_label not in ("", self.get_label()) or not self._running:
+            return
+        self._running = False
+        if self._pacing == "RealTime":
+            time.sleep(self._stop_cost_ms * 1e-3)
+        self._ready_at = time.time()
 
     # mandatory -----------------------------------------------------------------
     def get_exposure(self) -> float:
@@ -140,32 +287,53 @@ class VirtualCamera(_VirtualDevice, CameraDevice):
     def start_sequence(
         self, n: int | None, get_buffer: Callable[[Sequence[int], Any], np.ndarray]
     ) -> Iterator[Mapping]:
+        # UniMMCore consumes a sequence acquisition on its own thread and a snap on the
+        # caller's: the generator tells them apart by where its first frame is asked for
+        return self._frames(n, get_buffer, threading.get_ident())
+
+    def _frames(
+        self, n: int | None, get_buffer: Callable[[Sequence[int], Any], np.ndarray], caller: int
+    ) -> Iterator[Mapping]:
         vm = self.vm
+        sequence = threading.get_ident() != caller
+        realtime = self._pacing == "RealTime"
         limit = n if n is not None else 2**62
-        t0 = time.perf_counter()
-        sim_t0 = vm.t_s
-        for _ in range(limit):
-            if vm.t_s < sim_t0:  # sample rebuilt (scenario/seed/size): clock restarted
-                t0, sim_t0 = time.perf_counter(), vm.t_s
-            if self._pacing == "RealTime":
-                # the frame is read out when its exposure ends on the simulated clock; render
-                # it then, so settings changed meanwhile act on it as on a real camera
-                due = t0 + (vm.t_s - sim_t0) + vm.exposure_ms * 1e-3
-                wait = due - time.perf_counter()
-                if wait > 0:
-                    time.sleep(wait)
-                elif wait < -0.5 * vm.frame_interval_ms() * 1e-3:
-                    t0 -= wait  # fell behind (slow host): no catch-up burst, like a camera
-            frame, truth = vm.render_frame()
+        if sequence:
+            self._running = True
+        next_start = time.time()
+        if sequence and realtime:  # arming the sensor: the first exposure begins after the cost
+            armed = max(next_start, self._ready_at) + self._start_cost_ms * 1e-3
+            vm.prepare()  # the simulator's own set-up hides in the cost where it fits
+            next_start = max(armed, time.time())
+        for k in range(limit):
+            if realtime:
+                start = next_start
+                _sleep_until(start)
+                if sequence:
+                    vm.trigger(start)
+                exp_s = vm.exposure_ms * 1e-3
+                end = start + exp_s
+                _sleep_until(end)
+                frame, truth = vm.render_frame((start, end))
+                interval_s = vm.frame_interval_ms() * 1e-3
+                next_start = start + interval_s
+                now = time.time()
+                # the camera keeps its schedule through a host stall (frames come late, as from
+                # a frame grabber's buffer) up to MAX_LAG_S behind; a host slower than that
+                # for good shifts the schedule instead (a gap in ExposureStart_s, no burst)
+                if now > next_start + exp_s + max(MAX_LAG_S, 2 * interval_s):
+                    next_start = now - exp_s
+            else:
+                t = time.time()
+                if sequence:
+                    vm.trigger(t)
+                frame, truth = vm.render_frame((t, t))
             buf = get_buffer(frame.shape, np.uint16)
             buf[:] = frame
-            yield {
-                "SimFrame": str(truth.frame),
-                "SimTime_s": f"{truth.t_s:.6f}",
-                "SimScenario": truth.scenario,
-                "Exposure-ms": f"{truth.exposure_ms:.4f}",
-                "SimDefocus_um": f"{truth.defocus_um:.4f}",
-            }
+            if sequence and k == limit - 1:  # a counted sequence ends by itself
+                self._running = False
+                self._ready_at = time.time() + (self._stop_cost_ms * 1e-3 if realtime else 0.0)
+            yield frame_metadata(truth)
 
     # ROI --------------------------------------------------------------------------
     def get_roi(self) -> tuple[int, int, int, int]:
@@ -230,12 +398,46 @@ class VirtualCamera(_VirtualDevice, CameraDevice):
 
     @pymm_property(allowed_values=["RealTime", "AsFastAsPossible"], name="Pacing")
     def pacing(self) -> str:
-        """RealTime: frames arrive at the simulated frame rate; else as fast as rendered."""
+        """RealTime: a camera in wall-clock time (real exposure windows, frame rate, start and
+        stop costs); AsFastAsPossible: frames as fast as rendered, no wall-clock waits."""
         return self._pacing
 
     @pacing.setter
     def _set_pacing(self, value: str) -> None:
         self._pacing = str(value)
+
+    @pymm_property(limits=(0.0, 1900.0), name="SequenceStartCost_ms")
+    def sequence_start_cost_ms(self) -> float:
+        """RealTime: wall time from startSequenceAcquisition to the first exposure start
+        (below UniMMCore's 2 s wait for the camera thread on a stop)."""
+        return self._start_cost_ms
+
+    @sequence_start_cost_ms.setter
+    def _set_sequence_start_cost_ms(self, value: float) -> None:
+        self._start_cost_ms = float(value)
+
+    @pymm_property(limits=(0.0, 10_000.0), name="SequenceStopCost_ms")
+    def sequence_stop_cost_ms(self) -> float:
+        """RealTime: extra wall time stopSequenceAcquisition takes (and a counted sequence
+        needs after its last frame before the camera can be armed again)."""
+        return self._stop_cost_ms
+
+    @sequence_stop_cost_ms.setter
+    def _set_sequence_stop_cost_ms(self, value: float) -> None:
+        self._stop_cost_ms = float(value)
+
+    @pymm_property(name="ObjectiveDevice")
+    def objective_device(self) -> str:
+        """Label of the objective turret whose ``Label`` the microscope follows."""
+        f = _follower(self._token_)
+        return f.objective_device if f is not None else ""
+
+    @objective_device.setter
+    def _set_objective_device(self, value: str) -> None:
+        _ = self.vm
+        f = _follower(self._token_)
+        if f is not None:
+            f.objective_device = str(value)
 
     @pymm_property(limits=(0.0, 100.0), name="ReadNoise_e")
     def read_noise_e(self) -> float:
@@ -289,14 +491,27 @@ class _Light(_VirtualDevice, GenericDevice):
     def shutdown(self) -> None:
         self._release()
 
-    @pymm_property(limits=(0.0, 200.0), name="Power")
+    @pymm_property(limits=(0.0, 200.0), name="Power", sequence_max_length=SEQUENCE_MAX_LENGTH)
     def power(self) -> float:
-        """Power at the sample, mW (0 = off)."""
+        """Power at the sample, mW (0 = off). Sequenceable: a loaded and started sequence
+        steps once per camera frame of a sequence acquisition, at its exposure start."""
         return self.vm.power_mw[self.source]
 
     @power.setter
     def _set_power(self, value: float) -> None:
         self.vm.set_power(self.source, min(float(value), self.max_power_mw))
+
+    @power.sequence_loader
+    def _load_power_sequence(self, sequence: Sequence[float]) -> None:
+        self.vm.load_sequence(self.source, [min(float(v), self.max_power_mw) for v in sequence])
+
+    @power.sequence_starter
+    def _start_power_sequence(self) -> None:
+        self.vm.start_sequence(self.source)
+
+    @power.sequence_stopper
+    def _stop_power_sequence(self) -> None:
+        self.vm.stop_sequence(self.source)
 
     @pymm_property(is_read_only=True, name="Wavelength_nm")
     def wavelength_nm(self) -> int:
@@ -335,11 +550,79 @@ class TransmittedLamp(_Light):
     max_power_mw = 100.0
 
 
-# ============================================================================ focus
+# ============================================================================ shutter
+
+
+class VirtualShutter(_VirtualDevice, ShutterDevice):
+    """Illumination shutter in front of every light source (laser combiner and lamp).
+
+    Closed (the state at start-up), no light reaches the sample: dark frames, no
+    excitation, no bleaching, no dose. The microscope follows the core's AutoShutter flag
+    (on by default): while it is on, this shutter opens for every exposure, as Micro-Manager
+    opens the core shutter around each acquisition.
+    """
+
+    def initialize(self) -> None:
+        _ = self.vm
+
+    def shutdown(self) -> None:
+        self._release()
+
+    def get_open(self) -> bool:
+        return self.vm.shutter_open
+
+    def set_open(self, open: bool) -> None:
+        self.vm.set_shutter(bool(open))
+
+
+# ============================================================================ stages
+
+
+class VirtualXYStage(_VirtualDevice, XYStageDevice):
+    """Motorised XY stage (µm, ±50 mm) over a sample plane larger than one field.
+
+    The position is the world coordinate of the sensor's top-left corner (image axes =
+    stage axes); every position shows its own cells, events or emitters, built from the
+    seed and the position. ``set_origin`` shifts the reported coordinates only.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._origin_um = (0.0, 0.0)
+
+    def initialize(self) -> None:
+        _ = self.vm
+
+    def shutdown(self) -> None:
+        self._release()
+
+    def set_position_um(self, x: float, y: float) -> None:
+        self.vm.set_stage_xy_um(float(x) + self._origin_um[0], float(y) + self._origin_um[1])
+
+    def get_position_um(self) -> tuple[float, float]:
+        x, y = self.vm.stage_xy_um
+        return (x - self._origin_um[0], y - self._origin_um[1])
+
+    def set_origin_x(self) -> None:
+        self._origin_um = (self.vm.stage_xy_um[0], self._origin_um[1])
+
+    def set_origin_y(self) -> None:
+        self._origin_um = (self._origin_um[0], self.vm.stage_xy_um[1])
+
+    def home(self) -> None:
+        self._origin_um = (0.0, 0.0)
+        self.vm.set_stage_xy_um(0.0, 0.0)
+
+    def stop(self) -> None:
+        pass
 
 
 class VirtualZStage(_VirtualDevice, StageDevice):
-    """Objective focus (µm). Defocus = sample drift − Z; the PSF follows exactly."""
+    """Objective focus (µm). Defocus = sample drift − Z; the PSF follows exactly.
+
+    Sequenceable: a loaded and started position sequence steps once per camera frame of a
+    sequence acquisition, at its exposure start (a piezo driven by the camera trigger).
+    """
 
     def initialize(self) -> None:
         _ = self.vm
@@ -361,6 +644,18 @@ class VirtualZStage(_VirtualDevice, StageDevice):
 
     def set_origin(self) -> None:
         self.vm.set_z_um(0.0)
+
+    def get_sequence_max_length(self) -> int:
+        return SEQUENCE_MAX_LENGTH
+
+    def send_sequence(self, sequence: tuple[float, ...]) -> None:
+        self.vm.load_sequence(Z_TARGET, sequence)
+
+    def start_sequence(self) -> None:
+        self.vm.start_sequence(Z_TARGET)
+
+    def stop_sequence(self) -> None:
+        self.vm.stop_sequence(Z_TARGET)
 
     @pymm_property(limits=(-1.0, 1.0), name="FocusDriftRate_um_per_s")
     def drift_rate(self) -> float:

@@ -25,7 +25,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "DEFAULT_OBJECTIVE",
+    "OBJECTIVES",
     "OTFCache",
+    "Objective",
     "Optics",
     "StampTable",
     "airy_fwhm_um",
@@ -58,6 +61,28 @@ class Optics(BaseModel):
 
     def with_wavelength(self, wavelength_nm: float) -> Optics:
         return self.model_copy(update={"wavelength_nm": float(wavelength_nm)})
+
+
+class Objective(BaseModel):
+    """An objective on the turret: label (as Micro-Manager shows it), NA, immersion and the
+    camera pixel it projects onto the sample (6 µm camera pixels at the nominal
+    magnification: 20x → 0.3 µm, 60x → 0.1 µm, 100x → 0.06 µm)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label: str
+    magnification: float = Field(gt=0)
+    na: float = Field(gt=0, le=1.7)
+    n_immersion: float = Field(ge=1.0, le=2.0)
+    pixel_size_um: float = Field(gt=0, le=10)
+
+
+OBJECTIVES: tuple[Objective, ...] = (
+    Objective(label="20x/0.75 Air", magnification=20, na=0.75, n_immersion=1.0, pixel_size_um=0.3),
+    Objective(label="60x/1.40 Oil", magnification=60, na=1.4, n_immersion=1.518, pixel_size_um=0.1),
+    Objective(label="100x/1.45 Oil", magnification=100, na=1.45, n_immersion=1.518, pixel_size_um=0.06),
+)
+DEFAULT_OBJECTIVE = OBJECTIVES[1]  # the field every scenario was designed and trained at
 
 
 def airy_fwhm_um(optics: Optics) -> float:

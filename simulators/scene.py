@@ -174,10 +174,14 @@ class CellScene:
         defocus_um: float = 0.0,
         zernike_rad: Sequence[float] | np.ndarray | None = None,
         remaining: float = 1.0,
+        region: tuple[slice, slice] | None = None,
     ) -> np.ndarray:
-        """Expected detected photons per pixel in one exposure (float32)."""
+        """Expected detected photons per pixel in one exposure (float32); ``region``
+        (rows, cols) returns only that part of the field."""
         scale = power_mw * exposure_ms
         sig = self.blurred(channel, t_s, defocus_um, zernike_rad)
+        if region is not None:
+            sig = sig[region]
         return (
             sig * (self.brightness_per_ms_per_mw[channel] * scale * remaining)
             + self.background_per_ms_per_mw * scale
