@@ -27,6 +27,7 @@ from smartscope.drivers import DriverError
 from smartscope.drivers.mda import MDADriver
 from smartscope.runner import run
 from smartscope.safety import Devices, SafetyGate
+from smartscope.scenarios.base import virtual_cfg_file, virtual_microscope_config
 from smartscope.storage import read_jsonl
 from tests.conftest import DATA, cfg_dict
 from tests.test_fault_injection import check_invariants
@@ -118,6 +119,46 @@ def test_a_saved_plan_runs_unchanged(demo_core: Any, tmp_path: Path, given: str)
         assert f["state"]["z_um"] == pytest.approx(e.z_pos)
         assert f["state"]["xy_um"] == pytest.approx([e.x_pos, e.y_pos], abs=0.01)  # stage steps
         assert f["state"]["pixel_size_um"] == 1.0
+    check_invariants(Path(res.run_dir))
+
+
+@pytest.mark.parametrize("given", ["inline", "yaml_file"])
+def test_a_saved_plan_runs_unchanged_on_the_virtual_microscope(tmp_path: Path, given: str) -> None:
+    """Positions × z × channels × time through open_driver on the virtual .cfg: the indices
+    are list(sequence), and the camera's own metadata says each frame was taken where and
+    with the light its state claims (the whole job of one position and timepoint goes out
+    as one hardware sequence: laser powers and Z are sequenceable there)."""
+    seq = useq.MDASequence(
+        stage_positions=[(0.0, 0.0, 0.0), (6.4, 0.0, 1.0)],
+        z_plan={"range": 2, "step": 1},
+        channels=[{"config": "488", "exposure": 5}, {"config": "561", "exposure": 5}],
+        time_plan={"interval": 0.2, "loops": 2},
+    )
+    cfg_file = virtual_cfg_file(tmp_path / "virtual.cfg", "cells", 1, 64, "RealTime", 0.0, 5.0)
+    acquisition: dict[str, Any] = {"exposure_ms": 5.0}
+    if given == "inline":
+        acquisition["mda"] = as_dict(seq)
+    else:
+        (tmp_path / "plan.yaml").write_text(seq.yaml() or "", encoding="utf-8")
+        acquisition["mda_file"] = str(tmp_path / "plan.yaml")
+    cfg = validate_config(
+        cfg_dict(
+            tmp_path,
+            microscope={**virtual_microscope_config(cfg_file, ["488", "561"]), "buffer_size_mb": 32},
+            acquisition=acquisition,
+        )
+    )
+    res = run(cfg, report=False)
+    assert res.status == "completed", res.reason
+    frames = read_jsonl(Path(res.run_dir) / "frames.jsonl")
+    assert [f["axes"] for f in frames] == indices(list(seq))
+    for f, e in zip(frames, seq, strict=True):
+        mm, state = f["mm"], f["state"]
+        assert float(mm["SimStageX_um"]) == pytest.approx(state["xy_um"][0]) == pytest.approx(e.x_pos)
+        assert float(mm["SimZ_um"]) == pytest.approx(state["z_um"]) == pytest.approx(e.z_pos)
+        lit = e.channel.config
+        assert float(mm[f"SimPowerMean_mW_{lit}"]) > 5 and state["lasers"][lit] == 10.0
+        assert float(mm["SimPixelSize_um"]) == state["pixel_size_um"] == 0.1
     check_invariants(Path(res.run_dir))
 
 
