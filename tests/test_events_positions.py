@@ -3,6 +3,8 @@ position, and a burst where the event is while the other positions keep their sc
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
@@ -11,12 +13,14 @@ from smartscope.actions import AcquireAt
 from smartscope.config import validate_config
 from smartscope.config.controllers import EventAcquireConfig
 from smartscope.config.loading import ConfigError
+from smartscope.config.scenarios import EventsPositionsScenario
 from smartscope.config.stages import EventDetectorConfig
 from smartscope.controllers.base import Observation
 from smartscope.controllers.events import EventAcquireController
 from smartscope.frame import Frame
 from smartscope.models.events.stage import ClassicalEventDetector, reference_key
 from smartscope.pipeline import StageOutput
+from smartscope.scenarios import events_positions
 from smartscope.state import DriverState
 
 
@@ -109,3 +113,31 @@ def test_event_acquire_needs_a_plan() -> None:
         validate_config(
             {"pipeline": {"stages": [{"kind": "event_detector"}]}, "controllers": [{"kind": "event_acquire"}]}
         )
+
+
+def test_a_burst_where_the_event_is_while_the_other_positions_keep_their_schedule(tmp_path: Path) -> None:
+    """The multi-position events scenario on the virtual microscope (three fields, one
+    fission event each, 15 s): scored against the simulator's ground truth."""
+    params = EventsPositionsScenario(mode="triggered", seed=3, duration_s=15.0, n_positions=3)
+    res = events_positions.run(params, tmp_path)
+    assert res.loop.status == "completed", res.loop.reason
+    s = res.scores
+    plan = [f for f in res.frames if not f["burst"]]
+    for p in range(3):  # the plan complete at every position, each frame where it belongs
+        assert sorted(f["t"] for f in plan if f["position"] == p) == list(range(15))
+    assert all(f["stage_position"] == f["position"] for f in res.frames)
+    # each burst went where an event was under way, and only there
+    for trig in res.triggers:
+        p = trig["position"]
+        burst = [f["t_s"] for f in res.frames if f["burst"] and f["position"] == p]
+        assert any(e["onset_s"] - 1 <= burst[0] <= e["fission_s"] + params.post_s for e in res.events[p])
+    assert s["n_burst_frames"] == params.burst_frames * len(res.triggers) > 0
+    assert s["caught_fraction"] >= 1 / 3
+    # the plan's other positions kept their schedule while a position burst
+    assert s["plan_frames_during_bursts"] > 0 and s["schedule_dev_during_bursts_max_ms"] < 250
+    doses = {r["position"]: r["dose_mj"] for r in s["positions"]}
+    bursting = {t["position"] for t in res.triggers}
+    assert all(doses[p] > doses[q] for p in bursting for q in set(doses) - bursting)
+    summary = events_positions.score(res)
+    assert summary["scores"]["n_events"] == 3 and len(summary["positions"]) == 3
+    assert events_positions.plot(res, tmp_path / "plot.png").stat().st_size > 10_000

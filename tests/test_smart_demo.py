@@ -7,8 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from smartscope.config import AOScenario, EventsScenario, LowlightScenario, validate_config
-from smartscope.scenarios import SCENARIOS, ao, events, lowlight, run_demo
+from smartscope.config import (
+    AOScenario,
+    EventsPositionsScenario,
+    EventsScenario,
+    LowlightScenario,
+    validate_config,
+)
+from smartscope.scenarios import SCENARIOS, ao, events, events_positions, lowlight, run_demo
 
 
 def test_ao_demo_writes_wavefront_plot_and_summary(tmp_path: Path) -> None:
@@ -23,7 +29,7 @@ def test_ao_demo_writes_wavefront_plot_and_summary(tmp_path: Path) -> None:
 
 
 def test_every_scenario_has_the_same_shape() -> None:
-    assert set(SCENARIOS) == {"bleach", "events", "ao", "lowlight", "smlm", "stain"}
+    assert set(SCENARIOS) == {"bleach", "events", "events_positions", "ao", "lowlight", "smlm", "stain"}
     for name, spec in SCENARIOS.items():
         params = spec.demo_params(0, None)
         assert isinstance(params, spec.params) and params.kind == name  # type: ignore[attr-defined]
@@ -36,6 +42,7 @@ def test_every_scenario_has_the_same_shape() -> None:
         (events, EventsScenario(), "event_detector", "event_trigger"),
         (ao, AOScenario(), "stats", "modal_ao"),
         (lowlight, LowlightScenario(), "engine", "snr_dose"),
+        (events_positions, EventsPositionsScenario(), "event_detector", "event_acquire"),
     ],
 )
 def test_scenario_run_configs_validate_and_name_their_parts(

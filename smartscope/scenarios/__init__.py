@@ -1,6 +1,6 @@
 """Demo scenarios on the virtual microscope, one module each, all of the same shape.
 
-Each module (``bleach``, ``events``, ``ao``, ``lowlight``, ``smlm``, ``stain``) defines
+Each module (``bleach``, ``events``, ``events_positions``, ``ao``, ``lowlight``, ``smlm``, ``stain``) defines
 ``run_config`` (its run configuration), ``run``, ``score`` (against the simulator's ground
 truth) and ``plot``, gathered in its ``SCENARIO`` (:class:`~smartscope.scenarios.base.Scenario`).
 :data:`SCENARIOS` is the registry ``smartscope demo --scenario NAME`` looks names up in;
@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smartscope.scenarios import ao, bleach, events, lowlight, smlm, stain
+from smartscope.scenarios import ao, bleach, events, events_positions, lowlight, smlm, stain
 from smartscope.scenarios.base import NO_HOOKS, Hooks, Scenario, ScenarioResult, add_to_report
 
 __all__ = ["SCENARIOS", "DemoOutcome", "run_demo"]
 
 SCENARIOS: dict[str, Scenario[Any, Any]] = {
-    m.SCENARIO.name: m.SCENARIO for m in (bleach, events, ao, lowlight, smlm, stain)
+    m.SCENARIO.name: m.SCENARIO for m in (bleach, events, events_positions, ao, lowlight, smlm, stain)
 }
 
 

@@ -185,7 +185,9 @@ def run(params: EventsPositionsScenario, out: Path, hooks: Hooks = NO_HOOKS) -> 
     for ctl in holder["loop"].controllers:
         triggers += list(getattr(ctl, "triggers", []))
     pr = PositionsRun(params.mode, result.run_dir, result, params, frames, events, triggers, rec.detector)
-    pr.scores = score_positions(frames, events, params.slow_interval_s, params.post_s)
+    pr.scores = score_positions(
+        frames, events, params.slow_interval_s, params.post_s, params.burst_interval_ms / 1e3
+    )
     return pr
 
 
@@ -194,14 +196,19 @@ def score_positions(
     events: Mapping[int, Sequence[Mapping[str, Any]]],
     slow_interval_s: float,
     post_s: float = 5.0,
+    burst_interval_s: float = 0.1,
 ) -> dict[str, Any]:
     """Ground-truth scores of one run (times on the sample's clock).
 
     Per event: *caught* — a burst frame at its position in ``[onset_s, fission_s + post_s]``;
     *delay* — that first burst frame minus onset; *fission in a burst* — a burst frame at
-    the position within one burst interval before the fission moment. Per position: frames,
-    burst frames and the 561 nm dose. Schedule: each plan frame's time against
-    ``t × slow_interval_s`` from the first frame, for positions that never burst and for all.
+    the position within the second before the fission moment. Per position: frames, burst
+    frames and the 561 nm dose. Schedule: when each plan frame's event began against
+    ``t × slow_interval_s`` after the run's first (``t ≥ 1``: a first visit builds the
+    sample's field), for all plan frames and for those taken while another position was
+    bursting (within half an interval of a burst frame there); the positions that never
+    burst. The positions of one timepoint go one after another, so even an ideal run is off
+    by the time the earlier positions take (the ``slow`` mode shows it).
     """
     positions = sorted(events)
     rows = []
@@ -228,16 +235,24 @@ def score_positions(
                 "dose_mj": sum(f["dose_mj"] for f in mine),
             }
         )
+    # schedule: when each plan frame's event began (the sample's clock is set then) against
+    # t × interval from the run's first; first visits (t = 0) build the sample's field, left out
     plan = [f for f in frames if not f["burst"]]
     start = min((f["t_s"] for f in plan), default=0.0)
-    dev = {
-        p: [abs(f["t_s"] - start - f["t"] * slow_interval_s) for f in plan if f["position"] == p]
-        for p in positions
-    }
-    quiet = [p for p in positions if not any(f["burst"] for f in frames if f["position"] == p)]
-    quiet_dev = [d for p in quiet for d in dev[p]]
-    all_dev = [d for p in positions for d in dev[p]]
+    bursts = [(f["position"], f["t_s"]) for f in frames if f["burst"]]
+    dev_all: list[float] = []
+    dev_during: list[float] = []  # plan frames taken while another position was bursting
+    for f in plan:
+        if f["t"] < 1:
+            continue
+        d = abs(f["t_s"] - start - f["t"] * slow_interval_s)
+        dev_all.append(d)
+        if any(q != f["position"] and abs(t - f["t_s"]) <= slow_interval_s / 2 for q, t in bursts):
+            dev_during.append(d)
+    untouched = [p for p in positions if not any(f["burst"] for f in frames if f["position"] == p)]
     delays.sort()
+    per_frame_mj = sum(f["dose_mj"] for f in frames) / len(frames) if frames else 0.0
+    duration_s = max((f["t_s"] for f in frames), default=0.0)
     return {
         "n_events": n_events,
         "caught_fraction": caught / n_events if n_events else math.nan,
@@ -246,13 +261,22 @@ def score_positions(
         "n_frames": len(frames),
         "n_burst_frames": sum(r["burst_frames"] for r in rows),
         "dose_mj": sum(r["dose_mj"] for r in rows),
+        # every position at the burst rate all the time (burst_interval_s), frames as dosed here
+        "dose_fast_everywhere_mj": per_frame_mj * len(positions) * duration_s / burst_interval_s
+        if burst_interval_s > 0
+        else math.nan,
         "positions": rows,
-        "schedule_untouched_positions": len(quiet),
-        "schedule_dev_untouched_median_ms": 1e3 * statistics.median(quiet_dev) if quiet_dev else math.nan,
-        "schedule_dev_untouched_max_ms": 1e3 * max(quiet_dev) if quiet_dev else math.nan,
-        "schedule_dev_all_median_ms": 1e3 * statistics.median(all_dev) if all_dev else math.nan,
-        "schedule_dev_all_max_ms": 1e3 * max(all_dev) if all_dev else math.nan,
+        "untouched_positions": untouched,
+        "plan_frames_during_bursts": len(dev_during),
+        "schedule_dev_during_bursts_median_ms": _ms(statistics.median, dev_during),
+        "schedule_dev_during_bursts_max_ms": _ms(max, dev_during),
+        "schedule_dev_all_median_ms": _ms(statistics.median, dev_all),
+        "schedule_dev_all_max_ms": _ms(max, dev_all),
     }
+
+
+def _ms(stat: Any, values: Sequence[float]) -> float:
+    return 1e3 * float(stat(values)) if values else math.nan
 
 
 def score(result: PositionsRun) -> dict[str, Any]:
@@ -297,8 +321,8 @@ def plot(result: PositionsRun, path: Path) -> Path:
     s = result.scores
     axes[0][0].set_title(
         f"events over {n} positions ({result.mode}): caught {s['caught_fraction']:.0%} of "
-        f"{s['n_events']}, median delay {s['median_delay_s']:.1f} s, {s['n_burst_frames']} burst frames, "
-        f"untouched positions off schedule by ≤ {s['schedule_dev_untouched_max_ms']:.0f} ms"
+        f"{s['n_events']}, median delay {s['median_delay_s']:.1f} s, {s['n_burst_frames']} burst frames; "
+        f"plan frames off schedule ≤ {s['schedule_dev_all_max_ms']:.0f} ms"
     )
     axes[-1][0].set_xlabel("time (s)")
     fig.tight_layout()
@@ -312,7 +336,7 @@ def _demo_params(seed: int, frames: int | None) -> EventsPositionsScenario:
 
 
 SCENARIO: Scenario[EventsPositionsScenario, PositionsRun] = Scenario(
-    name="events-positions",
+    name="events_positions",
     summary="several positions imaged slowly; a fast burst where a fission event is detected",
     params=EventsPositionsScenario,
     run=run,
