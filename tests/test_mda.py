@@ -488,6 +488,20 @@ def test_plan_actions_are_vetted_by_the_gate(demo_core: Any, tmp_path: Path) -> 
     assert [f["axes"]["t"] for f in frames if f["series"] == "p0-burst1"] == [0, 1, 2]
 
 
+def test_acquire_at_a_place_outside_the_plan(demo_core: Any, tmp_path: Path) -> None:
+    seq = _time_lapse(n_positions=2, loops=3, interval_s=0.2)
+    target = AcquireAt(xy_um=(50.0, 60.0), z_um=1.0, z_offsets_um=(-0.5, 0.5), channels=("FITC",), n_frames=2)
+    _, frames, records = _run_script(demo_core, tmp_path, seq, {("p0", 1): [target]})
+    assert [r["verdict"] for r in records] == ["applied"]
+    extra = [f for f in frames if f["series"] == "at1"]
+    assert [f["axes"] for f in extra] == [{"t": t, "c": 0, "z": z} for t in range(2) for z in range(2)]
+    assert all(
+        f["channel"] == "FITC" and f["state"]["xy_um"] == pytest.approx([50.0, 60.0], abs=0.01) for f in extra
+    )
+    assert sorted({f["state"]["z_um"] for f in extra}) == [0.5, 1.5]
+    assert [f["axes"] for f in frames if f["series"] != "at1"] == indices(list(seq))
+
+
 def test_plan_actions_need_an_mda_plan(demo_core: Any, tmp_path: Path) -> None:
     from smartscope.drivers.mmcore import PymmcorePlusDriver
 
