@@ -132,6 +132,7 @@ def test_a_burst_where_the_event_is_while_the_other_positions_keep_their_schedul
         burst = [f["t_s"] for f in res.frames if f["burst"] and f["position"] == p]
         assert any(e["onset_s"] - 1 <= burst[0] <= e["fission_s"] + params.post_s for e in res.events[p])
     assert s["n_burst_frames"] == params.burst_frames * len(res.triggers) > 0
+    assert s["n_bursts"] == len(res.triggers) and s["spurious_bursts"] == 0
     assert s["caught_fraction"] >= 1 / 3
     # the plan's other positions kept their schedule while a position burst
     assert s["plan_frames_during_bursts"] > 0 and s["schedule_dev_during_bursts_max_ms"] < 250

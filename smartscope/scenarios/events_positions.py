@@ -202,7 +202,9 @@ def score_positions(
 
     Per event: *caught* — a burst frame at its position in ``[onset_s, fission_s + post_s]``;
     *delay* — that first burst frame minus onset; *fission in a burst* — a burst frame at
-    the position within the second before the fission moment. Per position: frames, burst
+    the position within the second before the fission moment. A burst is *spurious* when
+    it began outside every event window (``onset − 1 s`` to ``fission + post_s``) of its
+    position. Per position: frames, burst
     frames and the 561 nm dose. Schedule: when each plan frame's event began against
     ``t × slow_interval_s`` after the run's first (``t ≥ 1``: a first visit builds the
     sample's field), for all plan frames and for those taken while another position was
@@ -235,6 +237,18 @@ def score_positions(
                 "dose_mj": sum(f["dose_mj"] for f in mine),
             }
         )
+    # bursts: each AcquireAt's frames form a series; spurious if it began outside every event
+    first_of: dict[str, Mapping[str, Any]] = {}
+    for f in frames:
+        if f["burst"]:
+            first_of.setdefault(str(f.get("series", "")), f)
+    spurious = sum(
+        not any(
+            float(e["onset_s"]) - 1.0 <= f["t_s"] <= float(e["fission_s"]) + post_s
+            for e in events.get(f["position"], [])
+        )
+        for f in first_of.values()
+    )
     # schedule: when each plan frame's event began (the sample's clock is set then) against
     # t × interval from the run's first; first visits (t = 0) build the sample's field, left out
     plan = [f for f in frames if not f["burst"]]
@@ -260,6 +274,8 @@ def score_positions(
         "median_delay_s": statistics.median(delays) if delays else math.nan,
         "n_frames": len(frames),
         "n_burst_frames": sum(r["burst_frames"] for r in rows),
+        "n_bursts": len(first_of),
+        "spurious_bursts": spurious,
         "dose_mj": sum(r["dose_mj"] for r in rows),
         # every position at the burst rate all the time (burst_interval_s), frames as dosed here
         "dose_fast_everywhere_mj": per_frame_mj * len(positions) * duration_s / burst_interval_s
