@@ -49,7 +49,7 @@ from smartscope.runner import run
 from smartscope.safety import Devices, SafetyGate
 from smartscope.storage import read_jsonl
 
-console = Console(width=200)
+console = Console(width=260)
 
 
 def _demo_core(size: int) -> CMMCorePlus:
@@ -274,14 +274,14 @@ def events_table(rows: list[dict[str, Any]], duration_s: float) -> Table:
         "events",
         "caught",
         "fission in burst",
-        "median delay s",
+        "delay s (median)",
         "bursts (spurious)",
-        "burst frames / position",
-        "561 dose mJ / position",
-        "dose vs slow",
-        "dose vs fast everywhere",
-        "plan frames off schedule: all, med / max ms",
-        "while another position bursts (n), med / max ms",
+        "burst frames per position",
+        "561 nm mJ per position",
+        "dose / slow",
+        "dose / fast everywhere",
+        "plan off schedule ms (med / max)",
+        "same, while others burst (n)",
     ):
         t.add_column(col, justify="right")
     for r in rows:
@@ -298,8 +298,8 @@ def events_table(rows: list[dict[str, Any]], duration_s: float) -> Table:
             f"{r['dose_vs_slow']:.2f}",
             f"{r['dose_mj'] / r['dose_fast_everywhere_mj']:.2f}",
             f"{r['schedule_dev_all_median_ms']:.0f} / {r['schedule_dev_all_max_ms']:.0f}",
-            f"({r['plan_frames_during_bursts']}) {r['schedule_dev_during_bursts_median_ms']:.0f} / "
-            f"{r['schedule_dev_during_bursts_max_ms']:.0f}",
+            f"{r['schedule_dev_during_bursts_median_ms']:.0f} / {r['schedule_dev_during_bursts_max_ms']:.0f}"
+            f" ({r['plan_frames_during_bursts']})",
         )
     return t
 
@@ -330,7 +330,7 @@ def main(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({key: rows}, indent=1, default=str), encoding="utf-8")
         with out.with_suffix(".txt").open("w", encoding="utf-8") as fh:
-            Console(file=fh, width=220).print(table)
+            Console(file=fh, width=260).print(table)
 
 
 if __name__ == "__main__":
