@@ -135,7 +135,10 @@ def test_a_burst_where_the_event_is_while_the_other_positions_keep_their_schedul
     assert s["n_bursts"] == len(res.triggers) and s["spurious_bursts"] == 0
     assert s["caught_fraction"] >= 1 / 3
     # the plan's other positions kept their schedule while a position burst
-    assert s["plan_frames_during_bursts"] > 0 and s["schedule_dev_during_bursts_max_ms"] < 250
+    # (a burst that held the others would put them seconds off: 50 frames × 100 ms; a loaded
+    # machine stalls single frames for a few hundred ms)
+    assert s["plan_frames_during_bursts"] > 0 and s["schedule_dev_during_bursts_median_ms"] < 100
+    assert s["schedule_dev_during_bursts_max_ms"] < 1000
     doses = {r["position"]: r["dose_mj"] for r in s["positions"]}
     bursting = {t["position"] for t in res.triggers}
     assert all(doses[p] > doses[q] for p in bursting for q in set(doses) - bursting)
