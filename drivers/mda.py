@@ -27,6 +27,11 @@ Threads and invariants:
   (``n_frames``) or a fault; an event that delivered fewer frames than it should (the
   engine logs a failed snap and goes on) is a driver error.
 
+Hardware actions keep their meaning between events (``SetExposure``, ``SetLaserPower``,
+``SetProperty``, ``SetZ``, ROI, mirror), but the plan's next event sets what it names: its
+channel preset, its exposure, its position. ``SetInterval`` re-times every position;
+``StartBurst``/``StopBurst`` are refused (``AcquireAt`` is the burst of a plan).
+
 Frames: ``axes`` is the event's useq index (``t, p, g, c, z``); ``series`` is ``p<p>`` for
 the plan's frames (one image series per stage position, ``p<p>-g<g>`` per grid tile, as
 Micro-Manager stores a grid's tiles as positions; a plan without positions is ``p0``) and
