@@ -85,7 +85,7 @@ from smartscope.frame import Frame, now_s
 from smartscope.safety import SafetyGate
 from smartscope.state import DriverState
 
-__all__ = ["MDADriver"]
+__all__ = ["MDADriver", "series_of", "series_sizes"]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,30 @@ _WAIT_SLICE_S = 0.05
 # what starting a camera sequence is assumed to cost when a burst is cut to fit before the
 # plan's next job (DemoCamera measured 70-100 ms here; the virtual camera's default is 100 ms)
 SEQUENCE_START_S = 0.1
+
+
+def series_of(event: useq.MDAEvent) -> str:
+    """The image series an event's frame is stored in: ``p<p>`` per stage position of the
+    plan, ``p<p>-g<g>`` per grid tile (as Micro-Manager stores tiles); an extra job (a
+    burst) names its own in the event's metadata."""
+    axes = event_index(event)
+    series = f"p{axes.get('p', 0)}" + (f"-g{axes['g']}" if "g" in axes else "")
+    return str((event.metadata or {}).get(SERIES_KEY) or series)
+
+
+def series_sizes(events: Sequence[useq.MDAEvent], axis_order: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Per image series, its number of channels and z planes (the largest index + 1), keys
+    in ``axis_order`` (outer to inner): a position whose sub-sequence has fewer planes, or a
+    burst with its own channels, gets its own shape."""
+    order = [str(getattr(a, "value", a)) for a in axis_order if str(getattr(a, "value", a)) in ("c", "z")]
+    order += [a for a in ("c", "z") if a not in order]
+    sizes: dict[str, dict[str, int]] = {}
+    for e in image_events(events):
+        axes = event_index(e)
+        mine = sizes.setdefault(series_of(e), dict.fromkeys(order, 1))
+        for a in order:
+            mine[a] = max(mine[a], axes.get(a, 0) + 1)
+    return sizes
 
 
 @dataclass(slots=True)
@@ -150,6 +174,7 @@ class MDADriver(PymmcorePlusDriver):
         self._n_received = 0
         self._last_frame_wall = 0.0
         self._bursts: dict[str, int] = {}
+        self._series_sizes: dict[str, dict[str, int]] = {}  # channels and planes per image series
         self._ctx: _Context | None = None
         self._xy: tuple[float, float] | None = None
         self._z: float | None = None
@@ -263,6 +288,7 @@ class MDADriver(PymmcorePlusDriver):
         self._running = True
         self._stopping = False
         self.schedule = Schedule(self.events)
+        self._series_sizes = series_sizes(self.events, self.sequence.axis_order)
         with contextlib.suppress(Exception):
             x, y = core.getXYPosition()
             self._xy = (float(x), float(y))
@@ -473,9 +499,7 @@ class MDADriver(PymmcorePlusDriver):
         if ctx is None:  # a frame outside every event (cannot happen with pymmcore-plus 0.18)
             ctx = _Context(self._state, 0.0, False)
         axes = event_index(event)
-        # the plan's: one series per stage position, each grid tile its own; extras: their own
-        series = f"p{axes.get('p', 0)}" + (f"-g{axes['g']}" if "g" in axes else "")
-        series = str((event.metadata or {}).get(SERIES_KEY) or series)
+        series = series_of(event)
         pos = meta.get("position") or {}
         x = pos.get("x", event.x_pos)
         y = pos.get("y", event.y_pos)
@@ -509,6 +533,7 @@ class MDADriver(PymmcorePlusDriver):
             state=state,
             axes=axes,
             series=series,
+            series_sizes=self._series_sizes.get(series, {}),
             metadata={
                 "mm": cam_md,
                 "mda": {
@@ -652,6 +677,7 @@ class MDADriver(PymmcorePlusDriver):
                 update["z_pos"] = planes[0]
             by_t.setdefault(index.get("t", 0), []).append(e.model_copy(update=update))
         timepoints = [by_t[t] for t in sorted(by_t)]
+        self._series_sizes.update(series_sizes([e for tp in timepoints for e in tp], mini.axis_order))
         exposure_ms = max(
             (c.exposure or self._state.exposure_ms for c in channels), default=self._state.exposure_ms
         )

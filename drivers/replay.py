@@ -90,34 +90,47 @@ def _tiff_pages(path: Path, tif: tifffile.TiffFile) -> list[_Page]:
     return pages
 
 
-def _zarr_pages(path: Path, series: str = "") -> list[_Page]:
-    """Every plane of one OME-Zarr image in acquisition order (t, then its c/z planes)."""
+def _zarr_pages(path: Path, series: str = "", every_plane: bool = False) -> list[_Page]:
+    """The planes of one OME-Zarr image that hold frames, in the order they were written
+    (ome-writers' per-frame metadata: storage index, time); every plane (t, then c/z) for
+    an image without it, or with ``every_plane`` (a run folder's frames.jsonl counts planes
+    so: t-major, then c, then z)."""
     try:
         import tensorstore as ts
     except ImportError as exc:
         raise DriverError(f"microscope.replay_path: reading {path} needs tensorstore ({exc})") from None
-    meta = json.loads((path / "zarr.json").read_text())["attributes"]["ome"]["multiscales"][0]
+    attrs = json.loads((path / "zarr.json").read_text())["attributes"]
+    meta = attrs["ome"]["multiscales"][0]
     axes = [a["name"] for a in meta["axes"]]
     arr = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path / "0")}}).result()
     plane_axes = axes[:-2]
     shape = arr.shape[: len(plane_axes)]
+    written = [
+        (tuple(int(i) for i in m["storage_index"]), m.get("delta_t"))
+        for m in (attrs.get("ome_writers") or {}).get("frame_metadata") or []
+        if isinstance(m, dict) and len(m.get("storage_index") or ()) == len(plane_axes)
+    ]
+    if every_plane or not written:
+        written = [
+            (tuple(int(i) for i in np.unravel_index(k, shape)), None) for k in range(int(np.prod(shape)))
+        ]
     pages = []
-    for k in range(int(np.prod(shape))):
-        idx = tuple(int(i) for i in np.unravel_index(k, shape))
+    for idx, delta_t in written:
         pages.append(
             _Page(
                 read=(lambda idx=idx: np.asarray(arr[idx].read().result())),  # type: ignore[misc]
                 series=series,
                 axes=dict(zip(plane_axes, idx, strict=True)),
+                time_s=float(delta_t) if delta_t is not None else None,
             )
         )
     return pages
 
 
-def _open(path: Path, handles: list[Any]) -> list[_Page]:
+def _open(path: Path, handles: list[Any], every_plane: bool = False) -> list[_Page]:
     """The pages of ``path``: a run folder, an OME-TIFF/TIFF, or an OME-Zarr image."""
     if path.is_dir() and (path / "zarr.json").is_file():
-        return _zarr_pages(path)
+        return _zarr_pages(path, every_plane=every_plane)
     if path.is_dir():  # a run folder: its raw files in the order frames.jsonl lists them
         records = _jsonl(path / "frames.jsonl")
         files = list(dict.fromkeys(str(r["file"]) for r in records if "file" in r))
@@ -129,7 +142,7 @@ def _open(path: Path, handles: list[Any]) -> list[_Page]:
             raise DriverError(
                 f"microscope.replay_path: {path} holds no raw frames (raw*.ome.tif or raw*.ome.zarr)"
             )
-        by_file = {f: _open(path / f, handles) for f in files}
+        by_file = {f: _open(path / f, handles, every_plane=bool(records)) for f in files}
         if not records:
             return [p for f in files for p in by_file[f]]
         pages = []

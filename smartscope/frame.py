@@ -33,7 +33,9 @@ class Frame:
     the new setting: stored and analysed, never used as controller evidence). ``axes``
     holds the frame's multi-dimensional indices (``{"t": 3, "p": 1, "c": 0, "z": 4}``, the
     keys of a useq-schema ``MDAEvent.index``; empty for a plain stream) and ``series`` the
-    image series it is stored in (one per stage position). ``times``
+    image series it is stored in (one per stage position); ``series_sizes`` the number of
+    channels and z planes of that series where the driver knows them (an MDA plan's
+    position, a burst), so a store can place the frame by its indices. ``times``
     collects stamps along the way, keyed ``camera``, ``dequeued``, ``stored``,
     ``stage:<name>``, ``decided`` and ``applied``. ``metadata["mm"]`` holds the camera's
     own metadata where the driver has it.
@@ -47,6 +49,7 @@ class Frame:
     transition: bool = False  # an action took effect during this frame's exposure
     axes: dict[str, int] = field(default_factory=dict)  # MDA indices: t, p, g, c, z (useq keys)
     series: str = ""  # the image series (OME Image) it belongs to: one per position, "" = one series
+    series_sizes: dict[str, int] = field(default_factory=dict)  # {"c": 2, "z": 5}; {} = unknown
     metadata: dict[str, Any] = field(default_factory=dict)
     times: dict[str, float] = field(default_factory=dict)
 

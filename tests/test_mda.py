@@ -606,3 +606,41 @@ def test_a_stalled_camera_ends_safe_and_the_run_ends(laser_core: Any, tmp_path: 
     assert time.perf_counter() - t0 < 10
     assert float(laser_core.getProperty("Laser488", "Voltage")) == 0.0
     check_invariants(Path(res.run_dir))
+
+
+def test_a_ragged_plan_and_a_burst_land_in_ome_zarr_where_their_indices_say(
+    demo_core: Any, tmp_path: Path
+) -> None:
+    """do_stack=False, acquire_every, a grid position and a burst with its own planes: every
+    stored plane sits at the frame's (t, c, z) in its series' image; the places the plan
+    leaves out are empty."""
+    import numpy as np
+
+    tensorstore = pytest.importorskip("tensorstore")
+    seq = rich_sequence()
+    burst = AcquireAt(position=0, n_frames=2, z_offsets_um=(-1.0, 0.0, 1.0, 2.0), channels=("FITC",))
+    res, frames, _ = _run_script(
+        demo_core, tmp_path, seq, {("p0", 1): [burst]}, storage={"format": "ome-zarr"}
+    )
+    assert res.status == "completed", res.reason
+    run_dir = Path(res.run_dir)
+    assert {f["series"] for f in frames} == {"p0", "p1-g0", "p1-g1", "p0-burst1"}
+    arrays: dict[str, tuple[list[str], Any]] = {}
+    for name in {f["file"] for f in frames}:
+        path = run_dir / name
+        meta = json.loads((path / "zarr.json").read_text())["attributes"]["ome"]["multiscales"][0]
+        store = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path / "0")}}
+        arrays[name] = ([a["name"] for a in meta["axes"]], tensorstore.open(store).result().read().result())
+    stored: dict[str, set[tuple[int, ...]]] = {}
+    for f in frames:
+        axes, data = arrays[f["file"]]
+        where = tuple(int(i) for i in np.unravel_index(f["page"], data.shape[: len(axes) - 2]))
+        assert dict(zip(axes[:-2], where, strict=True)) == {a: f["axes"].get(a, 0) for a in axes[:-2]}
+        assert data[where].any()
+        stored.setdefault(f["file"], set()).add(where)
+    # the burst's own shape: 1 channel (no c axis) × 4 planes; the plan's: 3 t × 2 channels × 3 planes
+    assert arrays["raw.p0-burst1.ome.zarr"][1].shape[:-2] == (2, 4)
+    assert arrays["raw.p0.ome.zarr"][1].shape[:-2] == (3, 2, 3)
+    for name, (axes, data) in arrays.items():  # what the plan leaves out is empty
+        for where in np.ndindex(*data.shape[: len(axes) - 2]):
+            assert data[where].any() == (where in stored[name]), (name, where)

@@ -154,3 +154,125 @@ def test_replay_reproduces_the_dimensions(tmp_path: Path, fmt: str, source: str)
         assert (g.axes.get("t"), g.axes.get("c"), g.axes.get("z")) == (e.axes["t"], e.axes["c"], e.axes["z"])
         if fmt == "ome-tiff" or source == "run folder":
             assert g.series == e.series
+
+
+def _plan_frames(seq: object) -> list[Frame]:
+    """Frames as the MDA driver makes them from a useq plan's events: indices, series and
+    the series' own shape; each pixel value encodes where the frame belongs."""
+    import useq
+
+    from smartscope.config.mda import event_index
+    from smartscope.drivers.mda import series_of, series_sizes
+
+    assert isinstance(seq, useq.MDASequence)
+    events = list(seq)
+    sizes = series_sizes(events, seq.axis_order)
+    frames = []
+    for i, e in enumerate(events):
+        axes = event_index(e)
+        t, c, z, p = (axes.get(a, 0) for a in "tczp")
+        value = 1 + 1000 * t + 100 * c + 10 * z + p
+        f = Frame(i, np.full((16, 24), value, np.uint16), camera_time_s=float(i), axes=axes)
+        f.series = series_of(e)
+        f.series_sizes = sizes[f.series]
+        frames.append(f)
+    return frames
+
+
+RAGGED_PLANS = {
+    # a channel imaged without its z-stack, one every other time point, and a position
+    # whose own sub-sequence has fewer planes
+    "do_stack, acquire_every, sub-sequence": {
+        "axis_order": "tpcz",
+        "time_plan": {"interval": 0, "loops": 3},
+        "z_plan": {"range": 3, "step": 1},
+        "channels": [
+            {"config": "DAPI", "do_stack": False},
+            {"config": "FITC"},
+            {"config": "Cy5", "acquire_every": 2},
+        ],
+        "stage_positions": [
+            {"x": 0, "y": 0},
+            {"x": 100, "y": 0, "sequence": {"z_plan": {"range": 1, "step": 1}}},
+        ],
+    },
+    "z outside c": {
+        "axis_order": "tpzc",
+        "time_plan": {"interval": 0, "loops": 2},
+        "z_plan": {"range": 2, "step": 1},
+        "channels": [{"config": "DAPI"}, {"config": "FITC", "do_stack": False}],
+    },
+}
+
+
+@pytest.mark.parametrize("plan", list(RAGGED_PLANS))
+def test_ome_zarr_places_frames_of_ragged_plans_by_their_indices(tmp_path: Path, plan: str) -> None:
+    import useq
+
+    tensorstore = pytest.importorskip("tensorstore")
+    seq = useq.MDASequence.model_validate(RAGGED_PLANS[plan])
+    frames = _plan_frames(seq)
+    run = RunFolder(tmp_path, "ragged", fmt="ome-zarr", layout=({"c": 3, "z": 4}, "tpcz"))
+    run.write_raw(frames[:7])
+    run.write_raw(frames[7:])
+    run.close()
+    lines = [json.loads(x) for x in (run.path / "frames.jsonl").read_text().splitlines()]
+    arrays = {}
+    for name in {f.series for f in frames}:
+        path = run.path / f"raw.{name}.ome.zarr"
+        meta = json.loads((path / "zarr.json").read_text())["attributes"]["ome"]["multiscales"][0]
+        axes = [a["name"] for a in meta["axes"]]
+        store = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path / "0")}}
+        arrays[path.name] = (axes, tensorstore.open(store).result().read().result())
+    for f, line in zip(frames, lines, strict=True):
+        axes, data = arrays[line["file"]]
+        plane_shape = data.shape[: len(axes) - 2]
+        where = np.unravel_index(line["page"], plane_shape)
+        # the frame is stored at its own (t, c, z), whatever the storage order
+        assert dict(zip(axes[:-2], (int(i) for i in where), strict=True)) == {
+            a: f.axes.get(a, 0) for a in axes[:-2]
+        }
+        assert np.array_equal(data[where], f.image)
+    # a position's own shape: p1 has 2 planes per channel, p0 has 4
+    assert arrays["raw.p0.ome.zarr"][1].shape[:-2] == (
+        (3, 3, 4) if plan.startswith("do_stack") else (2, 2, 3)
+    )
+    if plan.startswith("do_stack"):
+        assert arrays["raw.p1.ome.zarr"][1].shape[:-2] == (3, 3, 2)
+
+
+@pytest.mark.parametrize("source", ["run folder", "image"])
+def test_replay_of_a_ragged_ome_zarr_plays_the_frames_taken(tmp_path: Path, source: str) -> None:
+    import useq
+
+    from smartscope.drivers.replay import ReplayDriver
+
+    pytest.importorskip("tensorstore")
+    seq = useq.MDASequence.model_validate(RAGGED_PLANS["z outside c"])
+    written = _plan_frames(seq)
+    run = RunFolder(tmp_path, "r", fmt="ome-zarr", layout=({}, "tpcz"))
+    run.write_raw(written)
+    run.close()
+    drv = ReplayDriver(run.path if source == "run folder" else run.path / "raw.p0.ome.zarr", fps=1000)
+    drv.start(None)
+    got = []
+    while (f := _next(drv)) is not None:
+        got.append(f)
+    drv.close()
+    assert [g.image[0, 0] for g in got] == [w.image[0, 0] for w in written]  # no empty planes
+    assert [(g.axes.get("t"), g.axes.get("c"), g.axes.get("z")) for g in got] == [
+        (w.axes["t"], w.axes["c"], w.axes.get("z", 0)) for w in written
+    ]
+
+
+def _next(drv: object) -> Frame | None:
+    from smartscope.drivers.replay import ReplayDriver
+
+    assert isinstance(drv, ReplayDriver)
+    while True:
+        try:
+            f = drv.next_frame(1.0)
+        except StopIteration:
+            return None
+        if f is not None:
+            return f
