@@ -11,11 +11,15 @@ photons detected photons (photoelectrons) of that emitter in frame t
 bg     background (photoelectrons per pixel)
 sx, sy localization uncertainty (px, 1 s.d.)
 sphot  photon uncertainty (photoelectrons, 1 s.d.)
+z      (3-D networks) height above the focal plane, nm, within ``z_range_nm``
+sz     (3-D networks) its uncertainty, nm (1 s.d.)
 ====== =================================================================
 
-Training uses DECODE's loss: a Gaussian approximation of the Poisson-binomial count
-likelihood plus the log-likelihood of every true emitter under the Gaussian mixture the
-per-pixel outputs define (no explicit matching), plus a background MSE.
+A 2-D network has the first 8 channels (:data:`OUTPUT_CHANNELS`), a 3-D one all 10
+(:data:`OUTPUT_CHANNELS_3D`). Training uses DECODE's loss: a Gaussian approximation of the
+Poisson-binomial count likelihood plus the log-likelihood of every true emitter under the
+Gaussian mixture the per-pixel outputs define (x, y, photons and, in 3-D, z; no explicit
+matching), plus a background MSE.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from smartscope.models.unet import NETWORKS, UNet2D, UNetConfig, register_networ
 __all__ = [
     "ARCHITECTURE",
     "OUTPUT_CHANNELS",
+    "OUTPUT_CHANNELS_3D",
     "DecodeLoss",
     "SMLMNet",
     "SMLMNetConfig",
@@ -44,7 +49,9 @@ __all__ = [
 
 ARCHITECTURE = "smlm_decode"
 OUTPUT_CHANNELS: tuple[str, ...] = ("prob", "dx", "dy", "photons", "bg", "sx", "sy", "sphot")
+OUTPUT_CHANNELS_3D: tuple[str, ...] = (*OUTPUT_CHANNELS, "z", "sz")
 N_FRAMES = 3
+Z_UNIT_NM = 100.0  # scale of the z uncertainty output (≈ one camera pixel)
 
 
 class SMLMNetConfig(BaseModel):
@@ -57,10 +64,17 @@ class SMLMNetConfig(BaseModel):
     norm: str = "none"
     input_scale_e: float = Field(default=100.0, gt=0, description="photoelectrons per input unit")
     photon_scale_e: float = Field(default=1000.0, gt=0, description="photons per output unit")
+    z_range_nm: tuple[float, float] | None = Field(
+        default=None, description="3-D: the z range the network predicts within (None: 2-D)"
+    )
+
+    @property
+    def output_channels(self) -> tuple[str, ...]:
+        return OUTPUT_CHANNELS_3D if self.z_range_nm is not None else OUTPUT_CHANNELS
 
 
 class SMLMNet(nn.Module):
-    """Shared :class:`UNet2D` trunk (3 frames in) + DECODE output activations."""
+    """Shared :class:`UNet2D` trunk (3 frames in) + DECODE output activations (+ z)."""
 
     def __init__(self, config: SMLMNetConfig | None = None, **kwargs: Any) -> None:
         super().__init__()
@@ -69,7 +83,7 @@ class SMLMNet(nn.Module):
         self.unet = UNet2D(
             UNetConfig(
                 in_channels=N_FRAMES,
-                out_channels=len(OUTPUT_CHANNELS),
+                out_channels=len(cfg.output_channels),
                 depth=cfg.depth,
                 base_width=cfg.base_width,
                 norm=cfg.norm,  # type: ignore[arg-type]
@@ -93,7 +107,13 @@ class SMLMNet(nn.Module):
         bg = nn.functional.softplus(raw[:, 4:5]) * cfg.input_scale_e
         sxy = torch.sigmoid(raw[:, 5:7]) * 3.0 + 0.01
         sphot = (torch.sigmoid(raw[:, 7:8]) * 3.0 + 0.01) * cfg.photon_scale_e
-        return torch.cat([prob, offs, photons, bg, sxy, sphot], dim=1)
+        parts = [prob, offs, photons, bg, sxy, sphot]
+        if cfg.z_range_nm is not None:
+            lo, hi = cfg.z_range_nm
+            half = 0.55 * (hi - lo)  # a little beyond the range, so its ends are reachable
+            parts.append(0.5 * (lo + hi) + half * torch.tanh(raw[:, 8:9]))
+            parts.append((torch.sigmoid(raw[:, 9:10]) * 3.0 + 0.01) * Z_UNIT_NM)
+        return torch.cat(parts, dim=1)
 
 
 def _factory(params: dict[str, Any]) -> nn.Module:
@@ -108,7 +128,9 @@ class DecodeLoss(nn.Module):
     """DECODE loss on network outputs (physical units) and padded ground truth.
 
     ``gt_xy_px`` (B, E, 2): emitter positions in pixel-centre units of the output grid;
-    ``gt_photons`` (B, E); ``gt_mask`` (B, E) bool for real entries; ``gt_bg`` (B, H, W).
+    ``gt_photons`` (B, E); ``gt_mask`` (B, E) bool for real entries; ``gt_bg`` (B, H, W);
+    ``gt_z_nm`` (B, E) for a 3-D network (z enters the mixture in units of
+    :data:`Z_UNIT_NM`).
     """
 
     def __init__(self, photon_scale_e: float, input_scale_e: float, bg_weight: float = 1.0):
@@ -124,8 +146,12 @@ class DecodeLoss(nn.Module):
         gt_photons: torch.Tensor,
         gt_mask: torch.Tensor,
         gt_bg: torch.Tensor,
+        gt_z_nm: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        b, _, h, w = out.shape
+        b, c_out, h, w = out.shape
+        three_d = c_out == len(OUTPUT_CHANNELS_3D)
+        if three_d and gt_z_nm is None:
+            raise ValueError("a 3-D network's loss needs gt_z_nm")
         prob = out[:, 0].reshape(b, -1).clamp(1e-6, 1 - 1e-6)
         # count loss: Gaussian approximation of the Poisson-binomial sum of p
         mean = prob.sum(1)
@@ -156,6 +182,12 @@ class DecodeLoss(nn.Module):
             - torch.log(sn)
             - 1.5 * math.log(2 * math.pi)
         )
+        if three_d:
+            assert gt_z_nm is not None
+            mz = (out[:, 8] / Z_UNIT_NM).reshape(b, 1, -1)
+            sz = (out[:, 9] / Z_UNIT_NM).reshape(b, 1, -1)
+            gz = (gt_z_nm / Z_UNIT_NM)[:, :, None]
+            log_n = log_n - 0.5 * ((gz - mz) / sz) ** 2 - torch.log(sz) - 0.5 * math.log(2 * math.pi)
         log_w = torch.log(prob) - torch.log(mean)[:, None]
         ll = torch.logsumexp(log_w[:, None, :] + log_n, dim=2)  # (B, E)
         loc = -(ll * gt_mask.float()).sum(1)
@@ -179,15 +211,18 @@ def decode_outputs(
     settings: DecodeSettings | None = None,
     origin_px: tuple[int, int] = (0, 0),
 ) -> LocTable:
-    """Per-pixel outputs (8, H, W) → localization table for one frame.
+    """Per-pixel outputs (8 or 10, H, W) → localization table for one frame.
 
     A detection is a pixel whose probability is the maximum of its 3x3 neighbourhood and
     whose 3x3 summed probability exceeds ``threshold`` (emitters split across two pixels
-    count once); ``prob`` = that sum, capped at 1.
+    count once); ``prob`` = that sum, capped at 1. A 3-D output also fills ``z_nm`` and
+    ``sigma_z_nm``.
     """
     s = settings or DecodeSettings()
-    if out.ndim != 3 or out.shape[0] != len(OUTPUT_CHANNELS):
-        raise ValueError(f"network output must be (8, H, W) {OUTPUT_CHANNELS}, got {out.shape}")
+    if out.ndim != 3 or out.shape[0] not in (len(OUTPUT_CHANNELS), len(OUTPUT_CHANNELS_3D)):
+        raise ValueError(
+            f"network output must be (8, H, W) {OUTPUT_CHANNELS} or (10, H, W) with z, sz; got {out.shape}"
+        )
     p = out[0]
     psum = ndimage.uniform_filter(p, size=3, mode="constant") * 9.0
     # a tiny position ramp breaks ties, so an emitter split evenly over two pixels counts once
@@ -198,6 +233,7 @@ def decode_outputs(
     r, c = np.nonzero(peak)
     x_px = c + out[1, r, c] + origin_px[1]
     y_px = r + out[2, r, c] + origin_px[0]
+    extra = {"z_nm": out[8, r, c], "sigma_z_nm": out[9, r, c]} if out.shape[0] > 8 else {}
     return LocTable.from_columns(
         frame=np.full(r.size, frame_index, np.int64),
         x_nm=(x_px + 0.5) * pixel_nm,
@@ -207,4 +243,5 @@ def decode_outputs(
         sigma_x_nm=out[5, r, c] * pixel_nm,
         sigma_y_nm=out[6, r, c] * pixel_nm,
         prob=np.minimum(psum[r, c], 1.0),
+        **extra,
     )

@@ -11,6 +11,14 @@ CSV), the Gaussian rendering (TIFF) and a drift estimate there.
 Method ``network`` runs a DECODE-class bundle on (t−1, t, t+1): the rows of frame t come
 out when frame t+1 arrives (one frame late; ``flush()`` returns the last frame's). Frames
 that do not follow each other (the loop skipped some) are replaced by the centre frame.
+
+Calibration (``smartscope calibrate``): ``camera_file`` replaces ``camera`` (per-pixel sCMOS
+maps cropped at ``sensor_origin_px``); ``psf_file`` gives the classical fit a calibrated
+spline PSF (3-D: z is fitted). A network bundle trained on a calibrated camera records
+its numbers: the stage refuses a bundle whose pixel size or camera does not match the
+data's — the message names both — unless ``force``. The detection threshold defaults to
+the one chosen on validation data at training time (the bundle's ``calibration``). 3-D
+tables add a z-colour-coded render (``superres_z.png``) on close.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -33,7 +41,10 @@ from smartscope.models.smlm.localize_classical import (
 from smartscope.models.smlm.table import LocTable
 from smartscope.pipeline import StageError, StageOutput
 
-__all__ = ["SMLMCameraConfig", "SMLMStage", "SMLMStageConfig"]
+if TYPE_CHECKING:
+    from smartscope.engines.runtime import Engine
+
+__all__ = ["SMLMCameraConfig", "SMLMStage", "SMLMStageConfig", "bundle_mismatches"]
 
 
 class SMLMCameraConfig(BaseModel):
@@ -71,12 +82,22 @@ class SMLMStageConfig(BaseModel):
     backend: Literal["auto", "tensorrt", "torch", "onnxruntime"] = "auto"
     pixel_size_um: float = Field(default=0.1, gt=0, le=10)
     camera: SMLMCameraConfig = Field(default_factory=SMLMCameraConfig)
+    camera_file: Path | None = Field(
+        default=None, description="camera calibration (smartscope calibrate camera); replaces 'camera'"
+    )
+    sensor_origin_px: tuple[int, int] = Field(
+        default=(0, 0), description="(row, col) of the frame on the sensor, for per-pixel camera maps"
+    )
+    psf_file: Path | None = Field(default=None, description="PSF calibration (classical: spline fit, 3-D)")
     psf_sigma_nm: float = Field(default=100.0, gt=0, description="Gaussian PSF sigma (≈ 0.21 λ/NA)")
     fit_sigma: bool = False
-    roi_px: int = Field(default=7, ge=5)
+    roi_px: int | None = Field(default=None, ge=5, description="fit window (None: by PSF model)")
     threshold_sigma: float = Field(default=4.0, gt=0)
     min_prob: float = Field(default=0.99, ge=0, le=1, description="classical: likelihood-ratio prob")
-    prob_threshold: float = Field(default=0.5, gt=0, description="network: 3x3 summed probability")
+    prob_threshold: float | None = Field(
+        default=None, gt=0, description="network: 3x3 summed probability (None: the bundle's)"
+    )
+    force: bool = Field(default=False, description="use a network bundle whose calibration does not match")
     area_um2: float | None = Field(
         default=None, gt=0, description="area the density refers to (default: the whole frame)"
     )
@@ -91,8 +112,11 @@ class SMLMStageConfig(BaseModel):
                 raise ValueError("bundle: method 'network' needs an engine bundle")
             if not self.bundle.exists():
                 raise ValueError(f"bundle: {str(self.bundle)!r} does not exist")
-        if self.roi_px % 2 == 0:
+        if self.roi_px is not None and self.roi_px % 2 == 0:
             raise ValueError(f"roi_px must be odd, got {self.roi_px}")
+        for name, f in (("camera_file", self.camera_file), ("psf_file", self.psf_file)):
+            if f is not None and not f.is_file():
+                raise ValueError(f"{name}: {str(f)!r} does not exist")
         return self
 
     def build(self) -> SMLMStage:
@@ -103,52 +127,97 @@ class SMLMStage:
     """Implements :class:`smartscope.pipeline.Stage` for SMLM localization."""
 
     def __init__(self, config: SMLMStageConfig) -> None:
+        from smartscope.models.smlm.calibrate import UserCalibration
+
         self.config = config
         self.name = config.name
         self.output_dir: Path | None = config.output_dir
         self.pixel_nm = config.pixel_size_um * 1000.0
-        self.camera = config.camera.model()
-        self.classical = ClassicalLocalizer(
-            ClassicalConfig(
-                pixel_nm=self.pixel_nm,
-                psf_sigma_nm=config.psf_sigma_nm,
-                fit_sigma=config.fit_sigma,
-                roi_px=config.roi_px,
-                threshold_sigma=config.threshold_sigma,
-                min_prob=config.min_prob,
-            ),
-            self.camera,
-        )
-        self.engine = None
+        self.calibration = UserCalibration.load(config.psf_file, config.camera_file)
+        self._camera_by_shape: dict[tuple[int, int], CameraModel] = {}
+        self.camera = self._nominal_camera()
+        self.engine: Engine | None = None
+        self.threshold = 0.5
         if config.method == "network":
-            from smartscope.engines.runtime import Engine
-            from smartscope.models.smlm import network  # registers the architecture
-
-            assert config.bundle is not None
-            self.engine = Engine.open(config.bundle, config.backend)
-            man = self.engine.manifest
-            if man.task != "smlm" or man.outputs[0].channels != list(network.OUTPUT_CHANNELS):
-                raise ValueError(
-                    f"bundle {config.bundle}: task {man.task!r} with outputs "
-                    f"{man.outputs[0].channels} is not a DECODE-class SMLM engine"
-                )
-            if man.pixel_size_um is not None and not math.isclose(
-                man.pixel_size_um, config.pixel_size_um, rel_tol=0.05
-            ):
-                raise ValueError(
-                    f"pixel_size_um: stage has {config.pixel_size_um}, bundle {config.bundle} "
-                    f"was trained at {man.pixel_size_um}"
-                )
+            self._open_engine()
+        self._classical_cfg = ClassicalConfig(
+            pixel_nm=self.pixel_nm,
+            psf_sigma_nm=config.psf_sigma_nm,
+            fit_sigma=config.fit_sigma,
+            roi_px=config.roi_px,
+            threshold_sigma=config.threshold_sigma,
+            min_prob=config.min_prob,
+        )
+        self.classical = ClassicalLocalizer(self._classical_cfg, self.camera, self.calibration.psf)
         self._buf: list[tuple[int, np.ndarray]] = []  # (index, electrons) for the network
         self._tables: list[LocTable] = []
         self._hist: np.ndarray | None = None
         self._shape: tuple[int, int] | None = None
         self.frames_seen = 0
 
+    def _nominal_camera(self) -> CameraModel:
+        """The camera without per-pixel maps (its scalars); maps come per frame shape."""
+        from smartscope.models.smlm.train import camera_model_for
+
+        cam = self.calibration.camera
+        return self.config.camera.model() if cam is None else camera_model_for(cam)
+
+    def camera_for(self, shape: tuple[int, int]) -> CameraModel:
+        """Camera model for frames of ``shape``: the calibration's per-pixel maps cropped at
+        ``sensor_origin_px`` when it has them, else the scalar model."""
+        hit = self._camera_by_shape.get(shape)
+        if hit is not None:
+            return hit
+        from smartscope.models.smlm.train import camera_model_for
+        from smartscope.simulators.camera import CameraMaps
+
+        cal, maps = self.calibration.camera, self.calibration.camera_maps
+        cam = self.camera
+        if cal is not None and maps is not None:
+            r0, c0 = self.config.sensor_origin_px
+            if r0 + shape[0] > maps.shape[0] or c0 + shape[1] > maps.shape[1]:
+                raise StageError(
+                    f"stage {self.name!r}: frame {shape} at sensor origin {(r0, c0)} lies outside the "
+                    f"camera maps {maps.shape} of {self.config.camera_file}"
+                )
+            sl = (slice(r0, r0 + shape[0]), slice(c0, c0 + shape[1]))
+            sub = CameraMaps.from_arrays(maps.offset_adu[sl], maps.gain_adu_per_e[sl], maps.read_noise_e[sl])
+            cam = camera_model_for(cal, maps=sub)
+        self._camera_by_shape[shape] = cam
+        return cam
+
+    def _open_engine(self) -> None:
+        from smartscope.engines.runtime import Engine
+        from smartscope.models.smlm import network  # registers the architecture
+
+        cfg = self.config
+        assert cfg.bundle is not None
+        self.engine = Engine.open(cfg.bundle, cfg.backend)
+        man = self.engine.manifest
+        chans = tuple(man.outputs[0].channels)
+        if man.task != "smlm" or chans not in (network.OUTPUT_CHANNELS, network.OUTPUT_CHANNELS_3D):
+            raise ValueError(
+                f"bundle {cfg.bundle}: task {man.task!r} with outputs "
+                f"{man.outputs[0].channels} is not a DECODE-class SMLM engine"
+            )
+        problems = bundle_mismatches(man.calibration, man.pixel_size_um, cfg.pixel_size_um, self.camera)
+        if problems and not cfg.force:
+            where = f"camera {cfg.camera_file}" if cfg.camera_file else "the stage's camera settings"
+            raise ValueError(
+                f"bundle {cfg.bundle} does not match the data ({where}): "
+                + "; ".join(problems)
+                + ". Retrain on this calibration, or pass force to use it anyway"
+            )
+        self.threshold = (
+            cfg.prob_threshold
+            if cfg.prob_threshold is not None
+            else float(man.calibration.get("threshold", 0.5))
+        )
+
     # --- localization ------------------------------------------------------------------
     def _network_window(self, frame: Frame) -> tuple[int, np.ndarray] | None:
         """Push the frame; return (centre index, (3, H, W) electrons) when one is ready."""
-        e = self.camera.to_electrons(frame.image).astype(np.float32)
+        e = self.camera_for(frame.shape).to_electrons(frame.image).astype(np.float32)
         self._buf.append((frame.index, e))
         if len(self._buf) == 1:
             return None
@@ -167,15 +236,16 @@ class SMLMStage:
 
         assert self.engine is not None
         out = self.engine.infer(window)["out"]
-        return decode_outputs(
-            out, centre, self.pixel_nm, DecodeSettings(threshold=self.config.prob_threshold)
-        )
+        return decode_outputs(out, centre, self.pixel_nm, DecodeSettings(threshold=self.threshold))
 
     def localize(self, frame: Frame) -> LocTable | None:
         """Localizations this frame makes available (None: network still buffering)."""
         if frame.image.ndim != 2:
             raise StageError(f"stage {self.name!r}: expected a (Y, X) frame, got {frame.image.shape}")
         if self.engine is None:
+            cam = self.camera_for(frame.shape)
+            if cam is not self.classical.camera:
+                self.classical = ClassicalLocalizer(self._classical_cfg, cam, self.calibration.psf)
             return self.classical.localize(frame.image, frame.index)
         win = self._network_window(frame)
         if win is None:
@@ -263,6 +333,11 @@ class SMLMStage:
             p = folder / "superres_gaussian.tif"
             tifffile.imwrite(p, img, metadata={"pixel_size_nm": self.config.render_pixel_nm})
             paths["superres"] = p
+            if tab.has_z:
+                from smartscope.models.smlm.render import render_z_color, save_png
+
+                rgb = render_z_color(tab, self.config.render_pixel_nm, self.extent_nm)
+                paths["superres_z"] = save_png(rgb, folder / "superres_z.png")
             n_frames = int(tab.frame.max() - tab.frame.min() + 1)
             if n_frames >= 200 and len(tab) >= 500:
                 d = estimate_drift(tab, n_segments=min(10, n_frames // 100), extent_nm=self.extent_nm)
@@ -291,3 +366,43 @@ class SMLMStage:
             self.write_outputs(self.output_dir)
         if self.engine is not None:
             self.engine.close()
+
+
+# tolerances a bundle's recorded camera must meet (relative, or absolute ADU for the offset)
+_CAMERA_TOLERANCE = {"gain_adu_per_e": 0.05, "em_gain": 0.1, "read_noise_e": 0.3}
+_OFFSET_TOLERANCE_ADU = 5.0
+
+
+def bundle_mismatches(
+    calibration: Mapping[str, float],
+    bundle_pixel_um: float | None,
+    pixel_size_um: float,
+    camera: CameraModel,
+) -> list[str]:
+    """What about a network bundle's recorded calibration does not fit the data: pixel size
+    (2 %) and, for a bundle trained on a calibrated camera, its kind, conversion gain (5 %),
+    EM gain (10 %), offset (5 ADU) and read noise (30 %). Each entry names both values."""
+    out: list[str] = []
+    if bundle_pixel_um is not None and not math.isclose(bundle_pixel_um, pixel_size_um, rel_tol=0.02):
+        out.append(f"pixel size: data {pixel_size_um * 1000:g} nm, bundle {bundle_pixel_um * 1000:g} nm")
+    if calibration.get("camera_calibrated", 0.0) < 0.5:
+        return out
+    data = {
+        "gain_adu_per_e": 1.0 / camera.e_per_adu,
+        "em_gain": camera.em_gain,
+        "read_noise_e": camera.read_noise_e,
+    }
+    if bool(calibration.get("camera_emccd", 0.0) > 0.5) != camera.emccd:
+        kinds = ("EMCCD", "sCMOS")
+        out.append(
+            f"camera kind: data {kinds[0] if camera.emccd else kinds[1]}, "
+            f"bundle {kinds[0] if calibration.get('camera_emccd', 0.0) > 0.5 else kinds[1]}"
+        )
+    for key, tol in _CAMERA_TOLERANCE.items():
+        ref = calibration.get(f"camera_{key}")
+        if ref is not None and not math.isclose(data[key], ref, rel_tol=tol):
+            out.append(f"camera {key}: data {data[key]:.4g}, bundle {ref:.4g}")
+    ref_off = calibration.get("camera_offset_adu")
+    if ref_off is not None and abs(camera.offset_adu - ref_off) > _OFFSET_TOLERANCE_ADU:
+        out.append(f"camera offset_adu: data {camera.offset_adu:.4g}, bundle {ref_off:.4g}")
+    return out
