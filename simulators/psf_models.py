@@ -116,9 +116,25 @@ def render_model(
     chunk: int = 2048,
 ) -> np.ndarray:
     """Add emitters (nm from the corner of pixel (0, 0)) to a float32 photon image."""
-    img = np.zeros(shape, np.float32) if out is None else out
     x_px = np.asarray(x_nm, np.float64) / model.pixel_nm - 0.5
     y_px = np.asarray(y_nm, np.float64) / model.pixel_nm - 0.5
+    return render_model_px(model, shape, x_px, y_px, z_nm, photons, out, chunk)
+
+
+def render_model_px(
+    model: PSFModel,
+    shape: tuple[int, int],
+    x_px: np.ndarray,
+    y_px: np.ndarray,
+    z_nm: np.ndarray,
+    photons: np.ndarray,
+    out: np.ndarray | None = None,
+    chunk: int = 2048,
+) -> np.ndarray:
+    """As :func:`render_model`, positions in pixel-centre units (pixel k centred at k)."""
+    img = np.zeros(shape, np.float32) if out is None else out
+    x_px = np.asarray(x_px, np.float64)
+    y_px = np.asarray(y_px, np.float64)
     z = np.broadcast_to(np.asarray(z_nm, np.float64), x_px.shape)
     ph = np.broadcast_to(np.asarray(photons, np.float64), x_px.shape)
     s = model.window_px
@@ -437,4 +453,4 @@ def gaussian_z_of(psf: SplinePSF) -> GaussianZPSF | None:
     )
 
 
-__all__ += ["gaussian_z_of", "render_model"]
+__all__ += ["gaussian_z_of", "render_model", "render_model_px"]

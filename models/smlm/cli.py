@@ -150,6 +150,9 @@ def localize_cmd(
     force: Annotated[
         bool, typer.Option(help="use a bundle whose pixel size or camera does not match")
     ] = False,
+    refine: Annotated[
+        bool, typer.Option(help="network: polish each detection by the spline MLE of --psf")
+    ] = False,
     pixel_size_um: Annotated[float, typer.Option(help="camera pixel in the sample plane")] = 0.1,
     psf_sigma_nm: Annotated[float, typer.Option(help="Gaussian PSF sigma (classical, no --psf)")] = 100.0,
     camera: Annotated[str, typer.Option(help="scmos or emccd (without --camera-file)")] = "scmos",
@@ -188,6 +191,7 @@ def localize_cmd(
             psf_file=psf,
             camera_file=camera_file,
             force=force,
+            refine=refine,
             prob_threshold=threshold,
             camera=SMLMCameraConfig(
                 kind=camera,  # type: ignore[arg-type]

@@ -29,7 +29,7 @@ from scipy.stats import chi2
 
 from smartscope.metrics import fisher_crlb
 from smartscope.models.smlm.table import LocTable
-from smartscope.simulators.psf_models import PSFModel
+from smartscope.simulators.psf_models import PSFModel, render_model_px
 
 __all__ = [
     "CameraModel",
@@ -40,6 +40,7 @@ __all__ = [
     "fit_psf_model",
     "fit_spots",
     "integrated_gaussian",
+    "refine_localizations",
     "render_spots",
 ]
 
@@ -369,13 +370,17 @@ def fit_psf_model(
     excess_noise: float = 1.0,
     iterations: int = 40,
     z_starts_nm: Sequence[float] | None = None,
+    start: np.ndarray | None = None,
+    offset: np.ndarray | None = None,
 ) -> FitResult:
     """Poisson-MLE fit of a calibrated PSF model (spline or Gaussian-z) to ``rois``.
 
     Parameters (x, y, z, N, bg) for a 3-D model, (x, y, N, bg) for a 2-D one. A 3-D fit
     starts from each of ``z_starts_nm`` (default: the calibrated range's quarter points
     and centre) and keeps the start with the highest likelihood, since an astigmatic
-    likelihood can have a local maximum at the mirrored z.
+    likelihood can have a local maximum at the mirrored z. ``start`` (n, P) replaces the
+    data-driven starting point (one start: e.g. a network's estimate); ``offset`` (n, S, S)
+    is fixed light in each window (neighbours' modelled photoelectrons) added to the model.
     """
     rois = np.asarray(rois, np.float64)
     n_spots, size, _ = rois.shape
@@ -388,10 +393,14 @@ def fit_psf_model(
     zlo, zhi = psf.z_range_nm
     starts = (
         [0.0]
-        if not three_d
+        if not three_d or start is not None
         else list(z_starts_nm if z_starts_nm is not None else np.linspace(zlo, zhi, 5)[1:-1])
     )
     m = len(starts)
+    off = np.zeros_like(rois) if offset is None else np.asarray(offset, np.float64)
+    if off.shape != rois.shape:
+        raise ValueError(f"offset shape {off.shape} differs from the windows' {rois.shape}")
+    off_f = np.concatenate([off] * m).reshape(-1, k)
     rois_r = np.concatenate([rois] * m)
     gam_r = np.concatenate([gam] * m)
     data_f = np.maximum(rois_r + gam_r, 0.0).reshape(-1, k)
@@ -408,13 +417,17 @@ def fit_psf_model(
         lo = np.array([-1.0, -1.0, 1.0, 1e-3])
         hi = np.array([size, size, np.inf, np.inf])
         tol = np.array([1e-4, 1e-4, np.inf, np.inf])
+    if start is not None:
+        if start.shape != theta.shape:
+            raise ValueError(f"start must have shape {theta.shape} (x, y[, z], N, bg), got {start.shape}")
+        theta = np.clip(np.asarray(start, np.float64).copy(), lo, hi)
     iz, i_n, i_b = (2, 3, 4) if three_d else (-1, 2, 3)
 
     def model(th: np.ndarray, idx: np.ndarray, deriv: bool) -> tuple[np.ndarray, np.ndarray | None]:
         z = th[:, iz] if three_d else np.zeros(th.shape[0])
         ev = psf.evaluate(th[:, 0], th[:, 1], z, size, derivatives=deriv)
         n = th[:, i_n, None, None]
-        mu = (th[:, i_b, None, None] + n * ev.psf).reshape(-1, k)
+        mu = (th[:, i_b, None, None] + n * ev.psf).reshape(-1, k) + off_f[idx]
         if not deriv:
             return mu, None
         assert ev.dx is not None and ev.dy is not None and ev.dz is not None
@@ -611,3 +624,73 @@ class ClassicalLocalizer:
             psf_sigma_nm=fit.sigma_px[keep] * px,
             **cols_out,
         )
+
+
+def refine_localizations(
+    table: LocTable,
+    image: np.ndarray,
+    psf: PSFModel,
+    camera: CameraModel,
+    pixel_nm: float,
+    roi_px: int | None = None,
+    iterations: int = 30,
+    max_move_px: float = 1.0,
+) -> LocTable:
+    """Polish localizations (e.g. a network's) of one frame by a Poisson MLE of the
+    calibrated PSF, each in its own window started from its estimate, with the modelled
+    light of all the others held fixed there (so neighbours are not fitted into it).
+
+    ``image`` is the camera frame (ADU). A refined estimate replaces the original only
+    when the fit converged and moved less than ``max_move_px``; uncertainties become the
+    fit's CRLB. ``prob`` is kept.
+    """
+    n = len(table)
+    if n == 0:
+        return table
+    e = camera.to_electrons(np.asarray(image))
+    h, w = e.shape
+    s = ClassicalConfig().roi_for(psf) if roi_px is None else roi_px
+    s = min(s, h, w)
+    r = s // 2
+    x_px = table.x_nm / pixel_nm - 0.5
+    y_px = table.y_nm / pixel_nm - 0.5
+    three_d = psf.is_3d
+    z = np.nan_to_num(table.z_nm, nan=0.5 * sum(psf.z_range_nm)) if three_d else np.zeros(n)
+    photons = np.where(np.isfinite(table.photons) & (table.photons > 0), table.photons, 1000.0)
+    bg = np.where(np.isfinite(table.bg) & (table.bg > 0), table.bg, 1.0)
+    c0 = np.clip(np.rint(x_px).astype(np.int64) - r, 0, w - s)
+    r0 = np.clip(np.rint(y_px).astype(np.int64) - r, 0, h - s)
+    k = np.arange(s)
+    yy = r0[:, None, None] + k[None, :, None]
+    xx = c0[:, None, None] + k[None, None, :]
+    rois = e[yy, xx]
+    rvar = camera.read_var_e2(e.shape)[yy, xx]
+    # every localization's light in every window, minus its own: the fixed neighbours
+    total = render_model_px(psf, (h, w), x_px, y_px, z, photons)
+    own = psf.evaluate(x_px - c0, y_px - r0, z, s, derivatives=False).psf * photons[:, None, None]
+    offset = np.maximum(total[yy, xx] - own, 0.0)
+    cols = [x_px - c0, y_px - r0] + ([z] if three_d else []) + [photons, bg]
+    fit = fit_psf_model(
+        rois, rvar, psf, camera.excess_noise_factor, iterations, start=np.stack(cols, 1), offset=offset
+    )
+    nx, ny = fit.x_px + c0, fit.y_px + r0
+    ok = fit.converged & np.isfinite(fit.crlb_x_px) & (np.hypot(nx - x_px, ny - y_px) < max_move_px)
+    cols_out = {}
+    if three_d:
+        assert fit.z_nm is not None and fit.crlb_z_nm is not None
+        cols_out = {
+            "z_nm": np.where(ok, fit.z_nm, table.z_nm),
+            "sigma_z_nm": np.where(ok, fit.crlb_z_nm, table.sigma_z_nm),
+        }
+    return LocTable.from_columns(
+        frame=table.frame,
+        x_nm=np.where(ok, (nx + 0.5) * pixel_nm, table.x_nm),
+        y_nm=np.where(ok, (ny + 0.5) * pixel_nm, table.y_nm),
+        photons=np.where(ok, fit.photons, table.photons),
+        bg=np.where(ok, fit.bg, table.bg),
+        sigma_x_nm=np.where(ok, fit.crlb_x_px * pixel_nm, table.sigma_x_nm),
+        sigma_y_nm=np.where(ok, fit.crlb_y_px * pixel_nm, table.sigma_y_nm),
+        prob=table.prob,
+        psf_sigma_nm=table.psf_sigma_nm,
+        **cols_out,
+    )

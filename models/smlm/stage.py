@@ -98,6 +98,10 @@ class SMLMStageConfig(BaseModel):
         default=None, gt=0, description="network: 3x3 summed probability (None: the bundle's)"
     )
     force: bool = Field(default=False, description="use a network bundle whose calibration does not match")
+    refine: bool = Field(
+        default=False,
+        description="network: polish each detection by the spline MLE of psf_file (neighbours held fixed)",
+    )
     area_um2: float | None = Field(
         default=None, gt=0, description="area the density refers to (default: the whole frame)"
     )
@@ -117,6 +121,8 @@ class SMLMStageConfig(BaseModel):
         for name, f in (("camera_file", self.camera_file), ("psf_file", self.psf_file)):
             if f is not None and not f.is_file():
                 raise ValueError(f"{name}: {str(f)!r} does not exist")
+        if self.refine and (self.method != "network" or self.psf_file is None):
+            raise ValueError("refine: needs method 'network' and a psf_file to fit with")
         return self
 
     def build(self) -> SMLMStage:
@@ -150,6 +156,7 @@ class SMLMStage:
         )
         self.classical = ClassicalLocalizer(self._classical_cfg, self.camera, self.calibration.psf)
         self._buf: list[tuple[int, np.ndarray]] = []  # (index, electrons) for the network
+        self._raw: dict[int, np.ndarray] = {}  # camera frames of the buffered indices (refine)
         self._tables: list[LocTable] = []
         self._hist: np.ndarray | None = None
         self._shape: tuple[int, int] | None = None
@@ -219,6 +226,10 @@ class SMLMStage:
         """Push the frame; return (centre index, (3, H, W) electrons) when one is ready."""
         e = self.camera_for(frame.shape).to_electrons(frame.image).astype(np.float32)
         self._buf.append((frame.index, e))
+        if self.config.refine:
+            self._raw[frame.index] = frame.image
+            keep = {i for i, _ in self._buf[-3:]}
+            self._raw = {i: v for i, v in self._raw.items() if i in keep}
         if len(self._buf) == 1:
             return None
         if len(self._buf) > 3:
@@ -232,11 +243,17 @@ class SMLMStage:
         return ib, np.stack([prev, eb, nxt])
 
     def _run_network(self, centre: int, window: np.ndarray) -> LocTable:
+        from smartscope.models.smlm.localize_classical import refine_localizations
         from smartscope.models.smlm.network import DecodeSettings, decode_outputs
 
         assert self.engine is not None
         out = self.engine.infer(window)["out"]
-        return decode_outputs(out, centre, self.pixel_nm, DecodeSettings(threshold=self.threshold))
+        tab = decode_outputs(out, centre, self.pixel_nm, DecodeSettings(threshold=self.threshold))
+        raw = self._raw.get(centre)
+        if self.config.refine and raw is not None and self.calibration.psf is not None:
+            cam = self.camera_for((int(raw.shape[0]), int(raw.shape[1])))
+            tab = refine_localizations(tab, raw, self.calibration.psf, cam, self.pixel_nm)
+        return tab
 
     def localize(self, frame: Frame) -> LocTable | None:
         """Localizations this frame makes available (None: network still buffering)."""
