@@ -49,7 +49,7 @@ from smartscope.models.smlm.table import LocTable
 from smartscope.models.smlm.train import SimSpec, camera_model_for, simulate_windows
 from smartscope.simulators.camera import CameraConfig
 from smartscope.simulators.optics import Optics
-from smartscope.simulators.psf_models import SplinePSF, astigmatic_zernike
+from smartscope.simulators.psf_models import SplinePSF, astigmatic_zernike, gaussian_z_of
 
 PIXEL_NM = 100.0
 USER_OPTICS = Optics(na=1.45, wavelength_nm=680.0, pixel_size_um=PIXEL_NM / 1000)
@@ -189,6 +189,54 @@ class NetworkRunner:
     def localize(self, window_e: np.ndarray, frame: int) -> LocTable:
         out = self.engine.infer(window_e)["out"]
         return self.network.decode_outputs(out, frame, PIXEL_NM, self.settings)
+
+
+class TorchRunner:
+    """A training checkpoint (``weights_<step>.npz`` + ``checkpoint_<step>.json``) run with
+    torch: for learning curves without exporting a bundle per checkpoint."""
+
+    def __init__(self, checkpoint_json: Path, threshold: float) -> None:
+        import torch
+
+        from smartscope.models.smlm import network
+        from smartscope.models.weights import load_state_npz
+
+        meta = json.loads(checkpoint_json.read_text())
+        self.net = network.SMLMNet(network.SMLMNetConfig(**meta["net_config"])).eval()
+        load_state_npz(self.net, checkpoint_json.parent / meta["weights_file"])
+        self.step = int(meta["step"])
+        self.minutes = float(meta["elapsed_s"]) / 60
+        self.network, self.torch = network, torch
+        self.threshold = threshold
+        self.settings = network.DecodeSettings(threshold=threshold)
+
+    def localize(self, window_e: np.ndarray, frame: int) -> LocTable:
+        with self.torch.inference_mode():
+            x = self.torch.from_numpy(window_e[None] / self.net.config.input_scale_e)
+            out = self.net(x)[0].numpy()
+        return self.network.decode_outputs(out, frame, PIXEL_NM, self.settings)
+
+
+def learning_curve(folder: Path, dim: str, cal: UserCalibration, seed: int, threshold: float) -> list[dict]:
+    """HD high-SNR efficiency and isolated-bright RMSE/CRLB of every checkpoint in ``folder``."""
+    rows = []
+    for ck in sorted(folder.glob("checkpoint_*.json")):
+        r = TorchRunner(ck, threshold)
+        runners = {"network": r}
+        hd = score_dataset(DATASETS["HD high SNR"], seed + 20 + (dim == "3d") * 5, 400, cal, runners)
+        iso = isolated_bright(seed + 99 + (dim == "3d") * 5, cal, runners, 10)
+        rows.append(
+            {
+                "step": r.step,
+                "minutes": r.minutes,
+                "hd_efficiency": hd["network"]["efficiency"],
+                "hd_jaccard": hd["network"]["jaccard"],
+                "iso_rmse_over_crlb": iso["network"]["rmse_over_crlb"],
+                "iso_bias_nm": iso["network"]["bias_nm"],
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
 
 
 class RefinedRunner:
@@ -351,6 +399,7 @@ def isolated_bright(
             "found": found[name],
             "rmse_nm": rmse.tolist(),
             "bias_nm": d.mean(0).tolist(),
+            "std_nm": d.std(0).tolist(),
             "rmse_over_crlb": (rmse / cr).tolist(),
         }
     return out
@@ -358,6 +407,93 @@ def isolated_bright(
 
 def _fmt(v: float | None, nd: int = 3) -> str:
     return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{nd}g}"
+
+
+def throughput(cal: UserCalibration, runners: dict[str, Any], seed: int, size: int = 256) -> dict[str, float]:
+    """Frames per second at ``size``² (HD high-SNR frames), every method, this machine."""
+    spec = _spec(1.5, 3000.0, 20.0, tile=size)
+    big = UserCalibration(cal.psf, cal.psf_file, cal.psf_sha256, cal.camera, None, cal.camera_file)
+    x, _, _, _ = simulate_windows(3, spec, seed, calibration=big)
+    assert cal.camera is not None
+    flat_cam = CameraModel(offset_adu=0.0, e_per_adu=1.0, read_noise_e=cal.camera.read_noise_e)
+    out: dict[str, float] = {}
+    for name, r in runners.items():
+        if isinstance(r, ClassicalLocalizer):
+            r = ClassicalLocalizer(r.config, flat_cam, psf=r.psf)
+        elif isinstance(r, RefinedRunner):
+            r = RefinedRunner(r.net, r.psf, flat_cam)
+        classical = isinstance(r, ClassicalLocalizer)
+        r.localize(x[0, 1] if classical else x[0], 0)
+        t0 = time.perf_counter()
+        for i in range(3):
+            r.localize(x[i, 1] if classical else x[i], i)
+        out[name] = 3 / (time.perf_counter() - t0)
+    return out
+
+
+def print_tables(dim: str, cal: UserCalibration, res: dict[str, Any], methods: list[str]) -> None:
+    assert cal.psf is not None
+    three_d = cal.psf.is_3d
+    zr = cal.psf.z_range_nm
+    print(f"\n### {dim.upper()} ({f'astigmatic, z {zr[0]:.0f}…{zr[1]:.0f} nm' if three_d else 'in focus'})\n")
+    cols = ["data set", "density /µm²", "photons", "bg", "GT", "method", "JI", "RMSE lat nm"]
+    cols += ["RMSE ax nm", "E lat", "E ax", "E 3D"] if three_d else ["E"]
+    cols += ["recall", "precision", "frames/s (64²)"]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for nm, r in res["datasets"].items():
+        for meth in methods:
+            s = r[meth]
+            vals = [nm, f"{r['density']:g}", f"{r['photons']:g}", f"{r['bg']:g}", str(r["gt_emitters"]), meth]
+            vals += [_fmt(s["jaccard"]), _fmt(s["rmse_lat_nm"])]
+            if three_d:
+                vals += [_fmt(s["rmse_ax_nm"]), _fmt(s["efficiency_lat"]), _fmt(s["efficiency_ax"])]
+            vals += [_fmt(s["efficiency"]), _fmt(s["recall"]), _fmt(s["precision"]), _fmt(s["frames_per_s"])]
+            print("| " + " | ".join(vals) + " |")
+    iso = res["isolated_bright"]
+    axes = ["x", "y", "z"] if three_d else ["x", "y"]
+    crlb = ", ".join(f"{ax} {v:.2f} nm" for ax, v in zip(axes, iso["crlb_rms_nm"], strict=True))
+    print(
+        f"\nIsolated bright emitters ({iso['emitters']}; N = {iso['photons']:g} e⁻, "
+        f"b = {iso['bg_per_px']:g} e⁻/px): CRLB rms {crlb}"
+    )
+    for meth in methods:
+        s = iso[meth]
+
+        def per_axis(key: str, s: dict[str, Any] = s) -> str:
+            return ", ".join(f"{ax} {v:.2f}" for ax, v in zip(axes, s[key], strict=True))
+
+        print(
+            f"  {meth}: found {s['found']}, RMSE {per_axis('rmse_nm')} nm (bias {per_axis('bias_nm')} nm); "
+            f"RMSE/CRLB {per_axis('rmse_over_crlb')}"
+        )
+    if "throughput_256" in res:
+        print("\nframes/s at 256²: " + ", ".join(f"{k} {v:.3g}" for k, v in res["throughput_256"].items()))
+
+
+def goals(results: dict[str, Any]) -> list[str]:
+    """The issue's quality goals, each with its measured value."""
+    lines = []
+    for dim in ("2d", "3d"):
+        res = results.get(dim)
+        if res is None or "network" not in next(iter(res["datasets"].values())):
+            continue
+        for nm, r in res["datasets"].items():
+            if r["density"] < 1.5:
+                continue
+            for meth in ("network", "network + MLE refine"):
+                d = r[meth]["efficiency"] - r["classical"]["efficiency"]
+                ok = "met" if d >= 15 else "MISSED"
+                lines.append(f"{dim} {nm}: {meth} E − classical E = {d:+.1f} points (goal ≥ +15: {ok})")
+        for meth in ("network", "network + MLE refine"):
+            ratios = res["isolated_bright"][meth]["rmse_over_crlb"]
+            lat = max(ratios[:2])
+            ok = "met" if max(ratios) <= 1.2 else "MISSED"
+            z = f", z {ratios[2]:.2f}" if len(ratios) > 2 else ""
+            lines.append(
+                f"{dim} isolated bright: {meth} RMSE/CRLB lateral {lat:.2f}{z} (goal ≤ 1.2 on every axis: {ok})"
+            )
+    return lines
 
 
 def main() -> None:
@@ -368,7 +504,7 @@ def main() -> None:
     ap.add_argument("--bundle-3d", type=Path, default=None)
     ap.add_argument("--generic", type=Path, default=None, help="a generic 2-D bundle to compare")
     ap.add_argument("--train-minutes", type=float, default=0.0, help="train 2-D and 3-D bundles here")
-    ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--width", type=int, default=24)
     ap.add_argument("--depth", type=int, default=2)
     ap.add_argument("--backend", default="onnxruntime")
     ap.add_argument("--emitters", type=int, default=1000, help="GT emitters per data set")
@@ -376,6 +512,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=777_000, help="held-out seed (not used in training)")
     ap.add_argument("--dims", nargs="+", default=["2d", "3d"])
     ap.add_argument("--calibrate-only", action="store_true", help="write the calibration files and stop")
+    ap.add_argument("--no-refine", action="store_true", help="leave out network + MLE refine")
+    ap.add_argument("--curve", type=Path, default=None, help="learning curve of the checkpoints in DIR")
+    ap.add_argument("--curve-threshold", type=float, default=0.4)
     a = ap.parse_args()
     import torch
 
@@ -392,6 +531,15 @@ def main() -> None:
         if a.calibrate_only:
             print(json.dumps(cal_info, indent=1, default=float))
             return
+    elif (cal_dir / "calibration.json").is_file():
+        cal_info = json.loads((cal_dir / "calibration.json").read_text())
+    if a.curve is not None:
+        dim = a.dims[0]
+        cal = UserCalibration.load(cal_dir / f"psf_{dim}.npz", cal_dir / "camera.json")
+        rows = learning_curve(a.curve, dim, cal, a.seed, a.curve_threshold)
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / f"learning_curve_{dim}.json").write_text(json.dumps(rows, indent=1) + "\n")
+        return
     bundles = {"2d": a.bundle_2d, "3d": a.bundle_3d}
     results: dict[str, Any] = {"calibration": cal_info, "timing_min": timing}
     for dim in a.dims:
@@ -406,32 +554,41 @@ def main() -> None:
                 a.out / f"bundle_{dim}",
                 minutes=a.train_minutes,
                 net_config=SMLMNetConfig(base_width=a.width, depth=a.depth),
-                spec=SimSpec(tile_px=40, pixel_nm=PIXEL_NM),
+                spec=SimSpec(tile_px=32, pixel_nm=PIXEL_NM),
                 calibration=cal,
                 threads=2,
                 log_every=200,
                 command=f"bench/smlm.py --train-minutes {a.train_minutes}",
             )
             timing[f"train_{dim}_min"] = (time.time() - t0) / 60
-        classical = ClassicalLocalizer(
-            ClassicalConfig(pixel_nm=PIXEL_NM), _electron_camera(cal, TILE), psf=cal.psf
-        )
-        runners: dict[str, Any] = {"classical": classical}
-        if bundles[dim] is not None:
-            runners["network"] = NetworkRunner(bundles[dim], a.backend)
-            runners["network + MLE refine"] = RefinedRunner(
-                runners["network"], cal.psf, _electron_camera(cal, TILE)
+        camera = _electron_camera(cal, TILE)
+        runners: dict[str, Any] = {
+            "classical": ClassicalLocalizer(ClassicalConfig(pixel_nm=PIXEL_NM), camera, psf=cal.psf)
+        }
+        gz = gaussian_z_of(cal.psf)
+        if gz is not None:
+            runners["classical Gaussian-z"] = ClassicalLocalizer(
+                ClassicalConfig(pixel_nm=PIXEL_NM), camera, psf=gz
             )
-            rec = runners["network"].engine.manifest.provenance.data
-            if cal.psf_sha256 not in rec:
-                print(
-                    f"warning: {bundles[dim]} was not trained on {cal_dir / f'psf_{dim}.npz'} (sha256 differs)"
-                )
+        bundle_info: dict[str, Any] = {}
+        if bundles[dim] is not None:
+            net = NetworkRunner(bundles[dim], a.backend)
+            runners["network"] = net
+            if not a.no_refine:
+                runners["network + MLE refine"] = RefinedRunner(net, cal.psf, camera)
+            man = net.engine.manifest
+            bundle_info = {
+                "path": str(bundles[dim]),
+                "metrics": man.metrics,
+                "command": man.provenance.command,
+            }
+            if cal.psf_sha256 not in man.provenance.data:
+                print(f"warning: {bundles[dim]} was not trained on {cal_dir / f'psf_{dim}.npz'} (sha256)")
         if dim == "2d" and a.generic is not None:
             runners["generic network"] = NetworkRunner(a.generic, a.backend)
         t0 = time.time()
         rows = {
-            nm: score_dataset(p, a.seed + 10 * i + (0 if dim == "2d" else 5), a.emitters, cal, runners)
+            nm: score_dataset(p, a.seed + 10 * i + (dim == "3d") * 5, a.emitters, cal, runners)
             for i, (nm, p) in enumerate(DATASETS.items())
         }
         iso = isolated_bright(a.seed + 99 + (0 if dim == "2d" else 5), cal, runners, a.iso_frames)
@@ -439,49 +596,23 @@ def main() -> None:
         results[dim] = {
             "datasets": rows,
             "isolated_bright": iso,
-            "bundle": str(bundles[dim]),
+            "bundle": bundle_info,
             "thresholds": {k: r.threshold for k, r in runners.items() if hasattr(r, "threshold")},
+            "throughput_256": throughput(cal, runners, a.seed + 7),
         }
-        print(
-            f"\n### {dim.upper()} ({'astigmatic, z ' + str(cal.psf.z_range_nm) + ' nm' if cal.psf.is_3d else 'in focus'})\n"
-        )
-        if cal.psf.is_3d:
-            print(
-                "| data set | density /µm² | photons | bg | GT | method | JI | RMSE lat nm | RMSE ax nm | E lat | E ax | E 3D | recall | precision |"
-            )
-            print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-        else:
-            print(
-                "| data set | density /µm² | photons | bg | GT | method | JI | RMSE nm | E | recall | precision |"
-            )
-            print("|---|---|---|---|---|---|---|---|---|---|---|")
-        for nm, r in rows.items():
-            for meth in runners:
-                s = r[meth]
-                head = f"| {nm} | {r['density']:g} | {r['photons']:g} | {r['bg']:g} | {r['gt_emitters']} | {meth} | {_fmt(s['jaccard'])} | {_fmt(s['rmse_lat_nm'])} |"
-                if cal.psf.is_3d:
-                    print(
-                        f"{head} {_fmt(s['rmse_ax_nm'])} | {_fmt(s['efficiency_lat'])} | {_fmt(s['efficiency_ax'])} | "
-                        f"{_fmt(s['efficiency'])} | {_fmt(s['recall'])} | {_fmt(s['precision'])} |"
-                    )
-                else:
-                    print(f"{head} {_fmt(s['efficiency'])} | {_fmt(s['recall'])} | {_fmt(s['precision'])} |")
-        axes = ["x", "y", "z"] if cal.psf.is_3d else ["x", "y"]
-        print(
-            f"\nIsolated bright emitters ({iso['emitters']}; N = {iso['photons']:g} e⁻, b = {iso['bg_per_px']:g} e⁻/px): "
-            "CRLB rms "
-            + ", ".join(f"{ax} {v:.2f} nm" for ax, v in zip(axes, iso["crlb_rms_nm"], strict=True))
-        )
-        for meth in runners:
-            s = iso[meth]
-            print(
-                f"  {meth}: found {s['found']}, RMSE "
-                + ", ".join(f"{ax} {v:.2f}" for ax, v in zip(axes, s["rmse_nm"], strict=True))
-                + " nm; RMSE/CRLB "
-                + ", ".join(f"{ax} {v:.2f}" for ax, v in zip(axes, s["rmse_over_crlb"], strict=True))
-            )
+        print_tables(dim, cal, results[dim], list(runners))
+    results["goals"] = goals(results)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "smlm.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
+    print("\nGoals (issue 17):")
+    for line in results["goals"]:
+        print(f"- {line}")
+    for dim in a.dims:
+        m = results[dim]["bundle"].get("metrics", {})
+        if "train_minutes" in m:
+            print(
+                f"- {dim} bundle: {m['train_steps']:.0f} steps in {m['train_minutes']:.1f} min on this machine"
+            )
     print("\nminutes: " + ", ".join(f"{k} {v:.1f}" for k, v in timing.items()))
 
 

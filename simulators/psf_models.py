@@ -197,6 +197,8 @@ class SplinePSF:
     z0_nm: float = 0.0
     dz_nm: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
+    _pad: int = field(init=False, repr=False, compare=False, default=0)
+    _coef: np.ndarray = field(init=False, repr=False, compare=False, default_factory=lambda: np.zeros(0))
 
     def __post_init__(self) -> None:
         v = np.asarray(self.values, np.float64)
@@ -213,7 +215,6 @@ class SplinePSF:
         if v.shape[0] > 1 and self.dz_nm <= 0:
             raise ValueError(f"SplinePSF.dz_nm must be positive for a 3-D stack, got {self.dz_nm}")
         object.__setattr__(self, "values", v)
-        object.__setattr__(self, "_pad", 0)
         object.__setattr__(self, "_coef", self._coefficients(v))
 
     # --- construction ------------------------------------------------------------------
@@ -268,8 +269,7 @@ class SplinePSF:
         y = np.atleast_1d(np.asarray(y_px, np.float64))
         n = x.size
         z = np.broadcast_to(np.asarray(z_nm, np.float64), (n,))
-        coef: np.ndarray = self._coef  # type: ignore[attr-defined]
-        pad: int = self._pad  # type: ignore[attr-defined]
+        coef, pad = self._coef, self._pad
         c = (self.size_px - 1) / 2.0 + pad
         # grid coordinate of window pixel k: c + k - x  (same fractional part for every k)
         tx, ty = c - x, c - y

@@ -148,6 +148,7 @@ def test_localize_offline_network_and_classical_3d(calibrated: Path) -> None:
             "net",
         ),
         (["--psf", str(d / "psf.npz")], "classical"),
+        (["--psf", str(d / "psf.npz"), "--psf-model", "gaussian_z"], "gaussz"),
     ):
         out = runner.invoke(
             app,
@@ -170,6 +171,9 @@ def test_localize_offline_network_and_classical_3d(calibrated: Path) -> None:
     # the smlm scenario's emitters lie within ±100 nm of the focal plane
     assert np.median(np.abs(tab.z_nm)) < 150
     assert (d / "classical" / "superres_z.png").is_file()
+    # the calibrated Gaussian-z model finds the same emitters at nearly the same z
+    gz = LocTable.read_csv(d / "gaussz" / "localizations.csv")
+    assert len(gz) > 0.8 * len(tab) and np.median(np.abs(gz.z_nm)) < 200
 
 
 def test_bundle_for_another_camera_is_refused_unless_forced(calibrated: Path) -> None:

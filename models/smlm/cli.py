@@ -72,6 +72,10 @@ def train_smlm_cmd(
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:0 ...")] = "cpu",
     threads: Annotated[int, typer.Option(help="torch CPU threads")] = 2,
+    checkpoint_every: Annotated[int, typer.Option(help="write weights every N steps (0: never)")] = 0,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help="folder for those checkpoints (default: OUT-checkpoints)")
+    ] = None,
 ) -> None:
     """Train the DECODE-class SMLM localizer on simulated data — rendered with your PSF and
     camera when given — and write an engine bundle (minutes printed)."""
@@ -124,6 +128,8 @@ def train_smlm_cmd(
             eval_windows=eval_windows,
             calibration=cal,
             device=device,
+            checkpoint_every=checkpoint_every,
+            checkpoint_dir=checkpoint_dir,
         )
     except ValueError as exc:
         _fail(str(exc))
@@ -153,6 +159,9 @@ def localize_cmd(
     refine: Annotated[
         bool, typer.Option(help="network: polish each detection by the spline MLE of --psf")
     ] = False,
+    psf_model: Annotated[
+        str, typer.Option(help="classical with --psf: spline, or gaussian_z (its calibrated Gaussian-z)")
+    ] = "spline",
     pixel_size_um: Annotated[float, typer.Option(help="camera pixel in the sample plane")] = 0.1,
     psf_sigma_nm: Annotated[float, typer.Option(help="Gaussian PSF sigma (classical, no --psf)")] = 100.0,
     camera: Annotated[str, typer.Option(help="scmos or emccd (without --camera-file)")] = "scmos",
@@ -192,6 +201,7 @@ def localize_cmd(
             camera_file=camera_file,
             force=force,
             refine=refine,
+            psf_model=psf_model,  # type: ignore[arg-type]
             prob_threshold=threshold,
             camera=SMLMCameraConfig(
                 kind=camera,  # type: ignore[arg-type]

@@ -368,7 +368,7 @@ def fit_psf_model(
     read_var: np.ndarray,
     psf: PSFModel,
     excess_noise: float = 1.0,
-    iterations: int = 40,
+    iterations: int = 60,
     z_starts_nm: Sequence[float] | None = None,
     start: np.ndarray | None = None,
     offset: np.ndarray | None = None,
@@ -376,9 +376,9 @@ def fit_psf_model(
     """Poisson-MLE fit of a calibrated PSF model (spline or Gaussian-z) to ``rois``.
 
     Parameters (x, y, z, N, bg) for a 3-D model, (x, y, N, bg) for a 2-D one. A 3-D fit
-    starts from each of ``z_starts_nm`` (default: the calibrated range's quarter points
-    and centre) and keeps the start with the highest likelihood, since an astigmatic
-    likelihood can have a local maximum at the mirrored z. ``start`` (n, P) replaces the
+    starts from each of ``z_starts_nm`` and keeps the start with the highest likelihood
+    (an astigmatic likelihood can have a local maximum at the mirrored z); by default the
+    calibrated range's quarter points and centre. ``start`` (n, P) replaces the
     data-driven starting point (one start: e.g. a network's estimate); ``offset`` (n, S, S)
     is fixed light in each window (neighbours' modelled photoelectrons) added to the model.
     """
@@ -411,7 +411,7 @@ def fit_psf_model(
         theta = np.stack([x0, y0, z0, n0, b0], axis=1)
         lo = np.array([-1.0, -1.0, zlo, 1.0, 1e-3])
         hi = np.array([size, size, zhi, np.inf, np.inf])
-        tol = np.array([1e-4, 1e-4, 0.5, np.inf, np.inf])
+        tol = np.array([1e-3, 1e-3, 0.5, np.inf, np.inf])
     else:
         theta = np.stack([x0, y0, n0, b0], axis=1)
         lo = np.array([-1.0, -1.0, 1.0, 1e-3])
@@ -592,7 +592,7 @@ class ClassicalLocalizer:
         if self.psf is None:
             fit = fit_spots(e[yy, xx], rvar[yy, xx], self.sigma_px, cfg.fit_sigma, excess, cfg.iterations)
         else:
-            fit = fit_psf_model(e[yy, xx], rvar[yy, xx], self.psf, excess, max(cfg.iterations, 40))
+            fit = fit_psf_model(e[yy, xx], rvar[yy, xx], self.psf, excess, max(cfg.iterations, 60))
         x_px = fit.x_px + c0
         y_px = fit.y_px + r0
         prob = chi2.cdf(np.maximum(fit.loglik_ratio, 0.0), fit.dof)

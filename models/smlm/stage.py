@@ -43,6 +43,7 @@ from smartscope.pipeline import StageError, StageOutput
 
 if TYPE_CHECKING:
     from smartscope.engines.runtime import Engine
+    from smartscope.simulators.psf_models import PSFModel
 
 __all__ = ["SMLMCameraConfig", "SMLMStage", "SMLMStageConfig", "bundle_mismatches"]
 
@@ -89,6 +90,9 @@ class SMLMStageConfig(BaseModel):
         default=(0, 0), description="(row, col) of the frame on the sensor, for per-pixel camera maps"
     )
     psf_file: Path | None = Field(default=None, description="PSF calibration (classical: spline fit, 3-D)")
+    psf_model: Literal["spline", "gaussian_z"] = Field(
+        default="spline", description="classical fit with psf_file: the spline, or its calibrated Gaussian-z"
+    )
     psf_sigma_nm: float = Field(default=100.0, gt=0, description="Gaussian PSF sigma (≈ 0.21 λ/NA)")
     fit_sigma: bool = False
     roi_px: int | None = Field(default=None, ge=5, description="fit window (None: by PSF model)")
@@ -123,6 +127,8 @@ class SMLMStageConfig(BaseModel):
                 raise ValueError(f"{name}: {str(f)!r} does not exist")
         if self.refine and (self.method != "network" or self.psf_file is None):
             raise ValueError("refine: needs method 'network' and a psf_file to fit with")
+        if self.psf_model == "gaussian_z" and self.psf_file is None:
+            raise ValueError("psf_model: 'gaussian_z' needs a psf_file that holds the calibration")
         return self
 
     def build(self) -> SMLMStage:
@@ -140,6 +146,15 @@ class SMLMStage:
         self.output_dir: Path | None = config.output_dir
         self.pixel_nm = config.pixel_size_um * 1000.0
         self.calibration = UserCalibration.load(config.psf_file, config.camera_file)
+        self.fit_psf: PSFModel | None = self.calibration.psf
+        if config.psf_model == "gaussian_z" and self.calibration.psf is not None:
+            from smartscope.simulators.psf_models import gaussian_z_of
+
+            self.fit_psf = gaussian_z_of(self.calibration.psf)
+            if self.fit_psf is None:
+                raise ValueError(
+                    f"psf_model: {config.psf_file} holds no Gaussian-z calibration (a 2-D or non-astigmatic PSF)"
+                )
         self._camera_by_shape: dict[tuple[int, int], CameraModel] = {}
         self.camera = self._nominal_camera()
         self.engine: Engine | None = None
@@ -154,7 +169,7 @@ class SMLMStage:
             threshold_sigma=config.threshold_sigma,
             min_prob=config.min_prob,
         )
-        self.classical = ClassicalLocalizer(self._classical_cfg, self.camera, self.calibration.psf)
+        self.classical = ClassicalLocalizer(self._classical_cfg, self.camera, self.fit_psf)
         self._buf: list[tuple[int, np.ndarray]] = []  # (index, electrons) for the network
         self._raw: dict[int, np.ndarray] = {}  # camera frames of the buffered indices (refine)
         self._tables: list[LocTable] = []
@@ -262,7 +277,7 @@ class SMLMStage:
         if self.engine is None:
             cam = self.camera_for(frame.shape)
             if cam is not self.classical.camera:
-                self.classical = ClassicalLocalizer(self._classical_cfg, cam, self.calibration.psf)
+                self.classical = ClassicalLocalizer(self._classical_cfg, cam, self.fit_psf)
             return self.classical.localize(frame.image, frame.index)
         win = self._network_window(frame)
         if win is None:

@@ -426,11 +426,15 @@ def train_smlm(
     calibration: UserCalibration | None = None,
     device: str = "cpu",
     progress: bool = False,
+    checkpoint_every: int = 0,
+    checkpoint_dir: Path | None = None,
 ) -> Path:
     """Train for ``minutes`` wall time (or ``max_steps``), choose the detection threshold
     on validation windows, evaluate on held-out windows and export a verified engine
     bundle to ``out``. With ``calibration`` the user's PSF and camera render the data
-    (a 3-D PSF makes a 3-D network). Returns the bundle path."""
+    (a 3-D PSF makes a 3-D network). ``checkpoint_every`` > 0 writes the weights every that
+    many steps to ``checkpoint_dir`` (``weights_<step>.npz`` + ``checkpoint_<step>.json``:
+    the network config, for learning curves). Returns the bundle path."""
     from smartscope.engines.export import export_bundle
     from smartscope.models.train_common import record_results
 
@@ -480,6 +484,15 @@ def train_smlm(
             log.append(rec)
             if progress or log_every:
                 print(json.dumps(rec), flush=True)
+        if checkpoint_every and step % checkpoint_every == 0:
+            from smartscope.models.train_common import write_checkpoint
+
+            write_checkpoint(
+                checkpoint_dir or out.with_name(out.name + "-checkpoints"),
+                net,
+                {"step": step, "elapsed_s": time.time() - t0, "net_config": cfg.model_dump()},
+                tag=f"_{step:06d}",
+            )
     train_minutes = (time.time() - t0) / 60.0
     threshold, tuning = choose_threshold(net, sp, 20_000 + seed, eval_windows, calibration, device)
     print(f"threshold {threshold} chosen on validation windows (efficiency {tuning})", flush=True)
