@@ -635,14 +635,16 @@ def refine_localizations(
     roi_px: int | None = None,
     iterations: int = 30,
     max_move_px: float = 1.0,
+    passes: int = 3,
 ) -> LocTable:
     """Polish localizations (e.g. a network's) of one frame by a Poisson MLE of the
     calibrated PSF, each in its own window started from its estimate, with the modelled
     light of all the others held fixed there (so neighbours are not fitted into it).
+    ``passes`` rounds: each holds the neighbours at the previous round's estimates.
 
     ``image`` is the camera frame (ADU). A refined estimate replaces the original only
-    when the fit converged and moved less than ``max_move_px``; uncertainties become the
-    fit's CRLB. ``prob`` is kept.
+    when the fit converged and moved less than ``max_move_px`` from it; uncertainties
+    become the fit's CRLB. ``prob`` is kept.
     """
     n = len(table)
     if n == 0:
@@ -652,42 +654,52 @@ def refine_localizations(
     s = ClassicalConfig().roi_for(psf) if roi_px is None else roi_px
     s = min(s, h, w)
     r = s // 2
-    x_px = table.x_nm / pixel_nm - 0.5
-    y_px = table.y_nm / pixel_nm - 0.5
+    x_in = table.x_nm / pixel_nm - 0.5
+    y_in = table.y_nm / pixel_nm - 0.5
     three_d = psf.is_3d
-    z = np.nan_to_num(table.z_nm, nan=0.5 * sum(psf.z_range_nm)) if three_d else np.zeros(n)
-    photons = np.where(np.isfinite(table.photons) & (table.photons > 0), table.photons, 1000.0)
-    bg = np.where(np.isfinite(table.bg) & (table.bg > 0), table.bg, 1.0)
-    c0 = np.clip(np.rint(x_px).astype(np.int64) - r, 0, w - s)
-    r0 = np.clip(np.rint(y_px).astype(np.int64) - r, 0, h - s)
+    z_in = np.nan_to_num(table.z_nm, nan=0.5 * sum(psf.z_range_nm)) if three_d else np.zeros(n)
+    ph_in = np.where(np.isfinite(table.photons) & (table.photons > 0), table.photons, 1000.0)
+    bg_in = np.where(np.isfinite(table.bg) & (table.bg > 0), table.bg, 1.0)
+    x, y, z, ph, bg = x_in.copy(), y_in.copy(), z_in.copy(), ph_in.copy(), bg_in.copy()
+    c0 = np.clip(np.rint(x_in).astype(np.int64) - r, 0, w - s)
+    r0 = np.clip(np.rint(y_in).astype(np.int64) - r, 0, h - s)
     k = np.arange(s)
     yy = r0[:, None, None] + k[None, :, None]
     xx = c0[:, None, None] + k[None, None, :]
     rois = e[yy, xx]
     rvar = camera.read_var_e2(e.shape)[yy, xx]
-    # every localization's light in every window, minus its own: the fixed neighbours
-    total = render_model_px(psf, (h, w), x_px, y_px, z, photons)
-    own = psf.evaluate(x_px - c0, y_px - r0, z, s, derivatives=False).psf * photons[:, None, None]
-    offset = np.maximum(total[yy, xx] - own, 0.0)
-    cols = [x_px - c0, y_px - r0] + ([z] if three_d else []) + [photons, bg]
-    fit = fit_psf_model(
-        rois, rvar, psf, camera.excess_noise_factor, iterations, start=np.stack(cols, 1), offset=offset
-    )
-    nx, ny = fit.x_px + c0, fit.y_px + r0
-    ok = fit.converged & np.isfinite(fit.crlb_x_px) & (np.hypot(nx - x_px, ny - y_px) < max_move_px)
+    ok = np.zeros(n, bool)
+    fit = None
+    for _ in range(max(passes, 1)):
+        # every localization's light in every window, minus its own: the fixed neighbours
+        total = render_model_px(psf, (h, w), x, y, z, ph)
+        own = psf.evaluate(x - c0, y - r0, z, s, derivatives=False).psf * ph[:, None, None]
+        offset = np.maximum(total[yy, xx] - own, 0.0)
+        cols = [x - c0, y - r0] + ([z] if three_d else []) + [ph, bg]
+        fit = fit_psf_model(
+            rois, rvar, psf, camera.excess_noise_factor, iterations, start=np.stack(cols, 1), offset=offset
+        )
+        nx, ny = fit.x_px + c0, fit.y_px + r0
+        ok = fit.converged & np.isfinite(fit.crlb_x_px) & (np.hypot(nx - x_in, ny - y_in) < max_move_px)
+        x, y = np.where(ok, nx, x_in), np.where(ok, ny, y_in)
+        ph, bg = np.where(ok, fit.photons, ph_in), np.where(ok, fit.bg, bg_in)
+        if three_d:
+            assert fit.z_nm is not None
+            z = np.where(ok, fit.z_nm, z_in)
+    assert fit is not None
     cols_out = {}
     if three_d:
-        assert fit.z_nm is not None and fit.crlb_z_nm is not None
+        assert fit.crlb_z_nm is not None
         cols_out = {
-            "z_nm": np.where(ok, fit.z_nm, table.z_nm),
+            "z_nm": np.where(ok, z, table.z_nm),
             "sigma_z_nm": np.where(ok, fit.crlb_z_nm, table.sigma_z_nm),
         }
     return LocTable.from_columns(
         frame=table.frame,
-        x_nm=np.where(ok, (nx + 0.5) * pixel_nm, table.x_nm),
-        y_nm=np.where(ok, (ny + 0.5) * pixel_nm, table.y_nm),
-        photons=np.where(ok, fit.photons, table.photons),
-        bg=np.where(ok, fit.bg, table.bg),
+        x_nm=(x + 0.5) * pixel_nm,
+        y_nm=(y + 0.5) * pixel_nm,
+        photons=np.where(ok, ph, table.photons),
+        bg=np.where(ok, bg, table.bg),
         sigma_x_nm=np.where(ok, fit.crlb_x_px * pixel_nm, table.sigma_x_nm),
         sigma_y_nm=np.where(ok, fit.crlb_y_px * pixel_nm, table.sigma_y_nm),
         prob=table.prob,

@@ -202,6 +202,44 @@ class DecodeSettings:
 
     threshold: float = 0.5  # on the 3x3 summed probability at a local maximum
     min_prob_px: float = 0.05
+    # average the position estimates of the peak's 3x3 neighbours that point at the same
+    # emitter (within ``merge_px`` of the peak's estimate), weighted by probability / σ²
+    average_3x3: bool = False
+    merge_px: float = 0.5
+
+
+def _average_neighbours(
+    out: np.ndarray,
+    r: np.ndarray,
+    c: np.ndarray,
+    x_px: np.ndarray,
+    y_px: np.ndarray,
+    s: DecodeSettings,
+    extra: dict[str, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Inverse-variance, probability-weighted mean of the position estimates in the peak's
+    3x3 neighbourhood that agree with the peak's estimate (an emitter on a pixel edge is
+    seen by two pixels; another emitter's pixels disagree and are left out)."""
+    h, w = out.shape[1:]
+    acc = {k: np.zeros_like(x_px) for k in ("w", "x", "y", "z")}
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            rr, cc = r + dr, c + dc
+            inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+            rr, cc = np.clip(rr, 0, h - 1), np.clip(cc, 0, w - 1)
+            xe = cc + out[1, rr, cc]
+            ye = rr + out[2, rr, cc]
+            agree = inside & (np.hypot(xe - x_px, ye - y_px) < s.merge_px)
+            wgt = np.where(agree, out[0, rr, cc] / np.maximum(out[5, rr, cc] * out[6, rr, cc], 1e-6), 0.0)
+            acc["w"] += wgt
+            acc["x"] += wgt * xe
+            acc["y"] += wgt * ye
+            if out.shape[0] > 8:
+                acc["z"] += wgt * out[8, rr, cc]
+    wsum = np.maximum(acc["w"], 1e-12)
+    if out.shape[0] > 8:
+        extra = dict(extra, z_nm=acc["z"] / wsum)
+    return acc["x"] / wsum, acc["y"] / wsum, extra
 
 
 def decode_outputs(
@@ -234,6 +272,9 @@ def decode_outputs(
     x_px = c + out[1, r, c] + origin_px[1]
     y_px = r + out[2, r, c] + origin_px[0]
     extra = {"z_nm": out[8, r, c], "sigma_z_nm": out[9, r, c]} if out.shape[0] > 8 else {}
+    if s.average_3x3 and r.size:
+        x_px, y_px, extra = _average_neighbours(out, r, c, x_px - origin_px[1], y_px - origin_px[0], s, extra)
+        x_px, y_px = x_px + origin_px[1], y_px + origin_px[0]
     return LocTable.from_columns(
         frame=np.full(r.size, frame_index, np.int64),
         x_nm=(x_px + 0.5) * pixel_nm,

@@ -153,7 +153,8 @@ class SMLMStage:
             self.fit_psf = gaussian_z_of(self.calibration.psf)
             if self.fit_psf is None:
                 raise ValueError(
-                    f"psf_model: {config.psf_file} holds no Gaussian-z calibration (a 2-D or non-astigmatic PSF)"
+                    f"psf_model: {config.psf_file} holds no Gaussian-z calibration "
+                    "(a 2-D or non-astigmatic PSF)"
                 )
         self._camera_by_shape: dict[tuple[int, int], CameraModel] = {}
         self.camera = self._nominal_camera()
