@@ -138,12 +138,11 @@ def test_bead_calibration_refuses_a_stack_without_isolated_beads() -> None:
         calibrate_psf_beads(np.zeros((9, 40, 40)), 0.0, 100.0)
 
 
-def test_psf_from_isolated_emitters_in_smlm_data() -> None:
-    """Without beads: a 2-D PSF averaged from the data's own isolated emitters matches the
-    pupil PSF the data were made with (within 3 % of its peak) and explains them down to
-    shot noise (reduced χ² near 1)."""
+@pytest.fixture(scope="module")
+def sparse_smlm() -> tuple[np.ndarray, np.ndarray]:
+    """30 sparse SMLM frames of exact pupil PSFs (16 sub-pixel phases) and that PSF."""
     o = Optics()
-    st = StampTable(o, phases=16)  # fine sub-pixel phases: the emitters are exact pupil PSFs
+    st = StampTable(o, phases=16)
     rng = np.random.default_rng(2)
     frames = []
     for _ in range(30):
@@ -151,14 +150,56 @@ def test_psf_from_isolated_emitters_in_smlm_data() -> None:
         img = np.full((96, 96), 20.0, np.float32)
         st.render((96, 96), rng.uniform(8, 88, n), rng.uniform(8, 88, n), rng.uniform(1500, 4000, n), out=img)
         frames.append(expose(USER_CAMERA, img, rng))
-    psf, rep = calibrate_psf_from_data(
-        np.stack(frames), 100.0, camera_model_for(USER_CAMERA, (96, 96)), roi_px=13
-    )
+    truth = st.render((13, 13), np.array([6.0]), np.array([6.0]), np.array([1.0]))
+    return np.stack(frames), truth / truth.sum()
+
+
+def test_psf_from_isolated_emitters_in_smlm_data(sparse_smlm: tuple[np.ndarray, np.ndarray]) -> None:
+    """Without beads: a 2-D PSF averaged from the data's own isolated emitters matches the
+    pupil PSF the data were made with (within 3 % of its peak) and explains them down to
+    shot noise (reduced χ² near 1)."""
+    frames, truth = sparse_smlm
+    psf, rep = calibrate_psf_from_data(frames, 100.0, camera_model_for(USER_CAMERA, (96, 96)), roi_px=13)
     assert not psf.is_3d and rep.n_emitters >= 40
     assert rep.reduced_chi2[0] < 1.25
-    truth = st.render((13, 13), np.array([6.0]), np.array([6.0]), np.array([1.0]))
-    truth /= truth.sum()
     assert np.abs(psf.values[0] - truth).max() < 0.03 * truth.max()
+
+
+def test_calibrate_psf_from_data_cli(sparse_smlm: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    import tifffile
+    from typer.testing import CliRunner
+
+    from smartscope.cli import app
+
+    frames, _ = sparse_smlm
+    tifffile.imwrite(tmp_path / "stack.tif", frames)
+    cam = CameraCalibration(offset_adu=USER_CAMERA.offset_adu - 0.5, gain_adu_per_e=2.3, read_noise_e=1.6)
+    cam.save(tmp_path / "camera.json")
+    runner = CliRunner()
+    args = [
+        "calibrate",
+        "psf",
+        "--from-data",
+        str(tmp_path / "stack.tif"),
+        "--camera",
+        str(tmp_path / "camera.json"),
+    ]
+    out = runner.invoke(app, [*args, "--roi-px", "13", "--out", str(tmp_path / "psf2d.npz")])
+    assert out.exit_code == 0, out.output
+    assert (
+        "2-D" in out.output and (tmp_path / "psf2d.png").is_file() and (tmp_path / "psf2d_fit.json").is_file()
+    )
+    # bad input: one clear line naming the problem
+    out = runner.invoke(app, ["calibrate", "psf", "--out", str(tmp_path / "x.npz")])
+    assert out.exit_code == 1 and "BEADS" in out.output
+    out = runner.invoke(
+        app, ["calibrate", "psf", str(tmp_path / "stack.tif"), "--out", str(tmp_path / "x.npz")]
+    )
+    assert out.exit_code == 1 and "--z-step-nm" in out.output
+    out = runner.invoke(
+        app, ["calibrate", "camera", "--dark", str(tmp_path / "nope.tif"), "--flats", "a.tif"]
+    )
+    assert out.exit_code == 1 and "nope.tif does not exist" in out.output
 
 
 def test_user_calibration_load_records_hashes(

@@ -1,6 +1,7 @@
-"""Classical SMLM localization: detection + per-spot maximum-likelihood Gaussian fit.
+"""Classical SMLM localization: detection + per-spot maximum-likelihood PSF fit.
 
-The PSF model is the pixel-integrated isotropic 2-D Gaussian (Smith et al. 2010):
+Without a calibration the PSF model is the pixel-integrated isotropic 2-D Gaussian
+(Smith et al. 2010):
 
     mu_k = bg + N * dEx(k) * dEy(k),
     dEx(k) = 0.5 * [erf((x_k - x0 + 1/2) / (sqrt(2) s)) - erf((x_k - x0 - 1/2) / (sqrt(2) s))]
@@ -10,6 +11,12 @@ likelihood of the data in photoelectrons; an sCMOS read noise of variance ``r2``
 handled by the usual Poisson approximation (data + r2 and model + r2, Huang et al. 2013);
 an EMCCD's excess noise (F = 2) doubles the Cramér–Rao variances. Uncertainties are the
 square roots of the diagonal of the inverse Fisher information at the estimate (CRLB).
+
+With a calibrated :class:`~smartscope.simulators.psf_models.PSFModel` (the cubic spline
+from beads, or its Gaussian-z) the same Levenberg–Marquardt fitter (:func:`_lm_poisson`)
+fits x, y, photons, background and, for a 3-D model, z (:func:`fit_psf_model`).
+:func:`refine_localizations` polishes another method's localizations (a network's) with
+that fit, holding the neighbours' modelled light fixed.
 
 Coordinates: localizations are reported in nm with the origin at the outer corner of pixel
 (0, 0): ``x_nm = (column + 0.5 + dx) * pixel_nm`` where ``dx`` is the offset from that
