@@ -203,8 +203,10 @@ class DecodeSettings:
     threshold: float = 0.5  # on the 3x3 summed probability at a local maximum
     min_prob_px: float = 0.05
     # average the position estimates of the peak's 3x3 neighbours that point at the same
-    # emitter (within ``merge_px`` of the peak's estimate), weighted by probability / σ²
-    average_3x3: bool = False
+    # emitter (within ``merge_px`` of the peak's estimate), weighted by probability / σ²;
+    # measured on isolated bright emitters (bench/smlm.py): RMSE/CRLB 1.59 → 1.29 for a
+    # 4000-step 2-D network, high-density efficiency unchanged or better
+    average_3x3: bool = True
     merge_px: float = 0.5
 
 
