@@ -643,6 +643,7 @@ def refine_localizations(
     iterations: int = 30,
     max_move_px: float = 1.0,
     passes: int = 3,
+    only_if_sharper: bool = True,
 ) -> LocTable:
     """Polish localizations (e.g. a network's) of one frame by a Poisson MLE of the
     calibrated PSF, each in its own window started from its estimate, with the modelled
@@ -650,8 +651,10 @@ def refine_localizations(
     ``passes`` rounds: each holds the neighbours at the previous round's estimates.
 
     ``image`` is the camera frame (ADU). A refined estimate replaces the original only
-    when the fit converged and moved less than ``max_move_px`` from it; uncertainties
-    become the fit's CRLB. ``prob`` is kept.
+    when the fit converged, moved less than ``max_move_px`` from it and — with
+    ``only_if_sharper`` — its CRLB is below the original's reported uncertainty (a
+    network's estimate of a dim emitter can be better than a lone fit: it knows the
+    neighbours and the prior); uncertainties become the fit's CRLB. ``prob`` is kept.
     """
     n = len(table)
     if n == 0:
@@ -688,6 +691,9 @@ def refine_localizations(
         )
         nx, ny = fit.x_px + c0, fit.y_px + r0
         ok = fit.converged & np.isfinite(fit.crlb_x_px) & (np.hypot(nx - x_in, ny - y_in) < max_move_px)
+        if only_if_sharper:
+            theirs = np.hypot(table.sigma_x_nm, table.sigma_y_nm)
+            ok &= ~(np.hypot(fit.crlb_x_px, fit.crlb_y_px) * pixel_nm >= theirs)  # NaN theirs: refine
         x, y = np.where(ok, nx, x_in), np.where(ok, ny, y_in)
         ph, bg = np.where(ok, fit.photons, ph_in), np.where(ok, fit.bg, bg_in)
         if three_d:
