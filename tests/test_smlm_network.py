@@ -206,3 +206,22 @@ def test_decode_can_average_the_pixels_that_see_one_emitter() -> None:
     w1, w2 = 0.97, 0.4  # equal sigmas: probability weights
     assert avg.x_nm[0] == pytest.approx(((5.4 * w1 + 5.5 * w2) / (w1 + w2) + 0.5) * 100)
     assert avg.y_nm[0] == pytest.approx(650.0)
+
+
+def test_training_can_continue_from_a_bundle(tmp_path: Path) -> None:
+    spec = SimSpec(tile_px=24)
+    kw = {"batch": 2, "eval_windows": 4, "spec": spec, "threads": 1, "command": "pytest", "log_every": 0}
+    first = train_smlm(tmp_path / "a", max_steps=2, net_config=SMLMNetConfig(base_width=4), **kw)  # type: ignore[arg-type]
+    second = train_smlm(
+        tmp_path / "b",
+        max_steps=1,
+        net_config=SMLMNetConfig(base_width=4),
+        init_bundle=first,
+        **kw,  # type: ignore[arg-type]
+    )
+    notes = load_bundle(second).manifest.provenance.notes
+    assert "initialised from" in notes and load_bundle(first).manifest.architecture.weights_sha256 in notes  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="init_bundle"):
+        train_smlm(
+            tmp_path / "c", max_steps=1, net_config=SMLMNetConfig(base_width=6), init_bundle=first, **kw
+        )  # type: ignore[arg-type]

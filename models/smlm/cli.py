@@ -76,6 +76,10 @@ def train_smlm_cmd(
     checkpoint_dir: Annotated[
         Path | None, typer.Option(help="folder for those checkpoints (default: OUT-checkpoints)")
     ] = None,
+    init_bundle: Annotated[
+        Path | None, typer.Option(help="start from this bundle's weights (same --width/--depth)")
+    ] = None,
+    z_weight: Annotated[float, typer.Option(help="3-D: weight of the z term in the loss")] = 1.0,
 ) -> None:
     """Train the DECODE-class SMLM localizer on simulated data — rendered with your PSF and
     camera when given — and write an engine bundle (minutes printed)."""
@@ -130,6 +134,8 @@ def train_smlm_cmd(
             device=device,
             checkpoint_every=checkpoint_every,
             checkpoint_dir=checkpoint_dir,
+            init_bundle=init_bundle,
+            z_weight=z_weight,
         )
     except ValueError as exc:
         _fail(str(exc))

@@ -130,14 +130,18 @@ class DecodeLoss(nn.Module):
     ``gt_xy_px`` (B, E, 2): emitter positions in pixel-centre units of the output grid;
     ``gt_photons`` (B, E); ``gt_mask`` (B, E) bool for real entries; ``gt_bg`` (B, H, W);
     ``gt_z_nm`` (B, E) for a 3-D network (z enters the mixture in units of
-    :data:`Z_UNIT_NM`).
+    :data:`Z_UNIT_NM`). ``z_weight`` multiplies the z term of each component's
+    log-density (> 1 pushes the network harder on z than on x, y and photons).
     """
 
-    def __init__(self, photon_scale_e: float, input_scale_e: float, bg_weight: float = 1.0):
+    def __init__(
+        self, photon_scale_e: float, input_scale_e: float, bg_weight: float = 1.0, z_weight: float = 1.0
+    ):
         super().__init__()
         self.photon_scale_e = photon_scale_e
         self.input_scale_e = input_scale_e
         self.bg_weight = bg_weight
+        self.z_weight = z_weight
 
     def forward(
         self,
@@ -187,7 +191,8 @@ class DecodeLoss(nn.Module):
             mz = (out[:, 8] / Z_UNIT_NM).reshape(b, 1, -1)
             sz = (out[:, 9] / Z_UNIT_NM).reshape(b, 1, -1)
             gz = (gt_z_nm / Z_UNIT_NM)[:, :, None]
-            log_n = log_n - 0.5 * ((gz - mz) / sz) ** 2 - torch.log(sz) - 0.5 * math.log(2 * math.pi)
+            log_z = -0.5 * ((gz - mz) / sz) ** 2 - torch.log(sz) - 0.5 * math.log(2 * math.pi)
+            log_n = log_n + self.z_weight * log_z
         log_w = torch.log(prob) - torch.log(mean)[:, None]
         ll = torch.logsumexp(log_w[:, None, :] + log_n, dim=2)  # (B, E)
         loc = -(ll * gt_mask.float()).sum(1)

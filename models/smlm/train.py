@@ -410,6 +410,28 @@ def _calibration_fields(cal: UserCalibration | None, pixel_nm: float) -> tuple[d
     return fields, "; ".join(words)
 
 
+def _load_init(net: SMLMNet, cfg: SMLMNetConfig, bundle: Path) -> str:
+    """Load a bundle's weights into ``net`` (its architecture must be ``cfg``); returns the
+    provenance note naming them."""
+    from smartscope.engines.bundle import load_bundle
+    from smartscope.models.weights import state_from_npz_bytes
+
+    b = load_bundle(bundle)
+    arch = b.manifest.architecture
+    if arch is None or b.weights_bytes is None or arch.name != ARCHITECTURE:
+        raise ValueError(f"init_bundle: {bundle} holds no {ARCHITECTURE} weights")
+    if SMLMNetConfig(**arch.params) != cfg:
+        raise ValueError(
+            f"init_bundle: {bundle} was built as {arch.params}, this training as {cfg.model_dump()}"
+        )
+    net.load_state_dict(state_from_npz_bytes(b.weights_bytes, str(bundle)))
+    prior = b.manifest.metrics.get("train_steps", float("nan"))
+    return (
+        f"; initialised from {bundle} (weights sha256 {arch.weights_sha256}, {prior:.0f} steps, "
+        f"made by: {b.manifest.provenance.command})"
+    )
+
+
 def train_smlm(
     out: Path,
     minutes: float = 18.0,
@@ -428,13 +450,18 @@ def train_smlm(
     progress: bool = False,
     checkpoint_every: int = 0,
     checkpoint_dir: Path | None = None,
+    init_bundle: Path | None = None,
+    z_weight: float = 1.0,
 ) -> Path:
     """Train for ``minutes`` wall time (or ``max_steps``), choose the detection threshold
     on validation windows, evaluate on held-out windows and export a verified engine
     bundle to ``out``. With ``calibration`` the user's PSF and camera render the data
     (a 3-D PSF makes a 3-D network). ``checkpoint_every`` > 0 writes the weights every that
     many steps to ``checkpoint_dir`` (``weights_<step>.npz`` + ``checkpoint_<step>.json``:
-    the network config, for learning curves). Returns the bundle path."""
+    the network config, for learning curves). ``init_bundle`` starts from that bundle's
+    weights (same architecture: fine-tuning, or training on past a budget); its weights'
+    sha256 and command go into the provenance. ``z_weight`` weights the z term of the
+    loss (:class:`DecodeLoss`). Returns the bundle path."""
     from smartscope.engines.export import export_bundle
     from smartscope.models.train_common import record_results
 
@@ -450,8 +477,12 @@ def train_smlm(
         cfg = cfg.model_copy(update={"z_range_nm": psf.z_range_nm})
     if sp.tile_px % (2**cfg.depth):
         raise ValueError(f"SimSpec.tile_px={sp.tile_px} must be a multiple of {2**cfg.depth}")
-    net = SMLMNet(cfg).to(device)
-    loss_fn = DecodeLoss(cfg.photon_scale_e, cfg.input_scale_e)
+    net = SMLMNet(cfg)
+    init_note = ""
+    if init_bundle is not None:
+        init_note = _load_init(net, cfg, init_bundle)
+    net = net.to(device)
+    loss_fn = DecodeLoss(cfg.photon_scale_e, cfg.input_scale_e, z_weight=z_weight)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sim = _make_sim(sp, seed, calibration)
     three_d = cfg.z_range_nm is not None
@@ -478,7 +509,7 @@ def train_smlm(
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
         opt.step()
         step += 1
-        if step % log_every == 0 or step == 1:
+        if log_every and (step % log_every == 0 or step == 1):
             rec = {k: float(v.detach()) for k, v in losses.items()}
             rec.update(step=step, elapsed_s=time.time() - t0, sim_s=t_sim)
             log.append(rec)
@@ -540,13 +571,10 @@ def train_smlm(
     }
     net.eval()
     path = export_bundle(net.cpu(), out, manifest_fields=manifest)
-    record_results(
-        Path(path),
-        manifest,
-        metrics,
-        f"threshold {threshold:g} chosen on {eval_windows} validation windows (seed {20_000 + seed})",
-        calibration=cal_fields,
-    )
+    note = f"threshold {threshold:g} chosen on {eval_windows} validation windows (seed {20_000 + seed})"
+    if z_weight != 1.0:
+        note += f"; z loss weight {z_weight:g}"
+    record_results(Path(path), manifest, metrics, note + init_note, calibration=cal_fields)
     (Path(path) / "train_log.json").write_text(json.dumps(log, indent=1) + "\n")
     return Path(path)
 
