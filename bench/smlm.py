@@ -1,15 +1,28 @@
-"""SMLM benchmark: classical MLE fit vs the DECODE-class network on held-out simulated data.
+"""SMLM benchmark on a user's own microscope: beads → calibrate → train → localize.
 
-Data sets (simulator: pupil PSF, photophysics over three frames, sCMOS camera; seeds never
-used in training): low / high density × high / low SNR. Scores per the SMLM Challenge 2016 (per-frame
-one-to-one matching within 250 nm, Jaccard, lateral RMSE, efficiency). Separately:
-RMSE / CRLB (Mortensen, MLE) on isolated bright emitters that are on in the localized
-frame only (neighbouring frames hold background), and throughput in frames/s at 256² and
-512² per backend.
+The "user's microscope" differs from the simulator's default: NA 1.45 at 680 nm with
+spherical aberration and coma (and, for 3-D, a cylindrical lens: 1 rad RMS Z6), and an
+sCMOS camera with its own offset (≈400 ADU), gain (2.17 ADU/e⁻) and read noise (1.5 e⁻
+median, per-pixel maps). The bench
 
-    python bench/smlm.py --bundle models/bundles/smlm-decode-small --out bench/results/smlm
+1. simulates what the user records — a bead z-stack (2-D: the central slices; 3-D: the
+   astigmatic stack), a dark stack and flat fields at six light levels — and calibrates
+   from them (``calibrate_camera``, ``calibrate_psf_beads``), writing the calibration files
+   to ``--out``/calibration;
+2. trains a 2-D and a 3-D network on that calibration (``--train-minutes``; or takes
+   bundles trained on the same files: ``--bundle-2d``/``--bundle-3d``);
+3. renders held-out data with the *calibrated* PSF and camera (seeds never used in
+   training), localizes it with the classical spline MLE and the network, and scores it
+   per SMLM Challenge 2016 (2-D: lateral; 3-D: lateral + axial, 3-D Jaccard, efficiency =
+   mean of lateral (α 1 nm⁻¹) and axial (α 0.5 nm⁻¹));
+4. on isolated bright emitters, reports RMSE / CRLB per axis, with the CRLB of the
+   calibrated PSF at each emitter's true position (:func:`smartscope.metrics.fisher_crlb`);
+5. prints the minutes of every step (calibration, training, localization).
 
-Prints a markdown table; writes ``smlm.json`` to ``--out``.
+    python bench/smlm.py --bundle-2d models/bundles/smlm-decode-2d-user \\
+        --bundle-3d models/bundles/smlm-decode-3d-astig --generic models/bundles/smlm-decode-small
+
+Prints markdown tables; writes ``smlm.json`` to ``--out``.
 """
 
 from __future__ import annotations
@@ -18,317 +31,613 @@ import argparse
 import json
 import math
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from smartscope.metrics import match_localizations, mortensen_crlb_nm, smlm_scores
-from smartscope.models.smlm.localize_classical import ClassicalConfig, ClassicalLocalizer
+from smartscope.metrics import fisher_crlb, match_localizations, smlm_scores
+from smartscope.models.smlm.calibrate import (
+    UserCalibration,
+    calibrate_camera,
+    calibrate_psf_beads,
+    plot_psf_report,
+    plot_ptc,
+)
+from smartscope.models.smlm.localize_classical import (
+    CameraModel,
+    ClassicalConfig,
+    ClassicalLocalizer,
+    camera_model_for,
+)
 from smartscope.models.smlm.table import LocTable
-from smartscope.models.smlm.train import SimSpec, camera_model_for, simulate_windows
+from smartscope.models.smlm.train import SimSpec, simulate_windows
+from smartscope.simulators.camera import CameraConfig
+from smartscope.simulators.optics import Optics
+from smartscope.simulators.psf_models import SplinePSF, astigmatic_zernike, gaussian_z_of
 
 PIXEL_NM = 100.0
-PSF_SIGMA_NM = 100.0  # starting guess 0.21 λ/NA (λ = 670 nm, NA 1.4); calibrated in main()
+USER_OPTICS = Optics(na=1.45, wavelength_nm=680.0, pixel_size_um=PIXEL_NM / 1000)
+USER_ABERRATIONS = {11: 0.25, 7: 0.1}  # Noll: primary spherical, coma (rad RMS)
+USER_CAMERA = CameraConfig(
+    qe=0.8,
+    read_noise_e=1.5,
+    gain_adu_per_e=2.17,
+    offset_adu=400.0,
+    offset_spread_adu=3.0,
+    gain_spread_rel=0.02,
+    read_noise_spread_rel=0.3,
+    dark_e_per_s=0.5,
+    map_seed=2024,
+)
+SENSOR_PX = 128
+TILE = 64
+Z_RANGE_NM = (-600.0, 600.0)
+Z_NEAR_NM = 250.0  # |z| within the astigmatic line foci (≈ ±300 nm): the profile's split
 
 DATASETS: dict[str, dict[str, float]] = {
     "LD high SNR": {"density": 0.1, "photons": 3000.0, "bg": 20.0},
-    "LD low SNR": {"density": 0.1, "photons": 800.0, "bg": 60.0},
-    "HD high SNR": {"density": 1.0, "photons": 3000.0, "bg": 20.0},
-    "HD low SNR": {"density": 1.0, "photons": 800.0, "bg": 60.0},
+    "LD low SNR": {"density": 0.1, "photons": 1000.0, "bg": 50.0},
+    "HD high SNR": {"density": 1.5, "photons": 3000.0, "bg": 20.0},
+    "HD low SNR": {"density": 1.5, "photons": 1000.0, "bg": 50.0},
 }
 
 
-def _spec(tile: int, density: float, photons: float, bg: float) -> SimSpec:
-    return SimSpec(
-        tile_px=tile,
-        pixel_nm=PIXEL_NM,
-        density_per_um2=(density, density),
-        photons=(photons, photons),
-        bg_photons=(bg, bg),
-        z_nm=(-200.0, 200.0),
-        n_aberrations=1,
-        emccd_fraction=0.0,
+# ----------------------------------------------------------------------------- calibration
+
+
+def calibrate(out: Path, seed: int) -> dict[str, Any]:
+    """Simulate the user's beads, darks and flats; calibrate; write the files."""
+    from smartscope.simulators.datasets import bead_zstack, camera_calibration_frames
+
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    true_maps = USER_CAMERA.maps((SENSOR_PX, SENSOR_PX))
+    dark, flats = camera_calibration_frames(
+        USER_CAMERA, (SENSOR_PX, SENSOR_PX), n_frames=200, maps=true_maps, seed=seed
     )
+    t_sim_cam = time.time() - t0
+    t0 = time.time()
+    cam, maps, rep = calibrate_camera(dark, flats, "scmos", source={"data": "bench/smlm.py simulated"})
+    cam.save(out / "camera.json", maps)
+    plot_ptc(rep, cam, out / "camera_ptc.png")
+    t_cal_cam = time.time() - t0
+    truth_gain = float(np.median(true_maps.gain_adu_per_e))
+    info: dict[str, Any] = {
+        "camera": {
+            "offset_adu": cam.offset_adu,
+            "gain_adu_per_e": cam.gain_adu_per_e,
+            "read_noise_e": cam.read_noise_e,
+            "truth_gain_adu_per_e": truth_gain,
+            "truth_offset_adu": float(np.median(true_maps.offset_adu)) - 0.5,
+            "truth_read_noise_e": float(np.median(true_maps.read_noise_e)),
+            "ptc_r2": rep["ptc_r2"],
+            "gain_map_rel_err": float(
+                np.sqrt(np.mean((maps.gain_adu_per_e / true_maps.gain_adu_per_e - 1) ** 2))
+                if maps
+                else np.nan
+            ),
+            "minutes": t_cal_cam / 60,
+            "simulate_minutes": t_sim_cam / 60,
+        }
+    }
+    loc_cam = camera_model_for(cam, maps=maps)
+    for dim, zern in (
+        ("2d", astigmatic_zernike(0.0, USER_ABERRATIONS)),
+        ("3d", astigmatic_zernike(1.0, USER_ABERRATIONS)),
+    ):
+        t0 = time.time()
+        beads = bead_zstack(
+            z_step_nm=20.0,
+            z_range_nm=(-800.0, 800.0),
+            size_px=SENSOR_PX,
+            photons=20_000.0,
+            bg_photons=30.0,
+            optics=USER_OPTICS,
+            zernike_rad=zern,
+            camera=USER_CAMERA,
+            maps=true_maps,
+            seed=seed + (1 if dim == "2d" else 2),
+        )
+        t_sim = time.time() - t0
+        t0 = time.time()
+        if dim == "3d":
+            psf, prep = calibrate_psf_beads(
+                beads.frames,
+                20.0,
+                PIXEL_NM,
+                loc_cam,
+                roi_px=21,
+                z_range_nm=Z_RANGE_NM,
+                source={"data": "bench/smlm.py simulated beads"},
+            )
+        else:
+            # a 2-D PSF: the in-focus slices of the same kind of stack, averaged over ±100 nm
+            full, prep = calibrate_psf_beads(
+                beads.frames,
+                20.0,
+                PIXEL_NM,
+                loc_cam,
+                roi_px=15,
+                z_range_nm=(-100.0, 100.0),
+                source={"data": "bench/smlm.py simulated beads"},
+            )
+            vals = full.values.mean(0)
+            psf = SplinePSF(
+                vals / vals.sum(), PIXEL_NM, meta=dict(full.meta, method="beads, ±100 nm averaged")
+            )
+        psf.save(out / f"psf_{dim}.npz")
+        plot_psf_report(psf if dim == "3d" else full, prep, out / f"psf_{dim}.png")
+        info[f"psf_{dim}"] = {
+            **prep.summary(),
+            "window_px": psf.size_px,
+            "z_range_nm": list(psf.z_range_nm),
+            "minutes": (time.time() - t0) / 60,
+            "simulate_minutes": t_sim / 60,
+        }
+    return info
 
 
-def _gt_arrays(gts: list[dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    gf = np.concatenate([np.full(len(g["x_px"]), i) for i, g in enumerate(gts)])
-    gxy = np.concatenate([np.stack([g["x_px"], g["y_px"]], 1) for g in gts])
-    return gf, (gxy + 0.5) * PIXEL_NM
-
-
-def _camera() -> Any:
-    from smartscope.simulators.camera import SCMOS_REFERENCE
-
-    return camera_model_for(SCMOS_REFERENCE)
-
-
-def _adu_from_e(e: np.ndarray) -> np.ndarray:
-    """Back to camera ADU (the classical localizer and the stage take camera frames)."""
-    from smartscope.simulators.camera import SCMOS_REFERENCE as C
-
-    return np.clip(np.round(e * C.gain_adu_per_e + C.offset_adu - 0.5), 0, 65535).astype(np.uint16)
+# ----------------------------------------------------------------------------- runners
 
 
 class NetworkRunner:
-    def __init__(self, bundle: Path, backend: str, threshold: float) -> None:
+    def __init__(self, bundle: Path, backend: str, threshold: float | None = None) -> None:
         from smartscope.engines.runtime import Engine
         from smartscope.models.smlm import network
 
         self.network = network
         self.engine = Engine.open(bundle, backend)  # type: ignore[arg-type]
-        self.settings = network.DecodeSettings(threshold=threshold)
+        thr = threshold if threshold is not None else self.engine.manifest.calibration.get("threshold", 0.5)
+        self.threshold = float(thr)
+        self.settings = network.DecodeSettings(threshold=self.threshold)
 
     def localize(self, window_e: np.ndarray, frame: int) -> LocTable:
         out = self.engine.infer(window_e)["out"]
         return self.network.decode_outputs(out, frame, PIXEL_NM, self.settings)
 
 
+class TorchRunner:
+    """A training checkpoint (``weights_<step>.npz`` + ``checkpoint_<step>.json``) run with
+    torch: for learning curves without exporting a bundle per checkpoint."""
+
+    def __init__(self, checkpoint_json: Path, threshold: float) -> None:
+        import torch
+
+        from smartscope.models.smlm import network
+        from smartscope.models.weights import load_state_npz
+
+        meta = json.loads(checkpoint_json.read_text())
+        self.net = network.SMLMNet(network.SMLMNetConfig(**meta["net_config"])).eval()
+        load_state_npz(self.net, checkpoint_json.parent / meta["weights_file"])
+        self.step = int(meta["step"])
+        self.minutes = float(meta["elapsed_s"]) / 60
+        self.network, self.torch = network, torch
+        self.threshold = threshold
+        self.settings = network.DecodeSettings(threshold=threshold)
+
+    def localize(self, window_e: np.ndarray, frame: int) -> LocTable:
+        with self.torch.inference_mode():
+            x = self.torch.from_numpy(window_e[None] / self.net.config.input_scale_e)
+            out = self.net(x)[0].numpy()
+        return self.network.decode_outputs(out, frame, PIXEL_NM, self.settings)
+
+
+def learning_curve(folder: Path, dim: str, cal: UserCalibration, seed: int, threshold: float) -> list[dict]:
+    """HD high-SNR efficiency and isolated-bright RMSE/CRLB of every checkpoint in ``folder``."""
+    rows = []
+    for ck in sorted(folder.glob("checkpoint_*.json")):
+        r = TorchRunner(ck, threshold)
+        runners = {"network": r}
+        hd = score_dataset(DATASETS["HD high SNR"], seed + 20 + (dim == "3d") * 5, 400, cal, runners)
+        iso = isolated_bright(seed + 99 + (dim == "3d") * 5, cal, runners, 10)
+        rows.append(
+            {
+                "step": r.step,
+                "minutes": r.minutes,
+                "hd_efficiency": hd["network"]["efficiency"],
+                "hd_jaccard": hd["network"]["jaccard"],
+                "iso_rmse_over_crlb": iso["network"]["rmse_over_crlb"],
+                "iso_bias_nm": iso["network"]["bias_nm"],
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+class RefinedRunner:
+    """The network's detections, each polished by the spline MLE with its neighbours' light
+    held fixed (:func:`refine_localizations`)."""
+
+    def __init__(self, net: NetworkRunner, psf: SplinePSF, camera: CameraModel) -> None:
+        self.net, self.psf, self.camera = net, psf, camera
+        self.threshold = net.threshold
+
+    def localize(self, window_e: np.ndarray, frame: int) -> LocTable:
+        from smartscope.models.smlm.localize_classical import refine_localizations
+
+        t = self.net.localize(window_e, frame)
+        return refine_localizations(t, window_e[1], self.psf, self.camera, PIXEL_NM)
+
+
+def _spec(density: float, photons: float, bg: float, tile: int = TILE) -> SimSpec:
+    return SimSpec(
+        tile_px=tile,
+        pixel_nm=PIXEL_NM,
+        density_per_um2=(density, density),
+        photons=(photons, photons),
+        bg_photons=(bg, bg),
+        sensor_origin_px=(0, 0),
+    )
+
+
+def _electron_camera(cal: UserCalibration, tile: int) -> CameraModel:
+    """The classical localizer gets frames already in photoelectrons (as the network does),
+    with the read noise of the sensor region they came from."""
+    rn = cal.camera_maps.read_noise_e[:tile, :tile] if cal.camera_maps is not None else None
+    assert cal.camera is not None
+    return CameraModel(
+        offset_adu=0.0,
+        e_per_adu=1.0,
+        read_noise_e=cal.camera.read_noise_e,
+        read_noise_map_e=None if rn is None else rn.astype(np.float64),
+    )
+
+
 def score_dataset(
-    name: str,
     params: dict[str, float],
     seed: int,
-    n_target_emitters: int,
-    classical: ClassicalLocalizer | None,
-    net: NetworkRunner | None,
-    tile: int = 64,
+    n_target: int,
+    cal: UserCalibration,
+    runners: dict[str, Any],
 ) -> dict[str, Any]:
-    spec = _spec(tile, params["density"], params["photons"], params["bg"])
-    area = (tile * PIXEL_NM / 1000) ** 2
-    n = max(8, math.ceil(n_target_emitters / (params["density"] * area)))
-    x, gts, _, _ = simulate_windows(n, spec, seed)
-    gf, gxy = _gt_arrays(gts)
-    edge_nm = tile * PIXEL_NM
-
-    def inside(t: LocTable) -> LocTable:  # GT holds only emitters centred in the tile
-        return t.select((t.x_nm >= 0) & (t.x_nm < edge_nm) & (t.y_nm >= 0) & (t.y_nm < edge_nm))
-
-    row: dict[str, Any] = {"dataset": name, **params, "windows": n, "gt_emitters": len(gf)}
-    keys = ("jaccard", "rmse_lat_nm", "efficiency", "recall", "precision")
-    if classical is not None:
-        frames = [_adu_from_e(x[i, 1]) for i in range(n)]
-        tc = inside(LocTable.concat([classical.localize(f, i) for i, f in enumerate(frames)]))
-        sc = smlm_scores(tc.frame, tc.xy_nm(), gf, gxy)
-        row["classical"] = {k: sc[k] for k in keys}
-    if net is not None:
-        tn = inside(LocTable.concat([net.localize(x[i], i) for i in range(n)]))
-        sn = smlm_scores(tn.frame, tn.xy_nm(), gf, gxy)
-        row["network"] = {k: sn[k] for k in ("jaccard", "rmse_lat_nm", "efficiency", "recall", "precision")}
+    spec = _spec(params["density"], params["photons"], params["bg"])
+    area = (TILE * PIXEL_NM / 1000) ** 2
+    n = max(8, math.ceil(n_target / (params["density"] * area)))
+    x, gts, _, _ = simulate_windows(n, spec, seed, calibration=cal)
+    assert cal.psf is not None
+    three_d = cal.psf.is_3d
+    gf = np.concatenate([np.full(len(g["x_px"]), i) for i, g in enumerate(gts)])
+    gxy = (np.concatenate([np.stack([g["x_px"], g["y_px"]], 1) for g in gts]) + 0.5) * PIXEL_NM
+    gz = np.concatenate([g["z_nm"] for g in gts])
+    g_all = np.column_stack([gxy, gz]) if three_d else gxy
+    edge = TILE * PIXEL_NM
+    row: dict[str, Any] = {**params, "windows": n, "gt_emitters": len(gf)}
+    for name, r in runners.items():
+        t0 = time.time()
+        if isinstance(r, ClassicalLocalizer):
+            tabs = [r.localize(x[i, 1], i) for i in range(n)]
+        else:
+            tabs = [r.localize(x[i], i) for i in range(n)]
+        dt = time.time() - t0
+        t = LocTable.concat(tabs)
+        t = t.select((t.x_nm >= 0) & (t.x_nm < edge) & (t.y_nm >= 0) & (t.y_nm < edge))
+        pred = t.xyz_nm() if three_d else t.xy_nm()
+        if three_d and not np.isfinite(pred).all():  # a 2-D method on 3-D data: no z
+            pred = np.column_stack([t.xy_nm(), np.zeros(len(t))])
+        s = smlm_scores(t.frame, pred, gf, g_all)
+        s["frames_per_s"] = n / dt
+        row[name] = s
     return row
 
 
 def isolated_bright(
     seed: int,
-    classical: ClassicalLocalizer,
-    net: NetworkRunner | None,
+    cal: UserCalibration,
+    runners: dict[str, Any],
     n_frames: int = 40,
-    photons: float = 3000.0,
-    bg: float = 20.0,
+    photons: float = 2500.0,
+    bg: float = 16.0,
 ) -> dict[str, Any]:
-    """Grid of isolated emitters, in focus, on in the middle frame only."""
-    from smartscope.simulators.camera import SCMOS_REFERENCE as C
-    from smartscope.simulators.camera import expose
-    from smartscope.simulators.scene import SMLMScene
+    """A grid of isolated emitters (10 px apart in 2-D, 16 px in 3-D: a defocused astigmatic
+    PSF is longer), on in the middle frame only, rendered with the calibrated PSF and
+    camera; RMSE per axis against the CRLB at each true position."""
+    from smartscope.simulators.camera import CameraMaps, expose
+    from smartscope.simulators.psf_models import render_model
 
+    psf = cal.psf
+    cam = cal.camera
+    assert psf is not None and cam is not None
     rng = np.random.default_rng(seed)
-    shape = (64, 64)
-    scene = SMLMScene(shape, pixel_size_um=PIXEL_NM / 1000, seed=seed)
-    scene.background_per_ms_per_mw = bg / C.exposure_ms
-    g = (np.arange(6, 64, 10) + 0.0) * PIXEL_NM
+    size = TILE
+    g = (np.arange(8, size - 6, 16) if psf.is_3d else np.arange(6, size - 4, 10)) * PIXEL_NM
     m = g.size**2
-    cam = _camera()
-    errs: dict[str, list[np.ndarray]] = {"classical": [], "classical_scmos_maps": [], "network": []}
-    mapped = ClassicalLocalizer(classical.config, camera_model_for(C, shape))
-    fitted_sigma: list[np.ndarray] = []
-    fit_sigma_loc = ClassicalLocalizer(replace(classical.config, fit_sigma=True), cam)
-    empty = {k: np.zeros(0) for k in ("x_nm", "y_nm", "z_nm", "photons")}
+    maps = cal.camera_maps
+    sub = None
+    if maps is not None:
+        sub = CameraMaps.from_arrays(
+            maps.offset_adu[:size, :size], maps.gain_adu_per_e[:size, :size], maps.read_noise_e[:size, :size]
+        )
+    cm = camera_model_for(cam, maps=sub)
+    sim_cfg, sim_maps = cam.sim_config(), cam.sim_maps(sub)
+    errs: dict[str, list[np.ndarray]] = {k: [] for k in runners}
+    crlbs: list[np.ndarray] = []
+    z_true: list[np.ndarray] = []
+    found = dict.fromkeys(runners, 0)
+    win = psf.window_px
     for f in range(n_frames):
-        gt = {
-            "x_nm": np.repeat(g, g.size) + rng.uniform(0, PIXEL_NM, m),
-            "y_nm": np.tile(g, g.size) + rng.uniform(0, PIXEL_NM, m),
-            "z_nm": np.zeros(m),
-            "photons": np.full(m, photons),
-        }
+        x = np.repeat(g, g.size) + rng.uniform(0, PIXEL_NM, m)
+        y = np.tile(g, g.size) + rng.uniform(0, PIXEL_NM, m)
+        z = rng.uniform(*psf.z_range_nm, m) * 0.9 if psf.is_3d else np.zeros(m)
+        ph = np.full(m, photons)
         frames = []
         for t in range(3):
-            ph = scene.photons_image(gt if t == 1 else empty, excitation_mw=1.0, exposure_ms=C.exposure_ms)
-            frames.append(expose(C, ph, rng))
-        gxy = np.stack([gt["x_nm"], gt["y_nm"]], 1)
-        gf = np.full(m, f)
-        tc = classical.localize(frames[1], f)
-        fitted_sigma.append(fit_sigma_loc.localize(frames[1], f).psf_sigma_nm)
-        runs = {"classical": tc, "classical_scmos_maps": mapped.localize(frames[1], f)}
-        if net is not None:
-            win = np.stack([cam.to_electrons(fr) for fr in frames]).astype(np.float32)
-            runs["network"] = net.localize(win, f)
-        for key, tab in runs.items():
-            ip, ig = match_localizations(tab.frame, tab.xy_nm(), gf, gxy)
-            errs[key].append(tab.xy_nm()[ip] - gxy[ig])
-    sigma_fit = float(np.median(np.concatenate(fitted_sigma)))
-    n_e = C.qe * photons
-    b_e = C.qe * bg + C.dark_e_per_s * C.exposure_ms * 1e-3
-    crlb = mortensen_crlb_nm(sigma_fit, PIXEL_NM, n_e, b_e, "mle")
-    out: dict[str, Any] = {
-        "photons_detected": n_e,
-        "bg_detected_per_px": b_e,
-        "psf_sigma_fit_nm": sigma_fit,
-        "crlb_mortensen_nm": crlb,
-        "emitters": n_frames * m,
-    }
-    for key, e in errs.items():
-        if not e:
-            continue
-        ee = np.concatenate(e)
-        rmse_axis = float(np.sqrt((ee**2).mean()))  # per-axis RMSE, comparable to the bound
-        out[key] = {
-            "found": int(ee.shape[0]),
-            "rmse_per_axis_nm": rmse_axis,
-            "rmse_over_crlb": rmse_axis / crlb,
-        }
-    return out
-
-
-def throughput(
-    classical: ClassicalLocalizer, bundle: Path | None, threshold: float, seed: int
-) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    from smartscope.engines.backends import available_backends
-
-    avail = available_backends()
-    for size in (256, 512):
-        spec = _spec(size, 0.5, 2000.0, 20.0)
-        x, _, _, _ = simulate_windows(2, spec, seed)
-        frames = [_adu_from_e(x[i, 1]) for i in range(2)]
-        reps = 6 if size == 256 else 3
-        classical.localize(frames[0], 0)  # warm-up
-        t0 = time.perf_counter()
-        for r in range(reps):
-            classical.localize(frames[r % 2], r)
-        rows.append(
-            {
-                "size": size,
-                "method": "classical (numpy, CPU)",
-                "frames_per_s": reps / (time.perf_counter() - t0),
-            }
-        )
-        if bundle is None:
-            continue
-        for backend in ("onnxruntime", "torch", "tensorrt"):
-            if not avail.get(backend, "no").startswith("ok"):
-                rows.append(
-                    {
-                        "size": size,
-                        "method": f"network ({backend})",
-                        "frames_per_s": None,
-                        "note": avail.get(backend, ""),
-                    }
-                )
-                continue
-            net = NetworkRunner(bundle, backend, threshold)
-            net.localize(x[0], 0)
-            t0 = time.perf_counter()
-            for r in range(reps):
-                net.localize(x[r % 2], r)
-            rows.append(
-                {
-                    "size": size,
-                    "method": f"network ({net.engine.backend.describe()})",
-                    "frames_per_s": reps / (time.perf_counter() - t0),
-                }
+            img = np.full((size, size), bg, np.float32)
+            if t == 1:
+                render_model(psf, (size, size), x, y, z, ph, out=img)
+            frames.append(cm.to_electrons(expose(sim_cfg, img, rng, maps=sim_maps)).astype(np.float32))
+        # CRLB of the calibrated PSF at the truth (x, y[, z], N, bg), read noise of the pixels
+        xp, yp = x / PIXEL_NM - 0.5, y / PIXEL_NM - 0.5
+        c0x, c0y = np.rint(xp).astype(int) - win // 2, np.rint(yp).astype(int) - win // 2
+        ev = psf.evaluate(xp - c0x, yp - c0y, z, win)
+        n3 = photons
+        jac = [n3 * ev.dx, n3 * ev.dy] + ([n3 * ev.dz] if psf.is_3d else []) + [ev.psf, np.ones_like(ev.psf)]
+        mu = (bg + n3 * ev.psf).reshape(m, -1)
+        rv = cm.mean_read_var_e2
+        cr = fisher_crlb(mu, np.stack(jac, 1).reshape(m, len(jac), -1), rv)
+        crlbs.append(cr[:, :3] * np.array([PIXEL_NM, PIXEL_NM, 1.0]) if psf.is_3d else cr[:, :2] * PIXEL_NM)
+        z_true.append(z)
+        gt = np.column_stack([x, y, z]) if psf.is_3d else np.column_stack([x, y])
+        gfr = np.full(m, f)
+        for name, r in runners.items():
+            tab = (
+                r.localize(frames[1], f)
+                if isinstance(r, ClassicalLocalizer)
+                else r.localize(np.stack(frames), f)
             )
-            net.engine.close()
-    return rows
+            pred = tab.xyz_nm() if psf.is_3d else tab.xy_nm()
+            ip, ig = match_localizations(tab.frame, pred, gfr, gt)
+            found[name] += int(ip.size)
+            e = pred[ip] - gt[ig]
+            errs[name].append(np.column_stack([e, ig + f * m]))
+    crlb_all = np.concatenate(crlbs)
+    z_all = np.concatenate(z_true)
+    out: dict[str, Any] = {
+        "emitters": n_frames * m,
+        "photons": photons,
+        "bg_per_px": bg,
+        "crlb_rms_nm": np.sqrt((crlb_all**2).mean(0)).tolist(),
+    }
+    for name in runners:
+        e = np.concatenate(errs[name])
+        idx = e[:, -1].astype(int)
+        d = e[:, :-1]
+        rmse = np.sqrt((d**2).mean(0))
+        cr = np.sqrt((crlb_all[idx] ** 2).mean(0))
+        out[name] = {
+            "found": found[name],
+            "rmse_nm": rmse.tolist(),
+            "bias_nm": d.mean(0).tolist(),
+            "std_nm": d.std(0).tolist(),
+            "rmse_over_crlb": (rmse / cr).tolist(),
+        }
+        if psf.is_3d:  # where the error comes from: between the line foci, or beyond them
+            near = np.abs(z_all[idx]) <= Z_NEAR_NM
+            for key, sel in (("near_focus", near), ("far_from_focus", ~near)):
+                if sel.any():
+                    r_sel = np.sqrt((d[sel] ** 2).mean(0)) / np.sqrt((crlb_all[idx[sel]] ** 2).mean(0))
+                    out[name][f"rmse_over_crlb_{key}"] = r_sel.tolist()
+    return out
 
 
 def _fmt(v: float | None, nd: int = 3) -> str:
     return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{nd}g}"
 
 
+def throughput(cal: UserCalibration, runners: dict[str, Any], seed: int, size: int = 256) -> dict[str, float]:
+    """Frames per second at ``size``² (HD high-SNR frames), every method, this machine."""
+    spec = _spec(1.5, 3000.0, 20.0, tile=size)
+    big = UserCalibration(cal.psf, cal.psf_file, cal.psf_sha256, cal.camera, None, cal.camera_file)
+    x, _, _, _ = simulate_windows(3, spec, seed, calibration=big)
+    assert cal.camera is not None
+    flat_cam = CameraModel(offset_adu=0.0, e_per_adu=1.0, read_noise_e=cal.camera.read_noise_e)
+    out: dict[str, float] = {}
+    for name, r in runners.items():
+        if isinstance(r, ClassicalLocalizer):
+            r = ClassicalLocalizer(r.config, flat_cam, psf=r.psf)
+        elif isinstance(r, RefinedRunner):
+            r = RefinedRunner(r.net, r.psf, flat_cam)
+        classical = isinstance(r, ClassicalLocalizer)
+        r.localize(x[0, 1] if classical else x[0], 0)
+        t0 = time.perf_counter()
+        for i in range(3):
+            r.localize(x[i, 1] if classical else x[i], i)
+        out[name] = 3 / (time.perf_counter() - t0)
+    return out
+
+
+def print_tables(dim: str, cal: UserCalibration, res: dict[str, Any], methods: list[str]) -> None:
+    assert cal.psf is not None
+    three_d = cal.psf.is_3d
+    zr = cal.psf.z_range_nm
+    print(f"\n### {dim.upper()} ({f'astigmatic, z {zr[0]:.0f}…{zr[1]:.0f} nm' if three_d else 'in focus'})\n")
+    cols = ["data set", "density /µm²", "photons", "bg", "GT", "method", "JI", "RMSE lat nm"]
+    cols += ["RMSE ax nm", "E lat", "E ax", "E 3D"] if three_d else ["E"]
+    cols += ["recall", "precision", "frames/s (64²)"]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for nm, r in res["datasets"].items():
+        for meth in methods:
+            s = r[meth]
+            vals = [nm, f"{r['density']:g}", f"{r['photons']:g}", f"{r['bg']:g}", str(r["gt_emitters"]), meth]
+            vals += [_fmt(s["jaccard"]), _fmt(s["rmse_lat_nm"])]
+            if three_d:
+                vals += [_fmt(s["rmse_ax_nm"]), _fmt(s["efficiency_lat"]), _fmt(s["efficiency_ax"])]
+            vals += [_fmt(s["efficiency"]), _fmt(s["recall"]), _fmt(s["precision"]), _fmt(s["frames_per_s"])]
+            print("| " + " | ".join(vals) + " |")
+    iso = res["isolated_bright"]
+    axes = ["x", "y", "z"] if three_d else ["x", "y"]
+    crlb = ", ".join(f"{ax} {v:.2f} nm" for ax, v in zip(axes, iso["crlb_rms_nm"], strict=True))
+    print(
+        f"\nIsolated bright emitters ({iso['emitters']}; N = {iso['photons']:g} e⁻, "
+        f"b = {iso['bg_per_px']:g} e⁻/px): CRLB rms {crlb}"
+    )
+    for meth in methods:
+        s = iso[meth]
+
+        def per_axis(key: str, s: dict[str, Any] = s) -> str:
+            return ", ".join(f"{ax} {v:.2f}" for ax, v in zip(axes, s[key], strict=True))
+
+        print(
+            f"  {meth}: found {s['found']}, RMSE {per_axis('rmse_nm')} nm (bias {per_axis('bias_nm')} nm); "
+            f"RMSE/CRLB {per_axis('rmse_over_crlb')}"
+        )
+        if "rmse_over_crlb_near_focus" in s:
+            print(
+                f"    |z| ≤ {Z_NEAR_NM:g} nm: RMSE/CRLB {per_axis('rmse_over_crlb_near_focus')}; "
+                f"beyond: {per_axis('rmse_over_crlb_far_from_focus')}"
+            )
+    if "throughput_256" in res:
+        print("\nframes/s at 256²: " + ", ".join(f"{k} {v:.3g}" for k, v in res["throughput_256"].items()))
+
+
+def goals(results: dict[str, Any]) -> list[str]:
+    """The issue's quality goals, each with its measured value."""
+    lines = []
+    for dim in ("2d", "3d"):
+        res = results.get(dim)
+        if res is None or "network" not in next(iter(res["datasets"].values())):
+            continue
+        for nm, r in res["datasets"].items():
+            if r["density"] < 1.5:
+                continue
+            for meth in ("network", "network + MLE refine"):
+                d = r[meth]["efficiency"] - r["classical"]["efficiency"]
+                ok = "met" if d >= 15 else "MISSED"
+                lines.append(f"{dim} {nm}: {meth} E − classical E = {d:+.1f} points (goal ≥ +15: {ok})")
+        for meth in ("network", "network + MLE refine", "classical"):
+            iso = res["isolated_bright"][meth]
+            ratios = iso["rmse_over_crlb"]
+            ok = "met" if max(ratios) <= 1.2 else "MISSED"
+            z = f", z {ratios[2]:.2f}" if len(ratios) > 2 else ""
+            near = iso.get("rmse_over_crlb_near_focus")
+            extra = f"; |z| ≤ {Z_NEAR_NM:g} nm: lateral {max(near[:2]):.2f}, z {near[2]:.2f}" if near else ""
+            lines.append(
+                f"{dim} isolated bright: {meth} RMSE/CRLB lateral {max(ratios[:2]):.2f}{z} "
+                f"(goal ≤ 1.2 on every axis: {ok}){extra}"
+            )
+    return lines
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description="SMLM benchmark (classical vs network)")
-    ap.add_argument("--bundle", type=Path, default=None)
-    ap.add_argument("--backend", default="onnxruntime")
-    ap.add_argument("--threshold", type=float, default=0.5, help="network detection threshold")
-    ap.add_argument("--emitters", type=int, default=1000, help="GT emitters per data set")
-    ap.add_argument("--seed", type=int, default=777_000, help="held-out seed (not used in training)")
+    ap = argparse.ArgumentParser(description="SMLM benchmark on a user's microscope")
     ap.add_argument("--out", type=Path, default=Path("bench/results/smlm"))
-    ap.add_argument("--no-throughput", action="store_true")
-    ap.add_argument("--tune", action="store_true", help="tune the threshold on validation seeds")
+    ap.add_argument("--calibration", type=Path, default=None, help="reuse calibration files in this folder")
+    ap.add_argument("--bundle-2d", type=Path, default=None)
+    ap.add_argument("--bundle-3d", type=Path, default=None)
+    ap.add_argument("--generic", type=Path, default=None, help="a generic 2-D bundle to compare")
+    ap.add_argument("--train-minutes", type=float, default=0.0, help="train 2-D and 3-D bundles here")
+    ap.add_argument("--width", type=int, default=24)
+    ap.add_argument("--depth", type=int, default=2)
+    ap.add_argument("--backend", default="onnxruntime")
+    ap.add_argument("--emitters", type=int, default=1000, help="GT emitters per data set")
+    ap.add_argument("--iso-frames", type=int, default=40)
+    ap.add_argument("--seed", type=int, default=777_000, help="held-out seed (not used in training)")
+    ap.add_argument("--dims", nargs="+", default=["2d", "3d"])
+    ap.add_argument("--calibrate-only", action="store_true", help="write the calibration files and stop")
+    ap.add_argument("--no-refine", action="store_true", help="leave out network + MLE refine")
+    ap.add_argument("--curve", type=Path, default=None, help="learning curve of the checkpoints in DIR")
+    ap.add_argument("--curve-threshold", type=float, default=0.4)
     a = ap.parse_args()
     import torch
 
     torch.set_num_threads(2)
-    # PSF calibration as a user would do it with beads: fit sigma on bright isolated
-    # emitters of a separate calibration seed, then localize with that sigma fixed
-    guess = ClassicalLocalizer(ClassicalConfig(pixel_nm=PIXEL_NM, psf_sigma_nm=PSF_SIGMA_NM), _camera())
-    sigma_cal = isolated_bright(a.seed + 1234, guess, None, n_frames=5)["psf_sigma_fit_nm"]
-    print(f"calibrated Gaussian PSF sigma: {sigma_cal:.1f} nm (start {PSF_SIGMA_NM:g} nm)")
-    classical = ClassicalLocalizer(ClassicalConfig(pixel_nm=PIXEL_NM, psf_sigma_nm=sigma_cal), _camera())
-    net = NetworkRunner(a.bundle, a.backend, a.threshold) if a.bundle else None
-    tuning: dict[str, float] = {}
-    if net is not None and a.tune:
-        # pick the detection threshold on validation seeds (never the test seeds)
-        for thr_v in (0.3, 0.4, 0.5, 0.6, 0.7):
-            net.settings = net.network.DecodeSettings(threshold=thr_v)
-            val = [
-                score_dataset(nm, p, a.seed + 500 + i, 300, None, net)
-                for i, (nm, p) in enumerate(DATASETS.items())
-            ]
-            tuning[f"{thr_v:g}"] = float(np.mean([v["network"]["jaccard"] for v in val]))
-        a.threshold = float(max(tuning, key=lambda k: tuning[k]))
-        net.settings = net.network.DecodeSettings(threshold=a.threshold)
-        print(f"threshold tuned on validation seeds (mean JI): {tuning} -> {a.threshold}")
-    rows = [
-        score_dataset(nm, p, a.seed + i, a.emitters, classical, net)
-        for i, (nm, p) in enumerate(DATASETS.items())
-    ]
-    iso = isolated_bright(a.seed + 99, classical, net)
-    thr = [] if a.no_throughput else throughput(classical, a.bundle, a.threshold, a.seed + 7)
-    res = {
-        "datasets": rows,
-        "isolated_bright": iso,
-        "throughput": thr,
-        "bundle": str(a.bundle) if a.bundle else None,
-        "threshold": a.threshold,
-        "threshold_tuning_mean_ji": tuning,
-        "classical_psf_sigma_nm": sigma_cal,
-    }
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "smlm.json").write_text(json.dumps(res, indent=1) + "\n")
+    timing: dict[str, float] = {}
+    cal_dir = a.calibration or (a.out / "calibration")
+    cal_info: dict[str, Any] = {}
+    if a.calibration is None:
+        t0 = time.time()
+        cal_info = calibrate(cal_dir, a.seed + 4242)
+        timing["calibrate_total_min"] = (time.time() - t0) / 60
+        print(f"calibration written to {cal_dir} ({timing['calibrate_total_min']:.1f} min)")
+        (cal_dir / "calibration.json").write_text(json.dumps(cal_info, indent=1, default=float) + "\n")
+        if a.calibrate_only:
+            print(json.dumps(cal_info, indent=1, default=float))
+            return
+    elif (cal_dir / "calibration.json").is_file():
+        cal_info = json.loads((cal_dir / "calibration.json").read_text())
+    if a.curve is not None:
+        dim = a.dims[0]
+        cal = UserCalibration.load(cal_dir / f"psf_{dim}.npz", cal_dir / "camera.json")
+        rows = learning_curve(a.curve, dim, cal, a.seed, a.curve_threshold)
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / f"learning_curve_{dim}.json").write_text(json.dumps(rows, indent=1) + "\n")
+        return
+    bundles = {"2d": a.bundle_2d, "3d": a.bundle_3d}
+    results: dict[str, Any] = {"calibration": cal_info, "timing_min": timing}
+    for dim in a.dims:
+        cal = UserCalibration.load(cal_dir / f"psf_{dim}.npz", cal_dir / "camera.json")
+        assert cal.psf is not None
+        if a.train_minutes > 0:
+            from smartscope.models.smlm.network import SMLMNetConfig
+            from smartscope.models.smlm.train import train_smlm
 
-    print("| data set | density /µm² | photons | bg | GT | method | JI | RMSE nm | E | recall | precision |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        for meth in ("classical", "network"):
-            if meth not in r:
-                continue
-            s = r[meth]
-            print(
-                f"| {r['dataset']} | {r['density']:g} | {r['photons']:g} | {r['bg']:g} | "
-                f"{r['gt_emitters']} | {meth} | {_fmt(s['jaccard'])} | {_fmt(s['rmse_lat_nm'])} | "
-                f"{_fmt(s['efficiency'])} | {_fmt(s['recall'])} | {_fmt(s['precision'])} |"
+            t0 = time.time()
+            bundles[dim] = train_smlm(
+                a.out / f"bundle_{dim}",
+                minutes=a.train_minutes,
+                net_config=SMLMNetConfig(base_width=a.width, depth=a.depth),
+                spec=SimSpec(tile_px=32, pixel_nm=PIXEL_NM),
+                calibration=cal,
+                threads=2,
+                log_every=200,
+                command=f"bench/smlm.py --train-minutes {a.train_minutes}",
             )
-    print()
-    print(
-        f"Isolated bright emitters ({iso['emitters']}; N = {iso['photons_detected']:.0f} e⁻, "
-        f"b = {iso['bg_detected_per_px']:.1f} e⁻/px, fitted PSF σ = {iso['psf_sigma_fit_nm']:.1f} nm): "
-        f"Mortensen CRLB = {iso['crlb_mortensen_nm']:.2f} nm"
-    )
-    for meth in ("classical", "classical_scmos_maps", "network"):
-        if meth in iso:
-            s = iso[meth]
-            print(
-                f"  {meth}: found {s['found']}, RMSE per axis {s['rmse_per_axis_nm']:.2f} nm, "
-                f"RMSE/CRLB = {s['rmse_over_crlb']:.2f}"
+            timing[f"train_{dim}_min"] = (time.time() - t0) / 60
+        camera = _electron_camera(cal, TILE)
+        runners: dict[str, Any] = {
+            "classical": ClassicalLocalizer(ClassicalConfig(pixel_nm=PIXEL_NM), camera, psf=cal.psf)
+        }
+        gz = gaussian_z_of(cal.psf)
+        if gz is not None:
+            runners["classical Gaussian-z"] = ClassicalLocalizer(
+                ClassicalConfig(pixel_nm=PIXEL_NM), camera, psf=gz
             )
-    if thr:
-        print()
-        print("| frame | method | frames/s |")
-        print("|---|---|---|")
-        for t in thr:
-            print(f"| {t['size']}² | {t['method']} | {_fmt(t['frames_per_s'])} {t.get('note', '')} |")
+        bundle_info: dict[str, Any] = {}
+        if bundles[dim] is not None:
+            net = NetworkRunner(bundles[dim], a.backend)
+            runners["network"] = net
+            if not a.no_refine:
+                runners["network + MLE refine"] = RefinedRunner(net, cal.psf, camera)
+            man = net.engine.manifest
+            bundle_info = {
+                "path": str(bundles[dim]),
+                "metrics": man.metrics,
+                "command": man.provenance.command,
+            }
+            if cal.psf_sha256 not in man.provenance.data:
+                print(f"warning: {bundles[dim]} was not trained on {cal_dir / f'psf_{dim}.npz'} (sha256)")
+        if dim == "2d" and a.generic is not None:
+            runners["generic network"] = NetworkRunner(a.generic, a.backend)
+        t0 = time.time()
+        rows = {
+            nm: score_dataset(p, a.seed + 10 * i + (dim == "3d") * 5, a.emitters, cal, runners)
+            for i, (nm, p) in enumerate(DATASETS.items())
+        }
+        iso = isolated_bright(a.seed + 99 + (0 if dim == "2d" else 5), cal, runners, a.iso_frames)
+        timing[f"localize_{dim}_min"] = (time.time() - t0) / 60
+        results[dim] = {
+            "datasets": rows,
+            "isolated_bright": iso,
+            "bundle": bundle_info,
+            "thresholds": {k: r.threshold for k, r in runners.items() if hasattr(r, "threshold")},
+            "throughput_256": throughput(cal, runners, a.seed + 7),
+        }
+        print_tables(dim, cal, results[dim], list(runners))
+    results["goals"] = goals(results)
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "smlm.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
+    print("\nGoals (issue 17):")
+    for line in results["goals"]:
+        print(f"- {line}")
+    for dim in a.dims:
+        m = results[dim]["bundle"].get("metrics", {})
+        if "train_minutes" in m:
+            print(
+                f"- {dim} bundle: {m['train_steps']:.0f} steps in {m['train_minutes']:.1f} min "
+                "on this machine"
+            )
+    print("\nminutes: " + ", ".join(f"{k} {v:.1f}" for k, v in timing.items()))
 
 
 if __name__ == "__main__":

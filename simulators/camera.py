@@ -113,6 +113,24 @@ class CameraMaps:
             self.gain_adu_per_e = np.full(shape, cfg.gain_adu_per_e, dtype=np.float32)
             self.read_noise_e = np.full(shape, cfg.read_noise_e, dtype=np.float32)
 
+    @classmethod
+    def from_arrays(
+        cls, offset_adu: np.ndarray, gain_adu_per_e: np.ndarray, read_noise_e: np.ndarray
+    ) -> CameraMaps:
+        """Measured maps (a user's sCMOS calibration) instead of drawn ones; same shape each."""
+        shape = np.shape(offset_adu)
+        if len(shape) != 2 or np.shape(gain_adu_per_e) != shape or np.shape(read_noise_e) != shape:
+            raise ValueError(
+                f"camera maps must share one 2-D shape: offset {np.shape(offset_adu)}, "
+                f"gain {np.shape(gain_adu_per_e)}, read noise {np.shape(read_noise_e)}"
+            )
+        m = cls.__new__(cls)
+        m.shape = (int(shape[0]), int(shape[1]))
+        m.offset_adu = np.asarray(offset_adu, np.float32)
+        m.gain_adu_per_e = np.asarray(gain_adu_per_e, np.float32)
+        m.read_noise_e = np.asarray(read_noise_e, np.float32)
+        return m
+
 
 _MAP_CACHE: dict[tuple, CameraMaps] = {}
 
@@ -267,22 +285,27 @@ def expose(
     rng: np.random.Generator,
     exposure_ms: float | None = None,
     roi: tuple[int, int, int, int] | None = None,
+    maps: CameraMaps | None = None,
 ) -> np.ndarray:
     """One noisy frame (uint16 ADU) from the photons reaching each pixel in the exposure.
 
     ``photons_per_px`` are photons *during this exposure* (the scene scales them with the
     exposure time; the camera adds dark current for ``exposure_ms``). ``roi`` = (x, y, w, h)
     selects the sensor-map region when the frame is a sub-array of the full sensor.
+    ``maps`` replaces the maps drawn from ``cfg.map_seed`` (a measured calibration).
     """
     lam = expected_electrons(cfg, photons_per_px, exposure_ms)
     if roi is None:
-        maps = cfg.maps((lam.shape[0], lam.shape[1]))
-        sl: tuple[slice, slice] = (slice(None), slice(None))
+        shape = (lam.shape[0], lam.shape[1])
+        sl: tuple[slice, slice] = (slice(0, shape[0]), slice(0, shape[1]))
     else:
         x, y, w, h = roi
-        full = (y + h, x + w)
-        maps = cfg.maps(full)
+        shape = (y + h, x + w)
         sl = (slice(y, y + h), slice(x, x + w))
+    if maps is None:
+        maps = cfg.maps(shape)
+    elif maps.shape[0] < shape[0] or maps.shape[1] < shape[1]:
+        raise ValueError(f"camera maps {maps.shape} do not cover the frame/ROI {shape}")
     read, gain, offset = maps.read_noise_e[sl], maps.gain_adu_per_e[sl], maps.offset_adu[sl]
     out = np.empty(lam.shape, np.uint16)
     floor = float(lam.min())

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from .camera import EMCCD_REFERENCE, CameraConfig, expected_electrons, expose
+from .camera import EMCCD_REFERENCE, CameraConfig, CameraMaps, expected_electrons, expose
+from .optics import Optics, StampTable
 from .scene import CellScene, SMLMScene
 
 __all__ = [
     "STAIN_CHANNELS",
+    "BeadStack",
     "StainFields",
+    "bead_zstack",
+    "camera_calibration_frames",
     "denoise_pairs",
     "smlm_frames",
     "stain_fields",
@@ -199,6 +203,87 @@ def smlm_frames(
         tables.append(gt)
     gt_all = {k: np.concatenate([g[k] for g in tables]) for k in tables[0]}
     return frames, gt_all, scene
+
+
+# ============================================================================ calibration data
+
+
+@dataclass(frozen=True)
+class BeadStack:
+    """A simulated bead z-stack (what a user records to calibrate the PSF)."""
+
+    frames: np.ndarray  # uint16 (Z, Y, X)
+    x_nm: np.ndarray  # bead positions, nm from the corner of pixel (0, 0)
+    y_nm: np.ndarray
+    z_nm: np.ndarray  # bead heights (coverslip tilt / roughness)
+    focus_nm: np.ndarray  # focal plane of each slice; a bead's defocus is z_nm − focus_nm
+    pixel_size_um: float
+
+
+def bead_zstack(
+    z_step_nm: float = 20.0,
+    z_range_nm: tuple[float, float] = (-800.0, 800.0),
+    size_px: int = 128,
+    spacing_px: int = 28,
+    photons: float = 20_000.0,
+    bg_photons: float = 30.0,
+    optics: Optics | None = None,
+    zernike_rad: Sequence[float] | np.ndarray | None = None,
+    camera: CameraConfig | None = None,
+    maps: CameraMaps | None = None,
+    tilt_nm: float = 10.0,
+    seed: int = 0,
+) -> BeadStack:
+    """Beads on a coverslip imaged while the focus steps through them.
+
+    Beads sit on a jittered lattice (``spacing_px``), at heights spread by ``tilt_nm``
+    (rms); slice ``i`` has the focal plane at ``z_range_nm[0] + i·z_step_nm`` — the focus
+    moves *up* through the stack, so a bead's height above the focal plane falls from
+    slice to slice (the convention ``smartscope calibrate psf`` expects). PSF from the
+    pupil (``optics``, ``zernike_rad``: e.g. :func:`.psf_models.astigmatic_zernike`),
+    rendered with continuous defocus (5 nm stamp slices); camera noise from ``camera``.
+    """
+    if z_step_nm <= 0:
+        raise ValueError(f"z_step_nm={z_step_nm} must be positive")
+    o = optics or Optics()
+    cam = camera or CameraConfig()
+    rng = np.random.default_rng(seed)
+    a = o.pixel_size_um * 1000.0
+    g = np.arange(spacing_px // 2, size_px - spacing_px // 2 + 1, spacing_px, dtype=np.float64)
+    gy, gx = np.meshgrid(g, g, indexing="ij")
+    n = gx.size
+    x = (gx.ravel() + rng.uniform(-0.5, 0.5, n)) * a
+    y = (gy.ravel() + rng.uniform(-0.5, 0.5, n)) * a
+    z = rng.normal(0.0, tilt_nm, n)
+    focus = np.arange(z_range_nm[0], z_range_nm[1] + 0.5 * z_step_nm, z_step_nm)
+    table = StampTable(o, zernike_rad, size_px=15, dz_um=0.005)
+    frames = np.empty((focus.size, size_px, size_px), np.uint16)
+    for i, f in enumerate(focus):
+        img = np.full((size_px, size_px), bg_photons, np.float32)
+        table.render(
+            (size_px, size_px), y / a - 0.5, x / a - 0.5, np.full(n, photons), (z - f) * 1e-3, out=img
+        )
+        frames[i] = expose(cam, img, rng, maps=maps)
+    return BeadStack(frames, x, y, z, focus, o.pixel_size_um)
+
+
+def camera_calibration_frames(
+    camera: CameraConfig,
+    shape: tuple[int, int] = (64, 64),
+    n_frames: int = 100,
+    flat_photons: Sequence[float] = (20.0, 50.0, 100.0, 200.0, 400.0, 800.0),
+    maps: CameraMaps | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A dark stack and flat-field stacks at ``flat_photons`` per pixel (uniform light),
+    ``n_frames`` each: the input of a photon-transfer calibration. uint16 (T, Y, X)."""
+    rng = np.random.default_rng(seed)
+
+    def stack(level: float) -> np.ndarray:
+        img = np.full(shape, level, np.float32)
+        return np.stack([expose(camera, img, rng, maps=maps) for _ in range(n_frames)])
+
+    return stack(0.0), [stack(v) for v in flat_photons]
 
 
 # ============================================================================ on disk

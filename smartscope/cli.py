@@ -41,7 +41,7 @@ def _register_engine_commands() -> None:
     """Commands that live beside the code they drive (simulator, engines, training)."""
     from smartscope.engines.cli import compile_cmd, engines_app, export_cmd
     from smartscope.models.cli import app as train_app
-    from smartscope.models.smlm.cli import localize_cmd
+    from smartscope.models.smlm.cli import calibrate_app, localize_cmd
     from smartscope.napari_plugin.cli import view_cmd
     from smartscope.remote.cli import keys_cmd, serve_cmd, watch_cmd, worker_cmd
     from smartscope.simulators.cli import simulate
@@ -53,6 +53,7 @@ def _register_engine_commands() -> None:
     app.add_typer(engines_app, name="engines")
     app.command("localize")(localize_cmd)
     app.command("view")(view_cmd)
+    app.add_typer(calibrate_app, name="calibrate")
     app.command("worker")(worker_cmd)
     app.command("keys")(keys_cmd)
     app.command("serve")(serve_cmd)

@@ -107,27 +107,36 @@ def percentiles_ms(latencies_s: Sequence[float], qs: Sequence[float] = (50, 95, 
 
 
 # ---------------------------------------------------------------------------------------
-# SMLM: SMLM Challenge 2016 matching and scores (Sage et al. 2019) and the
-# Mortensen et al. 2010 localization limit.
+# SMLM: SMLM Challenge 2016 matching and scores (Sage et al. 2019), in 2-D and 3-D, the
+# Mortensen et al. 2010 localization limit and the Cramér–Rao bound of any PSF model.
 # ---------------------------------------------------------------------------------------
 
-__all__ += ["match_localizations", "mortensen_crlb_nm", "smlm_scores"]
+__all__ += ["fisher_crlb", "match_localizations", "mortensen_crlb_nm", "smlm_scores"]
 
 
 def _loc_arrays(
     frame: np.ndarray | Sequence[int], xy_nm: np.ndarray | Sequence[Sequence[float]], what: str
 ) -> tuple[np.ndarray, np.ndarray]:
+    """Frames (n,) and coordinates (n, 2) = (x, y) or (n, 3) = (x, y, z), in nm."""
     f = np.asarray(frame, dtype=np.int64).reshape(-1)
     xy = np.asarray(xy_nm, dtype=np.float64)
     if xy.size == 0:
-        xy = xy.reshape(0, 2)
-    if xy.ndim != 2 or xy.shape[1] != 2:
-        raise ValueError(f"{what}_xy_nm must have shape (n, 2), got {xy.shape}")
+        xy = xy.reshape(0, xy.shape[-1] if xy.ndim == 2 and xy.shape[-1] in (2, 3) else 2)
+    if xy.ndim != 2 or xy.shape[1] not in (2, 3):
+        raise ValueError(f"{what}_xy_nm must have shape (n, 2) or (n, 3) (x, y[, z]), got {xy.shape}")
     if f.shape[0] != xy.shape[0]:
         raise ValueError(f"{what}_frame has {f.shape[0]} entries but {what}_xy_nm has {xy.shape[0]}")
     if not np.isfinite(xy).all():
         raise ValueError(f"{what}_xy_nm contains non-finite coordinates")
     return f, xy
+
+
+def _same_dims(pxy: np.ndarray, gxy: np.ndarray) -> None:
+    if pxy.shape[1] != gxy.shape[1]:
+        raise ValueError(
+            f"pred_xy_nm has {pxy.shape[1]} columns but gt_xy_nm has {gxy.shape[1]}: "
+            "give both 2-D (x, y) or both 3-D (x, y, z)"
+        )
 
 
 def match_localizations(
@@ -136,30 +145,41 @@ def match_localizations(
     gt_frame: np.ndarray | Sequence[int],
     gt_xy_nm: np.ndarray | Sequence[Sequence[float]],
     tolerance_nm: float = 250.0,
+    axial_tolerance_nm: float = 500.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One-to-one matching of localizations to ground truth, frame by frame.
 
-    Within each frame the assignment minimises the summed lateral distance (Hungarian,
-    ``scipy.optimize.linear_sum_assignment``) over pairs closer than ``tolerance_nm``;
-    pairs farther apart are never matched. Returns index arrays ``(pred_idx, gt_idx)``
-    into the inputs, sorted by frame.
+    Within each frame the assignment minimises the summed distance (Hungarian,
+    ``scipy.optimize.linear_sum_assignment``) over pairs closer than ``tolerance_nm``
+    laterally and, for 3-D coordinates (x, y, z), closer than ``axial_tolerance_nm`` in z
+    (the cost is then the 3-D distance); other pairs are never matched. Returns index
+    arrays ``(pred_idx, gt_idx)`` into the inputs, sorted by frame.
     """
     from scipy.optimize import linear_sum_assignment
 
     if tolerance_nm <= 0:
         raise ValueError("tolerance_nm must be positive")
+    if axial_tolerance_nm <= 0:
+        raise ValueError("axial_tolerance_nm must be positive")
     pf, pxy = _loc_arrays(pred_frame, pred_xy_nm, "pred")
     gf, gxy = _loc_arrays(gt_frame, gt_xy_nm, "gt")
+    _same_dims(pxy, gxy)
     out_p: list[np.ndarray] = []
     out_g: list[np.ndarray] = []
     big = 1e12
     for fr in np.intersect1d(np.unique(pf), np.unique(gf)):
         ip = np.flatnonzero(pf == fr)
         ig = np.flatnonzero(gf == fr)
-        d = np.sqrt(((pxy[ip, None, :] - gxy[None, ig, :]) ** 2).sum(-1))
-        cost = np.where(d <= tolerance_nm, d, big)
+        diff = pxy[ip, None, :] - gxy[None, ig, :]
+        lat = np.sqrt((diff[..., :2] ** 2).sum(-1))
+        ok_pair = lat <= tolerance_nm
+        d = lat
+        if pxy.shape[1] == 3:
+            ok_pair &= np.abs(diff[..., 2]) <= axial_tolerance_nm
+            d = np.sqrt((diff**2).sum(-1))
+        cost = np.where(ok_pair, d, big)
         r, c = linear_sum_assignment(cost)
-        ok = d[r, c] <= tolerance_nm
+        ok = ok_pair[r, c]
         out_p.append(ip[r[ok]])
         out_g.append(ig[c[ok]])
     if not out_p:
@@ -174,46 +194,103 @@ def smlm_scores(
     gt_xy_nm: np.ndarray | Sequence[Sequence[float]],
     tolerance_nm: float = 250.0,
     alpha_per_nm: float = 1.0,
+    axial_tolerance_nm: float = 500.0,
+    axial_alpha_per_nm: float = 0.5,
 ) -> dict[str, float]:
-    """SMLM Challenge 2016 detection/localization scores (lateral).
+    """SMLM Challenge 2016 detection/localization scores, 2-D (x, y) or 3-D (x, y, z).
 
-    Keys: ``tp, fp, fn``, ``jaccard`` (TP/(TP+FP+FN), 0..1), ``jaccard_pct``, ``recall``,
-    ``precision``, ``rmse_lat_nm`` (sqrt of mean squared lateral distance over matched
-    pairs), ``rmse_x_nm``, ``rmse_y_nm``, ``bias_x_nm``, ``bias_y_nm`` and ``efficiency``
-    E = 100 − sqrt((100 − JI%)² + α²·RMSE²) with α in nm⁻¹ (1 for lateral). RMSEs are NaN
-    (and E is NaN) when nothing matched.
+    Keys: ``tp, fp, fn``, ``jaccard`` (TP/(TP+FP+FN), 0..1; in 3-D a match must also lie
+    within ``axial_tolerance_nm``), ``jaccard_pct``, ``recall``, ``precision``,
+    ``rmse_lat_nm`` (sqrt of the mean squared lateral distance over matched pairs),
+    ``rmse_x_nm``, ``rmse_y_nm``, ``bias_x_nm``, ``bias_y_nm``, ``efficiency_lat`` =
+    100 − sqrt((100 − JI%)² + α²·RMSE_lat²) with α in nm⁻¹ (1 for lateral). 3-D adds
+    ``rmse_ax_nm``, ``bias_z_nm``, ``rmse_vol_nm`` and ``efficiency_ax`` (α 0.5 nm⁻¹ on
+    the axial RMSE). ``efficiency`` is the lateral one in 2-D and the mean of lateral and
+    axial in 3-D (as the challenge ranks 3-D software). RMSEs and efficiencies are NaN
+    when nothing matched.
     """
     pf, pxy = _loc_arrays(pred_frame, pred_xy_nm, "pred")
     gf, gxy = _loc_arrays(gt_frame, gt_xy_nm, "gt")
-    ip, ig = match_localizations(pf, pxy, gf, gxy, tolerance_nm)
+    _same_dims(pxy, gxy)
+    three_d = pxy.shape[1] == 3
+    ip, ig = match_localizations(pf, pxy, gf, gxy, tolerance_nm, axial_tolerance_nm)
     tp = int(ip.size)
     fp = int(pf.size - tp)
     fn = int(gf.size - tp)
     denom = tp + fp + fn
     ji = tp / denom if denom else float("nan")
+    nan = float("nan")
+    rmse = rx = ry = bx = by = rz = bz = nan
     if tp:
-        dxy = pxy[ip] - gxy[ig]
-        rmse = float(np.sqrt((dxy**2).sum(1).mean()))
-        rx, ry = np.sqrt((dxy**2).mean(0))
-        bx, by = dxy.mean(0)
-    else:
-        rmse = rx = ry = bx = by = float("nan")
-    eff = 100.0 - float(np.sqrt((100.0 - 100.0 * ji) ** 2 + (alpha_per_nm * rmse) ** 2))
-    return {
+        d = pxy[ip] - gxy[ig]
+        rmse = float(np.sqrt((d[:, :2] ** 2).sum(1).mean()))
+        rx, ry = (float(v) for v in np.sqrt((d[:, :2] ** 2).mean(0)))
+        bx, by = (float(v) for v in d[:, :2].mean(0))
+        if three_d:
+            rz = float(np.sqrt((d[:, 2] ** 2).mean()))
+            bz = float(d[:, 2].mean())
+    eff_lat = 100.0 - float(np.sqrt((100.0 - 100.0 * ji) ** 2 + (alpha_per_nm * rmse) ** 2))
+    out = {
         "tp": float(tp),
         "fp": float(fp),
         "fn": float(fn),
         "jaccard": float(ji),
         "jaccard_pct": float(100.0 * ji),
-        "recall": tp / (tp + fn) if tp + fn else float("nan"),
-        "precision": tp / (tp + fp) if tp + fp else float("nan"),
+        "recall": tp / (tp + fn) if tp + fn else nan,
+        "precision": tp / (tp + fp) if tp + fp else nan,
         "rmse_lat_nm": rmse,
-        "rmse_x_nm": float(rx),
-        "rmse_y_nm": float(ry),
-        "bias_x_nm": float(bx),
-        "bias_y_nm": float(by),
-        "efficiency": eff,
+        "rmse_x_nm": rx,
+        "rmse_y_nm": ry,
+        "bias_x_nm": bx,
+        "bias_y_nm": by,
+        "efficiency_lat": eff_lat,
+        "efficiency": eff_lat,
     }
+    if three_d:
+        eff_ax = 100.0 - float(np.sqrt((100.0 - 100.0 * ji) ** 2 + (axial_alpha_per_nm * rz) ** 2))
+        out.update(
+            rmse_ax_nm=rz,
+            bias_z_nm=bz,
+            rmse_vol_nm=float(np.sqrt(rmse**2 + rz**2)),
+            efficiency_ax=eff_ax,
+            efficiency=0.5 * (eff_lat + eff_ax),
+        )
+    return out
+
+
+def fisher_crlb(
+    expected: np.ndarray,
+    jacobian: np.ndarray,
+    read_var: np.ndarray | float = 0.0,
+    excess_noise: float = 1.0,
+) -> np.ndarray:
+    """Cramér–Rao lower bound (standard deviations) of any pixelated PSF model.
+
+    ``expected`` (..., K): model photoelectrons per pixel; ``jacobian`` (..., P, K): their
+    derivatives by the P parameters (e.g. x, y, z, photons, background), both for one
+    emitter per leading index. Poisson noise with an sCMOS read-noise variance
+    ``read_var`` (e⁻², added to the variance as in Huang et al. 2013) gives the Fisher
+    information ``I_ij = Σ_k ∂μ_k/∂θ_i ∂μ_k/∂θ_j / (μ_k + r_k)``; an EMCCD's excess noise
+    (``excess_noise`` = F² = 2) doubles the variances. Returns (..., P): sqrt(diag(I⁻¹)),
+    in the parameters' units; NaN where I is singular.
+    """
+    mu = np.asarray(expected, np.float64)
+    jac = np.asarray(jacobian, np.float64)
+    if jac.shape[:-2] != mu.shape[:-1] or jac.shape[-1] != mu.shape[-1]:
+        raise ValueError(f"jacobian shape {jac.shape} does not fit expected shape {mu.shape} (…, P, K)")
+    if excess_noise < 1:
+        raise ValueError(f"excess_noise must be >= 1, got {excess_noise}")
+    den = np.maximum(mu + np.asarray(read_var, np.float64), 1e-12)
+    fisher = np.einsum("...ik,...jk->...ij", jac / den[..., None, :], jac) / excess_noise
+    p = fisher.shape[-1]
+    out = np.full(fisher.shape[:-1], np.nan)
+    flat_f = fisher.reshape(-1, p, p)
+    flat_o = out.reshape(-1, p)
+    ok = np.linalg.matrix_rank(flat_f) == p if flat_f.shape[0] else np.zeros(0, bool)
+    if ok.any():
+        cov = np.linalg.inv(flat_f[ok])
+        flat_o[ok] = np.sqrt(np.maximum(np.einsum("npp->np", cov), 0.0))
+    return flat_o.reshape(out.shape)
 
 
 def mortensen_crlb_nm(

@@ -121,8 +121,21 @@ ACCEPTED = {
         ["recover", "{d}"],
         ["report", "{d}"],
         ["engines", "import", "{f}", "--out", "{tmp}/bundle"],
+        ["calibrate", "psf", "{f}", "--z-step-nm", "20", "--out", "{tmp}/psf.npz"],
+        ["calibrate", "psf", "--from-data", "{f}", "--out", "{tmp}/psf.npz"],
+        ["calibrate", "camera", "--dark", "{f}", "--flats", "{f}", "--out", "{tmp}/camera.json"],
     ],
-    ids=["replay", "localize", "config-validate", "recover", "report", "engines-import"],
+    ids=[
+        "replay",
+        "localize",
+        "config-validate",
+        "recover",
+        "report",
+        "engines-import",
+        "calibrate-psf",
+        "calibrate-psf-data",
+        "calibrate-camera",
+    ],
 )
 def test_bad_files_through_every_command(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], kind: str
@@ -136,14 +149,14 @@ def test_bad_files_through_every_command(
         (d / "frames.jsonl").write_bytes(f.read_bytes()[:200])
     args = [a.replace("{f}", str(f)).replace("{d}", str(d)).replace("{tmp}", str(tmp_path)) for a in command]
     res = runner.invoke(app, args)
-    label = {
+    label = "-".join(command[:2]) if command[0] == "calibrate" else {
         "replay": "replay",
         "localize": "localize",
         "config": "config-validate",
         "recover": "recover",
         "report": "report",
         "engines": "engines-import",
-    }[command[0]]
+    }[command[0]]  # fmt: skip
     if (label, kind) in ACCEPTED and res.exit_code == 0:
         assert "Traceback" not in res.output
         return

@@ -98,3 +98,65 @@ def test_match_indices_and_bad_shapes() -> None:
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="tolerance_nm"):
         match_localizations([0], rng.normal(size=(1, 2)), [0], [[0, 0]], tolerance_nm=0)
+
+
+# --------------------------------------------------------------------------- 3-D scores
+# (pred xyz, gt xyz, tp, fp, fn, rmse_lat, rmse_ax)
+CASES_3D = [
+    # exact in 3-D
+    ([[0, 0, 100]], [[0, 0, 100]], 1, 0, 0, 0.0, 0.0),
+    # lateral 30/40 and axial 120: matched, both errors reported
+    ([[30, 40, 220]], [[0, 0, 100]], 1, 0, 0, 50.0, 120.0),
+    # within 250 nm laterally but 501 nm away in z: no match (axial gate)
+    ([[0, 0, 601]], [[0, 0, 100]], 0, 1, 1, float("nan"), float("nan")),
+    # 499 nm axially: matched
+    ([[0, 0, 599]], [[0, 0, 100]], 1, 0, 0, 0.0, 499.0),
+]
+
+
+@pytest.mark.parametrize(("pxyz", "gxyz", "tp", "fp", "fn", "lat", "ax"), CASES_3D)
+def test_smlm_scores_3d_table(pxyz, gxyz, tp, fp, fn, lat, ax) -> None:
+    s = smlm_scores([0] * len(pxyz), pxyz, [0] * len(gxyz), gxyz)
+    assert (s["tp"], s["fp"], s["fn"]) == (tp, fp, fn)
+    if math.isnan(lat):
+        assert math.isnan(s["rmse_ax_nm"]) and math.isnan(s["efficiency"])
+        return
+    ji = tp / (tp + fp + fn)
+    assert s["rmse_lat_nm"] == pytest.approx(lat) and s["rmse_ax_nm"] == pytest.approx(ax)
+    e_lat = 100 - math.sqrt((100 - 100 * ji) ** 2 + lat**2)
+    e_ax = 100 - math.sqrt((100 - 100 * ji) ** 2 + (0.5 * ax) ** 2)
+    assert s["efficiency_lat"] == pytest.approx(e_lat) and s["efficiency_ax"] == pytest.approx(e_ax)
+    assert s["efficiency"] == pytest.approx(0.5 * (e_lat + e_ax))
+    assert s["rmse_vol_nm"] == pytest.approx(math.hypot(lat, ax))
+
+
+def test_3d_matching_prefers_the_axially_closer_truth() -> None:
+    # two truths at the same x, y but different z: each prediction takes its own z
+    ip, ig = match_localizations([0, 0], [[0, 0, 410], [0, 0, -390]], [0, 0], [[0, 0, -400], [0, 0, 400]])
+    assert sorted(zip(ip.tolist(), ig.tolist(), strict=True)) == [(0, 1), (1, 0)]
+    with pytest.raises(ValueError, match="3 columns"):
+        smlm_scores([0], [[0, 0, 0]], [0], [[0, 0]])
+    with pytest.raises(ValueError, match="axial_tolerance_nm"):
+        match_localizations([0], [[0, 0, 0]], [0], [[0, 0, 0]], axial_tolerance_nm=0)
+
+
+def test_fisher_crlb_reproduces_mortensen_for_a_gaussian() -> None:
+    """The generic Fisher bound of the pixel-integrated Gaussian (x, y, N, bg) equals the
+    Mortensen MLE formula within its approximation (a few %)."""
+    from smartscope.metrics import fisher_crlb
+    from smartscope.simulators.psf_models import GaussianZPSF
+
+    g = GaussianZPSF((100.0, 0.0, 1e9, 0.0, 0.0), (100.0, 0.0, 1e9, 0.0, 0.0), pixel_nm=100.0, window=21)
+    n, b = 1000.0, 10.0
+    ev = g.evaluate(np.array([10.0]), np.array([10.0]), np.array([0.0]), 21)
+    jac = np.stack([n * ev.dx, n * ev.dy, ev.psf, np.ones_like(ev.psf)], 1).reshape(1, 4, -1)
+    crlb = fisher_crlb((b + n * ev.psf).reshape(1, -1), jac)
+    assert crlb[0, 0] * 100 == pytest.approx(mortensen_crlb_nm(100, 100, n, b), rel=0.05)
+    assert crlb[0, 0] == pytest.approx(crlb[0, 1])
+    # EMCCD excess noise doubles the variance; read noise only adds
+    assert fisher_crlb((b + n * ev.psf).reshape(1, -1), jac, excess_noise=2.0)[0, 0] == pytest.approx(
+        math.sqrt(2) * crlb[0, 0]
+    )
+    assert fisher_crlb((b + n * ev.psf).reshape(1, -1), jac, read_var=4.0)[0, 0] > crlb[0, 0]
+    with pytest.raises(ValueError, match="jacobian shape"):
+        fisher_crlb(np.ones((1, 5)), np.ones((1, 2, 4)))

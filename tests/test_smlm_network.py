@@ -139,7 +139,7 @@ def test_simulated_background_matches_its_target() -> None:
 
 
 def test_scmos_per_pixel_calibration_removes_fixed_pattern() -> None:
-    from smartscope.models.smlm.train import camera_model_for
+    from smartscope.models.smlm.localize_classical import camera_model_for
     from smartscope.simulators.camera import SCMOS_REFERENCE, expose
 
     rng = np.random.default_rng(0)
@@ -152,3 +152,76 @@ def test_scmos_per_pixel_calibration_removes_fixed_pattern() -> None:
     assert float(mapped.std()) < 0.85 * float(nominal.std())
     with pytest.raises(TypeError, match="CameraConfig"):
         camera_model_for("scmos")
+
+
+def test_3d_network_outputs_z_and_its_loss_needs_it() -> None:
+    cfg = SMLMNetConfig(base_width=4, depth=2, z_range_nm=(-500.0, 500.0))
+    net = SMLMNet(cfg).eval()
+    with torch.no_grad():
+        out = net(torch.rand(1, 3, 16, 16))
+    assert out.shape[1] == len(cfg.output_channels) == 10
+    assert float(out[:, 8].min()) >= -550.1 and float(out[:, 8].max()) <= 550.1  # z, a little past the range
+    assert float(out[:, 9].min()) > 0  # its uncertainty
+    loss = DecodeLoss(cfg.photon_scale_e, cfg.input_scale_e)
+    xy = torch.tensor([[[5.0, 6.0]]])
+    args = (xy, torch.tensor([[1000.0]]), torch.ones(1, 1, dtype=torch.bool), torch.full((1, 16, 16), 10.0))
+    with pytest.raises(ValueError, match="gt_z_nm"):
+        loss(out, *args)
+    # the true z is more likely than a wrong one
+    maps = torch.from_numpy(_maps(16, 16, [(5.0, 6.0, 1000.0)]))
+    maps3 = torch.cat([maps, torch.full((1, 16, 16), 200.0), torch.full((1, 16, 16), 30.0)])[None]
+    right = loss(maps3, *args, gt_z_nm=torch.tensor([[200.0]]))["loc"]
+    wrong = loss(maps3, *args, gt_z_nm=torch.tensor([[350.0]]))["loc"]
+    assert right < wrong
+    t = decode_outputs(maps3[0].numpy(), 0, 100.0)
+    assert t.has_z and t.z_nm[0] == pytest.approx(200.0) and t.sigma_z_nm[0] == pytest.approx(30.0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_runs_on_cuda(tmp_path: Path) -> None:
+    path = train_smlm(
+        tmp_path / "smlm-cuda",
+        max_steps=3,
+        batch=2,
+        eval_windows=4,
+        net_config=SMLMNetConfig(base_width=4, depth=2),
+        spec=SimSpec(tile_px=24),
+        command="pytest",
+        device="cuda",
+    )
+    assert load_bundle(path).manifest.metrics["train_steps"] == 3.0
+
+
+def test_decode_can_average_the_pixels_that_see_one_emitter() -> None:
+    from smartscope.models.smlm.network import DecodeSettings
+
+    maps = _maps(16, 16, [(5.4, 6.0, 1000.0)])  # peak pixel (5, 6) says x = 5.4
+    maps[0, 6, 6], maps[1, 6, 6], maps[2, 6, 6] = 0.4, -0.5, 0.0  # its neighbour says x = 5.5
+    maps[0, 7, 6], maps[1, 7, 6], maps[2, 7, 6] = 0.3, 0.9, 0.5  # another emitter's pixel: far off
+    peak = decode_outputs(maps, 0, 100.0, DecodeSettings(average_3x3=False))
+    avg = decode_outputs(maps, 0, 100.0)
+    assert len(peak) == len(avg) == 1
+    assert peak.x_nm[0] == pytest.approx(590.0)
+    w1, w2 = 0.97, 0.4  # equal sigmas: probability weights
+    assert avg.x_nm[0] == pytest.approx(((5.4 * w1 + 5.5 * w2) / (w1 + w2) + 0.5) * 100)
+    assert avg.y_nm[0] == pytest.approx(650.0)
+
+
+def test_training_can_continue_from_a_bundle(tmp_path: Path) -> None:
+    spec = SimSpec(tile_px=24)
+    kw = {"batch": 2, "eval_windows": 4, "spec": spec, "threads": 1, "command": "pytest", "log_every": 0}
+    first = train_smlm(tmp_path / "a", max_steps=2, net_config=SMLMNetConfig(base_width=4), **kw)  # type: ignore[arg-type]
+    second = train_smlm(
+        tmp_path / "b",
+        max_steps=1,
+        net_config=SMLMNetConfig(base_width=4),
+        init_bundle=first,
+        **kw,  # type: ignore[arg-type]
+    )
+    notes = load_bundle(second).manifest.provenance.notes
+    assert "initialised from" in notes and load_bundle(first).manifest.architecture.weights_sha256 in notes  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="init_bundle"):
+        train_smlm(
+            tmp_path / "c", max_steps=1, net_config=SMLMNetConfig(base_width=6), init_bundle=first, **kw
+        )  # type: ignore[arg-type]

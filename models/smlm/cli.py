@@ -1,22 +1,58 @@
-"""``smartscope train smlm``: the typer command (imports torch only when it runs)."""
+"""SMLM commands: ``smartscope train smlm``, ``smartscope localize``, ``smartscope calibrate``.
+
+Each imports numpy/torch only when it runs. Bad input exits with one ``error:`` line that
+names the option or file and the reason.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
 
 from smartscope.errors import describe
 
-__all__ = ["localize_cmd", "main", "train_smlm_cmd"]
+__all__ = ["calibrate_app", "localize_cmd", "main", "train_smlm_cmd"]
+
+
+def _fail(msg: str) -> NoReturn:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(1)
+
+
+def _read_stack(path: Path, what: str) -> Any:
+    import tifffile
+
+    if not path.is_file():
+        _fail(f"{what} {path} does not exist")
+    try:
+        data = tifffile.imread(path)
+    except Exception as exc:  # tifffile raises several types for a bad file
+        _fail(f"{what} {path}: not a readable TIFF ({exc})")
+    if data.ndim == 2:
+        data = data[None]
+    if data.ndim != 3:
+        _fail(f"{what} {path}: expected (T, Y, X) or (Z, Y, X) frames, got shape {data.shape}")
+    return data
+
+
+# ============================================================================ train
 
 
 def train_smlm_cmd(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="bundle folder to write")] = Path(
         "models/bundles/smlm-decode-small"
     ),
+    psf: Annotated[
+        Path | None, typer.Option(help="PSF calibration (smartscope calibrate psf); 3-D PSF → 3-D network")
+    ] = None,
+    camera: Annotated[
+        Path | None, typer.Option(help="camera calibration (smartscope calibrate camera)")
+    ] = None,
     minutes: Annotated[float, typer.Option(help="wall-clock training budget")] = 18.0,
     steps: Annotated[int, typer.Option(help="stop after this many steps (0: no limit)")] = 0,
     batch: Annotated[int, typer.Option(help="three-frame windows per step")] = 16,
@@ -24,40 +60,95 @@ def train_smlm_cmd(
     width: Annotated[int, typer.Option(help="U-Net base width")] = 16,
     depth: Annotated[int, typer.Option(help="U-Net depth")] = 2,
     tile: Annotated[int, typer.Option(help="training tile edge, px")] = 40,
+    pixel_size_um: Annotated[
+        float | None, typer.Option(help="camera pixel in the sample (default: the PSF's, else 0.1)")
+    ] = None,
+    density_max: Annotated[
+        float, typer.Option(help="highest emitter density, /µm² (log-uniform from 0.03)")
+    ] = 3.0,
+    photons_min: Annotated[float, typer.Option(help="dimmest emitter, photons per frame")] = 300.0,
+    photons_max: Annotated[float, typer.Option(help="brightest emitter, photons per frame")] = 8000.0,
+    bg_min: Annotated[float, typer.Option(help="lowest background, photons/px/frame")] = 3.0,
+    bg_max: Annotated[float, typer.Option(help="highest background, photons/px/frame")] = 150.0,
+    eval_windows: Annotated[int, typer.Option(help="validation / held-out windows")] = 64,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:0 ...")] = "cpu",
     threads: Annotated[int, typer.Option(help="torch CPU threads")] = 2,
+    checkpoint_every: Annotated[int, typer.Option(help="write weights every N steps (0: never)")] = 0,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help="folder for those checkpoints (default: OUT-checkpoints)")
+    ] = None,
+    init_bundle: Annotated[
+        Path | None, typer.Option(help="start from this bundle's weights (same --width/--depth)")
+    ] = None,
+    z_weight: Annotated[float, typer.Option(help="3-D: weight of the z term in the loss")] = 1.0,
 ) -> None:
-    """Train the DECODE-class SMLM localizer on simulated data; write an engine bundle."""
+    """Train the DECODE-class SMLM localizer on simulated data — rendered with your PSF and
+    camera when given — and write an engine bundle (minutes printed)."""
+    import time
+
+    from smartscope.models.provenance import command_line
+    from smartscope.models.smlm.calibrate import UserCalibration
     from smartscope.models.smlm.network import SMLMNetConfig
     from smartscope.models.smlm.train import SimSpec, train_smlm
-    from smartscope.models.train_common import command_line
 
     try:
+        cal = UserCalibration.load(psf, camera) if (psf or camera) else None
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    px_nm = (
+        pixel_size_um * 1000.0
+        if pixel_size_um is not None
+        else (cal.psf.pixel_nm if cal is not None and cal.psf is not None else 100.0)
+    )
+    try:
         net = SMLMNetConfig(base_width=width, depth=depth)
-        spec = SimSpec(tile_px=tile)
+        spec = SimSpec(
+            tile_px=tile,
+            pixel_nm=px_nm,
+            density_per_um2=(0.03, density_max),
+            photons=(photons_min, photons_max),
+            bg_photons=(bg_min, bg_max),
+            emccd_fraction=0.25 if cal is None or cal.camera is None else 0.0,
+        )
     except ValueError as exc:
-        typer.echo(f"error: {describe(exc) or exc}", err=True)
-        raise typer.Exit(1) from exc
+        _fail(describe(exc) or str(exc))
     argv = list(sys.argv)
+    cmd = command_line(ctx=ctx) if ctx.info_name else command_line(argv)
     if argv and argv[0].endswith("cli.py"):
         argv[0:1] = ["python", "-m", "smartscope.models.smlm.cli"]
-    path = train_smlm(
-        out,
-        minutes=minutes,
-        max_steps=steps or None,
-        batch=batch,
-        lr=lr,
-        seed=seed,
-        net_config=net,
-        spec=spec,
-        threads=threads,
-        command=command_line(argv),
-    )
-    typer.echo(f"wrote {path}")
+        cmd = command_line(argv)
+    t0 = time.time()
+    try:
+        path = train_smlm(
+            out,
+            minutes=minutes,
+            max_steps=steps or None,
+            batch=batch,
+            lr=lr,
+            seed=seed,
+            net_config=net,
+            spec=spec,
+            threads=threads,
+            command=cmd,
+            eval_windows=eval_windows,
+            calibration=cal,
+            device=device,
+            checkpoint_every=checkpoint_every,
+            checkpoint_dir=checkpoint_dir,
+            init_bundle=init_bundle,
+            z_weight=z_weight,
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {path} after {(time.time() - t0) / 60:.1f} minutes (training + validation + export)")
 
 
 def main() -> None:
     typer.run(train_smlm_cmd)
+
+
+# ============================================================================ localize
 
 
 def localize_cmd(
@@ -66,34 +157,48 @@ def localize_cmd(
     method: Annotated[str, typer.Option(help="classical or network")] = "classical",
     bundle: Annotated[Path | None, typer.Option(help="DECODE-class bundle (network)")] = None,
     backend: Annotated[str, typer.Option(help="auto, onnxruntime, torch, tensorrt")] = "auto",
+    psf: Annotated[Path | None, typer.Option(help="PSF calibration: spline fit (3-D PSF: x, y, z)")] = None,
+    camera_file: Annotated[
+        Path | None, typer.Option("--camera-file", "--calibration", help="camera calibration JSON")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="use a bundle whose pixel size or camera does not match")
+    ] = False,
+    refine: Annotated[
+        bool, typer.Option(help="network: polish each detection by the spline MLE of --psf")
+    ] = False,
+    psf_model: Annotated[
+        str, typer.Option(help="classical with --psf: spline, or gaussian_z (its calibrated Gaussian-z)")
+    ] = "spline",
     pixel_size_um: Annotated[float, typer.Option(help="camera pixel in the sample plane")] = 0.1,
-    psf_sigma_nm: Annotated[float, typer.Option(help="Gaussian PSF sigma (classical)")] = 100.0,
-    camera: Annotated[str, typer.Option(help="scmos or emccd")] = "scmos",
+    psf_sigma_nm: Annotated[float, typer.Option(help="Gaussian PSF sigma (classical, no --psf)")] = 100.0,
+    camera: Annotated[str, typer.Option(help="scmos or emccd (without --camera-file)")] = "scmos",
     offset_adu: Annotated[float, typer.Option(help="camera offset")] = 100.0,
     gain_adu_per_e: Annotated[float, typer.Option(help="conversion gain, ADU per e⁻")] = 2.0,
     em_gain: Annotated[float, typer.Option(help="EM gain (EMCCD)")] = 1.0,
     read_noise_e: Annotated[float, typer.Option(help="read noise, e⁻ rms")] = 0.9,
+    threshold: Annotated[
+        float | None, typer.Option(help="network detection threshold (default: the bundle's)")
+    ] = None,
     render_pixel_nm: Annotated[float, typer.Option(help="super-resolution pixel")] = 20.0,
 ) -> None:
-    """Localize a recorded stack: localizations.csv (+ ThunderSTORM CSV), Gaussian render
-    (TIFF) and drift estimate in OUT."""
+    """Localize a recorded stack: localizations.csv (+ ThunderSTORM CSV, with z in 3-D),
+    Gaussian render (TIFF; 3-D: z-colour PNG) and drift estimate in OUT."""
     import numpy as np
-    import tifffile
     from pydantic import ValidationError
 
     from smartscope.config.stages import SMLMCameraConfig, SMLMStageConfig
     from smartscope.frame import Frame
     from smartscope.models.smlm.stage import SMLMStage
 
-    if not stack.is_file():
-        typer.echo(f"error: stack {stack} does not exist", err=True)
-        raise typer.Exit(1)
-    data = tifffile.imread(stack)
-    if data.ndim == 2:
-        data = data[None]
-    if data.ndim != 3:
-        typer.echo(f"error: {stack}: expected (T, Y, X) frames, got shape {data.shape}", err=True)
-        raise typer.Exit(1)
+    data = _read_stack(stack, "stack")
+    if psf is not None:
+        from smartscope.simulators.psf_models import load_psf
+
+        try:
+            pixel_size_um = load_psf(psf).pixel_nm / 1000.0
+        except (FileNotFoundError, ValueError) as exc:
+            _fail(f"--psf: {exc}")
     try:
         cfg = SMLMStageConfig(
             method=method,  # type: ignore[arg-type]
@@ -101,6 +206,12 @@ def localize_cmd(
             backend=backend,  # type: ignore[arg-type]
             pixel_size_um=pixel_size_um,
             psf_sigma_nm=psf_sigma_nm,
+            psf_file=psf,
+            camera_file=camera_file,
+            force=force,
+            refine=refine,
+            psf_model=psf_model,  # type: ignore[arg-type]
+            prob_threshold=threshold,
             camera=SMLMCameraConfig(
                 kind=camera,  # type: ignore[arg-type]
                 offset_adu=offset_adu,
@@ -111,16 +222,168 @@ def localize_cmd(
             render_pixel_nm=render_pixel_nm,
             output_dir=out,
         )
+        stage = SMLMStage(cfg)
     except ValidationError as exc:
-        typer.echo(f"error: {describe(exc) or exc}", err=True)
-        raise typer.Exit(1) from exc
-    stage = SMLMStage(cfg)
+        _fail(describe(exc) or str(exc))
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
     for i, img in enumerate(data):
         stage.process(Frame(index=i, image=np.asarray(img), camera_time_s=0.0), {})
     stage.close()  # flushes the network's last frame and writes the outputs
-    n = len(stage.table())
-    typer.echo(f"{n} localizations from {len(data)} frames -> {out}")
+    tab = stage.table()
+    z = " with z" if tab.has_z else ""
+    typer.echo(f"{len(tab)} localizations{z} from {len(data)} frames -> {out}")
 
 
-if __name__ == "__main__":
-    main()
+# ============================================================================ calibrate
+
+calibrate_app = typer.Typer(
+    help="Calibrate your microscope for SMLM: PSF (beads or data) and camera (photon transfer).",
+    no_args_is_help=True,
+)
+
+
+@calibrate_app.command("psf")
+def calibrate_psf_cmd(
+    beads: Annotated[Path | None, typer.Argument(help="bead z-stack TIFF (Z, Y, X)")] = None,
+    z_step_nm: Annotated[float | None, typer.Option(help="focus step between slices (beads)")] = None,
+    from_data: Annotated[
+        Path | None, typer.Option(help="SMLM stack (T, Y, X): a 2-D PSF from its isolated emitters")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="PSF file to write (.npz)")] = Path("psf.npz"),
+    pixel_size_um: Annotated[float, typer.Option(help="camera pixel in the sample plane")] = 0.1,
+    camera: Annotated[Path | None, typer.Option(help="camera calibration (ADU → photoelectrons)")] = None,
+    roi_px: Annotated[int, typer.Option(help="model window, px (odd)")] = 21,
+    z_min_nm: Annotated[float, typer.Option(help="lowest z kept in the model")] = -700.0,
+    z_max_nm: Annotated[float, typer.Option(help="highest z kept in the model")] = 700.0,
+    reverse: Annotated[bool, typer.Option(help="the stack was taken moving the focus down")] = False,
+    sigma_nm: Annotated[float, typer.Option(help="--from-data: starting Gaussian sigma")] = 130.0,
+) -> None:
+    """Fit a cubic-spline PSF from a bead z-stack (``BEADS --z-step-nm N``) or from isolated
+    emitters in SMLM data (``--from-data STACK``); write it with a fit report (JSON) and a
+    plot (PNG) beside it."""
+    import time
+
+    from smartscope.models.smlm.calibrate import (
+        calibrate_psf_beads,
+        calibrate_psf_from_data,
+        plot_psf_report,
+    )
+
+    if (beads is None) == (from_data is None):
+        _fail("give a bead stack (BEADS --z-step-nm N) or --from-data STACK, not both or neither")
+    cam = _camera_model(camera)
+    t0 = time.time()
+    try:
+        if beads is not None:
+            if z_step_nm is None:
+                _fail("--z-step-nm: the focus step between bead slices is required")
+            data = _read_stack(beads, "bead stack")
+            psf, rep = calibrate_psf_beads(
+                data,
+                z_step_nm,
+                pixel_size_um * 1000.0,
+                cam,
+                roi_px=roi_px,
+                z_range_nm=(z_min_nm, z_max_nm),
+                reverse=reverse,
+                source={"file": str(beads), "camera": str(camera) if camera else None},
+            )
+        else:
+            assert from_data is not None
+            data = _read_stack(from_data, "SMLM stack")
+            psf, rep = calibrate_psf_from_data(
+                data,
+                pixel_size_um * 1000.0,
+                cam,
+                sigma_guess_nm=sigma_nm,
+                roi_px=min(roi_px, 15),
+                source={"file": str(from_data), "camera": str(camera) if camera else None},
+            )
+    except ValueError as exc:
+        _fail(str(exc))
+    path = psf.save(out)
+    plot = plot_psf_report(psf, rep, out.with_suffix(".png"))
+    fit = {
+        **rep.summary(),
+        "z_nm": rep.z_nm.tolist(),
+        "reduced_chi2": rep.reduced_chi2.tolist(),
+        "rel_residual": rep.rel_residual.tolist(),
+        "sigma_x_nm": rep.sigma_x_nm.tolist(),
+        "sigma_y_nm": rep.sigma_y_nm.tolist(),
+        "gaussian_z": rep.gaussian_z.to_dict() if rep.gaussian_z is not None else None,
+    }
+    fit_path = out.with_name(out.stem + "_fit.json")
+    fit_path.write_text(json.dumps(fit, indent=1) + "\n")
+    kind = f"3-D, z {psf.z_range_nm[0]:.0f}…{psf.z_range_nm[1]:.0f} nm" if psf.is_3d else "2-D"
+    typer.echo(
+        f"wrote {path} ({kind}, {psf.size_px} px window, {rep.n_emitters} "
+        f"{'beads' if beads is not None else 'emitters'}; median reduced χ² "
+        f"{rep.summary()['median_reduced_chi2']:.2f}), {plot.name}, {fit_path.name} "
+        f"in {(time.time() - t0) / 60:.1f} min"
+    )
+
+
+def _camera_model(camera: Path | None) -> Any:
+    from smartscope.models.smlm.localize_classical import camera_model_for
+    from smartscope.simulators.camera_calibration import load_camera
+
+    if camera is None:
+        return None
+    try:
+        cal, _maps = load_camera(camera)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(f"--camera: {exc}")
+    return camera_model_for(cal)  # nominal numbers: bead/emitter ROIs lie anywhere on the sensor
+
+
+@calibrate_app.command("camera")
+def calibrate_camera_cmd(
+    extra_flats: Annotated[
+        list[Path] | None, typer.Argument(help="more flat-field stacks (after --flats F1.tif)")
+    ] = None,
+    dark: Annotated[Path | None, typer.Option(help="dark stack (T, Y, X): shutter closed")] = None,
+    flats: Annotated[
+        list[Path] | None, typer.Option(help="flat-field stacks at several light levels")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="camera file to write (.json)")] = Path(
+        "camera.json"
+    ),
+    kind: Annotated[str, typer.Option(help="scmos or emccd")] = "scmos",
+    em_gain: Annotated[float, typer.Option(help="EMCCD: the EM gain the camera was set to")] = 1.0,
+    per_pixel: Annotated[
+        bool | None, typer.Option("--per-pixel/--no-per-pixel", help="per-pixel maps (default: sCMOS)")
+    ] = None,
+) -> None:
+    """Offset, gain and read noise (per pixel for sCMOS) from the photon-transfer curve:
+    ``--dark DARK.tif --flats F1.tif F2.tif ...``. Writes the camera file (+ maps .npz) and
+    the photon-transfer plot."""
+    from smartscope.models.smlm.calibrate import calibrate_camera, plot_ptc
+
+    if dark is None:
+        _fail("--dark: a dark stack is required")
+    all_flats = list(flats or []) + list(extra_flats or [])
+    if not all_flats:
+        _fail("--flats: give at least one flat-field stack (several light levels are better)")
+    if kind not in ("scmos", "emccd"):
+        _fail(f"--kind: {kind!r} must be 'scmos' or 'emccd'")
+    d = _read_stack(dark, "dark stack")
+    fl = [_read_stack(f, "flat stack") for f in all_flats]
+    try:
+        cal, maps, rep = calibrate_camera(
+            d,
+            fl,
+            kind,  # type: ignore[arg-type]
+            em_gain,
+            per_pixel,
+            source={"dark": str(dark), "flats": [str(f) for f in all_flats]},
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+    path = cal.save(out, maps)
+    plot = plot_ptc(rep, cal, out.with_suffix(".png"))
+    maps_note = f", per-pixel maps {cal.shape}" if maps is not None else ""
+    typer.echo(
+        f"wrote {path}: offset {cal.offset_adu:.1f} ADU, gain {cal.gain_adu_per_e:.4g} ADU/e⁻, "
+        f"read noise {cal.read_noise_e:.3g} e⁻ (PTC R² {rep['ptc_r2']:.4f}){maps_note}; {plot.name}"
+    )

@@ -1,8 +1,9 @@
 """DECODE-class network outputs -> localizations, in numpy (no torch: runs in an inference-only
 install; the network and its training are in :mod:`smartscope.models.smlm.network`).
 
-The graph's output has one 8-channel tensor per pixel of the centre frame,
-:data:`OUTPUT_CHANNELS` (prob, sub-pixel dx/dy, photons, bg, sx/sy uncertainties, sphot).
+The graph's output has one tensor per pixel of the centre frame: 8 channels for a 2-D
+network, :data:`OUTPUT_CHANNELS` (prob, sub-pixel dx/dy, photons, bg, sx/sy uncertainties,
+sphot), and 10 for a 3-D one, :data:`OUTPUT_CHANNELS_3D` (adds z and its uncertainty sz).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from scipy import ndimage
 
 from smartscope.models.smlm.table import LocTable
 
-__all__ = ["OUTPUT_CHANNELS", "DecodeSettings", "decode_outputs"]
+__all__ = ["OUTPUT_CHANNELS", "OUTPUT_CHANNELS_3D", "DecodeSettings", "decode_outputs"]
 
 OUTPUT_CHANNELS: tuple[str, ...] = ("prob", "dx", "dy", "photons", "bg", "sx", "sy", "sphot")
+OUTPUT_CHANNELS_3D: tuple[str, ...] = (*OUTPUT_CHANNELS, "z", "sz")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +27,46 @@ class DecodeSettings:
 
     threshold: float = 0.5  # on the 3x3 summed probability at a local maximum
     min_prob_px: float = 0.05
+    # average the position estimates of the peak's 3x3 neighbours that point at the same
+    # emitter (within ``merge_px`` of the peak's estimate), weighted by probability / σ²;
+    # measured on isolated bright emitters (bench/smlm.py): RMSE/CRLB 1.59 → 1.29 for a
+    # 4000-step 2-D network, high-density efficiency unchanged or better
+    average_3x3: bool = True
+    merge_px: float = 0.5
+
+
+def _average_neighbours(
+    out: np.ndarray,
+    r: np.ndarray,
+    c: np.ndarray,
+    x_px: np.ndarray,
+    y_px: np.ndarray,
+    s: DecodeSettings,
+    extra: dict[str, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Inverse-variance, probability-weighted mean of the position estimates in the peak's
+    3x3 neighbourhood that agree with the peak's estimate (an emitter on a pixel edge is
+    seen by two pixels; another emitter's pixels disagree and are left out)."""
+    h, w = out.shape[1:]
+    acc = {k: np.zeros_like(x_px) for k in ("w", "x", "y", "z")}
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            rr, cc = r + dr, c + dc
+            inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+            rr, cc = np.clip(rr, 0, h - 1), np.clip(cc, 0, w - 1)
+            xe = cc + out[1, rr, cc]
+            ye = rr + out[2, rr, cc]
+            agree = inside & (np.hypot(xe - x_px, ye - y_px) < s.merge_px)
+            wgt = np.where(agree, out[0, rr, cc] / np.maximum(out[5, rr, cc] * out[6, rr, cc], 1e-6), 0.0)
+            acc["w"] += wgt
+            acc["x"] += wgt * xe
+            acc["y"] += wgt * ye
+            if out.shape[0] > 8:
+                acc["z"] += wgt * out[8, rr, cc]
+    wsum = np.maximum(acc["w"], 1e-12)
+    if out.shape[0] > 8:
+        extra = dict(extra, z_nm=acc["z"] / wsum)
+    return acc["x"] / wsum, acc["y"] / wsum, extra
 
 
 def decode_outputs(
@@ -34,15 +76,18 @@ def decode_outputs(
     settings: DecodeSettings | None = None,
     origin_px: tuple[int, int] = (0, 0),
 ) -> LocTable:
-    """Per-pixel outputs (8, H, W) → localization table for one frame.
+    """Per-pixel outputs (8 or 10, H, W) → localization table for one frame.
 
     A detection is a pixel whose probability is the maximum of its 3x3 neighbourhood and
     whose 3x3 summed probability exceeds ``threshold`` (emitters split across two pixels
-    count once); ``prob`` = that sum, capped at 1.
+    count once); ``prob`` = that sum, capped at 1. A 3-D output also fills ``z_nm`` and
+    ``sigma_z_nm``.
     """
     s = settings or DecodeSettings()
-    if out.ndim != 3 or out.shape[0] != len(OUTPUT_CHANNELS):
-        raise ValueError(f"network output must be (8, H, W) {OUTPUT_CHANNELS}, got {out.shape}")
+    if out.ndim != 3 or out.shape[0] not in (len(OUTPUT_CHANNELS), len(OUTPUT_CHANNELS_3D)):
+        raise ValueError(
+            f"network output must be (8, H, W) {OUTPUT_CHANNELS} or (10, H, W) with z, sz; got {out.shape}"
+        )
     p = out[0]
     psum = ndimage.uniform_filter(p, size=3, mode="constant") * 9.0
     # a tiny position ramp breaks ties, so an emitter split evenly over two pixels counts once
@@ -53,6 +98,10 @@ def decode_outputs(
     r, c = np.nonzero(peak)
     x_px = c + out[1, r, c] + origin_px[1]
     y_px = r + out[2, r, c] + origin_px[0]
+    extra = {"z_nm": out[8, r, c], "sigma_z_nm": out[9, r, c]} if out.shape[0] > 8 else {}
+    if s.average_3x3 and r.size:
+        x_px, y_px, extra = _average_neighbours(out, r, c, x_px - origin_px[1], y_px - origin_px[0], s, extra)
+        x_px, y_px = x_px + origin_px[1], y_px + origin_px[0]
     return LocTable.from_columns(
         frame=np.full(r.size, frame_index, np.int64),
         x_nm=(x_px + 0.5) * pixel_nm,
@@ -62,4 +111,5 @@ def decode_outputs(
         sigma_x_nm=out[5, r, c] * pixel_nm,
         sigma_y_nm=out[6, r, c] * pixel_nm,
         prob=np.minimum(psum[r, c], 1.0),
+        **extra,
     )

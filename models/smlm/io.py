@@ -3,7 +3,7 @@
 Picasso (Jungmann lab; ``picasso.io.save_locs`` / ``load_locs``) keeps localizations as an
 HDF5 file with one compound dataset ``locs`` and the acquisition metadata beside it, in a
 YAML file of the same base name (and, from Picasso 0.11 on, also embedded as JSON in a
-``metadata`` dataset; both are written here). Units differ from DESIGN §6:
+``metadata`` dataset; both are written here). Units differ from the smartscope table (nm):
 
 ==========  ===================================  ===========================================
 Picasso     unit                                 from the smartscope table

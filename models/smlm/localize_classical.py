@@ -1,6 +1,7 @@
-"""Classical SMLM localization: detection + per-spot maximum-likelihood Gaussian fit.
+"""Classical SMLM localization: detection + per-spot maximum-likelihood PSF fit.
 
-The PSF model is the pixel-integrated isotropic 2-D Gaussian (Smith et al. 2010):
+Without a calibration the PSF model is the pixel-integrated isotropic 2-D Gaussian
+(Smith et al. 2010):
 
     mu_k = bg + N * dEx(k) * dEy(k),
     dEx(k) = 0.5 * [erf((x_k - x0 + 1/2) / (sqrt(2) s)) - erf((x_k - x0 - 1/2) / (sqrt(2) s))]
@@ -11,6 +12,12 @@ handled by the usual Poisson approximation (data + r2 and model + r2, Huang et a
 an EMCCD's excess noise (F = 2) doubles the Cramér–Rao variances. Uncertainties are the
 square roots of the diagonal of the inverse Fisher information at the estimate (CRLB).
 
+With a calibrated :class:`~smartscope.simulators.psf_models.PSFModel` (the cubic spline
+from beads, or its Gaussian-z) the same Levenberg–Marquardt fitter (:func:`_lm_poisson`)
+fits x, y, photons, background and, for a 3-D model, z (:func:`fit_psf_model`).
+:func:`refine_localizations` polishes another method's localizations (a network's) with
+that fit, holding the neighbours' modelled light fixed.
+
 Coordinates: localizations are reported in nm with the origin at the outer corner of pixel
 (0, 0): ``x_nm = (column + 0.5 + dx) * pixel_nm`` where ``dx`` is the offset from that
 pixel's centre. ``photons`` and ``bg`` (per pixel) are detected photons (photoelectrons).
@@ -19,22 +26,33 @@ pixel's centre. ``photons`` and ``bg`` (per pixel) are detected photons (photoel
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 from scipy.special import erf
 from scipy.stats import chi2
 
+from smartscope.metrics import fisher_crlb
 from smartscope.models.smlm.table import LocTable
+from smartscope.simulators.psf_models import PSFModel, render_model_px
+
+if TYPE_CHECKING:
+    from smartscope.simulators.camera import CameraMaps
 
 __all__ = [
     "CameraModel",
     "ClassicalConfig",
     "ClassicalLocalizer",
+    "camera_model_for",
     "detect_spots",
+    "equivalent_sigma_px",
+    "fit_psf_model",
     "fit_spots",
     "integrated_gaussian",
+    "refine_localizations",
     "render_spots",
 ]
 
@@ -81,6 +99,12 @@ class CameraModel:
             if m is not None and np.shape(m) != img.shape[-2:]:  # frames or (T, Y, X) stacks
                 raise ValueError(f"CameraModel.{name} has shape {np.shape(m)}, frame is {img.shape}")
         return (img - off) * gain / self.em_gain
+
+    @property
+    def mean_read_var_e2(self) -> float:
+        """Read-noise variance (e⁻², after EM-gain division) averaged over the sensor."""
+        r = self.read_noise_map_e if self.read_noise_map_e is not None else self.read_noise_e
+        return float(np.mean((np.asarray(r, np.float64) / self.em_gain) ** 2))
 
     def read_var_e2(self, shape: tuple[int, ...]) -> np.ndarray:
         """Read-noise variance per pixel in (photoelectron)², after EM-gain division."""
@@ -183,7 +207,7 @@ def detect_spots(
 
 @dataclass(frozen=True, slots=True)
 class FitResult:
-    """Per-spot estimates in pixel units (x, y relative to the full frame)."""
+    """Per-spot estimates in pixel units (x, y relative to the ROI); z in nm (NaN in 2-D)."""
 
     x_px: np.ndarray
     y_px: np.ndarray
@@ -195,25 +219,93 @@ class FitResult:
     crlb_photons: np.ndarray
     loglik_ratio: np.ndarray
     converged: np.ndarray
+    z_nm: np.ndarray | None = None
+    crlb_z_nm: np.ndarray | None = None
+    dof: int = 3  # free signal parameters the likelihood ratio tests (x, y, N[, z])
 
 
-def _model_and_jac(theta: np.ndarray, coord: np.ndarray, fit_sigma: bool) -> tuple[np.ndarray, np.ndarray]:
-    """mu (n, S, S) and d mu / d theta (n, P, S, S); theta = (x, y, N, bg[, s])."""
-    x, y, n, b, s = (theta[:, i, None] for i in range(5))
-    ex, dex, dsx = _edges(coord, x, s)
-    ey, dey, dsy = _edges(coord, y, s)
-    n3 = n[:, :, None]
-    psf = ey[:, :, None] * ex[:, None, :]
-    mu = b[:, :, None] + n3 * psf
-    jac = [
-        n3 * ey[:, :, None] * dex[:, None, :],
-        n3 * dey[:, :, None] * ex[:, None, :],
-        psf,
-        np.ones_like(psf),
-    ]
-    if fit_sigma:
-        jac.append(n3 * (dsy[:, :, None] * ex[:, None, :] + ey[:, :, None] * dsx[:, None, :]))
-    return mu, np.stack(jac, axis=1)
+# Model callback of the LM fitter: (theta (m, P), spot indices, derivatives?) ->
+# expected photoelectrons (m, K) and, with derivatives, the Jacobian (m, P, K).
+_Model = Callable[[np.ndarray, np.ndarray, bool], tuple[np.ndarray, np.ndarray | None]]
+
+
+def _lm_poisson(
+    data_f: np.ndarray,
+    gam_f: np.ndarray,
+    theta: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    model: _Model,
+    iterations: int,
+    tol: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Vectorised Levenberg–Marquardt maximisation of the Poisson likelihood.
+
+    ``data_f`` (n, K) are data + read variance (≥ 0), ``gam_f`` the read variance
+    (Huang et al. 2013: model + variance is Poisson). Fisher scoring with a per-spot
+    Marquardt damping on diag(I); a step is kept only if the likelihood rises; a spot is
+    done when every parameter step is below ``tol``. Returns (theta, loglik, converged).
+    """
+    n_spots, npar = theta.shape
+
+    def loglik(th: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        mu = np.maximum(model(th, idx, False)[0] + gam_f[idx], 1e-9)
+        return (data_f[idx] * np.log(mu) - mu).sum(1)
+
+    everyone = np.arange(n_spots)
+    lam = np.full(n_spots, 1e-3)
+    ll = loglik(theta, everyone)
+    converged = np.zeros(n_spots, bool)
+    active = everyone
+    eye = np.eye(npar)
+    for _ in range(iterations):
+        if active.size == 0:
+            break
+        th = theta[active]
+        mu, jac = model(th, active, True)
+        assert jac is not None
+        mu_t = np.maximum(mu + gam_f[active], 1e-9)
+        fisher = np.matmul(jac / mu_t[:, None, :], jac.transpose(0, 2, 1))
+        grad = np.matmul(jac, (data_f[active] / mu_t - 1.0)[:, :, None])[:, :, 0]
+        diag = np.einsum("npp->np", fisher)
+        a_mat = fisher + lam[active, None, None] * (diag[:, :, None] * eye + 1e-12 * eye)
+        try:
+            step = np.linalg.solve(a_mat, grad[:, :, None])[:, :, 0]
+        except np.linalg.LinAlgError:
+            step = np.zeros_like(grad)
+        trial = np.clip(th + step, lo, hi)
+        ll_t = loglik(trial, active)
+        better = ll_t >= ll[active]
+        done = better & (np.abs(trial - th) < tol).all(1)
+        theta[active] = np.where(better[:, None], trial, th)
+        ll[active] = np.where(better, ll_t, ll[active])
+        lam[active] = np.clip(np.where(better, lam[active] * 0.2, lam[active] * 10.0), 1e-7, 1e7)
+        converged[active[done]] = True
+        active = active[~done]
+    return theta, ll, converged
+
+
+def _initial_guess(rois: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Border median as background, excess counts as photons, centroid as position."""
+    size = rois.shape[-1]
+    coord = np.arange(size, dtype=np.float64)
+    border = np.concatenate([rois[:, 0, :], rois[:, -1, :], rois[:, 1:-1, 0], rois[:, 1:-1, -1]], axis=1)
+    b0 = np.maximum(np.median(border, axis=1), 0.1)
+    excess = np.maximum(rois - b0[:, None, None], 0.0)
+    n0 = np.maximum(excess.sum((1, 2)), 10.0)
+    w = excess + 1e-9
+    c = (size - 1) / 2.0
+    x0 = np.clip((w * coord[None, None, :]).sum((1, 2)) / w.sum((1, 2)), c - 1.0, c + 1.0)
+    y0 = np.clip((w * coord[None, :, None]).sum((1, 2)) / w.sum((1, 2)), c - 1.0, c + 1.0)
+    return x0, y0, n0, b0
+
+
+def _flat_bg_llr(rois: np.ndarray, gam: np.ndarray, ll: np.ndarray, excess_noise: float) -> np.ndarray:
+    """2·(log L(fit) − log L(flat background)), divided by the excess-noise factor."""
+    data = np.maximum(rois + gam, 0.0)
+    bflat = np.maximum(rois.mean((1, 2)), 1e-3)
+    ll_bg = (data * np.log(bflat[:, None, None] + gam) - (bflat[:, None, None] + gam)).sum((1, 2))
+    return np.asarray(2.0 * (ll - ll_bg) / excess_noise)
 
 
 def fit_spots(
@@ -224,11 +316,10 @@ def fit_spots(
     excess_noise: float = 1.0,
     iterations: int = 30,
 ) -> FitResult:
-    """Vectorised Levenberg–Marquardt Poisson-MLE fit of ``rois`` (n, S, S) in photoelectrons.
+    """Poisson-MLE fit of the pixel-integrated isotropic Gaussian to ``rois`` (n, S, S) in
+    photoelectrons; ``read_var`` (n, S, S) is the per-pixel read-noise variance (e⁻²).
 
-    ``read_var`` (n, S, S) is the per-pixel read-noise variance (e⁻²). Positions are returned
-    relative to the ROI (pixel-centre units). Uses Fisher scoring with a per-spot damping
-    factor; a step is accepted only if the likelihood rises.
+    Parameters (x, y, N, bg[, σ]); positions relative to the ROI (pixel-centre units).
     """
     rois = np.asarray(rois, np.float64)
     n_spots, size, _ = rois.shape
@@ -236,109 +327,206 @@ def fit_spots(
         z = np.zeros(0)
         return FitResult(z, z, z, z, z, z, z, z, z, np.zeros(0, bool))
     coord = np.arange(size, dtype=np.float64)[None, :]
-    gam = np.asarray(read_var, np.float64)
-    data = np.maximum(rois + gam, 0.0)
-    # initial guess: border median as background, excess counts as photons, centroid as position
-    border = np.concatenate([rois[:, 0, :], rois[:, -1, :], rois[:, 1:-1, 0], rois[:, 1:-1, -1]], axis=1)
-    b0 = np.maximum(np.median(border, axis=1), 0.1)
-    excess = np.maximum(rois - b0[:, None, None], 0.0)
-    n0 = np.maximum(excess.sum((1, 2)), 10.0)
-    w = excess + 1e-9
-    x0 = (w * coord[:, None, :]).sum((1, 2)) / w.sum((1, 2))
-    y0 = (w * coord[:, :, None]).sum((1, 2)) / w.sum((1, 2))
-    c = (size - 1) / 2.0
-    x0 = np.clip(x0, c - 1.0, c + 1.0)
-    y0 = np.clip(y0, c - 1.0, c + 1.0)
-    theta = np.stack([x0, y0, n0, b0, np.full(n_spots, sigma_px)], axis=1)
-    npar = 5 if fit_sigma else 4
-
     k = size * size
-    gam_f = np.broadcast_to(gam, rois.shape).reshape(n_spots, k)
-    data_f = data.reshape(n_spots, k)
+    gam = np.broadcast_to(np.asarray(read_var, np.float64), rois.shape)
+    data_f = np.maximum(rois + gam, 0.0).reshape(n_spots, k)
+    gam_f = gam.reshape(n_spots, k)
+    x0, y0, n0, b0 = _initial_guess(rois)
+    cols = [x0, y0, n0, b0] + ([np.full(n_spots, sigma_px)] if fit_sigma else [])
+    theta = np.stack(cols, axis=1)
 
-    def loglik(th: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        x, y, n, b, s = (th[:, i, None] for i in range(5))
-        ex = _edges(coord, x, s)[0]
-        ey = _edges(coord, y, s)[0]
-        mu = (b[:, :, None] + n[:, :, None] * ey[:, :, None] * ex[:, None, :]).reshape(-1, k)
-        mu = np.maximum(mu + gam_f[idx], 1e-9)
-        return (data_f[idx] * np.log(mu) - mu).sum(1)
+    def model(th: np.ndarray, idx: np.ndarray, deriv: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        x, y, n, b = (th[:, i, None] for i in range(4))
+        s = th[:, 4, None] if fit_sigma else np.full_like(x, sigma_px)
+        ex, dex, dsx = _edges(coord, x, s)
+        ey, dey, dsy = _edges(coord, y, s)
+        psf = ey[:, :, None] * ex[:, None, :]
+        mu = (b[:, :, None] + n[:, :, None] * psf).reshape(-1, k)
+        if not deriv:
+            return mu, None
+        n3 = n[:, :, None]
+        jac = [
+            n3 * ey[:, :, None] * dex[:, None, :],
+            n3 * dey[:, :, None] * ex[:, None, :],
+            psf,
+            np.ones_like(psf),
+        ]
+        if fit_sigma:
+            jac.append(n3 * (dsy[:, :, None] * ex[:, None, :] + ey[:, :, None] * dsx[:, None, :]))
+        return mu, np.stack(jac, axis=1).reshape(th.shape[0], -1, k)
 
-    def fisher_of(th: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        mu, jac = _model_and_jac(th, coord, fit_sigma)
-        jf = jac.reshape(th.shape[0], -1, k)
-        mu_t = np.maximum(mu.reshape(-1, k) + gam_f[idx], 1e-9)
-        fisher = np.matmul(jf / mu_t[:, None, :], jf.transpose(0, 2, 1))
-        return fisher, jf, mu_t
-
-    everyone = np.arange(n_spots)
-    lam = np.full(n_spots, 1e-3)
-    ll = loglik(theta, everyone)
-    converged = np.zeros(n_spots, bool)
-    lo = np.array([-1.0, -1.0, 1.0, 1e-3, 0.3 * sigma_px])
-    hi = np.array([size, size, np.inf, np.inf, 3.0 * sigma_px])
-    active = everyone
-    eye = np.eye(npar)
-    for _ in range(iterations):
-        if active.size == 0:
-            break
-        th = theta[active]
-        fisher, jf, mu_t = fisher_of(th, active)
-        grad = np.matmul(jf, (data_f[active] / mu_t - 1.0)[:, :, None])[:, :, 0]
-        diag = np.einsum("npp->np", fisher)
-        a_mat = fisher + lam[active, None, None] * diag[:, :, None] * eye
-        try:
-            step = np.linalg.solve(a_mat, grad[:, :, None])[:, :, 0]
-        except np.linalg.LinAlgError:
-            step = np.zeros_like(grad)
-        trial = th.copy()
-        trial[:, :npar] = np.clip(th[:, :npar] + step, lo[:npar], hi[:npar])
-        ll_t = loglik(trial, active)
-        better = ll_t >= ll[active]
-        done = better & (np.abs(step[:, :2]).max(1) < 1e-4)
-        theta[active] = np.where(better[:, None], trial, th)
-        ll[active] = np.where(better, ll_t, ll[active])
-        lam[active] = np.clip(np.where(better, lam[active] * 0.2, lam[active] * 10.0), 1e-7, 1e7)
-        converged[active[done]] = True
-        active = active[~done]
-    fisher, _, _ = fisher_of(theta, everyone)
-    fisher /= excess_noise
-    try:
-        cov = np.linalg.inv(fisher)
-        crlb = np.sqrt(np.maximum(np.einsum("npp->np", cov), 0.0))
-    except np.linalg.LinAlgError:
-        crlb = np.full((n_spots, npar), np.nan)
-    # likelihood ratio against a flat background (chi2, 3 dof under "no emitter")
-    bflat = np.maximum(rois.mean((1, 2)), 1e-3)
-    ll_bg = (data * np.log(bflat[:, None, None] + gam) - (bflat[:, None, None] + gam)).sum((1, 2))
-    llr = 2.0 * (ll - ll_bg) / excess_noise
+    lo = np.array([-1.0, -1.0, 1.0, 1e-3, 0.3 * sigma_px])[: theta.shape[1]]
+    hi = np.array([size, size, np.inf, np.inf, 3.0 * sigma_px])[: theta.shape[1]]
+    tol = np.array([1e-4, 1e-4, np.inf, np.inf, np.inf])[: theta.shape[1]]
+    theta, ll, converged = _lm_poisson(data_f, gam_f, theta, lo, hi, model, iterations, tol)
+    mu, jac = model(theta, np.arange(n_spots), True)
+    crlb = fisher_crlb(mu, jac, gam_f, excess_noise)  # type: ignore[arg-type]
     return FitResult(
         x_px=theta[:, 0],
         y_px=theta[:, 1],
         photons=theta[:, 2],
         bg=theta[:, 3],
-        sigma_px=theta[:, 4],
+        sigma_px=theta[:, 4] if fit_sigma else np.full(n_spots, sigma_px),
         crlb_x_px=crlb[:, 0],
         crlb_y_px=crlb[:, 1],
         crlb_photons=crlb[:, 2],
-        loglik_ratio=llr,
+        loglik_ratio=_flat_bg_llr(rois, gam, ll, excess_noise),
         converged=converged,
     )
+
+
+def fit_psf_model(
+    rois: np.ndarray,
+    read_var: np.ndarray,
+    psf: PSFModel,
+    excess_noise: float = 1.0,
+    iterations: int = 60,
+    z_starts_nm: Sequence[float] | None = None,
+    start: np.ndarray | None = None,
+    offset: np.ndarray | None = None,
+) -> FitResult:
+    """Poisson-MLE fit of a calibrated PSF model (spline or Gaussian-z) to ``rois``.
+
+    Parameters (x, y, z, N, bg) for a 3-D model, (x, y, N, bg) for a 2-D one. A 3-D fit
+    starts from each of ``z_starts_nm`` and keeps the start with the highest likelihood
+    (an astigmatic likelihood can have a local maximum at the mirrored z); by default the
+    calibrated range's quarter points and centre. ``start`` (n, P) replaces the
+    data-driven starting point (one start: e.g. a network's estimate); ``offset`` (n, S, S)
+    is fixed light in each window (neighbours' modelled photoelectrons) added to the model.
+    """
+    rois = np.asarray(rois, np.float64)
+    n_spots, size, _ = rois.shape
+    three_d = psf.is_3d
+    if n_spots == 0:
+        z = np.zeros(0)
+        return FitResult(z, z, z, z, z, z, z, z, z, np.zeros(0, bool), z, z, 4 if three_d else 3)
+    k = size * size
+    gam = np.broadcast_to(np.asarray(read_var, np.float64), rois.shape)
+    zlo, zhi = psf.z_range_nm
+    starts = (
+        [0.0]
+        if not three_d or start is not None
+        else list(z_starts_nm if z_starts_nm is not None else np.linspace(zlo, zhi, 5)[1:-1])
+    )
+    m = len(starts)
+    off = np.zeros_like(rois) if offset is None else np.asarray(offset, np.float64)
+    if off.shape != rois.shape:
+        raise ValueError(f"offset shape {off.shape} differs from the windows' {rois.shape}")
+    off_f = np.concatenate([off] * m).reshape(-1, k)
+    rois_r = np.concatenate([rois] * m)
+    gam_r = np.concatenate([gam] * m)
+    data_f = np.maximum(rois_r + gam_r, 0.0).reshape(-1, k)
+    gam_f = gam_r.reshape(-1, k)
+    x0, y0, n0, b0 = (np.concatenate([v] * m) for v in _initial_guess(rois))
+    if three_d:
+        z0 = np.repeat(np.asarray(starts, np.float64), n_spots)
+        theta = np.stack([x0, y0, z0, n0, b0], axis=1)
+        lo = np.array([-1.0, -1.0, zlo, 1.0, 1e-3])
+        hi = np.array([size, size, zhi, np.inf, np.inf])
+        tol = np.array([1e-3, 1e-3, 0.5, np.inf, np.inf])
+    else:
+        theta = np.stack([x0, y0, n0, b0], axis=1)
+        lo = np.array([-1.0, -1.0, 1.0, 1e-3])
+        hi = np.array([size, size, np.inf, np.inf])
+        tol = np.array([1e-4, 1e-4, np.inf, np.inf])
+    if start is not None:
+        if start.shape != theta.shape:
+            raise ValueError(f"start must have shape {theta.shape} (x, y[, z], N, bg), got {start.shape}")
+        theta = np.clip(np.asarray(start, np.float64).copy(), lo, hi)
+    iz, i_n, i_b = (2, 3, 4) if three_d else (-1, 2, 3)
+
+    def model(th: np.ndarray, idx: np.ndarray, deriv: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        z = th[:, iz] if three_d else np.zeros(th.shape[0])
+        ev = psf.evaluate(th[:, 0], th[:, 1], z, size, derivatives=deriv)
+        n = th[:, i_n, None, None]
+        mu = (th[:, i_b, None, None] + n * ev.psf).reshape(-1, k) + off_f[idx]
+        if not deriv:
+            return mu, None
+        assert ev.dx is not None and ev.dy is not None and ev.dz is not None
+        jac = [n * ev.dx, n * ev.dy] + ([n * ev.dz] if three_d else []) + [ev.psf, np.ones_like(ev.psf)]
+        return mu, np.stack(jac, axis=1).reshape(th.shape[0], -1, k)
+
+    theta, ll, converged = _lm_poisson(data_f, gam_f, theta, lo, hi, model, iterations, tol)
+    best = np.argmax(ll.reshape(m, n_spots), axis=0)
+    pick = best * n_spots + np.arange(n_spots)
+    theta, ll, converged = theta[pick], ll[pick], converged[pick]
+    mu, jac = model(theta, pick, True)
+    crlb = fisher_crlb(mu, jac, gam.reshape(n_spots, k), excess_noise)  # type: ignore[arg-type]
+    nan = np.full(n_spots, np.nan)
+    return FitResult(
+        x_px=theta[:, 0],
+        y_px=theta[:, 1],
+        photons=theta[:, i_n],
+        bg=theta[:, i_b],
+        sigma_px=nan,
+        crlb_x_px=crlb[:, 0],
+        crlb_y_px=crlb[:, 1],
+        crlb_photons=crlb[:, i_n],
+        loglik_ratio=_flat_bg_llr(rois, gam, ll, excess_noise),
+        converged=converged,
+        z_nm=theta[:, iz] if three_d else nan,
+        crlb_z_nm=crlb[:, iz] if three_d else nan,
+        dof=4 if three_d else 3,
+    )
+
+
+def equivalent_sigma_px(psf: PSFModel) -> float:
+    """Width of the isotropic Gaussian that matches the model's core (second moment inside
+    the central 5×5 px; for a 3-D model the mean over its z range): the detection
+    filter's scale."""
+    zlo, zhi = psf.z_range_nm
+    zs = np.linspace(zlo, zhi, 7)[1:-1] if psf.is_3d else np.array([0.5 * (zlo + zhi)])
+    s = min(psf.window_px, 9)
+    c = (s - 1) / 2.0
+    imgs = psf.evaluate(np.full(zs.size, c), np.full(zs.size, c), zs, s, derivatives=False).psf
+    k = np.arange(s) - c
+    core = np.abs(k) <= 2
+    kk = k[core]
+    var = 0.0
+    for img in imgs:
+        sub = img[np.ix_(core, core)]
+        m = max(float(sub.sum()), 1e-12)
+        var += 0.5 * ((sub.sum(0) * kk**2).sum() + (sub.sum(1) * kk**2).sum()) / m / len(imgs)
+    # a Gaussian truncated at ±2 px has a smaller second moment: invert numerically
+    for sig in np.linspace(0.5, 3.0, 251):
+        g = np.exp(-(kk**2) / (2 * sig**2))
+        if (g * kk**2).sum() / g.sum() >= var:
+            return float(sig)
+    return 3.0
+
+
+def _drop_duplicates(x_px: np.ndarray, y_px: np.ndarray, score: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Two detections of one spot (e.g. the two lobes of a defocused astigmatic PSF) fit
+    the same emitter: of kept fits closer than 1 px, keep the one with the higher score."""
+    idx = np.flatnonzero(keep)
+    if idx.size < 2:
+        return keep
+    out = keep.copy()
+    order = idx[np.argsort(-score[idx])]
+    taken: list[int] = []
+    for i in order:
+        if any((x_px[i] - x_px[j]) ** 2 + (y_px[i] - y_px[j]) ** 2 < 1.0 for j in taken):
+            out[i] = False
+        else:
+            taken.append(int(i))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
 class ClassicalConfig:
     """Settings of the classical localizer.
 
-    ``psf_sigma_nm``: Gaussian PSF sigma (≈ 0.21 λ/NA); ``fit_sigma`` also fits it per spot.
-    ``roi_px``: odd fit window size. ``threshold_sigma``: detection threshold on the DoG image
-    in robust noise units. ``min_prob``: minimum likelihood-ratio probability to keep a fit.
+    ``psf_sigma_nm``: Gaussian PSF sigma (≈ 0.21 λ/NA) when no calibrated PSF model is
+    given; ``fit_sigma`` also fits it per spot. ``roi_px``: odd fit window size (None: 7 for
+    the Gaussian, 9 for a 2-D calibrated PSF, 13 for a 3-D one). ``threshold_sigma``:
+    detection threshold on the DoG image in robust noise units. ``min_prob``: minimum
+    likelihood-ratio probability to keep a fit.
     """
 
     pixel_nm: float = 100.0
     psf_sigma_nm: float = 130.0
     fit_sigma: bool = False
-    roi_px: int = 7
+    roi_px: int | None = None
     threshold_sigma: float = 4.0
     min_distance_px: int = 2
     iterations: int = 30
@@ -348,20 +536,48 @@ class ClassicalConfig:
     def __post_init__(self) -> None:
         if self.pixel_nm <= 0 or self.psf_sigma_nm <= 0:
             raise ValueError("ClassicalConfig.pixel_nm and psf_sigma_nm must be positive")
-        if self.roi_px < 5 or self.roi_px % 2 == 0:
+        if self.roi_px is not None and (self.roi_px < 5 or self.roi_px % 2 == 0):
             raise ValueError(f"ClassicalConfig.roi_px must be odd and >= 5, got {self.roi_px}")
+
+    def roi_for(self, psf: PSFModel | None) -> int:
+        if self.roi_px is not None:
+            return self.roi_px
+        if psf is None:
+            return 7
+        return min(psf.window_px | 1, 13 if psf.is_3d else 9)
 
 
 class ClassicalLocalizer:
-    """Detection + MLE fit, frame by frame; the reference the network must beat."""
+    """Detection + MLE fit, frame by frame; the reference the network must beat.
 
-    def __init__(self, config: ClassicalConfig | None = None, camera: CameraModel | None = None):
+    Without ``psf`` the model is the isotropic pixel-integrated Gaussian; with a calibrated
+    :class:`~smartscope.simulators.psf_models.PSFModel` (spline from beads, or the
+    Gaussian-z astigmatic model) the fit uses it, and a 3-D model also fits z.
+    """
+
+    def __init__(
+        self,
+        config: ClassicalConfig | None = None,
+        camera: CameraModel | None = None,
+        psf: PSFModel | None = None,
+    ):
         self.config = config or ClassicalConfig()
         self.camera = camera or CameraModel()
+        self.psf = psf
+        if psf is not None and not math.isclose(psf.pixel_nm, self.config.pixel_nm, rel_tol=1e-3):
+            raise ValueError(
+                f"pixel size: the PSF model was calibrated at {psf.pixel_nm} nm/px, "
+                f"the localizer is set to {self.config.pixel_nm} nm/px"
+            )
+        self.roi_px = self.config.roi_for(psf)
+        self._sigma_px = (
+            equivalent_sigma_px(psf) if psf is not None else self.config.psf_sigma_nm / self.config.pixel_nm
+        )
 
     @property
     def sigma_px(self) -> float:
-        return self.config.psf_sigma_nm / self.config.pixel_nm
+        """Gaussian scale of the detection filter (and of the Gaussian fit), px."""
+        return self._sigma_px
 
     def localize(self, image: np.ndarray, frame_index: int = 0) -> LocTable:
         """Localizations in one camera frame (uint16 ADU or float ADU)."""
@@ -370,40 +586,44 @@ class ClassicalLocalizer:
         if img.ndim != 2:
             raise ValueError(f"frame must be 2-D (Y, X), got shape {img.shape}")
         h, w = img.shape
-        if min(h, w) < cfg.roi_px:
-            raise ValueError(f"frame {img.shape} is smaller than the fit window {cfg.roi_px}")
+        roi = self.roi_px
+        if min(h, w) < roi:
+            raise ValueError(f"frame {img.shape} is smaller than the fit window {roi}")
         e = self.camera.to_electrons(img)
         rvar = self.camera.read_var_e2(e.shape)
         rows, cols = detect_spots(
             e, self.sigma_px, cfg.threshold_sigma, cfg.min_distance_px, float(rvar.mean())
         )
-        r = cfg.roi_px // 2
-        r0 = np.clip(rows - r, 0, h - cfg.roi_px)
-        c0 = np.clip(cols - r, 0, w - cfg.roi_px)
-        k = np.arange(cfg.roi_px)
+        r = roi // 2
+        r0 = np.clip(rows - r, 0, h - roi)
+        c0 = np.clip(cols - r, 0, w - roi)
+        k = np.arange(roi)
         yy = r0[:, None, None] + k[None, :, None]
         xx = c0[:, None, None] + k[None, None, :]
-        fit = fit_spots(
-            e[yy, xx],
-            rvar[yy, xx],
-            self.sigma_px,
-            cfg.fit_sigma,
-            self.camera.excess_noise_factor,
-            cfg.iterations,
-        )
+        excess = self.camera.excess_noise_factor
+        if self.psf is None:
+            fit = fit_spots(e[yy, xx], rvar[yy, xx], self.sigma_px, cfg.fit_sigma, excess, cfg.iterations)
+        else:
+            fit = fit_psf_model(e[yy, xx], rvar[yy, xx], self.psf, excess, max(cfg.iterations, 60))
         x_px = fit.x_px + c0
         y_px = fit.y_px + r0
-        prob = chi2.cdf(np.maximum(fit.loglik_ratio, 0.0), 3)
+        prob = chi2.cdf(np.maximum(fit.loglik_ratio, 0.0), fit.dof)
         px = cfg.pixel_nm
+        max_shift = max(1.5, roi / 4.0)  # a fit may leave its detection by this much
         keep = (
             fit.converged
             & np.isfinite(fit.crlb_x_px)
             & (fit.photons > 0)
-            & (np.abs(x_px - cols) <= 1.5)
-            & (np.abs(y_px - rows) <= 1.5)
+            & (np.abs(x_px - cols) <= max_shift)
+            & (np.abs(y_px - rows) <= max_shift)
             & (prob >= cfg.min_prob)
             & (np.maximum(fit.crlb_x_px, fit.crlb_y_px) * px <= cfg.max_crlb_nm)
         )
+        keep = _drop_duplicates(x_px, y_px, fit.loglik_ratio, keep)
+        cols_out: dict[str, np.ndarray] = {}
+        if fit.z_nm is not None and self.psf is not None and self.psf.is_3d:
+            assert fit.crlb_z_nm is not None
+            cols_out = {"z_nm": fit.z_nm[keep], "sigma_z_nm": fit.crlb_z_nm[keep]}
         return LocTable.from_columns(
             frame=np.full(int(keep.sum()), frame_index, np.int64),
             x_nm=(x_px[keep] + 0.5) * px,
@@ -414,4 +634,148 @@ class ClassicalLocalizer:
             sigma_y_nm=fit.crlb_y_px[keep] * px,
             prob=prob[keep],
             psf_sigma_nm=fit.sigma_px[keep] * px,
+            **cols_out,
         )
+
+
+def refine_localizations(
+    table: LocTable,
+    image: np.ndarray,
+    psf: PSFModel,
+    camera: CameraModel,
+    pixel_nm: float,
+    roi_px: int | None = None,
+    iterations: int = 30,
+    max_move_px: float = 1.0,
+    passes: int = 3,
+    only_if_sharper: bool = True,
+) -> LocTable:
+    """Polish localizations (e.g. a network's) of one frame by a Poisson MLE of the
+    calibrated PSF, each in its own window started from its estimate, with the modelled
+    light of all the others held fixed there (so neighbours are not fitted into it).
+    ``passes`` rounds: each holds the neighbours at the previous round's estimates.
+
+    ``image`` is the camera frame (ADU). A refined estimate replaces the original only
+    when the fit converged, moved less than ``max_move_px`` from it and — with
+    ``only_if_sharper`` — its CRLB is below the original's reported uncertainty (a
+    network's estimate of a dim emitter can be better than a lone fit: it knows the
+    neighbours and the prior); uncertainties become the fit's CRLB. ``prob`` is kept.
+    """
+    n = len(table)
+    if n == 0:
+        return table
+    e = camera.to_electrons(np.asarray(image))
+    h, w = e.shape
+    s = ClassicalConfig().roi_for(psf) if roi_px is None else roi_px
+    s = min(s, h, w)
+    r = s // 2
+    x_in = table.x_nm / pixel_nm - 0.5
+    y_in = table.y_nm / pixel_nm - 0.5
+    three_d = psf.is_3d
+    z_in = np.nan_to_num(table.z_nm, nan=0.5 * sum(psf.z_range_nm)) if three_d else np.zeros(n)
+    ph_in = np.where(np.isfinite(table.photons) & (table.photons > 0), table.photons, 1000.0)
+    bg_in = np.where(np.isfinite(table.bg) & (table.bg > 0), table.bg, 1.0)
+    x, y, z, ph, bg = x_in.copy(), y_in.copy(), z_in.copy(), ph_in.copy(), bg_in.copy()
+    c0 = np.clip(np.rint(x_in).astype(np.int64) - r, 0, w - s)
+    r0 = np.clip(np.rint(y_in).astype(np.int64) - r, 0, h - s)
+    k = np.arange(s)
+    yy = r0[:, None, None] + k[None, :, None]
+    xx = c0[:, None, None] + k[None, None, :]
+    rois = e[yy, xx]
+    rvar = camera.read_var_e2(e.shape)[yy, xx]
+    ok = np.zeros(n, bool)
+    fit = None
+    for _ in range(max(passes, 1)):
+        # every localization's light in every window, minus its own: the fixed neighbours
+        total = render_model_px(psf, (h, w), x, y, z, ph)
+        own = psf.evaluate(x - c0, y - r0, z, s, derivatives=False).psf * ph[:, None, None]
+        offset = np.maximum(total[yy, xx] - own, 0.0)
+        cols = [x - c0, y - r0] + ([z] if three_d else []) + [ph, bg]
+        fit = fit_psf_model(
+            rois, rvar, psf, camera.excess_noise_factor, iterations, start=np.stack(cols, 1), offset=offset
+        )
+        nx, ny = fit.x_px + c0, fit.y_px + r0
+        ok = fit.converged & np.isfinite(fit.crlb_x_px) & (np.hypot(nx - x_in, ny - y_in) < max_move_px)
+        if only_if_sharper:
+            theirs = np.hypot(table.sigma_x_nm, table.sigma_y_nm)
+            ok &= ~(np.hypot(fit.crlb_x_px, fit.crlb_y_px) * pixel_nm >= theirs)  # NaN theirs: refine
+        x, y = np.where(ok, nx, x_in), np.where(ok, ny, y_in)
+        ph, bg = np.where(ok, fit.photons, ph_in), np.where(ok, fit.bg, bg_in)
+        if three_d:
+            assert fit.z_nm is not None
+            z = np.where(ok, fit.z_nm, z_in)
+    assert fit is not None
+    cols_out = {}
+    if three_d:
+        assert fit.crlb_z_nm is not None
+        cols_out = {
+            "z_nm": np.where(ok, z, table.z_nm),
+            "sigma_z_nm": np.where(ok, fit.crlb_z_nm, table.sigma_z_nm),
+        }
+    return LocTable.from_columns(
+        frame=table.frame,
+        x_nm=(x + 0.5) * pixel_nm,
+        y_nm=(y + 0.5) * pixel_nm,
+        photons=np.where(ok, ph, table.photons),
+        bg=np.where(ok, bg, table.bg),
+        sigma_x_nm=np.where(ok, fit.crlb_x_px * pixel_nm, table.sigma_x_nm),
+        sigma_y_nm=np.where(ok, fit.crlb_y_px * pixel_nm, table.sigma_y_nm),
+        prob=table.prob,
+        psf_sigma_nm=table.psf_sigma_nm,
+        **cols_out,
+    )
+
+def camera_model_for(
+    cfg: object, shape: tuple[int, int] | None = None, maps: CameraMaps | None = None
+) -> CameraModel:
+    """The localizer's :class:`CameraModel` for a simulator ``CameraConfig`` or a user's
+    :class:`~smartscope.simulators.camera_calibration.CameraCalibration`.
+
+    Simulator camera: ``ADU = floor(e·gain + offset)``, so ``e = (ADU + ½ − offset) /
+    gain`` (÷ EM gain); with ``shape``, the sCMOS per-pixel offset / gain / read-noise
+    maps of that sensor are used (the per-pixel calibration an sCMOS user measures),
+    otherwise nominal values. Calibration: its offset is the measured dark level (no ½);
+    ``maps`` (its measured maps, cropped to the frame) give per-pixel values.
+    """
+    from smartscope.simulators.camera import CameraConfig
+    from smartscope.simulators.camera_calibration import CameraCalibration
+
+    if isinstance(cfg, CameraCalibration):
+        if maps is None:
+            return CameraModel(
+                offset_adu=cfg.offset_adu,
+                e_per_adu=1.0 / cfg.gain_adu_per_e,
+                em_gain=cfg.em_gain if cfg.emccd else 1.0,
+                read_noise_e=cfg.read_noise_e,
+                emccd=cfg.emccd,
+            )
+        return CameraModel(
+            offset_adu=cfg.offset_adu,
+            e_per_adu=1.0 / cfg.gain_adu_per_e,
+            em_gain=cfg.em_gain if cfg.emccd else 1.0,
+            read_noise_e=cfg.read_noise_e,
+            emccd=cfg.emccd,
+            offset_map_adu=maps.offset_adu.astype(np.float64),
+            e_per_adu_map=1.0 / maps.gain_adu_per_e.astype(np.float64),
+            read_noise_map_e=maps.read_noise_e.astype(np.float64),
+        )
+    if not isinstance(cfg, CameraConfig):
+        raise TypeError(f"expected a simulator CameraConfig or a CameraCalibration, got {type(cfg).__name__}")
+    emccd = cfg.kind == "emccd" and cfg.em_gain > 1
+    if shape is not None and cfg.kind == "scmos":
+        m = cfg.maps(shape)
+        return CameraModel(
+            offset_adu=cfg.offset_adu - 0.5,
+            e_per_adu=1.0 / cfg.gain_adu_per_e,
+            read_noise_e=cfg.read_noise_e,
+            offset_map_adu=m.offset_adu.astype(np.float64) - 0.5,
+            e_per_adu_map=1.0 / m.gain_adu_per_e.astype(np.float64),
+            read_noise_map_e=m.read_noise_e.astype(np.float64),
+        )
+    return CameraModel(
+        offset_adu=cfg.offset_adu - 0.5,
+        e_per_adu=1.0 / cfg.gain_adu_per_e,
+        em_gain=cfg.em_gain if emccd else 1.0,
+        read_noise_e=cfg.read_noise_e,
+        emccd=emccd,
+    )

@@ -12,6 +12,14 @@ estimate there.
 Method ``network`` runs a DECODE-class bundle on (t−1, t, t+1): the rows of frame t come
 out when frame t+1 arrives (one frame late; ``flush()`` returns the last frame's). Frames
 that do not follow each other (the loop skipped some) are replaced by the centre frame.
+
+Calibration (``smartscope calibrate``): ``camera_file`` replaces ``camera`` (per-pixel sCMOS
+maps cropped at ``sensor_origin_px``); ``psf_file`` gives the classical fit a calibrated
+spline PSF (3-D: z is fitted). A network bundle trained on a calibrated camera records
+its numbers: the stage refuses a bundle whose pixel size or camera does not match the
+data's — the message names both — unless ``force``. The detection threshold defaults to
+the one chosen on validation data at training time (the bundle's ``calibration``). 3-D
+tables add a z-colour-coded render (``superres_z.png``) on close.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,7 +42,11 @@ from smartscope.models.smlm.localize_classical import (
 from smartscope.models.smlm.table import LocTable
 from smartscope.pipeline import StageError, StageOutput
 
-__all__ = ["SMLMStage", "camera_model"]
+if TYPE_CHECKING:
+    from smartscope.engines.runtime import Engine
+    from smartscope.simulators.psf_models import PSFModel
+
+__all__ = ["SMLMStage", "bundle_mismatches", "camera_model"]
 
 
 def camera_model(cfg: SMLMCameraConfig) -> CameraModel:
@@ -52,53 +65,113 @@ class SMLMStage:
     """Implements :class:`smartscope.pipeline.Stage` for SMLM localization."""
 
     def __init__(self, config: SMLMStageConfig) -> None:
+        from smartscope.models.smlm.calibrate import UserCalibration
+
         self.config = config
         self.name = config.name
         self.output_dir: Path | None = config.output_dir
         self.pixel_nm = config.pixel_size_um * 1000.0
-        self.camera = camera_model(config.camera)
-        self.classical = ClassicalLocalizer(
-            ClassicalConfig(
-                pixel_nm=self.pixel_nm,
-                psf_sigma_nm=config.psf_sigma_nm,
-                fit_sigma=config.fit_sigma,
-                roi_px=config.roi_px,
-                threshold_sigma=config.threshold_sigma,
-                min_prob=config.min_prob,
-            ),
-            self.camera,
-        )
-        self.engine = None
-        if config.method == "network":
-            from smartscope.engines.runtime import Engine
-            from smartscope.models.smlm.decode import OUTPUT_CHANNELS  # no torch needed
+        self.calibration = UserCalibration.load(config.psf_file, config.camera_file)
+        self.fit_psf: PSFModel | None = self.calibration.psf
+        if config.psf_model == "gaussian_z" and self.calibration.psf is not None:
+            from smartscope.simulators.psf_models import gaussian_z_of
 
-            assert config.bundle is not None
-            self.engine = Engine.open(config.bundle, config.backend)
-            man = self.engine.manifest
-            if man.task != "smlm" or man.outputs[0].channels != list(OUTPUT_CHANNELS):
+            self.fit_psf = gaussian_z_of(self.calibration.psf)
+            if self.fit_psf is None:
                 raise ValueError(
-                    f"bundle {config.bundle}: task {man.task!r} with outputs "
-                    f"{man.outputs[0].channels} is not a DECODE-class SMLM engine"
+                    f"psf_model: {config.psf_file} holds no Gaussian-z calibration "
+                    "(a 2-D or non-astigmatic PSF)"
                 )
-            if man.pixel_size_um is not None and not math.isclose(
-                man.pixel_size_um, config.pixel_size_um, rel_tol=0.05
-            ):
-                raise ValueError(
-                    f"pixel_size_um: stage has {config.pixel_size_um}, bundle {config.bundle} "
-                    f"was trained at {man.pixel_size_um}"
-                )
+        self._camera_by_shape: dict[tuple[int, int], CameraModel] = {}
+        self.camera = self._nominal_camera()
+        self.engine: Engine | None = None
+        self.threshold = 0.5
+        if config.method == "network":
+            self._open_engine()
+        self._classical_cfg = ClassicalConfig(
+            pixel_nm=self.pixel_nm,
+            psf_sigma_nm=config.psf_sigma_nm,
+            fit_sigma=config.fit_sigma,
+            roi_px=config.roi_px,
+            threshold_sigma=config.threshold_sigma,
+            min_prob=config.min_prob,
+        )
+        self.classical = ClassicalLocalizer(self._classical_cfg, self.camera, self.fit_psf)
         self._buf: list[tuple[int, np.ndarray]] = []  # (index, electrons) for the network
+        self._raw: dict[int, np.ndarray] = {}  # camera frames of the buffered indices (refine)
         self._tables: list[LocTable] = []
         self._hist: np.ndarray | None = None
         self._shape: tuple[int, int] | None = None
         self.frames_seen = 0
 
+    def _nominal_camera(self) -> CameraModel:
+        """The camera without per-pixel maps (its scalars); maps come per frame shape."""
+        from smartscope.models.smlm.localize_classical import camera_model_for
+
+        cam = self.calibration.camera
+        return camera_model(self.config.camera) if cam is None else camera_model_for(cam)
+
+    def camera_for(self, shape: tuple[int, int]) -> CameraModel:
+        """Camera model for frames of ``shape``: the calibration's per-pixel maps cropped at
+        ``sensor_origin_px`` when it has them, else the scalar model."""
+        hit = self._camera_by_shape.get(shape)
+        if hit is not None:
+            return hit
+        from smartscope.models.smlm.localize_classical import camera_model_for
+        from smartscope.simulators.camera import CameraMaps
+
+        cal, maps = self.calibration.camera, self.calibration.camera_maps
+        cam = self.camera
+        if cal is not None and maps is not None:
+            r0, c0 = self.config.sensor_origin_px
+            if r0 + shape[0] > maps.shape[0] or c0 + shape[1] > maps.shape[1]:
+                raise StageError(
+                    f"stage {self.name!r}: frame {shape} at sensor origin {(r0, c0)} lies outside the "
+                    f"camera maps {maps.shape} of {self.config.camera_file}"
+                )
+            sl = (slice(r0, r0 + shape[0]), slice(c0, c0 + shape[1]))
+            sub = CameraMaps.from_arrays(maps.offset_adu[sl], maps.gain_adu_per_e[sl], maps.read_noise_e[sl])
+            cam = camera_model_for(cal, maps=sub)
+        self._camera_by_shape[shape] = cam
+        return cam
+
+    def _open_engine(self) -> None:
+        from smartscope.engines.runtime import Engine
+        from smartscope.models.smlm.decode import OUTPUT_CHANNELS, OUTPUT_CHANNELS_3D  # no torch needed
+
+        cfg = self.config
+        assert cfg.bundle is not None
+        self.engine = Engine.open(cfg.bundle, cfg.backend)
+        man = self.engine.manifest
+        chans = tuple(man.outputs[0].channels)
+        if man.task != "smlm" or chans not in (OUTPUT_CHANNELS, OUTPUT_CHANNELS_3D):
+            raise ValueError(
+                f"bundle {cfg.bundle}: task {man.task!r} with outputs "
+                f"{man.outputs[0].channels} is not a DECODE-class SMLM engine"
+            )
+        problems = bundle_mismatches(man.calibration, man.pixel_size_um, cfg.pixel_size_um, self.camera)
+        if problems and not cfg.force:
+            where = f"camera {cfg.camera_file}" if cfg.camera_file else "the stage's camera settings"
+            raise ValueError(
+                f"bundle {cfg.bundle} does not match the data ({where}): "
+                + "; ".join(problems)
+                + ". Retrain on this calibration, or pass force to use it anyway"
+            )
+        self.threshold = (
+            cfg.prob_threshold
+            if cfg.prob_threshold is not None
+            else float(man.calibration.get("threshold", 0.5))
+        )
+
     # --- localization ------------------------------------------------------------------
     def _network_window(self, frame: Frame) -> tuple[int, np.ndarray] | None:
         """Push the frame; return (centre index, (3, H, W) electrons) when one is ready."""
-        e = self.camera.to_electrons(frame.image).astype(np.float32)
+        e = self.camera_for(frame.shape).to_electrons(frame.image).astype(np.float32)
         self._buf.append((frame.index, e))
+        if self.config.refine:
+            self._raw[frame.index] = frame.image
+            keep = {i for i, _ in self._buf[-3:]}
+            self._raw = {i: v for i, v in self._raw.items() if i in keep}
         if len(self._buf) == 1:
             return None
         if len(self._buf) > 3:
@@ -113,18 +186,25 @@ class SMLMStage:
 
     def _run_network(self, centre: int, window: np.ndarray) -> LocTable:
         from smartscope.models.smlm.decode import DecodeSettings, decode_outputs
+        from smartscope.models.smlm.localize_classical import refine_localizations
 
         assert self.engine is not None
         out = self.engine.infer(window)["out"]
-        return decode_outputs(
-            out, centre, self.pixel_nm, DecodeSettings(threshold=self.config.prob_threshold)
-        )
+        tab = decode_outputs(out, centre, self.pixel_nm, DecodeSettings(threshold=self.threshold))
+        raw = self._raw.get(centre)
+        if self.config.refine and raw is not None and self.calibration.psf is not None:
+            cam = self.camera_for((int(raw.shape[0]), int(raw.shape[1])))
+            tab = refine_localizations(tab, raw, self.calibration.psf, cam, self.pixel_nm)
+        return tab
 
     def localize(self, frame: Frame) -> LocTable | None:
         """Localizations this frame makes available (None: network still buffering)."""
         if frame.image.ndim != 2:
             raise StageError(f"stage {self.name!r}: expected a (Y, X) frame, got {frame.image.shape}")
         if self.engine is None:
+            cam = self.camera_for(frame.shape)
+            if cam is not self.classical.camera:
+                self.classical = ClassicalLocalizer(self._classical_cfg, cam, self.fit_psf)
             return self.classical.localize(frame.image, frame.index)
         win = self._network_window(frame)
         if win is None:
@@ -222,6 +302,11 @@ class SMLMStage:
             paths["superres"] = write_calibrated_tiff(
                 folder / "superres_gaussian.tif", img, self.config.render_pixel_nm
             )
+            if tab.has_z:
+                from smartscope.models.smlm.render import render_z_color, save_png
+
+                rgb = render_z_color(tab, self.config.render_pixel_nm, self.extent_nm)
+                paths["superres_z"] = save_png(rgb, folder / "superres_z.png")
             n_frames = int(tab.frame.max() - tab.frame.min() + 1)
             if n_frames >= 200 and len(tab) >= 500:
                 d = estimate_drift(tab, n_segments=min(10, n_frames // 100), extent_nm=self.extent_nm)
@@ -250,3 +335,43 @@ class SMLMStage:
             self.write_outputs(self.output_dir)
         if self.engine is not None:
             self.engine.close()
+
+
+# tolerances a bundle's recorded camera must meet (relative, or absolute ADU for the offset)
+_CAMERA_TOLERANCE = {"gain_adu_per_e": 0.05, "em_gain": 0.1, "read_noise_e": 0.3}
+_OFFSET_TOLERANCE_ADU = 5.0
+
+
+def bundle_mismatches(
+    calibration: Mapping[str, float],
+    bundle_pixel_um: float | None,
+    pixel_size_um: float,
+    camera: CameraModel,
+) -> list[str]:
+    """What about a network bundle's recorded calibration does not fit the data: pixel size
+    (2 %) and, for a bundle trained on a calibrated camera, its kind, conversion gain (5 %),
+    EM gain (10 %), offset (5 ADU) and read noise (30 %). Each entry names both values."""
+    out: list[str] = []
+    if bundle_pixel_um is not None and not math.isclose(bundle_pixel_um, pixel_size_um, rel_tol=0.02):
+        out.append(f"pixel size: data {pixel_size_um * 1000:g} nm, bundle {bundle_pixel_um * 1000:g} nm")
+    if calibration.get("camera_calibrated", 0.0) < 0.5:
+        return out
+    data = {
+        "gain_adu_per_e": 1.0 / camera.e_per_adu,
+        "em_gain": camera.em_gain,
+        "read_noise_e": camera.read_noise_e,
+    }
+    if bool(calibration.get("camera_emccd", 0.0) > 0.5) != camera.emccd:
+        kinds = ("EMCCD", "sCMOS")
+        out.append(
+            f"camera kind: data {kinds[0] if camera.emccd else kinds[1]}, "
+            f"bundle {kinds[0] if calibration.get('camera_emccd', 0.0) > 0.5 else kinds[1]}"
+        )
+    for key, tol in _CAMERA_TOLERANCE.items():
+        ref = calibration.get(f"camera_{key}")
+        if ref is not None and not math.isclose(data[key], ref, rel_tol=tol):
+            out.append(f"camera {key}: data {data[key]:.4g}, bundle {ref:.4g}")
+    ref_off = calibration.get("camera_offset_adu")
+    if ref_off is not None and abs(camera.offset_adu - ref_off) > _OFFSET_TOLERANCE_ADU:
+        out.append(f"camera offset_adu: data {camera.offset_adu:.4g}, bundle {ref_off:.4g}")
+    return out

@@ -2,9 +2,12 @@
 
 A :class:`LocTable` holds one numpy column per field, one row per localization:
 ``frame`` (0-based), ``x_nm``, ``y_nm`` (origin at the outer corner of pixel (0, 0)),
-``photons`` and ``bg`` (detected photons; ``bg`` per pixel), ``sigma_x_nm``,
-``sigma_y_nm`` (localization uncertainties, 1 s.d.), ``prob`` (detection probability) and
-``psf_sigma_nm`` (fitted/assumed PSF width; NaN when unknown).
+``z_nm`` (height above the focal plane; NaN for 2-D localization), ``photons`` and ``bg``
+(detected photons; ``bg`` per pixel), ``sigma_x_nm``, ``sigma_y_nm``, ``sigma_z_nm``
+(localization uncertainties, 1 s.d.), ``prob`` (detection probability) and
+``psf_sigma_nm`` (fitted/assumed PSF width). ``z_nm``, ``sigma_z_nm`` and ``psf_sigma_nm``
+may be left out (NaN). The ThunderSTORM CSV carries ``z [nm]`` and ``uncertainty_z [nm]``
+when the table has z.
 """
 
 from __future__ import annotations
@@ -17,19 +20,22 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["COLUMNS", "THUNDERSTORM_HEADER", "LocTable"]
+__all__ = ["COLUMNS", "OPTIONAL_COLUMNS", "THUNDERSTORM_HEADER", "THUNDERSTORM_Z_HEADER", "LocTable"]
 
 COLUMNS: tuple[str, ...] = (
     "frame",
     "x_nm",
     "y_nm",
+    "z_nm",
     "photons",
     "bg",
     "sigma_x_nm",
     "sigma_y_nm",
+    "sigma_z_nm",
     "prob",
     "psf_sigma_nm",
 )
+OPTIONAL_COLUMNS: tuple[str, ...] = ("z_nm", "sigma_z_nm", "psf_sigma_nm")
 THUNDERSTORM_HEADER: tuple[str, ...] = (
     "id",
     "frame",
@@ -41,6 +47,7 @@ THUNDERSTORM_HEADER: tuple[str, ...] = (
     "bkgstd [photon]",
     "uncertainty [nm]",
 )
+THUNDERSTORM_Z_HEADER: tuple[str, ...] = ("z [nm]", "uncertainty_z [nm]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,27 +55,29 @@ class LocTable:
     frame: np.ndarray
     x_nm: np.ndarray
     y_nm: np.ndarray
+    z_nm: np.ndarray
     photons: np.ndarray
     bg: np.ndarray
     sigma_x_nm: np.ndarray
     sigma_y_nm: np.ndarray
+    sigma_z_nm: np.ndarray
     prob: np.ndarray
     psf_sigma_nm: np.ndarray
 
     # --- construction -------------------------------------------------------------------
     @classmethod
     def from_columns(cls, **cols: Any) -> LocTable:
-        """Build from keyword columns; ``psf_sigma_nm`` may be omitted (NaN)."""
+        """Build from keyword columns; :data:`OPTIONAL_COLUMNS` may be omitted (NaN)."""
         unknown = set(cols) - set(COLUMNS)
         if unknown:
             raise ValueError(f"unknown localization columns {sorted(unknown)}; allowed {COLUMNS}")
-        missing = [c for c in COLUMNS if c not in cols and c != "psf_sigma_nm"]
+        missing = [c for c in COLUMNS if c not in cols and c not in OPTIONAL_COLUMNS]
         if missing:
             raise ValueError(f"localization table is missing columns {missing}")
         n = int(np.asarray(cols["frame"]).reshape(-1).shape[0])
         out: dict[str, np.ndarray] = {}
         for c in COLUMNS:
-            if c == "psf_sigma_nm" and c not in cols:
+            if c in OPTIONAL_COLUMNS and c not in cols:
                 out[c] = np.full(n, np.nan)
                 continue
             dtype = np.int64 if c == "frame" else np.float64
@@ -114,6 +123,15 @@ class LocTable:
     def xy_nm(self) -> np.ndarray:
         return np.stack([self.x_nm, self.y_nm], axis=1)
 
+    @property
+    def has_z(self) -> bool:
+        """True when any localization has a finite ``z_nm`` (3-D data)."""
+        return bool(np.isfinite(self.z_nm).any())
+
+    def xyz_nm(self) -> np.ndarray:
+        """(n, 3) coordinates (x, y, z); z is NaN for 2-D localizations."""
+        return np.stack([self.x_nm, self.y_nm, self.z_nm], axis=1)
+
     def with_frame(self, frame_index: int) -> LocTable:
         return LocTable(
             **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "frame"},
@@ -150,26 +168,30 @@ class LocTable:
     def write_thunderstorm_csv(self, path: str | Path) -> Path:
         """ThunderSTORM CSV: 1-based ``id`` and ``frame``; ``sigma`` = PSF width;
         ``offset`` = background per pixel; ``bkgstd`` = its shot-noise s.d.;
-        ``uncertainty`` = rms of the x/y localization uncertainties."""
+        ``uncertainty`` = rms of the x/y localization uncertainties; 3-D tables add
+        ``z [nm]`` and ``uncertainty_z [nm]`` (ThunderSTORM's 3-D column names)."""
         p = Path(path)
         unc = np.sqrt(0.5 * (self.sigma_x_nm**2 + self.sigma_y_nm**2))
+        three_d = self.has_z
+        header = THUNDERSTORM_HEADER + (THUNDERSTORM_Z_HEADER if three_d else ())
         with p.open("w", newline="") as fh:
             wr = csv.writer(fh, quoting=csv.QUOTE_MINIMAL)
-            fh.write(",".join(f'"{h}"' for h in THUNDERSTORM_HEADER) + "\n")
+            fh.write(",".join(f'"{h}"' for h in header) + "\n")
             for i in range(len(self)):
-                wr.writerow(
-                    [
-                        i + 1,
-                        int(self.frame[i]) + 1,
-                        f"{self.x_nm[i]:.6f}",
-                        f"{self.y_nm[i]:.6f}",
-                        f"{self.psf_sigma_nm[i]:.6f}",
-                        f"{self.photons[i]:.6f}",
-                        f"{self.bg[i]:.6f}",
-                        f"{np.sqrt(max(self.bg[i], 0.0)):.6f}",
-                        f"{unc[i]:.6f}",
-                    ]
-                )
+                row = [
+                    i + 1,
+                    int(self.frame[i]) + 1,
+                    f"{self.x_nm[i]:.6f}",
+                    f"{self.y_nm[i]:.6f}",
+                    f"{self.psf_sigma_nm[i]:.6f}",
+                    f"{self.photons[i]:.6f}",
+                    f"{self.bg[i]:.6f}",
+                    f"{np.sqrt(max(self.bg[i], 0.0)):.6f}",
+                    f"{unc[i]:.6f}",
+                ]
+                if three_d:
+                    row += [f"{self.z_nm[i]:.6f}", f"{self.sigma_z_nm[i]:.6f}"]
+                wr.writerow(row)
         return p
 
     @classmethod
@@ -190,7 +212,11 @@ class LocTable:
                 raise ValueError(f"{path}: empty file, expected a header row") from None
             data = [r for r in rd if r]
         idx = {h: i for i, h in enumerate(header)}
-        need = ("frame", "x [nm]", "y [nm]") if thunderstorm else COLUMNS
+        need = (
+            ("frame", "x [nm]", "y [nm]")
+            if thunderstorm
+            else tuple(c for c in COLUMNS if c not in OPTIONAL_COLUMNS)
+        )
         missing = [c for c in need if c not in idx]
         if missing:
             raise ValueError(f"{path}: missing columns {missing}; header is {header}")
@@ -204,7 +230,7 @@ class LocTable:
                 raise ValueError(f"{path}: bad value in column {name!r}: {exc}") from None
 
         if not thunderstorm:
-            return cls.from_columns(**{c: col(c) for c in COLUMNS})
+            return cls.from_columns(**{c: col(c) for c in COLUMNS})  # optional ones: NaN
         unc = col("uncertainty [nm]")
         return cls.from_columns(
             frame=col("frame").astype(np.int64) - 1,
@@ -216,4 +242,6 @@ class LocTable:
             sigma_y_nm=unc,
             prob=np.ones(len(data)),
             psf_sigma_nm=col("sigma [nm]"),
+            z_nm=col("z [nm]"),
+            sigma_z_nm=col("uncertainty_z [nm]"),
         )

@@ -1,15 +1,23 @@
 """Train the DECODE-class localizer on simulator data generated on the fly; export a bundle.
 
 Every training sample is a fresh field: emitters placed uniformly at random (density,
-brightness, background, defocus and aberrations sampled widely), switched by the
-simulator's photophysics (:class:`smartscope.simulators.samples.PhotophysicsState`) over
-three consecutive frames, rendered through the simulator's pupil PSF
-(:meth:`SMLMScene.photons_image`) and exposed on its camera model (sCMOS or EMCCD,
-:func:`smartscope.simulators.camera.expose`). The network sees photoelectrons; targets
-are the emitters on in the middle frame and the background.
+brightness, background and z sampled widely), switched by the simulator's photophysics
+(:class:`smartscope.simulators.samples.PhotophysicsState`) over three consecutive
+frames, rendered through a PSF and exposed on a camera. The network sees
+photoelectrons; targets are the emitters on in the middle frame and the background.
 
-CLI: ``smartscope train smlm --out models/bundles/smlm-decode-small --minutes 18``
-(``smartscope train smlm``).
+* Without a calibration: the simulator's pupil PSF with random aberrations and defocus
+  (:meth:`SMLMScene.photons_image`) and its reference sCMOS / EMCCD cameras — a generic
+  2-D localizer.
+* With a :class:`~smartscope.models.smlm.calibrate.UserCalibration` (``--psf``,
+  ``--camera``): the user's calibrated spline PSF (z uniform over its calibrated range;
+  a 3-D PSF makes a 3-D network) and the user's camera (per-pixel sCMOS maps, a random
+  sensor region per sample). The bundle records both files' sha256, the pixel size and
+  the camera numbers (``calibration``), and the detection threshold chosen on
+  validation windows.
+
+CLI: ``smartscope train smlm --psf psf.npz --camera camera.json --out my-bundle``
+(:func:`smartscope.models.smlm.cli.train_smlm_cmd`).
 """
 
 from __future__ import annotations
@@ -21,14 +29,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from smartscope.models.smlm.localize_classical import CameraModel
+from smartscope.models.smlm.localize_classical import CameraModel, camera_model_for
 from smartscope.models.smlm.network import (
     ARCHITECTURE,
-    OUTPUT_CHANNELS,
     DecodeLoss,
     DecodeSettings,
     SMLMNet,
@@ -37,9 +45,14 @@ from smartscope.models.smlm.network import (
 )
 from smartscope.models.smlm.table import LocTable
 
+if TYPE_CHECKING:
+    from smartscope.models.smlm.calibrate import UserCalibration
+    from smartscope.simulators.camera import CameraMaps
+
 __all__ = [
     "SimSpec",
-    "camera_model_for",
+    "choose_threshold",
+    "evaluate",
     "simulate_windows",
     "train_smlm",
 ]
@@ -61,37 +74,10 @@ class SimSpec:
     n_aberrations: int = 6
     emccd_fraction: float = 0.25
     margin_px: float = 3.0
+    # calibrated camera with per-pixel maps: the sensor region (row, col) of every tile;
+    # None draws a random region per sample
+    sensor_origin_px: tuple[int, int] | None = None
 
-
-def camera_model_for(cfg: object, shape: tuple[int, int] | None = None) -> CameraModel:
-    """The localizer's :class:`CameraModel` for a simulator ``CameraConfig``.
-
-    ``ADU = floor(e·gain + offset)``, so ``e = (ADU + ½ − offset) / gain`` (÷ EM gain).
-    With ``shape``, the sCMOS per-pixel offset / gain / read-noise maps of that sensor
-    are used (the per-pixel calibration an sCMOS user measures); otherwise nominal values.
-    """
-    from smartscope.simulators.camera import CameraConfig
-
-    if not isinstance(cfg, CameraConfig):
-        raise TypeError(f"expected a simulator CameraConfig, got {type(cfg).__name__}")
-    emccd = cfg.kind == "emccd" and cfg.em_gain > 1
-    if shape is not None and cfg.kind == "scmos":
-        m = cfg.maps(shape)
-        return CameraModel(
-            offset_adu=cfg.offset_adu - 0.5,
-            e_per_adu=1.0 / cfg.gain_adu_per_e,
-            read_noise_e=cfg.read_noise_e,
-            offset_map_adu=m.offset_adu.astype(np.float64) - 0.5,
-            e_per_adu_map=1.0 / m.gain_adu_per_e.astype(np.float64),
-            read_noise_map_e=m.read_noise_e.astype(np.float64),
-        )
-    return CameraModel(
-        offset_adu=cfg.offset_adu - 0.5,
-        e_per_adu=1.0 / cfg.gain_adu_per_e,
-        em_gain=cfg.em_gain if emccd else 1.0,
-        read_noise_e=cfg.read_noise_e,
-        emccd=emccd,
-    )
 
 
 @dataclass
@@ -100,9 +86,10 @@ class _Sim:
     rng: np.random.Generator
     scene: object = None
     zernikes: list[np.ndarray] = field(default_factory=list)
+    calibration: UserCalibration | None = None
 
 
-def _make_sim(spec: SimSpec, seed: int) -> _Sim:
+def _make_sim(spec: SimSpec, seed: int, calibration: UserCalibration | None = None) -> _Sim:
     from smartscope.simulators.scene import SMLMScene
 
     rng = np.random.default_rng(seed)
@@ -112,7 +99,47 @@ def _make_sim(spec: SimSpec, seed: int) -> _Sim:
         z = np.zeros(12)
         z[4:11] = rng.normal(0, spec.aberration_rms_rad / math.sqrt(7), 7)  # Noll 5..11
         zs.append(z)
-    return _Sim(spec, rng, scene, zs)
+    psf = calibration.psf if calibration is not None else None
+    if psf is not None and not math.isclose(psf.pixel_nm, spec.pixel_nm, rel_tol=1e-3):
+        raise ValueError(
+            f"pixel size: the PSF {calibration.psf_file} was calibrated at "  # type: ignore[union-attr]
+            f"{psf.pixel_nm} nm/px, the training spec says {spec.pixel_nm} nm/px"
+        )
+    return _Sim(spec, rng, scene, zs, calibration)
+
+
+def _camera_for_sample(
+    s: _Sim, rng: np.random.Generator, shape: tuple[int, int]
+) -> tuple[object, CameraMaps | None, CameraModel, bool]:
+    """(simulator camera, its maps or None, localizer camera model, EMCCD?) for a sample:
+    the user's calibrated camera (a random sensor region of its maps), or a reference one."""
+    from smartscope.simulators.camera import EMCCD_REFERENCE, SCMOS_REFERENCE
+
+    cal = s.calibration
+    if cal is not None and cal.camera is not None:
+        cam = cal.camera
+        sim_cfg = cam.sim_config()
+        if cal.camera_maps is None:
+            return sim_cfg, None, camera_model_for(cam), cam.emccd
+        from smartscope.simulators.camera import CameraMaps
+
+        mh, mw = cal.camera_maps.shape
+        if mh < shape[0] or mw < shape[1]:
+            raise ValueError(
+                f"camera maps of {cal.camera_file} are {cal.camera_maps.shape}, smaller than the "
+                f"training tile {shape}"
+            )
+        if s.spec.sensor_origin_px is not None:
+            y0, x0 = s.spec.sensor_origin_px
+        else:
+            y0 = int(rng.integers(0, mh - shape[0] + 1))
+            x0 = int(rng.integers(0, mw - shape[1] + 1))
+        sl = (slice(y0, y0 + shape[0]), slice(x0, x0 + shape[1]))
+        m = cal.camera_maps
+        sub = CameraMaps.from_arrays(m.offset_adu[sl], m.gain_adu_per_e[sl], m.read_noise_e[sl])
+        return sim_cfg, cam.sim_maps(sub), camera_model_for(cam, maps=sub), cam.emccd
+    ref = EMCCD_REFERENCE if rng.random() < s.spec.emccd_fraction else SCMOS_REFERENCE
+    return ref, None, camera_model_for(ref), ref.kind == "emccd"
 
 
 def _loguniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
@@ -121,17 +148,27 @@ def _loguniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
 
 
 def simulate_windows(
-    n: int, spec: SimSpec, seed: int, sim: _Sim | None = None
+    n: int,
+    spec: SimSpec,
+    seed: int,
+    sim: _Sim | None = None,
+    calibration: UserCalibration | None = None,
 ) -> tuple[np.ndarray, list[dict[str, np.ndarray]], np.ndarray, list[bool]]:
     """``n`` three-frame windows: inputs (n, 3, H, W) photoelectrons, ground truth of the
-    middle frame per sample (``x_px``, ``y_px`` pixel-centre units, ``photons`` e⁻),
-    background maps (n, H, W) e⁻, and whether each came from an EMCCD."""
-    from smartscope.simulators.camera import EMCCD_REFERENCE, SCMOS_REFERENCE, expose
+    middle frame per sample (``x_px``, ``y_px`` pixel-centre units, ``z_nm``, ``photons``
+    e⁻), background maps (n, H, W) e⁻, and whether each came from an EMCCD.
+
+    With ``calibration`` (or a ``sim`` made with one) the user's spline PSF and camera
+    render the frames; z is drawn over the PSF's calibrated range (0 for a 2-D PSF).
+    """
+    from smartscope.simulators.camera import expose
+    from smartscope.simulators.psf_models import render_model
     from smartscope.simulators.samples import Photophysics, PhotophysicsState
 
-    s = sim or _make_sim(spec, seed)
+    s = sim or _make_sim(spec, seed, calibration)
     rng = s.rng
     scene = s.scene
+    psf = s.calibration.psf if s.calibration is not None else None
     h = w = spec.tile_px
     a = spec.pixel_nm
     area_um2 = (h + 2 * spec.margin_px) * (w + 2 * spec.margin_px) * (a / 1000) ** 2
@@ -148,7 +185,12 @@ def simulate_windows(
         n_em = rng.poisson(dens * area_um2 / duty)
         ex = rng.uniform(-spec.margin_px, w + spec.margin_px, n_em) * a
         ey = rng.uniform(-spec.margin_px, h + spec.margin_px, n_em) * a
-        ez = rng.uniform(*spec.z_nm, n_em)
+        if psf is None:
+            ez = rng.uniform(*spec.z_nm, n_em)
+        elif psf.is_3d:
+            ez = rng.uniform(*psf.z_range_nm, n_em)
+        else:
+            ez = np.zeros(n_em)
         bright = rng.lognormal(-0.5 * spec.brightness_cv**2, spec.brightness_cv, n_em)
         # photophysics in frame-time units: dt = 1 "s", excitation 1 "mW"
         k_act = duty / (1 - duty) * k_leave
@@ -162,10 +204,11 @@ def simulate_windows(
         )
         st = PhotophysicsState.initial(n_em, pp)
         st.state = (rng.random(n_em) < duty).astype(np.int8)
-        cam = EMCCD_REFERENCE if rng.random() < spec.emccd_fraction else SCMOS_REFERENCE
-        cm = camera_model_for(cam)
+        cam, maps, cm, is_emccd = _camera_for_sample(s, rng, (h, w))
+        exposure_ms = float(cam.exposure_ms)  # type: ignore[attr-defined]
+        qe = float(cam.qe)  # type: ignore[attr-defined]
         zern = s.zernikes[int(rng.integers(len(s.zernikes)))]
-        scene.background_per_ms_per_mw = bg / cam.exposure_ms  # type: ignore[attr-defined]
+        scene.background_per_ms_per_mw = bg / exposure_ms  # type: ignore[attr-defined]
         for t in range(3):
             frac = st.step(pp, 1.0, 1.0, 0.0, rng)
             on = np.flatnonzero(frac > 0)
@@ -175,51 +218,162 @@ def simulate_windows(
                 "z_nm": ez[on],
                 "photons": frac[on] * photons * bright[on],
             }
-            ph = scene.photons_image(  # type: ignore[attr-defined]
-                gt, excitation_mw=1.0, zernike_rad=zern, exposure_ms=cam.exposure_ms
-            )
-            frame = expose(cam, ph, rng)
+            if psf is None:
+                ph = scene.photons_image(  # type: ignore[attr-defined]
+                    gt, excitation_mw=1.0, zernike_rad=zern, exposure_ms=exposure_ms
+                )
+            else:
+                ph = render_model(
+                    psf,
+                    (h, w),
+                    gt["x_nm"],
+                    gt["y_nm"],
+                    gt["z_nm"],
+                    gt["photons"],
+                    out=np.full((h, w), bg, np.float32),
+                )
+            frame = expose(cam, ph, rng, maps=maps)  # type: ignore[arg-type]
             x[i, t] = cm.to_electrons(frame)
             if t == 1:
                 xp = gt["x_nm"] / a - 0.5
                 yp = gt["y_nm"] / a - 0.5
                 keep = (xp >= -0.5) & (xp < w - 0.5) & (yp >= -0.5) & (yp < h - 0.5)
-                gts.append({"x_px": xp[keep], "y_px": yp[keep], "photons": gt["photons"][keep] * cam.qe})
-                bgs[i] = cam.qe * bg + cam.dark_e_per_s * cam.exposure_ms * 1e-3
-        emccd_flags.append(cam.kind == "emccd")
+                gts.append(
+                    {
+                        "x_px": xp[keep],
+                        "y_px": yp[keep],
+                        "z_nm": gt["z_nm"][keep],
+                        "photons": gt["photons"][keep] * qe,
+                    }
+                )
+                dark = float(cam.dark_e_per_s) * exposure_ms * 1e-3  # type: ignore[attr-defined]
+                bgs[i] = qe * bg + dark
+        emccd_flags.append(is_emccd)
     return x, gts, bgs, emccd_flags
 
 
 def _pad_gt(gts: list[dict[str, np.ndarray]]) -> tuple[torch.Tensor, ...]:
+    """Ground truth padded to the largest count: xy (B, E, 2), photons, mask, z (B, E)."""
     e = max(1, max(len(g["x_px"]) for g in gts))
     b = len(gts)
     xy = np.zeros((b, e, 2), np.float32)
     ph = np.ones((b, e), np.float32)
+    z = np.zeros((b, e), np.float32)
     mask = np.zeros((b, e), bool)
     for i, g in enumerate(gts):
         k = len(g["x_px"])
         xy[i, :k, 0] = g["x_px"]
         xy[i, :k, 1] = g["y_px"]
         ph[i, :k] = g["photons"]
+        z[i, :k] = g.get("z_nm", np.zeros(k))
         mask[i, :k] = True
-    return torch.from_numpy(xy), torch.from_numpy(ph), torch.from_numpy(mask)
+    return torch.from_numpy(xy), torch.from_numpy(ph), torch.from_numpy(mask), torch.from_numpy(z)
+
+
+def _infer(net: SMLMNet, x: np.ndarray, device: str = "cpu", chunk: int = 32) -> np.ndarray:
+    net.eval()
+    outs = []
+    with torch.inference_mode():
+        for c0 in range(0, x.shape[0], chunk):
+            xb = torch.from_numpy(x[c0 : c0 + chunk] / net.config.input_scale_e).to(device)
+            outs.append(net(xb).float().cpu().numpy())
+    return np.concatenate(outs)
+
+
+def _score(
+    out: np.ndarray, gts: list[dict[str, np.ndarray]], pixel_nm: float, settings: DecodeSettings | None
+) -> dict[str, float]:
+    from smartscope.metrics import smlm_scores
+
+    n = len(gts)
+    t = LocTable.concat([decode_outputs(out[i], i, pixel_nm, settings) for i in range(n)])
+    gf = np.concatenate([np.full(len(g["x_px"]), i) for i, g in enumerate(gts)])
+    gxy = (np.concatenate([np.stack([g["x_px"], g["y_px"]], 1) for g in gts]) + 0.5) * pixel_nm
+    if out.shape[1] > 8:  # 3-D
+        gz = np.concatenate([g["z_nm"] for g in gts])
+        return smlm_scores(t.frame, t.xyz_nm(), gf, np.column_stack([gxy, gz]))
+    return smlm_scores(t.frame, t.xy_nm(), gf, gxy)
 
 
 def evaluate(
-    net: SMLMNet, spec: SimSpec, seed: int, n: int = 64, settings: DecodeSettings | None = None
+    net: SMLMNet,
+    spec: SimSpec,
+    seed: int,
+    n: int = 64,
+    settings: DecodeSettings | None = None,
+    calibration: UserCalibration | None = None,
+    device: str = "cpu",
 ) -> dict[str, float]:
-    """Held-out JI / RMSE / efficiency of the network on freshly simulated windows."""
-    from smartscope.metrics import smlm_scores
+    """Held-out JI / RMSE / efficiency (3-D scores for a 3-D network) on fresh windows."""
+    x, gts, _, _ = simulate_windows(n, spec, seed, calibration=calibration)
+    return _score(_infer(net, x, device), gts, spec.pixel_nm, settings)
 
-    x, gts, _, _ = simulate_windows(n, spec, seed)
-    net.eval()
-    with torch.inference_mode():
-        out = net(torch.from_numpy(x / net.config.input_scale_e)).numpy()
-    tabs = [decode_outputs(out[i], i, spec.pixel_nm, settings) for i in range(n)]
-    t = LocTable.concat(tabs)
-    gf = np.concatenate([np.full(len(g["x_px"]), i) for i, g in enumerate(gts)])
-    gxy = np.concatenate([np.stack([g["x_px"], g["y_px"]], 1) for g in gts]) + 0.5
-    return smlm_scores(t.frame, t.xy_nm(), gf, gxy * spec.pixel_nm)
+
+def choose_threshold(
+    net: SMLMNet,
+    spec: SimSpec,
+    seed: int,
+    n: int = 64,
+    calibration: UserCalibration | None = None,
+    device: str = "cpu",
+    candidates: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
+) -> tuple[float, dict[str, float]]:
+    """The detection threshold with the best efficiency on validation windows (a seed
+    the training never used); returns (threshold, efficiency per candidate)."""
+    x, gts, _, _ = simulate_windows(n, spec, seed, calibration=calibration)
+    out = _infer(net, x, device)
+    eff = {
+        f"{thr:g}": _score(out, gts, spec.pixel_nm, DecodeSettings(threshold=thr))["efficiency"]
+        for thr in candidates
+    }
+    finite = {k: v for k, v in eff.items() if math.isfinite(v)}
+    best = max(finite, key=lambda k: finite[k]) if finite else "0.5"
+    return float(best), eff
+
+
+def _calibration_fields(cal: UserCalibration | None, pixel_nm: float) -> tuple[dict[str, float], str]:
+    """Numbers a stage checks a bundle against (``calibration``) and a provenance line."""
+    fields: dict[str, float] = {"pixel_size_nm": pixel_nm, "camera_calibrated": 0.0, "psf_calibrated": 0.0}
+    words = []
+    if cal is not None and cal.camera is not None:
+        c = cal.camera
+        fields.update(
+            camera_calibrated=1.0,
+            camera_offset_adu=c.offset_adu,
+            camera_gain_adu_per_e=c.gain_adu_per_e,
+            camera_em_gain=c.em_gain,
+            camera_read_noise_e=c.read_noise_e,
+            camera_emccd=1.0 if c.emccd else 0.0,
+        )
+        words.append(f"camera {cal.camera_file} sha256={cal.camera_sha256}")
+    if cal is not None and cal.psf is not None:
+        fields["psf_calibrated"] = 1.0
+        if cal.psf.is_3d:
+            fields["z_min_nm"], fields["z_max_nm"] = cal.psf.z_range_nm
+        words.append(f"PSF {cal.psf_file} sha256={cal.psf_sha256}")
+    return fields, "; ".join(words)
+
+
+def _load_init(net: SMLMNet, cfg: SMLMNetConfig, bundle: Path) -> str:
+    """Load a bundle's weights into ``net`` (its architecture must be ``cfg``); returns the
+    provenance note naming them."""
+    from smartscope.engines.bundle import load_bundle
+    from smartscope.models.weights import state_from_npz_bytes
+
+    b = load_bundle(bundle)
+    arch = b.manifest.architecture
+    if arch is None or b.weights_bytes is None or arch.name != ARCHITECTURE:
+        raise ValueError(f"init_bundle: {bundle} holds no {ARCHITECTURE} weights")
+    if SMLMNetConfig(**arch.params) != cfg:
+        raise ValueError(
+            f"init_bundle: {bundle} was built as {arch.params}, this training as {cfg.model_dump()}"
+        )
+    net.load_state_dict(state_from_npz_bytes(b.weights_bytes, str(bundle)))
+    prior = b.manifest.metrics.get("train_steps", float("nan"))
+    return (
+        f"; initialised from {bundle} (weights sha256 {arch.weights_sha256}, {prior:.0f} steps, "
+        f"made by: {b.manifest.provenance.command})"
+    )
 
 
 def train_smlm(
@@ -235,21 +389,47 @@ def train_smlm(
     command: str = "",
     log_every: int = 25,
     eval_windows: int = 64,
+    calibration: UserCalibration | None = None,
+    device: str = "cpu",
+    progress: bool = False,
+    checkpoint_every: int = 0,
+    checkpoint_dir: Path | None = None,
+    init_bundle: Path | None = None,
+    z_weight: float = 1.0,
 ) -> Path:
-    """Train for ``minutes`` wall time (or ``max_steps``), evaluate on held-out simulated
-    windows and export a verified engine bundle to ``out``. Returns the bundle path."""
+    """Train for ``minutes`` wall time (or ``max_steps``), choose the detection threshold
+    on validation windows, evaluate on held-out windows and export a verified engine
+    bundle to ``out``. With ``calibration`` the user's PSF and camera render the data
+    (a 3-D PSF makes a 3-D network). ``checkpoint_every`` > 0 writes the weights every that
+    many steps to ``checkpoint_dir`` (``weights_<step>.npz`` + ``checkpoint_<step>.json``:
+    the network config, for learning curves). ``init_bundle`` starts from that bundle's
+    weights (same architecture: fine-tuning, or training on past a budget); its weights'
+    sha256 and command go into the provenance. ``z_weight`` weights the z term of the
+    loss (:class:`DecodeLoss`). Returns the bundle path."""
     from smartscope.engines.export import export_bundle
+    from smartscope.models.train_common import record_results
 
     torch.manual_seed(seed)
-    torch.set_num_threads(threads)
-    cfg = net_config or SMLMNetConfig()
+    if device == "cpu":
+        torch.set_num_threads(threads)
+    elif not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} asked for, but torch sees no CUDA GPU here")
     sp = spec or SimSpec()
+    cfg = net_config or SMLMNetConfig()
+    psf = calibration.psf if calibration is not None else None
+    if psf is not None and psf.is_3d and cfg.z_range_nm is None:
+        cfg = cfg.model_copy(update={"z_range_nm": psf.z_range_nm})
     if sp.tile_px % (2**cfg.depth):
         raise ValueError(f"SimSpec.tile_px={sp.tile_px} must be a multiple of {2**cfg.depth}")
     net = SMLMNet(cfg)
-    loss_fn = DecodeLoss(cfg.photon_scale_e, cfg.input_scale_e)
+    init_note = ""
+    if init_bundle is not None:
+        init_note = _load_init(net, cfg, init_bundle)
+    net = net.to(device)
+    loss_fn = DecodeLoss(cfg.photon_scale_e, cfg.input_scale_e, z_weight=z_weight)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    sim = _make_sim(sp, seed)
+    sim = _make_sim(sp, seed, calibration)
+    three_d = cfg.z_range_nm is not None
     t0 = time.time()
     deadline = t0 + 60.0 * minutes
     step = 0
@@ -264,36 +444,60 @@ def train_smlm(
         ts = time.time()
         x, gts, bgs, _ = simulate_windows(batch, sp, seed, sim)
         t_sim += time.time() - ts
-        xy, ph, mask = _pad_gt(gts)
+        xy, ph, mask, gz = (v.to(device) for v in _pad_gt(gts))
         net.train()
-        outp = net(torch.from_numpy(x / cfg.input_scale_e))
-        losses = loss_fn(outp, xy, ph, mask, torch.from_numpy(bgs))
+        outp = net(torch.from_numpy(x / cfg.input_scale_e).to(device))
+        losses = loss_fn(outp, xy, ph, mask, torch.from_numpy(bgs).to(device), gz if three_d else None)
         opt.zero_grad()
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
         opt.step()
         step += 1
-        if step % log_every == 0 or step == 1:
+        if log_every and (step % log_every == 0 or step == 1):
             rec = {k: float(v.detach()) for k, v in losses.items()}
             rec.update(step=step, elapsed_s=time.time() - t0, sim_s=t_sim)
             log.append(rec)
-            print(json.dumps(rec), flush=True)
-    heldout = evaluate(net, sp, seed=10_000 + seed, n=eval_windows)
+            if progress or log_every:
+                print(json.dumps(rec), flush=True)
+        if checkpoint_every and step % checkpoint_every == 0:
+            from smartscope.models.train_common import write_checkpoint
+
+            write_checkpoint(
+                checkpoint_dir or out.with_name(out.name + "-checkpoints"),
+                net,
+                {"step": step, "elapsed_s": time.time() - t0, "net_config": cfg.model_dump()},
+                tag=f"_{step:06d}",
+            )
+    train_minutes = (time.time() - t0) / 60.0
+    threshold, tuning = choose_threshold(net, sp, 20_000 + seed, eval_windows, calibration, device)
+    print(f"threshold {threshold} chosen on validation windows (efficiency {tuning})", flush=True)
+    heldout = evaluate(
+        net, sp, 10_000 + seed, eval_windows, DecodeSettings(threshold=threshold), calibration, device
+    )
     print("held-out", json.dumps(heldout), flush=True)
     metrics = {
         "heldout_jaccard": heldout["jaccard"],
         "heldout_rmse_lat_nm": heldout["rmse_lat_nm"],
         "heldout_efficiency": heldout["efficiency"],
         "train_steps": float(step),
-        "train_minutes": (time.time() - t0) / 60.0,
+        "train_minutes": train_minutes,
     }
+    if three_d:
+        metrics["heldout_rmse_ax_nm"] = heldout["rmse_ax_nm"]
+        metrics["heldout_efficiency_lat"] = heldout["efficiency_lat"]
+        metrics["heldout_efficiency_ax"] = heldout["efficiency_ax"]
     metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}  # JSON has no NaN
+    cal_fields, cal_words = _calibration_fields(calibration, sp.pixel_nm)
+    cal_fields["threshold"] = threshold
+    data = f"smartscope.simulators on the fly: {sp}"
+    if cal_words:
+        data = f"rendered with the user's calibration ({cal_words}); {data}"
     manifest = {
         "name": out.name,
         "task": "smlm",
-        "version": "0.1.0",
+        "version": "0.2.0",
         "inputs": [{"name": "frames", "channels": ["t-1", "t", "t+1"]}],
-        "outputs": [{"name": "out", "channels": list(OUTPUT_CHANNELS)}],
+        "outputs": [{"name": "out", "channels": list(cfg.output_channels)}],
         # input units are photoelectrons (the stage converts ADU with its camera model)
         "normalization": {"kind": "affine", "offset_adu": 0.0, "scale_adu": cfg.input_scale_e},
         "pixel_size_um": sp.pixel_nm / 1000.0,
@@ -301,15 +505,19 @@ def train_smlm(
         "architecture": {"name": ARCHITECTURE, "params": cfg.model_dump(), "weights_sha256": "0" * 64},
         "provenance": {
             "command": command or " ".join(shlex.quote(a) for a in sys.argv),
-            "data": f"smartscope.simulators on the fly: {sp}",
+            "data": data,
             "seed": seed,
-            "method": "DECODE-class: 3-frame U-Net, count + Gaussian-mixture + background loss",
+            "method": "DECODE-class: 3-frame U-Net, count + Gaussian-mixture + background loss"
+            + (" (x, y, z)" if three_d else ""),
             "software": {"torch": torch.__version__},
             "notes": "input = photoelectrons / scale_adu (offset_adu/scale_adu are in e⁻ here)",
         },
-        "metrics": metrics,
     }
     net.eval()
-    path = export_bundle(net, out, manifest_fields=manifest)
+    path = export_bundle(net.cpu(), out, manifest_fields=manifest)
+    note = f"threshold {threshold:g} chosen on {eval_windows} validation windows (seed {20_000 + seed})"
+    if z_weight != 1.0:
+        note += f"; z loss weight {z_weight:g}"
+    record_results(Path(path), manifest, metrics, note + init_note, calibration=cal_fields)
     (Path(path) / "train_log.json").write_text(json.dumps(log, indent=1) + "\n")
-    return path
+    return Path(path)

@@ -151,12 +151,29 @@ class SMLMStageConfig(FrozenModel):
     backend: BackendChoice = "auto"
     pixel_size_um: float = Field(default=0.1, gt=0, le=10)
     camera: SMLMCameraConfig = Field(default_factory=SMLMCameraConfig)
+    camera_file: Path | None = Field(
+        default=None, description="camera calibration (smartscope calibrate camera); replaces 'camera'"
+    )
+    sensor_origin_px: tuple[int, int] = Field(
+        default=(0, 0), description="(row, col) of the frame on the sensor, for per-pixel camera maps"
+    )
+    psf_file: Path | None = Field(default=None, description="PSF calibration (classical: spline fit, 3-D)")
+    psf_model: Literal["spline", "gaussian_z"] = Field(
+        default="spline", description="classical fit with psf_file: the spline, or its calibrated Gaussian-z"
+    )
     psf_sigma_nm: float = Field(default=100.0, gt=0, description="Gaussian PSF sigma (≈ 0.21 λ/NA)")
     fit_sigma: bool = False
-    roi_px: int = Field(default=7, ge=5)
+    roi_px: int | None = Field(default=None, ge=5, description="fit window (None: by PSF model)")
     threshold_sigma: float = Field(default=4.0, gt=0)
     min_prob: float = Field(default=0.99, ge=0, le=1, description="classical: likelihood-ratio prob")
-    prob_threshold: float = Field(default=0.5, gt=0, description="network: 3x3 summed probability")
+    prob_threshold: float | None = Field(
+        default=None, gt=0, description="network: 3x3 summed probability (None: the bundle's)"
+    )
+    force: bool = Field(default=False, description="use a network bundle whose calibration does not match")
+    refine: bool = Field(
+        default=False,
+        description="network: polish each detection by the spline MLE of psf_file (neighbours held fixed)",
+    )
     area_um2: float | None = Field(
         default=None, gt=0, description="area the density refers to (default: the whole frame)"
     )
@@ -171,8 +188,15 @@ class SMLMStageConfig(FrozenModel):
                 raise ValueError("bundle: method 'network' needs an engine bundle")
             if not self.bundle.exists():
                 raise ValueError(f"bundle: {str(self.bundle)!r} does not exist")
-        if self.roi_px % 2 == 0:
+        if self.roi_px is not None and self.roi_px % 2 == 0:
             raise ValueError(f"roi_px must be odd, got {self.roi_px}")
+        for name, f in (("camera_file", self.camera_file), ("psf_file", self.psf_file)):
+            if f is not None and not f.is_file():
+                raise ValueError(f"{name}: {str(f)!r} does not exist")
+        if self.refine and (self.method != "network" or self.psf_file is None):
+            raise ValueError("refine: needs method 'network' and a psf_file to fit with")
+        if self.psf_model == "gaussian_z" and self.psf_file is None:
+            raise ValueError("psf_model: 'gaussian_z' needs a psf_file that holds the calibration")
         return self
 
 
