@@ -32,6 +32,7 @@ app.add_typer(config_app, name="config")
 
 def _register_engine_commands() -> None:
     """Commands that live beside the code they drive (simulator, engines, training)."""
+    from smartscope.batch.apply import apply_cmd
     from smartscope.engines.cli import compile_cmd, engines_cmd, export_cmd
     from smartscope.models.cli import app as train_app
     from smartscope.models.smlm.cli import localize_cmd
@@ -44,6 +45,7 @@ def _register_engine_commands() -> None:
     app.command("compile")(compile_cmd)
     app.command("engines")(engines_cmd)
     app.command("localize")(localize_cmd)
+    app.command("apply")(apply_cmd)
     app.command("worker")(worker_cmd)
     app.command("keys")(keys_cmd)
     app.command("serve")(serve_cmd)

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from smartscope.batch.command import ChunkFramesOption, ClusterOption, GpuOption, WorkersOption
+
 __all__ = ["localize_cmd", "main", "train_smlm_cmd"]
 
 
@@ -59,12 +61,21 @@ def main() -> None:
 
 
 def localize_cmd(
-    stack: Annotated[Path, typer.Argument(help="TIFF stack (T, Y, X) of raw camera frames")],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="raw camera frames: TIFF / OME-TIFF stacks, globs, run folders or OME-Zarr images",
+            show_default=False,
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for table, render, drift")],
     method: Annotated[str, typer.Option(help="classical or network")] = "classical",
     bundle: Annotated[Path | None, typer.Option(help="DECODE-class bundle (network)")] = None,
     backend: Annotated[str, typer.Option(help="auto, onnxruntime, torch, tensorrt")] = "auto",
-    pixel_size_um: Annotated[float, typer.Option(help="camera pixel in the sample plane")] = 0.1,
+    pixel_size_um: Annotated[
+        float | None,
+        typer.Option(help="camera pixel in the sample plane [default: the file's calibration, else 0.1]"),
+    ] = None,
     psf_sigma_nm: Annotated[float, typer.Option(help="Gaussian PSF sigma (classical)")] = 100.0,
     camera: Annotated[str, typer.Option(help="scmos or emccd")] = "scmos",
     offset_adu: Annotated[float, typer.Option(help="camera offset")] = 100.0,
@@ -72,48 +83,80 @@ def localize_cmd(
     em_gain: Annotated[float, typer.Option(help="EM gain (EMCCD)")] = 1.0,
     read_noise_e: Annotated[float, typer.Option(help="read noise, e⁻ rms")] = 0.9,
     render_pixel_nm: Annotated[float, typer.Option(help="super-resolution pixel")] = 20.0,
+    cluster: ClusterOption = None,
+    workers: WorkersOption = None,
+    chunk_frames: ChunkFramesOption = 256,
+    gpu: GpuOption = False,
 ) -> None:
-    """Localize a recorded stack: localizations.csv (+ ThunderSTORM CSV), Gaussian render
-    (TIFF) and drift estimate in OUT."""
-    import numpy as np
-    import tifffile
+    """Localize recorded stacks: localizations.csv (+ ThunderSTORM CSV), Gaussian render
+    (TIFF) and drift estimate in OUT (in OUT/<stack>/ for several stacks).
+
+    Frames are read page by page (memory stays constant whatever the stack's size). With
+    --cluster the stacks are cut into chunks of --chunk-frames, localized by Dask workers and
+    merged in frame order; the render and drift come from the merged table.
+    """
     from pydantic import ValidationError
 
-    from smartscope.frame import Frame
+    from smartscope.batch.cluster import worker_threads
+    from smartscope.batch.command import cluster_spec, fail, run_job
+    from smartscope.batch.jobs import PartStore, stack_fingerprint
+    from smartscope.batch.stacks import StackError, resolve_inputs
+    from smartscope.models.smlm.batch import LocalizeJob, open_stage, output_folders
     from smartscope.models.smlm.stage import SMLMCameraConfig, SMLMStageConfig
 
-    if not stack.is_file():
-        typer.echo(f"error: stack {stack} does not exist", err=True)
-        raise typer.Exit(1)
-    data = tifffile.imread(stack)
-    if data.ndim == 2:
-        data = data[None]
-    if data.ndim != 3:
-        typer.echo(f"error: {stack}: expected (T, Y, X) frames, got shape {data.shape}", err=True)
-        raise typer.Exit(1)
     try:
-        cfg = SMLMStageConfig(
-            method=method,  # type: ignore[arg-type]
-            bundle=bundle,
-            backend=backend,  # type: ignore[arg-type]
-            pixel_size_um=pixel_size_um,
-            psf_sigma_nm=psf_sigma_nm,
-            camera=SMLMCameraConfig(
-                kind=camera,  # type: ignore[arg-type]
-                offset_adu=offset_adu,
-                gain_adu_per_e=gain_adu_per_e,
-                em_gain=em_gain,
-                read_noise_e=read_noise_e,
-            ),
-            render_pixel_nm=render_pixel_nm,
-            output_dir=out,
-        )
+        stacks = resolve_inputs(inputs)
+    except StackError as exc:
+        fail(str(exc))
+        raise
+    for s in stacks:
+        if s.n_channels != 1:
+            fail(f"{s.path}: localize reads one channel; this stack has {s.n_channels} {list(s.channels)}")
+    configs = []
+    try:
+        for s in stacks:
+            px = pixel_size_um or (s.pixel_size_um[1] if s.pixel_size_um is not None else 0.1)
+            configs.append(
+                SMLMStageConfig(
+                    method=method,  # type: ignore[arg-type]
+                    bundle=bundle,
+                    backend=backend,  # type: ignore[arg-type]
+                    pixel_size_um=px,
+                    psf_sigma_nm=psf_sigma_nm,
+                    camera=SMLMCameraConfig(
+                        kind=camera,  # type: ignore[arg-type]
+                        offset_adu=offset_adu,
+                        gain_adu_per_e=gain_adu_per_e,
+                        em_gain=em_gain,
+                        read_noise_e=read_noise_e,
+                    ),
+                    render_pixel_nm=render_pixel_nm,
+                )
+            )
     except ValidationError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    stage = cfg.build()
-    for i, img in enumerate(data):
-        stage.process(Frame(index=i, image=np.asarray(img), camera_time_s=0.0), {})
-    stage.close()  # flushes the network's last frame and writes the outputs
-    n = len(stage.table())
-    typer.echo(f"{n} localizations from {len(data)} frames -> {out}")
+        err = exc.errors()[0]
+        fail(f"{'.'.join(str(p) for p in err['loc']) or 'options'}: {err['msg']}")
+    if gpu and method != "network":
+        fail("--gpu: the classical localizer runs on CPU; --gpu is for --method network")
+    if method == "network":
+        from smartscope.engines.bundle import BundleError
+
+        try:  # a bundle that is not an SMLM engine fails here, once, not in every chunk
+            open_stage(configs[0])
+        except (BundleError, ValueError) as exc:
+            fail(str(exc))
+    spec = cluster_spec(cluster, workers, len(stacks), gpu)
+
+    fingerprint = {
+        "command": "localize",
+        "configs": [c.model_dump(mode="json") for c in configs],
+        "stacks": [stack_fingerprint(s) for s in stacks],
+    }
+    job = LocalizeJob(
+        stacks=tuple(stacks),
+        configs=tuple(configs),
+        folders=output_folders(stacks, out),
+        parts=PartStore(out, fingerprint),
+        cpu_threads=worker_threads(spec) if spec.distributed else 0,
+    )
+    run_job(job, spec, out=out, gpu=gpu, chunk_frames=chunk_frames, label="localizing")

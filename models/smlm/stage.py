@@ -33,7 +33,7 @@ from smartscope.models.smlm.localize_classical import (
 from smartscope.models.smlm.table import LocTable
 from smartscope.pipeline import StageError, StageOutput
 
-__all__ = ["SMLMCameraConfig", "SMLMStage", "SMLMStageConfig"]
+__all__ = ["SMLMCameraConfig", "SMLMStage", "SMLMStageConfig", "write_outputs"]
 
 
 class SMLMCameraConfig(BaseModel):
@@ -193,6 +193,14 @@ class SMLMStage:
         self._accumulate(tab)
         return tab
 
+    def reset(self) -> None:
+        """Forget every frame seen: the next frame starts a new sequence (a new chunk)."""
+        self._buf.clear()
+        self._tables.clear()
+        self._hist = None
+        self._shape = None
+        self.frames_seen = 0
+
     # --- Stage protocol ----------------------------------------------------------------
     def _accumulate(self, tab: LocTable) -> None:
         self._tables.append(tab)
@@ -248,37 +256,8 @@ class SMLMStage:
     def write_outputs(self, folder: Path) -> dict[str, Path]:
         """Localization table (CSV + ThunderSTORM CSV), Gaussian render (TIFF, float32 at
         ``render_pixel_nm``) and drift estimate (JSON) into ``folder``."""
-        import tifffile
-
-        from smartscope.models.smlm.render import estimate_drift, render_gaussian
-
-        folder.mkdir(parents=True, exist_ok=True)
-        tab = self.table()
-        paths = {
-            "localizations": tab.write_csv(folder / "localizations.csv"),
-            "thunderstorm": tab.write_thunderstorm_csv(folder / "localizations_thunderstorm.csv"),
-        }
-        if self._shape is not None and len(tab):
-            img = render_gaussian(tab, self.config.render_pixel_nm, self.extent_nm)
-            p = folder / "superres_gaussian.tif"
-            tifffile.imwrite(p, img, metadata={"pixel_size_nm": self.config.render_pixel_nm})
-            paths["superres"] = p
-            n_frames = int(tab.frame.max() - tab.frame.min() + 1)
-            if n_frames >= 200 and len(tab) >= 500:
-                d = estimate_drift(tab, n_segments=min(10, n_frames // 100), extent_nm=self.extent_nm)
-                p = folder / "drift.json"
-                p.write_text(
-                    json.dumps(
-                        {
-                            "segment_frames": d.segment_frames.tolist(),
-                            "dx_nm": d.segment_dx_nm.tolist(),
-                            "dy_nm": d.segment_dy_nm.tolist(),
-                        },
-                        indent=1,
-                    )
-                )
-                paths["drift"] = p
-        return paths
+        extent = self.extent_nm if self._shape is not None else None
+        return write_outputs(folder, self.table(), extent, self.config.render_pixel_nm)
 
     def attach_run_dir(self, outputs_dir: Path) -> None:
         """Called by the runner: per-run files go to the run's outputs/ unless configured."""
@@ -291,3 +270,41 @@ class SMLMStage:
             self.write_outputs(self.output_dir)
         if self.engine is not None:
             self.engine.close()
+
+
+def write_outputs(
+    folder: Path, tab: LocTable, extent_nm: tuple[float, float] | None, render_pixel_nm: float
+) -> dict[str, Path]:
+    """A localization table's files in ``folder``: table (CSV + ThunderSTORM CSV), Gaussian
+    render (TIFF, float32 at ``render_pixel_nm``; needs the field's ``extent_nm``) and the
+    drift estimate (JSON; from >= 200 frames and >= 500 localizations)."""
+    import tifffile
+
+    from smartscope.models.smlm.render import estimate_drift, render_gaussian
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "localizations": tab.write_csv(folder / "localizations.csv"),
+        "thunderstorm": tab.write_thunderstorm_csv(folder / "localizations_thunderstorm.csv"),
+    }
+    if extent_nm is not None and len(tab):
+        img = render_gaussian(tab, render_pixel_nm, extent_nm)
+        p = folder / "superres_gaussian.tif"
+        tifffile.imwrite(p, img, metadata={"pixel_size_nm": render_pixel_nm})
+        paths["superres"] = p
+        n_frames = int(tab.frame.max() - tab.frame.min() + 1)
+        if n_frames >= 200 and len(tab) >= 500:
+            d = estimate_drift(tab, n_segments=min(10, n_frames // 100), extent_nm=extent_nm)
+            p = folder / "drift.json"
+            p.write_text(
+                json.dumps(
+                    {
+                        "segment_frames": d.segment_frames.tolist(),
+                        "dx_nm": d.segment_dx_nm.tolist(),
+                        "dy_nm": d.segment_dy_nm.tolist(),
+                    },
+                    indent=1,
+                )
+            )
+            paths["drift"] = p
+    return paths
