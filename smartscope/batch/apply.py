@@ -1,7 +1,8 @@
 """``smartscope apply BUNDLE INPUT... --out DIR``: any engine bundle over recorded stacks.
 
-Each frame (the channels the engine takes, picked by name when the file names them) runs
-through the engine runtime: normalization, tiles blended with ramps, any backend. Every
+Each frame (the channels the engine takes, picked by name when the file names them; see
+:func:`select_channels`) runs through the engine runtime: normalization, tiles blended
+with ramps, any backend. Every
 output tensor of the engine becomes ``OUT/<stack>.<output>.ome.tif``: float32, axes =
 the input's frame axes (T and/or Z; anything else counts as T) + C + YX, channels named
 after the engine's output channels, and the input's physical pixel size.
@@ -35,27 +36,81 @@ from smartscope.batch.command import ChunkFramesOption, ClusterOption, GpuOption
 from smartscope.batch.jobs import Chunk, PartStore, atomic_path, process_cached
 from smartscope.batch.stacks import Stack, StackError, StackReader, safe_name
 
-__all__ = ["ApplyJob", "OmeTiffSink", "apply_cmd", "open_engine", "output_layout", "select_channels"]
+__all__ = [
+    "ApplyJob",
+    "OmeTiffSink",
+    "apply_cmd",
+    "open_engine",
+    "output_layout",
+    "read_input",
+    "select_channels",
+]
 
 _END = object()
 
 
-def select_channels(stack: Stack, want: Sequence[str], engine: str) -> tuple[int, ...]:
-    """Channels of ``stack`` the engine takes, in the engine's order.
+ZERO, ONE = -1, -2  # engine channels not read from the file: all zeros, all ones
 
-    By name when the file names all of them; else all the stack's channels when their
-    number matches; else :class:`StackError` naming both.
+
+def select_channels(
+    stack: Stack, want: Sequence[str], engine: str, use: Sequence[str] | None = None
+) -> tuple[int, ...]:
+    """Where each engine input channel comes from: a channel of ``stack``, or ZERO / ONE.
+
+    By name when the file names its channels; else all the stack's channels when their
+    number matches; else the stack's one channel as the engine's first. An engine channel
+    that has a ``mask:<name>`` partner is optional: absent, it is zero and its mask zero;
+    present, its mask is one (the convention of channel-completion engines). ``use``
+    limits the file channels considered (by name). Anything else raises
+    :class:`StackError` naming both sides.
     """
     names = list(stack.channels)
-    if all(w in names for w in want) and all(names):
-        return tuple(names.index(w) for w in want)
-    if stack.n_channels == len(want):
-        return tuple(range(len(want)))
-    shown = names if any(names) else f"{stack.n_channels} unnamed"
-    raise StackError(
-        f"{stack.path}: has channels {shown}; engine {engine!r} takes {list(want)} "
-        "(by name, or the same number of channels)"
-    )
+    optional = {w for w in want if f"mask:{w}" in want}
+    if use is not None:
+        missing = [u for u in use if u not in names]
+        if missing:
+            raise StackError(f"{stack.path}: --channels {missing} not among its channels {names}")
+
+    def plan(have: dict[str, int]) -> tuple[int, ...] | None:
+        out = []
+        for w in want:
+            if w in have:
+                out.append(have[w])
+            elif w.startswith("mask:") and w[5:] in optional:
+                out.append(ONE if w[5:] in have else ZERO)
+            elif w in optional:
+                out.append(ZERO)
+            else:
+                return None
+        return tuple(out)
+
+    found = None
+    if all(names):
+        found = plan({n: i for i, n in enumerate(names) if use is None or n in use})
+    if found is None and stack.n_channels == len(want):
+        found = tuple(range(len(want)))
+    if found is None and stack.n_channels == 1:
+        found = plan({want[0]: 0})
+    if found is None:
+        shown = names if all(names) else f"{stack.n_channels} unnamed"
+        raise StackError(
+            f"{stack.path}: has channels {shown}; engine {engine!r} takes {list(want)} "
+            "(by name, the same number of channels, or one channel for the first)"
+        )
+    return found
+
+
+def read_input(reader: StackReader, i: int, plan: tuple[int, ...]) -> np.ndarray:
+    """Frame ``i`` assembled as the engine's input ``(C_in, Y, X)`` following ``plan``."""
+    if all(c >= 0 for c in plan):
+        return reader.frame(i, plan)
+    s = reader.stack
+    read = [c for c in plan if c >= 0]
+    got = dict(zip(read, reader.frame(i, read), strict=True)) if read else {}
+    x = np.zeros((len(plan), s.height, s.width), np.float32)
+    for k, c in enumerate(plan):
+        x[k] = got[c] if c >= 0 else (1.0 if c == ONE else 0.0)
+    return x
 
 
 def output_layout(stack: Stack) -> tuple[str, tuple[int, ...]]:
@@ -186,7 +241,7 @@ class ApplyJob:
     backend: str
     device: str | None
     stacks: tuple[Stack, ...]
-    channels: tuple[tuple[int, ...], ...]  # per stack: the channels the engine takes
+    channels: tuple[tuple[int, ...], ...]  # per stack: select_channels()
     outputs: tuple[tuple[str, tuple[str, ...]], ...]  # (output tensor, its channel names)
     out: Path
     parts: PartStore
@@ -212,7 +267,7 @@ class ApplyJob:
         engine = self._engine()
         for i in range(start, stop):
             try:
-                outs = engine.infer(reader.frame(i, self.channels[stack]))
+                outs = engine.infer(read_input(reader, i, self.channels[stack]))
             except Exception as exc:
                 raise RuntimeError(f"frame {i}: {type(exc).__name__}: {exc}") from exc
             yield i, outs
@@ -308,6 +363,10 @@ def apply_cmd(
         str | None,
         typer.Option(help="cpu, cuda, cuda:0 ... [default: the backend's choice; cuda with --gpu]"),
     ] = None,
+    channels: Annotated[
+        str | None,
+        typer.Option(help="comma-separated file channels to feed the engine (by name) [default: all]"),
+    ] = None,
     cluster: ClusterOption = None,
     workers: WorkersOption = None,
     chunk_frames: ChunkFramesOption = 64,
@@ -337,7 +396,8 @@ def apply_cmd(
         fail(f"{bundle}: engines with {len(man.inputs)} input tensors are not supported by apply")
     try:
         stacks = resolve_inputs(inputs)
-        channels = tuple(select_channels(s, man.inputs[0].channels, man.name) for s in stacks)
+        use = [c.strip() for c in channels.split(",")] if channels else None
+        plans = tuple(select_channels(s, man.inputs[0].channels, man.name, use) for s in stacks)
     except StackError as exc:
         fail(str(exc))
         raise
@@ -349,7 +409,7 @@ def apply_cmd(
         "bundle_sha256": man.onnx_sha256,
         "backend": backend,
         "device": dev,
-        "channels": channels,
+        "channels": plans,
         "stacks": [stack_fingerprint(s) for s in stacks],
     }
     job = ApplyJob(
@@ -358,7 +418,7 @@ def apply_cmd(
         backend=backend,
         device=dev,
         stacks=tuple(stacks),
-        channels=channels,
+        channels=plans,
         outputs=outputs,
         out=out,
         parts=PartStore(out, fingerprint),

@@ -129,7 +129,8 @@ def _slurm_cluster(spec: ClusterSpec, gpu: bool) -> Any:
     except ImportError as exc:
         raise ClusterError("--cluster slurm needs dask-jobqueue: pip install 'smartscope[cluster]'") from exc
     kwargs: dict[str, Any] = {}
-    if gpu:
+    if gpu:  # one worker process per job, owning the job's one GPU
+        kwargs["processes"] = 1
         kwargs["job_extra_directives"] = ["--gres=gpu:1"]
         kwargs["worker_extra_args"] = ["--resources", f"{GPU_RESOURCE}=1"]
     try:
@@ -168,7 +169,7 @@ def connect(spec: ClusterSpec, *, gpu: bool = False, wait_s: float = 60.0) -> It
                 n_workers=spec.workers,
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=None,
+                dashboard_address=":0",
                 silence_logs=logging.ERROR,
                 resources={GPU_RESOURCE: 1} if gpu else None,
             ) as cluster,
