@@ -6,11 +6,13 @@ imported at the bottom of this file or registered by the top-level CLI).
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
+from smartscope.models.distributed import launch, launched
 from smartscope.models.provenance import command_line
 
 __all__ = ["app", "denoise"]
@@ -63,8 +65,21 @@ def denoise(
     ] = None,
     name: Annotated[str | None, typer.Option(help="engine name (default from method/data)")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="training processes (torch.distributed DDP through torchrun: gloo on CPU, NCCL on "
+            "CUDA); --batch-size is the global batch, split evenly over them",
+        ),
+    ] = 1,
 ) -> None:
     """Train an N2V or CARE denoiser and write a verified engine bundle with its metrics."""
+    if nproc > 1 and not launched():
+        if batch_size % nproc:
+            msg = f"{batch_size} does not split evenly over {nproc} processes"
+            raise typer.BadParameter(msg, param_hint="--batch-size")
+        raise typer.Exit(launch(nproc, shlex.split(command_line(ctx=ctx))[1:]))
     from smartscope.models.denoise import data as ddata
     from smartscope.models.denoise.train import DenoiseTrainConfig, train_denoise
     from smartscope.models.train_common import FitConfig
@@ -115,6 +130,8 @@ def denoise(
         checkpoint_dir=checkpoint_dir,
         quiet=quiet,
     )
+    if not metrics:  # a rank other than 0 of a --nproc run: rank 0 reports
+        return
     shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
     typer.echo(f"wrote {path}: {shown}")
 

@@ -54,7 +54,7 @@ def smlm_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def reference(smlm_data: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same inputs localized in one process: ``<out>/blink/``, ``<out>/more/``."""
     out = tmp_path_factory.mktemp("one")
-    _localize(*map(str, smlm_data), "-o", str(out), "--cluster", "none")
+    _localize(*map(str, smlm_data), "-o", str(out), "--cluster", "none", "--drift-correct")
     return out
 
 
@@ -68,29 +68,23 @@ def _localize(*args: str) -> None:
 
 
 def test_localize_on_a_cluster_equals_one_process(
-    cluster: Any, smlm_data: tuple[Path, Path], tmp_path: Path
+    cluster: Any, smlm_data: tuple[Path, Path], reference: Path, tmp_path: Path
 ) -> None:
-    tif, zarr = smlm_data
-    _localize(str(tif), str(zarr), "-o", str(tmp_path / "one"), "--cluster", "none")
+    out = tmp_path / "dask"
+    address = cluster.scheduler_address
     _localize(
-        str(tif),
-        str(zarr),
-        "-o",
-        str(tmp_path / "dask"),
-        "--cluster",
-        cluster.scheduler_address,
-        "--chunk-frames",
-        "32",
+        *map(str, smlm_data), "-o", str(out), "--cluster", address, "--chunk-frames", "50", "--drift-correct"
     )
     for name in ("blink", "more"):
-        one, dask = _files(tmp_path / "one" / name), _files(tmp_path / "dask" / name)
+        one, dask = _files(reference / name), _files(out / name)
         assert one == dask and "localizations.csv" in one
-        a = tifffile.imread(tmp_path / "one" / name / "superres_gaussian.tif")
-        np.testing.assert_array_equal(a, tifffile.imread(tmp_path / "dask" / name / "superres_gaussian.tif"))
-    assert "drift.json" in _files(tmp_path / "dask" / "blink")  # from the merged table: 240 frames
-    tab = LocTable.read_csv(tmp_path / "dask" / "blink" / "localizations.csv")
+        a = tifffile.imread(reference / name / "superres_gaussian.tif")
+        np.testing.assert_array_equal(a, tifffile.imread(out / name / "superres_gaussian.tif"))
+    drift = json.loads((out / "blink" / "drift.json").read_text())  # from the merged table: 240 frames
+    assert drift["applied"] and len(drift["dx_nm"]) == 2 and "drift.json" not in _files(out / "more")
+    tab = LocTable.read_csv(out / "blink" / "localizations.csv")
     assert tab.frame.min() < 50 and tab.frame.max() >= 200 and np.all(np.diff(tab.frame) >= 0)
-    assert not (tmp_path / "dask" / ".parts").exists()
+    assert not (out / ".parts").exists()
 
 
 def test_network_chunks_see_their_neighbour_frames_and_open_the_engine_once(
@@ -221,7 +215,9 @@ def test_a_killed_worker_has_its_chunks_rerun_on_the_others(
     """Runs last: it kills a worker of the module's cluster (its nanny starts a new one)."""
     stacks = resolve_inputs([smlm_data[0]])
     out = tmp_path / "dask"
-    job = LocalizeJob(tuple(stacks), (SMLMStageConfig(),), (out,), PartStore(out, {"t": 2}), 1)
+    job = LocalizeJob(
+        tuple(stacks), (SMLMStageConfig(),), (out,), PartStore(out, {"t": 2}), 1, drift_correct=True
+    )
     killed: dict[str, Any] = {}
     with distributed.Client(cluster) as client:
 

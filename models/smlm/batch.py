@@ -11,8 +11,8 @@ Invariants:
   one frame of context on each side of the chunk and its rows outside are dropped;
 * frame numbers are the stack's own (0-based over all its frames), in every chunk;
 * a stack's parts are concatenated in frame order, so the merged table equals the
-  single-process table row for row; the render and drift are computed after the merge,
-  from the whole table.
+  single-process table row for row; drift is estimated (and, if asked, corrected) after
+  the merge, from the whole table, and the render made from that.
 """
 
 from __future__ import annotations
@@ -115,6 +115,7 @@ class LocalizeJob:
     folders: tuple[Path, ...]
     parts: PartStore
     cpu_threads: int = 0
+    drift_correct: bool = False
     part_suffixes: tuple[str, ...] = (PART_SUFFIX,)
 
     def _prepare_process(self) -> None:
@@ -137,9 +138,15 @@ class LocalizeJob:
 
     def _write(self, stack: int, tab: LocTable) -> str:
         folder = self.folders[stack]
-        write_outputs(folder, tab, self._extent_nm(stack), self.configs[stack].render_pixel_nm)
+        cfg = self.configs[stack]
+        paths = write_outputs(
+            folder, tab, self._extent_nm(stack), cfg.render_pixel_nm, drift_correct=self.drift_correct
+        )
         s = self.stacks[stack]
-        return f"{len(tab)} localizations from {s.n_frames} frames of {s.path} -> {folder}"
+        drift = ""
+        if self.drift_correct:
+            drift = ", drift-corrected" if "drift" in paths else ", too few to estimate drift"
+        return f"{len(tab)} localizations from {s.n_frames} frames of {s.path}{drift} -> {folder}"
 
     def merge(self, stack: int, chunks: Sequence[Chunk]) -> str:
         s = self.stacks[stack]

@@ -83,6 +83,12 @@ def localize_cmd(
     em_gain: Annotated[float, typer.Option(help="EM gain (EMCCD)")] = 1.0,
     read_noise_e: Annotated[float, typer.Option(help="read noise, e⁻ rms")] = 0.9,
     render_pixel_nm: Annotated[float, typer.Option(help="super-resolution pixel")] = 20.0,
+    drift_correct: Annotated[
+        bool,
+        typer.Option(
+            help="correct table and render by the drift estimate (>= 200 frames, >= 500 localizations)"
+        ),
+    ] = False,
     cluster: ClusterOption = None,
     workers: WorkersOption = None,
     chunk_frames: ChunkFramesOption = 256,
@@ -93,7 +99,8 @@ def localize_cmd(
 
     Frames are read page by page (memory stays constant whatever the stack's size). With
     --cluster the stacks are cut into chunks of --chunk-frames, localized by Dask workers and
-    merged in frame order; the render and drift come from the merged table.
+    merged in frame order; drift is estimated (and with --drift-correct corrected) on the
+    merged table, and the render made from it.
     """
     from pydantic import ValidationError
 
@@ -150,6 +157,7 @@ def localize_cmd(
     fingerprint = {
         "command": "localize",
         "configs": [c.model_dump(mode="json") for c in configs],
+        "drift_correct": drift_correct,
         "stacks": [stack_fingerprint(s) for s in stacks],
     }
     job = LocalizeJob(
@@ -158,5 +166,6 @@ def localize_cmd(
         folders=output_folders(stacks, out),
         parts=PartStore(out, fingerprint),
         cpu_threads=worker_threads(spec) if spec.distributed else 0,
+        drift_correct=drift_correct,
     )
     run_job(job, spec, out=out, gpu=gpu, chunk_frames=chunk_frames, label="localizing")

@@ -273,16 +273,29 @@ class SMLMStage:
 
 
 def write_outputs(
-    folder: Path, tab: LocTable, extent_nm: tuple[float, float] | None, render_pixel_nm: float
+    folder: Path,
+    tab: LocTable,
+    extent_nm: tuple[float, float] | None,
+    render_pixel_nm: float,
+    *,
+    drift_correct: bool = False,
 ) -> dict[str, Path]:
     """A localization table's files in ``folder``: table (CSV + ThunderSTORM CSV), Gaussian
     render (TIFF, float32 at ``render_pixel_nm``; needs the field's ``extent_nm``) and the
-    drift estimate (JSON; from >= 200 frames and >= 500 localizations)."""
+    drift estimate (JSON; from >= 200 frames and >= 500 localizations). With
+    ``drift_correct`` the table and render are corrected by that estimate."""
     import tifffile
 
-    from smartscope.models.smlm.render import estimate_drift, render_gaussian
+    from smartscope.models.smlm.render import correct_drift, estimate_drift, render_gaussian
 
     folder.mkdir(parents=True, exist_ok=True)
+    drift = None
+    if extent_nm is not None and len(tab):
+        n_frames = int(tab.frame.max() - tab.frame.min() + 1)
+        if n_frames >= 200 and len(tab) >= 500:
+            drift = estimate_drift(tab, n_segments=min(10, n_frames // 100), extent_nm=extent_nm)
+    if drift is not None and drift_correct:
+        tab = correct_drift(tab, drift)
     paths = {
         "localizations": tab.write_csv(folder / "localizations.csv"),
         "thunderstorm": tab.write_thunderstorm_csv(folder / "localizations_thunderstorm.csv"),
@@ -292,19 +305,18 @@ def write_outputs(
         p = folder / "superres_gaussian.tif"
         tifffile.imwrite(p, img, metadata={"pixel_size_nm": render_pixel_nm})
         paths["superres"] = p
-        n_frames = int(tab.frame.max() - tab.frame.min() + 1)
-        if n_frames >= 200 and len(tab) >= 500:
-            d = estimate_drift(tab, n_segments=min(10, n_frames // 100), extent_nm=extent_nm)
-            p = folder / "drift.json"
-            p.write_text(
-                json.dumps(
-                    {
-                        "segment_frames": d.segment_frames.tolist(),
-                        "dx_nm": d.segment_dx_nm.tolist(),
-                        "dy_nm": d.segment_dy_nm.tolist(),
-                    },
-                    indent=1,
-                )
+    if drift is not None:
+        p = folder / "drift.json"
+        p.write_text(
+            json.dumps(
+                {
+                    "segment_frames": drift.segment_frames.tolist(),
+                    "dx_nm": drift.segment_dx_nm.tolist(),
+                    "dy_nm": drift.segment_dy_nm.tolist(),
+                    "applied": drift_correct,
+                },
+                indent=1,
             )
-            paths["drift"] = p
+        )
+        paths["drift"] = p
     return paths
