@@ -145,11 +145,12 @@ def localize_cmd(
         fail(f"{'.'.join(str(p) for p in err['loc']) or 'options'}: {err['msg']}")
     if gpu and method != "network":
         fail("--gpu: the classical localizer runs on CPU; --gpu is for --method network")
+    bundle_sha = None
     if method == "network":
         from smartscope.engines.bundle import BundleError
 
         try:  # a bundle that is not an SMLM engine fails here, once, not in every chunk
-            open_stage(configs[0])
+            bundle_sha = open_stage(configs[0]).engine.bundle.onnx_sha256  # type: ignore[union-attr]
         except (BundleError, ValueError) as exc:
             fail(str(exc))
     spec = cluster_spec(cluster, workers, len(stacks), gpu)
@@ -158,6 +159,7 @@ def localize_cmd(
         "command": "localize",
         "configs": [c.model_dump(mode="json") for c in configs],
         "drift_correct": drift_correct,
+        "bundle_sha256": bundle_sha,
         "stacks": [stack_fingerprint(s) for s in stacks],
     }
     job = LocalizeJob(

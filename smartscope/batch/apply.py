@@ -254,7 +254,8 @@ class ApplyJob:
     def output_path(self, stack: int, output: str) -> Path:
         return self.out / f"{safe_name(self.stacks[stack].name)}.{safe_name(output)}.ome.tif"
 
-    def _engine(self) -> Any:
+    def engine(self) -> Any:
+        """This process's engine (opened once, with this job's share of the CPU threads)."""
         if self.cpu_threads:
             from smartscope.engines.backends import set_cpu_threads
 
@@ -264,7 +265,7 @@ class ApplyJob:
     def _frames(
         self, reader: StackReader, stack: int, start: int, stop: int
     ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-        engine = self._engine()
+        engine = self.engine()
         for i in range(start, stop):
             try:
                 outs = engine.infer(read_input(reader, i, self.channels[stack]))
@@ -426,7 +427,7 @@ def apply_cmd(
     )
     if not spec.distributed:
         try:  # a backend that cannot start fails here, once
-            engine = job._engine()
+            engine = job.engine()
         except Exception as exc:
             fail(f"{bundle}: cannot open the engine with backend {backend!r}: {exc}")
             raise
