@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from smartscope.batch.jobs import Chunk, PartStore, atomic_path, process_cached
+from smartscope.batch.jobs import Chunk, PartStore, atomic_path, cached_reader, process_cached
 from smartscope.batch.stacks import Stack, StackReader, safe_name
 from smartscope.frame import Frame
 from smartscope.models.smlm.stage import SMLMStage, SMLMStageConfig, write_outputs
@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 PART_SUFFIX = ".locs.npz"
+_BLOCK_FRAMES = 512
 
 
 class FrameError(RuntimeError):
@@ -60,7 +61,8 @@ def localize_range(
     lo = max(0, start - 1) if context else start
     hi = min(n, stop + 1) if context else stop
     stage.reset()
-    tabs: list[LocTable] = []
+    tabs: list[LocTable] = []  # this block's per-frame tables
+    blocks: list[LocTable] = []  # earlier blocks, one table each (few objects per 1000s of frames)
     for i in range(lo, hi):
         try:
             img = reader.frame(i, [0])[0]
@@ -69,6 +71,9 @@ def localize_range(
             raise FrameError(f"frame {i}: {type(exc).__name__}: {exc}") from exc
         if tab is not None:
             tabs.append(tab)
+        if len(tabs) >= _BLOCK_FRAMES:
+            blocks.append(LocTable.concat(tabs))
+            tabs = []
         if on_frame is not None and start <= i < stop:
             on_frame(1)
     if hi == n:
@@ -76,7 +81,7 @@ def localize_range(
         if last is not None:
             tabs.append(last)
     stage.reset()
-    merged = LocTable.concat(tabs)
+    merged = LocTable.concat([*blocks, *tabs])
     return merged.select((merged.frame >= start) & (merged.frame < stop))
 
 
@@ -132,8 +137,7 @@ class LocalizeJob:
         self._prepare_process()
         stack = self.stacks[chunk.stack]
         stage = open_stage(self.configs[chunk.stack])
-        with StackReader(stack) as reader:
-            tab = localize_range(stage, reader, chunk.start, chunk.stop)
+        tab = localize_range(stage, cached_reader(stack), chunk.start, chunk.stop)
         save_part(self.parts.path(stack, chunk, PART_SUFFIX), tab)
 
     def _write(self, stack: int, tab: LocTable) -> str:

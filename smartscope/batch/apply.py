@@ -33,7 +33,7 @@ import numpy as np
 import typer
 
 from smartscope.batch.command import ChunkFramesOption, ClusterOption, GpuOption, WorkersOption
-from smartscope.batch.jobs import Chunk, PartStore, atomic_path, process_cached
+from smartscope.batch.jobs import Chunk, PartStore, atomic_path, cached_reader, process_cached
 from smartscope.batch.stacks import Stack, StackError, StackReader, safe_name
 
 __all__ = [
@@ -297,8 +297,8 @@ class ApplyJob:
 
     def run_chunk(self, chunk: Chunk) -> None:
         s = self.stacks[chunk.stack]
+        reader = cached_reader(s)
         with contextlib.ExitStack() as stack:
-            reader = stack.enter_context(StackReader(s))
             arrays: dict[str, Any] = {}
             for name, chans in self.outputs:
                 tmp = stack.enter_context(atomic_path(self.parts.path(s, chunk, f".{name}.npy")))

@@ -185,7 +185,10 @@ def connect(spec: ClusterSpec, *, gpu: bool = False, wait_s: float = 60.0) -> It
         except OSError as exc:
             raise ClusterError(f"--cluster {spec.address}: cannot reach the scheduler ({exc})") from exc
         try:
-            client.wait_for_workers(1, timeout=wait_s)
+            try:
+                client.wait_for_workers(1, timeout=wait_s)
+            except TimeoutError as exc:
+                raise ClusterError(f"--cluster {spec.address}: no worker joined in {wait_s:.0f} s") from exc
             if gpu:
                 _check_gpu_workers(client)
             yield client

@@ -25,16 +25,17 @@ import json
 import os
 import shutil
 import socket
+import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from smartscope.batch.stacks import Stack, safe_name
+from smartscope.batch.stacks import Stack, StackReader, safe_name
 
 __all__ = [
     "Chunk",
@@ -44,6 +45,7 @@ __all__ = [
     "ChunkOutcome",
     "JobReport",
     "PartStore",
+    "cached_reader",
     "check_tiling",
     "execute",
     "plan_chunks",
@@ -307,6 +309,30 @@ def process_cached(key: Hashable, build: Callable[[], T]) -> T:
 def process_builds() -> dict[str, int]:
     """How many times each cached object was built in this process (1 each, normally)."""
     return dict(_BUILDS)
+
+
+_READERS: OrderedDict[tuple[str, int, int], StackReader] = OrderedDict()
+_MAX_READERS = 4
+
+
+def cached_reader(stack: Stack) -> StackReader:
+    """An open reader of ``stack`` for this thread, kept for its next chunks.
+
+    Opening a long OME-TIFF parses its whole OME-XML (about 1 s per 20 000 planes), so a
+    worker opens each stack once, not once per chunk; the least recently used of more
+    than four open stacks is closed.
+    """
+    p = Path(stack.path)
+    key = (str(p.resolve()), p.stat().st_mtime_ns, threading.get_ident())
+    reader = _READERS.pop(key, None)
+    if reader is None or reader.stack != stack:
+        if reader is not None:
+            reader.close()
+        reader = StackReader(stack)
+    _READERS[key] = reader
+    while len(_READERS) > _MAX_READERS:
+        _READERS.popitem(last=False)[1].close()
+    return reader
 
 
 # ----------------------------------------------------------------------- part files
