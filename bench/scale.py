@@ -4,21 +4,27 @@ workers against the same command in one process, and a projection to N workers.
 Three tables (Markdown, also written to ``--out``):
 
 1. **Measured, end to end.** Each command runs as a subprocess, exactly as typed by a user,
-   on the same files: ``--cluster none`` (one plain process), ``--cluster local:1`` and
-   ``--cluster local:2``. Frames per second = frames / wall time of the whole command
-   (start-up, cluster start, merge included). Ratio = Dask path with 1 worker / one plain
-   process (goal >= 0.9). Best of and median over ``--repeats``.
+   on the same files: ``--cluster none`` (one plain process), ``--cluster local:1``,
+   ``--cluster local:2``, and as the machine's own ceiling for two processes, two plain
+   processes side by side, each on half of the frames. Frames per second = frames / wall
+   time of the whole command (start-up, cluster start, merge included); CPU ratio = frames
+   per CPU second of all the command's processes, Dask with 1 worker / one plain process
+   (less sensitive than wall time to other jobs on the machine). Goal: Dask with 1 worker
+   >= 0.9 of one plain process. Best of and median over ``--repeats``, the order of the
+   runs interleaved.
 2. **Decomposition** (in this process, ``smartscope.batch.jobs.execute`` on a LocalCluster
    of 1 worker): cluster start, warm-up (submit to the first result beyond one chunk: the
    worker's imports, engine open), median chunk time (read + compute + part write),
    per-chunk overhead (median gap between two completions not spent in a chunk:
    scheduler, transfers, task start) and the merge.
-3. **Projection** to N workers for an archive of ``--archive-frames`` frames:
-   ``T(N) = start + warm-up + max(ceil(K / N) * (c + o), K * o) + merge`` with K chunks, c the median
-   chunk time and o the per-chunk overhead. Assumptions: each worker as fast as this
-   machine's one worker (its own cores; no sharing), the shared file system delivers the
-   read and write rate shown, the scheduler handles one chunk's overhead at a time (the
-   ``K * o`` bound), chunks balance evenly, one stack per chunk boundary as measured.
+3. **Projection** to N workers for an archive of ``--archive-frames`` frames in stacks like
+   the bench's: ``T(N) = start + warm-up + max(W / N, K * o) + m`` with ``W = K (c + o) + S m``,
+   K chunks, S stacks, c the median chunk time, o the per-chunk overhead and m one stack's
+   merge (done on a worker, stacks in parallel; the last one not overlapped). Assumptions:
+   each worker as fast as this machine's one worker with its own cores (no sharing), the
+   shared file system delivers the read and write rates shown, the scheduler handles one
+   chunk's overhead at a time (the ``K * o`` bound: all of o counted as the scheduler's),
+   work balances evenly over the workers.
 
 Run: ``python bench/scale.py`` (defaults: 3000 SMLM frames of 256² for localize, 600
 frames of 256² for the N2V denoiser, 3 repeats).
@@ -29,6 +35,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -70,30 +78,58 @@ def make_data(work: Path, frames: int, apply_frames: int, size: int) -> dict[str
             photometric="minisblack",
             metadata={"axes": "TYX", "PhysicalSizeX": 0.1, "PhysicalSizeXUnit": "µm", "PhysicalSizeY": 0.1},
         )
+    for path in (smlm, cells):  # each half, for two plain processes side by side
+        for k in (0, 1):
+            half = _half(path, k)
+            if not half.is_file():
+                with tifffile.TiffFile(path) as tf:
+                    n = len(tf.series[0].pages)
+                    stop = n // 2 if k == 0 else n
+                    pages = tf.series[0].asarray(key=slice(k * (n // 2), stop))
+                tifffile.imwrite(half, pages, photometric="minisblack")
     return {"localize": smlm, "apply": cells}
 
 
-def commands(data: dict[str, Path], work: Path, chunk: int, apply_chunk: int) -> dict[str, list[str]]:
+def _half(path: Path, k: int) -> Path:
+    return path.with_name(f"half{k}_{path.name.split('.')[0]}.tif")
+
+
+def command(kind: str, src: Path, chunk: int) -> list[str]:
+    if kind == "localize":
+        return ["localize", str(src), "--chunk-frames", str(chunk)]
     bundle = ROOT / "models" / "bundles" / "denoise-n2v-lowlight"
-    return {
-        "localize": ["localize", str(data["localize"]), "--chunk-frames", str(chunk)],
-        "apply": ["apply", str(bundle), str(data["apply"]), "--chunk-frames", str(apply_chunk)],
-    }
+    return ["apply", str(bundle), str(src), "--chunk-frames", str(chunk)]
 
 
-def run_cli(args: list[str], out: Path, cluster: str) -> float:
-    """Wall time of one whole command (a fresh process, as a user runs it)."""
+def _cpu_children() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def run_cli(runs: list[tuple[list[str], Path, str]]) -> tuple[float, float]:
+    """Wall time and CPU time (every process of the command: client, scheduler, workers) of
+    one or more whole commands started together, each a fresh process as a user runs it."""
     import shutil
 
-    shutil.rmtree(out, ignore_errors=True)
+    for _, out, _ in runs:
+        shutil.rmtree(out, ignore_errors=True)
+    cpu0 = _cpu_children()
     t0 = time.perf_counter()
-    res = subprocess.run(
-        [*SMARTSCOPE, *args, "--out", str(out), "--cluster", cluster], capture_output=True, text=True
-    )
+    procs = [
+        subprocess.Popen(
+            [*SMARTSCOPE, *args, "--out", str(out), "--cluster", cluster],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args, out, cluster in runs
+    ]
+    errs = [p.communicate()[1] for p in procs]
     wall = time.perf_counter() - t0
-    if res.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} --cluster {cluster} failed:\n{res.stderr[-2000:]}")
-    return wall
+    for p, err, (args, _, cluster) in zip(procs, errs, runs, strict=True):
+        if p.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} --cluster {cluster} failed:\n{err[-2000:]}")
+    return wall, _cpu_children() - cpu0
 
 
 def decompose(kind: str, data: dict[str, Path], work: Path, chunk: int) -> dict[str, float]:
@@ -168,12 +204,16 @@ def decompose(kind: str, data: dict[str, Path], work: Path, chunk: int) -> dict[
 
 
 def project(d: dict[str, float], archive_frames: int, workers: list[int]) -> list[dict[str, float]]:
+    """T(N) = start + warm-up + max(W / N, K * o) + m, W = K (c + o) + S m: K chunks, S stacks
+    like the bench's (each merged once, on some worker), the last merge not overlapped."""
     k = math.ceil(archive_frames / d["chunk_frames"])
-    c, o = d["chunk_s"], d["overhead_per_chunk_ms"] / 1e3
+    n_stacks = math.ceil(archive_frames / d["frames"])
+    c, o, m = d["chunk_s"], d["overhead_per_chunk_ms"] / 1e3, d["merge_s"]
+    work = k * (c + o) + n_stacks * m
     rows = []
     t1 = None
     for n in workers:
-        t = d["start_s"] + d["warmup_s"] + max(math.ceil(k / n) * (c + o), k * o) + d["merge_s"]
+        t = d["start_s"] + d["warmup_s"] + max(work / n, k * o) + m
         t1 = t1 or t
         fps = archive_frames / t
         rows.append(
@@ -204,45 +244,64 @@ def main() -> None:
     args = ap.parse_args()
 
     data = make_data(args.work, args.frames, args.apply_frames, args.size)
-    cmds = commands(data, args.work, args.chunk_frames, args.apply_chunk_frames)
     kinds = [args.only] if args.only else ["localize", "apply"]
+    chunk = {"localize": args.chunk_frames, "apply": args.apply_chunk_frames}
     n_frames = {"localize": args.frames, "apply": args.apply_frames}
-    walls: dict[str, dict[str, list[float]]] = {k: {"none": [], "local:1": [], "local:2": []} for k in kinds}
+    modes = ("none", "local:1", "2 plain", "local:2")
+    walls: dict[str, dict[str, list[float]]] = {k: {m: [] for m in modes} for k in kinds}
+    cpus: dict[str, dict[str, list[float]]] = {k: {m: [] for m in modes} for k in kinds}
+    loads: list[float] = []
     for r in range(args.repeats):
         for kind in kinds:
-            for cluster in ("none", "local:1", "local:2"):
-                w = run_cli(cmds[kind], args.work / f"out_{kind}", cluster)
-                walls[kind][cluster].append(w)
-                print(f"repeat {r + 1}: {kind} --cluster {cluster}: {w:.1f} s", file=sys.stderr, flush=True)
+            for mode in modes:
+                out = args.work / f"out_{kind}"
+                if mode == "2 plain":
+                    runs = [
+                        (command(kind, _half(data[kind], h), chunk[kind]), out / f"half{h}", "none")
+                        for h in (0, 1)
+                    ]
+                else:
+                    runs = [(command(kind, data[kind], chunk[kind]), out, mode)]
+                loads.append(os.getloadavg()[0])
+                w, c = run_cli(runs)
+                walls[kind][mode].append(w)
+                cpus[kind][mode].append(c)
+                print(
+                    f"repeat {r + 1}: {kind} {mode}: {w:.1f} s wall, {c:.1f} s CPU (load {loads[-1]:.1f})",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     lines = [
         f"# smartscope scale-out bench ({time.strftime('%Y-%m-%d %H:%M')})",
         "",
-        f"`python bench/scale.py {' '.join(sys.argv[1:])}` on {_machine()}",
+        f"`python bench/scale.py {' '.join(sys.argv[1:])}` on {_machine()}; 1-min load average "
+        f"when the runs started: median {statistics.median(loads) if loads else 0:.1f}, "
+        f"max {max(loads) if loads else 0:.1f} (other jobs shared the cores)",
         "",
         f"## 1. Measured, end to end (whole command, frames / wall s; best of / median of {args.repeats})",
         "",
-        "| command | frames | one process fps | Dask 1 worker fps | ratio (goal >= 0.9) | "
-        "Dask 2 workers fps | 2 workers / one process |",
-        "|---|---|---|---|---|---|---|",
+        "| command | frames | one process | Dask, 1 worker | ratio (goal >= 0.9) | CPU ratio "
+        "| 2 plain processes | Dask, 2 workers | Dask 2 workers / 2 plain |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def cell(v: list[float], digits: int = 1) -> str:
+        return f"{max(v):.{digits}f} / {statistics.median(v):.{digits}f}"
+
     for kind in kinds if args.repeats else []:
         n = n_frames[kind]
-        fps = {c: [n / w for w in ws] for c, ws in walls[kind].items()}
-
-        def cell(v: list[float]) -> str:
-            return f"{max(v):.1f} / {statistics.median(v):.1f}"
-
+        fps = {m: [n / w for w in ws] for m, ws in walls[kind].items()}
         ratio = [a / b for a, b in zip(fps["local:1"], fps["none"], strict=True)]
-        speed = [a / b for a, b in zip(fps["local:2"], fps["none"], strict=True)]
+        cpu_ratio = [a / b for a, b in zip(cpus[kind]["none"], cpus[kind]["local:1"], strict=True)]
+        two = [a / b for a, b in zip(fps["local:2"], fps["2 plain"], strict=True)]
         label = {
             "localize": f"localize (classical MLE), {args.size}², chunks of {args.chunk_frames}",
             "apply": f"apply denoise-n2v-lowlight, {args.size}², chunks of {args.apply_chunk_frames}",
         }[kind]
         lines.append(
-            f"| {label} | {n} | {cell(fps['none'])} | {cell(fps['local:1'])} | "
-            f"{max(ratio):.2f} / {statistics.median(ratio):.2f} | {cell(fps['local:2'])} | "
-            f"{max(speed):.2f} / {statistics.median(speed):.2f} |"
+            f"| {label} | {n} | {cell(fps['none'])} | {cell(fps['local:1'])} | {cell(ratio, 2)} | "
+            f"{cell(cpu_ratio, 2)} | {cell(fps['2 plain'])} | {cell(fps['local:2'])} | {cell(two, 2)} |"
         )
     decomp = {
         k: decompose(k, data, args.work, args.chunk_frames if k == "localize" else args.apply_chunk_frames)
@@ -286,12 +345,18 @@ def main() -> None:
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "scale.md").write_text(text + "\n")
-    raw = {"walls_s": walls, "frames": n_frames, "decomposition": decomp, "argv": sys.argv[1:]}
+    raw = {
+        "walls_s": walls,
+        "cpu_s": cpus,
+        "load_1min": loads,
+        "frames": n_frames,
+        "decomposition": decomp,
+        "argv": sys.argv[1:],
+    }
     (args.out / "scale.json").write_text(json.dumps(raw, indent=1))
 
 
 def _machine() -> str:
-    import os
     import platform
 
     cpu = platform.processor() or platform.machine()
