@@ -155,7 +155,8 @@ def _restore_malloc_thresholds() -> None:
 
     Setting it (the nanny does, to return memory to the OS) switches off glibc's dynamic
     mmap threshold, so every temporary array over 128 KiB is a fresh mmap, page-faulted in
-    and unmapped again: measured +40 % CPU for the classical localizer on 256² frames.
+    and unmapped again: the classical localizer on 200 frames of 256² took 4.3 s CPU with it,
+    3.0 s without (and 3.0 s with it and these thresholds restored).
     Here the thresholds are set to glibc's own dynamic maxima (32 MiB mmap, 64 MiB trim).
     """
     global _MALLOC_TUNED
