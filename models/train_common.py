@@ -5,7 +5,9 @@ An engine's trainer supplies ``step(i) -> loss`` and ``validate() -> loss``;
 :func:`fit` runs them with a rich progress bar, validates every ``val_every`` steps on
 held-out fields of view, keeps the best weights (checkpointed as ``weights.npz`` +
 ``checkpoint.json``, no pickle), stops early when validation stops improving, and
-restores the best weights at the end.
+restores the best weights at the end. With several processes
+(:mod:`smartscope.models.distributed`) the training loss is averaged over the ranks,
+rank 0's validation loss decides for all, and only rank 0 reports and writes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from smartscope.models.distributed import SINGLE, Distributed
 from smartscope.models.provenance import command_line
 from smartscope.models.weights import state_to_npz_bytes
 
@@ -147,13 +150,18 @@ def fit(
     description: str = "training",
     console: Console | None = None,
     quiet: bool = False,
+    dist: Distributed = SINGLE,
 ) -> FitResult:
     """Run ``step`` up to ``config.steps`` times with validation and early stopping.
 
     ``step(i)`` does one optimiser step and returns the training loss; ``validate()``
     returns the held-out loss (lower is better) with the module in eval mode. The best
-    weights are restored into ``module`` before returning.
+    weights are restored into ``module`` before returning. With ``checkpoint_dir`` the
+    loss curve (every validation) is written to ``history.json`` there at the end.
+    ``dist``: this process's rank in a data-parallel job (``module`` is the bare network;
+    ``step`` trains through its DDP wrapper).
     """
+    quiet = quiet or not dist.is_main
     stopper = EarlyStopping(config.patience, config.min_delta)
     best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     history: list[dict[str, float]] = []
@@ -173,13 +181,13 @@ def fit(
         task = prog.add_task(description, total=config.steps, loss=math.nan, val=math.nan)
         for i in range(config.steps):
             module.train()
-            running.append(float(step(i)))
+            running.append(dist.mean(float(step(i))))
             prog.update(task, advance=1, loss=running[-1])
             if (i + 1) % config.val_every != 0 and i + 1 != config.steps:
                 continue
             module.eval()
             with torch.no_grad():
-                val = float(validate())
+                val = dist.from_main(float(validate()))
             if not math.isfinite(val):
                 raise FloatingPointError(f"validation loss is {val} at step {i + 1}")
             history.append({"step": float(i + 1), "train_loss": float(np.mean(running)), "val_loss": val})
@@ -193,7 +201,7 @@ def fit(
             stop = stopper.update(val, i + 1)
             if stopper.best_step == i + 1:
                 best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-                if checkpoint_dir is not None:
+                if checkpoint_dir is not None and dist.is_main:
                     meta = checkpoint_meta() if checkpoint_meta else {}
                     meta.update(step=i + 1, val_loss=val, history=history)
                     write_checkpoint(checkpoint_dir, module, meta)
@@ -202,6 +210,10 @@ def fit(
                 break
     module.load_state_dict(best_state)
     module.eval()
+    if checkpoint_dir is not None and dist.is_main:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        doc = {"world_size": dist.world_size, "batch_size": config.batch_size, "history": history}
+        (checkpoint_dir / "history.json").write_text(json.dumps(doc, indent=1))
     return FitResult(stopper.best, stopper.best_step, i + 1, stopped, history)
 
 

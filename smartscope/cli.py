@@ -39,6 +39,7 @@ app.add_typer(config_app, name="config")
 
 def _register_engine_commands() -> None:
     """Commands that live beside the code they drive (simulator, engines, training)."""
+    from smartscope.batch.apply import apply_cmd
     from smartscope.engines.cli import compile_cmd, engines_app, export_cmd
     from smartscope.models.cli import app as train_app
     from smartscope.models.smlm.cli import calibrate_app, localize_cmd
@@ -54,6 +55,7 @@ def _register_engine_commands() -> None:
     app.command("localize")(localize_cmd)
     app.command("view")(view_cmd)
     app.add_typer(calibrate_app, name="calibrate")
+    app.command("apply")(apply_cmd)
     app.command("worker")(worker_cmd)
     app.command("keys")(keys_cmd)
     app.command("serve")(serve_cmd)

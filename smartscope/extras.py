@@ -15,6 +15,11 @@ EXTRA_OF: dict[str, str] = {
     "npe2": "viewer",
     "pycromanager": "pycromanager",
     "tensorrt": "tensorrt",
+    "tensorstore": "zarr",
+    "zarr": "zarr",
+    "dask": "cluster",
+    "distributed": "cluster",
+    "dask_jobqueue": "cluster",
 }
 """Top-level module -> the extra that installs it (``pip install 'smartscope[EXTRA]'``)."""
 

@@ -41,7 +41,7 @@ def _one_line_error(res: object, code: int | tuple[int, ...], *must: str) -> str
         (["run", "{tmp}/missing.yaml"], 2, ["missing.yaml", "file not found"]),
         (["config", "validate", "{tmp}/list.yaml"], 2, ["(top level): expected a mapping"]),
         (["demo", "--frames", "-5", "--out", "{tmp}"], 2, ["n_frames", "greater than 0"]),
-        (["localize", "{tmp}/missing.tif", "--out", "{tmp}/o"], 1, ["missing.tif does not exist"]),
+        (["localize", "{tmp}/missing.tif", "--out", "{tmp}/o"], 1, ["missing.tif", "does not exist"]),
         (["localize", "{tmp}/stack.tif", "--out", "{tmp}/o", "--camera", "ccd"], 1, ["kind", "'ccd'"]),
         (["replay", "{tmp}/missing.tif"], 2, ["replay_path", "does not exist"]),
         (["worker", "--stage", '{"kind": "engine", "bundle": "nope"}'], 2, ["stage.engine.bundle", "nope"]),

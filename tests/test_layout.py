@@ -41,6 +41,7 @@ LAYERS: list[tuple[str, int]] = [
     ("smartscope.controllers", 3),
     ("smartscope.safety", 3),
     ("smartscope.storage", 3),
+    ("smartscope.batch", 3),  # stacks, chunks and Dask for localize/apply over many inputs
     ("smartscope.report", 3),
     ("smartscope.remote.wire", 3),
     ("smartscope.remote.keys", 3),

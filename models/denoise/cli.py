@@ -5,6 +5,7 @@ smartscope train denoise --method n2v --simulate lowlight --out models/bundles/m
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -12,6 +13,7 @@ import typer
 
 from smartscope.errors import describe
 from smartscope.models.denoise import data as ddata
+from smartscope.models.distributed import launch, launched
 from smartscope.models.provenance import command_line
 
 __all__ = ["train_denoise_cmd"]
@@ -56,8 +58,21 @@ def train_denoise_cmd(
     ] = None,
     name: Annotated[str | None, typer.Option(help="engine name (default from method/data)")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="training processes (torch.distributed DDP through torchrun: gloo on CPU, NCCL on "
+            "CUDA); --batch-size is the global batch, split evenly over them",
+        ),
+    ] = 1,
 ) -> None:
     """Train an N2V or CARE denoiser and write a verified engine bundle with its metrics."""
+    if nproc > 1 and not launched():
+        if batch_size % nproc:
+            msg = f"{batch_size} does not split evenly over {nproc} processes"
+            raise typer.BadParameter(msg, param_hint="--batch-size")
+        raise typer.Exit(launch(nproc, shlex.split(command_line(ctx=ctx))[1:]))
     from smartscope.models.denoise.train import DenoiseTrainConfig, train_denoise  # torch: the ml extra
     from smartscope.models.train_common import FitConfig
     from smartscope.models.unet import UNetConfig
@@ -107,5 +122,7 @@ def train_denoise_cmd(
         checkpoint_dir=checkpoint_dir,
         quiet=quiet,
     )
+    if not metrics:  # a rank other than 0 of a --nproc run: rank 0 reports
+        return
     shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
     typer.echo(f"wrote {path}: {shown}")

@@ -6,7 +6,9 @@ fixed affine map from the training data) -> random patches with flips
 and 90-degree rotations -> N2V blind-spot or CARE supervised loss -> validation on fixed
 held-out patches, early stopping, best weights kept -> ONNX export -> held-out metrics
 measured by running the exported bundle through ONNX Runtime on the full held-out
-fields -> metrics and provenance written into ``engine.json``.
+fields -> metrics and provenance written into ``engine.json``. Under torchrun (``--nproc``)
+each process trains on its slice of every global batch (``smartscope.models.distributed``)
+and rank 0 alone exports and scores.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from smartscope.models.denoise.data import DenoiseData, split_heldout
 from smartscope.models.denoise.network import DEFAULT_UNET, care_loss, n2v_loss, n2v_mask
+from smartscope.models.distributed import init_distributed
 from smartscope.models.train_common import (
     FitConfig,
     fit,
@@ -138,7 +141,11 @@ def train_denoise(
     as_zip: bool = False,
     data_seed: int | None = None,
 ) -> tuple[Path, dict[str, float]]:
-    """Train, export and score; returns the bundle path and its held-out metrics."""
+    """Train, export and score; returns the bundle path and its held-out metrics.
+
+    Launched on several processes (torchrun), every rank trains and rank 0 writes the
+    bundle; the other ranks return ``(out, {})``.
+    """
     from smartscope.engines.export import export_bundle
 
     cfg = config
@@ -150,6 +157,8 @@ def train_denoise(
         raise ValueError(f"patch_px and tile_px must be multiples of 2**depth = {mult}")
     if fcfg.threads:
         torch.set_num_threads(fcfg.threads)
+    dist, dev_name = init_distributed(fcfg.device)
+    dist.shard(fcfg.batch_size)  # refuse a global batch that does not split evenly, before any work
     rng = seed_everything(fcfg.seed)
     gen = torch.Generator().manual_seed(fcfg.seed)
     train, val = split_heldout(data, cfg.val_fraction, fcfg.seed, min_px=cfg.patch_px)
@@ -179,7 +188,7 @@ def train_denoise(
     vx_np, vt_np = _Patches(va_noisy, va_target, cfg.patch_px).sample(
         cfg.val_patches, np.random.default_rng(fcfg.seed + 1)
     )
-    device = torch.device(fcfg.device)
+    device = torch.device(dev_name)
     vx = torch.from_numpy(vx_np).to(device)
     vt = torch.from_numpy(vt_np).to(device) if vt_np is not None else None
     vmask: torch.Tensor | None = None
@@ -189,18 +198,20 @@ def train_denoise(
         )
     unet_cfg = cfg.unet
     model = UNet2D(unet_cfg).to(device)
+    net = dist.wrap(model)  # DDP on several processes: gradients averaged over the ranks
     opt = torch.optim.Adam(model.parameters(), lr=fcfg.lr)
     sched = lr_schedule(opt, fcfg)
+    mine = dist.shard(fcfg.batch_size)  # this rank's slice of every (global) batch
 
     def step(i: int) -> float:
         xb, tb = sampler.sample(fcfg.batch_size, rng)
         x = torch.from_numpy(xb).to(device)
         if supervised:
             assert tb is not None
-            loss = care_loss(model(x), torch.from_numpy(tb).to(device), cfg.care_loss)
+            loss = care_loss(net(x[mine]), torch.from_numpy(tb[mine]).to(device), cfg.care_loss)
         else:
             xin, mask = n2v_mask(x, cfg.n2v_fraction, gen, cfg.n2v_radius)
-            loss = n2v_loss(model(xin), x, mask)
+            loss = n2v_loss(net(xin[mine]), x[mine], mask[mine])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -250,7 +261,11 @@ def train_denoise(
         checkpoint_meta=lambda: {"manifest": fields},
         description=f"{cfg.method} denoise",
         quiet=quiet,
+        dist=dist,
     )
+    dist.close()
+    if not dist.is_main:
+        return Path(out), {}
     model = model.cpu().eval()
     path = export_bundle(model, out, manifest_fields=fields, as_zip=as_zip)
     metrics: dict[str, float] = {

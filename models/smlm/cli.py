@@ -13,14 +13,15 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from smartscope.batch.command import ChunkFramesOption, ClusterOption, GpuOption, WorkersOption, fail
 from smartscope.errors import describe
 
 __all__ = ["calibrate_app", "localize_cmd", "main", "train_smlm_cmd"]
 
 
 def _fail(msg: str) -> NoReturn:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(1)
+    fail(msg)
+    raise AssertionError("unreachable")  # fail() exits
 
 
 def _read_stack(path: Path, what: str) -> Any:
@@ -152,7 +153,13 @@ def main() -> None:
 
 
 def localize_cmd(
-    stack: Annotated[Path, typer.Argument(help="TIFF stack (T, Y, X) of raw camera frames")],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="raw camera frames: TIFF / OME-TIFF stacks, globs, run folders or OME-Zarr images",
+            show_default=False,
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for table, render, drift")],
     method: Annotated[str, typer.Option(help="classical or network")] = "classical",
     bundle: Annotated[Path | None, typer.Option(help="DECODE-class bundle (network)")] = None,
@@ -170,7 +177,13 @@ def localize_cmd(
     psf_model: Annotated[
         str, typer.Option(help="classical with --psf: spline, or gaussian_z (its calibrated Gaussian-z)")
     ] = "spline",
-    pixel_size_um: Annotated[float, typer.Option(help="camera pixel in the sample plane")] = 0.1,
+    pixel_size_um: Annotated[
+        float | None,
+        typer.Option(
+            help="camera pixel in the sample plane "
+            "[default: the --psf file's, else the stack's calibration, else 0.1]"
+        ),
+    ] = None,
     psf_sigma_nm: Annotated[float, typer.Option(help="Gaussian PSF sigma (classical, no --psf)")] = 100.0,
     camera: Annotated[str, typer.Option(help="scmos or emccd (without --camera-file)")] = "scmos",
     offset_adu: Annotated[float, typer.Option(help="camera offset")] = 100.0,
@@ -181,58 +194,117 @@ def localize_cmd(
         float | None, typer.Option(help="network detection threshold (default: the bundle's)")
     ] = None,
     render_pixel_nm: Annotated[float, typer.Option(help="super-resolution pixel")] = 20.0,
+    drift_correct: Annotated[
+        bool,
+        typer.Option(
+            help="correct table and render by the drift estimate (>= 200 frames, >= 500 localizations)"
+        ),
+    ] = False,
+    cluster: ClusterOption = None,
+    workers: WorkersOption = None,
+    chunk_frames: ChunkFramesOption = 256,
+    gpu: GpuOption = False,
 ) -> None:
-    """Localize a recorded stack: localizations.csv (+ ThunderSTORM CSV, with z in 3-D),
-    Gaussian render (TIFF; 3-D: z-colour PNG) and drift estimate in OUT."""
-    import numpy as np
+    """Localize recorded stacks: localizations.csv (+ ThunderSTORM CSV and Picasso HDF5, with
+    z in 3-D), Gaussian render (TIFF; 3-D: z-colour PNG) and drift estimate in OUT (in
+    OUT/<stack>/ for several stacks).
+
+    Frames are read page by page (memory stays constant whatever the stack's size). With
+    --cluster the stacks are cut into chunks of --chunk-frames, localized by Dask workers and
+    merged in frame order; drift is estimated (and with --drift-correct corrected) on the
+    merged table, and the render made from it.
+    """
     from pydantic import ValidationError
 
+    from smartscope.batch.cluster import worker_threads
+    from smartscope.batch.command import cluster_spec, run_job
+    from smartscope.batch.jobs import PartStore, stack_fingerprint
+    from smartscope.batch.stacks import StackError, resolve_inputs
     from smartscope.config.stages import SMLMCameraConfig, SMLMStageConfig
-    from smartscope.frame import Frame
-    from smartscope.models.smlm.stage import SMLMStage
+    from smartscope.models.smlm.batch import LocalizeJob, open_stage, output_folders
 
-    data = _read_stack(stack, "stack")
-    if psf is not None:
+    try:
+        stacks = resolve_inputs(inputs)
+    except StackError as exc:
+        fail(str(exc))
+        raise
+    for s in stacks:
+        if s.n_channels != 1:
+            fail(f"{s.path}: localize reads one channel; this stack has {s.n_channels} {list(s.channels)}")
+    if psf is not None and pixel_size_um is None:
         from smartscope.simulators.psf_models import load_psf
 
         try:
             pixel_size_um = load_psf(psf).pixel_nm / 1000.0
         except (FileNotFoundError, ValueError) as exc:
-            _fail(f"--psf: {exc}")
+            fail(f"--psf: {exc}")
+    configs = []
     try:
-        cfg = SMLMStageConfig(
-            method=method,  # type: ignore[arg-type]
-            bundle=bundle,
-            backend=backend,  # type: ignore[arg-type]
-            pixel_size_um=pixel_size_um,
-            psf_sigma_nm=psf_sigma_nm,
-            psf_file=psf,
-            camera_file=camera_file,
-            force=force,
-            refine=refine,
-            psf_model=psf_model,  # type: ignore[arg-type]
-            prob_threshold=threshold,
-            camera=SMLMCameraConfig(
-                kind=camera,  # type: ignore[arg-type]
-                offset_adu=offset_adu,
-                gain_adu_per_e=gain_adu_per_e,
-                em_gain=em_gain,
-                read_noise_e=read_noise_e,
-            ),
-            render_pixel_nm=render_pixel_nm,
-            output_dir=out,
-        )
-        stage = SMLMStage(cfg)
+        for s in stacks:
+            px = pixel_size_um or (s.pixel_size_um[1] if s.pixel_size_um is not None else 0.1)
+            configs.append(
+                SMLMStageConfig(
+                    method=method,  # type: ignore[arg-type]
+                    bundle=bundle,
+                    backend=backend,  # type: ignore[arg-type]
+                    pixel_size_um=px,
+                    psf_sigma_nm=psf_sigma_nm,
+                    psf_file=psf,
+                    camera_file=camera_file,
+                    force=force,
+                    refine=refine,
+                    psf_model=psf_model,  # type: ignore[arg-type]
+                    prob_threshold=threshold,
+                    camera=SMLMCameraConfig(
+                        kind=camera,  # type: ignore[arg-type]
+                        offset_adu=offset_adu,
+                        gain_adu_per_e=gain_adu_per_e,
+                        em_gain=em_gain,
+                        read_noise_e=read_noise_e,
+                    ),
+                    render_pixel_nm=render_pixel_nm,
+                )
+            )
     except ValidationError as exc:
-        _fail(describe(exc) or str(exc))
-    except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
-    for i, img in enumerate(data):
-        stage.process(Frame(index=i, image=np.asarray(img), camera_time_s=0.0), {})
-    stage.close()  # flushes the network's last frame and writes the outputs
-    tab = stage.table()
-    z = " with z" if tab.has_z else ""
-    typer.echo(f"{len(tab)} localizations{z} from {len(data)} frames -> {out}")
+        fail(describe(exc) or str(exc))
+    if gpu and method != "network":
+        fail("--gpu: the classical localizer runs on CPU; --gpu is for --method network")
+    from smartscope.engines.bundle import BundleError
+
+    bundle_sha = None
+    try:  # a bad bundle or calibration file fails here, once, not in every chunk
+        for c in {c.model_dump_json(): c for c in configs}.values():
+            stage = open_stage(c)
+            if stage.engine is not None:
+                bundle_sha = stage.engine.bundle.onnx_sha256
+    except (BundleError, FileNotFoundError, ValueError) as exc:
+        fail(describe(exc) or str(exc))
+    spec = cluster_spec(cluster, workers, len(stacks), gpu)
+
+    fingerprint = {
+        "command": "localize",
+        "configs": [c.model_dump(mode="json") for c in configs],
+        "drift_correct": drift_correct,
+        "bundle_sha256": bundle_sha,
+        "calibration_sha256": [_sha256(f) for f in (psf, camera_file)],
+        "stacks": [stack_fingerprint(s) for s in stacks],
+    }
+    job = LocalizeJob(
+        stacks=tuple(stacks),
+        configs=tuple(configs),
+        folders=output_folders(stacks, out),
+        parts=PartStore(out, fingerprint),
+        cpu_threads=worker_threads(spec) if spec.distributed else 0,
+        drift_correct=drift_correct,
+    )
+    run_job(job, spec, out=out, gpu=gpu, chunk_frames=chunk_frames, label="localizing")
+
+
+def _sha256(path: Path | None) -> str | None:
+    """A calibration file's content hash: a changed file does not reuse old parts."""
+    from smartscope.simulators.psf_models import file_sha256
+
+    return file_sha256(path) if path is not None else None
 
 
 # ============================================================================ calibrate

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from smartscope.engines.runtime import Engine
     from smartscope.simulators.psf_models import PSFModel
 
-__all__ = ["SMLMStage", "bundle_mismatches", "camera_model"]
+__all__ = ["PicassoInfo", "SMLMStage", "bundle_mismatches", "camera_model", "write_outputs"]
 
 
 def camera_model(cfg: SMLMCameraConfig) -> CameraModel:
@@ -222,6 +223,15 @@ class SMLMStage:
         self._accumulate(tab)
         return tab
 
+    def reset(self) -> None:
+        """Forget every frame seen: the next frame starts a new sequence (a new chunk)."""
+        self._buf.clear()
+        self._raw.clear()
+        self._tables.clear()
+        self._hist = None
+        self._shape = None
+        self.frames_seen = 0
+
     # --- Stage protocol ----------------------------------------------------------------
     def _accumulate(self, tab: LocTable) -> None:
         self._tables.append(tab)
@@ -276,53 +286,29 @@ class SMLMStage:
 
     def write_outputs(self, folder: Path) -> dict[str, Path]:
         """Localization table (CSV, ThunderSTORM CSV, Picasso HDF5 + YAML), Gaussian render
-        (calibrated TIFF, float32 at ``render_pixel_nm``) and drift estimate (JSON) into ``folder``."""
-        from smartscope.models.smlm.io import write_calibrated_tiff, write_picasso
-        from smartscope.models.smlm.render import estimate_drift, render_gaussian
-
-        folder.mkdir(parents=True, exist_ok=True)
+        (calibrated TIFF, float32 at ``render_pixel_nm``; 3-D: z-colour PNG) and drift
+        estimate (JSON) into ``folder``."""
         tab = self.table()
-        paths = {
-            "localizations": tab.write_csv(folder / "localizations.csv"),
-            "thunderstorm": tab.write_thunderstorm_csv(folder / "localizations_thunderstorm.csv"),
-        }
-        if self._shape is not None:
-            frames = max(self.frames_seen, int(tab.frame.max()) + 1 if len(tab) else 0)
-            paths["picasso"] = write_picasso(
-                tab,
-                folder / "localizations.hdf5",
-                pixel_nm=self.pixel_nm,
-                width_px=self._shape[1],
-                height_px=self._shape[0],
-                n_frames=frames,
-                info={"smartscope method": self.config.method, "PSF sigma (nm)": self.config.psf_sigma_nm},
-            )
-        if self._shape is not None and len(tab):
-            img = render_gaussian(tab, self.config.render_pixel_nm, self.extent_nm)
-            paths["superres"] = write_calibrated_tiff(
-                folder / "superres_gaussian.tif", img, self.config.render_pixel_nm
-            )
-            if tab.has_z:
-                from smartscope.models.smlm.render import render_z_color, save_png
+        frames = max(self.frames_seen, int(tab.frame.max()) + 1 if len(tab) else 0)
+        return write_outputs(
+            folder,
+            tab,
+            self.extent_nm if self._shape is not None else None,
+            self.config.render_pixel_nm,
+            picasso=self._picasso_info(frames),
+        )
 
-                rgb = render_z_color(tab, self.config.render_pixel_nm, self.extent_nm)
-                paths["superres_z"] = save_png(rgb, folder / "superres_z.png")
-            n_frames = int(tab.frame.max() - tab.frame.min() + 1)
-            if n_frames >= 200 and len(tab) >= 500:
-                d = estimate_drift(tab, n_segments=min(10, n_frames // 100), extent_nm=self.extent_nm)
-                p = folder / "drift.json"
-                p.write_text(
-                    json.dumps(
-                        {
-                            "segment_frames": d.segment_frames.tolist(),
-                            "dx_nm": d.segment_dx_nm.tolist(),
-                            "dy_nm": d.segment_dy_nm.tolist(),
-                        },
-                        indent=1,
-                    )
-                )
-                paths["drift"] = p
-        return paths
+    def _picasso_info(self, n_frames: int) -> PicassoInfo | None:
+        """What Picasso's YAML needs beside the table: the camera pixel and the field."""
+        if self._shape is None:
+            return None
+        return PicassoInfo(
+            pixel_nm=self.pixel_nm,
+            width_px=self._shape[1],
+            height_px=self._shape[0],
+            n_frames=n_frames,
+            info={"smartscope method": self.config.method, "PSF sigma (nm)": self.config.psf_sigma_nm},
+        )
 
     def attach_run_dir(self, outputs_dir: Path) -> None:
         """Called by the runner: per-run files go to the run's outputs/ unless configured."""
@@ -375,3 +361,79 @@ def bundle_mismatches(
     if ref_off is not None and abs(camera.offset_adu - ref_off) > _OFFSET_TOLERANCE_ADU:
         out.append(f"camera offset_adu: data {camera.offset_adu:.4g}, bundle {ref_off:.4g}")
     return out
+
+
+@dataclass(frozen=True)
+class PicassoInfo:
+    """The camera field a Picasso file describes (its YAML): pixel, size, frame count."""
+
+    pixel_nm: float
+    width_px: int
+    height_px: int
+    n_frames: int
+    info: Mapping[str, object] = field(default_factory=dict)
+
+
+def write_outputs(
+    folder: Path,
+    tab: LocTable,
+    extent_nm: tuple[float, float] | None,
+    render_pixel_nm: float,
+    *,
+    drift_correct: bool = False,
+    picasso: PicassoInfo | None = None,
+) -> dict[str, Path]:
+    """A localization table's files in ``folder``: table (CSV + ThunderSTORM CSV; Picasso
+    HDF5 + YAML when ``picasso`` describes the camera field), Gaussian render (calibrated
+    TIFF, float32 at ``render_pixel_nm``; needs the field's ``extent_nm``; 3-D tables also a
+    z-colour PNG) and the drift estimate (JSON; from >= 200 frames and >= 500
+    localizations). With ``drift_correct`` the table and render are corrected by that
+    estimate."""
+    from smartscope.models.smlm.io import write_calibrated_tiff, write_picasso
+    from smartscope.models.smlm.render import correct_drift, estimate_drift, render_gaussian
+
+    folder.mkdir(parents=True, exist_ok=True)
+    drift = None
+    if extent_nm is not None and len(tab):
+        n_frames = int(tab.frame.max() - tab.frame.min() + 1)
+        if n_frames >= 200 and len(tab) >= 500:
+            drift = estimate_drift(tab, n_segments=min(10, n_frames // 100), extent_nm=extent_nm)
+    if drift is not None and drift_correct:
+        tab = correct_drift(tab, drift)
+    paths = {
+        "localizations": tab.write_csv(folder / "localizations.csv"),
+        "thunderstorm": tab.write_thunderstorm_csv(folder / "localizations_thunderstorm.csv"),
+    }
+    if picasso is not None:
+        paths["picasso"] = write_picasso(
+            tab,
+            folder / "localizations.hdf5",
+            pixel_nm=picasso.pixel_nm,
+            width_px=picasso.width_px,
+            height_px=picasso.height_px,
+            n_frames=picasso.n_frames,
+            info=picasso.info,
+        )
+    if extent_nm is not None and len(tab):
+        img = render_gaussian(tab, render_pixel_nm, extent_nm)
+        paths["superres"] = write_calibrated_tiff(folder / "superres_gaussian.tif", img, render_pixel_nm)
+        if tab.has_z:
+            from smartscope.models.smlm.render import render_z_color, save_png
+
+            rgb = render_z_color(tab, render_pixel_nm, extent_nm)
+            paths["superres_z"] = save_png(rgb, folder / "superres_z.png")
+    if drift is not None:
+        p = folder / "drift.json"
+        p.write_text(
+            json.dumps(
+                {
+                    "segment_frames": drift.segment_frames.tolist(),
+                    "dx_nm": drift.segment_dx_nm.tolist(),
+                    "dy_nm": drift.segment_dy_nm.tolist(),
+                    "applied": drift_correct,
+                },
+                indent=1,
+            )
+        )
+        paths["drift"] = p
+    return paths

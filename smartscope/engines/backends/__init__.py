@@ -23,10 +23,25 @@ __all__ = [
     "available_backends",
     "create_backend",
     "select_backend",
+    "set_cpu_threads",
 ]
 
 log = logging.getLogger(__name__)
 
+
+_CPU_THREADS = 0  # 0: each library's default (all cores)
+
+
+def set_cpu_threads(n: int) -> None:
+    """CPU threads of the backends this process creates from now on (0: library default).
+
+    A process that shares the machine's cores with others (a local Dask worker) sets its
+    share, so that N workers do not each start a thread per core.
+    """
+    global _CPU_THREADS
+    if n < 0:
+        raise ValueError(f"cpu threads must be >= 0, got {n}")
+    _CPU_THREADS = n
 
 
 def _cuda() -> bool:
@@ -77,10 +92,16 @@ def create_backend(
 
         dev = device or ("cuda:0" if _cuda() else "cpu")
         prec: Precision = precision or ("fp16" if dev.startswith("cuda") else "fp32")
+        if _CPU_THREADS and not dev.startswith("cuda"):
+            import torch
+
+            torch.set_num_threads(_CPU_THREADS)
         return TorchBackend(bundle, device=dev, precision=prec, **options)
     if name == "onnxruntime":
         from smartscope.engines.backends.onnxruntime_backend import OnnxRuntimeBackend
 
+        if _CPU_THREADS:
+            options.setdefault("intra_op_threads", _CPU_THREADS)
         return OnnxRuntimeBackend(bundle, device=device or "cpu", precision=precision or "fp32", **options)
     raise ValueError(f"unknown backend {name!r}; choose auto, tensorrt, torch or onnxruntime")
 
