@@ -20,7 +20,7 @@ stream at 10 ms exposure in real time (~100 fps); a controller toggles the 561 n
 truth (``SimPowerMean_mW_561``: the power each frame really received): frames not marked
 ``transition`` whose claimed power differs from the power they received.
 
-    python bench/loop.py --seconds 30 --out bench/results/loop/loop.json
+    python bench/loop.py --seconds 30 --tmpfs /dev/shm --out bench/results/loop/loop.json
 """
 
 from __future__ import annotations
@@ -158,30 +158,35 @@ def disk_mb_s(root: Path, mb: int = 2000) -> float:
     return mb / dt
 
 
-def throughput(seconds: float, disk: Path, queue_mb: int) -> list[dict[str, Any]]:
+def throughput(seconds: float, disk: Path, queue_mb: int, tmpfs: Path | None) -> list[dict[str, Any]]:
+    """Each case to ``disk``; with ``tmpfs`` also to memory (at most 10 s at 2048²: the run's
+    frames must fit in RAM), which separates the loop's own cost from the disk's rate."""
     rows = []
     for size, exposure_ms, secs in ((512, 1.0, min(seconds, 8.0)), (2048, 10.0, seconds)):
         core = _demo_core(size, exposure_ms)
         probe = raw_rate(core, 50)
-        n = max(100, int(probe * secs))
-        raw = raw_rate(core, n)
-        with tempfile.TemporaryDirectory(dir=disk) as tmp:
-            sm = smartscope_rate(core, n, exposure_ms, Path(tmp), queue_mb)
-        interval_ms = 1e3 / raw
-        rows.append(
-            {
-                "size": size,
-                "exposure_ms": exposure_ms,
-                "frames": n,
-                "raw_fps": raw,
-                **sm,
-                "ratio": sm["fps"] / raw,
-                "mb_s": sm["fps"] * size * size * 2 / 1e6,
-                "interval_ms": interval_ms,
-                "p99_in_intervals": sm["p99_ms"] / interval_ms,
-                "queue_mb": queue_mb,
-            }
-        )
+        roots = [("disk", disk, secs)] + ([("tmpfs", tmpfs, min(secs, 10.0))] if tmpfs else [])
+        for storage, root, run_s in roots:
+            n = max(100, int(probe * run_s))
+            raw = raw_rate(core, n)
+            with tempfile.TemporaryDirectory(dir=root) as tmp:
+                sm = smartscope_rate(core, n, exposure_ms, Path(tmp), queue_mb)
+            interval_ms = 1e3 / raw
+            rows.append(
+                {
+                    "size": size,
+                    "exposure_ms": exposure_ms,
+                    "storage": storage,
+                    "frames": n,
+                    "raw_fps": raw,
+                    **sm,
+                    "ratio": sm["fps"] / raw,
+                    "mb_s": sm["fps"] * size * size * 2 / 1e6,
+                    "interval_ms": interval_ms,
+                    "p99_in_intervals": sm["p99_ms"] / interval_ms,
+                    "queue_mb": queue_mb,
+                }
+            )
         core.unloadAllDevices()
         del core
         gc.collect()
@@ -286,18 +291,23 @@ def main(
     queue_mb: Annotated[int, typer.Option(help="storage.queue_mb for the throughput runs")] = 1024,
     live: Annotated[bool, typer.Option(help="also run the live-actions table")] = True,
     out: Annotated[Path | None, typer.Option(help="also write the rows as JSON here")] = None,
+    tmpfs: Annotated[
+        Path | None, typer.Option(help="also run each case with storage in memory here (e.g. /dev/shm)")
+    ] = None,
 ) -> None:
     disk = disk or Path(tempfile.gettempdir())
     with tempfile.TemporaryDirectory(dir=disk) as tmp:
         disk_rate = disk_mb_s(Path(tmp))
-    rows = throughput(seconds, disk, queue_mb)
+    rows = throughput(seconds, disk, queue_mb, tmpfs)
     table = Table(
         title=f"bench/loop.py — DemoCamera (FastImage), identity pipeline, to disk; {platform.node()}, "
         f"{os.cpu_count()} cores; disk sustains {disk_rate:.0f} MB/s (8 MiB writes + fsync)"
+        + (f"; tmpfs rows: storage in {tmpfs}" if tmpfs else "")
     )
     cols = (
         "size",
         "exp ms",
+        "storage",
         "frames",
         "raw fps",
         "smartscope fps",
@@ -319,6 +329,7 @@ def main(
         table.add_row(
             f"{r['size']}²",
             f"{r['exposure_ms']:g}",
+            r["storage"],
             str(r["frames"]),
             f"{r['raw_fps']:.0f}",
             f"{r['fps']:.0f}",

