@@ -49,6 +49,7 @@ from smartscope.actions import (
     SetExposure,
     SetInterval,
     SetLaserPower,
+    SetLaserSequence,
     SetMirror,
     SetPositionInterval,
     SetProperty,
@@ -161,6 +162,10 @@ class MMCoreDriver:
         self._base = self._state
         self._timeline: deque[_LiveChange] = deque()
         self._camera = ""
+        # hardware-sequenced laser powers: the schedules loaded now, and per laser the frame
+        # index from which each schedule (None: none) ran, re-armed at every camera start
+        self._armed: dict[str, tuple[float, ...]] = {}
+        self._segments: dict[str, list[tuple[int, tuple[float, ...] | None]]] = {}
 
     # ---------------------------------------------------------------- hooks
     # Each flavour spells these core calls its own way.
@@ -217,6 +222,19 @@ class MMCoreDriver:
         raise NotImplementedError
 
     def _do_release(self) -> None:
+        raise NotImplementedError
+
+    def _do_sequence_max_length(self, device: str, prop: str) -> int:
+        """Steps a property sequence of ``device.prop`` may hold; 0: not sequenceable."""
+        raise NotImplementedError
+
+    def _do_load_property_sequence(self, device: str, prop: str, values: Sequence[str]) -> None:
+        raise NotImplementedError
+
+    def _do_start_property_sequence(self, device: str, prop: str) -> None:
+        raise NotImplementedError
+
+    def _do_stop_property_sequence(self, device: str, prop: str) -> None:
         raise NotImplementedError
 
     def _do_camera_label(self) -> str:
@@ -353,9 +371,40 @@ class MMCoreDriver:
                 left = self._burst_left if left is None else min(left, self._burst_left)
             if left is not None and left <= 0:
                 return
+            self._arm_sequences()
             self._do_start_sequence(left)
         else:
             self._next_due = time.perf_counter()
+
+    def _arm_sequences(self) -> None:
+        """Start every loaded laser schedule at its first step with the camera's next frame
+        (and note where a schedule that was replaced ends), so each frame's power is known."""
+        first = self._delivered + len(self._pending)
+        for name in sorted(set(self._armed) | set(self._segments)):
+            laser = self.mcfg.lasers[name]
+            powers = self._armed.get(name)
+            if powers is not None:
+                self._do_stop_property_sequence(laser.device, laser.power_property)
+                self._do_start_property_sequence(laser.device, laser.power_property)
+            segs = self._segments.setdefault(name, [])
+            if segs and segs[-1][0] == first:
+                segs[-1] = (first, powers)
+            elif powers is not None or (segs and segs[-1][1] is not None):
+                segs.append((first, powers))
+            while len(segs) > 1 and segs[1][0] <= self._delivered:
+                segs.pop(0)  # every frame still to come is past it
+
+    def _sequenced_power(self, name: str, index: int) -> float | None:
+        """The power a hardware schedule gave frame ``index``, or None (no schedule ran)."""
+        for first, powers in reversed(self._segments.get(name, ())):
+            if first <= index:
+                return None if powers is None else powers[(index - first) % len(powers)]
+        return None
+
+    def _stop_sequence_of(self, name: str) -> None:
+        laser = self.mcfg.lasers[name]
+        if self._armed.pop(name, None) is not None:
+            self._do_stop_property_sequence(laser.device, laser.power_property)
 
     def _halt_and_drain(self) -> bool:
         """Stop the sequence and keep every frame already acquired, with its state.
@@ -424,6 +473,10 @@ class MMCoreDriver:
     def _make_frame(
         self, img: np.ndarray, md: dict[str, Any], state: DriverState, channel: str = ""
     ) -> Frame:
+        for name in self._segments:
+            power = self._sequenced_power(name, self._delivered)
+            if power is not None:
+                state = state.with_laser(name, power)
         frame = Frame(
             index=self._delivered,
             image=img,
@@ -511,7 +564,18 @@ class MMCoreDriver:
         """Actions that change what the camera does (so its sequence must restart)."""
         if isinstance(action, SetExposure | SetROI | ClearROI | SetInterval | StartBurst | StopBurst):
             return True
-        return isinstance(action, SetProperty) and action.device == self._camera
+        # arming or ending a hardware schedule restarts the camera once: frame k of the
+        # schedule is then exactly the k-th frame after the restart
+        if isinstance(action, SetLaserSequence):
+            return True
+        if isinstance(action, SetLaserPower) and action.laser in self._armed:
+            return True
+        if isinstance(action, SetProperty):
+            if action.device == self._camera:
+                return True
+            lasers = [self.mcfg.lasers[n] for n in self._armed]
+            return any((la.device, la.power_property) == (action.device, action.property) for la in lasers)
+        return False
 
     def apply(self, actions: Sequence[Action]) -> ApplyResult:
         live = (
@@ -562,9 +626,15 @@ class MMCoreDriver:
             laser = self.mcfg.lasers.get(action.laser)
             if laser is None:
                 raise DriverError(f"unknown laser {action.laser!r}")
+            self._stop_sequence_of(action.laser)
             self._do_set_property(laser.device, laser.power_property, action.power_mw)
             return state.with_laser(action.laser, action.power_mw)
+        if isinstance(action, SetLaserSequence):
+            return self._load_laser_sequence(action, state)
         if isinstance(action, SetProperty):
+            for name, laser in self.mcfg.lasers.items():
+                if (laser.device, laser.power_property) == (action.device, action.property):
+                    self._stop_sequence_of(name)
             self._do_set_property(action.device, action.property, action.value)
             for name, laser in self.mcfg.lasers.items():
                 if (laser.device, laser.power_property) == (action.device, action.property):
@@ -605,6 +675,32 @@ class MMCoreDriver:
             raise ActionNotSupported(f"{type(action).__name__} needs an MDA plan (acquisition.mda)")
         raise ActionNotSupported(f"{type(action).__name__} is not supported")  # pragma: no cover
 
+    def _load_laser_sequence(self, action: SetLaserSequence, state: DriverState) -> DriverState:
+        """Load the schedule into the device; it starts with the camera's next start."""
+        laser = self.mcfg.lasers.get(action.laser)
+        if laser is None:
+            raise DriverError(f"unknown laser {action.laser!r}")
+        if not (state.interval_ms == 0 and len(self.acq.channels) <= 1):
+            raise ActionNotSupported(
+                "SetLaserSequence steps with the camera's frames: it needs a streaming camera "
+                "(interval_ms 0, at most one channel)"
+            )
+        where = f"{laser.device}.{laser.power_property}"
+        max_len = self._do_sequence_max_length(laser.device, laser.power_property)
+        if max_len <= 0:
+            raise ActionNotSupported(
+                f"{where} is not sequenceable in Micro-Manager: a frame-locked schedule needs "
+                "a hardware-triggered laser"
+            )
+        if len(action.powers_mw) > max_len:
+            raise ActionNotSupported(f"{where} holds at most {max_len} steps, got {len(action.powers_mw)}")
+        self._stop_sequence_of(action.laser)
+        self._do_load_property_sequence(
+            laser.device, laser.power_property, [str(mm_value(p)) for p in action.powers_mw]
+        )
+        self._armed[action.laser] = tuple(action.powers_mw)
+        return state.with_laser(action.laser, action.powers_mw[0])
+
     def _end_burst(self) -> None:
         """A counted burst is over: back to the saved interval at this frame boundary."""
         self._halt_and_drain()
@@ -622,6 +718,11 @@ class MMCoreDriver:
         return self._camera
 
     def safe_state(self) -> None:
+        for name in list(self._armed):  # a running schedule would turn the light back on
+            try:
+                self._stop_sequence_of(name)
+            except Exception as exc:
+                log.error("safe state: could not stop the power sequence of laser %s: %s", name, exc)
         for name, laser in self.mcfg.lasers.items():
             try:
                 self._do_set_property(laser.device, laser.power_property, 0)
@@ -770,6 +871,20 @@ class PymmcorePlusDriver(MMCoreDriver):
         if not self.core.hasPropertyLimits(device, prop):
             return None
         return float(self.core.getPropertyUpperLimit(device, prop))
+
+    def _do_sequence_max_length(self, device: str, prop: str) -> int:
+        if not self.core.isPropertySequenceable(device, prop):
+            return 0
+        return int(self.core.getPropertySequenceMaxLength(device, prop))
+
+    def _do_load_property_sequence(self, device: str, prop: str, values: Sequence[str]) -> None:
+        self.core.loadPropertySequence(device, prop, list(values))
+
+    def _do_start_property_sequence(self, device: str, prop: str) -> None:
+        self.core.startPropertySequence(device, prop)
+
+    def _do_stop_property_sequence(self, device: str, prop: str) -> None:
+        self.core.stopPropertySequence(device, prop)
 
     def _do_release(self) -> None:
         if self._owns_core:
@@ -921,6 +1036,20 @@ class PycromanagerDriver(MMCoreDriver):
         if not self.core.has_property_limits(device, prop):
             return None
         return float(self.core.get_property_upper_limit(device, prop))
+
+    def _do_sequence_max_length(self, device: str, prop: str) -> int:
+        if not self.core.is_property_sequenceable(device, prop):
+            return 0
+        return int(self.core.get_property_sequence_max_length(device, prop))
+
+    def _do_load_property_sequence(self, device: str, prop: str, values: Sequence[str]) -> None:
+        self.core.load_property_sequence(device, prop, list(values))
+
+    def _do_start_property_sequence(self, device: str, prop: str) -> None:
+        self.core.start_property_sequence(device, prop)
+
+    def _do_stop_property_sequence(self, device: str, prop: str) -> None:
+        self.core.stop_property_sequence(device, prop)
 
     def _do_release(self) -> None:
         if self._headless:

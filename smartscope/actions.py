@@ -33,6 +33,25 @@ class SetLaserPower(_Action):
     power_mw: float = Field(ge=0)
 
 
+class SetLaserSequence(_Action):
+    """A frame-locked power schedule, run by the hardware: frame k of the stream after it is
+    armed gets ``powers_mw[k % len(powers_mw)]`` (e.g. ``(0, 5)``: 405 nm on every other
+    frame), at full camera speed, until another power action for that laser. Needs a power
+    property Micro-Manager reports as sequenceable; anything else refuses it (a sequence is
+    never imitated in software). Arming it restarts the camera's sequence once, so the first
+    frame of the schedule is known exactly."""
+
+    kind: Literal["laser_sequence"] = "laser_sequence"
+    laser: str
+    powers_mw: tuple[float, ...] = Field(min_length=2, max_length=100_000)
+
+    @model_validator(mode="after")
+    def _non_negative(self) -> SetLaserSequence:
+        if any(p < 0 for p in self.powers_mw):
+            raise ValueError("powers_mw: every power must be >= 0 mW")
+        return self
+
+
 class SetProperty(_Action):
     kind: Literal["property"] = "property"
     device: str
@@ -136,6 +155,7 @@ class SetPositionInterval(_Action):
 Action = Annotated[
     SetExposure
     | SetLaserPower
+    | SetLaserSequence
     | SetProperty
     | SetROI
     | ClearROI

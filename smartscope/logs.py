@@ -64,7 +64,7 @@ class RunLog(ListenerBase):
             req.action.kind,
             req.source,
             req.frame_index,
-            req.action.model_dump(mode="json"),
+            _short(req.action.model_dump(mode="json")),
             record.verdict,
             req.reason,
         )
@@ -74,3 +74,9 @@ class RunLog(ListenerBase):
         self._logger.removeHandler(self.handler)
         self._logger.setLevel(self._saved_level)
         self.handler.close()
+
+
+def _short(value: Any, limit: int = 300) -> str:
+    """An action for one log line: a long schedule is cut (actions.jsonl keeps it whole)."""
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"

@@ -43,6 +43,7 @@ from smartscope.actions import (
     SetExposure,
     SetInterval,
     SetLaserPower,
+    SetLaserSequence,
     SetMirror,
     SetPositionInterval,
     SetProperty,
@@ -187,6 +188,8 @@ class SafetyGate:
             self._scheduled["exposure"] = (action.exposure_ms, t)
         elif isinstance(action, SetLaserPower):
             self._scheduled[f"laser:{action.laser}"] = (action.power_mw, t)
+        elif isinstance(action, SetLaserSequence):  # the highest power it will reach
+            self._scheduled[f"laser:{action.laser}"] = (max(action.powers_mw), t)
         elif isinstance(action, SetProperty):
             kind = self._property_kind(action)
             value = _number(action.value)
@@ -204,6 +207,8 @@ class SafetyGate:
             return self._vet_exposure(action, rate)
         if isinstance(action, SetLaserPower):
             return self._vet_laser(action, rate)
+        if isinstance(action, SetLaserSequence):
+            return self._vet_laser_sequence(action, rate)
         if isinstance(action, SetInterval | StartBurst):
             if action.interval_ms < self.limits.interval_ms_min:
                 return self._bounded(
@@ -380,6 +385,20 @@ class SafetyGate:
         if notes:
             return self._bounded(SetLaserPower(laser=action.laser, power_mw=target), "; ".join(notes))
         return Decision("applied", action)
+
+    def _vet_laser_sequence(self, action: SetLaserSequence, rate: bool) -> Decision:
+        """Every step of the schedule is vetted as a power: its peak against the ceiling and
+        against the rate limit from the power scheduled now (the schedule may jump to its
+        peak on the first frame); steps above what is allowed are clamped to it."""
+        peak = self._vet_laser(SetLaserPower(laser=action.laser, power_mw=max(action.powers_mw)), rate)
+        if peak.action is None:
+            return peak
+        assert isinstance(peak.action, SetLaserPower)
+        allowed = peak.action.power_mw
+        if allowed >= max(action.powers_mw):
+            return Decision("applied", action)
+        clamped = tuple(min(p, allowed) for p in action.powers_mw)
+        return self._bounded(SetLaserSequence(laser=action.laser, powers_mw=clamped), peak.note)
 
     def _vet_mirror(self, action: SetMirror) -> Decision:
         cap = self.limits.mirror_max_rad

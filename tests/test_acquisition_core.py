@@ -19,12 +19,13 @@ from pymmcore_plus import CMMCorePlus
 from pymmcore_plus.seq_tester import decode_image
 
 from smartscope import runner
-from smartscope.actions import ActionRequest, SetZ
+from smartscope.actions import ActionRequest, SetLaserPower, SetLaserSequence, SetZ
 from smartscope.config import validate_config
 from smartscope.controllers.base import ControllerBase, Observation
 from smartscope.drivers.mmcore import PymmcorePlusDriver
 from smartscope.frame import Frame
 from smartscope.runner import run
+from smartscope.scenarios.base import virtual_cfg_file
 from smartscope.storage import RunFolder, count_pages, read_jsonl
 from tests.conftest import ADAPTERS, DATA, LASERS, cfg_dict
 
@@ -293,3 +294,120 @@ def test_smartscope_run_holds_a_2048_sensor(tmp_path: Path) -> None:
     with tifffile.TiffFile(run_dir / "raw.ome.tif") as tif:
         assert tif.is_ome and tif.series[0].shape == (100, 2048, 2048)
         assert np.asarray(tif.pages[99].asarray()).std() > 0  # type: ignore[union-attr]
+
+
+# ------------------------------------------------------- hardware-sequenced laser power
+
+
+class _ArmSequence(ControllerBase):
+    """Arms a 561 nm schedule at the first analysed frame, then (optionally) ends it with a
+    plain power ``end_after`` frames later."""
+
+    name = "pulse561"
+
+    def __init__(self, powers: tuple[float, ...], end_after: int | None = None, end_mw: float = 2.0) -> None:
+        self.powers, self.end_after, self.end_mw = powers, end_after, end_mw
+        self.armed_at: int | None = None
+        self.ended = False
+
+    def update(self, obs: Observation) -> list[ActionRequest]:
+        if self.armed_at is None:
+            self.armed_at = obs.frame.index
+            return [self.ask(SetLaserSequence(laser="561", powers_mw=self.powers), "test: pulse 561", obs)]
+        if (
+            self.end_after is not None
+            and not self.ended
+            and obs.frame.index >= self.armed_at + self.end_after
+        ):
+            self.ended = True
+            return [self.ask(SetLaserPower(laser="561", power_mw=self.end_mw), "test: end the pulses", obs)]
+        return []
+
+
+def _virtual_run(tmp_path: Path, controllers: Sequence[ControllerBase], seconds: float = 3.0) -> Any:
+    cfg_file = virtual_cfg_file(tmp_path / "virtual.cfg", "cells", 0, 64, "RealTime", 0.0, 10.0)
+    cfg = validate_config(
+        {
+            "microscope": {
+                "config_file": str(cfg_file),
+                "camera": "Camera",
+                "lasers": {"561": {"device": "Laser561", "wavelength_nm": 561, "max_power_mw": 50}},
+            },
+            "acquisition": {"exposure_ms": 10.0, "duration_s": seconds, "lasers_mw": {"561": 1.0}},
+            "pipeline": {"stages": [{"kind": "identity"}]},
+            "limits": {"laser_max_mw": {"561": 8.0}},
+            "storage": {"root": str(tmp_path), "name": "seq"},
+        }
+    )
+    return run(cfg, report=False, controllers=list(controllers))
+
+
+def test_a_laser_schedule_runs_frame_locked_and_every_frame_says_the_power_it_received(
+    tmp_path: Path,
+) -> None:
+    """``SetLaserSequence`` on the virtual microscope's sequenceable 561 nm power: after one
+    camera restart the hardware steps the schedule with every frame; the simulator's ground
+    truth (the mean power during each exposure) matches what each frame records, the peak
+    above the 8 mW limit is clamped, and a plain power afterwards ends the schedule."""
+    ctl = _ArmSequence((0.0, 5.0, 12.0), end_after=60)
+    res = _virtual_run(tmp_path, [ctl])
+    assert res.status == "completed", res.reason
+    run_dir = Path(res.run_dir)
+    recs = read_jsonl(run_dir / "actions.jsonl")
+    seq = next(r for r in recs if r["applied"] and r["applied"]["kind"] == "laser_sequence")
+    assert seq["verdict"] == "clamped" and tuple(seq["applied"]["powers_mw"]) == (0.0, 5.0, 8.0)
+    first = seq["first_frame_index"]
+    end = next(r for r in recs if r["applied"] and r["applied"]["kind"] == "laser_power")
+    frames = read_jsonl(run_dir / "frames.jsonl")
+    claimed = [f["state"]["lasers"]["561"] for f in frames]
+    truth = [float(f["mm"]["SimPowerMean_mW_561"]) for f in frames]
+    assert claimed == pytest.approx(truth, abs=1e-6)  # not one frame claims a power it did not get
+    assert not any(f.get("transition") for f in frames)  # arming and ending restart the camera
+    pulsed = truth[first : end["first_frame_index"]]
+    assert len(pulsed) >= 30
+    assert pulsed == pytest.approx([(0.0, 5.0, 8.0)[k % 3] for k in range(len(pulsed))])
+    assert set(truth[end["first_frame_index"] :]) == {2.0}
+
+
+def test_a_schedule_the_device_cannot_hold_is_refused_by_the_driver(tmp_path: Path) -> None:
+    from smartscope.simulators.devices import SEQUENCE_MAX_LENGTH
+
+    res = _virtual_run(tmp_path, [_ArmSequence((1.0, 2.0) * SEQUENCE_MAX_LENGTH)], seconds=1.0)
+    assert res.status == "completed", res.reason
+    (rec,) = [
+        r for r in read_jsonl(Path(res.run_dir) / "actions.jsonl") if r["request"]["source"] == "pulse561"
+    ]
+    assert rec["verdict"] == "failed" and "holds at most" in rec["note"], rec
+    frames = read_jsonl(Path(res.run_dir) / "frames.jsonl")
+    assert {f["state"]["lasers"]["561"] for f in frames} == {1.0}
+    assert {float(f["mm"]["SimPowerMean_mW_561"]) for f in frames} == {1.0}
+
+
+def test_the_safe_state_stops_a_running_schedule(tmp_path: Path) -> None:
+    """A fault while a schedule runs: the sequence is stopped before the power goes to 0,
+    so no later camera frame can step the laser back on."""
+    from smartscope.drivers.mmcore import PymmcorePlusDriver as _D
+
+    cfg_file = virtual_cfg_file(tmp_path / "virtual.cfg", "cells", 0, 64, "RealTime", 0.0, 10.0)
+    cfg = validate_config(
+        {
+            "microscope": {
+                "config_file": str(cfg_file),
+                "camera": "Camera",
+                "lasers": {"561": {"device": "Laser561", "wavelength_nm": 561, "max_power_mw": 50}},
+            },
+            "acquisition": {"exposure_ms": 10.0, "n_frames": 200},
+        }
+    )
+    drv = _D(cfg.microscope, cfg.acquisition, cfg.safe_state)
+    drv.start(200)
+    drv.apply([SetLaserSequence(laser="561", powers_mw=(5.0, 6.0))])
+    got = [drv.next_frame(2.0) for _ in range(6)]
+    assert [f.state.lasers["561"] for f in got if f is not None][-4:] in ([5.0, 6.0] * 2, [6.0, 5.0] * 2)
+    drv.safe_state()
+    core = drv.core
+    assert float(core.getProperty("Laser561", "Power")) == 0.0
+    after = [drv.next_frame(2.0) for _ in range(6)]
+    drv.close()
+    powers = [float(f.metadata["mm"]["SimPowerMean_mW_561"]) for f in after if f is not None]
+    assert powers and powers[-3:] == [0.0, 0.0, 0.0]

@@ -9,6 +9,7 @@ from smartscope.actions import (
     SetExposure,
     SetInterval,
     SetLaserPower,
+    SetLaserSequence,
     SetMirror,
     SetProperty,
     SetZ,
@@ -72,6 +73,19 @@ CASES = [
         SetMirror(zernike_rad=(0.0, 1.0, -1.0)),
     ),
     ({"z_um": (-10, 10)}, SetZ(z_um=25), "clamped", SetZ(z_um=10)),
+    (
+        {"laser_max_mw": {"488": 20}},
+        SetLaserSequence(laser="488", powers_mw=(0, 10, 30)),
+        "clamped",
+        SetLaserSequence(laser="488", powers_mw=(0, 10, 20)),
+    ),
+    (
+        {"laser_max_mw": {"488": 20}, "on_violation": "refuse"},
+        SetLaserSequence(laser="488", powers_mw=(0, 30)),
+        "refused",
+        None,
+    ),
+    ({}, SetLaserSequence(laser="640", powers_mw=(0, 1)), "refused", None),
 ]
 
 
@@ -112,3 +126,24 @@ def test_exposure_ratio_rate_limit() -> None:
     down = gate.vet(req(SetExposure(exposure_ms=1)))
     assert isinstance(down.action, SetExposure)
     assert down.action.exposure_ms == pytest.approx(10.0)
+
+
+def test_a_laser_schedule_rises_no_faster_than_a_single_power() -> None:
+    """A schedule may reach its peak on its first frame: the peak is vetted as a power
+    (rate-limited from the scheduled value) and becomes the scheduled value."""
+    clock = Clock()
+    gate = SafetyGate(LimitsConfig(max_power_change_mw_per_s=10), LASERS, clock=clock)
+    gate.observe_state(DriverState(exposure_ms=10.0, lasers={"488": 0.0}))
+    clock.t += 0.5
+    d = gate.vet(req(SetLaserSequence(laser="488", powers_mw=(0, 2, 40))))
+    assert d.verdict == "clamped" and d.action == SetLaserSequence(laser="488", powers_mw=(0, 2, 5.0))
+    assert gate.scheduled("laser:488") == 5.0
+    clock.t += 0.01  # a power right after cannot use the schedule's low steps to jump
+    after = gate.vet(req(SetLaserPower(laser="488", power_mw=40))).action
+    assert isinstance(after, SetLaserPower) and after.power_mw == pytest.approx(5.1)
+
+
+@pytest.mark.parametrize("powers", [(1.0,), (1.0, -1.0), (1.0, float("nan")), (1.0, float("inf"))])
+def test_a_schedule_with_one_step_or_impossible_powers_does_not_validate(powers) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError):
+        SetLaserSequence(laser="488", powers_mw=powers)
