@@ -544,6 +544,9 @@ class ClassicalConfig:
             return self.roi_px
         if psf is None:
             return 7
+        # 3-D: 13 px. The model's whole 21 px window fits isolated emitters closer to the CRLB
+        # in z (bench/smlm.py: 1.25 against 1.49) but takes in neighbours at 0.1 /µm² (3-D
+        # Jaccard 0.48 against 0.62); refine_localizations, which models the neighbours, uses it
         return min(psf.window_px | 1, 13 if psf.is_3d else 9)
 
 
@@ -666,7 +669,9 @@ def refine_localizations(
         return table
     e = camera.to_electrons(np.asarray(image))
     h, w = e.shape
-    s = ClassicalConfig().roi_for(psf) if roi_px is None else roi_px
+    if roi_px is None:  # 3-D: the whole model window (the neighbours' light is modelled)
+        roi_px = psf.window_px | 1 if psf.is_3d else ClassicalConfig().roi_for(psf)
+    s = roi_px
     s = min(s, h, w)
     r = s // 2
     x_in = table.x_nm / pixel_nm - 0.5
@@ -694,11 +699,19 @@ def refine_localizations(
         fit = fit_psf_model(
             rois, rvar, psf, camera.excess_noise_factor, iterations, start=np.stack(cols, 1), offset=offset
         )
+        if three_d:  # also from the model's own z starts: keep the likelier (a network's z can
+            # sit in the wrong basin of an astigmatic likelihood far from focus)
+            other = fit_psf_model(rois, rvar, psf, camera.excess_noise_factor, iterations, offset=offset)
+            fit = _likelier(fit, other)
         nx, ny = fit.x_px + c0, fit.y_px + r0
         ok = fit.converged & np.isfinite(fit.crlb_x_px) & (np.hypot(nx - x_in, ny - y_in) < max_move_px)
-        if only_if_sharper:
+        if only_if_sharper:  # NaN theirs: refine
             theirs = np.hypot(table.sigma_x_nm, table.sigma_y_nm)
-            ok &= ~(np.hypot(fit.crlb_x_px, fit.crlb_y_px) * pixel_nm >= theirs)  # NaN theirs: refine
+            sharper = ~(np.hypot(fit.crlb_x_px, fit.crlb_y_px) * pixel_nm >= theirs)
+            if three_d:  # or sharper in z, where a network is weakest
+                assert fit.crlb_z_nm is not None
+                sharper |= ~(fit.crlb_z_nm >= table.sigma_z_nm)
+            ok &= sharper
         x, y = np.where(ok, nx, x_in), np.where(ok, ny, y_in)
         ph, bg = np.where(ok, fit.photons, ph_in), np.where(ok, fit.bg, bg_in)
         if three_d:
@@ -778,4 +791,23 @@ def camera_model_for(
         em_gain=cfg.em_gain if emccd else 1.0,
         read_noise_e=cfg.read_noise_e,
         emccd=emccd,
+    )
+
+
+def _likelier(a: FitResult, b: FitResult) -> FitResult:
+    """Per spot, the converged fit with the higher likelihood (same data, same model)."""
+    take_b = b.converged & (~a.converged | (b.loglik_ratio > a.loglik_ratio))
+
+    def pick(u: np.ndarray | None, v: np.ndarray | None) -> np.ndarray | None:
+        return None if u is None or v is None else np.where(take_b, v, u)
+
+    fields = ("x_px", "y_px", "photons", "bg", "sigma_px", "crlb_x_px", "crlb_y_px", "crlb_photons")
+    picked = {f: pick(getattr(a, f), getattr(b, f)) for f in fields}
+    return FitResult(
+        **picked,  # type: ignore[arg-type]
+        loglik_ratio=np.where(take_b, b.loglik_ratio, a.loglik_ratio),
+        converged=a.converged | b.converged,
+        z_nm=pick(a.z_nm, b.z_nm),
+        crlb_z_nm=pick(a.crlb_z_nm, b.crlb_z_nm),
+        dof=a.dof,
     )
