@@ -23,7 +23,7 @@ from smartscope.actions import ActionRequest, SetLaserPower, SetLaserSequence, S
 from smartscope.config import validate_config
 from smartscope.controllers.base import ControllerBase, Observation
 from smartscope.drivers.mmcore import PymmcorePlusDriver
-from smartscope.frame import Frame
+from smartscope.frame import Frame, now_s
 from smartscope.runner import run
 from smartscope.scenarios.base import virtual_cfg_file
 from smartscope.storage import RunFolder, count_pages, read_jsonl
@@ -324,20 +324,24 @@ class _ArmSequence(ControllerBase):
         return []
 
 
-def _virtual_run(tmp_path: Path, controllers: Sequence[ControllerBase], seconds: float = 3.0) -> Any:
+def _virtual_cfg(tmp_path: Path, **sections: Any) -> Any:
+    """The virtual microscope at 64², real time, with its sequenceable 561 nm laser."""
     cfg_file = virtual_cfg_file(tmp_path / "virtual.cfg", "cells", 0, 64, "RealTime", 0.0, 10.0)
-    cfg = validate_config(
-        {
-            "microscope": {
-                "config_file": str(cfg_file),
-                "camera": "Camera",
-                "lasers": {"561": {"device": "Laser561", "wavelength_nm": 561, "max_power_mw": 50}},
-            },
-            "acquisition": {"exposure_ms": 10.0, "duration_s": seconds, "lasers_mw": {"561": 1.0}},
-            "pipeline": {"stages": [{"kind": "identity"}]},
-            "limits": {"laser_max_mw": {"561": 8.0}},
-            "storage": {"root": str(tmp_path), "name": "seq"},
-        }
+    microscope = {
+        "config_file": str(cfg_file),
+        "camera": "Camera",
+        "lasers": {"561": {"device": "Laser561", "wavelength_nm": 561, "max_power_mw": 50}},
+    }
+    return validate_config({"microscope": microscope, **sections})
+
+
+def _virtual_run(tmp_path: Path, controllers: Sequence[ControllerBase], seconds: float = 3.0) -> Any:
+    cfg = _virtual_cfg(
+        tmp_path,
+        acquisition={"exposure_ms": 10.0, "duration_s": seconds, "lasers_mw": {"561": 1.0}},
+        pipeline={"stages": [{"kind": "identity"}]},
+        limits={"laser_max_mw": {"561": 8.0}},
+        storage={"root": str(tmp_path), "name": "seq"},
     )
     return run(cfg, report=False, controllers=list(controllers))
 
@@ -385,29 +389,27 @@ def test_a_schedule_the_device_cannot_hold_is_refused_by_the_driver(tmp_path: Pa
 
 def test_the_safe_state_stops_a_running_schedule(tmp_path: Path) -> None:
     """A fault while a schedule runs: the sequence is stopped before the power goes to 0,
-    so no later camera frame can step the laser back on."""
-    from smartscope.drivers.mmcore import PymmcorePlusDriver as _D
+    so no frame exposed after the safe state steps the laser back on."""
+    cfg = _virtual_cfg(tmp_path, acquisition={"exposure_ms": 10.0, "n_frames": 400})
+    drv = PymmcorePlusDriver(cfg.microscope, cfg.acquisition, cfg.safe_state)
+    drv.start(400)
+    res = drv.apply([SetLaserSequence(laser="561", powers_mw=(5.0, 6.0))])
+    assert res.first_frame_index is not None and res.restarted
 
-    cfg_file = virtual_cfg_file(tmp_path / "virtual.cfg", "cells", 0, 64, "RealTime", 0.0, 10.0)
-    cfg = validate_config(
-        {
-            "microscope": {
-                "config_file": str(cfg_file),
-                "camera": "Camera",
-                "lasers": {"561": {"device": "Laser561", "wavelength_nm": 561, "max_power_mw": 50}},
-            },
-            "acquisition": {"exposure_ms": 10.0, "n_frames": 200},
-        }
-    )
-    drv = _D(cfg.microscope, cfg.acquisition, cfg.safe_state)
-    drv.start(200)
-    drv.apply([SetLaserSequence(laser="561", powers_mw=(5.0, 6.0))])
-    got = [drv.next_frame(2.0) for _ in range(6)]
-    assert [f.state.lasers["561"] for f in got if f is not None][-4:] in ([5.0, 6.0] * 2, [6.0, 5.0] * 2)
+    def frames(n: int) -> list[Frame]:
+        got = [drv.next_frame(2.0) for _ in range(n)]
+        return [f for f in got if f is not None]
+
+    armed = [f for f in frames(res.first_frame_index + 6) if f.index >= res.first_frame_index]
+    assert [f.state.lasers["561"] for f in armed] == [5.0, 6.0, 5.0, 6.0, 5.0, 6.0][: len(armed)]
+    assert len(armed) >= 4
     drv.safe_state()
-    core = drv.core
-    assert float(core.getProperty("Laser561", "Power")) == 0.0
-    after = [drv.next_frame(2.0) for _ in range(6)]
+    t_safe = now_s()
+    assert float(drv.core.getProperty("Laser561", "Power")) == 0.0
+    later: list[Frame] = []
+    deadline = time.monotonic() + 20
+    while len(later) < 3 and time.monotonic() < deadline:  # frames exposed after the safe state
+        later += [f for f in frames(5) if float(f.metadata["mm"]["ExposureStart_s"]) > t_safe]
     drv.close()
-    powers = [float(f.metadata["mm"]["SimPowerMean_mW_561"]) for f in after if f is not None]
-    assert powers and powers[-3:] == [0.0, 0.0, 0.0]
+    assert len(later) >= 3
+    assert [float(f.metadata["mm"]["SimPowerMean_mW_561"]) for f in later] == [0.0] * len(later)

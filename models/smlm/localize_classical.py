@@ -738,6 +738,7 @@ def refine_localizations(
         **cols_out,
     )
 
+
 def camera_model_for(
     cfg: object, shape: tuple[int, int] | None = None, maps: CameraMaps | None = None
 ) -> CameraModel:
@@ -754,23 +755,22 @@ def camera_model_for(
     from smartscope.simulators.camera_calibration import CameraCalibration
 
     if isinstance(cfg, CameraCalibration):
-        if maps is None:
-            return CameraModel(
-                offset_adu=cfg.offset_adu,
-                e_per_adu=1.0 / cfg.gain_adu_per_e,
-                em_gain=cfg.em_gain if cfg.emccd else 1.0,
-                read_noise_e=cfg.read_noise_e,
-                emccd=cfg.emccd,
-            )
+        per_pixel = (
+            {}
+            if maps is None
+            else {
+                "offset_map_adu": maps.offset_adu.astype(np.float64),
+                "e_per_adu_map": 1.0 / maps.gain_adu_per_e.astype(np.float64),
+                "read_noise_map_e": maps.read_noise_e.astype(np.float64),
+            }
+        )
         return CameraModel(
             offset_adu=cfg.offset_adu,
             e_per_adu=1.0 / cfg.gain_adu_per_e,
             em_gain=cfg.em_gain if cfg.emccd else 1.0,
             read_noise_e=cfg.read_noise_e,
             emccd=cfg.emccd,
-            offset_map_adu=maps.offset_adu.astype(np.float64),
-            e_per_adu_map=1.0 / maps.gain_adu_per_e.astype(np.float64),
-            read_noise_map_e=maps.read_noise_e.astype(np.float64),
+            **per_pixel,
         )
     if not isinstance(cfg, CameraConfig):
         raise TypeError(f"expected a simulator CameraConfig or a CameraCalibration, got {type(cfg).__name__}")
