@@ -27,6 +27,7 @@ __all__ = ["FormattedErrors", "describe"]
 
 log = logging.getLogger(__name__)
 
+
 def _user_error_types() -> tuple[type[BaseException], ...]:
     import yaml
 

@@ -100,7 +100,13 @@ def test_napari_widget_shows_a_live_stream_offscreen() -> None:
 
             buttons = {b.text(): b for b in widget.findChildren(QPushButton)}
             assert set(buttons) == {
-                "stop", "pause", "resume", "set exposure", "pause controller", "resume controller", "refresh"
+                "stop",
+                "pause",
+                "resume",
+                "set exposure",
+                "pause controller",
+                "resume controller",
+                "refresh",
             }
             buttons["pause"].click()  # a real command round trip; no run is attached here
             assert any(

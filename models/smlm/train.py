@@ -79,7 +79,6 @@ class SimSpec:
     sensor_origin_px: tuple[int, int] | None = None
 
 
-
 @dataclass
 class _Sim:
     spec: SimSpec

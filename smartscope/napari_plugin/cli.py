@@ -32,6 +32,7 @@ def view_cmd(
             f"{path}: neither a run folder (frames.jsonl + raw*.ome.tif) nor a localization table"
         )
     import napari  # a missing 'viewer' extra is named by the CLI's error formatter
+
     viewer = napari.Viewer(title=f"smartscope: {path.name}")
     table = populate(viewer, path)
     if table is not None:

@@ -239,9 +239,11 @@ def make_widget(viewer: Any, client: Client, model: ViewerModel | None = None, i
     for text, paused in (("pause controller", True), ("resume controller", False)):
         b = QPushButton(text)
         b.clicked.connect(
-            lambda _=False, p=paused: command(client.pause_controller, controllers.currentText(), p)
-            if controllers.currentText()
-            else status.setText("no controller selected (refresh)")
+            lambda _=False, p=paused: (
+                command(client.pause_controller, controllers.currentText(), p)
+                if controllers.currentText()
+                else status.setText("no controller selected (refresh)")
+            )
         )
         ctl_row.addWidget(b)
     refresh = QPushButton("refresh")

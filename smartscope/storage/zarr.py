@@ -84,7 +84,11 @@ class ZarrSeriesWriter:
                 log.warning(
                     "%s: frame %d (%s) does not fit the series' shape %s; stored at plane %d "
                     "(frames.jsonl has its indices)",
-                    self.path.name, frame.index, frame.axes, self.sizes, self.next_plane,
+                    self.path.name,
+                    frame.index,
+                    frame.axes,
+                    self.sizes,
+                    self.next_plane,
                 )
             return self.next_plane
         return plane
