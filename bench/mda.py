@@ -63,25 +63,15 @@ def _demo_core(size: int) -> CMMCorePlus:
     return core
 
 
+_FOUR_POSITIONS = dict(
+    stage_positions=[(0, 0, 0), (100, 0, 0), (0, 100, 0), (100, 100, 0)],
+    z_plan={"range": 4, "step": 1},
+    channels=[{"config": "DAPI", "exposure": 5}, {"config": "FITC", "exposure": 5}],
+    time_plan={"interval": 0, "loops": 4},
+)
 CASES: dict[str, dict[str, Any]] = {
-    "4 pos × 5 z × 2 ch × 4 t, z sequenced": {
-        "sequencing": True,
-        "seq": dict(
-            stage_positions=[(0, 0, 0), (100, 0, 0), (0, 100, 0), (100, 100, 0)],
-            z_plan={"range": 4, "step": 1},
-            channels=[{"config": "DAPI", "exposure": 5}, {"config": "FITC", "exposure": 5}],
-            time_plan={"interval": 0, "loops": 4},
-        ),
-    },
-    "same, one snap per event": {
-        "sequencing": False,
-        "seq": dict(
-            stage_positions=[(0, 0, 0), (100, 0, 0), (0, 100, 0), (100, 100, 0)],
-            z_plan={"range": 4, "step": 1},
-            channels=[{"config": "DAPI", "exposure": 5}, {"config": "FITC", "exposure": 5}],
-            time_plan={"interval": 0, "loops": 4},
-        ),
-    },
+    "4 pos × 5 z × 2 ch × 4 t, z sequenced": {"sequencing": True, "seq": _FOUR_POSITIONS},
+    "same, one snap per event": {"sequencing": False, "seq": _FOUR_POSITIONS},
     "2 pos × 21 z, z sequenced": {
         "sequencing": True,
         "seq": dict(

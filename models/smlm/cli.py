@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
@@ -19,24 +19,19 @@ from smartscope.errors import describe
 __all__ = ["calibrate_app", "localize_cmd", "main", "train_smlm_cmd"]
 
 
-def _fail(msg: str) -> NoReturn:
-    fail(msg)
-    raise AssertionError("unreachable")  # fail() exits
-
-
 def _read_stack(path: Path, what: str) -> Any:
     import tifffile
 
     if not path.is_file():
-        _fail(f"{what} {path} does not exist")
+        fail(f"{what} {path} does not exist")
     try:
         data = tifffile.imread(path)
     except Exception as exc:  # tifffile raises several types for a bad file
-        _fail(f"{what} {path}: not a readable TIFF ({exc})")
+        fail(f"{what} {path}: not a readable TIFF ({exc})")
     if data.ndim == 2:
         data = data[None]
     if data.ndim != 3:
-        _fail(f"{what} {path}: expected (T, Y, X) or (Z, Y, X) frames, got shape {data.shape}")
+        fail(f"{what} {path}: expected (T, Y, X) or (Z, Y, X) frames, got shape {data.shape}")
     return data
 
 
@@ -96,7 +91,7 @@ def train_smlm_cmd(
     try:
         cal = UserCalibration.load(psf, camera) if (psf or camera) else None
     except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     px_nm = (
         pixel_size_um * 1000.0
         if pixel_size_um is not None
@@ -113,7 +108,7 @@ def train_smlm_cmd(
             emccd_fraction=0.25 if cal is None or cal.camera is None else 0.0,
         )
     except ValueError as exc:
-        _fail(describe(exc) or str(exc))
+        fail(describe(exc) or str(exc))
     argv = list(sys.argv)
     cmd = command_line(ctx=ctx) if ctx.info_name else command_line(argv)
     if argv and argv[0].endswith("cli.py"):
@@ -141,7 +136,7 @@ def train_smlm_cmd(
             z_weight=z_weight,
         )
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(f"wrote {path} after {(time.time() - t0) / 60:.1f} minutes (training + validation + export)")
 
 
@@ -343,13 +338,13 @@ def calibrate_psf_cmd(
     )
 
     if (beads is None) == (from_data is None):
-        _fail("give a bead stack (BEADS --z-step-nm N) or --from-data STACK, not both or neither")
+        fail("give a bead stack (BEADS --z-step-nm N) or --from-data STACK, not both or neither")
     cam = _camera_model(camera)
     t0 = time.time()
     try:
         if beads is not None:
             if z_step_nm is None:
-                _fail("--z-step-nm: the focus step between bead slices is required")
+                fail("--z-step-nm: the focus step between bead slices is required")
             data = _read_stack(beads, "bead stack")
             psf, rep = calibrate_psf_beads(
                 data,
@@ -373,7 +368,7 @@ def calibrate_psf_cmd(
                 source={"file": str(from_data), "camera": str(camera) if camera else None},
             )
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     path = psf.save(out)
     plot = plot_psf_report(psf, rep, out.with_suffix(".png"))
     fit = {
@@ -405,7 +400,7 @@ def _camera_model(camera: Path | None) -> Any:
     try:
         cal, _maps = load_camera(camera)
     except (FileNotFoundError, ValueError) as exc:
-        _fail(f"--camera: {exc}")
+        fail(f"--camera: {exc}")
     return camera_model_for(cal)  # nominal numbers: bead/emitter ROIs lie anywhere on the sensor
 
 
@@ -433,12 +428,12 @@ def calibrate_camera_cmd(
     from smartscope.models.smlm.calibrate import calibrate_camera, plot_ptc
 
     if dark is None:
-        _fail("--dark: a dark stack is required")
+        fail("--dark: a dark stack is required")
     all_flats = list(flats or []) + list(extra_flats or [])
     if not all_flats:
-        _fail("--flats: give at least one flat-field stack (several light levels are better)")
+        fail("--flats: give at least one flat-field stack (several light levels are better)")
     if kind not in ("scmos", "emccd"):
-        _fail(f"--kind: {kind!r} must be 'scmos' or 'emccd'")
+        fail(f"--kind: {kind!r} must be 'scmos' or 'emccd'")
     d = _read_stack(dark, "dark stack")
     fl = [_read_stack(f, "flat stack") for f in all_flats]
     try:
@@ -451,7 +446,7 @@ def calibrate_camera_cmd(
             source={"dark": str(dark), "flats": [str(f) for f in all_flats]},
         )
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     path = cal.save(out, maps)
     plot = plot_ptc(rep, cal, out.with_suffix(".png"))
     maps_note = f", per-pixel maps {cal.shape}" if maps is not None else ""

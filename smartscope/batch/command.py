@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -56,7 +56,7 @@ GpuOption = Annotated[
 _console = Console(stderr=True)
 
 
-def fail(msg: str) -> None:
+def fail(msg: str) -> NoReturn:
     """One error line, exit status 1."""
     typer.echo(f"error: {msg}", err=True)
     raise typer.Exit(1)

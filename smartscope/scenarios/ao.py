@@ -31,6 +31,7 @@ from smartscope.scenarios.base import (
     Scenario,
     plt,
     require_ok,
+    save_figure,
     virtual_cfg_file,
     virtual_microscope_config,
 )
@@ -190,10 +191,7 @@ def plot(result: AORun, path: Path) -> Path:
     axes[3].set_xlabel("pass")
     axes[3].set_ylabel("sharpness at the pass centre")
     axes[3].set_title("image metric")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    pyplot.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _demo_params(seed: int, frames: int | None) -> AOScenario:

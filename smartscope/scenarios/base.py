@@ -29,6 +29,7 @@ __all__ = [
     "json_safe",
     "plt",
     "require_ok",
+    "save_figure",
     "virtual_cfg_file",
     "virtual_microscope_config",
 ]
@@ -149,6 +150,14 @@ def plt() -> Any:
     import matplotlib.pyplot as pyplot
 
     return pyplot
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Lay out, write (PNG, 110 dpi) and close a scenario's figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt().close(fig)
+    return path
 
 
 def json_safe(d: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from smartscope.config.scenarios import BleachScenario
 from smartscope.loop import Loop, RunResult
 from smartscope.models import shipped_bundle
 from smartscope.runner import run as run_loop
-from smartscope.scenarios.base import NO_HOOKS, Hooks, Scenario, plt, require_ok
+from smartscope.scenarios.base import NO_HOOKS, Hooks, Scenario, plt, require_ok, save_figure
 from smartscope.simulators import get_virtual_microscope
 from smartscope.storage import read_jsonl
 
@@ -130,10 +130,7 @@ def plot(result: BleachResult, path: Path) -> Path:
     a1.set_ylabel("laser power (mW)")
     a1.set_xlabel("frame")
     a0.set_title(f"bleaching compensation: dye left {result.dye_left:.2f}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    pyplot.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _demo_params(seed: int, frames: int | None) -> BleachScenario:

@@ -33,6 +33,7 @@ from smartscope.scenarios.base import (
     json_safe,
     plt,
     require_ok,
+    save_figure,
     virtual_cfg_file,
     virtual_microscope_config,
 )
@@ -260,10 +261,7 @@ def plot(result: EventRun, path: Path) -> Path:
     ax.set_xlabel("simulated time (s)")
     ax.set_ylabel("detector score")
     ax.legend(loc="upper right", fontsize=7, ncol=3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    pyplot.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _demo_params(seed: int, frames: int | None) -> EventsScenario:

@@ -42,6 +42,7 @@ from smartscope.scenarios.base import (
     json_safe,
     plt,
     require_ok,
+    save_figure,
     virtual_cfg_file,
     virtual_microscope_config,
 )
@@ -341,10 +342,7 @@ def plot(result: PositionsRun, path: Path) -> Path:
         f"plan frames off schedule ≤ {s['schedule_dev_all_max_ms']:.0f} ms"
     )
     axes[-1][0].set_xlabel("time (s)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    pyplot.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _demo_params(seed: int, frames: int | None) -> EventsPositionsScenario:

@@ -29,6 +29,7 @@ from smartscope.scenarios.base import (
     Scenario,
     plt,
     require_ok,
+    save_figure,
     virtual_cfg_file,
     virtual_microscope_config,
 )
@@ -174,10 +175,7 @@ def plot(result: LowlightResult, path: Path) -> Path:
     a0.legend(fontsize=8)
     a1.legend(fontsize=8)
     a0.set_title("low-light dose control: power and SNR over time")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    pyplot.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _demo_params(seed: int, frames: int | None) -> LowlightScenario:

@@ -20,7 +20,7 @@ from smartscope.loop import Loop, RunResult
 from smartscope.metrics import smlm_scores
 from smartscope.models.smlm.table import LocTable
 from smartscope.runner import run as run_loop
-from smartscope.scenarios.base import NO_HOOKS, Hooks, Scenario, plt, require_ok
+from smartscope.scenarios.base import NO_HOOKS, Hooks, Scenario, plt, require_ok, save_figure
 from smartscope.simulators import get_virtual_microscope
 from smartscope.storage import read_jsonl
 
@@ -142,10 +142,7 @@ def plot(result: SMLMRun, path: Path) -> Path:
     )
     ax2.set_ylabel("405 nm power (mW)", color="r")
     a1.set_title("density control")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    pyplot.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _demo_params(seed: int, frames: int | None) -> SMLMScenario:

@@ -32,6 +32,7 @@ from smartscope.scenarios.base import (
     Scenario,
     plt,
     require_ok,
+    save_figure,
     virtual_cfg_file,
     virtual_microscope_config,
 )
@@ -248,10 +249,7 @@ def plot(result: StainRun, path: Path) -> Path:
         h2, l2 = ax2.get_legend_handles_labels()
         ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4)
     fig.suptitle("live virtual staining on the virtual microscope (label-free frames only, lasers off)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    pyplot.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _demo_params(seed: int, frames: int | None) -> StainScenario:
