@@ -17,7 +17,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -26,7 +25,6 @@ from typing import Any
 
 import pytest
 import tifffile
-import yaml
 
 from smartscope import runner
 from smartscope.actions import ActionRequest, SetLaserPower, SetProperty
@@ -37,7 +35,7 @@ from smartscope.frame import Frame
 from smartscope.runner import run
 from smartscope.storage import RunFolder, count_pages, read_jsonl, recover
 from smartscope.storage.writer import MAX_BATCH_FRAMES
-from tests.conftest import DATA, LASERS, cfg_dict
+from tests.conftest import DATA, LASERS, cfg_dict, start_cli_run
 
 
 def _laser_cfg(tmp_path: Path, **over: Any) -> Any:
@@ -245,34 +243,11 @@ def test_a_fault_during_an_apply_cannot_turn_light_back_on(laser_core: Any, tmp_
 # --------------------------------------------------------------- signals and kill -9
 
 
-def _cli_run(tmp_path: Path, n_frames: int = 100_000) -> tuple[subprocess.Popen[bytes], Path]:
-    cfg = cfg_dict(
-        tmp_path,
-        acquisition={"exposure_ms": 1.0, "n_frames": n_frames, "lasers_mw": {"488": 5.0}},
-        microscope={"config_file": str(DATA / "demo_laser.cfg"), "lasers": LASERS},
-    )
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "smartscope.cli", "run", str(path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        runs = list((tmp_path / "runs").glob("*"))
-        if runs and len(read_jsonl(runs[0] / "frames.jsonl")) >= 20:
-            return proc, runs[0]
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError(f"run did not start: {proc.stderr.read() if proc.stderr else ''!r}")
-
-
 @pytest.mark.parametrize(
     ("signals", "seed"), [(("SIGTERM",), 1), (("SIGHUP",), 2), (("SIGINT", "SIGINT"), 3)]
 )
 def test_stop_signals_end_like_ctrl_c(tmp_path: Path, signals: Sequence[str], seed: int) -> None:
-    proc, run_dir = _cli_run(tmp_path)
+    proc, run_dir = start_cli_run(tmp_path, lasers_mw={"488": 5.0})
     time.sleep(random.Random(seed).uniform(0.0, 0.6))  # a random moment of the run
     for name in signals:
         proc.send_signal(getattr(signal, name))
@@ -290,7 +265,7 @@ def test_stop_signals_end_like_ctrl_c(tmp_path: Path, signals: Sequence[str], se
 
 @pytest.mark.parametrize("seed", [11, 12])
 def test_kill_9_at_a_random_moment_then_recover(tmp_path: Path, seed: int) -> None:
-    proc, run_dir = _cli_run(tmp_path)
+    proc, run_dir = start_cli_run(tmp_path, lasers_mw={"488": 5.0})
     time.sleep(random.Random(seed).uniform(0.0, 0.8))
     proc.kill()
     proc.wait(10)

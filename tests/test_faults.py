@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,14 +11,13 @@ from typing import Any
 import numpy as np
 import pytest
 import tifffile
-import yaml
 
 from smartscope.config import validate_config
 from smartscope.drivers.mmcore import PymmcorePlusDriver
 from smartscope.runner import run
 from smartscope.storage import read_jsonl, recover
 from smartscope.storage.writer import MAX_BATCH_FRAMES
-from tests.conftest import DATA, LASERS, cfg_dict
+from tests.conftest import DATA, LASERS, cfg_dict, start_cli_run
 
 
 def _laser_cfg(tmp_path: Path, **over: Any):  # type: ignore[no-untyped-def]
@@ -122,31 +119,8 @@ def test_watchdog_catches_a_stalled_camera(laser_core, tmp_path: Path) -> None:
     _assert_safe_and_intact(laser_core, res, min_frames=25)
 
 
-def _start_cli_run(tmp_path: Path, n_frames: int) -> tuple[subprocess.Popen[bytes], Path]:
-    cfg = cfg_dict(
-        tmp_path,
-        acquisition={"exposure_ms": 1.0, "n_frames": n_frames},
-        microscope={"config_file": str(DATA / "demo_laser.cfg"), "lasers": LASERS},
-    )
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "smartscope.cli", "run", str(path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        runs = list((tmp_path / "runs").glob("*"))
-        if runs and len(read_jsonl(runs[0] / "frames.jsonl")) >= 100:
-            return proc, runs[0]
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(f"run did not start: {proc.stderr.read() if proc.stderr else ''!r}")
-
-
 def test_kill_9_leaves_every_written_frame_readable(tmp_path: Path) -> None:
-    proc, run_dir = _start_cli_run(tmp_path, 100_000)
+    proc, run_dir = start_cli_run(tmp_path, 100_000, started_frames=100)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
     frames = read_jsonl(run_dir / "frames.jsonl")
@@ -166,7 +140,7 @@ def test_kill_9_leaves_every_written_frame_readable(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_stops_cleanly_with_safe_state(tmp_path: Path) -> None:
-    proc, run_dir = _start_cli_run(tmp_path, 100_000)
+    proc, run_dir = start_cli_run(tmp_path, 100_000, started_frames=100)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGINT, err.decode()  # 130: stopped by Ctrl-C
