@@ -98,6 +98,9 @@ class Distributed:
             import torch.distributed as dist
 
             if dist.is_initialized():
+                # every rank reaches here before any tears down: gloo aborts a rank whose
+                # peer closes its connections mid-exchange ("terminate called ...")
+                dist.barrier()
                 dist.destroy_process_group()
 
 
