@@ -128,6 +128,7 @@ def register_network(name: str, factory: Callable[[dict[str, Any]], nn.Module]) 
 # architectures registered by engine modules, imported on first use
 _PROVIDERS = {
     "smlm_decode": "smartscope.models.smlm.network",
+    "zernike_cnn": "smartscope.models.ao.network",
     "stain_generator": "smartscope.models.stain.network",
 }
 
