@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -51,34 +50,53 @@ from smartscope.scenarios.ao import random_aberration
 from smartscope.simulators.harness import AberratedMirror
 from smartscope.simulators.optics import Optics, strehl_ratio
 
+# the classical trigger's best setting on held-out fields within the dose budget:
+# python bench/events_sweep.py --out bench/results/smart/events_sweep.md
+CLASSICAL_TUNED: dict[str, float] = {
+    "on_threshold": 7.0,
+    "off_threshold": 6.3,
+    "min_burst_s": 0.0,
+    "max_burst_s": 10.0,
+    "cooldown_s": 0.0,
+}
+
 
 def events_table(
-    seeds: list[int], duration_s: float, work: Path, unet: Path | None = None
+    seeds: list[int], duration_s: float, work: Path, unet: Path | None = None, pacing: str = "RealTime"
 ) -> list[dict[str, Any]]:
     rows = []
     runs: dict[str, list[Any]] = {}
-    for mode in ("slow", "fast", "triggered"):
+    for mode in ("slow", "fast"):  # fixed rates: no decisions, the pacing does not matter
         runs[mode] = [
             events.run(EventsScenario(mode=mode, seed=s, duration_s=duration_s), work) for s in seeds
         ]
-    runs["triggered (classical detector)"] = runs.pop("triggered")
+    triggered: dict[str, dict[str, Any]] = {
+        "triggered (classical detector, default trigger)": {},
+        "triggered (classical detector, trigger tuned on held-out fields)": {"trigger": CLASSICAL_TUNED},
+    }
     if unet is not None:
-        runs["triggered (U-Net heat map)"] = [
-            events.run(EventsScenario(seed=s, duration_s=duration_s, learned_bundle=unet), work)
+        triggered["triggered (U-Net, trigger from its calibration)"] = {"learned_bundle": unet}
+    for label, kw in triggered.items():
+        runs[label] = [
+            events.run(EventsScenario(seed=s, duration_s=duration_s, pacing=pacing, **kw), work)  # type: ignore[arg-type]
             for s in seeds
         ]
     fast_dose = sum(r.dose_mj for r in runs["fast"])
     for mode, rs in runs.items():
         n_ev = sum(r.scores["n_events"] for r in rs)
-        delays = sorted(r.scores["median_delay_s"] for r in rs if not math.isnan(r.scores["median_delay_s"]))
+        delays = sorted(d for r in rs for d in r.scores["delays_s"])
+        leads = sorted(d for r in rs for d in r.scores["leads_s"])
         rows.append(
             {
                 "mode": mode,
+                "pacing": pacing if mode.startswith("triggered") else "AsFastAsPossible",
                 "events": n_ev,
                 "fission_fast": sum(r.scores["fission_fast_fraction"] * r.scores["n_events"] for r in rs)
                 / n_ev,
                 "caught": sum(r.scores["caught_fraction"] * r.scores["n_events"] for r in rs) / n_ev,
-                "median_delay_s": delays[len(delays) // 2] if delays else float("nan"),
+                "median_delay_s": float(np.median(delays)) if delays else float("nan"),
+                "delays_s": delays,
+                "leads_s": leads,
                 "frames": sum(r.scores["n_frames"] for r in rs),
                 "fast_frames": sum(r.scores["n_burst_frames"] for r in rs),
                 "spurious_fast_frames": sum(r.scores["spurious_burst_frames"] for r in rs),
@@ -89,25 +107,45 @@ def events_table(
     return rows
 
 
+def _pct(v: list[float], q: float) -> str:
+    return f"{np.percentile(v, q):.1f}" if v else "–"
+
+
 def _print_events(rows: list[dict[str, Any]], seeds: list[int], duration_s: float) -> None:
     print(f"\n### Event-triggered acquisition ({len(seeds)} seeds × {duration_s:g} s simulated, 256² px)\n")
     print(
-        "| mode | events | fission imaged fast | caught (fast frame in event) | median delay onset→fast (s) "
-        "| frames | fast frames | spurious fast frames | dose (mJ) | dose / fixed fast |"
+        "| mode | camera pacing | events | fission imaged fast | caught (fast frame in event) "
+        "| median delay onset→fast (s) | frames | fast frames | spurious fast frames | dose (mJ) "
+        "| dose / fixed fast |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['mode']} | {r['events']} | {r['fission_fast']:.0%} | {r['caught']:.0%} | "
+            f"| {r['mode']} | {r['pacing']} | {r['events']} | {r['fission_fast']:.0%} | {r['caught']:.0%} | "
             f"{r['median_delay_s']:.1f} | {r['frames']} | {r['fast_frames']} | {r['spurious_fast_frames']} | "
             f"{r['dose_mj']:.1f} | {r['dose_rel_fast']:.2f} |"
+        )
+    print(
+        "\nOnset → first fast frame (caught events) and burst start → fission (events whose fission "
+        "was imaged fast), percentiles in s:\n"
+    )
+    print("| mode | caught | delay p10 | p25 | p50 | p75 | p90 | imaged fast | lead p10 | p50 | p90 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if not r["mode"].startswith("triggered"):
+            continue
+        d, le = r["delays_s"], r["leads_s"]
+        print(
+            f"| {r['mode']} | {len(d)} | {_pct(d, 10)} | {_pct(d, 25)} | {_pct(d, 50)} | {_pct(d, 75)} | "
+            f"{_pct(d, 90)} | {len(le)} | {_pct(le, 10)} | {_pct(le, 50)} | {_pct(le, 90)} |"
         )
 
 
 REFINE = ModalAOConfig(bias_rad=0.5, passes=2)
+LEARNED_STEPS = 3
 
 
-def ao_table(trials: int, bundle: Path | None) -> dict[str, Any]:
+def ao_table(trials: int, bundle: Path | None, refine: bool = False) -> dict[str, Any]:
     from pymmcore_plus.experimental.unicore import UniMMCore
 
     from smartscope.simulators import virtual_config_path
@@ -147,16 +185,25 @@ def ao_table(trials: int, bundle: Path | None) -> dict[str, Any]:
             add("modal 2N+1 (sharpness, 5 passes)", seed, a, h.total(res.correction_rad), res.images)
             if est is not None:
                 h = AberratedMirror(core, a)
-                c1 = est.correct(h)
-                add("learned (phase diversity, one step)", seed, a, h.total(c1), h.images)
-                ref = modal_correct(h, REFINE, start_rad=c1)
-                add(
-                    "learned + modal refine (2 passes, bias 0.5)",
-                    seed,
-                    a,
-                    h.total(ref.correction_rad),
-                    h.images,
-                )
+                c = np.zeros(11)
+                for step in range(1, LEARNED_STEPS + 1):  # one image behind +δ·Z4 per step
+                    c = est.correct(h, start_rad=c, steps=1)
+                    add(
+                        f"learned, {step} step{'s' if step > 1 else ''} of one image",
+                        seed,
+                        a,
+                        h.total(c),
+                        h.images,
+                    )
+                if refine:
+                    ref = modal_correct(h, REFINE, start_rad=c)
+                    add(
+                        f"learned {LEARNED_STEPS} steps + modal refine (2 passes, bias 0.5)",
+                        seed,
+                        a,
+                        h.total(ref.correction_rad),
+                        h.images,
+                    )
     finally:
         core.unloadAllDevices()
         if est is not None:
@@ -237,6 +284,9 @@ def main() -> None:
     ap.add_argument("--ao-trials", type=int, default=20)
     ap.add_argument("--lowlight-frames", type=int, default=800)
     ap.add_argument(
+        "--ao-refine", action="store_true", help="also refine the learned correction with modal passes"
+    )
+    ap.add_argument(
         "--events-bundle",
         type=Path,
         default=BUNDLES_DIR / "events-unet-small",
@@ -248,6 +298,12 @@ def main() -> None:
         default=BUNDLES_DIR / "ao-zernike-small",
         help="learned Zernike estimator bundle (skipped if missing)",
     )
+    ap.add_argument(
+        "--pacing",
+        choices=["RealTime", "AsFastAsPossible"],
+        default="RealTime",
+        help="virtual camera pacing of the triggered events runs (RealTime: 60 s of wall clock per run)",
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     results: dict[str, Any] = {"seeds": args.seeds, "duration_s": args.duration}
@@ -256,10 +312,12 @@ def main() -> None:
     if args.zernike_bundle is not None and not args.zernike_bundle.exists():
         args.zernike_bundle = None
     with tempfile.TemporaryDirectory() as tmp:
-        results["events"] = events_table(args.seeds, args.duration, Path(tmp), args.events_bundle)
+        results["events"] = events_table(
+            args.seeds, args.duration, Path(tmp), args.events_bundle, args.pacing
+        )
     _print_events(results["events"], args.seeds, args.duration)
     if args.ao_trials > 0:
-        results["ao"] = ao_table(args.ao_trials, args.zernike_bundle)
+        results["ao"] = ao_table(args.ao_trials, args.zernike_bundle, args.ao_refine)
         _print_ao(results["ao"])
     if args.lowlight_frames > 0:
         with tempfile.TemporaryDirectory() as tmp:
