@@ -153,7 +153,7 @@ def simulate_set(
         for d in (0.0, DIVERSITY_RAD, -DIVERSITY_RAD):
             c = a.copy()
             c[3] += d
-            vm.set_mirror(c)
+            vm.set_mirror([float(v) for v in c])
             imgs.append(vm.render_frame()[0])
         xs.append(bead_crops(imgs, centres))
         ys.append(np.repeat(a[idx][None], len(centres), axis=0))

@@ -135,7 +135,7 @@ def closed_loop_trials(
             tot = np.zeros(max(a.size, c.size))
             tot[: a.size] += a
             tot[: c.size] += c
-            vm.set_mirror(tot)
+            vm.set_mirror([float(v) for v in tot])
             return vm.render_frame()[0]
 
         c = estimator.correct(measure, steps=steps)
