@@ -7,8 +7,8 @@ detector stage the live pipeline runs, the switch applied from the next frame on
 camera's frame timer does — and is scored against the ground truth: fission moments
 imaged fast, events caught, dose relative to imaging fast throughout. The classical
 detector's best setting within the dose budget is what ``bench/smart.py`` runs as the
-tuned classical trigger; a learned bundle's grid is the one its training chose from
-(``--bundle``; its chosen setting is in its ``calibration``).
+tuned classical trigger; for a learned bundle (``--bundle``) the candidates sit at
+percentiles of its held-out quiet-frame scores.
 
     nice python bench/events_sweep.py --out bench/results/smart/events_sweep.md
     nice python bench/events_sweep.py --bundle models/bundles/events-unet-small
@@ -26,13 +26,13 @@ from typing import Any
 
 from smartscope.config import EventDetectorConfig, LearnedEventDetectorConfig
 from smartscope.models.events.data import HELDOUT_SEED_BASE
-from smartscope.models.events.policy import TriggerSetting, choose_setting
+from smartscope.models.events.policy import DOSE_BUDGET, TriggerSetting, candidate_settings, choose_setting
 from smartscope.models.events.stage import ClassicalEventDetector, LearnedEventDetector
-from smartscope.models.events.train import DOSE_BUDGET, candidate_settings, heldout_scores
+from smartscope.models.events.train import heldout_scores
 
-CLASSICAL_ON = (5.0, 6.0, 7.0, 8.0, 9.0, 10.0)
-CLASSICAL_OFF_FRACTION = (0.7, 0.9)
-CLASSICAL_MIN_BURST_S = (0.0, 3.0)
+CLASSICAL_ON = (6.0, 7.0, 8.0, 9.0, 10.0)
+CLASSICAL_OFF_FRACTION = (0.8, 0.95)
+CLASSICAL_MIN_BURST_S = (0.0,)
 
 
 def classical_settings() -> list[TriggerSetting]:

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from smartscope.models.events.data import HELDOUT_SEED_BASE
-from smartscope.models.events.train import DOSE_BUDGET, evaluate_bundle, train_bundle
+from smartscope.models.events.train import OFF_PERCENTILE, ON_PERCENTILE, evaluate_bundle, train_bundle
 from smartscope.models.provenance import command_line
 
 __all__ = ["main", "train_events_cmd"]
@@ -34,13 +34,12 @@ def train_events_cmd(
     batch: Annotated[int, typer.Option(help="crops per step")] = 24,
     duration: Annotated[float, typer.Option(help="simulated seconds per field of view")] = 60.0,
     threads: Annotated[int, typer.Option(help="torch CPU threads (0: torch default)")] = 1,
-    replay_seeds: Annotated[
-        int, typer.Option(help="held-out fields the trigger setting is chosen on (closed-loop replay)")
-    ] = 6,
-    dose_budget: Annotated[
-        float,
-        typer.Option(help="trigger setting: most fission moments fast within this dose / fixed fast"),
-    ] = DOSE_BUDGET,
+    on_percentile: Annotated[
+        float, typer.Option(help="trigger on-threshold: this percentile of held-out quiet-frame scores")
+    ] = ON_PERCENTILE,
+    off_percentile: Annotated[
+        float, typer.Option(help="trigger off-threshold: this percentile of held-out quiet-frame scores")
+    ] = OFF_PERCENTILE,
 ) -> None:
     """Train the event heat-map U-Net on the simulator's events scenario into a bundle."""
     train_bundle(
@@ -55,8 +54,8 @@ def train_events_cmd(
         batch=batch,
         duration_s=duration,
         threads=threads,
-        n_replay_seeds=replay_seeds,
-        dose_budget=dose_budget,
+        on_percentile=on_percentile,
+        off_percentile=off_percentile,
     )
 
 

@@ -10,7 +10,9 @@ frame (the camera scheduled it), which is marked as taken in the new mode; the l
 wall-clock latency is left out. :func:`score_events` scores the frames against the
 simulator's ground truth (the events scenario and the bench use it too), and
 :func:`choose_setting` picks the trigger setting that images the most fission moments fast
-within a dose budget on held-out fields.
+within a dose budget (:data:`DOSE_BUDGET` by default) on held-out fields, among candidates
+such as :func:`candidate_settings` (thresholds at percentiles of a detector's quiet-frame
+scores).
 """
 
 from __future__ import annotations
@@ -25,10 +27,22 @@ from smartscope.controllers.events import Hysteresis
 from smartscope.frame import Frame
 from smartscope.pipeline import StageOutput
 
-__all__ = ["TriggerSetting", "choose_setting", "replay", "score_events", "summarize"]
+__all__ = [
+    "DOSE_BUDGET",
+    "ON_PERCENTILES",
+    "TriggerSetting",
+    "candidate_settings",
+    "choose_setting",
+    "replay",
+    "score_events",
+    "summarize",
+]
 
 SLOW_INTERVAL_S = 1.0
 FAST_INTERVAL_S = 0.1
+DOSE_BUDGET = 0.30  # mean dose / dose of imaging fast throughout
+ON_PERCENTILES = (60.0, 75.0, 85.0, 92.0, 97.0)
+OFF_FRACTIONS = (0.5, 0.8)
 
 
 class _Detector(Protocol):
@@ -50,6 +64,22 @@ class TriggerSetting:
         return asdict(self)
 
 
+def candidate_settings(
+    quiet_scores: np.ndarray,
+    on_percentiles: Sequence[float] = ON_PERCENTILES,
+    off_fractions: Sequence[float] = OFF_FRACTIONS,
+    max_burst_s: float = 10.0,
+) -> list[TriggerSetting]:
+    """Trigger settings to replay: on-thresholds at percentiles of held-out quiet-frame
+    scores, off-thresholds at fractions of them; bursts end as soon as the score falls."""
+    out = []
+    for p in on_percentiles:
+        on = float(np.percentile(quiet_scores, p))
+        for f in off_fractions:
+            out.append(TriggerSetting(on_threshold=on, off_threshold=f * on, max_burst_s=max_burst_s))
+    return out
+
+
 def score_events(
     frames: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]], post_s: float = 5.0
 ) -> dict[str, Any]:
@@ -67,10 +97,13 @@ def score_events(
     fission_fast = caught = 0
     delays: list[float] = []
     leads: list[float] = []
+    per_event: list[dict[str, float]] = []
     windows = [(float(e["onset_s"]), float(e["fission_s"]) + post_s) for e in events]
     for e, (t0, t1) in zip(events, windows, strict=True):
         before = [(t, b) for t, b in times if t <= float(e["fission_s"])]
-        if before and before[-1][1]:
+        fast = bool(before and before[-1][1])
+        per_event.append({"constriction_s": float(e["fission_s"]) - t0, "fission_fast": float(fast)})
+        if fast:
             fission_fast += 1
             k = len(before) - 1
             while k > 0 and before[k - 1][1]:
@@ -94,6 +127,7 @@ def score_events(
         "spurious_burst_frames": spurious,
         "delays_s": delays,
         "leads_s": leads,
+        "per_event": per_event,
     }
 
 

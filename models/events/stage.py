@@ -14,11 +14,9 @@ the frame (median / MAD), so the score does not depend on brightness. The score 
 map's maximum away from the border; frames whose score reaches ``row_min_score`` get a row.
 
 Learned (:class:`LearnedEventDetector`, ``kind: event_unet``): the heat-map U-Net of
-:mod:`.network` on the 8-channel temporal input it assembles; the score is the heat map's
-maximum (0…1): how likely a fission is within the next seconds. The bundle's
-``calibration`` holds the trigger setting chosen by replaying the trigger on held-out
-fields (:func:`trigger_thresholds`, :mod:`.policy`). A change of ROI starts a new reference
-in both.
+:mod:`.network` on the 5-channel input it assembles; the score is the heat map's maximum
+(0…1). The bundle's ``calibration`` holds trigger thresholds chosen on held-out frames
+(:func:`trigger_thresholds`). A change of ROI starts a new reference in both.
 
 Both keep one reference per field of view (:func:`reference_key`): each stage position
 (and grid tile) of an MDA plan, per channel and focus plane, so frames of a
@@ -43,28 +41,17 @@ from smartscope.frame import Frame, frame_time_s
 from smartscope.models.events.network import INPUT_CHANNELS, ReferenceTracker, frame_score, smooth
 from smartscope.pipeline import StageOutput
 
-__all__ = [
-    "TRIGGER_FIELDS",
-    "ClassicalEventDetector",
-    "LearnedEventDetector",
-    "reference_key",
-    "trigger_thresholds",
-]
-
-
-TRIGGER_FIELDS = ("on_threshold", "off_threshold", "min_burst_s", "max_burst_s", "cooldown_s")
+__all__ = ["ClassicalEventDetector", "LearnedEventDetector", "reference_key", "trigger_thresholds"]
 
 
 def trigger_thresholds(bundle: Path) -> dict[str, float]:
-    """:class:`EventTriggerConfig` fields from a bundle's calibration (chosen on held-out
-    fields at training time): ``on_threshold`` and ``off_threshold`` always, and
-    ``min_burst_s``/``max_burst_s``/``cooldown_s`` where the calibration holds them
-    (``trigger_<field>`` keys)."""
+    """``{"on_threshold", "off_threshold"}`` for :class:`EventTriggerConfig` from a bundle's
+    calibration (chosen on held-out frames at training time)."""
     cal = load_bundle(bundle).manifest.calibration
     missing = [k for k in ("trigger_on_threshold", "trigger_off_threshold") if k not in cal]
     if missing:
         raise ValueError(f"{bundle}: engine.json calibration lacks {missing} (not an events bundle?)")
-    return {k: float(cal[f"trigger_{k}"]) for k in TRIGGER_FIELDS if f"trigger_{k}" in cal}
+    return {"on_threshold": cal["trigger_on_threshold"], "off_threshold": cal["trigger_off_threshold"]}
 
 
 def reference_key(frame: Frame) -> tuple[str, str, float | None]:

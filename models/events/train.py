@@ -1,24 +1,18 @@
 """Training and held-out evaluation of the events heat-map U-Net.
 
-Weighted binary cross-entropy on the crops of :mod:`.data`. The trigger setting stored in
-the bundle's ``calibration`` is chosen by replaying the trigger on held-out fields
-(:func:`smartscope.models.events.policy.choose_setting`): among on-thresholds at
-percentiles ``ON_PERCENTILES`` of the held-out quiet frames' scores and off-thresholds at
-``OFF_FRACTIONS`` of them (no shortest burst, no cool-down), the one that images the most
-fission moments fast within ``dose_budget`` of the dose of imaging fast throughout.
-:func:`evaluate_bundle` measures imminent-vs-quiet separation (ROC AUC) of a bundle
-against the classical score on the same frames.
+Weighted binary cross-entropy on the crops of :mod:`.data`; the trigger thresholds stored
+in the bundle's ``calibration`` are the ``ON_PERCENTILE`` / ``OFF_PERCENTILE`` percentiles
+of the held-out quiet frames' scores. :func:`evaluate_bundle` measures event-vs-quiet
+separation (ROC AUC) of a bundle against the classical score on the same frames.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
@@ -26,28 +20,27 @@ from scipy.stats import rankdata
 from smartscope.models.events.data import (
     HEAT_SIGMA_PX,
     HELDOUT_SEED_BASE,
-    HORIZON_S,
-    RAMP_S,
+    P_MIN,
+    POST_S,
     TRAIN_SEED_BASE,
     collect_crops,
+    phase,
     simulate_sequence,
-    time_to_fission,
 )
 from smartscope.models.events.network import (
     INPUT_CHANNELS,
     RECENT_TAU_S,
     REFERENCE_TAU_S,
-    SHORT_TAU_S,
     SIGMA_PX,
+    Z_SCALE,
     frame_score,
 )
-from smartscope.models.events.policy import TriggerSetting, choose_setting
-from smartscope.models.events.stage import TRIGGER_FIELDS, trigger_thresholds
+from smartscope.models.events.stage import trigger_thresholds
 
 __all__ = [
-    "DOSE_BUDGET",
-    "ON_PERCENTILES",
-    "candidate_settings",
+    "OFF_PERCENTILE",
+    "ON_PERCENTILE",
+    "choose_thresholds",
     "evaluate_bundle",
     "heldout_scores",
     "roc_auc",
@@ -69,63 +62,65 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 def heldout_scores(
     predict: Callable[[np.ndarray], np.ndarray], seeds: Sequence[int], duration_s: float = 60.0
 ) -> dict[str, np.ndarray]:
-    """Per-frame scores (network and classical) with labels and the time to the nearest
-    coming fission on 1 s-interval runs of ``seeds``; ``predict`` maps an (8, H, W) input
-    to an (H, W) heat map."""
-    net, cls, lab, ttf = [], [], [], []
+    """Per-frame scores (network and classical) with labels and constriction progress on
+    1 s-interval runs of ``seeds``; ``predict`` maps a (5, H, W) input to an (H, W) heat map."""
+    net, cls, lab, prog = [], [], [], []
     for seed in seeds:
         for f in simulate_sequence(seed, duration_s):
             net.append(frame_score(predict(f.x))[0])
             cls.append(f.classical_score)
             lab.append(f.label)
-            ahead = [time_to_fission(e, f.t_s) for e in f.events if time_to_fission(e, f.t_s) > 0]
-            ttf.append(min(ahead) if ahead else math.inf)
+            ps = [
+                (f.t_s - float(e["onset_s"])) / (float(e["fission_s"]) - float(e["onset_s"]))
+                for e in f.events
+                if phase(e, f.t_s) in ("faint", "on")
+            ]
+            prog.append(max(ps) if ps else math.nan)
     return {
         "net": np.asarray(net),
         "classical": np.asarray(cls),
         "label": np.asarray(lab),
-        "time_to_fission": np.asarray(ttf),
+        "progress": np.asarray(prog),
     }
 
 
 def separation_metrics(s: Mapping[str, np.ndarray]) -> dict[str, float]:
-    """Imminent-vs-quiet separation of held-out frame scores, network and classical; and
-    imminent frames against every other frame (early constrictions and retractions too)."""
+    """Event-vs-quiet separation of held-out frame scores, network and classical."""
     lab = s["label"]
+    use = lab >= 0
     pos, quiet = lab == 1, lab == 0
+    prog = s["progress"]
     out: dict[str, float] = {
-        "heldout_frames_imminent": float(pos.sum()),
+        "heldout_frames_event": float(pos.sum()),
         "heldout_frames_quiet": float(quiet.sum()),
     }
     for name in ("net", "classical"):
         v = s[name]
-        use = lab >= 0
         out[f"heldout_auc_{name}"] = roc_auc(lab[use] == 1, v[use])
-        out[f"heldout_auc_{name}_vs_all"] = roc_auc(pos, v)
-        out[f"heldout_{name}_imminent_median"] = float(np.median(v[pos])) if pos.any() else math.nan
-        out[f"heldout_{name}_quiet_p95"] = float(np.percentile(v[quiet], 95)) if quiet.any() else math.nan
+        out[f"heldout_{name}_event_median"] = float(np.median(v[pos]))
+        out[f"heldout_{name}_quiet_p95"] = float(np.percentile(v[quiet], 95))
+        late = pos & (prog >= 0.5) & (prog < 1.0)  # second half of a constriction
+        out[f"heldout_auc_{name}_constricting"] = roc_auc(
+            np.r_[np.ones(late.sum()), np.zeros(quiet.sum())] > 0, np.r_[v[late], v[quiet]]
+        )
     return out
 
 
-ON_PERCENTILES = (60.0, 75.0, 85.0, 92.0, 97.0)
-OFF_FRACTIONS = (0.5, 0.8)
-DOSE_BUDGET = 0.30
+ON_PERCENTILE = 90.0
+OFF_PERCENTILE = 75.0
 
 
-def candidate_settings(
-    quiet_scores: np.ndarray,
-    on_percentiles: Sequence[float] = ON_PERCENTILES,
-    off_fractions: Sequence[float] = OFF_FRACTIONS,
-    max_burst_s: float = 10.0,
-) -> list[TriggerSetting]:
-    """Trigger settings to replay: on-thresholds at percentiles of held-out quiet-frame
-    scores, off-thresholds at fractions of them; bursts end as soon as the score falls."""
-    out = []
-    for p in on_percentiles:
-        on = float(np.percentile(quiet_scores, p))
-        for f in off_fractions:
-            out.append(TriggerSetting(on_threshold=on, off_threshold=f * on, max_burst_s=max_burst_s))
-    return out
+def choose_thresholds(
+    quiet_scores: np.ndarray, on_percentile: float = ON_PERCENTILE, off_percentile: float = OFF_PERCENTILE
+) -> dict[str, float]:
+    """Trigger thresholds: these percentiles of held-out quiet-frame scores."""
+    if not 0.0 <= off_percentile <= on_percentile <= 100.0:
+        raise ValueError(
+            f"need 0 <= off_percentile ({off_percentile}) <= on_percentile ({on_percentile}) <= 100"
+        )
+    on = float(np.percentile(quiet_scores, on_percentile))
+    off = min(float(np.percentile(quiet_scores, off_percentile)), on)
+    return {"trigger_on_threshold": on, "trigger_off_threshold": off}
 
 
 def train_bundle(
@@ -141,17 +136,14 @@ def train_bundle(
     duration_s: float = 60.0,
     threads: int = 1,
     pos_weight: float = 4.0,
-    n_replay_seeds: int = 6,
-    dose_budget: float = DOSE_BUDGET,
-    on_percentiles: Sequence[float] = ON_PERCENTILES,
+    on_percentile: float = ON_PERCENTILE,
+    off_percentile: float = OFF_PERCENTILE,
 ) -> dict[str, float]:
-    """Simulate, train the U-Net, measure it and choose the trigger setting on held-out
-    seeds, export the bundle; returns the held-out metrics (also stored in the bundle)."""
+    """Simulate, train the U-Net, pick thresholds on held-out seeds, export the bundle;
+    returns the held-out metrics (also stored in the bundle)."""
     import torch
 
-    from smartscope.config.stages import LearnedEventDetectorConfig
     from smartscope.engines.export import export_bundle
-    from smartscope.models.events.stage import LearnedEventDetector
     from smartscope.models.train_common import seed_everything, software_versions
     from smartscope.models.unet import UNet2D, UNetConfig
 
@@ -204,8 +196,15 @@ def train_bundle(
 
     scores = heldout_scores(predict, val_seeds, duration_s)
     metrics = separation_metrics(scores)
-    print("held-out separation: " + json.dumps(metrics), flush=True)
-    fields: dict[str, Any] = {
+    thresholds = choose_thresholds(scores["net"][scores["label"] == 0], on_percentile, off_percentile)
+    metrics["heldout_quiet_above_on"] = float(
+        np.mean(scores["net"][scores["label"] == 0] >= thresholds["trigger_on_threshold"])
+    )
+    metrics["heldout_event_above_on"] = float(
+        np.mean(scores["net"][scores["label"] == 1] >= thresholds["trigger_on_threshold"])
+    )
+    print("held-out: " + json.dumps({**metrics, **thresholds}, indent=1), flush=True)
+    fields = {
         "name": out.name,
         "task": "events",
         "inputs": [{"name": "frames_and_loss", "channels": INPUT_CHANNELS}],
@@ -214,49 +213,28 @@ def train_bundle(
         "pixel_size_um": 0.1,
         "tile": {"size_px": 256, "overlap_px": 16, "multiple_px": int(2**depth)},
         "architecture": {"name": "unet2d", "params": final.config.model_dump(), "weights_sha256": "0" * 64},
+        "provenance": {
+            "command": command or f"smartscope train events --out {out}",
+            "data": f"simulator events scenario, 256² px, {duration_s:g} s, 1 s interval with 100 ms "
+            f"bursts in half the fields; training seeds {train_seeds[0]}–{train_seeds[-1]}, "
+            f"held-out seeds {val_seeds[0]}–{val_seeds[-1]}",
+            "seed": seed,
+            "method": f"U-Net depth {depth} width {base_width}, sigmoid heat map, BCE weighted "
+            f"1+{pos_weight:g}·target, Gaussian σ {HEAT_SIGMA_PX:g} px targets from {P_MIN:g} of the "
+            f"constriction to fission + {POST_S:g} s, 64² crops (event sites, random, hard negatives), "
+            f"rot/flip, {steps} steps of {batch}",
+            "software": software_versions(),
+            "notes": f"input: smoothed (σ {SIGMA_PX:g} px) reference (EMA {REFERENCE_TAU_S:g} s) and current "
+            f"/ reference p99, loss z-maps against it and against a recent EMA ({RECENT_TAU_S:g} s) "
+            f"(both / {Z_SCALE:g}; models/events/network.py); thresholds: held-out quiet "
+            f"frames p{on_percentile:g} (on) / p{off_percentile:g} (off); training "
+            f"{time.perf_counter() - t0:.0f} s with {threads} thread(s)",
+        },
         "metrics": metrics,
+        "calibration": thresholds,
     }
-    # the trigger setting: replay the trigger on held-out fields with the exported network
-    quiet = scores["net"][scores["label"] == 0]
-    settings = candidate_settings(quiet if quiet.size else scores["net"], on_percentiles)
-    replay_seeds = val_seeds[:n_replay_seeds]
-    with tempfile.TemporaryDirectory() as tmp:
-        draft = Path(tmp) / out.name
-        export_bundle(
-            final, draft, manifest_fields={**fields, "provenance": {"command": "draft", "data": ""}}
-        )
-
-        def detector() -> LearnedEventDetector:
-            return LearnedEventDetector(LearnedEventDetectorConfig(bundle=draft, backend="onnxruntime"))
-
-        chosen, summary, _ = choose_setting(detector, settings, replay_seeds, dose_budget, duration_s)
-    calibration = {
-        f"trigger_{k}": float(v) for k, v in chosen.trigger_fields().items() if k in TRIGGER_FIELDS
-    }
-    metrics.update({f"heldout_replay_{k}": v for k, v in summary.items()})
-    print("held-out replay: " + json.dumps({**summary, **calibration}), flush=True)
-    fields["provenance"] = {
-        "command": command or f"smartscope train events --out {out}",
-        "data": f"simulator events scenario, 256² px, {duration_s:g} s, 1 s interval with trigger-like "
-        f"100 ms bursts in 3 fields of 4; training seeds {train_seeds[0]}–{train_seeds[-1]}, "
-        f"held-out seeds {val_seeds[0]}–{val_seeds[-1]} (trigger replay on the first {len(replay_seeds)})",
-        "seed": seed,
-        "method": f"U-Net depth {depth} width {base_width}, sigmoid heat map, BCE weighted "
-        f"1+{pos_weight:g}·target, Gaussian σ {HEAT_SIGMA_PX:g} px targets while a fission is "
-        f"≤ {HORIZON_S:g} s ahead (ramp over {RAMP_S:g} s before), 64² crops (event sites, random, "
-        f"hard negatives), rot/flip, {steps} steps of {batch}",
-        "software": software_versions(),
-        "notes": f"input: smoothed (σ {SIGMA_PX:g} px) frames, EMAs on the frame clock (reference "
-        f"{REFERENCE_TAU_S:g} s, recent {RECENT_TAU_S:g} s, short {SHORT_TAU_S:g} s), loss z-maps, frame "
-        f"interval (models/events/network.py); trigger: the setting of {len(settings)} replayed on "
-        f"held-out fields that images the most fission moments fast within {dose_budget:g} of the "
-        f"fixed-fast dose (models/events/policy.py); {time.perf_counter() - t0:.0f} s with "
-        f"{threads} thread(s)",
-    }
-    fields["metrics"] = metrics
-    fields["calibration"] = calibration
     export_bundle(final, out, manifest_fields=fields)
-    return {**metrics, **calibration}
+    return {**metrics, **thresholds}
 
 
 def evaluate_bundle(
@@ -274,5 +252,5 @@ def evaluate_bundle(
     th = trigger_thresholds(bundle)
     quiet, pos = scores["label"] == 0, scores["label"] == 1
     metrics["quiet_above_on"] = float(np.mean(scores["net"][quiet] >= th["on_threshold"]))
-    metrics["imminent_above_on"] = float(np.mean(scores["net"][pos] >= th["on_threshold"]))
+    metrics["event_above_on"] = float(np.mean(scores["net"][pos] >= th["on_threshold"]))
     return metrics
