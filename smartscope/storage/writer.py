@@ -192,7 +192,11 @@ class FrameWriter:
             try:
                 self._write(batch)
             except Exception as exc:
-                self.frames_not_written += sum(isinstance(b, Frame) for b in batch)
+                stored: list[Frame] = getattr(exc, "stored", [])  # PartlyWritten: these made it
+                self.frames_written += len(stored)
+                if stored and self.on_stored is not None:
+                    self.on_stored(stored)
+                self.frames_not_written += sum(isinstance(b, Frame) for b in batch) - len(stored)
                 self._fail(exc)
             self._release(batch)
 
