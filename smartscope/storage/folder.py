@@ -43,6 +43,7 @@ from smartscope.storage.jsonl import JsonlWriter, dumps, json_default, read_json
 from smartscope.storage.ome import PlaneInfo, ome_xml
 from smartscope.storage.tiff import StackWriter, count_pages, write_description
 from smartscope.storage.zarr import ZarrSeriesWriter, recover_zarr, zarr_path
+from smartscope.storage.zarr import load_backend as load_zarr_backend
 
 __all__ = ["PartlyWritten", "RunFolder", "recover"]
 
@@ -89,6 +90,8 @@ class RunFolder:
         self._t0: dict[str, float] = {}  # per stack file: the time of its first page
         self._camera = ""
         self.format = fmt
+        if fmt == "ome-zarr":
+            load_zarr_backend()  # before frames flow (see load_backend)
         self._layout = layout
         self._zarr: dict[str, ZarrSeriesWriter] = {}
         self._zarr_generation: dict[str, int] = {}  # per series: images started after shape changes
@@ -186,7 +189,7 @@ class RunFolder:
                     self._zarr_generation[f.series] = self._zarr_generation.get(f.series, 0) + 1
                 if w is None:
                     gen = self._zarr_generation.get(f.series, 0)
-                    path = zarr_path(self.path, f.series + (f"_{gen:03d}" if gen else ""))
+                    path = zarr_path(self.path, f.series, gen)
                     sizes, order = self._layout
                     w = ZarrSeriesWriter(path, f, sizes, order)
                     self._zarr[f.series] = w

@@ -42,6 +42,17 @@ log = logging.getLogger(__name__)
 ZARR_BACKEND = "tensorstore"  # ome-writers' backend; bench/storage.py measures it against acquire-zarr
 
 
+def load_backend() -> None:
+    """Import ome-writers and its backend now. The run folder calls this before frames flow:
+    tensorstore's first import holds the interpreter for seconds on a busy machine, which
+    on the writer thread would starve the acquisition thread (seen as a camera stall)."""
+    try:
+        import ome_writers  # noqa: F401
+        import tensorstore  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - ome-writers comes with pymmcore-plus
+        raise ModuleNotFoundError(needs_extra("zarr", "storage.format ome-zarr"), name="zarr") from exc
+
+
 @contextmanager
 def _as_oserror(path: Path, what: str) -> Iterator[None]:
     """Whatever the Zarr backend raises while writing comes out as an ``OSError`` naming
@@ -57,18 +68,20 @@ def _as_oserror(path: Path, what: str) -> Iterator[None]:
         raise OSError(code, reason, str(path)) from exc
 
 
-def zarr_path(folder: Path, series: str) -> Path:
-    return folder / (f"raw.{series}.ome.zarr" if series else "raw.ome.zarr")
+def zarr_path(folder: Path, series: str, generation: int = 0) -> Path:
+    """``raw[.<series>][_<generation>].ome.zarr``: a new generation after a change of frame
+    shape or pixel type, as ``raw_001.ome.tif`` for OME-TIFF."""
+    name = "raw" + (f".{series}" if series else "") + (f"_{generation:03d}" if generation else "")
+    return folder / f"{name}.ome.zarr"
 
 
 class ZarrSeriesWriter:
     """One series' OME-Zarr stream; ``write`` puts each frame where its indices say."""
 
     def __init__(self, path: Path, first: Frame, sizes: Mapping[str, int], order: Sequence[str]) -> None:
-        try:
-            from ome_writers import AcquisitionSettings, Dimension, OmeZarrFormat, create_stream
-        except ImportError as exc:  # pragma: no cover - ome-writers comes with pymmcore-plus
-            raise ModuleNotFoundError(needs_extra("zarr", "storage.format ome-zarr"), name="zarr") from exc
+        load_backend()
+        from ome_writers import AcquisitionSettings, Dimension, OmeZarrFormat, create_stream
+
         h, w = first.image.shape[-2:]
         if first.series_sizes:  # the series' own shape, keys outer to inner
             sizes, order = first.series_sizes, list(first.series_sizes)
