@@ -278,11 +278,11 @@ class AlignedWriter:
     the pieces go as they are, unpadded.
     """
 
-    def __init__(self, file: RawFile) -> None:
+    def __init__(self, file: RawFile, stats: WriteStats | None = None) -> None:
         self.file = file
         self.direct = file.direct
         self.align = ALIGN if file.direct else 1
-        self.stats = WriteStats()
+        self.stats = stats if stats is not None else WriteStats()
         self._slots: list[np.ndarray] = []
         self._slot_jobs: list[Future[None] | None] = [None, None]
         self._io: ThreadPoolExecutor | None = None

@@ -38,7 +38,7 @@ import numpy as np
 from smartscope.frame import Frame, now_s
 from smartscope.state import DriverState
 from smartscope.storage.columns import ColumnarWriter
-from smartscope.storage.direct import IoMode, resolve_io
+from smartscope.storage.direct import IoMode, WriteStats, resolve_io
 from smartscope.storage.jsonl import JsonlWriter, dumps, json_default, read_jsonl
 from smartscope.storage.ome import PlaneInfo, ome_xml
 from smartscope.storage.tiff import StackWriter, count_pages, write_description
@@ -75,6 +75,7 @@ class RunFolder:
         self.fsync_every = fsync_every
         # direct (past the page cache) or buffered, for every stack of the run (storage.io)
         self.io: IoMode = resolve_io(self.path, io)
+        self.raw_write_stats = WriteStats()  # every raw stack's writes: bytes, time, the slowest
         # room kept for the end of the run: if the disk fills, this is given back so that the
         # headers, the logs' last lines and metrics.json still fit
         self._reserve = self.path / ".space_reserve"
@@ -106,7 +107,7 @@ class RunFolder:
             self._finish(raw)
         name = "raw.ome.tif" if self._raw_files == 0 else f"raw_{self._raw_files:03d}.ome.tif"
         self._raw_files += 1
-        self._raw = StackWriter(self.path / name, self.fsync_every, self.io)
+        self._raw = StackWriter(self.path / name, self.fsync_every, self.io, self.raw_write_stats)
         return self._raw
 
     @property

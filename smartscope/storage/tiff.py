@@ -57,9 +57,9 @@ class _BigTiffAppender:
     linking the next batch rewrites that one block (direct I/O cannot write 8 bytes).
     """
 
-    def __init__(self, path: Path, io: IoMode = "buffered") -> None:
+    def __init__(self, path: Path, io: IoMode = "buffered", stats: WriteStats | None = None) -> None:
         self.path = path
-        self._out = AlignedWriter(open_file(path, direct=io == "direct"))
+        self._out = AlignedWriter(open_file(path, direct=io == "direct"), stats)
         self.io: IoMode = io
         header = bytearray(_HEADER) + bytearray(self._out.padded(len(_HEADER)) - len(_HEADER))
         self._end = self._out.write([header], 0)
@@ -149,13 +149,15 @@ class StackWriter:
     """A growing stack of same-shape 2-D frames in one crash-safe BigTIFF file; ``planes``
     keeps what the caller said of each page (for the header written at ``close``)."""
 
-    def __init__(self, path: Path, fsync_every: int = 0, io: IoMode = "buffered") -> None:
+    def __init__(
+        self, path: Path, fsync_every: int = 0, io: IoMode = "buffered", stats: WriteStats | None = None
+    ) -> None:
         self.path = path
         self.fsync_every = fsync_every
         self.planes: list[Any] = []
         self.shape: tuple[int, ...] | None = None
         self.dtype: np.dtype[Any] | None = None
-        self._tif = _BigTiffAppender(path, io)
+        self._tif = _BigTiffAppender(path, io, stats)
         self._since_sync = 0
 
     @property
