@@ -4,11 +4,13 @@
 ``O_DIRECT`` on Linux, ``F_NOCACHE`` on macOS, ``FILE_FLAG_NO_BUFFERING |
 FILE_FLAG_WRITE_THROUGH`` on Windows (each as its platform documents it). Such writes
 must start at a multiple of :data:`ALIGN` bytes in the file, be a multiple of it long and
-come from memory aligned to it; :class:`AlignedWriter` takes any buffers and keeps those
-rules: a buffer already aligned in memory and length goes to the kernel as it is, any
-other is copied once into a preallocated aligned staging ring, and the copy of one piece
-overlaps the write of the previous one (a second thread issues the writes). With
-``direct=False`` the same calls are plain positioned writes through the page cache.
+come from memory aligned to it. :class:`AlignedWriter` keeps those rules for any buffer
+without copying it: it places each buffer in the file at the same offset within a 4 KiB
+block as the buffer has within its memory page, so the buffer's whole blocks go to the
+kernel straight from where the camera's frame already is; only the partial blocks at its
+two ends, the gaps and the small metadata are assembled in a preallocated aligned staging
+ring, while a second thread issues the writes. With ``direct=False`` the same calls are
+plain positioned writes through the page cache.
 
 ``resolve_io(folder, "auto")`` says which a folder gets: direct where the file system
 takes it, else buffered, with one log line (a file system that refuses ``O_DIRECT``, or
@@ -57,6 +59,7 @@ IoMode = Literal["direct", "buffered"]
 # page size, a multiple of every logical sector size in use (512 B, 4 KiB).
 ALIGN = 4096
 STAGING_SLOT_BYTES = 16 << 20  # two slots: one being written while the next is filled
+JOB_BYTES = 8 << 20  # a write is issued once this much is ready, so the disk starts early
 _IOV_MAX = 1024
 _MEMORY_FILE_SYSTEMS = {"tmpfs", "ramfs", "devtmpfs"}
 
@@ -69,11 +72,6 @@ def aligned_empty(nbytes: int) -> np.ndarray:
     """``nbytes`` of page-aligned memory as a uint8 array (an anonymous mapping)."""
     buf = mmap.mmap(-1, max(nbytes, 1))
     return np.frombuffer(buf, dtype=np.uint8, count=nbytes)
-
-
-def _is_aligned(view: memoryview) -> bool:
-    address = np.frombuffer(view, dtype=np.uint8).ctypes.data if view.nbytes else 0
-    return address % ALIGN == 0 and view.nbytes % ALIGN == 0
 
 
 @dataclass(slots=True)
@@ -269,13 +267,20 @@ def _writev_all(file: RawFile, views: list[memoryview], offset: int, stats: Writ
             views[0] = views[0][n:]
 
 
-class AlignedWriter:
-    """Writes runs of buffers at file offsets under the rules of direct I/O (module doc).
+def _address(view: memoryview) -> int:
+    return int(np.frombuffer(view, dtype=np.uint8).ctypes.data) if view.nbytes else 0
 
-    ``write(pieces, offset)`` writes the pieces back to back from ``offset``. Direct: the
-    offset is aligned, each piece is padded with zeros to a multiple of :data:`ALIGN`,
-    and a piece not aligned in memory is copied into the staging ring first. Buffered:
-    the pieces go as they are, unpadded.
+
+class AlignedWriter:
+    """Writes buffers at chosen file offsets under the rules of direct I/O (module doc).
+
+    :meth:`place` says where a buffer should go at or after a file position: buffered, right
+    there; direct, at the first offset whose position within a 4 KiB block is the buffer's
+    position within a memory page. Then the buffer's whole 4 KiB blocks are aligned in the
+    file and in memory alike, and the kernel takes them straight from the buffer (a camera
+    frame is never copied); only its partial first and last block, the gaps between
+    buffers and small buffers are assembled in the staging ring. A page-aligned buffer
+    lands at an aligned offset. :meth:`write` writes such a layout, the gaps as zeros.
     """
 
     def __init__(self, file: RawFile, stats: WriteStats | None = None) -> None:
@@ -286,23 +291,33 @@ class AlignedWriter:
         self._slots: list[np.ndarray] = []
         self._slot_jobs: list[Future[None] | None] = [None, None]
         self._io: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
 
     def padded(self, nbytes: int) -> int:
         return round_up(nbytes, self.align)
 
-    def write(self, pieces: Sequence[Any], offset: int) -> int:
-        """Write ``pieces`` (buffers) from ``offset``; returns the offset after them."""
-        views = [memoryview(p).cast("B") for p in pieces]
+    def place(self, position: int, buffer: Any) -> int:
+        """The file offset at or after ``position`` where ``buffer`` should be written."""
         if not self.direct:
-            end = offset + sum(v.nbytes for v in views)
-            _writev_all(self.file, views, offset, self.stats)
-            return end
-        if offset % ALIGN:
-            raise ValueError(f"{self.file.path.name}: direct write at unaligned offset {offset}")
+            return position
+        return position + (_address(memoryview(buffer).cast("B")) - position) % ALIGN
+
+    def write(self, pieces: Sequence[tuple[int, Any]], start: int, end: int) -> None:
+        """Write ``(offset, buffer)`` pieces (in order, not overlapping) and fill the rest of
+        ``[start, end)`` with zeros. Buffered, the pieces must be back to back from ``start``."""
+        placed = [(off, memoryview(buf).cast("B")) for off, buf in pieces]
+        if not self.direct:
+            pos = start
+            for off, view in placed:
+                if off != pos:
+                    raise ValueError(f"{self.file.path.name}: buffered pieces must be contiguous")
+                pos += view.nbytes
+            _writev_all(self.file, [v for _, v in placed], start, self.stats)
+            return
+        if start % ALIGN or end % ALIGN:
+            raise ValueError(f"{self.file.path.name}: direct write of [{start}, {end}) is not aligned")
         jobs: list[Future[None]] = []
         try:
-            end = self._write_direct(views, offset, jobs)
+            self._write_direct(placed, start, end, jobs)
         finally:
             errors = []
             for job in jobs:
@@ -313,51 +328,70 @@ class AlignedWriter:
             self._slot_jobs = [None, None]
         if errors:
             raise errors[0]
-        return end
 
-    def _write_direct(self, views: list[memoryview], offset: int, jobs: list[Future[None]]) -> int:
-        largest = max((self.padded(v.nbytes) for v in views), default=0)
-        self._ensure_slots(largest)
-        slot = 0
-        fill = 0  # bytes used in the current slot
+    def _spans(
+        self, placed: list[tuple[int, memoryview]], start: int, end: int
+    ) -> list[tuple[int, int, Any]]:
+        """[start, end) cut into spans ``(lo, hi, view)``: a view's aligned middle, or None
+        for a span to assemble in the staging ring."""
+        spans: list[tuple[int, int, Any]] = []
+        cursor = start
+        for off, view in placed:
+            lo, hi = round_up(off, ALIGN), (off + view.nbytes) // ALIGN * ALIGN
+            if hi - lo >= ALIGN and (_address(view) - off) % ALIGN == 0:
+                if lo > cursor:
+                    spans.append((cursor, lo, None))
+                spans.append((lo, hi, view[lo - off : hi - off]))
+                cursor = hi
+        if end > cursor:
+            spans.append((cursor, end, None))
+        return spans
+
+    def _write_direct(
+        self, placed: list[tuple[int, memoryview]], start: int, end: int, jobs: list[Future[None]]
+    ) -> None:
+        spans = self._spans(placed, start, end)
+        self._ensure_slots(max((hi - lo for lo, hi, v in spans if v is None), default=0))
+        slot, fill, first = 0, 0, 0  # staging slot in use, bytes used in it, first piece not yet past
         job_views: list[memoryview] = []
-        job_offset = offset
-        pos = offset
+        job_offset = start
 
-        def submit() -> None:
+        def submit(next_offset: int) -> None:
             nonlocal job_views, job_offset
             if job_views:
                 jobs.append(self._submit(job_views, job_offset, slot))
-            job_views, job_offset = [], pos
+            job_views, job_offset = [], next_offset
 
-        for view in views:
-            n = self.padded(view.nbytes)
-            if _is_aligned(view):
-                if sum(v.nbytes for v in job_views) >= STAGING_SLOT_BYTES:
-                    submit()
+        for lo, hi, view in spans:
+            if sum(v.nbytes for v in job_views) >= JOB_BYTES:
+                submit(lo)
+            if view is not None:
                 job_views.append(view)
-            else:
-                if fill + n > self._slots[slot].nbytes:  # the slot is full: write it, use the other
-                    submit()
-                    slot = 1 - slot
-                    fill = 0
-                    previous = self._slot_jobs[slot]
-                    if previous is not None:
-                        previous.result()  # its bytes are written; the slot may be refilled
-                dst = self._slots[slot][fill : fill + n]
-                src = np.frombuffer(view, dtype=np.uint8)
-                np.copyto(dst[: view.nbytes], src)
-                if n > view.nbytes:
-                    dst[view.nbytes :] = 0
-                self.stats.copied_bytes += view.nbytes
-                job_views.append(memoryview(dst))  # type: ignore[arg-type]
-                fill += n
-            pos += n
-        submit()
-        return pos
+                continue
+            n = hi - lo
+            if fill + n > self._slots[slot].nbytes:  # the slot is full: write it, use the other
+                submit(lo)
+                slot, fill = 1 - slot, 0
+                previous = self._slot_jobs[slot]
+                if previous is not None:
+                    previous.result()  # its bytes are written; the slot may be refilled
+            dst = self._slots[slot][fill : fill + n]
+            dst[:] = 0
+            while first < len(placed) and placed[first][0] + placed[first][1].nbytes <= lo:
+                first += 1
+            for off, src in placed[first:]:  # the parts of pieces inside [lo, hi)
+                if off >= hi:
+                    break
+                a, b = max(lo, off), min(hi, off + src.nbytes)
+                if a < b:
+                    np.copyto(dst[a - lo : b - lo], np.frombuffer(src[a - off : b - off], dtype=np.uint8))
+                    self.stats.copied_bytes += b - a
+            job_views.append(memoryview(dst))  # type: ignore[arg-type]
+            fill += n
+        submit(end)
 
     def _ensure_slots(self, largest: int) -> None:
-        size = max(STAGING_SLOT_BYTES, largest)
+        size = max(STAGING_SLOT_BYTES, round_up(largest, ALIGN))
         if not self._slots or self._slots[0].nbytes < size:
             self._slots = [aligned_empty(size), aligned_empty(size)]
 
@@ -369,15 +403,11 @@ class AlignedWriter:
         return job
 
     def write_block(self, block: bytes | bytearray, offset: int) -> None:
-        """Rewrite a small aligned region (a link pointer's block) from memory."""
+        """Rewrite a small region (a link pointer, or its aligned block) from memory."""
         if not self.direct:
             _writev_all(self.file, [memoryview(block)], offset, self.stats)
             return
-        self._ensure_slots(len(block))
-        dst = self._slots[0][: self.padded(len(block))]
-        dst[: len(block)] = np.frombuffer(block, dtype=np.uint8)
-        dst[len(block) :] = 0
-        _writev_all(self.file, [memoryview(dst)], offset, self.stats)  # type: ignore[list-item]
+        self.write([(offset, block)], offset, offset + self.padded(len(block)))
 
     def sync(self) -> None:
         self.file.sync()

@@ -7,10 +7,12 @@ previous page's next-IFD pointer patched to the batch's first IFD. So the file i
 TIFF after every batch, and a ``kill -9`` at any moment leaves every linked page readable;
 a batch cut short is simply not linked.
 
-With direct I/O (``io="direct"``: no page cache) every page's pixels start at a multiple
-of 4 KiB, the metadata block is padded to one, and the link rewrites the one 4 KiB block
-that holds the pointer (kept in memory). Buffered, nothing is padded and the link is one
-8-byte write. Either way tifffile, ome-types and bioio read the same OME-TIFF.
+With direct I/O (``io="direct"``: no page cache) batches start and end on 4 KiB
+boundaries, each page's pixels are placed so that the kernel takes them straight from the
+frame's memory (:class:`~smartscope.storage.direct.AlignedWriter`), and the link rewrites
+the one 4 KiB block that holds the pointer (kept in memory). Buffered, nothing is padded
+and the link is one 8-byte write. Either way tifffile, ome-types and bioio read the same
+OME-TIFF.
 
 The OME-XML header goes into the first page's description the same way: the new text is
 appended and synced, and only then does one 16-byte write point the description tag at it.
@@ -51,18 +53,22 @@ class _BigTiffAppender:
     """Appends 2-D pages to a BigTIFF in batches (see the module doc).
 
     A batch is laid out as every page's pixel data, then one block with every page's
-    description, software string and IFD. With direct I/O each page's pixels start at a
-    multiple of :data:`ALIGN` and the metadata block is padded to one; buffered, nothing is
-    padded. The block holding the last IFD's next-page pointer is kept in memory, so
-    linking the next batch rewrites that one block (direct I/O cannot write 8 bytes).
+    description, software string and IFD. With direct I/O a batch starts and ends on a
+    4 KiB boundary and each page's pixels start where :meth:`AlignedWriter.place` puts
+    them (at the offset within a 4 KiB block that the frame has within its memory page:
+    aligned for page-aligned frames; the kernel writes the frame from where it is);
+    buffered, nothing is padded. The block holding the last IFD's next-page pointer is
+    kept in memory, so linking the next batch rewrites that one block (direct I/O cannot
+    write 8 bytes).
     """
 
     def __init__(self, path: Path, io: IoMode = "buffered", stats: WriteStats | None = None) -> None:
         self.path = path
         self._out = AlignedWriter(open_file(path, direct=io == "direct"), stats)
         self.io: IoMode = io
-        header = bytearray(_HEADER) + bytearray(self._out.padded(len(_HEADER)) - len(_HEADER))
-        self._end = self._out.write([header], 0)
+        header = bytes(_HEADER) + bytes(self._out.padded(len(_HEADER)) - len(_HEADER))
+        self._out.write([(0, header)], 0, len(header))
+        self._end = len(header)
         self._link_pos = 8  # where the pointer to the next IFD is stored
         self._link_block = (0, bytes(header[:ALIGN]))  # direct I/O: the aligned block holding it
 
@@ -84,8 +90,8 @@ class _BigTiffAppender:
             if img.dtype.kind not in _SAMPLE_FORMAT or img.dtype.byteorder == ">":
                 raise ValueError(f"{self.path.name}: unsupported pixel type {img.dtype}")
             images.append(img)
-            data_offsets.append(offset)
-            offset += self._out.padded(img.nbytes)
+            data_offsets.append(self._out.place(offset, img))
+            offset = data_offsets[-1] + img.nbytes
         meta_start = offset
         meta = bytearray()
         ifd_offsets = []
@@ -123,8 +129,8 @@ class _BigTiffAppender:
                 ifd += struct.pack("<HHQQ", tag, typ, count, value)
             ifd += struct.pack("<Q", next_ifd)
             meta[at : at + _IFD_BYTES] = ifd
-        meta += bytes(self._out.padded(len(meta)) - len(meta))
-        end = self._out.write([*images, meta], self._end)
+        end = self._out.padded(meta_start + len(meta))
+        self._out.write([*zip(data_offsets, images, strict=True), (meta_start, meta)], self._end, end)
         # link the batch in: one pointer; direct I/O rewrites the whole block that holds it
         pointer = struct.pack("<Q", ifd_offsets[0])
         if self.io == "direct":
@@ -134,8 +140,15 @@ class _BigTiffAppender:
         else:
             self._out.write_block(pointer, self._link_pos)
         self._link_pos = ifd_offsets[-1] + 8 + 20 * _N_TAGS
-        first = (self._link_pos - meta_start) // ALIGN * ALIGN
-        self._link_block = (meta_start + first, bytes(meta[first : first + ALIGN]))
+        if self.io == "direct":  # keep the aligned block that holds the new pointer
+            block_off = self._link_pos // ALIGN * ALIGN
+            block = bytearray(ALIGN)
+            for off, buf in [*zip(data_offsets, images, strict=True), (meta_start, meta)]:
+                view = memoryview(buf).cast("B")
+                a, z = max(block_off, off), min(block_off + ALIGN, off + view.nbytes)
+                if a < z:
+                    block[a - block_off : z - block_off] = view[a - off : z - off]
+            self._link_block = (block_off, bytes(block))
         self._end = end
 
     def sync(self) -> None:
