@@ -278,9 +278,9 @@ def test_a_fault_during_an_apply_cannot_turn_light_back_on(laser_core: Any, tmp_
 @pytest.mark.parametrize(  # each signal on one storage axis (a CLI run each: keep the suite short)
     ("signals", "seed", "storage"),
     [
-        (("SIGTERM",), 1, {"io": "direct"}),
-        (("SIGHUP",), 2, {"io": "buffered"}),
-        (("SIGINT", "SIGINT"), 3, {"format": "ome-zarr"}),
+        pytest.param(("SIGTERM",), 1, {"io": "direct"}, id="SIGTERM-tiff-direct"),
+        pytest.param(("SIGHUP",), 2, {"io": "buffered"}, id="SIGHUP-tiff-buffered"),
+        pytest.param(("SIGINT", "SIGINT"), 3, {"format": "ome-zarr"}, id="SIGINT-SIGINT-zarr"),
     ],
     indirect=["storage"],
 )
@@ -305,7 +305,11 @@ def test_stop_signals_end_like_ctrl_c(
 
 @pytest.mark.parametrize(
     ("seed", "storage"),
-    [(11, {"io": "direct"}), (12, {"io": "buffered"}), (13, {"format": "ome-zarr"})],
+    [
+        pytest.param(11, {"io": "direct"}, id="tiff-direct"),
+        pytest.param(12, {"io": "buffered"}, id="tiff-buffered"),
+        pytest.param(13, {"format": "ome-zarr"}, id="zarr"),
+    ],
     indirect=["storage"],
 )
 def test_kill_9_at_a_random_moment_then_recover(tmp_path: Path, seed: int, storage: dict[str, Any]) -> None:

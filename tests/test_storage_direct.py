@@ -246,7 +246,7 @@ def test_direct_io_on_windows_and_macos(tmp_path: Path) -> None:  # pragma: no c
     f = open_file(tmp_path / "x.bin", direct=True)
     buf = aligned_empty(2 * ALIGN)
     buf[:] = 7
-    assert f.writev([memoryview(buf)], 0) == 2 * ALIGN  # type: ignore[list-item]
+    assert f.writev([buf.data], 0) == 2 * ALIGN
     f.sync()
     f.close()
     assert (tmp_path / "x.bin").read_bytes() == b"\x07" * (2 * ALIGN)

@@ -386,7 +386,7 @@ class AlignedWriter:
                 if a < b:
                     np.copyto(dst[a - lo : b - lo], np.frombuffer(src[a - off : b - off], dtype=np.uint8))
                     self.stats.copied_bytes += b - a
-            job_views.append(memoryview(dst))  # type: ignore[arg-type]
+            job_views.append(dst.data)
             fill += n
         submit(end)
 
@@ -451,7 +451,7 @@ def direct_io_refusal(folder: Path) -> str | None:
         return exc.strerror or str(exc)
     try:
         buf = aligned_empty(ALIGN)
-        _writev_all(f, [memoryview(buf)], 0, WriteStats())  # type: ignore[list-item]
+        _writev_all(f, [buf.data], 0, WriteStats())
     except OSError as exc:
         return exc.strerror or str(exc)
     finally:

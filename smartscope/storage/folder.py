@@ -181,9 +181,9 @@ class RunFolder:
             try:
                 w = self._zarr.get(f.series)
                 if w is not None and not w.accepts(f):
-                    bad, exc = w.flush()
+                    bad, flush_error = w.flush()
                     failed |= bad
-                    error = error or exc
+                    error = error or flush_error
                     self._zarr.pop(f.series)
                     w.close()
                     w = None
@@ -199,9 +199,9 @@ class RunFolder:
                 error = exc
                 break
         for w in self._zarr.values():
-            bad, exc = w.flush()  # every frame's chunk on disk before its line in frames.jsonl
+            bad, flush_error = w.flush()  # every frame's chunk on disk before its line in frames.jsonl
             failed |= bad
-            error = error or exc
+            error = error or flush_error
         stored = [f for f in frames if f.index in where and f.index not in failed]
         self._log_frames(stored, [where[f.index] for f in stored])
         if error is not None:

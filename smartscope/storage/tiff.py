@@ -142,13 +142,14 @@ class _BigTiffAppender:
         self._link_pos = ifd_offsets[-1] + 8 + 20 * _N_TAGS
         if self.io == "direct":  # keep the aligned block that holds the new pointer
             block_off = self._link_pos // ALIGN * ALIGN
-            block = bytearray(ALIGN)
-            for off, buf in [*zip(data_offsets, images, strict=True), (meta_start, meta)]:
+            link_block = bytearray(ALIGN)
+            pieces: list[tuple[int, Any]] = [*zip(data_offsets, images, strict=True), (meta_start, meta)]
+            for off, buf in pieces:
                 view = memoryview(buf).cast("B")
                 a, z = max(block_off, off), min(block_off + ALIGN, off + view.nbytes)
                 if a < z:
-                    block[a - block_off : z - block_off] = view[a - off : z - off]
-            self._link_block = (block_off, bytes(block))
+                    link_block[a - block_off : z - block_off] = view[a - off : z - off]
+            self._link_block = (block_off, bytes(link_block))
         self._end = end
 
     def sync(self) -> None:

@@ -28,7 +28,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -39,7 +39,8 @@ __all__ = ["ZARR_BACKEND", "ZarrSeriesWriter", "recover_zarr", "zarr_path"]
 
 log = logging.getLogger(__name__)
 
-ZARR_BACKEND = "tensorstore"  # ome-writers' backend; bench/storage.py measures it against acquire-zarr
+# ome-writers' backend; bench/storage.py measures it against acquire-zarr
+ZARR_BACKEND: Literal["tensorstore"] = "tensorstore"
 
 
 def load_backend() -> None:
