@@ -9,7 +9,9 @@ up once and then
   disk through the writer thread, frames.jsonl, the newest frame to analysis, watchdog.
 
 Rate = (frames − 1) / (time the last frame was taken off the buffer − time the first
-was), for both. Latency = camera timestamp → decision, from the loop's own record, against
+was), for both. CPU by thread (Linux /proc) shows where the process's cores go in the 2048²
+disk runs: the camera's own thread, the acquisition, writer, direct-I/O and analysis
+threads. Latency = camera timestamp → decision, from the loop's own record, against
 two frame intervals of the raw rate. Memory = peak resident set during the run minus
 before it (sampled every 20 ms), against the writer queue's budget (``storage.queue_mb``).
 
@@ -88,6 +90,57 @@ class _PeakRSS:
         self._thread.join()
 
 
+class _ThreadCPU:
+    """CPU seconds per thread of this process while in the ``with`` block (Linux /proc),
+    named by Python's threads (``native_id``); other threads (MMCore's camera thread, the
+    libraries' pools) are summed as "native"."""
+
+    def __enter__(self) -> _ThreadCPU:
+        self.names: dict[int, str] = {}
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._t0 = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def _read(self) -> None:
+        ticks = os.sysconf("SC_CLK_TCK")
+        for t in threading.enumerate():
+            if t.native_id is not None:
+                self.names.setdefault(t.native_id, t.name)
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+            self.first.setdefault(int(tid), cpu)
+            self.last[int(tid)] = cpu
+
+    def _sample(self) -> None:
+        while True:
+            self._read()
+            if self._stop.wait(0.1):
+                return
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.wall_s = time.perf_counter() - self._t0
+
+    def by_name(self) -> dict[str, float]:
+        """CPU seconds per thread name (numbered pool threads grouped) over the block."""
+        out: dict[str, float] = {}
+        for tid, cpu in self.last.items():
+            name = self.names.get(tid, "native (MMCore camera, library pools)")
+            name = name.split("_")[0] if name.startswith("smartscope-direct-io") else name
+            out[name] = out.get(name, 0.0) + cpu - self.first.get(tid, cpu)
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 def _demo_core(size: int, exposure_ms: float) -> CMMCorePlus:
     core = CMMCorePlus()
     core.setDeviceAdapterSearchPaths([mm_test_adapters.device_adapter_path()])
@@ -137,7 +190,7 @@ def smartscope_rate(
     )
     driver = PymmcorePlusDriver(cfg.microscope, cfg.acquisition, cfg.safe_state, core=core)
     gc.collect()
-    with _PeakRSS() as mem:
+    with _PeakRSS() as mem, _ThreadCPU() as cpu:
         res = run(cfg, driver=driver, report=False)
     frames = read_jsonl(Path(res.run_dir) / "frames.jsonl")
     deq = [f["times"]["dequeued"] for f in frames]
@@ -152,6 +205,8 @@ def smartscope_rate(
         "queue_peak_mb": m["storage_queue_peak_mb"],
         "rss_peak_mb": mem.peak - mem.before,
         "acquired": m["frames_acquired"],
+        "cpu_by_thread_s": cpu.by_name(),
+        "cpu_wall_s": cpu.wall_s,
         "io": m.get("storage_io", ""),
         "run_dir": res.run_dir,
         "status": f"{res.status}" + ("" if res.status == "completed" else f": {res.reason[:60]}"),
@@ -487,6 +542,19 @@ def main(
         )
     if rows:
         console.print(table)
+        for r in rows:  # where the CPU went, per thread, in the 2048² disk runs
+            if r["size"] != 2048 or r["storage"] == "tmpfs":
+                continue
+            total = sum(r["cpu_by_thread_s"].values())
+            parts = ", ".join(
+                f"{name} {sec / r['cpu_wall_s']:.2f}"
+                for name, sec in r["cpu_by_thread_s"].items()
+                if sec > 0.01
+            )
+            console.print(
+                f"CPU by thread, 2048² {r['storage']}: {total / r['cpu_wall_s']:.2f} cores of "
+                f"{os.cpu_count()} for this process ({parts}; cores busy per second of the run)"
+            )
     soaked = soak(soak_minutes, disk, queue_mb, io_modes[0], soak_segment_gb) if soak_minutes > 0 else None
     if soaked is not None:
         st = Table(
