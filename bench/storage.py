@@ -254,26 +254,13 @@ def case_acquire_zarr(folder: Path, frames: list[np.ndarray], n: int) -> Result:
             az.ArraySettings(
                 dimensions=[
                     az.Dimension(
-                        name="t",
-                        kind=az.DimensionType.TIME,
-                        array_size_px=0,
-                        chunk_size_px=1,
-                        shard_size_chunks=1,
-                    ),
-                    az.Dimension(
-                        name="y",
-                        kind=az.DimensionType.SPACE,
-                        array_size_px=h,
-                        chunk_size_px=h,
-                        shard_size_chunks=1,
-                    ),
-                    az.Dimension(
-                        name="x",
-                        kind=az.DimensionType.SPACE,
-                        array_size_px=w,
-                        chunk_size_px=w,
-                        shard_size_chunks=1,
-                    ),
+                        name=name, kind=kind, array_size_px=px, chunk_size_px=max(1, px), shard_size_chunks=1
+                    )
+                    for name, kind, px in (
+                        ("t", az.DimensionType.TIME, 0),  # grows as frames come, a chunk per frame
+                        ("y", az.DimensionType.SPACE, h),
+                        ("x", az.DimensionType.SPACE, w),
+                    )
                 ],
                 data_type=np.uint16,
             )

@@ -20,6 +20,7 @@ import numpy as np
 import ome_types
 import pytest
 import tifffile
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -201,8 +202,6 @@ def test_storage_io_is_validated_and_a_refused_direct_run_is_one_line(tmp_path: 
         cfg = cfg_dict(tmp_path, acquisition={"n_frames": 5})
         cfg["storage"] = {"root": str(tmp_path / "ram" / "runs"), "io": "direct"}
         path = tmp_path / "run.yaml"
-        import yaml
-
         path.write_text(yaml.safe_dump(cfg))
         proc = subprocess.run(
             [sys.executable, "-m", "smartscope.cli", "run", str(path)],
