@@ -68,8 +68,8 @@ def _py_autofocus(core: Any, label: str | None = None) -> AutoFocusDevice | None
     """The Python autofocus device ``label`` (or the current one), else None."""
     label = label or core.getAutoFocusDevice()
     if label and core.isPyDevice(label):
-        dev = core._pydevices.get_device_of_type(label, AutoFocusDevice)
-        return dev  # type: ignore[no-any-return]
+        dev: AutoFocusDevice = core._pydevices.get_device_of_type(label, AutoFocusDevice)
+        return dev
     return None
 
 

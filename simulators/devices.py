@@ -17,11 +17,18 @@ start/stop cost; properties Scenario, Seed, SensorSize, CameraMode, Pacing, …)
 ``Laser405``/``Laser488``/``Laser561``/``Laser640`` and ``TransmittedLamp`` (property
 ``Power`` in mW, hardware-sequenceable), ``VirtualShutter`` (in front of every light
 source), ``VirtualXYStage`` (µm, over a sample plane larger than one field),
-``VirtualZStage`` (µm, hardware-sequenceable), ``VirtualDeformableMirror`` (properties
-``Z1``…``Z21``: Noll Zernike amplitudes in rad RMS, plus ``ZernikeVectorRad``). The
-objective turret is a C++ state device (``virtual_microscope.cfg`` loads DemoCamera's
-``DObjective`` as ``Objective``) because pixel-size calibrations are resolved by the C++
-core; the microscope follows its ``Label`` through the core's ``propertyChanged`` signal.
+``VirtualZStage`` (µm, hardware-sequenceable), ``VirtualAutofocus`` (a focus lock on the
+drift model), ``VirtualDeformableMirror`` (properties ``Z1``…``Z21``: Noll Zernike
+amplitudes in rad RMS, plus ``ZernikeVectorRad``). The objective turret is a C++ state
+device (``virtual_microscope.cfg`` loads DemoCamera's ``DObjective`` as ``Objective``)
+because pixel-size calibrations are resolved by the C++ core; the microscope follows its
+``Label`` through the core's ``propertyChanged`` signal.
+
+Micro-Manager's device contract (``simulators/README.md``): a property set through the core
+emits ``propertyChanged`` once, device-level moves and exposure their own signals; the
+advertised limits and allowed values are what a device takes (beyond them it refuses,
+never clamps); the camera builds its sample when it initialises and is busy until a change
+is rebuilt.
 
 Invariants: in ``Pacing=RealTime`` the camera exposes in wall-clock time — frame k's
 exposure is the real interval ``[ExposureStart_s, ExposureEnd_s]`` of ``Exposure`` ms, frames
@@ -256,19 +263,35 @@ class _VirtualDevice(Device):
         allowed = self.get_property_info(prop_name).allowed_values
         if allowed and value not in allowed:
             value = next((a for a in allowed if str(a) == str(value)), value)
+        before = self._text(prop_name)
         self._quiet += 1
         try:
             super().set_property_value(prop_name, value)
         finally:
             self._quiet -= 1
-        self._changed(prop_name)
+        self._changed(prop_name, before)
 
-    def _changed(self, prop_name: str) -> None:
-        """Tell the core's listeners that ``prop_name`` changed (unless a set is in progress)."""
+    def _text(self, prop_name: str) -> str | None:
+        try:
+            return _text(self.get_property_value(prop_name))
+        except Exception:  # a property that cannot be read before the device is initialised
+            return None
+
+    def _changed(self, prop_name: str, before: str | None = None) -> None:
+        """Tell the core's listeners that ``prop_name`` changed, as text, like a C++ device
+        (not while a set is in progress, and not when the value stayed the same)."""
         if self._quiet or self._core_proxy_ is None:
             return
-        # the value as the core's getProperty returns it (pymmcore-plus emits those too)
-        self.core.events.propertyChanged.emit(self.get_label(), prop_name, self.get_property_value(prop_name))
+        now = self._text(prop_name)
+        if now is not None and now != before:
+            self.core.events.propertyChanged.emit(self.get_label(), prop_name, now)
+
+
+def _text(value: Any) -> str:
+    """A property value as Micro-Manager's signals carry it: text."""
+    if isinstance(value, bool):
+        return str(int(value))
+    return str(getattr(value, "value", value))
 
 
 def _with_limits(dev: Device, name: str, limits: tuple[float, float]) -> None:
@@ -345,10 +368,11 @@ class VirtualCamera(_VirtualDevice, CameraDevice):
         return self.vm.exposure_ms
 
     def set_exposure(self, exposure: float) -> None:
+        before = _text(self.vm.exposure_ms)
         self.vm.set_exposure_ms(float(exposure))
         if not self._quiet and self._core_proxy_ is not None:
             self.core.events.exposureChanged.emit(self.get_label(), self.vm.exposure_ms)
-        self._changed("Exposure")
+        self._changed("Exposure", before)
 
     def shape(self) -> tuple[int, int]:
         return self.vm.frame_shape()
@@ -446,6 +470,8 @@ class VirtualCamera(_VirtualDevice, CameraDevice):
     @scenario.setter
     def _set_scenario(self, value: str) -> None:
         self.vm.configure(scenario=str(value))
+        if self._signals is not None:  # the scenario's own light settings: the lights changed too
+            self._signals.propertiesChanged.emit()
 
     @pymm_property(limits=(0, 2**31 - 1), name="Seed", is_pre_init=True)
     def seed(self) -> int:
@@ -659,6 +685,8 @@ class VirtualShutter(_VirtualDevice, ShutterDevice):
 
     def set_open(self, open: bool) -> None:
         # the core's setShutterOpen emits propertyChanged(label, "State", …) itself
+        if not isinstance(open, bool | int):  # as the C++ core: a shutter is opened by a flag
+            raise TypeError(f"{self.get_label()}: open must be a bool, got {open!r}")
         self.vm.set_shutter(bool(open))
 
     @pymm_property(allowed_values=[0, 1], name="State")
@@ -748,7 +776,9 @@ class VirtualZStage(_VirtualDevice, StageDevice):
         return self._direction
 
     def set_focus_direction(self, sign: int) -> None:
-        self._direction = FocusDirection(int(sign))
+        """Any positive sign: towards the sample, negative: away, 0: unknown (as Micro-Manager)."""
+        sign = int(sign)
+        self._direction = FocusDirection((sign > 0) - (sign < 0))
 
     def set_position_um(self, val: float) -> None:
         self.vm.set_z_um(float(val))

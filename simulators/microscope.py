@@ -18,6 +18,10 @@ start in a sequence acquisition), like TTL-triggered hardware.
 The sample is a plane of fields under the XY stage (:mod:`.stage`); the home position
 (0, 0) shows the field a fixed-stage microscope shows.
 
+Camera binning (1, 2, 4) sums the charge of k×k sensor pixels before the read-out; the ROI is
+in binned pixels. A focus lock (``set_focus_lock``) holds Z at the in-focus Z (the drift at
+the simulated time) plus an offset before every frame.
+
 Lights: the lasers excite their dyes (488 → nuclei, 561 → mitochondria, 640 → membrane
 in the cell scenes; 640 excites and 405 activates the SMLM dye); the camera records the
 sum of everything excited (no emission filter wheel), plus the transmitted lamp, which

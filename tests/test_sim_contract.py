@@ -132,9 +132,13 @@ def test_the_shutter_has_a_state_property(core: Any) -> None:
 def test_a_python_device_property_change_is_signalled_once(core: Any) -> None:
     got: list[tuple[Any, ...]] = []
     core.events.propertyChanged.connect(lambda *a: got.append(a) if a[0] != "Core" else None)
+    many: list[bool] = []
+    core.events.propertiesChanged.connect(lambda: many.append(True))
     core.setProperty("Laser488", "Power", 3.0)
+    core.setProperty("Laser488", "Power", 3.0)  # the same value: no signal
     core.setProperty("Camera", "Scenario", "beads")
-    assert got == [("Laser488", "Power", 3.0), ("Camera", "Scenario", "beads")]
+    assert got == [("Laser488", "Power", "3.0"), ("Camera", "Scenario", "beads")]
+    assert many == [True]  # a new scenario loads its own light settings: every property may change
 
 
 # ---------------------------------------------------------------- focus: direction and autofocus
