@@ -192,3 +192,18 @@ def test_an_unwritable_storage_root_fails(tmp_path: Path) -> None:
     report = check_rig(cfg, seconds=0.2, write_mb=8)
     (disk,) = [f for f in report.findings if f.subject == "storage.root"]
     assert disk.status is Status.FAIL and "cannot write into" in disk.detail
+
+
+def test_check_through_pycromanagers_headless_core(tmp_path: Path) -> None:
+    pytest.importorskip("pycromanager")
+    cfg = validate_config(
+        cfg_dict(
+            tmp_path,
+            microscope={"driver": "pycromanager", "pycromanager_mode": "headless", "config_file": "demo"},
+            acquisition={"exposure_ms": 2.0, "n_frames": 10},
+        )
+    )
+    report = check_rig(cfg, seconds=0.3, write_mb=8)
+    assert report.ok, [f for f in report.findings if f.status is not Status.OK]
+    assert report.camera is not None and report.camera.fps > 0 and report.camera.buffer_frames > 0
+    assert {d.label for d in report.devices} >= {"Camera", "Z", "XY"}

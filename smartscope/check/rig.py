@@ -345,7 +345,12 @@ def _check_names(cfg: SmartscopeConfig, core: CoreView, report: CheckReport) -> 
             report.add("limits.z_um", Status.WARN, f"{lim.z_um} reaches beyond {focus}'s travel {pos}")
     if m.mirror is not None and m.mirror in devices:
         prop = m.mirror_property.format(j=4)
-        rng = core.limits(m.mirror, prop) if prop in core.strs("getDevicePropertyNames", m.mirror) else None
+        problem = core.property_problem(m.mirror, prop)
+        if problem:
+            report.add(
+                "microscope.mirror_property", Status.FAIL, f"{m.mirror_property!r} (Noll j = 4): {problem}"
+            )
+        rng = None if problem else core.limits(m.mirror, prop)
         if rng is not None and lim.mirror_max_rad > min(-rng[0], rng[1]):
             report.add(
                 "limits.mirror_max_rad",
@@ -359,7 +364,7 @@ def _check_names(cfg: SmartscopeConfig, core: CoreView, report: CheckReport) -> 
             report.add(where, Status.FAIL, f"no loaded device matches {key!r} ('Device.Property')")
             continue
         prop = key[len(device) + 1 :]
-        problems = [p for v in values if (p := core.property_problem(device, prop, v))]
+        problems = [why for v in values if (why := core.property_problem(device, prop, v))]
         report.add(
             where, Status.FAIL if problems else Status.OK, "; ".join(problems) or f"{key} takes {values}"
         )
@@ -535,8 +540,8 @@ def _judge_camera(cfg: SmartscopeConfig, cam: CameraFigures, report: CheckReport
             subject,
             Status.WARN if worst > 0.5e3 * wd.camera_start_s else Status.OK,
             f"first frame {statistics.median(cam.first_frame_ms):.0f} ms after a start (median of "
-            f"{len(cam.first_frame_ms)}; exposure {cam.exposure_ms:g} ms, so arming ≈ "
-            f"{cam.start_cost_ms:.0f} ms); stop {cam.stop_ms:.0f} ms",
+            f"{len(cam.first_frame_ms)}, worst {worst:.0f} ms; exposure {cam.exposure_ms:g} ms, so "
+            f"arming ≈ {cam.start_cost_ms:.0f} ms); stop {cam.stop_ms:.0f} ms",
         )
     if cam.fps <= 0:
         report.add("camera rate", Status.FAIL, "the camera delivered no stream of frames")
