@@ -56,7 +56,9 @@ def main() -> int:
         flat = np.concatenate([np.asarray(p, np.float32).reshape(-1, *last.shape[-2:]) for p in preds])
         out = {f.stem: flat[i] for i, f in enumerate(files)}
     np.savez(args.out, **out)
-    print(f"wrote {args.out}: {len(out)} predictions, trained on {train.shape[0]} frames of {train.shape[1:]}")
+    print(
+        f"wrote {args.out}: {len(out)} predictions, trained on {train.shape[0]} frames of {train.shape[1:]}"
+    )
     return 0
 
 

@@ -135,12 +135,19 @@ def real_recordings(
     return Recordings(np.stack(noisy), np.stack(clean), names, desc)
 
 
-def simulated_recordings(photons: float, frames: int, speed_px: float, seed: int, n: int, px: int) -> Recordings:
+def simulated_recordings(
+    photons: float, frames: int, speed_px: float, seed: int, n: int, px: int
+) -> Recordings:
     from smartscope.simulators.datasets import denoise_sequences
 
-    n_e, c_e = denoise_sequences(n, (px, px), seed=seed, photons=photons, n_frames=frames, max_speed_px=speed_px)
+    n_e, c_e = denoise_sequences(
+        n, (px, px), seed=seed, photons=photons, n_frames=frames, max_speed_px=speed_px
+    )
     names = [f"sim-{seed}-{i}" for i in range(n)]
-    desc = f"{n} simulator fields {px}², peak {photons:g} photons, {frames} frames <= {speed_px:g} px/frame, seed {seed}"
+    desc = (
+        f"{n} simulator fields {px}², peak {photons:g} photons, {frames} frames "
+        f"<= {speed_px:g} px/frame, seed {seed}"
+    )
     return Recordings(_to_adu(n_e), _to_adu(c_e), names, desc)
 
 
@@ -314,7 +321,9 @@ def self_supervised_rows(
         print(f"# CAREamics: {' '.join(cmd[1:])}", flush=True)
         subprocess.run(cmd, check=True)
         with np.load(out) as z:
-            preds["CAREamics N2V (2-D, on the data)"] = np.stack([z[f"field{i:02d}"] for i in range(len(rec.names))])
+            preds["CAREamics N2V (2-D, on the data)"] = np.stack(
+                [z[f"field{i:02d}"] for i in range(len(rec.names))]
+            )
     bundle = workdir / "n2v-on-data"
     cmd = [
         sys.executable,
@@ -358,7 +367,9 @@ def self_supervised_rows(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundles", type=Path, nargs="*", default=None, help="default: every denoise bundle shipped")
+    ap.add_argument(
+        "--bundles", type=Path, nargs="*", default=None, help="default: every denoise bundle shipped"
+    )
     ap.add_argument("--data", choices=["real", "simulated"], default="real")
     ap.add_argument("--photons", type=float, nargs="+", default=[10.0, 40.0])
     ap.add_argument("--frames", type=int, default=12, help="frames per recording (the last one is scored)")
@@ -372,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         nargs="+",
         default=[1.0],
-        help="BM3D sigma in GAT units (1 = the transform's design); several: chosen on the calibration fields",
+        help="BM3D sigma in GAT units (1: the transform's design); several: chosen on calibration fields",
     )
     ap.add_argument("--no-registered", action="store_true", help="skip the registered-sum + BM3D row")
     ap.add_argument("--registered-frames", type=int, default=5, help="frames summed in that row")
@@ -425,10 +436,14 @@ def main(argv: list[str] | None = None) -> int:
             if k > rec.noisy.shape[1]:
                 print(f"# {name}: needs {k} frames, recordings have {rec.noisy.shape[1]}; skipped")
                 continue
-            preds[f"{name} ({k} frame{'s' if k > 1 else ''})"] = np.stack([_engine_fn(eng)(s) for s in rec.noisy])
+            preds[f"{name} ({k} frame{'s' if k > 1 else ''})"] = np.stack(
+                [_engine_fn(eng)(s) for s in rec.noisy]
+            )
         if args.self_supervised:
             with tempfile.TemporaryDirectory(prefix="bench-denoise-") as tmp:
-                preds.update(self_supervised_rows(rec, args.n2v_frames, args.careamics_python, Path(tmp), args))
+                preds.update(
+                    self_supervised_rows(rec, args.n2v_frames, args.careamics_python, Path(tmp), args)
+                )
         for mname, pred in preds.items():
             scores = np.array([_score(p, c) for p, c in zip(pred, rec.clean[:, -1], strict=True)])
             m, s = scores.mean(0), scores.std(0)

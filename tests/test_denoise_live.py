@@ -87,7 +87,9 @@ def _tiny_fast(method: str, frames: int = 3, steps: int = 6) -> DenoiseTrainConf
 @pytest.mark.parametrize("method", ["care", "n2v"])
 def test_multi_frame_bundle_trains_and_runs_on_both_backends(tmp_path: Path, method: str) -> None:
     data = simulate("lowlight", n_fields=5, field_px=64, seed=0, frames=3)
-    path, metrics = train_denoise(data, _tiny_fast(method), tmp_path / method, command="t", name="t", quiet=True)
+    path, metrics = train_denoise(
+        data, _tiny_fast(method), tmp_path / method, command="t", name="t", quiet=True
+    )
     man = load_bundle(path).manifest
     spec = man.inputs[0]
     assert spec.frames == 3 and spec.channels == input_channels(3)
@@ -122,7 +124,9 @@ def test_n2v_masks_only_the_current_frame(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_engine_stage_feeds_a_multi_frame_engine_its_history(tmp_path: Path) -> None:
     data = simulate("lowlight", n_fields=4, field_px=64, seed=0, frames=3)
-    path, _ = train_denoise(data, _tiny_fast("care", steps=3), tmp_path / "b", command="t", name="t", quiet=True)
+    path, _ = train_denoise(
+        data, _tiny_fast("care", steps=3), tmp_path / "b", command="t", name="t", quiet=True
+    )
     stage = EngineStage(EngineStageConfig(kind="engine", name="dn", bundle=str(path)))
     eng = stage.engine
     rng = np.random.default_rng(2)
@@ -132,7 +136,9 @@ def test_engine_stage_feeds_a_multi_frame_engine_its_history(tmp_path: Path) -> 
         for i, f in enumerate(frames)
     ]
     np.testing.assert_allclose(outs[0], eng.infer(np.stack([frames[0]] * 3))["denoised"][0], rtol=1e-5)
-    np.testing.assert_allclose(outs[1], eng.infer(np.stack([frames[0], frames[0], frames[1]]))["denoised"][0], rtol=1e-5)
+    np.testing.assert_allclose(
+        outs[1], eng.infer(np.stack([frames[0], frames[0], frames[1]]))["denoised"][0], rtol=1e-5
+    )
     np.testing.assert_allclose(outs[3], eng.infer(np.stack(frames[1:4]))["denoised"][0], rtol=1e-5)
     # a new frame shape (ROI change) starts the history over
     small = rng.poisson(120, (24, 24)).astype(np.uint16)

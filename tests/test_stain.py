@@ -268,7 +268,18 @@ def planes_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from smartscope.cli import app
 
     out = tmp_path_factory.mktemp("stain") / "planes"
-    args = ["train", "stain", "--simulate", "--planes=-1,1", "--n-fields", "4", "--field-px", "64", "-o", str(out)]
+    args = [
+        "train",
+        "stain",
+        "--simulate",
+        "--planes=-1,1",
+        "--n-fields",
+        "4",
+        "--field-px",
+        "64",
+        "-o",
+        str(out),
+    ]
     res = CliRunner().invoke(app, [*args, *TINY])
     assert res.exit_code == 0, res.output
     return out
@@ -303,9 +314,7 @@ def test_planes_bundle_takes_a_stack_and_gates_completion_after_the_planes(plane
         build_input(eng, stack[0], None)
     # the torch backend rebuilds the same generator from the architecture block
     pt = Engine.open(planes_bundle, "torch")
-    np.testing.assert_allclose(
-        pt.infer(x)["virtual"], eng.infer(x)["virtual"], rtol=1e-4, atol=1e-4
-    )
+    np.testing.assert_allclose(pt.infer(x)["virtual"], eng.infer(x)["virtual"], rtol=1e-4, atol=1e-4)
     # the live stage says plainly that it cannot feed the planes
     with pytest.raises(ValueError, match="label-free planes"):
         StainStage(StainStageConfig(bundle=planes_bundle))

@@ -52,6 +52,7 @@ def train_denoise_cmd(
     blocks: Annotated[int, typer.Option(min=0, help="fast: residual 3x3 convolutions")] = 2,
     stride: Annotated[int, typer.Option(min=1, help="fast: space-to-depth factor")] = 4,
     coarse: Annotated[bool, typer.Option(help="fast: one coarser level")] = True,
+    residual: Annotated[bool, typer.Option(help="fast: add the current frame to the output")] = True,
     max_speed_px: Annotated[
         float, typer.Option(help="--simulate with --frames > 1: maximum sample drift, px per frame")
     ] = 1.0,
@@ -118,7 +119,9 @@ def train_denoise_cmd(
             method=meth,
             arch="fast" if arch == "fast" else "unet",
             unet=UNetConfig(depth=depth, base_width=base_width),
-            fast=FastDenoiserConfig(frames=frames, width=width, blocks=blocks, stride=stride, coarse=coarse),
+            fast=FastDenoiserConfig(
+                frames=frames, width=width, blocks=blocks, stride=stride, coarse=coarse, residual=residual
+            ),
             fit=FitConfig(
                 steps=steps,
                 batch_size=batch_size,

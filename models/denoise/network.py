@@ -54,7 +54,9 @@ class FastDenoiserConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    frames: int = Field(default=1, ge=1, le=16, description="input frames, oldest first; the last is denoised")
+    frames: int = Field(
+        default=1, ge=1, le=16, description="input frames, oldest first; the last is denoised"
+    )
     stride: int = Field(default=4, ge=1, le=8, description="space-to-depth factor")
     width: int = Field(default=32, ge=4, description="channels at 1/stride resolution")
     blocks: int = Field(default=2, ge=0, le=16, description="residual 3x3 convolutions at 1/stride")

@@ -69,11 +69,15 @@ def train_stain_cmd(
     try:
         planes_um = tuple(float(z) for z in planes.split(",") if z.strip())
     except ValueError as exc:
-        raise typer.BadParameter(f"{planes!r}: not a comma-separated list of numbers", param_hint="--planes") from exc
+        raise typer.BadParameter(
+            f"{planes!r}: not a comma-separated list of numbers", param_hint="--planes"
+        ) from exc
     if planes_um and not simulate:
         raise typer.BadParameter("extra label-free planes come from the simulator only (--simulate)")
     if 0.0 in planes_um or len(set(planes_um)) != len(planes_um):
-        raise typer.BadParameter("offsets must be distinct and non-zero (focus is always input)", param_hint="--planes")
+        raise typer.BadParameter(
+            "offsets must be distinct and non-zero (focus is always input)", param_hint="--planes"
+        )
     try:
         if simulate:
             dataset = sdata.simulate(n_fields, field_px, seed, mode=label_free_mode, planes_um=planes_um)

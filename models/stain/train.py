@@ -244,8 +244,14 @@ def train_stain(
 
     # label-free inputs (T, 1 + P, H, W): the in-focus frame and its planes share one map
     n_lf = 1 + len(data.planes_um)
-    tr = [norm_fov(train.label_free_stack(i), g, t) for i, (g, t) in enumerate(zip(train.given, train.target, strict=True))]
-    va = [norm_fov(val.label_free_stack(i), g, t) for i, (g, t) in enumerate(zip(val.given, val.target, strict=True))]
+    tr = [
+        norm_fov(train.label_free_stack(i), g, t)
+        for i, (g, t) in enumerate(zip(train.given, train.target, strict=True))
+    ]
+    va = [
+        norm_fov(val.label_free_stack(i), g, t)
+        for i, (g, t) in enumerate(zip(val.given, val.target, strict=True))
+    ]
     sampler = _Patches([a[0] for a in tr], [a[1] for a in tr], [a[2] for a in tr], cfg)
     vsampler = _Patches([a[0] for a in va], [a[1] for a in va], [a[2] for a in va], cfg)
     vx_np, vy_np = vsampler.sample(
