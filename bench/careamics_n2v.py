@@ -4,9 +4,10 @@ Runs in a Python environment that has ``careamics`` (0.3.x): careamics pins
 torchvision<=0.26 and therefore torch 2.11, which cannot share smartscope's environment
 (torch 2.13). ``bench/denoise.py --self-supervised --careamics-python PY`` calls it as
 
-    PY bench/careamics_n2v.py NOISY_DIR OUT.npz --epochs 20
+    PY bench/careamics_n2v.py NOISY_DIR OUT.npz --epochs 10 --steps-per-epoch 100
 
-Trains CAREamics' 2-D N2V (its default U-Net, N2V2 off, its own normalization) on every
+Trains CAREamics' 2-D N2V (its default U-Net, N2V2 off, its own normalization; 10 epochs
+of 100 batches of 16 patches of 64², a small configuration for this CPU) on every
 frame of every ``NOISY_DIR/*.tif`` stack (axes SYX: no clean image, like the data a
 microscopist has), then predicts the last frame of each stack; ``OUT.npz`` holds one array
 per file stem. Only numpy, tifffile and careamics are imported.
@@ -26,7 +27,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("noisy_dir", type=Path)
     ap.add_argument("out", type=Path)
-    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--steps-per-epoch", type=int, default=100, help="batches per epoch (num_steps)")
     ap.add_argument("--patch-px", type=int, default=64)
     ap.add_argument("--batch", type=int, default=16)
     args = ap.parse_args()
@@ -47,6 +49,7 @@ def main() -> int:
         patch_size=[args.patch_px, args.patch_px],
         batch_size=args.batch,
         num_epochs=args.epochs,
+        num_steps=args.steps_per_epoch,
     )
     with tempfile.TemporaryDirectory(prefix="careamics-") as work:
         cam = CAREamist(cfg, work_dir=work, enable_progress_bar=False)

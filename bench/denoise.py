@@ -393,7 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--careamics-python", default=None, help="a Python with careamics installed")
     ap.add_argument("--careamics-epochs", type=int, default=10)
     ap.add_argument("--n2v-frames", type=int, default=5, help="input frames of the smartscope N2V row")
-    ap.add_argument("--n2v-steps", type=int, default=3000)
+    ap.add_argument(
+        "--n2v-steps", type=int, default=1000, help="the same budget as CAREamics: 1000 x 16 patches"
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args(argv)
 

@@ -45,9 +45,7 @@ def train_denoise_cmd(
     arch: Annotated[
         str, typer.Option(help="unet (2-D U-Net) or fast (multi-frame real-time FastDenoiser)")
     ] = "unet",
-    frames: Annotated[
-        int, typer.Option(min=1, help="fast: input frames (the current one and those before it)")
-    ] = 1,
+    frames: Annotated[int, typer.Option(min=1, help="input frames: the current one and those before it")] = 1,
     width: Annotated[int, typer.Option(min=4, help="fast: channels at 1/stride resolution")] = 32,
     blocks: Annotated[int, typer.Option(min=0, help="fast: residual 3x3 convolutions")] = 2,
     stride: Annotated[int, typer.Option(min=1, help="fast: space-to-depth factor")] = 4,
@@ -96,8 +94,6 @@ def train_denoise_cmd(
         raise typer.BadParameter("must be n2v or care", param_hint="--method")
     if arch not in ("unet", "fast"):
         raise typer.BadParameter("must be unet or fast", param_hint="--arch")
-    if frames > 1 and arch != "fast":
-        raise typer.BadParameter("several input frames need --arch fast", param_hint="--frames")
     if (data is None) == (simulate is None):
         raise typer.BadParameter("give exactly one of --data DIR or --simulate SCENARIO")
     meth: Literal["n2v", "care"] = "n2v" if method == "n2v" else "care"
@@ -118,7 +114,7 @@ def train_denoise_cmd(
         cfg = DenoiseTrainConfig(
             method=meth,
             arch="fast" if arch == "fast" else "unet",
-            unet=UNetConfig(depth=depth, base_width=base_width),
+            unet=UNetConfig(depth=depth, base_width=base_width, in_channels=frames),
             fast=FastDenoiserConfig(
                 frames=frames, width=width, blocks=blocks, stride=stride, coarse=coarse, residual=residual
             ),

@@ -88,8 +88,8 @@ class DenoiseTrainConfig(BaseModel):
 
     @property
     def frames(self) -> int:
-        """Input frames per output frame (1 for the U-Net)."""
-        return self.fast.frames if self.arch == "fast" else 1
+        """Input frames per output frame (the U-Net's: its input channels)."""
+        return self.fast.frames if self.arch == "fast" else self.unet.in_channels
 
     @property
     def size_multiple(self) -> int:
