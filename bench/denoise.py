@@ -26,10 +26,13 @@ Rows:
 - each shipped denoising bundle through ONNX Runtime, tiled as in the live stage, given
   the frames it takes (``inputs[0].frames``) up to the scored one;
 - ``--self-supervised``: both self-supervised methods trained on the held-out noisy data
-  itself (no clean image): CAREamics N2V (2-D, run by ``bench/careamics_n2v.py`` in a
+  itself (no clean image), with the same budget (1000 batches of 16 patches of 64²):
+  CAREamics N2V (2-D, its default U-Net, run by ``bench/careamics_n2v.py`` in a
   Python that has ``careamics``, ``--careamics-python``: careamics pins torchvision<=0.26
   and so torch 2.11, which cannot share this environment's torch 2.13) and this project's
-  ``smartscope train denoise --method n2v --data`` on the same TIFF stacks.
+  ``smartscope train denoise --method n2v --data DIR --arch unet --frames 5`` on the same
+  TIFF stacks (the blind spot in the current frame only; the four frames before it are
+  seen whole).
 
 ``--speed``: frames/s of each bundle's ONNX graph in ONNX Runtime on a batch of
 ``--speed-batch`` 512² frames (ORT's default threads: all cores), and one-frame latency of
@@ -335,7 +338,7 @@ def self_supervised_rows(
         "--data",
         str(data),
         "--arch",
-        "fast",
+        "unet",
         "--frames",
         str(frames),
         "--steps",
@@ -346,10 +349,6 @@ def self_supervised_rows(
         "6",
         "--patch-px",
         "64",
-        "--tile-px",
-        "256",
-        "--overlap-px",
-        "32",
         "--quiet",
         "--out",
         str(bundle),

@@ -145,3 +145,25 @@ def test_engine_stage_feeds_a_multi_frame_engine_its_history(tmp_path: Path) -> 
     out = stage.process(Frame(index=9, image=small, camera_time_s=9.0), {}).images["denoised"]
     np.testing.assert_allclose(out, eng.infer(np.stack([small] * 3))["denoised"][0], rtol=1e-5)
     stage.close()
+
+
+def test_cli_trains_a_multi_frame_unet_and_rejects_bad_arch(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from smartscope.models.cli import app
+
+    out = tmp_path / "u3"
+    args = [
+        "denoise", "--method", "care", "--simulate", "fixed20", "--frames", "3", "--out", str(out),
+        "--n-fields", "3", "--field-px", "32", "--steps", "2", "--val-every", "2", "--batch-size", "2",
+        "--patch-px", "32", "--depth", "1", "--base-width", "4", "--tile-px", "32", "--overlap-px", "8",
+        "--quiet",
+    ]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    man = load_bundle(out).manifest
+    assert man.inputs[0].frames == 3 and man.architecture is not None
+    assert man.architecture.name == "unet2d" and man.architecture.params["in_channels"] == 3
+    assert "--frames 3" in man.provenance.command
+    res = CliRunner().invoke(app, [*args[:-1], "--arch", "vit"])
+    assert res.exit_code != 0 and "unet or fast" in res.output
