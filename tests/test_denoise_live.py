@@ -145,6 +145,16 @@ def test_engine_stage_feeds_a_multi_frame_engine_its_history(tmp_path: Path) -> 
     out = stage.process(Frame(index=9, image=small, camera_time_s=9.0), {}).images["denoised"]
     np.testing.assert_allclose(out, eng.infer(np.stack([small] * 3))["denoised"][0], rtol=1e-5)
     stage.close()
+    # `smartscope apply` feeds one frame at a time: it refuses the bundle instead of guessing
+    import tifffile
+    from typer.testing import CliRunner
+
+    from smartscope.cli import app
+
+    src = tmp_path / "stack.tif"
+    tifffile.imwrite(src, np.stack(frames))
+    res = CliRunner().invoke(app, ["apply", str(path), str(src), "-o", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "takes 3 consecutive frames" in res.output
 
 
 def test_cli_trains_a_multi_frame_unet_and_rejects_bad_arch(tmp_path: Path) -> None:
