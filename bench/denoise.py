@@ -445,11 +445,32 @@ def main(argv: list[str] | None = None) -> int:
                 preds.update(
                     self_supervised_rows(rec, args.n2v_frames, args.careamics_python, Path(tmp), args)
                 )
+        per_source: dict[str, dict[str, float]] = {}
+        sources = [n.split("@")[0] for n in rec.names]
         for mname, pred in preds.items():
             scores = np.array([_score(p, c) for p, c in zip(pred, rec.clean[:, -1], strict=True)])
             m, s = scores.mean(0), scores.std(0)
             print(f"{ph:>8g}  {mname:<46}{m[0]:>8.2f} ± {s[0]:<4.2f}{m[1]:>10.3f} ± {s[1]:.3f}", flush=True)
-            rows.append({"photons": ph, "method": mname, "psnr_db": m[0], "psnr_std": s[0], "ssim": m[1]})
+            per_source[mname] = {
+                src: float(np.mean([sc[0] for sc, f in zip(scores, sources, strict=True) if f == src]))
+                for src in dict.fromkeys(sources)
+            }
+            rows.append(
+                {
+                    "photons": ph,
+                    "method": mname,
+                    "psnr_db": m[0],
+                    "psnr_std": s[0],
+                    "ssim": m[1],
+                    "fields": rec.names,
+                    "field_psnr_db": [float(v) for v in scores[:, 0]],
+                }
+            )
+        srcs = list(dict.fromkeys(sources))
+        print(f"\n# PSNR dB per source image, peak {ph:g} photons")
+        print(f"{'method':<46}" + "".join(f"{x[:16]:>17}" for x in srcs))
+        for mname, d in per_source.items():
+            print(f"{mname:<46}" + "".join(f"{d[x]:>17.2f}" for x in srcs), flush=True)
     if args.speed:
         print()
         print("\n".join(speed_table(engines, args.speed_batch, repeats=10)))
