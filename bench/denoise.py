@@ -109,7 +109,7 @@ def real_recordings(
     """The real-image recordings described in the module docstring."""
     import imageio.v3 as iio
 
-    from smartscope.simulators.datasets import drifting_frames
+    from smartscope.simulators.datasets import drifting_frames, photon_map
 
     margin = int(np.ceil(speed_px * (frames - 1))) + 4
     big = field_px + 2 * margin
@@ -122,9 +122,7 @@ def real_recordings(
             raise ValueError(f"{name}: {img.shape} is smaller than a {big} px window")
         y0, x0 = round(fy * (img.shape[0] - big)), round(fx * (img.shape[1] - big))
         win = img[y0 : y0 + big, x0 : x0 + big]
-        lo, hi = np.percentile(win, [0.5, 99.9])
-        sig = np.clip((win - lo) / max(hi - lo, 1e-6), 0, None)
-        ph = (sig * photons + 0.02 * photons).astype(np.float32)
+        ph = photon_map(win, photons, low=0.5)
         angle, speed = rng.uniform(0, 2 * np.pi), rng.uniform(0, speed_px)
         vel = (speed * float(np.sin(angle)), speed * float(np.cos(angle)))
         n_e, c_e = drifting_frames(ph, frames, (field_px, field_px), vel, rng)

@@ -24,6 +24,7 @@ __all__ = [
     "denoise_pairs",
     "denoise_sequences",
     "drifting_frames",
+    "photon_map",
     "smlm_frames",
     "stain_fields",
     "stain_pairs",
@@ -35,6 +36,20 @@ Channel = Literal["nuclei", "mitochondria", "membrane", "mixed"]
 
 def _field_seed(seed: int, i: int) -> int:
     return int(seed) * 1_000_003 + int(i) * 7_919 + 17
+
+
+def photon_map(signal: np.ndarray, photons: float, low: float | None = None) -> np.ndarray:
+    """The denoising data sets' light level: photons per pixel per exposure.
+
+    ``signal`` scaled so that its 99.9th percentile (the brightest structure) gets
+    ``photons``, plus a background of 2 % of that (autofluorescence). ``low``: a
+    percentile subtracted first (for real images with an offset), clipped at zero.
+    """
+    sig = np.asarray(signal, np.float32)
+    if low is not None:
+        sig = np.clip(sig - np.percentile(sig, low), 0.0, None)
+    peak = float(np.percentile(sig, 99.9)) or 1.0
+    return (sig / peak * photons + 0.02 * photons).astype(np.float32)
 
 
 def denoise_pairs(
@@ -78,9 +93,7 @@ def denoise_pairs(
         fs = _field_seed(seed, i)
         ch = chans[i % 3] if channel == "mixed" else channel
         scene = CellScene(shape, pixel_size_um, seed=fs)
-        sig = scene.blurred(ch)
-        peak = float(np.percentile(sig, 99.9)) or 1.0
-        ph = (sig / peak * photons + 0.02 * photons).astype(np.float32)
+        ph = photon_map(scene.blurred(ch), photons)
         rng = np.random.default_rng(fs + 1)
         frame = expose(cam, ph, rng)
         clean[i] = expected_electrons(cam, ph)
@@ -164,9 +177,7 @@ def denoise_sequences(
     for i in range(n):
         fs = _field_seed(seed, i)
         ch = chans[i % 3] if channel == "mixed" else channel
-        sig = CellScene(big, pixel_size_um, seed=fs).blurred(ch)
-        peak = float(np.percentile(sig, 99.9)) or 1.0
-        ph = (sig / peak * photons + 0.02 * photons).astype(np.float32)
+        ph = photon_map(CellScene(big, pixel_size_um, seed=fs).blurred(ch), photons)
         rng = np.random.default_rng(fs + 1)
         angle, speed = rng.uniform(0, 2 * np.pi), rng.uniform(0, max_speed_px)
         vel = (speed * float(np.sin(angle)), speed * float(np.cos(angle)))
