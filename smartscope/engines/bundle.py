@@ -62,6 +62,18 @@ class TensorSpec(_Frozen):
         default=False,
         description="map this output back to camera units with the input normalization",
     )
+    frames: int = Field(
+        default=1,
+        ge=1,
+        description="consecutive camera frames this input spans (channels frame-major, oldest "
+        "first; a live stage stacks the current frame with the ones before it)",
+    )
+
+    @model_validator(mode="after")
+    def _frames_divide(self) -> TensorSpec:
+        if len(self.channels) % self.frames:
+            raise ValueError(f"{len(self.channels)} channels do not split into {self.frames} frames")
+        return self
 
     @property
     def n_channels(self) -> int:
