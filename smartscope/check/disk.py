@@ -39,9 +39,7 @@ class WriteRate:
 
 def _open_folder(storage: StorageConfig) -> RunFolder:
     """A scratch run folder, made as the runner makes a run's (same settings)."""
-    return RunFolder(
-        Path(storage.root), SCRATCH_NAME, storage.fsync_every, storage.format, io=storage.io
-    )
+    return RunFolder(Path(storage.root), SCRATCH_NAME, storage.fsync_every, storage.format, io=storage.io)
 
 
 def _flush(folder: Path) -> None:
