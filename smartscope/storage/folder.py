@@ -40,7 +40,7 @@ from smartscope.storage.columns import ColumnarWriter
 from smartscope.storage.jsonl import JsonlWriter, dumps, json_default, read_jsonl
 from smartscope.storage.ome import PlaneInfo, ome_xml
 from smartscope.storage.tiff import StackWriter, count_pages, write_description
-from smartscope.storage.zarr import ZarrSeriesWriter, zarr_path
+from smartscope.storage.zarr import ZarrSeriesWriter, preload, zarr_path
 
 __all__ = ["RunFolder", "recover"]
 
@@ -76,6 +76,8 @@ class RunFolder:
         self._t0: dict[str, float] = {}  # per stack file: the time of its first page
         self._camera = ""
         self.format = fmt
+        if fmt == "ome-zarr":
+            preload()
         self._layout = layout
         self._zarr: dict[str, ZarrSeriesWriter] = {}
         self._zarr_generation: dict[str, int] = {}  # per series: images started after shape changes
@@ -156,6 +158,9 @@ class RunFolder:
     def _write_zarr(self, frames: Sequence[Frame]) -> None:
         """One OME-Zarr image per series; a new one when a series' frame shape changes."""
         where = []
+        t0 = self._t0.setdefault(
+            "raw.ome.zarr", frames[0].camera_time_s
+        )  # DeltaT counts from the run's start
         for f in frames:
             w = self._zarr.get(f.series)
             if w is not None and not w.accepts(f):
@@ -168,7 +173,12 @@ class RunFolder:
                 sizes, order = self._layout
                 w = ZarrSeriesWriter(path, f, sizes, order)
                 self._zarr[f.series] = w
-            where.append((w.path.name, w.write(f)))
+            where.append(
+                (
+                    w.path.name,
+                    w.write(f, _plane(f.camera_time_s - t0, f.channel, f.state, f.axes, f.series)),
+                )
+            )
         self._log_frames(frames, where)
 
     # engine outputs ----------------------------------------------------------
@@ -322,6 +332,7 @@ def _plane(
         y_um=xy[1] if xy else None,
         z_um=state.z_um if state is not None else None,
         pixel_size_um=state.pixel_size_um if state is not None else None,
+        interval_s=state.interval_ms / 1e3 if state is not None and state.interval_ms > 0 else None,
     )
 
 

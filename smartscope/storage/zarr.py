@@ -6,9 +6,15 @@ channels and z planes are the series' own where the driver names them
 (``Frame.series_sizes``: a position whose sub-sequence differs, a burst with its own
 channels), else the acquisition's, in the order the frames come. A frame with MDA indices
 goes to the place they name; places the plan leaves out (a channel imaged without its
-z-stack, ``acquire_every``) are skipped and read as zeros. Per-frame time and exposure go
-into the image's metadata. Frames still in ome-writers' buffers when a process is killed
-are lost; the crash-safe default is OME-TIFF (:mod:`.tiff`).
+z-stack, ``acquire_every``) are skipped and read as zeros.
+
+The metadata says what the OME-TIFF of the same run says (:func:`.ome.describe_series`):
+y and x in µm at the camera's calibrated pixel size from the first frame, z in µm at the
+stage's step, t in seconds at the interval as kept, and an ``omero`` block naming each
+channel with its display colour. Per-frame time, exposure and stage position go into
+ome-writers' frame metadata. Steps, names and colours are written when the series is
+closed (they are measured from its frames). Frames still in ome-writers' buffers when a
+process is killed are lost; the crash-safe default is OME-TIFF (:mod:`.tiff`).
 """
 
 from __future__ import annotations
@@ -18,12 +24,26 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from smartscope.extras import needs_extra
 from smartscope.frame import Frame
+from smartscope.storage.ome import CHANNEL_RGB, PlaneInfo, channel_color, describe_series
 
-__all__ = ["ZarrSeriesWriter", "zarr_path"]
+__all__ = ["ZarrSeriesWriter", "preload", "zarr_path"]
 
 log = logging.getLogger(__name__)
+
+
+def preload() -> None:
+    """Import ome-writers and its array backend now, before frames flow: imported by the
+    writer thread at the first frame, they held the interpreter for 0.6-3 s and stalled
+    the acquisition (a 0.1 s time plan kept 2.6 s late on this 2-core machine)."""
+    try:
+        import ome_writers  # noqa: F401
+        import tensorstore  # noqa: F401
+    except ImportError as exc:
+        raise ModuleNotFoundError(needs_extra("zarr", "storage.format ome-zarr"), name="zarr") from exc
 
 
 def zarr_path(folder: Path, series: str) -> Path:
@@ -43,13 +63,17 @@ class ZarrSeriesWriter:
             sizes, order = first.series_sizes, list(first.series_sizes)
         self.axes = [a for a in order if a in ("c", "z") and sizes.get(a, 1) > 1]
         self.sizes = {a: int(sizes[a]) for a in self.axes}
-        dims = [Dimension(name="t", count=None, type="time")]
+        px = first.state.pixel_size_um if first.state is not None else None
+        dims = [Dimension(name="t", count=None, type="time", unit="second")]
         dims += [
-            Dimension(name=a, count=sizes[a], type="channel" if a == "c" else "space") for a in self.axes
+            Dimension(name=a, count=sizes[a], type="channel")
+            if a == "c"
+            else Dimension(name=a, count=sizes[a], type="space", unit="micrometer")
+            for a in self.axes
         ]
         dims += [
-            Dimension(name="y", count=int(h), type="space"),
-            Dimension(name="x", count=int(w), type="space"),
+            Dimension(name=a, count=int(n), type="space", unit="micrometer", scale=px)
+            for a, n in (("y", h), ("x", w))
         ]
         settings = AcquisitionSettings(
             root_path=str(path), dimensions=tuple(dims), dtype=str(first.image.dtype), format=OmeZarrFormat()
@@ -58,10 +82,10 @@ class ZarrSeriesWriter:
         self.shape = first.image.shape
         self.dtype = first.image.dtype
         self._stream: Any = create_stream(settings)
-        self._t0 = first.camera_time_s
         self.n_frames = 0
         self.next_plane = 0  # planes (t, then c/z in ``axes`` order) written or skipped so far
         self._misplaced = 0
+        self.planes: list[PlaneInfo] = []  # what each written frame was (for the scale at close)
 
     def accepts(self, frame: Frame) -> bool:
         return frame.image.shape == self.shape and frame.image.dtype == self.dtype
@@ -104,19 +128,65 @@ class ZarrSeriesWriter:
             stored = stored * self.sizes[a] + idx[a]
         return stored
 
-    def write(self, frame: Frame) -> int:
+    def write(self, frame: Frame, plane_info: PlaneInfo) -> int:
         """Write one frame where its indices say; returns its plane number in the stored
-        array (t-major, then c, then z)."""
+        array (t-major, then c, then z). ``plane_info`` is what the OME header would say
+        of it (its time since the run's first frame, exposure and stage position go into
+        the frame metadata)."""
         plane = self.plane_of(frame)
         if plane > self.next_plane:
             self._stream.skip(frames=plane - self.next_plane)
-        meta: dict[str, Any] = {"delta_t": frame.camera_time_s - self._t0, "index": frame.index}
-        if frame.state is not None and frame.state.exposure_ms == frame.state.exposure_ms:  # not NaN
-            meta["exposure_time"] = frame.state.exposure_ms / 1e3
+        meta: dict[str, Any] = {"delta_t": plane_info.delta_t_s, "index": frame.index}
+        if plane_info.exposure_ms is not None:
+            meta["exposure_time"] = plane_info.exposure_ms / 1e3
+        for axis in ("x", "y", "z"):
+            value = getattr(plane_info, f"{axis}_um")
+            if value is not None:
+                meta[f"position_{axis}"] = value
         self._stream.append(frame.image, frame_metadata=meta)
+        self.planes.append(plane_info)
         self.n_frames += 1
         self.next_plane = plane + 1
         return self._stored_plane(plane)
 
+    def _describe(self) -> None:
+        """Write the measured steps (t, z), the pixel size and the channels' names and
+        colours into the image's metadata (module doc)."""
+        if not self.planes:
+            return
+        scale = describe_series(self.planes)
+        meta = self._stream.get_metadata()
+        for attrs in meta.values():
+            ome = attrs.get("ome", attrs)
+            for ms in ome.get("multiscales", []):
+                names = [a["name"] for a in ms["axes"]]
+                steps = {"t": scale.time_step_s, "z": scale.z_step_um}
+                steps.update(y=scale.pixel_size_um, x=scale.pixel_size_um)
+                for ds in ms["datasets"]:
+                    for tf in ds.get("coordinateTransformations", []):
+                        if tf.get("type") == "scale":
+                            tf["scale"] = [
+                                float(steps.get(n) or v) for n, v in zip(names, tf["scale"], strict=True)
+                            ]
+            n_c = self.sizes.get("c", 1)
+            labels = list(scale.channels) + [f"c{c}" for c in range(len(scale.channels), n_c)]
+            info = np.iinfo(self.dtype) if self.dtype.kind in "ui" else np.finfo(self.dtype)
+            window = {"min": float(info.min), "max": float(info.max), "start": 0.0, "end": float(info.max)}
+            ome["omero"] = {
+                "channels": [
+                    {
+                        "label": label,
+                        "color": "{:02X}{:02X}{:02X}".format(*CHANNEL_RGB[channel_color(label)]),
+                        "window": window,
+                        "active": True,
+                    }
+                    for label in labels[:n_c]
+                ]
+            }
+        self._stream.update_metadata(meta)
+
     def close(self) -> None:
-        self._stream.close()
+        try:
+            self._describe()
+        finally:
+            self._stream.close()
