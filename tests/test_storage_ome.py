@@ -276,3 +276,20 @@ def _next(drv: object) -> Frame | None:
             return None
         if f is not None:
             return f
+
+
+def test_raw_pages_carry_resolution_tags(tmp_path: Path) -> None:
+    """Readers that skip the OME header (ImageJ's TIFF reader, tifffile's resolution) see the
+    calibrated scale on every raw page; a page without a pixel size says no unit."""
+    run = _write(tmp_path)
+    with tifffile.TiffFile(run.path / "raw.ome.tif") as tif:
+        for page in tif.pages:
+            assert page.resolutionunit == tifffile.RESUNIT.CENTIMETER
+            x, y = page.get_resolution(tifffile.RESUNIT.MICROMETER)
+            assert 1 / x == pytest.approx(0.108, rel=1e-4) and 1 / y == pytest.approx(0.108, rel=1e-4)
+    run = RunFolder(tmp_path, "no-scale")
+    run.write_raw([Frame(0, np.zeros((8, 8), np.uint16), camera_time_s=0.0)])
+    run.close()
+    with tifffile.TiffFile(run.path / "raw.ome.tif") as tif:
+        assert tif.pages.first.resolutionunit == tifffile.RESUNIT.NONE
+        assert tif.pages.first.resolution == (1.0, 1.0)

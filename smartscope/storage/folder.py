@@ -116,6 +116,7 @@ class RunFolder:
             if not self._camera:
                 self._camera = str(group[0].metadata.get("mm", {}).get("Camera", ""))
             t0 = self._t0.setdefault(writer.path.name, group[0].camera_time_s)
+            planes = [_plane(f.camera_time_s - t0, f.channel, f.state, f.axes, f.series) for f in group]
             first = writer.write_batch(
                 [f.image for f in group],
                 # the page names its frame; the settings in force are in frames.jsonl and the header
@@ -123,7 +124,8 @@ class RunFolder:
                     dumps({"index": f.index, "camera_time_s": f.camera_time_s, "channel": f.channel}).encode()
                     for f in group
                 ],
-                [_plane(f.camera_time_s - t0, f.channel, f.state, f.axes, f.series) for f in group],
+                planes,
+                [p.pixel_size_um for p in planes],  # the pages' resolution tags
             )
             self._log_frames(group, [(writer.path.name, first + k) for k in range(len(group))])
             start = end

@@ -1,6 +1,9 @@
 """Crash-safe BigTIFF stacks: pages appended in batches, linked in only once complete.
 
-Layout per page: pixel data, description, software string, IFD (next offset 0). A batch of
+Layout per page: pixel data, description, software string, IFD (next offset 0). Each IFD
+carries the resolution tags (pixels per cm from the page's pixel size in µm; no unit when
+it is unknown), so readers that ignore the OME header (ImageJ's TIFF reader, tifffile's
+``get_resolution``) still see the scale. A batch of
 pages goes out in one ``pwritev`` (large sequential writes, the pixel buffers passed as
 they are, never copied); only then is the previous page's next-IFD pointer patched to the
 batch's first IFD (one 8-byte write). So the file is a valid TIFF after every batch, and a
@@ -17,6 +20,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +36,22 @@ __all__ = [
 _HEADER = b"II" + struct.pack("<HHHQ", 43, 8, 0, 0)
 _SOFTWARE = b"smartscope\0"
 _SAMPLE_FORMAT: dict[str, int] = {"u": 1, "i": 2, "f": 3}
-_N_TAGS = 12
+_N_TAGS = 15
 _IFD_BYTES = 8 + 20 * _N_TAGS + 8
 
 
 class TiffFormatError(ValueError):
     """The file is not a BigTIFF this writer can extend or describe."""
+
+
+def _resolution(pixel_size_um: float | None) -> tuple[int, int]:
+    """(RATIONAL as one LONG8 value, ResolutionUnit): pixels per cm, or 1/1 with no unit."""
+    if not pixel_size_um or pixel_size_um <= 0:
+        return 1 | (1 << 32), 1
+    per_cm = Fraction(1e4 / pixel_size_um).limit_denominator(1000)
+    while per_cm.numerator >= 1 << 32:  # more than 4e9 px/cm: keep it representable
+        per_cm = Fraction(round(per_cm))
+    return per_cm.numerator | (per_cm.denominator << 32), 3
 
 
 def _pwritev_all(fd: int, buffers: list[Any], offset: int) -> None:
@@ -63,13 +77,14 @@ class _BigTiffAppender:
         self._link_pos = 8  # where the pointer to the next IFD is stored
         self._end = 16
 
-    def append(self, pages: Sequence[tuple[np.ndarray, bytes]]) -> None:
-        """Write ``(image, description)`` pages; they are part of the file when this returns."""
+    def append(self, pages: Sequence[tuple[np.ndarray, bytes, float | None]]) -> None:
+        """Write ``(image, description, pixel size in µm)`` pages; they are part of the file
+        when this returns."""
         if not pages:
             return
         layout = []  # per page: image, description bytes, data/desc/software/IFD offsets, padding
         offset = self._end
-        for image, description in pages:
+        for image, description, px_um in pages:
             img = image if image.flags.c_contiguous else np.ascontiguousarray(image)
             if img.ndim != 2:
                 raise ValueError(f"{self.path.name}: pages are 2-D, got shape {img.shape}")
@@ -81,13 +96,14 @@ class _BigTiffAppender:
             ifd_off = soft_off + len(_SOFTWARE)
             pad = ifd_off % 2  # IFDs start on a word boundary
             ifd_off += pad
-            layout.append((img, desc, offset, desc_off, soft_off, ifd_off, pad))
+            layout.append((img, desc, offset, desc_off, soft_off, ifd_off, pad, px_um))
             offset = ifd_off + _IFD_BYTES
         buffers: list[Any] = []
-        for k, (img, desc, data_off, desc_off, soft_off, _ifd_off, pad) in enumerate(layout):
+        for k, (img, desc, data_off, desc_off, soft_off, _ifd_off, pad, px_um) in enumerate(layout):
             h, w = img.shape
+            per_cm, unit = _resolution(px_um)
             next_ifd = layout[k + 1][5] if k + 1 < len(layout) else 0
-            tags = (  # (tag, type, count, value); types: 3 SHORT, 4 LONG, 2 ASCII, 16 LONG8
+            tags = (  # (tag, type, count, value); types: 3 SHORT, 4 LONG, 2 ASCII, 5 RATIONAL, 16 LONG8
                 (256, 4, 1, w),
                 (257, 4, 1, h),
                 (258, 3, 1, img.dtype.itemsize * 8),
@@ -98,6 +114,9 @@ class _BigTiffAppender:
                 (277, 3, 1, 1),
                 (278, 4, 1, h),
                 (279, 16, 1, img.nbytes),
+                (282, 5, 1, per_cm),  # XResolution, inline (8 bytes)
+                (283, 5, 1, per_cm),  # YResolution
+                (296, 3, 1, unit),  # ResolutionUnit: 3 cm, 1 none
                 (305, 2, len(_SOFTWARE), soft_off),
                 (339, 3, 1, _SAMPLE_FORMAT[img.dtype.kind]),
             )
@@ -142,9 +161,14 @@ class StackWriter:
         return self.shape is None or (image.shape == self.shape and image.dtype == self.dtype)
 
     def write_batch(
-        self, images: Sequence[np.ndarray], descriptions: Sequence[bytes], planes: Sequence[Any]
+        self,
+        images: Sequence[np.ndarray],
+        descriptions: Sequence[bytes],
+        planes: Sequence[Any],
+        pixel_sizes_um: Sequence[float | None] | None = None,
     ) -> int:
-        """Append pages; return the page number of the first. They are in the OS on return."""
+        """Append pages (with their pixel size in µm where known, for the resolution tags);
+        return the page number of the first. They are in the OS on return."""
         for image in images:
             if self.shape is None:
                 self.shape, self.dtype = image.shape, image.dtype
@@ -154,7 +178,8 @@ class StackWriter:
                     f"{self.shape}/{self.dtype}"
                 )
         first = len(self.planes)
-        self._tif.append(list(zip(images, descriptions, strict=True)))
+        sizes = pixel_sizes_um if pixel_sizes_um is not None else [None] * len(images)
+        self._tif.append(list(zip(images, descriptions, sizes, strict=True)))
         self.planes.extend(planes)
         self._since_sync += len(images)
         if self.fsync_every and self._since_sync >= self.fsync_every:
