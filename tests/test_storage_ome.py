@@ -154,6 +154,9 @@ def test_replay_reproduces_the_dimensions(tmp_path: Path, fmt: str, source: str)
         assert (g.axes.get("t"), g.axes.get("c"), g.axes.get("z")) == (e.axes["t"], e.axes["c"], e.axes["z"])
         if fmt == "ome-tiff" or source == "run folder":
             assert g.series == e.series
+        # the pixel size and channel names, from frames.jsonl or else from the file's metadata
+        assert g.state is not None and g.state.pixel_size_um == pytest.approx(0.108)
+        assert g.channel == e.channel
 
 
 def _plan_frames(seq: object) -> list[Frame]:
