@@ -34,6 +34,7 @@ __all__ = [
     "StackError",
     "StackReader",
     "open_stack",
+    "open_zarr_array",
     "resolve_inputs",
 ]
 
@@ -150,7 +151,7 @@ class StackReader:
                 raise StackError(f"{stack.path}: not a readable TIFF ({exc})") from exc
             self._series = self._tif.series[stack.series]
         else:
-            self._zarr, self._zaxes = _open_zarr_array(stack.path, stack.zarr_dataset)
+            self._zarr, self._zaxes = open_zarr_array(stack.path, stack.zarr_dataset)
 
     def __enter__(self) -> StackReader:
         return self
@@ -335,7 +336,8 @@ def _zarr_multiscales(path: Path) -> tuple[Any, dict[str, Any], str] | None:
     return None
 
 
-def _open_zarr_array(path: Path, dataset: str) -> tuple[Any, str]:
+def open_zarr_array(path: Path, dataset: str = "0") -> tuple[Any, str]:
+    """The array of one resolution level of an OME-Zarr image and its axes (``"TCZYX"``)."""
     found = _zarr_multiscales(path)
     if found is None:
         raise StackError(f"{path}: not an OME-Zarr image (no multiscales metadata)")

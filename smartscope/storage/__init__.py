@@ -6,9 +6,9 @@ headers, page counting), :mod:`.jsonl` (``JsonlWriter``, ``read_jsonl``) and
 """
 
 from smartscope.storage.columns import ColumnarWriter, read_columns
-from smartscope.storage.folder import RunFolder, recover
+from smartscope.storage.folder import RunFolder, plane_of_record, recover
 from smartscope.storage.jsonl import JsonlWriter, dumps, read_jsonl
-from smartscope.storage.ome import PlaneInfo, ome_xml
+from smartscope.storage.ome import PlaneInfo, SeriesScale, channel_color, describe_series, ome_xml
 from smartscope.storage.tiff import StackWriter, TiffFormatError, count_pages, write_description
 from smartscope.storage.writer import FrameWriter, QueueFull
 
@@ -19,11 +19,15 @@ __all__ = [
     "PlaneInfo",
     "QueueFull",
     "RunFolder",
+    "SeriesScale",
     "StackWriter",
     "TiffFormatError",
+    "channel_color",
     "count_pages",
+    "describe_series",
     "dumps",
     "ome_xml",
+    "plane_of_record",
     "read_columns",
     "read_jsonl",
     "recover",

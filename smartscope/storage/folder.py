@@ -42,7 +42,7 @@ from smartscope.storage.ome import PlaneInfo, ome_xml
 from smartscope.storage.tiff import StackWriter, count_pages, write_description
 from smartscope.storage.zarr import ZarrSeriesWriter, preload, zarr_path
 
-__all__ = ["RunFolder", "recover"]
+__all__ = ["RunFolder", "plane_of_record", "recover"]
 
 
 class RunFolder:
@@ -338,6 +338,13 @@ def _plane(
     )
 
 
+def plane_of_record(r: Mapping[str, Any], t0: float) -> PlaneInfo:
+    """What the OME header says of the frame a ``frames.jsonl`` line records (time since ``t0``)."""
+    state = DriverState.from_json(r["state"]) if r.get("state") else None
+    time_s = float(r.get("camera_time_s", t0)) - t0
+    return _plane(time_s, str(r.get("channel", "")), state, r.get("axes", {}), str(r.get("series", "")))
+
+
 def recover(run_dir: Path) -> dict[str, int]:
     """Finish the OME headers of a run that died; returns pages found per raw file.
 
@@ -363,16 +370,7 @@ def recover(run_dir: Path) -> dict[str, int]:
         camera = ""
         for k in range(n):
             r: Mapping[str, Any] = recs[k] if k < len(recs) else {}
-            state = DriverState.from_json(r["state"]) if r.get("state") else None
-            planes.append(
-                _plane(
-                    float(r.get("camera_time_s", t0)) - t0,
-                    str(r.get("channel", "")),
-                    state,
-                    r.get("axes", {}),
-                    str(r.get("series", "")),
-                )
-            )
+            planes.append(plane_of_record(r, t0))
             camera = camera or str(r.get("mm", {}).get("Camera", ""))
         xml = ome_xml(
             tif_path.name.removesuffix(".ome.tif"), planes, shape, dtype, camera, actions=folder._actions()
