@@ -22,6 +22,7 @@ from smartscope.config import validate_config
 from smartscope.engines.runtime import Engine
 from smartscope.models import shipped_bundle
 from smartscope.runner import run
+from tests.zoo_packages import VARIANTS
 
 runner = CliRunner()
 
@@ -178,23 +179,13 @@ def test_export_without_heldout_data_asks_for_a_test_input(tmp_path: Path) -> No
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, np.ndarray, np.ndarray]]:
     """Every Zoo-shaped package (tests/zoo_packages.py), built once."""
-    from tests.zoo_packages import VARIANTS, build
+    from tests.zoo_packages import build
 
     root = tmp_path_factory.mktemp("zoo")
     return {v: build(v, root / f"{k}.zip") for k, v in enumerate(VARIANTS)}
 
 
-@pytest.mark.parametrize(
-    "variant",
-    [
-        "per-sample zero_mean_unit_variance",
-        "per-sample zero_mean_unit_variance per channel",
-        "per-dataset zero_mean_unit_variance",
-        "scale_range per channel",
-        "scale_linear per channel and clip",
-        "sigmoid and binarize",
-    ],
-)
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_zoo_packages_import_and_reproduce_their_test_outputs(
     zoo: dict[str, tuple[Path, np.ndarray, np.ndarray]],
     tmp_path: Path,

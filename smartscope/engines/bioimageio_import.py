@@ -186,6 +186,13 @@ PROCESSING_IDS = (
 )
 
 
+_PER_CHANNEL = {
+    "fixed_zero_mean_unit_variance": ("mean", "std"),
+    "scale_linear": ("gain", "offset"),
+    "binarize": ("threshold",),
+}
+
+
 def _values(v: Any, axis: Any, where: str, name: str) -> float | list[float]:
     """A scalar, or a list of values along ``channel``."""
     arr = np.asarray(v, np.float64)
@@ -218,13 +225,9 @@ def _op(op: Any, tensor_id: str, where: str) -> dict[str, Any] | None:
         return None
     if op_id == "zero_mean_unit_variance":
         return {"id": op_id, "axes": _op_axes(kw, where), "eps": float(kw.eps)}
-    if op_id == "fixed_zero_mean_unit_variance":
+    if op_id in _PER_CHANNEL:  # values, one or one per channel
         axis = getattr(kw, "axis", None)
-        return {
-            "id": op_id,
-            "mean": _values(kw.mean, axis, where, "mean"),
-            "std": _values(kw.std, axis, where, "std"),
-        }
+        return {"id": op_id, **{k: _values(getattr(kw, k), axis, where, k) for k in _PER_CHANNEL[op_id]}}
     if op_id == "scale_range":
         ref = getattr(kw, "reference_tensor", None)
         if ref is not None and str(ref) != tensor_id:
@@ -236,22 +239,10 @@ def _op(op: Any, tensor_id: str, where: str) -> dict[str, Any] | None:
             "max_percentile": float(kw.max_percentile),
             "eps": float(kw.eps),
         }
-    if op_id == "scale_linear":
-        axis = getattr(kw, "axis", None)
-        return {
-            "id": op_id,
-            "gain": _values(kw.gain, axis, where, "gain"),
-            "offset": _values(kw.offset, axis, where, "offset"),
-        }
     if op_id == "clip":
         if getattr(kw, "min_percentile", None) is not None or getattr(kw, "max_percentile", None) is not None:
             raise BioimageioImportError(f"{where}: 'clip' by percentiles has no engine.json equivalent")
         return {"id": op_id, "min": kw.min, "max": kw.max}
-    if op_id == "binarize":
-        return {
-            "id": op_id,
-            "threshold": _values(kw.threshold, getattr(kw, "axis", None), where, "threshold"),
-        }
     if op_id == "sigmoid":
         return {"id": op_id}
     raise BioimageioImportError(
