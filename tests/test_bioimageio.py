@@ -174,6 +174,13 @@ def test_export_without_heldout_data_asks_for_a_test_input(tmp_path: Path) -> No
     )
     assert res.exit_code == 1
     assert "pass --test-input" in " ".join(res.output.split())
+    # a single-channel test input for a 7-channel engine: the error says what it takes, once
+    np.save(tmp_path / "one.npy", np.zeros((64, 64), np.float32))
+    args = ["export", str(shipped_bundle("stain-l1-small")), "--bioimageio", "--out", str(tmp_path / "s.zip")]
+    res = runner.invoke(app, [*args, "--test-input", str(tmp_path / "one.npy")])
+    line = " ".join(res.output.split())
+    assert res.exit_code == 1 and "has shape (64, 64); engine 'stain-l1-small' takes (7, H, W)" in line
+    assert "(H, W) or" not in line
 
 
 @pytest.fixture(scope="module")
