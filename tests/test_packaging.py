@@ -124,6 +124,6 @@ def test_the_example_config_shows_how_a_run_is_stored() -> None:
 
     text = example_config_text()
     block = text[text.index("\nstorage:") :]
-    for field in (*StorageConfig.model_fields, "io"):  # io: shown commented until the schema has it
-        assert re.search(rf"\n  (# )?{field}:", block), field
-    assert "\n  format: ome-tiff" in block
+    for field in StorageConfig.model_fields:
+        assert re.search(rf"\n  {field}:", block), field
+    assert "\n  format: ome-tiff" in block and "\n  io: auto" in block

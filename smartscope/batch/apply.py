@@ -395,6 +395,11 @@ def apply_cmd(
     man = b.manifest
     if len(man.inputs) != 1:
         fail(f"{bundle}: engines with {len(man.inputs)} input tensors are not supported by apply")
+    if man.inputs[0].frames > 1:
+        fail(
+            f"{bundle}: {man.name!r} takes {man.inputs[0].frames} consecutive frames; apply feeds one "
+            "frame at a time (run it in the live engine stage, or replay the run)"
+        )
     try:
         stacks = resolve_inputs(inputs)
         use = [c.strip() for c in channels.split(",")] if channels else None

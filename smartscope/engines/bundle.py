@@ -158,6 +158,18 @@ class TensorSpec(_Frozen):
     postprocessing: list[ProcessingOp] = Field(
         default_factory=list, description="outputs: bioimage.io operations applied after the network"
     )
+    frames: int = Field(
+        default=1,
+        ge=1,
+        description="consecutive camera frames this input spans (channels frame-major, oldest "
+        "first; a live stage stacks the current frame with the ones before it)",
+    )
+
+    @model_validator(mode="after")
+    def _frames_divide(self) -> TensorSpec:
+        if len(self.channels) % self.frames:
+            raise ValueError(f"{len(self.channels)} channels do not split into {self.frames} frames")
+        return self
 
     @property
     def n_channels(self) -> int:

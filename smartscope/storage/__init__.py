@@ -1,11 +1,13 @@
 """Storage: run folders, crash-safe BigTIFF stacks, JSON lines, and the frame writer thread.
 
 :mod:`.folder` (``RunFolder``, ``recover``), :mod:`.tiff` (``StackWriter``, safe OME
-headers, page counting), :mod:`.jsonl` (``JsonlWriter``, ``read_jsonl``) and
+headers, page counting), :mod:`.direct` (direct I/O past the page cache, aligned staging,
+``resolve_io`` for ``storage.io``), :mod:`.jsonl` (``JsonlWriter``, ``read_jsonl``) and
 :mod:`.writer` (``FrameWriter``: the bounded queue and the thread that owns the files).
 """
 
 from smartscope.storage.columns import ColumnarWriter, read_columns
+from smartscope.storage.direct import IoMode, resolve_io
 from smartscope.storage.folder import RunFolder, plane_of_record, recover
 from smartscope.storage.jsonl import JsonlWriter, dumps, read_jsonl
 from smartscope.storage.ome import PlaneInfo, SeriesScale, channel_color, describe_series, ome_xml
@@ -15,6 +17,7 @@ from smartscope.storage.writer import FrameWriter, QueueFull
 __all__ = [
     "ColumnarWriter",
     "FrameWriter",
+    "IoMode",
     "JsonlWriter",
     "PlaneInfo",
     "QueueFull",
@@ -31,5 +34,6 @@ __all__ = [
     "read_columns",
     "read_jsonl",
     "recover",
+    "resolve_io",
     "write_description",
 ]
