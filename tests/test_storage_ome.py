@@ -296,3 +296,29 @@ def test_raw_pages_carry_resolution_tags(tmp_path: Path) -> None:
     with tifffile.TiffFile(run.path / "raw.ome.tif") as tif:
         assert tif.pages.first.resolutionunit == tifffile.RESUNIT.NONE
         assert tif.pages.first.resolution == (1.0, 1.0)
+
+
+def test_recover_describes_a_killed_ome_zarr_run(tmp_path: Path) -> None:
+    """A killed run's OME-Zarr lacks what is written at close (per-frame metadata, steps,
+    channels); recover writes them from frames.jsonl, as the close would have."""
+    pytest.importorskip("tensorstore")
+    run = RunFolder(tmp_path, "zarr", fmt="ome-zarr", layout=({"t": 3, "p": 2, "c": 2, "z": 4}, "tpgcz"))
+    run.write_raw(_frames())
+    run.close()
+    path = run.path / "raw.p1.ome.zarr"
+    closed = json.loads((path / "zarr.json").read_text())
+    killed = json.loads(json.dumps(closed))
+    attrs = killed["attributes"]
+    del attrs["ome_writers"]["frame_metadata"], attrs["ome"]["omero"]
+    (tf,) = attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"]
+    tf["scale"] = [1.0] * len(tf["scale"])  # as created, before the close measured the steps
+    (path / "zarr.json").write_text(json.dumps(killed))
+    recover(run.path)
+    got = json.loads((path / "zarr.json").read_text())["attributes"]
+    want = closed["attributes"]
+    assert got["ome"]["omero"] == want["ome"]["omero"]
+    assert got["ome"]["multiscales"] == want["ome"]["multiscales"]  # z 0.5 µm, pixel 0.108 µm, t
+    timing = [
+        sorted((m["index"], m["delta_t"]) for m in a["ome_writers"]["frame_metadata"]) for a in (got, want)
+    ]
+    assert timing[0] == timing[1]  # every frame's time since the run's start
