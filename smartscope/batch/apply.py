@@ -380,7 +380,7 @@ def apply_cmd(
     stacks are cut into chunks of --chunk-frames, run by Dask workers and merged in order.
     """
     from smartscope.batch.cluster import worker_threads
-    from smartscope.batch.command import cluster_spec, fail, run_job
+    from smartscope.batch.command import cluster_spec, fail, pixel_size_warnings, run_job, warn
     from smartscope.batch.jobs import stack_fingerprint
     from smartscope.batch.stacks import resolve_inputs
     from smartscope.engines.bundle import BundleError, load_bundle
@@ -407,6 +407,8 @@ def apply_cmd(
     except StackError as exc:
         fail(str(exc))
         raise
+    for msg in pixel_size_warnings(man.pixel_size_um, stacks, f"engine {man.name!r}"):
+        warn(msg)
     spec = cluster_spec(cluster, workers, len(stacks), gpu)
     dev = device or ("cuda" if gpu else None)
     outputs = tuple((t.name, tuple(t.channels)) for t in man.outputs)

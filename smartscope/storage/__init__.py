@@ -8,9 +8,9 @@ headers, page counting), :mod:`.direct` (direct I/O past the page cache, aligned
 
 from smartscope.storage.columns import ColumnarWriter, read_columns
 from smartscope.storage.direct import IoMode, resolve_io
-from smartscope.storage.folder import RunFolder, recover
+from smartscope.storage.folder import RunFolder, plane_of_record, recover
 from smartscope.storage.jsonl import JsonlWriter, dumps, read_jsonl
-from smartscope.storage.ome import PlaneInfo, ome_xml
+from smartscope.storage.ome import PlaneInfo, SeriesScale, channel_color, describe_series, ome_xml
 from smartscope.storage.tiff import StackWriter, TiffFormatError, count_pages, write_description
 from smartscope.storage.writer import FrameWriter, QueueFull
 
@@ -22,11 +22,15 @@ __all__ = [
     "PlaneInfo",
     "QueueFull",
     "RunFolder",
+    "SeriesScale",
     "StackWriter",
     "TiffFormatError",
+    "channel_color",
     "count_pages",
+    "describe_series",
     "dumps",
     "ome_xml",
+    "plane_of_record",
     "read_columns",
     "read_jsonl",
     "recover",

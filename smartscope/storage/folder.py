@@ -45,7 +45,7 @@ from smartscope.storage.tiff import StackWriter, count_pages, write_description
 from smartscope.storage.zarr import ZarrSeriesWriter, recover_zarr, zarr_path
 from smartscope.storage.zarr import load_backend as load_zarr_backend
 
-__all__ = ["PartlyWritten", "RunFolder", "recover"]
+__all__ = ["PartlyWritten", "RunFolder", "plane_of_record", "recover"]
 
 
 class PartlyWritten(OSError):
@@ -131,6 +131,7 @@ class RunFolder:
             if not self._camera:
                 self._camera = str(group[0].metadata.get("mm", {}).get("Camera", ""))
             t0 = self._t0.setdefault(writer.path.name, group[0].camera_time_s)
+            planes = [_plane(f.camera_time_s - t0, f.channel, f.state, f.axes, f.series) for f in group]
             first = writer.write_batch(
                 [f.image for f in group],
                 # the page names its frame; the settings in force are in frames.jsonl and the header
@@ -138,7 +139,8 @@ class RunFolder:
                     dumps({"index": f.index, "camera_time_s": f.camera_time_s, "channel": f.channel}).encode()
                     for f in group
                 ],
-                [_plane(f.camera_time_s - t0, f.channel, f.state, f.axes, f.series) for f in group],
+                planes,
+                [p.pixel_size_um for p in planes],  # the pages' resolution tags
             )
             self._log_frames(group, [(writer.path.name, first + k) for k in range(len(group))])
             start = end
@@ -177,6 +179,7 @@ class RunFolder:
         where: dict[int, tuple[str, int]] = {}
         error: OSError | None = None
         failed: set[int] = set()
+        t0 = self._t0.setdefault("raw.ome.zarr", frames[0].camera_time_s)  # DeltaT from the run's start
         for f in frames:
             try:
                 w = self._zarr.get(f.series)
@@ -194,7 +197,8 @@ class RunFolder:
                     sizes, order = self._layout
                     w = ZarrSeriesWriter(path, f, sizes, order)
                     self._zarr[f.series] = w
-                where[f.index] = (w.path.name, w.write(f))
+                plane = _plane(f.camera_time_s - t0, f.channel, f.state, f.axes, f.series)
+                where[f.index] = (w.path.name, w.write(f, plane))
             except OSError as exc:
                 error = exc
                 break
@@ -358,7 +362,15 @@ def _plane(
         y_um=xy[1] if xy else None,
         z_um=state.z_um if state is not None else None,
         pixel_size_um=state.pixel_size_um if state is not None else None,
+        interval_s=state.interval_ms / 1e3 if state is not None and state.interval_ms > 0 else None,
     )
+
+
+def plane_of_record(r: Mapping[str, Any], t0: float) -> PlaneInfo:
+    """What the OME header says of the frame a ``frames.jsonl`` line records (time since ``t0``)."""
+    state = DriverState.from_json(r["state"]) if r.get("state") else None
+    time_s = float(r.get("camera_time_s", t0)) - t0
+    return _plane(time_s, str(r.get("channel", "")), state, r.get("axes", {}), str(r.get("series", "")))
 
 
 def recover(run_dir: Path) -> dict[str, int]:
@@ -387,25 +399,17 @@ def recover(run_dir: Path) -> dict[str, int]:
         camera = ""
         for k in range(n):
             r: Mapping[str, Any] = recs[k] if k < len(recs) else {}
-            state = DriverState.from_json(r["state"]) if r.get("state") else None
-            planes.append(
-                _plane(
-                    float(r.get("camera_time_s", t0)) - t0,
-                    str(r.get("channel", "")),
-                    state,
-                    r.get("axes", {}),
-                    str(r.get("series", "")),
-                )
-            )
+            planes.append(plane_of_record(r, t0))
             camera = camera or str(r.get("mm", {}).get("Camera", ""))
         xml = ome_xml(
             tif_path.name.removesuffix(".ome.tif"), planes, shape, dtype, camera, actions=folder._actions()
         )
         write_description(tif_path, xml)
+    run_t0 = min((float(r.get("camera_time_s", 0.0)) for r in frames), default=0.0)
     for zarr_dir in sorted(run_dir.glob("raw*.ome.zarr")):
         mine = [r for r in frames if r.get("file") == zarr_dir.name]
         try:
-            found[zarr_dir.name] = recover_zarr(zarr_dir, mine)
+            found[zarr_dir.name] = recover_zarr(zarr_dir, mine, [plane_of_record(r, run_t0) for r in mine])
         except (OSError, ValueError, KeyError) as exc:
             why = f"not an OME-Zarr image smartscope wrote ({exc})"
             raise OSError(errno.EIO, why, str(zarr_dir)) from None

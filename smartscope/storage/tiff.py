@@ -14,6 +14,10 @@ the one 4 KiB block that holds the pointer (kept in memory). Buffered, nothing i
 and the link is one 8-byte write. Either way tifffile, ome-types and bioio read the same
 OME-TIFF.
 
+Each IFD carries the resolution tags (pixels per cm from the page's pixel size in µm; no
+unit when it is unknown), so readers that ignore the OME header (ImageJ's TIFF reader,
+tifffile's ``get_resolution``) still see the scale.
+
 The OME-XML header goes into the first page's description the same way: the new text is
 appended and synced, and only then does one 16-byte write point the description tag at it.
 A failed write (a full disk) leaves the old, valid header in place.
@@ -24,6 +28,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +46,22 @@ __all__ = [
 _HEADER = b"II" + struct.pack("<HHHQ", 43, 8, 0, 0)
 _SOFTWARE = b"smartscope\0"
 _SAMPLE_FORMAT: dict[str, int] = {"u": 1, "i": 2, "f": 3}
-_N_TAGS = 12
+_N_TAGS = 15
 _IFD_BYTES = 8 + 20 * _N_TAGS + 8
 
 
 class TiffFormatError(ValueError):
     """The file is not a BigTIFF this writer can extend or describe."""
+
+
+def _resolution(pixel_size_um: float | None) -> tuple[int, int]:
+    """(RATIONAL as one LONG8 value, ResolutionUnit): pixels per cm, or 1/1 with no unit."""
+    if not pixel_size_um or pixel_size_um <= 0:
+        return 1 | (1 << 32), 1
+    per_cm = Fraction(1e4 / pixel_size_um).limit_denominator(1000)
+    while per_cm.numerator >= 1 << 32:  # more than 4e9 px/cm: keep it representable
+        per_cm = Fraction(round(per_cm))
+    return per_cm.numerator | (per_cm.denominator << 32), 3
 
 
 class _BigTiffAppender:
@@ -76,14 +91,15 @@ class _BigTiffAppender:
     def stats(self) -> WriteStats:
         return self._out.stats
 
-    def append(self, pages: Sequence[tuple[np.ndarray, bytes]]) -> None:
-        """Write ``(image, description)`` pages; they are part of the file when this returns."""
+    def append(self, pages: Sequence[tuple[np.ndarray, bytes, float | None]]) -> None:
+        """Write ``(image, description, pixel size in µm)`` pages; they are part of the file
+        when this returns."""
         if not pages:
             return
         images = []
         offset = self._end
         data_offsets = []
-        for image, _ in pages:
+        for image, _, _ in pages:
             img = image if image.flags.c_contiguous else np.ascontiguousarray(image)
             if img.ndim != 2:
                 raise ValueError(f"{self.path.name}: pages are 2-D, got shape {img.shape}")
@@ -96,7 +112,7 @@ class _BigTiffAppender:
         meta = bytearray()
         ifd_offsets = []
         entries = []
-        for img, (_, description) in zip(images, pages, strict=True):
+        for img, (_, description, px_um) in zip(images, pages, strict=True):
             # NUL-terminated, and longer than 8 bytes so it is never stored inside the IFD entry
             desc = description + b"\0" * max(1, 9 - len(description))
             desc_off = meta_start + len(meta)
@@ -105,12 +121,13 @@ class _BigTiffAppender:
             meta += _SOFTWARE
             meta += bytes(-len(meta) % 8)  # IFDs start on an 8-byte boundary (TIFF: a word)
             ifd_offsets.append(meta_start + len(meta))
-            entries.append((img, len(desc), desc_off, soft_off, len(meta)))
+            entries.append((img, len(desc), desc_off, soft_off, len(meta), px_um))
             meta += bytes(_IFD_BYTES)
-        for k, (img, desc_len, desc_off, soft_off, at) in enumerate(entries):
+        for k, (img, desc_len, desc_off, soft_off, at, px_um) in enumerate(entries):
             h, w = img.shape
+            per_cm, unit = _resolution(px_um)
             next_ifd = ifd_offsets[k + 1] if k + 1 < len(entries) else 0
-            tags = (  # (tag, type, count, value); types: 3 SHORT, 4 LONG, 2 ASCII, 16 LONG8
+            tags = (  # (tag, type, count, value); types: 3 SHORT, 4 LONG, 2 ASCII, 5 RATIONAL, 16 LONG8
                 (256, 4, 1, w),
                 (257, 4, 1, h),
                 (258, 3, 1, img.dtype.itemsize * 8),
@@ -121,6 +138,9 @@ class _BigTiffAppender:
                 (277, 3, 1, 1),
                 (278, 4, 1, h),
                 (279, 16, 1, img.nbytes),
+                (282, 5, 1, per_cm),  # XResolution, inline (8 bytes)
+                (283, 5, 1, per_cm),  # YResolution
+                (296, 3, 1, unit),  # ResolutionUnit: 3 cm, 1 none
                 (305, 2, len(_SOFTWARE), soft_off),
                 (339, 3, 1, _SAMPLE_FORMAT[img.dtype.kind]),
             )
@@ -191,9 +211,14 @@ class StackWriter:
         return self.shape is None or (image.shape == self.shape and image.dtype == self.dtype)
 
     def write_batch(
-        self, images: Sequence[np.ndarray], descriptions: Sequence[bytes], planes: Sequence[Any]
+        self,
+        images: Sequence[np.ndarray],
+        descriptions: Sequence[bytes],
+        planes: Sequence[Any],
+        pixel_sizes_um: Sequence[float | None] | None = None,
     ) -> int:
-        """Append pages; return the page number of the first. They are in the OS on return."""
+        """Append pages (with their pixel size in µm where known, for the resolution tags);
+        return the page number of the first. They are in the OS on return."""
         for image in images:
             if self.shape is None:
                 self.shape, self.dtype = image.shape, image.dtype
@@ -203,7 +228,8 @@ class StackWriter:
                     f"{self.shape}/{self.dtype}"
                 )
         first = len(self.planes)
-        self._tif.append(list(zip(images, descriptions, strict=True)))
+        sizes = pixel_sizes_um if pixel_sizes_um is not None else [None] * len(images)
+        self._tif.append(list(zip(images, descriptions, sizes, strict=True)))
         self.planes.extend(planes)
         self._since_sync += len(images)
         if self.fsync_every and self._since_sync >= self.fsync_every:
