@@ -138,7 +138,8 @@ def test_lowering_through_set_property_then_raising_is_rate_limited() -> None:
     g.observe_state(DriverState(exposure_ms=10.0, lasers={"488": 40.0}))
     clock.t += 5
     down = g.vet(req(SetProperty(device="Laser488", property="Power", value=0)))
-    assert down.verdict == "applied"
+    assert down.verdict == "applied" and down.action is not None
+    g.observe_applied([down.action], [None])  # the driver applied it at once
     clock.t += 0.1
     up = g.vet(req(SetLaserPower(laser="488", power_mw=41)))
     assert up.verdict == "clamped" and isinstance(up.action, SetLaserPower)
@@ -273,7 +274,7 @@ CEILING_MW = 50.0
 
 request_st = st.tuples(
     st.integers(0, 3),  # which thread (source) asks
-    st.sampled_from(["laser", "property", "lower"]),
+    st.sampled_from(["laser", "property", "lower", "apply", "apply"]),
     st.floats(0, 200, allow_nan=False),  # power asked for
     st.floats(0, 0.5, allow_nan=False),  # clock advance before it
 )
@@ -282,8 +283,10 @@ request_st = st.tuples(
 @settings(max_examples=60, deadline=None)
 @given(st.lists(request_st, min_size=1, max_size=60), st.floats(0, CEILING_MW))
 def test_applied_power_never_rises_faster_than_the_limit(requests: list[Any], start_mw: float) -> None:
-    """Requests from four threads (controllers, a person, a remote client) through one gate;
-    what it lets through, in the order the driver would apply it, obeys the rate and ceiling."""
+    """Requests from four threads (controllers, a person, a remote client) through one gate,
+    and a driver that applies what is queued whenever it gets to it (late, after a camera
+    restart, or several at once): the power the hardware gets, at the time it gets it,
+    obeys the rate and the ceiling."""
     clock = Clock()
     g = SafetyGate(
         LimitsConfig(laser_max_mw={"488": CEILING_MW}, max_power_change_mw_per_s=RATE_MW_PER_S),
@@ -292,21 +295,31 @@ def test_applied_power_never_rises_faster_than_the_limit(requests: list[Any], st
         clock=clock,
     )
     g.observe_state(DriverState(exposure_ms=10.0, lasers={"488": start_mw}))
-    applied: list[tuple[float, float]] = [(clock.t, start_mw)]  # (vetted at, power) in apply order
+    applied: list[tuple[float, float]] = [(clock.t, start_mw)]  # (applied at, power), in order
+    queued: list[Action] = []
     clock_lock = threading.Lock()
     by_thread: dict[int, list[Any]] = {}
     for r in requests:
         by_thread.setdefault(r[0], []).append(r)
 
     def queue(decision: Decision) -> None:  # what the loop does inside the gate's step
-        a = decision.action
-        if isinstance(a, SetLaserPower):
-            applied.append((clock.t, a.power_mw))
-        elif isinstance(a, SetProperty):
-            applied.append((clock.t, float(a.value)))
+        if decision.action is not None:
+            queued.append(decision.action)
+
+    def apply_queued() -> None:  # the driver, at the clock's time now
+        batch = list(queued)
+        queued.clear()
+        for a in batch:
+            applied.append((clock.t, a.power_mw if isinstance(a, SetLaserPower) else float(a.value)))  # type: ignore[attr-defined]
+        g.observe_applied(batch, [None] * len(batch))
 
     def worker(items: list[Any]) -> None:
         for _, kind, mw, dt in items:
+            if kind == "apply":
+                with clock_lock:
+                    clock.t += dt
+                    apply_queued()
+                continue
             if kind == "laser":
                 action: Action = SetLaserPower(laser="488", power_mw=mw)
             elif kind == "property":
@@ -322,6 +335,8 @@ def test_applied_power_never_rises_faster_than_the_limit(requests: list[Any], st
         t.start()
     for t in threads:
         t.join()
+    clock.t += 0.3
+    apply_queued()
     for (t0, p0), (t1, p1) in itertools.pairwise(applied):
         assert p1 <= CEILING_MW + 1e-9
         assert p1 - p0 <= RATE_MW_PER_S * min(t1 - t0, 1.0) + 1e-6, (t0, p0, t1, p1)
