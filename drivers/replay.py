@@ -26,6 +26,7 @@ import tifffile
 from smartscope.actions import Action
 from smartscope.drivers.base import ApplyResult, DriverError
 from smartscope.frame import Frame, now_s
+from smartscope.safety import Devices
 from smartscope.state import DriverState
 
 __all__ = ["ReplayDriver"]
@@ -182,6 +183,8 @@ def _annotate(pages: list[_Page], records: list[dict[str, Any]], name: str) -> N
 
 class ReplayDriver:
     name = "replay"
+    camera_started_s: float | None = None  # no camera
+    devices = Devices()  # no hardware to vet
 
     def __init__(self, path: Path, fps: float | None = None, loop: bool = False) -> None:
         path = Path(path)
@@ -218,6 +221,7 @@ class ReplayDriver:
         self._i = 0
         self._n_target: int | None = None
         self._t0 = 0.0
+        self.skipped_writes: list[str] = []  # nothing is ever written
         self._state = DriverState(
             exposure_ms=float("nan"),
             interval_ms=1e3 / self.fps if self.fps else float("nan"),
