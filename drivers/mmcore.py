@@ -163,6 +163,12 @@ def _camera_time(md: Mapping[str, Any]) -> float:
     return now_s()
 
 
+def _call(obj: Any, snake: str, camel: str, *args: Any) -> Any:
+    """``obj.snake(*args)``, or ``obj.camel(*args)`` where only that spelling exists."""
+    method = getattr(obj, snake, None) or getattr(obj, camel)
+    return method(*args)
+
+
 def _strings(values: Any) -> list[str]:
     """A core's list of strings: a tuple in Python, a StrVector over the Java bridge."""
     if hasattr(values, "size") and hasattr(values, "get"):
@@ -973,12 +979,18 @@ class MMCoreDriver:
         """The safe state's writes: every power schedule stopped, every declared light to 0,
         the shutter closed, the configured extras. Each failure is logged and the rest go on."""
         report = log.debug if self._quiet_safe_state else log.error
+        present: set[str] | None = None  # start-up cut short: only the devices that got loaded
+        if self._quiet_safe_state:
+            with contextlib.suppress(Exception):
+                present = set(self._do_loaded_devices())
         for name in list(self._armed):  # a running schedule would turn the light back on
             try:
                 self._stop_sequence_of(name)
             except Exception as exc:
                 report("safe state: could not stop the power sequence of laser %s: %s", name, exc)
         for name, laser in self.mcfg.lasers.items():
+            if present is not None and laser.device not in present:
+                continue
             try:
                 self._do_set_property(laser.device, laser.power_property, 0)
             except Exception as exc:  # keep going: every other laser must still go off
@@ -991,6 +1003,8 @@ class MMCoreDriver:
             except Exception as exc:
                 report("safe state: could not close shutter: %s", exc)
         for prop in self.safe.properties:
+            if present is not None and prop.device not in present:
+                continue
             try:
                 self._do_set_property(prop.device, prop.property, prop.value)
             except Exception as exc:
@@ -1313,8 +1327,15 @@ class PycromanagerDriver(MMCoreDriver):
         data = self.core.get_config_data(group, preset)
         out = []
         for i in range(int(data.size())):
-            s = data.get_setting(i)
-            out.append((str(s.get_device_label()), str(s.get_property_name()), str(s.get_property_value())))
+            # over the Java bridge the objects are snake_case; the headless core's are pymmcore's
+            s = _call(data, "get_setting", "getSetting", i)
+            out.append(
+                (
+                    str(_call(s, "get_device_label", "getDeviceLabel")),
+                    str(_call(s, "get_property_name", "getPropertyName")),
+                    str(_call(s, "get_property_value", "getPropertyValue")),
+                )
+            )
         return out
 
     def _do_property_upper_limit(self, device: str, prop: str) -> float | None:

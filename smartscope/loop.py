@@ -228,6 +228,8 @@ class Loop:
         # them in force: (state revision, records, time applied)
         self._awaiting: deque[tuple[int, list[AuditRecord]]] = deque()
         self.signal: int | None = None  # the stop signal that ended the run, if one did
+        self._closing = False  # _finish has begun: the run ends whatever comes now
+        self._signal_while_closing = False
         self._draining = False
         # telemetry
         self.n_acquired = 0
@@ -316,12 +318,16 @@ class Loop:
         self.request_stop(StopReason.FAULT, reason)
 
     def interrupt(self, signum: int) -> None:
-        """A stop signal (or a person at the keyboard): safe state now, then stop."""
+        """A stop signal (or a person at the keyboard): safe state now, then stop. Once the
+        run is closing it is only noted: the closing (safe state included) finishes first."""
         if self.signal is not None:
             return
         self.signal = signum
         name = signal_name(signum)
         self._event({"t": now_s(), "event": "interrupt", "signal": name})
+        if self._closing:
+            self._signal_while_closing = True
+            return
         self._safe_state(name)
         self.request_stop(StopReason.INTERRUPT, f"interrupted ({name})")
 
@@ -654,18 +660,21 @@ class Loop:
             self._event({"t": now_s(), "event": "stop", "status": status.value, "reason": reason})
             metrics = self.metrics(status, reason)
             metrics["stop_reason"] = stop.name.lower()
-            while_closing = self.signal is None and bool(late)
-            if while_closing:
+            if self.signal is None and late:
                 self.signal = late[-1]
+                self._signal_while_closing = True
             if self.signal is not None:
                 metrics["signal"] = signal_name(self.signal)
             self.run.write_json("metrics.json", strict_json(metrics))  # null, never NaN
-        return RunResult(str(self.run.path), status, reason, metrics, stop, self.signal, while_closing)
+        return RunResult(
+            str(self.run.path), status, reason, metrics, stop, self.signal, self._signal_while_closing
+        )
 
     def _finish(self, ana: threading.Thread, dog: threading.Thread) -> None:
         """The end of every run, fault or not: analysis released, pending requests refused,
         safe state, every queued frame written, files finished."""
         self._t_end = time.perf_counter()
+        self._closing = True
         self.request_stop(StopReason.ENDED)
         self.slot.close()
         ana.join(min(self.cfg.watchdog.pipeline_stall_s, 5.0))

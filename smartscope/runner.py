@@ -90,7 +90,7 @@ def run(
                 run_log.close()
     except KeyboardInterrupt as exc:  # a stop signal outside the loop: say when it came
         signum = signal_of(exc)
-        log.warning("%s during %s: safe state, then exit", signal_name(signum), phase)
+        log.info("%s during %s: safe state, then exit", signal_name(signum), phase)
         raise Interrupted(signum, during=phase) from None
     finally:
         with shielded("the safe state goes on") as late_too:
