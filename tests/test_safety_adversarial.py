@@ -10,27 +10,37 @@ from __future__ import annotations
 import itertools
 import math
 import threading
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from smartscope.actions import (
+    AcquireAt,
     Action,
     ActionRequest,
+    ClearROI,
     SetExposure,
+    SetInterval,
     SetLaserPower,
+    SetLaserSequence,
     SetMirror,
+    SetPositionInterval,
     SetProperty,
+    SetROI,
     SetZ,
+    SkipPosition,
+    StartBurst,
+    StopBurst,
 )
 from smartscope.config import ConfigError, LaserConfig, LimitsConfig, validate_config
 from smartscope.drivers import DriverError
 from smartscope.drivers.mmcore import PymmcorePlusDriver
-from smartscope.safety import Decision, Devices, SafetyGate
+from smartscope.safety import UNVETTED, Decision, Devices, SafetyGate
 from smartscope.state import DriverState
 from tests.conftest import DATA, LASERS, cfg_dict
 
@@ -340,3 +350,137 @@ def test_applied_power_never_rises_faster_than_the_limit(requests: list[Any], st
     for (t0, p0), (t1, p1) in itertools.pairwise(applied):
         assert p1 <= CEILING_MW + 1e-9
         assert p1 - p0 <= RATE_MW_PER_S * min(t1 - t0, 1.0) + 1e-6, (t0, p0, t1, p1)
+
+
+# ------------------------------------------ rates judged on what the hardware gets
+
+
+def _ramp(g: SafetyGate, clock: Clock, to_mw: float, step_mw: float = 10.0) -> None:
+    """A slow ramp, each step applied at once."""
+    while (g.scheduled("laser:488") or 0.0) < to_mw:
+        clock.t += 1.0
+        d = g.vet(req(SetLaserPower(laser="488", power_mw=(g.scheduled("laser:488") or 0.0) + step_mw)))
+        assert d.action is not None
+        g.observe_applied([d.action], [None])
+
+
+@pytest.mark.parametrize("exposure_ms", [5.0, 20.0])
+def test_a_laser_schedule_is_vetted_step_to_step(exposure_ms: float) -> None:
+    """N8: after a slow ramp to 50 mW, a (0, 50) schedule toggled 0 <-> 50 mW every frame, a
+    2536 mW/s rise against a 10 mW/s limit: only its peak was vetted."""
+    clock = Clock()
+    g = gate(clock, max_power_change_mw_per_s=RATE_MW_PER_S)
+    g.observe_state(DriverState(exposure_ms=exposure_ms, lasers={"488": 0.0}))
+    _ramp(g, clock, 50.0)
+    clock.t += 1.0
+    d = g.vet(req(SetLaserSequence(laser="488", powers_mw=(0.0, 50.0, 50.0, 10.0))))
+    assert d.verdict == "clamped" and isinstance(d.action, SetLaserSequence)
+    powers = d.action.powers_mw
+    per_frame = RATE_MW_PER_S * exposure_ms / 1e3  # the hardware steps once a frame
+    for a, b in itertools.pairwise((*powers, powers[0])):  # it repeats: the last step back to the first too
+        assert b - a <= per_frame + 1e-9, powers
+    assert "per frame" in d.note
+    refuse = gate(clock, max_power_change_mw_per_s=RATE_MW_PER_S, on_violation="refuse")
+    refuse.observe_state(DriverState(exposure_ms=exposure_ms, lasers={"488": 50.0}))
+    assert refuse.vet(req(SetLaserSequence(laser="488", powers_mw=(0.0, 50.0)))).verdict == "refused"
+
+
+def test_a_rise_counts_from_when_the_lowering_before_it_reached_the_hardware() -> None:
+    """N9: a lowering queued behind a 0.9 s camera restart, then a raise 52 ms after it was
+    applied: judged from when it was vetted, the raise went 0 -> 9 mW in 52 ms."""
+    clock = Clock()
+    g = gate(clock, max_power_change_mw_per_s=RATE_MW_PER_S)
+    g.observe_state(DriverState(exposure_ms=10.0, lasers={"488": 9.0}))
+    clock.t += 5.0
+    down = g.vet(req(SetLaserPower(laser="488", power_mw=0.0)))
+    assert down.verdict == "applied" and down.action is not None
+    clock.t += 0.5  # still queued (the camera restarts): nothing may rise past it yet
+    early = g.vet(req(SetLaserPower(laser="488", power_mw=9.0)))
+    assert isinstance(early.action, SetLaserPower) and early.action.power_mw == 0.0
+    clock.t += 0.4
+    g.observe_applied([down.action, early.action], [None, None])  # the driver got to them now
+    clock.t += 0.052
+    up = g.vet(req(SetLaserPower(laser="488", power_mw=9.0)))
+    assert isinstance(up.action, SetLaserPower)
+    assert up.action.power_mw == pytest.approx(RATE_MW_PER_S * 0.052)  # from when 0 was applied
+
+
+# ------------------------------------------------------------ bounds on what is asked
+
+
+def test_an_acquire_at_is_bounded_in_frames_planes_and_channels() -> None:
+    """N1: one in-limits AcquireAt (1000 z offsets x 100 000 frames, 9 KB, a remote client
+    can send it) made the runner build 10^8 events."""
+    g = gate()
+    huge = AcquireAt(position=0, z_offsets_um=tuple(float(i) * 0.001 for i in range(1000)), n_frames=100_000)
+    d = g.vet(req(huge, "remote:peer"))
+    assert d.verdict == "refused" and "limits.max_burst_frames" in d.note and "100000 frames" in d.note
+    ok = AcquireAt(position=0, z_offsets_um=(-1.0, 0.0, 1.0), channels=("A", "B"), n_frames=100)
+    assert g.vet(req(ok)).verdict == "applied"
+    assert g.vet(req(StartBurst(interval_ms=0.0, n_frames=10**7))).verdict == "refused"
+    assert g.vet(req(StartBurst(interval_ms=0.0))).verdict == "applied"  # until StopBurst: no count
+    with pytest.raises(ValidationError):  # the sizes an action may carry are bounded too
+        SetMirror(zernike_rad=(0.0,) * 100_000)
+    with pytest.raises(ValidationError):
+        ActionRequest(action=SetExposure(exposure_ms=10), reason="x", source="s", evidence={"x": "y" * 20000})
+
+
+# ----------------------------------------------------------------- lights nobody declared
+
+
+def test_writes_to_a_light_source_nobody_declared_are_refused() -> None:
+    g = SafetyGate(
+        LimitsConfig(),
+        LASER,
+        Devices(camera="Camera", focus="Z", lights=frozenset({"Laser561"})),
+        clock=Clock(),
+    )
+    d = g.vet(req(SetProperty(device="Laser561", property="Power", value=200), "remote:peer"))
+    assert d.verdict == "refused" and "Laser561 is a light source not declared" in d.note
+    assert "not declared" in (g.check_setting("Laser561", "Power", 0) or "")
+
+
+# ------------------------------------------------------------------- the gate fails closed
+
+
+EXAMPLES: dict[type, Action] = {
+    SetExposure: SetExposure(exposure_ms=10),
+    SetLaserPower: SetLaserPower(laser="488", power_mw=1),
+    SetLaserSequence: SetLaserSequence(laser="488", powers_mw=(0, 1)),
+    SetProperty: SetProperty(device="Camera", property="Binning", value=1),
+    SetROI: SetROI(x=0, y=0, width=8, height=8),
+    ClearROI: ClearROI(),
+    SetInterval: SetInterval(interval_ms=10),
+    SetMirror: SetMirror(zernike_rad=(0.1,)),
+    SetZ: SetZ(z_um=1),
+    StartBurst: StartBurst(interval_ms=0),
+    StopBurst: StopBurst(),
+    AcquireAt: AcquireAt(position=0),
+    SkipPosition: SkipPosition(position=0),
+    SetPositionInterval: SetPositionInterval(position=0, interval_ms=100),
+}
+
+
+def test_every_action_kind_has_a_rule_and_the_unvetted_ones_are_listed_with_a_reason() -> None:
+    kinds = set(typing.get_args(typing.get_args(Action)[0]))
+    assert kinds == set(EXAMPLES)  # a new kind: give it an example here (and a rule in the gate)
+    assert set(UNVETTED) <= kinds and all(len(why) > 20 for why in UNVETTED.values())
+    g = gate()
+    for kind, action in EXAMPLES.items():
+        d = g.vet(req(action))
+        assert "no safety rule" not in d.note, kind
+        if kind in UNVETTED:
+            assert d.verdict == "applied" and d.action == action
+
+
+def test_an_action_kind_the_gate_does_not_know_is_refused() -> None:
+    """The dispatch used to end in "applied" for any kind it did not list."""
+
+    class SetWarp(BaseModel):
+        model_config = ConfigDict(frozen=True)
+        kind: Literal["warp"] = "warp"
+        factor: float = 9.0
+
+    request = ActionRequest.model_construct(action=SetWarp(), reason="built around validation", source="x")
+    d = gate().vet(request)
+    assert d.verdict == "refused" and d.action is None and "no safety rule" in d.note
