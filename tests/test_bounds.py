@@ -20,7 +20,6 @@ import pytest
 import yaml
 
 from smartscope.config import ConfigError, validate_config
-from smartscope.config.reading import MAX_DEPTH, ReadError, load_json, load_yaml
 from smartscope.engines.bundle import BundleError, load_bundle
 from tests.conftest import DATA, LASERS, cfg_dict
 
@@ -150,6 +149,8 @@ def test_a_yaml_alias_bomb_in_a_plan_is_refused_in_one_line(tmp_path: Path) -> N
 
 
 def test_yaml_and_json_are_bounded_in_depth_and_aliases() -> None:
+    from smartscope.config.reading import MAX_DEPTH, ReadError, load_json, load_yaml
+
     with pytest.raises(ReadError, match="nested deeper than"):
         load_yaml("[" * 100_000 + "]" * 100_000, "deep.yaml")
     with pytest.raises(ReadError, match="nested deeper than"):

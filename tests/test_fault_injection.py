@@ -422,7 +422,7 @@ def test_a_flood_of_remote_commands_is_refused_and_audited(rig: Rig, tmp_path: P
 # ------------------------------------------------------------- the safe state's latch
 
 
-def _safe_state_time(run_dir: Path, why: str = "fault") -> float:
+def safe_state_time(run_dir: Path, why: str = "fault") -> float:
     """Wall-clock time the first safe state whose reason starts with ``why`` was complete."""
     return next(
         e["t"]
@@ -431,7 +431,7 @@ def _safe_state_time(run_dir: Path, why: str = "fault") -> float:
     )
 
 
-class _SlowCamera:
+class SlowCamera:
     """A camera that takes ``RESTART_S`` to stop its sequence and as long to start it again
     (sCMOS cameras take up to seconds to re-arm), mixed into either driver."""
 
@@ -475,7 +475,7 @@ def fault_during_a_slow_restart(rig: Rig, tmp_path: Path) -> tuple[Any, PowerSam
     )
     holder: dict[str, Any] = {}
 
-    class Slow(_SlowCamera, rig.driver_cls):  # type: ignore[name-defined,misc]
+    class Slow(SlowCamera, rig.driver_cls):  # type: ignore[name-defined,misc]
         def _do_stop_sequence(self) -> None:
             if "loop" in holder and not holder.get("fired"):
                 holder["fired"] = True  # the watchdog's thread, say: a fault mid-apply
@@ -500,7 +500,7 @@ def test_a_fault_during_a_slow_camera_restart_leaves_no_light(rig: Rig, tmp_path
     res, light = fault_during_a_slow_restart(rig, tmp_path)
     run_dir = Path(res.run_dir)
     assert res.status == "failed" and "injected" in res.reason
-    t_safe = _safe_state_time(run_dir)
+    t_safe = safe_state_time(run_dir)
     after = light.after(t_safe)
     assert len(after) > 100 and max(after) == 0.0  # 0 at every sample after the safe state
     assert max(p for ts, p in light.samples if ts < t_safe) == pytest.approx(5.0)  # on before
@@ -537,7 +537,7 @@ def test_the_next_channel_preset_cannot_turn_light_back_on(driver: str, tmp_path
             res = run(cfg, driver=presets.make(cfg), report=False)
         run_dir = Path(res.run_dir)
         assert res.status == "failed" and "injected fault" in res.reason
-        t_safe = _safe_state_time(run_dir)
+        t_safe = safe_state_time(run_dir)
         after = light.after(t_safe)
         assert after and max(after) == 0.0
         assert max(p for ts, p in light.samples if ts < t_safe) == pytest.approx(9.0)
@@ -587,7 +587,7 @@ def test_a_plan_event_after_a_hung_stage_cannot_turn_light_back_on(tmp_path: Pat
             del core.setZPosition
         run_dir = Path(res.run_dir)
         assert res.status == "failed" and "camera stalled" in res.reason, res.reason
-        t_safe = _safe_state_time(run_dir)
+        t_safe = safe_state_time(run_dir)
         after = light.after(t_safe)
         assert after and max(after) == 0.0
         assert max(p for ts, p in light.samples if ts < t_safe) == pytest.approx(9.0)
@@ -623,7 +623,7 @@ def test_the_watchdog_allows_the_camera_start_time_at_every_restart(rig: Rig, tm
         watchdog={"camera_stall_s": 1.0, "pipeline_stall_s": 5.0, "camera_start_s": 4.0},
     )
 
-    class Slow(_SlowCamera, rig.driver_cls):  # type: ignore[name-defined,misc]
+    class Slow(SlowCamera, rig.driver_cls):  # type: ignore[name-defined,misc]
         RESTART_S = 1.5
 
     res = run(cfg, driver=rig.make(cfg, Slow), controllers=[_ChangeExposure()], report=False)
