@@ -501,7 +501,8 @@ class MMCoreDriver:
             )
         if lim.xy_um is not None and not self._do_xy_stage_device():
             problems.append("limits.xy_um: no XY stage to apply it to in the configuration")
-        if "mirror_max_rad" in lim.model_fields_set and not (d.mirror or d.mirrors):
+        default_stroke = type(lim).model_fields["mirror_max_rad"].default
+        if lim.mirror_max_rad != default_stroke and not (d.mirror or d.mirrors):
             problems.append(
                 "limits.mirror_max_rad: no deformable mirror to apply it to (microscope.mirror is "
                 "unset and no device has mirror properties)"

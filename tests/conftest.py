@@ -187,17 +187,13 @@ class PowerSampler:
         return [p for ts, p in self.samples if ts > t]
 
 
-def start_cli_run(
+def spawn_cli_run(
     tmp_path: Path,
     n_frames: int = 100_000,
     lasers_mw: dict[str, float] | None = None,
-    started_frames: int = 20,
     driver: str = "pymmcore-plus",
-) -> tuple[subprocess.Popen[bytes], Path]:
-    """``smartscope run`` in its own process on the laser demo config (with ``driver``);
-    returns once ``started_frames`` frames are on disk (the process and its run folder)."""
-    from smartscope.storage import read_jsonl
-
+) -> subprocess.Popen[bytes]:
+    """``smartscope run`` in its own process on the laser demo config (with ``driver``)."""
     acquisition: dict[str, Any] = {"exposure_ms": 1.0, "n_frames": n_frames}
     if lasers_mw:
         acquisition["lasers_mw"] = lasers_mw
@@ -208,11 +204,25 @@ def start_cli_run(
     )
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "smartscope.cli", "run", str(path)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+
+
+def start_cli_run(
+    tmp_path: Path,
+    n_frames: int = 100_000,
+    lasers_mw: dict[str, float] | None = None,
+    started_frames: int = 20,
+    driver: str = "pymmcore-plus",
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """:func:`spawn_cli_run`, returned once ``started_frames`` frames are on disk (the
+    process and its run folder)."""
+    from smartscope.storage import read_jsonl
+
+    proc = spawn_cli_run(tmp_path, n_frames, lasers_mw, driver)
     deadline = time.time() + 60
     while time.time() < deadline:
         runs = list((tmp_path / "runs").glob("*"))

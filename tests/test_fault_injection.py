@@ -24,7 +24,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -35,7 +34,7 @@ import pytest
 import tifffile
 
 from smartscope import runner
-from smartscope.actions import ActionRequest, SetExposure, SetLaserPower, SetProperty
+from smartscope.actions import Action, ActionRequest, SetExposure, SetLaserPower, SetProperty
 from smartscope.config import validate_config
 from smartscope.controllers.base import ControllerBase, Observation
 from smartscope.drivers.mmcore import MMCoreDriver, demo_config_path
@@ -43,7 +42,17 @@ from smartscope.frame import Frame
 from smartscope.runner import run
 from smartscope.storage import RunFolder, count_pages, read_jsonl, recover
 from smartscope.storage.writer import MAX_BATCH_FRAMES
-from tests.conftest import DATA, DRIVERS, LASERS, PowerSampler, Rig, cfg_dict, open_rig, start_cli_run
+from tests.conftest import (
+    DATA,
+    DRIVERS,
+    LASERS,
+    PowerSampler,
+    Rig,
+    cfg_dict,
+    open_rig,
+    spawn_cli_run,
+    start_cli_run,
+)
 
 
 def _laser_cfg(tmp_path: Path, rig: Rig | None = None, **over: Any) -> Any:
@@ -173,17 +182,18 @@ def test_a_stalled_camera_ends_safe(rig: Rig, tmp_path: Path) -> None:
 # ------------------------------------------------------------ the safe state is final
 
 
-class _AskForLight(ControllerBase):
-    name = "ask_for_light"
+class _AskOnce(ControllerBase):
+    """Asks for ``actions`` (one batch) at the first analysed frame from ``at_frame`` on."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str, at_frame: int, *actions: Action) -> None:
+        self.name, self.at_frame, self.actions = name, at_frame, actions
         self.asked = False
 
     def update(self, obs: Observation) -> list[ActionRequest]:
-        if self.asked or obs.frame.index < 5:
+        if self.asked or obs.frame.index < self.at_frame:
             return []
         self.asked = True
-        return [self.ask(SetLaserPower(laser="488", power_mw=40.0), "more light", obs)]
+        return [self.ask(a, f"{self.name}: test", obs) for a in self.actions]
 
 
 def test_a_fault_during_an_apply_cannot_turn_light_back_on(rig: Rig, tmp_path: Path) -> None:
@@ -205,7 +215,12 @@ def test_a_fault_during_an_apply_cannot_turn_light_back_on(rig: Rig, tmp_path: P
     result: dict[str, Any] = {}
 
     def go() -> None:
-        result["res"] = run(cfg, driver=driver, controllers=[_AskForLight()], report=False)
+        result["res"] = run(
+            cfg,
+            driver=driver,
+            controllers=[_AskOnce("ask_for_light", 5, SetLaserPower(laser="488", power_mw=40.0))],
+            report=False,
+        )
 
     t = threading.Thread(target=go)
     t.start()
@@ -446,25 +461,6 @@ class SlowCamera:
         super()._do_start_sequence(n)  # type: ignore[misc]
 
 
-class _RaiseWithRestart(ControllerBase):
-    """At frame 5 asks, in one batch, for a camera change (so the camera restarts) and more
-    light: the batch the fault lands in."""
-
-    name = "raise_with_restart"
-
-    def __init__(self) -> None:
-        self.asked = False
-
-    def update(self, obs: Observation) -> list[ActionRequest]:
-        if self.asked or obs.frame.index < 5:
-            return []
-        self.asked = True
-        return [
-            self.ask(SetExposure(exposure_ms=3.0), "restart the camera", obs),
-            self.ask(SetLaserPower(laser="488", power_mw=9.0), "more light", obs),
-        ]
-
-
 def fault_during_a_slow_restart(rig: Rig, tmp_path: Path) -> tuple[Any, PowerSampler]:
     """One run whose fault comes 0.3 s into a batch that stops the camera (1 s), raises the
     laser and starts the camera again (1 s); the laser sampled every 2 ms throughout."""
@@ -487,7 +483,14 @@ def fault_during_a_slow_restart(rig: Rig, tmp_path: Path) -> tuple[Any, PowerSam
         res = run(
             cfg,
             driver=driver,
-            controllers=[_RaiseWithRestart()],
+            controllers=[  # a camera change (it restarts) and more light, in one batch
+                _AskOnce(
+                    "raise_with_restart",
+                    5,
+                    SetExposure(exposure_ms=3.0),
+                    SetLaserPower(laser="488", power_mw=9.0),
+                )
+            ],
             report=False,
             on_loop=lambda loop: holder.setdefault("loop", loop),
         )
@@ -601,19 +604,6 @@ def test_a_plan_event_after_a_hung_stage_cannot_turn_light_back_on(tmp_path: Pat
         check_invariants(run_dir)
 
 
-class _ChangeExposure(ControllerBase):
-    name = "change_exposure"
-
-    def __init__(self) -> None:
-        self.asked = False
-
-    def update(self, obs: Observation) -> list[ActionRequest]:
-        if self.asked or obs.frame.index < 10:
-            return []
-        self.asked = True
-        return [self.ask(SetExposure(exposure_ms=3.0), "a camera change mid-run", obs)]
-
-
 def test_the_watchdog_allows_the_camera_start_time_at_every_restart(rig: Rig, tmp_path: Path) -> None:
     """N11: a camera that takes 1.5 s to stop and 1.5 s to start is accepted at the start
     (``camera_start_s``) and must be at a mid-run restart too, not called a stall."""
@@ -627,7 +617,12 @@ def test_the_watchdog_allows_the_camera_start_time_at_every_restart(rig: Rig, tm
     class Slow(SlowCamera, rig.driver_cls):  # type: ignore[name-defined,misc]
         RESTART_S = 1.5
 
-    res = run(cfg, driver=rig.make(cfg, Slow), controllers=[_ChangeExposure()], report=False)
+    res = run(
+        cfg,
+        driver=rig.make(cfg, Slow),
+        controllers=[_AskOnce("change_exposure", 10, SetExposure(exposure_ms=3.0))],
+        report=False,
+    )
     assert res.status == "completed", res.reason
     records = read_jsonl(Path(res.run_dir) / "actions.jsonl")
     assert [r["verdict"] for r in records if r["request"]["source"] == "change_exposure"] == ["applied"]
@@ -716,18 +711,7 @@ def test_sigterm_while_the_run_closes_finishes_the_closing_then_says_so(
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_sigterm_during_start_up_of_the_command_is_one_line_and_143(tmp_path: Path, driver: str) -> None:
     """The whole command: SIGTERM once the .cfg's device adapters are being loaded."""
-    cfg = cfg_dict(
-        tmp_path,
-        microscope={"driver": driver, "config_file": str(DATA / "demo_laser.cfg"), "lasers": LASERS},
-        acquisition={"exposure_ms": 1.0, "n_frames": 100_000, "lasers_mw": {"488": 5.0}},
-    )
-    path = tmp_path / "run.yaml"
-    path.write_text(json.dumps(cfg))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "smartscope.cli", "run", str(path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = spawn_cli_run(tmp_path, lasers_mw={"488": 5.0}, driver=driver)
     deadline = time.time() + 120
     while time.time() < deadline and "DemoCamera" not in Path(f"/proc/{proc.pid}/maps").read_text():
         time.sleep(0.001)
