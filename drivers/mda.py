@@ -427,6 +427,7 @@ class MDADriver(PymmcorePlusDriver):
         self._do_release()
 
     def safe_state(self) -> None:
+        self._latched = True  # first: nothing the runner is doing from now on reaches hardware
         self._safed = True
         self._halt_runner()
         self._safe_hardware()
