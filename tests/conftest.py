@@ -141,10 +141,14 @@ def open_rig(driver: str, cfg_file: Path) -> Iterator[Rig]:
     pycromanager.start_headless(
         ADAPTERS, str(Path(cfg_file).resolve()), python_backend=True, buffer_size_mb=64
     )
+    core = pycromanager.Core()
     try:
-        yield Rig(driver, pycromanager.Core(), cfg_file)
+        yield Rig(driver, core, cfg_file)
     finally:
+        with contextlib.suppress(Exception):  # a test may leave the camera running (a broken driver)
+            core.stop_sequence_acquisition()
         pycromanager.stop_headless()
+        del core
         gc.collect()
 
 
