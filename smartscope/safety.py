@@ -24,7 +24,8 @@ Plan actions: an ``AcquireAt`` target outside ``limits.xy_um`` or a plane outsid
 ``limits.z_um`` is refused (never clamped: a clamped target is another place; the MDA
 driver checks again once a plan position's coordinates are known), intervals below
 ``limits.interval_ms_min`` are clamped like ``SetInterval``; ``SkipPosition`` only takes
-light away.
+light away. An ``AcquireAt`` of more than ``limits.max_burst_frames`` images (frames x planes
+x channels) and a counted ``StartBurst`` longer than that are refused before any event is made.
 
 Every device that emits light is declared (``microscope.lasers``): the driver finds the
 others on the core and refuses the run, and the gate refuses writes to any it was told of
@@ -33,8 +34,9 @@ limits to every device with mirror properties (``Devices.mirrors``), whether or 
 configuration names them.
 
 Every action kind is dispatched by one ``match`` ending in ``assert_never``: a new kind
-nobody vets fails type checking. The kinds that pass unvetted are :data:`UNVETTED`, each
-with the reason.
+nobody vets fails type checking, and one that arrives anyway (built around validation) is
+refused: the gate fails closed. The kinds that pass unvetted are :data:`UNVETTED`, each with
+the reason.
 
 Writes that happen before a run (start-up properties, channel presets, safe-state extras)
 go through :meth:`SafetyGate.check_setting`: the same limits, no rate limit; a refusal
