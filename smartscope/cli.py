@@ -40,6 +40,7 @@ app.add_typer(config_app, name="config")
 def _register_engine_commands() -> None:
     """Commands that live beside the code they drive (simulator, engines, training)."""
     from smartscope.batch.apply import apply_cmd
+    from smartscope.check.cli import check_cmd
     from smartscope.engines.cli import compile_cmd, engines_app, export_cmd
     from smartscope.models.cli import app as train_app
     from smartscope.models.smlm.cli import calibrate_app, localize_cmd
@@ -48,6 +49,7 @@ def _register_engine_commands() -> None:
     from smartscope.simulators.cli import simulate
 
     app.command("simulate")(simulate)
+    app.command("check")(check_cmd)
     app.add_typer(train_app, name="train")
     app.command("export")(export_cmd)
     app.command("compile")(compile_cmd)
@@ -176,6 +178,12 @@ def _run(cfg: SmartscopeConfig) -> None:
                 server.close()
     _summary(result)
     console.print(f"report: {Path(result.run_dir) / 'report.html'}")
+    if result.signal_while_closing and result.signal is not None:
+        err_console.print(
+            f"stopped: {signals.signal_name(result.signal)} came while the run was closing; it closed "
+            "first (safe state on, every frame written)",
+            soft_wrap=True,
+        )
     if result.exit_code:
         raise typer.Exit(result.exit_code)
 

@@ -27,6 +27,15 @@ class MicroscopeConfig(FrozenModel):
         description="'demo' (mm-test-adapters demo), 'virtual' (smartscope's virtual "
         "microscope) or a path to a Micro-Manager .cfg",
     )
+    mm_path: Path | None = Field(
+        default=None,
+        description="the Micro-Manager installation whose device adapters load the .cfg; None: the "
+        "one pymmcore-plus finds (MICROMANAGER_PATH, `mmcore use`, `mmcore install`)",
+    )
+    adapter_paths: list[Path] = Field(
+        default_factory=list,
+        description="more folders of device adapters, searched before the installation",
+    )
     camera: str | None = Field(default=None, description="camera label; None: the core's")
     shutter: str | None = None
     focus: str | None = Field(default=None, description="Z stage label")
@@ -34,7 +43,16 @@ class MicroscopeConfig(FrozenModel):
     mirror_property: str = Field(
         default="Z{j}", description="mirror property per Noll index j, e.g. 'Z{j}' -> 'Z4'"
     )
-    lasers: dict[str, LaserConfig] = Field(default_factory=dict)
+    lasers: dict[str, LaserConfig] = Field(
+        default_factory=dict,
+        description="every light source (lasers, LEDs, lamps): vetted, read back, switched off by "
+        "the safe state",
+    )
+    not_light: list[str] = Field(
+        default_factory=list,
+        description="device labels that look like light sources (a power, intensity or laser "
+        "property) but emit none; any other such device must be in lasers",
+    )
     startup: list[SetProperty] = Field(
         default_factory=list,
         description="device properties set after the .cfg loads, before anything else",
