@@ -25,6 +25,7 @@ pixel's centre. ``photons`` and ``bg`` (per pixel) are detected photons (photoel
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ __all__ = [
     "equivalent_sigma_px",
     "fit_psf_model",
     "fit_spots",
+    "gaussian_sigma_nm",
     "integrated_gaussian",
     "refine_localizations",
     "render_spots",
@@ -495,6 +497,15 @@ def equivalent_sigma_px(psf: PSFModel) -> float:
     return 3.0
 
 
+def gaussian_sigma_nm(psf: PSFModel | None) -> float | None:
+    """σ (nm) of a 2-D PSF file that holds an isotropic Gaussian (``calibrate psf --from-data``
+    chose it over its spline: ``meta['model'] == 'gaussian'``), else None."""
+    meta = getattr(psf, "meta", None)
+    if psf is None or psf.is_3d or not isinstance(meta, dict) or meta.get("model") != "gaussian":
+        return None
+    return float(meta["sigma_nm"])
+
+
 def _drop_duplicates(x_px: np.ndarray, y_px: np.ndarray, score: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """Two detections of one spot (e.g. the two lobes of a defocused astigmatic PSF) fit
     the same emitter: of kept fits closer than 1 px, keep the one with the higher score."""
@@ -555,7 +566,8 @@ class ClassicalLocalizer:
 
     Without ``psf`` the model is the isotropic pixel-integrated Gaussian; with a calibrated
     :class:`~smartscope.simulators.psf_models.PSFModel` (spline from beads, or the
-    Gaussian-z astigmatic model) the fit uses it, and a 3-D model also fits z.
+    Gaussian-z astigmatic model) the fit uses it, and a 3-D model also fits z. A 2-D PSF
+    file that holds a Gaussian (:func:`gaussian_sigma_nm`) is fitted as that Gaussian.
     """
 
     def __init__(
@@ -566,12 +578,16 @@ class ClassicalLocalizer:
     ):
         self.config = config or ClassicalConfig()
         self.camera = camera or CameraModel()
-        self.psf = psf
         if psf is not None and not math.isclose(psf.pixel_nm, self.config.pixel_nm, rel_tol=1e-3):
             raise ValueError(
                 f"pixel size: the PSF model was calibrated at {psf.pixel_nm} nm/px, "
                 f"the localizer is set to {self.config.pixel_nm} nm/px"
             )
+        gauss_nm = gaussian_sigma_nm(psf)
+        if gauss_nm is not None:  # a PSF file that holds a Gaussian: fit the Gaussian itself
+            self.config = dataclasses.replace(self.config, psf_sigma_nm=gauss_nm)
+            psf = None
+        self.psf = psf
         self.roi_px = self.config.roi_for(psf)
         self._sigma_px = (
             equivalent_sigma_px(psf) if psf is not None else self.config.psf_sigma_nm / self.config.pixel_nm
