@@ -144,7 +144,7 @@ class MapEstimate:
             return (
                 f"{label} per pixel (real spread {q(self.spread)}, noise {q(self.noise)}: "
                 f"{100 * self.reliability:.0f} % of each deviation kept; "
-                f"90 % needs {self.frames_needed} frames)"
+                f"90 % needs {max(self.frames_needed, 2)} frames)"
             )
         return (
             f"{label} uniform (its spread is estimation noise, {q(self.noise)}; a real spread up to "
