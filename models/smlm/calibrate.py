@@ -3,15 +3,19 @@
 * :func:`calibrate_camera` — offset, conversion gain and read noise from a dark stack and
   flat-field stacks at several light levels: per pixel, the temporal variance grows with
   the mean as ``var = F²·g·(mean − offset) + σ_read²`` (``g`` ADU per photoelectron,
-  ``F² = 2`` for an EMCCD). Per-pixel maps for sCMOS. → :class:`CameraCalibration`.
+  ``F² = 2`` for an EMCCD). → :class:`CameraCalibration`. Per-pixel sCMOS maps are kept
+  only as far as the pixels really differ (:class:`MapEstimate`): a map estimated from a
+  hundred frames is mostly noise, and dividing data by a noisy gain multiplies it.
 * :func:`calibrate_psf_beads` — a cubic-spline PSF (SMAP/DECODE style) from a bead
   z-stack: beads found, cut out, registered in x, y (sub-pixel) and z, averaged,
   normalised, and z = 0 put at the best focus (astigmatic: where the x and y widths are
   equal). A calibrated Gaussian-z model (Huang et al. 2008) is fitted to the same average.
   Fit residuals per slice (reduced χ² of the model against every bead) come with it.
-* :func:`calibrate_psf_from_data` — a 2-D spline PSF from isolated emitters in SMLM data,
-  for users without beads: bright, isolated detections are fitted, registered and
-  averaged, then re-registered with the averaged model.
+* :func:`calibrate_psf_from_data` — a 2-D PSF from isolated emitters in SMLM data, for
+  users without beads: bright, isolated detections are fitted, registered and averaged,
+  then re-registered with the averaged model; that spline is kept only when it explains
+  emitters it was not fitted to better than the Gaussian it started from
+  (:class:`ModelChoice`). Invariant: never worse than that Gaussian on held-out emitters.
 * :func:`plot_psf_report`, :func:`plot_ptc` — the figures written beside the files.
 
 Stacks are (Z or T, Y, X) camera ADU. Slice ``i`` of a bead stack is taken with the focus
