@@ -337,3 +337,42 @@ def test_user_calibration_load_records_hashes(
     bad.write_text(json.dumps({"offset_adu": 1, "gain_adu_per_e": -1, "read_noise_e": 1}))
     with pytest.raises(ValueError, match="gain_adu_per_e"):
         UserCalibration.load(None, bad)
+
+
+def test_recording_statistics_set_the_training_and_validation_ranges(tmp_path: Path) -> None:
+    """``train smlm --like``: a dim, high-background recording (800 photons on 60 /px, 0.4
+    emitters/µm²) is measured as such; the training ranges cover it with room for what the
+    classical fit misses, the validation ranges are the recording's own, and the numbers
+    name the file, never its folder."""
+    import tifffile
+
+    from smartscope.models.smlm.localize_classical import CameraModel, render_spots
+    from smartscope.models.smlm.recording import recording_stats
+    from smartscope.simulators.psf_models import file_sha256
+
+    cam = CameraModel(offset_adu=100.0, e_per_adu=0.5, read_noise_e=1.2)
+    rng = np.random.default_rng(4)
+    n = 9  # 0.4 /µm² on 48 × 48 px of 100 nm
+    frames = np.stack(
+        [
+            render_spots((48, 48), *rng.uniform(4, 44, (2, n)), np.full(n, 800.0), 1.3, 60.0, cam, rng)
+            for _ in range(16)
+        ]
+    )
+    path = tmp_path / "dim.tif"
+    tifffile.imwrite(path, frames)
+    s = recording_stats(path, frames, cam, 100.0, max_frames=8)
+    assert s.file == "dim.tif" and s.sha256 == file_sha256(path) and str(tmp_path) not in s.describe()
+    assert s.frames_total == 16 and s.frames_sampled == 8
+    assert s.photons[1] == pytest.approx(800.0, rel=0.25) and s.bg[1] == pytest.approx(60.0, rel=0.1)
+    assert s.density[0] <= s.density[1] <= s.density[2] <= n / 23.04 * 1.05
+    train, val = s.training_ranges(), s.validation_ranges()
+    for key, truth in (("photons", 800.0), ("bg_photons", 60.0), ("density_per_um2", n / 23.04)):
+        lo, hi = train[key]
+        assert lo < truth < hi and lo <= val[key][0] and val[key][1] <= hi
+    assert val["photons"][1] < 3000.0 and val["bg_photons"][0] > 30.0  # not a bright, clean data set
+    assert s.calibration_fields()["like_photons_p50"] == s.photons[1]
+    # a recording without emitters cannot set ranges: one line naming the file and the reason
+    blank = np.full((4, 48, 48), 130, np.uint16)
+    with pytest.raises(ValueError, match=r"--like dim.tif: only 0 localizations in 4 frames"):
+        recording_stats(path, blank, cam, 100.0)

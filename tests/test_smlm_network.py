@@ -271,6 +271,10 @@ def test_calibrated_training_fine_tunes_the_shipped_bundle_like_the_recording(
     assert "fine-tuned from parent bundle smlm-decode-2d-user" in notes
     assert parent.architecture.weights_sha256 in notes
     assert f"like recording rec.tif sha256={file_sha256(tmp_path / 'rec.tif')}" in man.provenance.data
+    # the threshold was chosen on windows rendered in the recording's own ranges, not the training's
+    trained_on = man.provenance.data.split("on the fly: ")[1].split("; ranges from")[0]
+    chosen_on = man.provenance.data.split("threshold chosen on ")[1]
+    assert "photons=(" in chosen_on and "photons=(" in trained_on and chosen_on != trained_on
     cal = man.calibration
     # 8 emitters of 1500 photons per 23 µm² frame on 25 photons/px
     assert cal["like_photons_p50"] == pytest.approx(1500.0, rel=0.25)
