@@ -9,7 +9,10 @@ each target field), mean over fields, for
   (one gain and offset per channel, fitted on these same held-out fields: generous to it);
 - ``L1 U-Net``: the same generator trained with the L1 loss only (``--adv-weight 0``);
 - ``pix2pix``: L1 + adversarial (the shipped bundle);
-- ``pix2pix completion``: each channel predicted with the other two acquired channels given.
+- ``pix2pix completion``: each channel predicted with the other two acquired channels given;
+- ``pix2pix + planes``: the generator that also sees the label-free frame at the focus
+  offsets it was trained with (a defocus pair, ``stain-pix2pix-planes``); its held-out
+  fields are recorded with those planes too.
 
 Table 2 — frames/s of :func:`smartscope.models.stain.predict.predict` (normalization,
 tiling, backend, blending; TTA 1 = one pass, TTA 4 = the trust map) per backend and size.
@@ -19,6 +22,8 @@ ratio (TTA disagreement / held-out median), the input shift (largest |z| of the 
 statistics), the fraction of frames the stage would call trusted (its default rule:
 ratio ≤ 1.1 × the bundle's held-out p95/median, |z| ≤ 6; ``is_trusted``),
 and the mean Pearson r, for defocus and other illumination.
+
+Table 3 is printed for the pix2pix bundle and for the planes bundle.
 
     python bench/stain.py                         # all three tables
     python bench/stain.py --skip-speed            # quality + trust only
@@ -41,11 +46,24 @@ from smartscope.models import BUNDLES_DIR
 from smartscope.models.stain.data import StainData, simulate
 from smartscope.models.stain.predict import (
     is_trusted,
+    label_free_planes,
     normalized_target,
     predict,
     predict_with_trust,
     ratio_limit,
 )
+
+
+def planes_of(eng: Engine) -> tuple[float, ...]:
+    """The focus offsets (µm) of a bundle's extra label-free planes, in input order."""
+    names = eng.manifest.inputs[0].channels
+    return tuple(float(n.split("@")[1].removesuffix("um")) for n in names if n.startswith("label_free@"))
+
+
+def _lf(eng: Engine, data: StainData, i: int) -> np.ndarray:
+    """Field ``i``'s first time point as the bundle takes it: (Y, X) or (1 + P, Y, X)."""
+    n = label_free_planes(eng)
+    return data.label_free_stack(i)[0, :n] if n > 1 else data.label_free[i][0]
 
 
 def _scores(pred: np.ndarray, target: np.ndarray) -> tuple[float, ...]:
@@ -75,16 +93,16 @@ def quality(engines: dict[str, Engine], data: StainData) -> None:
     ]
     for label, eng in engines.items():
         rows[label] = []
-        for a, t in zip(data.label_free, targets, strict=True):
-            pred = predict(eng, a[0], None, 1).virtual
+        for i, t in enumerate(targets):
+            pred = predict(eng, _lf(eng, data, i), None, 1).virtual
             rows[label].append([_scores(pred[k], t[k]) for k in range(len(chans))])
-        if label.startswith("pix2pix") and len(eng.manifest.inputs[0].channels) > 1:
+        if label == "pix2pix" and len(eng.manifest.inputs[0].channels) > 1:
             comp = []
-            for a, g, t in zip(data.label_free, data.given, targets, strict=True):
+            for i, (g, t) in enumerate(zip(data.given, targets, strict=True)):
                 per = []
                 for k in range(len(chans)):
                     others = {o: g[0, j] for j, o in enumerate(chans) if j != k}
-                    per.append(_scores(predict(eng, a[0], others, 1).virtual[k], t[k]))
+                    per.append(_scores(predict(eng, _lf(eng, data, i), others, 1).virtual[k], t[k]))
                 comp.append(per)
             rows[f"{label} completion"] = comp
     print(f"\n## quality, label-free -> fluorescence ({len(data.names)} held-out fields)")
@@ -108,6 +126,7 @@ def speed(bundle: Path, sizes: list[int], repeats: int) -> None:
     print(head)
     print("-" * len(head))
     rng = np.random.default_rng(0)
+    print(f"bundle {bundle.name}")
     for backend in ("onnxruntime", "torch", "tensorrt"):
         try:
             eng = Engine.open(bundle, backend)
@@ -115,7 +134,7 @@ def speed(bundle: Path, sizes: list[int], repeats: int) -> None:
             print(f"{backend:<14}  unavailable here: {str(exc)[:70]}")
             continue
         for size in sizes:
-            lf = rng.normal(560, 300, (size, size)).astype(np.float32)
+            lf = rng.normal(560, 300, (label_free_planes(eng), size, size)).astype(np.float32)
             for tta in (1, 4):
                 n = max(1, repeats if size <= 512 else repeats // 3)
                 predict(eng, lf, None, tta)  # warm-up
@@ -140,7 +159,8 @@ def trust(eng: Engine, n_fields: int, field_px: int, seed: int) -> None:
         ("lamp x2", "phase", 0.0, 2.0),
         ("brightfield, not phase", "brightfield", 0.0, 1.0),
     ]
-    print(f"\n## trust on shifted inputs ({n_fields} held-out fields, TTA 4)")
+    planes = planes_of(eng)
+    print(f"\n## trust on shifted inputs ({n_fields} held-out fields, TTA 4): {eng.manifest.name}")
     print(
         f"trusted: disagreement ratio <= {ratio_limit(eng.manifest.calibration):.2f} and input shift |z| <= 6"
     )
@@ -149,11 +169,13 @@ def trust(eng: Engine, n_fields: int, field_px: int, seed: int) -> None:
     print("-" * len(head))
     cal = eng.manifest.calibration
     for label, mode, defocus_um, lamp_mw in shifts:
-        data = simulate(n_fields, field_px, seed, mode=mode, defocus_um=defocus_um, lamp_mw=lamp_mw)
+        data = simulate(
+            n_fields, field_px, seed, mode=mode, defocus_um=defocus_um, lamp_mw=lamp_mw, planes_um=planes
+        )
         targets = _targets(eng, data)
         ratios, zs, trusted, rs = [], [], [], []
-        for a, t in zip(data.label_free, targets, strict=True):
-            pred, v = predict_with_trust(eng, a[0], None, 4)
+        for i, t in enumerate(targets):
+            pred, v = predict_with_trust(eng, _lf(eng, data, i), None, 4)
             ratios.append(v["disagreement_ratio"])
             zs.append(v["input_shift"])
             trusted.append(is_trusted(v, cal))
@@ -167,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pix2pix", type=Path, default=BUNDLES_DIR / "stain-pix2pix-small")
     ap.add_argument("--l1", type=Path, default=BUNDLES_DIR / "stain-l1-small")
+    ap.add_argument("--planes", type=Path, default=BUNDLES_DIR / "stain-pix2pix-planes")
     ap.add_argument("--fields", type=int, default=12)
     ap.add_argument("--field-px", type=int, default=256)
     ap.add_argument("--seed", type=int, default=1000)
@@ -177,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"# bench/stain.py {' '.join(sys.argv[1:] if argv is None else argv)}")
     engines: dict[str, Engine] = {}
-    for label, path in (("L1 U-Net", args.l1), ("pix2pix", args.pix2pix)):
+    for label, path in (("L1 U-Net", args.l1), ("pix2pix", args.pix2pix), ("pix2pix + planes", args.planes)):
         if path.exists():
             eng = Engine.open(path, "onnxruntime")
             engines[label] = eng
@@ -187,12 +210,17 @@ def main(argv: list[str] | None = None) -> int:
     if "pix2pix" not in engines:
         print("no pix2pix bundle: nothing to measure", file=sys.stderr)
         return 1
-    data = simulate(args.fields, args.field_px, args.seed)
+    planes = planes_of(engines["pix2pix + planes"]) if "pix2pix + planes" in engines else ()
+    data = simulate(args.fields, args.field_px, args.seed, planes_um=planes)
     print(f"# held-out data: {data.description}")
     quality(engines, data)
     if not args.skip_speed:
-        speed(args.pix2pix, args.sizes, args.repeats)
-    trust(engines["pix2pix"], args.fields, args.field_px, args.seed)
+        for label in ("pix2pix", "pix2pix + planes"):
+            if label in engines:
+                speed(Path(engines[label].bundle.source), args.sizes, args.repeats)
+    for label in ("pix2pix", "pix2pix + planes"):
+        if label in engines:
+            trust(engines[label], args.fields, args.field_px, args.seed)
     return 0
 
 

@@ -37,7 +37,6 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,6 +60,7 @@ from smartscope.actions import (
 )
 from smartscope.config import AcquisitionConfig, LimitsConfig, MicroscopeConfig, SafeStateConfig
 from smartscope.drivers.base import ActionNotSupported, ApplyResult, DriverError
+from smartscope.drivers.installation import open_pycromanager_headless, open_pymmcore_plus
 from smartscope.frame import Frame, now_s
 from smartscope.safety import Devices, SafetyGate
 from smartscope.state import DriverState
@@ -68,27 +68,6 @@ from smartscope.state import DriverState
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.0002
-
-
-def demo_config_path() -> Path:
-    """Micro-Manager's demo configuration, shipped with the mm-test-adapters package."""
-    import mm_test_adapters
-
-    return Path(mm_test_adapters.device_adapter_path()) / "MMConfig_demo.cfg"
-
-
-def resolve_config_file(name: str) -> Path:
-    """Map ``demo`` / ``virtual`` / a path to an existing ``.cfg`` file."""
-    if name == "demo":
-        return demo_config_path()
-    if name == "virtual":
-        from smartscope import simulators
-
-        return Path(simulators.virtual_config_path())
-    path = Path(name).expanduser()
-    if not path.is_file():
-        raise DriverError(f"microscope.config_file: {path} does not exist")
-    return path
 
 
 def mm_value(value: Any) -> float | str:
@@ -763,21 +742,12 @@ class PymmcorePlusDriver(MMCoreDriver):
             )
         self._owns_core = core is None
         if core is None:
-            from pymmcore_plus.experimental.unicore import UniMMCore
-
-            cfg_path = resolve_config_file(microscope.config_file)
-            core = UniMMCore()
-            import mm_test_adapters
-
-            core.setDeviceAdapterSearchPaths([mm_test_adapters.device_adapter_path()])
-            try:
-                core.loadSystemConfiguration(str(cfg_path))
-            except Exception as exc:
-                raise DriverError(f"could not load Micro-Manager config {cfg_path}: {exc}") from exc
+            core = open_pymmcore_plus(microscope)
         self.core = core
         try:
             self._open_camera(core)
             self._configure()
+            core.waitForSystem()  # devices still busy with the settings (a camera rebuilding) finish first
         except BaseException:
             self._do_release()  # a core this driver loaded is unloaded again
             raise
@@ -920,35 +890,27 @@ class PycromanagerDriver(MMCoreDriver):
         self._headless = False
         if core is None:
             try:
-                from pycromanager import Core, start_headless
+                from pycromanager import Core
             except ImportError as exc:
                 raise DriverError(
                     "microscope.driver 'pycromanager' needs the pycromanager package "
                     "(pip install 'smartscope[pycromanager]')"
                 ) from exc
             if microscope.pycromanager_mode == "headless":
-                import mm_test_adapters
-
                 if microscope.config_file == "virtual":
                     raise DriverError(
                         "microscope.config_file 'virtual' needs pymmcore-plus (Python devices);"
                         " pycromanager's headless core is plain pymmcore"
                     )
-                cfg_path = resolve_config_file(microscope.config_file)
-                start_headless(
-                    mm_test_adapters.device_adapter_path(),
-                    str(cfg_path),
-                    python_backend=True,
-                    buffer_size_mb=microscope.buffer_size_mb,
-                )
+                core = open_pycromanager_headless(microscope)
                 self._headless = True
-                core = Core()
             else:
                 core = Core(port=microscope.bridge_port)
         self.core = core
         if microscope.camera is not None:
             core.set_camera_device(microscope.camera)
         self._configure()
+        core.wait_for_system()  # devices still busy with the settings finish before any frame
 
     def _do_set_exposure(self, ms: float) -> None:
         self.core.set_exposure(float(ms))

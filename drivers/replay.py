@@ -5,7 +5,9 @@ order), one OME-TIFF/TIFF stack, or one OME-Zarr image. Frames are read one at a
 (memory stays one frame) and keep their dimensions: the MDA indices (t, p, c, z), the
 series (position) and the channel each frame had — from the run's ``frames.jsonl`` when it
 is there, else from the file's own OME metadata. They are paced at the recorded rate (the
-camera times in ``frames.jsonl``, else the OME ``DeltaT``) or at a chosen ``fps``.
+camera times in ``frames.jsonl``, else the OME ``DeltaT``) or at a chosen ``fps``. A file
+without ``frames.jsonl`` keeps what its own metadata records: the pixel size (OME
+``PhysicalSizeX``, OME-Zarr scale) and the channel names.
 Recorded data cannot obey actions: every action is accepted, logged as not applicable, and
 has no effect; ``state()`` reports the recorded settings.
 """
@@ -180,6 +182,25 @@ def _annotate(pages: list[_Page], records: list[dict[str, Any]], name: str) -> N
         p.state = dict(r.get("state", {}))
 
 
+def _name_channels(path: Path, pages: list[_Page]) -> float | None:
+    """Channel names from the file's own metadata for pages that have none; the pixel size
+    (µm) it records, or None."""
+    from smartscope.batch.stacks import StackError, resolve_inputs
+
+    try:
+        stacks = resolve_inputs([path])
+    except StackError:
+        return None
+    names = {s.name.rsplit(".", 1)[-1] if len(stacks) > 1 else "": s.channels for s in stacks}
+    for p in pages:
+        chans = names.get(p.series) or names.get("") or ()
+        c = p.axes.get("c", 0)
+        if not p.channel and c < len(chans):
+            p.channel = chans[c]
+    px = next((s.pixel_size_um for s in stacks if s.pixel_size_um is not None), None)
+    return px[1] if px is not None else None
+
+
 class ReplayDriver:
     name = "replay"
 
@@ -198,6 +219,7 @@ class ReplayDriver:
                 _annotate([p], [r], str(r["file"]))
         else:
             self._pages = _open(path, self._handles)
+        pixel_size_um = None if any(p.state for p in self._pages) else _name_channels(path, self._pages)
         self.n_pages = len(self._pages)
         if self.n_pages == 0:
             raise DriverError(f"microscope.replay_path: {path} holds no images")
@@ -223,6 +245,7 @@ class ReplayDriver:
             interval_ms=1e3 / self.fps if self.fps else float("nan"),
             roi=(0, 0, int(first.shape[1]), int(first.shape[0])),
             source=str(path),
+            pixel_size_um=pixel_size_um,
         )
 
     def start(self, n_frames: int | None) -> None:

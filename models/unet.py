@@ -127,6 +127,7 @@ def register_network(name: str, factory: Callable[[dict[str, Any]], nn.Module]) 
 
 # architectures registered by engine modules, imported on first use
 _PROVIDERS = {
+    "denoise_fast": "smartscope.models.denoise.network",
     "smlm_decode": "smartscope.models.smlm.network",
     "stain_generator": "smartscope.models.stain.network",
 }

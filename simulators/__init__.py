@@ -13,12 +13,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["get_virtual_microscope", "virtual_config_path"]
+__all__ = ["AutofocusUniMMCore", "get_virtual_microscope", "virtual_config_path"]
 
 
 def virtual_config_path() -> Path:
     """Path of the Micro-Manager configuration that loads the whole virtual microscope."""
     return Path(__file__).with_name("virtual_microscope.cfg")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "AutofocusUniMMCore":  # imported on use: it loads pymmcore-plus
+        from .autofocus import AutofocusUniMMCore
+
+        return AutofocusUniMMCore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get_virtual_microscope(core: Any) -> Any:

@@ -22,6 +22,9 @@ __all__ = [
     "bead_zstack",
     "camera_calibration_frames",
     "denoise_pairs",
+    "denoise_sequences",
+    "drifting_frames",
+    "photon_map",
     "smlm_frames",
     "stain_fields",
     "stain_pairs",
@@ -33,6 +36,20 @@ Channel = Literal["nuclei", "mitochondria", "membrane", "mixed"]
 
 def _field_seed(seed: int, i: int) -> int:
     return int(seed) * 1_000_003 + int(i) * 7_919 + 17
+
+
+def photon_map(signal: np.ndarray, photons: float, low: float | None = None) -> np.ndarray:
+    """The denoising data sets' light level: photons per pixel per exposure.
+
+    ``signal`` scaled so that its 99.9th percentile (the brightest structure) gets
+    ``photons``, plus a background of 2 % of that (autofluorescence). ``low``: a
+    percentile subtracted first (for real images with an offset), clipped at zero.
+    """
+    sig = np.asarray(signal, np.float32)
+    if low is not None:
+        sig = np.clip(sig - np.percentile(sig, low), 0.0, None)
+    peak = float(np.percentile(sig, 99.9)) or 1.0
+    return (sig / peak * photons + 0.02 * photons).astype(np.float32)
 
 
 def denoise_pairs(
@@ -76,13 +93,95 @@ def denoise_pairs(
         fs = _field_seed(seed, i)
         ch = chans[i % 3] if channel == "mixed" else channel
         scene = CellScene(shape, pixel_size_um, seed=fs)
-        sig = scene.blurred(ch)
-        peak = float(np.percentile(sig, 99.9)) or 1.0
-        ph = (sig / peak * photons + 0.02 * photons).astype(np.float32)
+        ph = photon_map(scene.blurred(ch), photons)
         rng = np.random.default_rng(fs + 1)
         frame = expose(cam, ph, rng)
         clean[i] = expected_electrons(cam, ph)
         noisy[i] = (frame.astype(np.float32) + 0.5 - cam.offset_adu) / cam.gain_adu_per_e
+    return noisy, clean
+
+
+def drifting_frames(
+    photons_map: np.ndarray,
+    n_frames: int,
+    crop_px: tuple[int, int],
+    velocity_px: tuple[float, float],
+    rng: np.random.Generator,
+    camera: CameraConfig | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A short live recording of a drifting sample: ``(noisy, clean)`` ``[T, Y, X]`` electrons.
+
+    ``photons_map`` (photons per pixel per exposure, larger than ``crop_px`` by the margin
+    the motion needs) moves at ``velocity_px`` (dy, dx) per frame; frame ``t`` sees it
+    shifted by ``velocity · (t - T + 1)`` (cubic spline), so the **last** frame is the
+    unshifted centre crop: the current frame, whose truth the denoiser is judged on. Each
+    frame has its own shot and read noise; the sensor's fixed pattern stays put, as on a
+    real camera. Units as :func:`denoise_pairs` (nominal calibration, e⁻).
+    """
+    from scipy import ndimage
+
+    cam = camera or CameraConfig()
+    h, w = crop_px
+    big_h, big_w = photons_map.shape
+    m_y, m_x = (big_h - h) // 2, (big_w - w) // 2
+    reach = np.abs(np.asarray(velocity_px)) * (n_frames - 1)
+    if n_frames < 1 or m_y < reach[0] + 2 or m_x < reach[1] + 2:
+        raise ValueError(
+            f"photons_map {photons_map.shape} leaves margins ({m_y}, {m_x}) px around {crop_px}: "
+            f"too small for {n_frames} frames at {velocity_px} px/frame"
+        )
+    noisy = np.empty((n_frames, h, w), np.float32)
+    clean = np.empty((n_frames, h, w), np.float32)
+    for t in range(n_frames):
+        back = t - (n_frames - 1)
+        dy, dx = velocity_px[0] * back, velocity_px[1] * back
+        iy, ix = int(np.floor(dy)), int(np.floor(dx))
+        win = photons_map[m_y + iy - 2 : m_y + iy + h + 3, m_x + ix - 2 : m_x + ix + w + 3]
+        if dy != iy or dx != ix:
+            win = ndimage.shift(win, (iy - dy, ix - dx), order=3, mode="nearest")
+        ph = np.maximum(win[2 : 2 + h, 2 : 2 + w], 0.0).astype(np.float32)
+        clean[t] = expected_electrons(cam, ph)
+        frame = expose(cam, ph, rng)
+        noisy[t] = (frame.astype(np.float32) + 0.5 - cam.offset_adu) / cam.gain_adu_per_e
+    return noisy, clean
+
+
+def denoise_sequences(
+    n: int,
+    shape: tuple[int, int] = (128, 128),
+    seed: int = 0,
+    photons: float = 20.0,
+    n_frames: int = 5,
+    max_speed_px: float = 1.0,
+    channel: Channel = "mixed",
+    pixel_size_um: float = 0.1,
+    camera: CameraConfig | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Live low-light recordings of drifting cell fields: ``(noisy, clean)`` ``[n, T, Y, X]`` e⁻.
+
+    Field ``i`` is the cell field of :func:`denoise_pairs` (same seeding, light level and
+    background), rendered with a margin and recorded for ``n_frames`` frames while it
+    drifts at a constant velocity of random direction and speed uniform in
+    ``[0, max_speed_px]`` px per frame (:func:`drifting_frames`).
+    """
+    if n < 1 or n_frames < 1:
+        raise ValueError(f"n={n} and n_frames={n_frames} must be >= 1")
+    if photons <= 0:
+        raise ValueError(f"photons={photons} must be > 0")
+    cam = camera or CameraConfig()
+    chans = ["nuclei", "mitochondria", "membrane"]
+    margin = int(np.ceil(max_speed_px * (n_frames - 1))) + 4
+    big = (shape[0] + 2 * margin, shape[1] + 2 * margin)
+    noisy = np.empty((n, n_frames, *shape), np.float32)
+    clean = np.empty((n, n_frames, *shape), np.float32)
+    for i in range(n):
+        fs = _field_seed(seed, i)
+        ch = chans[i % 3] if channel == "mixed" else channel
+        ph = photon_map(CellScene(big, pixel_size_um, seed=fs).blurred(ch), photons)
+        rng = np.random.default_rng(fs + 1)
+        angle, speed = rng.uniform(0, 2 * np.pi), rng.uniform(0, max_speed_px)
+        vel = (speed * float(np.sin(angle)), speed * float(np.cos(angle)))
+        noisy[i], clean[i] = drifting_frames(ph, n_frames, shape, vel, rng, cam)
     return noisy, clean
 
 
@@ -124,6 +223,9 @@ class StainFields:
     channels: tuple[str, ...]
     pixel_size_um: float
     description: str
+    # [n, P, Y, X] float32: the lamp frame again at each of ``planes_um`` (µm from focus)
+    label_free_planes_adu: np.ndarray | None = None
+    planes_um: tuple[float, ...] = ()
 
 
 def stain_fields(
@@ -137,6 +239,7 @@ def stain_fields(
     exposure_ms: float = 10.0,
     defocus_um: float = 0.0,
     pixel_size_um: float = 0.1,
+    planes_um: Sequence[float] = (),
 ) -> StainFields:
     """``n`` fields of view imaged by the virtual microscope as a live run would see them.
 
@@ -145,8 +248,11 @@ def stain_fields(
     fluorescence channel with only its laser on (``laser_mw``; the inputs channel
     completion is given), and the noise-free, in-focus fluorescence of each channel as the
     target. ``defocus_um`` moves the sample out of focus for the camera frames (not for
-    the targets): an out-of-distribution input for trust tests. Frames are sCMOS ADU as
-    float32 (offset included), exactly what the camera delivers in a live run.
+    the targets): an out-of-distribution input for trust tests. ``planes_um``: the lamp
+    frame is also recorded with the focus moved by each of these offsets (µm, e.g. a
+    defocus pair ``(-1, 1)``), as a z-stack of the label-free channel would; they land in
+    ``label_free_planes_adu``. Frames are sCMOS ADU as float32 (offset included), exactly
+    what the camera delivers in a live run.
     """
     from .microscope import LAMP, VirtualMicroscope
 
@@ -157,6 +263,8 @@ def stain_fields(
     lf = np.empty((n, size_px, size_px), np.float32)
     fl = np.empty((n, c, size_px, size_px), np.float32)
     tg = np.empty((n, c, size_px, size_px), np.float32)
+    planes = tuple(float(z) for z in planes_um)
+    lfp = np.empty((n, len(planes), size_px, size_px), np.float32) if planes else None
     for i in range(n):
         vm = VirtualMicroscope(
             "cells",
@@ -172,6 +280,11 @@ def stain_fields(
         vm.set_power(LAMP, lamp_mw)
         img, _ = vm.render_frame()
         lf[i] = img
+        if lfp is not None:
+            for j, dz in enumerate(planes):
+                vm.set_z_um(-defocus_um - dz)
+                lfp[i, j], _ = vm.render_frame()
+            vm.set_z_um(-defocus_um)
         vm.set_power(LAMP, 0.0)
         for k, ch in enumerate(STAIN_CHANNELS):
             vm.set_power(_STAIN_LASER[ch], laser_mw)
@@ -183,8 +296,9 @@ def stain_fields(
     desc = (
         f"simulator cells, {n} fields {size_px}x{size_px} px, seed {seed}, {mode} lamp {lamp_mw} mW, "
         f"lasers {laser_mw} mW, {exposure_ms} ms, defocus {defocus_um} um"
+        + (f", label-free planes {list(planes)} um" if planes else "")
     )
-    return StainFields(lf, fl, tg, STAIN_CHANNELS, pixel_size_um, desc)
+    return StainFields(lf, fl, tg, STAIN_CHANNELS, pixel_size_um, desc, lfp, planes)
 
 
 def smlm_frames(

@@ -17,11 +17,18 @@ start/stop cost; properties Scenario, Seed, SensorSize, CameraMode, Pacing, …)
 ``Laser405``/``Laser488``/``Laser561``/``Laser640`` and ``TransmittedLamp`` (property
 ``Power`` in mW, hardware-sequenceable), ``VirtualShutter`` (in front of every light
 source), ``VirtualXYStage`` (µm, over a sample plane larger than one field),
-``VirtualZStage`` (µm, hardware-sequenceable), ``VirtualDeformableMirror`` (properties
-``Z1``…``Z21``: Noll Zernike amplitudes in rad RMS, plus ``ZernikeVectorRad``). The
-objective turret is a C++ state device (``virtual_microscope.cfg`` loads DemoCamera's
-``DObjective`` as ``Objective``) because pixel-size calibrations are resolved by the C++
-core; the microscope follows its ``Label`` through the core's ``propertyChanged`` signal.
+``VirtualZStage`` (µm, hardware-sequenceable), ``VirtualAutofocus`` (a focus lock on the
+drift model), ``VirtualDeformableMirror`` (properties ``Z1``…``Z21``: Noll Zernike
+amplitudes in rad RMS, plus ``ZernikeVectorRad``). The objective turret is a C++ state
+device (``virtual_microscope.cfg`` loads DemoCamera's ``DObjective`` as ``Objective``)
+because pixel-size calibrations are resolved by the C++ core; the microscope follows its
+``Label`` through the core's ``propertyChanged`` signal.
+
+Micro-Manager's device contract (``simulators/README.md``): a property set through the core
+emits ``propertyChanged`` once, device-level moves and exposure their own signals; the
+advertised limits and allowed values are what a device takes (beyond them it refuses,
+never clamps); the camera builds its sample when it initialises and is busy until a change
+is rebuilt.
 
 Invariants: in ``Pacing=RealTime`` the camera exposes in wall-clock time — frame k's
 exposure is the real interval ``[ExposureStart_s, ExposureEnd_s]`` of ``Exposure`` ms, frames
@@ -39,9 +46,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
+from pymmcore_plus import FocusDirection
 from pymmcore_plus.experimental.unicore import (
     CameraDevice,
     GenericDevice,
@@ -50,9 +59,21 @@ from pymmcore_plus.experimental.unicore import (
     XYStageDevice,
     pymm_property,
 )
+from pymmcore_plus.experimental.unicore.devices._device_base import Device
+from pymmcore_plus.experimental.unicore.devices._properties import PropertyController
 
+from .autofocus import AutoFocusDevice
 from .camera import EMCCD_REFERENCE, SCMOS_REFERENCE
-from .microscope import LAMP, LIGHT_SOURCES, SCENARIOS, Z_TARGET, FrameTruth, VirtualMicroscope
+from .microscope import (
+    BINNINGS,
+    EXPOSURE_LIMITS_MS,
+    LAMP,
+    LIGHT_SOURCES,
+    SCENARIOS,
+    Z_TARGET,
+    FrameTruth,
+    VirtualMicroscope,
+)
 from .optics import OBJECTIVES
 
 __all__ = [
@@ -63,6 +84,7 @@ __all__ = [
     "Laser561",
     "Laser640",
     "TransmittedLamp",
+    "VirtualAutofocus",
     "VirtualCamera",
     "VirtualDeformableMirror",
     "VirtualShutter",
@@ -75,6 +97,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 N_MIRROR_MODES = 21
+MIRROR_LIMIT_RAD = 5.0  # per-mode stroke the mirror accepts (and advertises)
 SENSOR_SIZES = ("64", "128", "256", "512", "1024", "2048")
 SEQUENCE_MAX_LENGTH = 1024  # steps a triggered light source or focus stage can hold
 # sequence start/stop of a real sCMOS: arming the sensor and allocating/pinning the host ring
@@ -131,6 +154,7 @@ class _CoreFollower:
         self.signals = signals
         self.vm = vm
         self.objective_device = "Objective"
+        self.focus_label = ""  # the virtual Z stage's label (the autofocus reports its moves)
         self._labels = {o.label for o in OBJECTIVES}
         signals.propertyChanged.connect(self.on_property)
         signals.autoShutterSet.connect(self.on_auto_shutter)
@@ -207,12 +231,20 @@ def get_virtual_microscope(core: Any) -> VirtualMicroscope:
     return entry[1]
 
 
-class _VirtualDevice:
-    """Mixin: lazy access to the shared microscope of this device's core."""
+class _VirtualDevice(Device):
+    """Base of every virtual device: lazy access to the shared microscope of this device's
+    core, and change signals as pymmcore-plus expects Python devices to emit them.
+
+    A property set through the core (``setProperty``) emits ``propertyChanged(label, name,
+    value)`` once, with the value read back; the device-level calls the core makes directly
+    (``setExposure``, ``setPosition``, ``setShutterOpen``, …) emit their own signals
+    (:meth:`_changed`). Values set as text are matched to a property's allowed values by
+    their text, as Micro-Manager compares them ("2" selects binning 2).
+    """
 
     _vm_: VirtualMicroscope | None = None
     _token_: object | None = None
-    core: Any
+    _quiet: int = 0  # > 0 while a property set is in progress: it emits once, at the end
 
     @property
     def vm(self) -> VirtualMicroscope:
@@ -227,6 +259,50 @@ class _VirtualDevice:
         self._vm_ = None
         self._token_ = None
 
+    def set_property_value(self, prop_name: str, value: Any) -> None:
+        allowed = self.get_property_info(prop_name).allowed_values
+        if allowed and value not in allowed:
+            value = next((a for a in allowed if str(a) == str(value)), value)
+        before = self._text(prop_name)
+        self._quiet += 1
+        try:
+            super().set_property_value(prop_name, value)
+        finally:
+            self._quiet -= 1
+        self._changed(prop_name, before)
+
+    def _text(self, prop_name: str) -> str | None:
+        try:
+            return _text(self.get_property_value(prop_name))
+        except Exception:  # a property that cannot be read before the device is initialised
+            return None
+
+    def _changed(self, prop_name: str, before: str | None = None) -> None:
+        """Tell the core's listeners that ``prop_name`` changed, as text, like a C++ device
+        (not while a set is in progress, and not when the value stayed the same)."""
+        if self._quiet or self._core_proxy_ is None:
+            return
+        now = self._text(prop_name)
+        if now is not None and now != before:
+            self.core.events.propertyChanged.emit(self.get_label(), prop_name, now)
+
+
+def _text(value: Any) -> str:
+    """A property value as Micro-Manager's signals carry it: text."""
+    if isinstance(value, bool):
+        return str(int(value))
+    return str(getattr(value, "value", value))
+
+
+def _with_limits(dev: Device, name: str, limits: tuple[float, float]) -> None:
+    """Give this device its own copy of a class-level property with ``limits`` (the class's
+    controller is shared by every device of the class)."""
+    ctrl = dev._prop_controllers_[name]
+    info = replace(ctrl.property, limits=limits)
+    dev._prop_controllers_[name] = PropertyController(
+        info, ctrl.fget, ctrl.fset, ctrl.fseq_load, ctrl.fseq_start, ctrl.fseq_stop, ctrl.doc
+    )
+
 
 def _sleep_until(t_s: float) -> None:
     wait = t_s - time.time()
@@ -238,10 +314,20 @@ def _sleep_until(t_s: float) -> None:
 
 
 class VirtualCamera(_VirtualDevice, CameraDevice):
-    """Simulated sCMOS/EMCCD camera imaging the virtual sample (uint16 frames)."""
+    """Simulated sCMOS/EMCCD camera imaging the virtual sample (uint16 frames).
+
+    ``Scenario``, ``Seed`` and ``SensorSize`` are pre-initialisation properties: the sample
+    is built when the camera initialises, so the first frame comes at steady-state speed.
+    A later change rebuilds it; until then the camera is busy, and waiting for it
+    (``waitForDevice`` / ``waitForSystem``) builds it, so an acquisition that waits for its
+    devices before it starts keeps its timing from the first frame.
+    """
 
     def __init__(self) -> None:
         super().__init__()
+        _with_limits(self, "Exposure", EXPOSURE_LIMITS_MS)
+        _with_limits(self, "EMGain", (1.0, 2000.0))
+        self.set_property_allowed_values("Binning", list(BINNINGS))
         self._pacing = "RealTime"
         self._start_cost_ms = DEFAULT_START_COST_MS
         self._stop_cost_ms = DEFAULT_STOP_COST_MS
@@ -250,10 +336,16 @@ class VirtualCamera(_VirtualDevice, CameraDevice):
         self._signals: Any = None
 
     def initialize(self) -> None:
-        _ = self.vm
+        self.vm.prepare()  # the sample of the pre-initialisation settings, built now
         self._signals = _core_signals(self._token_)
         if self._signals is not None:
             self._signals.sequenceAcquisitionStopped.connect(self._on_sequence_stopped)
+
+    def busy(self) -> bool:
+        """Busy while the sample must be rebuilt; asking waits for that (see the class doc)."""
+        if self._vm_ is not None and self._vm_.needs_prepare:
+            self._vm_.prepare()
+        return False
 
     def shutdown(self) -> None:
         if self._signals is not None:
@@ -276,7 +368,11 @@ class VirtualCamera(_VirtualDevice, CameraDevice):
         return self.vm.exposure_ms
 
     def set_exposure(self, exposure: float) -> None:
+        before = _text(self.vm.exposure_ms)
         self.vm.set_exposure_ms(float(exposure))
+        if not self._quiet and self._core_proxy_ is not None:
+            self.core.events.exposureChanged.emit(self.get_label(), self.vm.exposure_ms)
+        self._changed("Exposure", before)
 
     def shape(self) -> tuple[int, int]:
         return self.vm.frame_shape()
@@ -339,7 +435,7 @@ class VirtualCamera(_VirtualDevice, CameraDevice):
     def get_roi(self) -> tuple[int, int, int, int]:
         vm = self.vm
         if vm.roi is None:
-            return (0, 0, vm.sensor_px, vm.sensor_px)
+            return (0, 0, vm.binned_px, vm.binned_px)
         return vm.roi
 
     def set_roi(self, x: int, y: int, width: int, height: int) -> None:
@@ -353,13 +449,20 @@ class VirtualCamera(_VirtualDevice, CameraDevice):
         return self.vm.camera.em_gain
 
     def set_em_gain(self, value: float) -> None:
-        self.vm.set_camera(em_gain=max(1.0, float(value)))
+        self.vm.set_camera(em_gain=float(value))
+
+    def get_binning(self) -> int:
+        return self.vm.binning
+
+    def set_binning(self, value: int) -> None:
+        """On-chip binning 1, 2 or 4: frame shape and pixel size follow; the ROI is cleared."""
+        self.vm.set_binning(int(value))
 
     def get_camera_name(self) -> str:
         return "smartscope virtual camera"
 
     # simulator properties -------------------------------------------------------
-    @pymm_property(allowed_values=list(SCENARIOS), name="Scenario")
+    @pymm_property(allowed_values=list(SCENARIOS), name="Scenario", is_pre_init=True)
     def scenario(self) -> str:
         """Sample scenario (rebuilds the sample and resets the simulated clock)."""
         return self.vm.scenario
@@ -367,8 +470,10 @@ class VirtualCamera(_VirtualDevice, CameraDevice):
     @scenario.setter
     def _set_scenario(self, value: str) -> None:
         self.vm.configure(scenario=str(value))
+        if self._signals is not None:  # the scenario's own light settings: the lights changed too
+            self._signals.propertiesChanged.emit()
 
-    @pymm_property(limits=(0, 2**31 - 1), name="Seed")
+    @pymm_property(limits=(0, 2**31 - 1), name="Seed", is_pre_init=True)
     def seed(self) -> int:
         """Seed of the sample, photophysics and noise (rebuilds the sample)."""
         return self.vm.seed
@@ -377,7 +482,7 @@ class VirtualCamera(_VirtualDevice, CameraDevice):
     def _set_seed(self, value: int) -> None:
         self.vm.configure(seed=int(float(value)))
 
-    @pymm_property(allowed_values=list(SENSOR_SIZES), name="SensorSize")
+    @pymm_property(allowed_values=list(SENSOR_SIZES), name="SensorSize", is_pre_init=True)
     def sensor_size(self) -> str:
         """Square sensor edge in pixels (rebuilds the sample)."""
         return str(self.vm.sensor_px)
@@ -482,8 +587,15 @@ class VirtualCamera(_VirtualDevice, CameraDevice):
 
 
 class _Light(_VirtualDevice, GenericDevice):
+    """A light source; ``Power`` advertises 0…``max_power_mw`` and refuses more, as a laser
+    controller does (a sequence with a value beyond it is refused whole)."""
+
     source: ClassVar[str] = ""
     max_power_mw: ClassVar[float] = 200.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        _with_limits(self, "Power", (0.0, self.max_power_mw))
 
     def initialize(self) -> None:
         _ = self.vm
@@ -499,11 +611,11 @@ class _Light(_VirtualDevice, GenericDevice):
 
     @power.setter
     def _set_power(self, value: float) -> None:
-        self.vm.set_power(self.source, min(float(value), self.max_power_mw))
+        self.vm.set_power(self.source, float(value))
 
     @power.sequence_loader
     def _load_power_sequence(self, sequence: Sequence[float]) -> None:
-        self.vm.load_sequence(self.source, [min(float(v), self.max_power_mw) for v in sequence])
+        self.vm.load_sequence(self.source, [float(v) for v in sequence])
 
     @power.sequence_starter
     def _start_power_sequence(self) -> None:
@@ -572,7 +684,19 @@ class VirtualShutter(_VirtualDevice, ShutterDevice):
         return self.vm.shutter_open
 
     def set_open(self, open: bool) -> None:
+        # the core's setShutterOpen emits propertyChanged(label, "State", …) itself
+        if not isinstance(open, bool | int):  # as the C++ core: a shutter is opened by a flag
+            raise TypeError(f"{self.get_label()}: open must be a bool, got {open!r}")
         self.vm.set_shutter(bool(open))
+
+    @pymm_property(allowed_values=[0, 1], name="State")
+    def state(self) -> int:
+        """1: open, 0: closed (Micro-Manager's shutter property; same as setShutterOpen)."""
+        return int(self.vm.shutter_open)
+
+    @state.setter
+    def _set_state(self, value: int) -> None:
+        self.set_open(bool(int(value)))
 
 
 # ============================================================================ stages
@@ -598,6 +722,11 @@ class VirtualXYStage(_VirtualDevice, XYStageDevice):
 
     def set_position_um(self, x: float, y: float) -> None:
         self.vm.set_stage_xy_um(float(x) + self._origin_um[0], float(y) + self._origin_um[1])
+        self._moved()
+
+    def _moved(self) -> None:
+        if self._core_proxy_ is not None:
+            self.core.events.XYStagePositionChanged.emit(self.get_label(), *self.get_position_um())
 
     def get_position_um(self) -> tuple[float, float]:
         x, y = self.vm.stage_xy_um
@@ -605,13 +734,16 @@ class VirtualXYStage(_VirtualDevice, XYStageDevice):
 
     def set_origin_x(self) -> None:
         self._origin_um = (self.vm.stage_xy_um[0], self._origin_um[1])
+        self._moved()
 
     def set_origin_y(self) -> None:
         self._origin_um = (self._origin_um[0], self.vm.stage_xy_um[1])
+        self._moved()
 
     def home(self) -> None:
         self._origin_um = (0.0, 0.0)
         self.vm.set_stage_xy_um(0.0, 0.0)
+        self._moved()
 
     def stop(self) -> None:
         pass
@@ -620,30 +752,55 @@ class VirtualXYStage(_VirtualDevice, XYStageDevice):
 class VirtualZStage(_VirtualDevice, StageDevice):
     """Objective focus (µm). Defocus = sample drift − Z; the PSF follows exactly.
 
+    Focus direction: towards the sample (a larger Z brings the objective closer), settable as
+    Micro-Manager's ``FocusDirection`` so a saved configuration loads again.
+
     Sequenceable: a loaded and started position sequence steps once per camera frame of a
     sequence acquisition, at its exposure start (a piezo driven by the camera trigger).
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._direction = FocusDirection.TowardSample
+
     def initialize(self) -> None:
         _ = self.vm
+        f = _follower(self._token_)
+        if f is not None:
+            f.focus_label = self.get_label()
 
     def shutdown(self) -> None:
         self._release()
 
+    def get_focus_direction(self) -> FocusDirection:
+        return self._direction
+
+    def set_focus_direction(self, sign: int) -> None:
+        """Any positive sign: towards the sample, negative: away, 0: unknown (as Micro-Manager)."""
+        sign = int(sign)
+        self._direction = FocusDirection((sign > 0) - (sign < 0))
+
     def set_position_um(self, val: float) -> None:
         self.vm.set_z_um(float(val))
+        self._moved()
+
+    def _moved(self) -> None:
+        if self._core_proxy_ is not None:
+            self.core.events.stagePositionChanged.emit(self.get_label(), self.vm.z_um)
 
     def get_position_um(self) -> float:
         return self.vm.z_um
 
     def home(self) -> None:
         self.vm.set_z_um(0.0)
+        self._moved()
 
     def stop(self) -> None:
         pass
 
     def set_origin(self) -> None:
         self.vm.set_z_um(0.0)
+        self._moved()
 
     def get_sequence_max_length(self) -> int:
         return SEQUENCE_MAX_LENGTH
@@ -676,6 +833,134 @@ class VirtualZStage(_VirtualDevice, StageDevice):
         self.vm.set_drift(wander_um=float(value))
 
 
+# ============================================================================ autofocus
+
+
+class VirtualAutofocus(_VirtualDevice, AutoFocusDevice):
+    """Hardware autofocus on the focus-drift model: a focus lock (like a reflection-based
+    one) that knows where the sample is in focus now — the simulated drift at the
+    simulated time — and moves the ``Z`` stage there plus its offset.
+
+    ``fullFocus``: Z = in-focus Z + offset (refused when Z is further from it than
+    ``CaptureRange_um``); ``incrementalFocus``: one step towards it, at most
+    ``IncrementalStep_um``; continuous focus (``enableContinuousFocus``) holds Z there
+    before every frame while enabled, locked within ``LockTolerance_um``. The focus score is
+    exp(−e²/2) for a lock error e in µm (1: exactly at the target).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._offset_um = 0.0
+        self._continuous = False
+        self._capture_um = 50.0
+        self._step_um = 1.0
+        self._tolerance_um = 0.05
+        self._last_score = 0.0
+
+    def initialize(self) -> None:
+        _ = self.vm
+
+    def shutdown(self) -> None:
+        self.vm.set_focus_lock(None)
+        self._release()
+
+    def _target_um(self) -> float:
+        return self.vm.in_focus_z_um() + self._offset_um
+
+    def _error_um(self) -> float:
+        return self.vm.z_um - self._target_um()
+
+    def _move_to(self, z_um: float) -> None:
+        self.vm.set_z_um(z_um)
+        f = _follower(self._token_)
+        if f is not None and f.focus_label and self._core_proxy_ is not None:
+            self.core.events.stagePositionChanged.emit(f.focus_label, self.vm.z_um)
+
+    def full_focus(self) -> None:
+        error = self._error_um()
+        if abs(error) > self._capture_um:
+            raise RuntimeError(
+                f"autofocus: the focus is {error:+.1f} µm from the lock target, beyond the "
+                f"capture range ({self._capture_um:g} µm)"
+            )
+        self._move_to(self._target_um())
+        self._last_score = self.get_current_focus_score()
+
+    def incremental_focus(self) -> None:
+        error = self._error_um()
+        if abs(error) > self._capture_um:
+            raise RuntimeError(f"autofocus: the focus is {error:+.1f} µm from the lock target, out of range")
+        step = max(-self._step_um, min(self._step_um, -error))
+        self._move_to(self.vm.z_um + step)
+        self._last_score = self.get_current_focus_score()
+
+    def get_offset(self) -> float:
+        return self._offset_um
+
+    def set_offset(self, offset: float) -> None:
+        self._offset_um = float(offset)
+        if self._continuous:
+            self.vm.set_focus_lock(self._offset_um)
+
+    def set_continuous_focusing(self, on: bool) -> None:
+        if on and not self._continuous:
+            self.full_focus()  # a lock first brings the focus to its target
+        self._continuous = bool(on)
+        self.vm.set_focus_lock(self._offset_um if self._continuous else None)
+
+    def get_continuous_focusing(self) -> bool:
+        return self._continuous
+
+    def is_continuous_focus_locked(self) -> bool:
+        if not self._continuous:
+            return False
+        if abs(self._error_um()) <= self._capture_um:  # the lock follows the drift at all times
+            self._move_to(self._target_um())
+        return abs(self._error_um()) <= self._tolerance_um
+
+    def get_last_focus_score(self) -> float:
+        return self._last_score
+
+    def get_current_focus_score(self) -> float:
+        return float(np.exp(-0.5 * self._error_um() ** 2))
+
+    @pymm_property(limits=(-100.0, 100.0), name="Offset_um")
+    def offset_um(self) -> float:
+        """Where focus is held, µm above the in-focus Z (same as setAutoFocusOffset)."""
+        return self._offset_um
+
+    @offset_um.setter
+    def _set_offset_um(self, value: float) -> None:
+        self.set_offset(float(value))
+
+    @pymm_property(limits=(0.1, 1000.0), name="CaptureRange_um")
+    def capture_range_um(self) -> float:
+        """How far from its target the lock can still find focus (µm)."""
+        return self._capture_um
+
+    @capture_range_um.setter
+    def _set_capture_range_um(self, value: float) -> None:
+        self._capture_um = float(value)
+
+    @pymm_property(limits=(0.001, 100.0), name="IncrementalStep_um")
+    def incremental_step_um(self) -> float:
+        """Largest move of one incrementalFocus (µm)."""
+        return self._step_um
+
+    @incremental_step_um.setter
+    def _set_incremental_step_um(self, value: float) -> None:
+        self._step_um = float(value)
+
+    @pymm_property(limits=(0.001, 10.0), name="LockTolerance_um")
+    def lock_tolerance_um(self) -> float:
+        """Lock error within which continuous focus reports itself locked (µm)."""
+        return self._tolerance_um
+
+    @lock_tolerance_um.setter
+    def _set_lock_tolerance_um(self, value: float) -> None:
+        self._tolerance_um = float(value)
+
+
 # ============================================================================ mirror
 
 
@@ -705,7 +990,7 @@ class VirtualDeformableMirror(_VirtualDevice, GenericDevice):
                 default_value=0.0,
                 getter=_mode_getter(j),
                 setter=_mode_setter(j),
-                limits=(-5.0, 5.0),
+                limits=(-MIRROR_LIMIT_RAD, MIRROR_LIMIT_RAD),
                 property_type=float,
             )
 
@@ -738,4 +1023,6 @@ class VirtualDeformableMirror(_VirtualDevice, GenericDevice):
             raise ValueError(f"ZernikeVectorRad: {value!r} is not a comma-separated list") from exc
         if len(vals) > N_MIRROR_MODES:
             raise ValueError(f"ZernikeVectorRad: at most {N_MIRROR_MODES} modes, got {len(vals)}")
+        if any(not abs(v) <= MIRROR_LIMIT_RAD for v in vals):
+            raise ValueError(f"ZernikeVectorRad: every amplitude must be within ±{MIRROR_LIMIT_RAD:g} rad")
         self.vm.set_mirror(vals)

@@ -18,6 +18,10 @@ start in a sequence acquisition), like TTL-triggered hardware.
 The sample is a plane of fields under the XY stage (:mod:`.stage`); the home position
 (0, 0) shows the field a fixed-stage microscope shows.
 
+Camera binning (1, 2, 4) sums the charge of k×k sensor pixels before the read-out; the ROI is
+in binned pixels. A focus lock (``set_focus_lock``) holds Z at the in-focus Z (the drift at
+the simulated time) plus an offset before every frame.
+
 Lights: the lasers excite their dyes (488 → nuclei, 561 → mitochondria, 640 → membrane
 in the cell scenes; 640 excites and 405 activates the SMLM dye); the camera records the
 sum of everything excited (no emission filter wheel), plus the transmitted lamp, which
@@ -45,6 +49,8 @@ from .scene import CellScene, SMLMScene
 from .stage import STAGE_LIMIT_UM, FieldCache, FieldIndex, Piece, cover, field_seed, stage_offset_px
 
 __all__ = [
+    "BINNINGS",
+    "EXPOSURE_LIMITS_MS",
     "LAMP",
     "LASER_LINES_NM",
     "LIGHT_SOURCES",
@@ -60,6 +66,8 @@ LASER_LINES_NM: tuple[int, ...] = (405, 488, 561, 640)
 LAMP = "lamp"
 LIGHT_SOURCES: tuple[str, ...] = (*(str(k) for k in LASER_LINES_NM), LAMP)
 Z_TARGET = "z"  # sequence target of the focus stage (light sources are named by LIGHT_SOURCES)
+EXPOSURE_LIMITS_MS = (0.01, 60_000.0)  # what the camera accepts (and advertises)
+BINNINGS: tuple[int, ...] = (1, 2, 4)  # on-chip binning factors the camera offers
 
 # default light settings per scenario (mW; lamp in mW-equivalent)
 _DEFAULT_POWER: dict[str, dict[str, float]] = {
@@ -216,7 +224,9 @@ class VirtualMicroscope:
         self._scenario: str = scenario
         self._seed = int(seed)
         self._sensor_px = int(sensor_px)
-        self.roi: tuple[int, int, int, int] | None = None
+        self.roi: tuple[int, int, int, int] | None = None  # in binned pixels, as Micro-Manager's
+        self.binning = 1
+        self.focus_lock_um: float | None = None  # offset a running focus lock holds (None: off)
         self.light = LightPath(LIGHT_SOURCES, _DEFAULT_POWER.get(scenario, {}))
         self.shutter_open = False  # the illumination shutter, closed at rest ...
         self.auto_shutter = True  # ... and opened for every exposure while the core's AutoShutter is on
@@ -285,7 +295,7 @@ class VirtualMicroscope:
         self._clean_frames: deque[int] = deque()
         if self.roi is not None:
             x, y, w, h = self.roi
-            if x + w > self._sensor_px or y + h > self._sensor_px:
+            if x + w > self.binned_px or y + h > self.binned_px:
                 self.roi = None
 
     def _build_world(self) -> None:
@@ -403,6 +413,11 @@ class VirtualMicroscope:
     def sensor_px(self) -> int:
         return self._sensor_px
 
+    @property
+    def binned_px(self) -> int:
+        """Sensor edge in binned pixels (what a full frame is wide at the current binning)."""
+        return self._sensor_px // self.binning
+
     def set_power(self, source: str | int, power_mw: float, at_s: float | None = None) -> None:
         """Set a light source's power (mW at the sample) from wall-clock time ``at_s`` (now)."""
         key = str(source)
@@ -431,8 +446,9 @@ class VirtualMicroscope:
         return self.light.gate.latest > 0
 
     def set_exposure_ms(self, exposure_ms: float) -> None:
-        if not 0 < exposure_ms <= 60_000:
-            raise ValueError(f"exposure_ms={exposure_ms} must be in (0, 60000]")
+        lo, hi = EXPOSURE_LIMITS_MS
+        if not lo <= exposure_ms <= hi:
+            raise ValueError(f"exposure_ms={exposure_ms} must be within {lo:g}..{hi:g}")
         with self._lock:
             self.camera = self.camera.model_copy(update={"exposure_ms": float(exposure_ms)})
 
@@ -446,6 +462,32 @@ class VirtualMicroscope:
             self.camera = CameraConfig.model_validate({**self.camera.model_dump(), **updates})
             if self.smlm is not None:
                 self.smlm.camera = self.camera
+
+    def set_binning(self, binning: int) -> None:
+        """On-chip binning: each frame pixel sums the charge of ``binning``² sensor pixels
+        (one read-out, one read noise). The ROI is cleared, as Micro-Manager cameras do."""
+        k = int(binning)
+        if k not in BINNINGS or self._sensor_px % k:
+            raise ValueError(
+                f"binning={binning} must be one of {BINNINGS} and divide the {self._sensor_px}-px sensor"
+            )
+        with self._lock:
+            if k != self.binning:
+                self.binning = k
+                self.roi = None
+
+    def in_focus_z_um(self) -> float:
+        """The Z at which the sample is in focus now (the focus drift at the simulated time)."""
+        with self._lock:
+            return float(self.drift.offset_um(self.t_s))
+
+    def set_focus_lock(self, offset_um: float | None) -> None:
+        """Engage (an offset in µm: Z is held at the in-focus Z + offset before every frame)
+        or release (None) a continuous focus lock that follows the drift."""
+        if offset_um is not None and not math.isfinite(offset_um):
+            raise ValueError(f"focus lock offset {offset_um} must be finite")
+        with self._lock:
+            self.focus_lock_um = None if offset_um is None else float(offset_um)
 
     def set_z_um(self, z_um: float) -> None:
         if not math.isfinite(z_um) or abs(z_um) > 1000:
@@ -489,9 +531,10 @@ class VirtualMicroscope:
             self._drift_override = self.drift
 
     def set_roi(self, x: int, y: int, w: int, h: int) -> None:
-        n = self._sensor_px
+        """A sub-array in binned pixels (x, y, width, height), as Micro-Manager's ``setROI``."""
+        n = self.binned_px
         if x < 0 or y < 0 or w <= 0 or h <= 0 or x + w > n or y + h > n:
-            raise ValueError(f"ROI ({x}, {y}, {w}, {h}) outside the {n}×{n} sensor")
+            raise ValueError(f"ROI ({x}, {y}, {w}, {h}) outside the {n}×{n} sensor (binning {self.binning})")
         with self._lock:
             self.roi = (int(x), int(y), int(w), int(h))
 
@@ -501,7 +544,7 @@ class VirtualMicroscope:
 
     def frame_shape(self) -> tuple[int, int]:
         if self.roi is None:
-            return (self._sensor_px, self._sensor_px)
+            return (self.binned_px, self.binned_px)
         return (self.roi[3], self.roi[2])
 
     def frame_interval_ms(self) -> float:
@@ -601,12 +644,21 @@ class VirtualMicroscope:
             fld.lf_cache = (key, fld.cells.label_free(self.label_free_mode, defocus_um=defocus_um))
         return fld.lf_cache[1]
 
+    @property
+    def needs_prepare(self) -> bool:
+        """Whether the sample must be (re)built before the next frame (see :meth:`prepare`)."""
+        return self._dirty or self._world_dirty
+
     def prepare(self) -> None:
         """Build the sample if it must be (re)built and warm the optics caches for it, so the
         next frame renders at steady-state speed (a camera calls this while it arms)."""
         with self._lock:
             if self._dirty or self._world_dirty:
-                self.expected_photons()
+                self._ensure()
+                # every light source at once: each channel's optics is cached, whichever is on later
+                photons, _ = self._photons(False, dict.fromkeys(LIGHT_SOURCES, 1.0), self._pieces())
+                # the camera's maps and noise tables for this frame shape (a throwaway noise stream)
+                expose(self.camera, photons[: self.binned_px, : self.binned_px], np.random.default_rng(0))
                 if self.smlm is not None:  # PSF stamps for every depth the emitters sit at
                     tab = self.smlm.stamps(self.zernike_rad)  # every field renders with these
                     focus = self.z_um - float(self.drift.offset_um(self.t_s))
@@ -747,10 +799,16 @@ class VirtualMicroscope:
                 t0, t1 = t_now, t_now
             else:
                 t0, t1 = (float(v) for v in exposure_window_s)
+            if self.focus_lock_um is not None:  # a running focus lock corrects before the exposure
+                self.z_um = float(self.drift.offset_um(self.t_s)) + self.focus_lock_um
             p_mean, constant = self.light.received(t0, t1)
             pieces = self._pieces()
             photons, extra = self._photons(True, p_mean, pieces)
-            x, y, w, h = self.roi or (0, 0, self._sensor_px, self._sensor_px)
+            binning = self.binning
+            x, y, w, h = self.roi or (0, 0, self.binned_px, self.binned_px)
+            if binning > 1:  # on-chip binning: the charge of k×k pixels in one read-out
+                nb = self.binned_px
+                photons = photons.reshape(nb, binning, nb, binning).sum(axis=(1, 3))
             if self.roi is not None:
                 photons = np.ascontiguousarray(photons[y : y + h, x : x + w])
             frame = expose(
@@ -809,7 +867,7 @@ class VirtualMicroscope:
                 stage_x_um=sx,
                 stage_y_um=sy,
                 objective=self.objective.label,
-                pixel_size_um=self.pixel_size_um,
+                pixel_size_um=self.pixel_size_um * binning,
             )
             self._stepped = {}
             self.history[self.frame] = truth

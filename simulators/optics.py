@@ -66,7 +66,7 @@ class Optics(BaseModel):
 class Objective(BaseModel):
     """An objective on the turret: label (as Micro-Manager shows it), NA, immersion and the
     camera pixel it projects onto the sample (6 µm camera pixels at the nominal
-    magnification: 20x → 0.3 µm, 60x → 0.1 µm, 100x → 0.06 µm)."""
+    magnification: 10x → 0.6 µm, 20x → 0.3 µm, 40x → 0.15 µm, 60x → 0.1 µm, 100x → 0.06 µm)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -81,6 +81,9 @@ OBJECTIVES: tuple[Objective, ...] = (
     Objective(label="20x/0.75 Air", magnification=20, na=0.75, n_immersion=1.0, pixel_size_um=0.3),
     Objective(label="60x/1.40 Oil", magnification=60, na=1.4, n_immersion=1.518, pixel_size_um=0.1),
     Objective(label="100x/1.45 Oil", magnification=100, na=1.45, n_immersion=1.518, pixel_size_um=0.06),
+    Objective(label="10x/0.30 Air", magnification=10, na=0.3, n_immersion=1.0, pixel_size_um=0.6),
+    Objective(label="40x/0.95 Air", magnification=40, na=0.95, n_immersion=1.0, pixel_size_um=0.15),
+    Objective(label="40x/1.30 Oil", magnification=40, na=1.3, n_immersion=1.518, pixel_size_um=0.15),
 )
 DEFAULT_OBJECTIVE = OBJECTIVES[1]  # the field every scenario was designed and trained at
 

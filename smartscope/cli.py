@@ -40,6 +40,7 @@ app.add_typer(config_app, name="config")
 def _register_engine_commands() -> None:
     """Commands that live beside the code they drive (simulator, engines, training)."""
     from smartscope.batch.apply import apply_cmd
+    from smartscope.check.cli import check_cmd
     from smartscope.engines.cli import compile_cmd, engines_app, export_cmd
     from smartscope.models.cli import app as train_app
     from smartscope.models.smlm.cli import calibrate_app, localize_cmd
@@ -48,6 +49,7 @@ def _register_engine_commands() -> None:
     from smartscope.simulators.cli import simulate
 
     app.command("simulate")(simulate)
+    app.command("check")(check_cmd)
     app.add_typer(train_app, name="train")
     app.command("export")(export_cmd)
     app.command("compile")(compile_cmd)

@@ -11,7 +11,7 @@ EXTRA_OF: dict[str, str] = {
     "bioimageio": "bioimageio",
     "napari": "viewer",
     "qtpy": "viewer",
-    "PyQt5": "viewer",
+    "PyQt6": "viewer",
     "npe2": "viewer",
     "pycromanager": "pycromanager",
     "tensorrt": "tensorrt",

@@ -710,5 +710,6 @@ class Loop:
             "storage_queue_mb": self.cfg.storage.queue_mb,
             "storage_queue_peak_mb": (writer.peak_queued_bytes / 2**20) if writer is not None else 0.0,
             "storage_error": writer.error if writer is not None else None,
+            "storage_io": self.run.io,
             "driver": self.driver.name,
         }

@@ -18,7 +18,7 @@ from smartscope.pipeline import Pipeline, Stage
 from smartscope.registry import build_controller, build_stage
 from smartscope.report import write_report
 from smartscope.safety import Devices, SafetyGate
-from smartscope.storage import RunFolder
+from smartscope.storage import RunFolder, resolve_io
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ def run(
         controllers = [build_controller(c) for c in cfg.controllers]
     pipeline = Pipeline(stages)
     _check_writable(Path(cfg.storage.root))  # before any hardware moves
+    io = resolve_io(Path(cfg.storage.root), cfg.storage.io)  # direct I/O, or why not (one line)
     gate = SafetyGate(cfg.limits, cfg.microscope.lasers, Devices.from_config(cfg.microscope))
     own_driver = driver is None
     if driver is None:
@@ -57,6 +58,7 @@ def run(
             cfg.storage.fsync_every,
             cfg.storage.format,
             cfg.acquisition.axis_layout(),
+            io,
         )
         run_log = RunLog(folder.path / "run.log")  # smartscope's log, events, verdicts
         (folder.path / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")

@@ -86,9 +86,11 @@ def start_cli_run(
     n_frames: int = 100_000,
     lasers_mw: dict[str, float] | None = None,
     started_frames: int = 20,
+    storage: dict[str, Any] | None = None,
 ) -> tuple[subprocess.Popen[bytes], Path]:
     """``smartscope run`` in its own process on the laser demo config; returns once
-    ``started_frames`` frames are on disk (the process and its run folder)."""
+    ``started_frames`` frames are on disk (the process and its run folder). ``storage``
+    adds to the storage section (``io``, ``format``)."""
     from smartscope.storage import read_jsonl
 
     acquisition: dict[str, Any] = {"exposure_ms": 1.0, "n_frames": n_frames}
@@ -99,6 +101,7 @@ def start_cli_run(
         acquisition=acquisition,
         microscope={"config_file": str(DATA / "demo_laser.cfg"), "lasers": LASERS},
     )
+    cfg["storage"].update(storage or {})
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
     proc = subprocess.Popen(

@@ -163,3 +163,31 @@ def test_reading_keeps_one_frame_in_memory(tmp_path: Path) -> None:
     tracemalloc.stop()
     assert total == sum(range(300))
     assert peak < 8 * frame_bytes, f"peak {peak / 1e6:.1f} MB for a 19.7 MB stack"
+
+
+@pytest.mark.parametrize("fmt", ["ome-tiff", "ome-zarr"])
+def test_a_multi_position_run_is_one_stack_per_position_at_its_scale(tmp_path: Path, fmt: str) -> None:
+    """Every position of a run (OME-TIFF series, or one OME-Zarr image each) is an input of
+    its own, with the run's channel names and pixel size; frame i is the same plane in both."""
+    from tests.test_storage_ome import CHANNELS, _frames
+
+    pytest.importorskip("tensorstore")
+    run = RunFolder(tmp_path, "multi", fmt=fmt, layout=({"t": 3, "p": 2, "c": 2, "z": 4}, "tpgcz"))
+    written = _frames()  # 2 positions x 3 t x 2 channels x 4 z at 0.108 µm
+    run.write_raw(written)
+    run.close()
+    stacks = resolve_inputs([run.path])
+    assert [s.name for s in stacks] == [f"{run.path.name}.p0", f"{run.path.name}.p1"]
+    for p, s in enumerate(stacks):
+        assert s.channels == CHANNELS and s.pixel_size_um == pytest.approx((0.108, 0.108))
+        assert s.frame_axes == "TZ" and s.frame_shape == (3, 4)
+        mine = {(f.axes["t"], f.axes["z"], f.axes["c"]): f.image for f in written if f.axes["p"] == p}
+        with StackReader(s) as r:
+            for i in range(s.n_frames):
+                t, z = np.unravel_index(i, s.frame_shape)
+                got = r.frame(i)
+                for c in range(2):
+                    np.testing.assert_array_equal(got[c], mine[(t, z, c)])
+    if fmt == "ome-zarr":  # one position's image on its own is named after the run and position
+        (one,) = resolve_inputs([run.path / "raw.p1.ome.zarr"])
+        assert one.name == f"{run.path.name}.p1"

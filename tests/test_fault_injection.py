@@ -5,7 +5,8 @@ After every fault: the lasers are off, every stored frame is readable and logged
 ``metrics.json`` names what happened. Faults: a driver error at each of its calls, a camera
 that stalls or never starts, kill -9 and SIGTERM/SIGHUP/double Ctrl-C at random moments, a
 full disk, an apply that blocks while a fault comes, camera changes mid-run, a flood of
-remote commands.
+remote commands. Every case that writes frames runs on each storage axis (``storage``):
+OME-TIFF with direct I/O, OME-TIFF through the page cache, and OME-Zarr.
 """
 
 from __future__ import annotations
@@ -34,29 +35,58 @@ from smartscope.drivers.mmcore import PymmcorePlusDriver
 from smartscope.frame import Frame
 from smartscope.runner import run
 from smartscope.storage import RunFolder, count_pages, read_jsonl, recover
+from smartscope.storage.direct import direct_io_refusal
 from smartscope.storage.writer import MAX_BATCH_FRAMES
 from tests.conftest import DATA, LASERS, cfg_dict, start_cli_run
 
+# the storage axes: OME-TIFF written past the page cache (O_DIRECT), through it, and OME-Zarr
+STORAGE = [
+    pytest.param({"io": "direct"}, id="tiff-direct"),
+    pytest.param({"io": "buffered"}, id="tiff-buffered"),
+    pytest.param({"format": "ome-zarr"}, id="zarr"),
+]
 
-def _laser_cfg(tmp_path: Path, **over: Any) -> Any:
+
+@pytest.fixture(params=STORAGE)
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """The storage section's ``io`` / ``format`` for one axis (direct I/O where the
+    temporary folder's file system takes it)."""
+    mode: dict[str, Any] = request.param
+    if mode.get("io") == "direct" and (why := direct_io_refusal(tmp_path)) is not None:
+        pytest.skip(f"the temporary folder refuses direct I/O ({why})")
+    return mode
+
+
+def _laser_cfg(tmp_path: Path, storage: dict[str, Any] | None = None, **over: Any) -> Any:
     sections: dict[str, Any] = {
         "microscope": {"config_file": str(DATA / "demo_laser.cfg"), "lasers": LASERS},
         "acquisition": {"exposure_ms": 2.0, "n_frames": 300, "lasers_mw": {"488": 5.0}},
         "watchdog": {"camera_stall_s": 0.5, "pipeline_stall_s": 0.5, "camera_start_s": 2.0},
     }
     sections.update(over)
-    return validate_config(cfg_dict(tmp_path, **sections))
+    cfg = cfg_dict(tmp_path, **sections)
+    cfg["storage"] = {**cfg["storage"], **(storage or {})}
+    return validate_config(cfg)
+
+
+def _raw_name(storage: dict[str, Any]) -> str:
+    return "raw.ome.zarr" if storage.get("format") == "ome-zarr" else "raw.ome.tif"
+
+
+def _zarr_data(path: Path) -> Any:
+    """An OME-Zarr image's planes (t-major, then c, then z), read with tensorstore."""
+    import tensorstore
+
+    store = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path / "0")}}
+    data = tensorstore.open(store).result().read().result()
+    return data.reshape(-1, *data.shape[-2:])
 
 
 def _zarr_planes_with_data(path: Path) -> int:
     """Planes of an OME-Zarr image that hold a frame (the plan's gaps read as zeros)."""
     import numpy as np
-    import tensorstore
 
-    store = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path / "0")}}
-    data = tensorstore.open(store).result().read().result()
-    planes = data.reshape(-1, *data.shape[-2:])
-    return int(np.count_nonzero(planes.any(axis=(1, 2))))
+    return int(np.count_nonzero(_zarr_data(path).any(axis=(1, 2))))
 
 
 def check_invariants(run_dir: Path, *, all_stored: bool = True) -> dict[str, Any]:
@@ -120,8 +150,10 @@ def _failing_driver(hook: str, after: int) -> type[PymmcorePlusDriver]:
         ("_do_set_exposure", 0),  # at configure: the run never starts, nothing is written
     ],
 )
-def test_a_driver_error_at_any_call_ends_safe(laser_core: Any, tmp_path: Path, hook: str, after: int) -> None:
-    cfg = _laser_cfg(tmp_path)
+def test_a_driver_error_at_any_call_ends_safe(
+    laser_core: Any, tmp_path: Path, hook: str, after: int, storage: dict[str, Any]
+) -> None:
+    cfg = _laser_cfg(tmp_path, storage)
     laser_core.setProperty("Laser488", "Voltage", 5.0)
     cls = _failing_driver(hook, after)
     try:
@@ -146,12 +178,12 @@ def test_a_failing_property_write_is_a_failed_action_not_a_lost_run(laser_core: 
     check_invariants(Path(res.run_dir))
 
 
-def test_a_stalled_camera_ends_safe(laser_core: Any, tmp_path: Path) -> None:
+def test_a_stalled_camera_ends_safe(laser_core: Any, tmp_path: Path, storage: dict[str, Any]) -> None:
     class Quiet(PymmcorePlusDriver):
         def _do_remaining(self) -> int:
             return 0 if self._delivered >= 30 else super()._do_remaining()
 
-    cfg = _laser_cfg(tmp_path)
+    cfg = _laser_cfg(tmp_path, storage)
     laser_core.setProperty("Laser488", "Voltage", 5.0)
     res = run(
         cfg, driver=Quiet(cfg.microscope, cfg.acquisition, cfg.safe_state, core=laser_core), report=False
@@ -243,11 +275,19 @@ def test_a_fault_during_an_apply_cannot_turn_light_back_on(laser_core: Any, tmp_
 # --------------------------------------------------------------- signals and kill -9
 
 
-@pytest.mark.parametrize(
-    ("signals", "seed"), [(("SIGTERM",), 1), (("SIGHUP",), 2), (("SIGINT", "SIGINT"), 3)]
+@pytest.mark.parametrize(  # each signal on one storage axis (a CLI run each: keep the suite short)
+    ("signals", "seed", "storage"),
+    [
+        pytest.param(("SIGTERM",), 1, {"io": "direct"}, id="SIGTERM-tiff-direct"),
+        pytest.param(("SIGHUP",), 2, {"io": "buffered"}, id="SIGHUP-tiff-buffered"),
+        pytest.param(("SIGINT", "SIGINT"), 3, {"format": "ome-zarr"}, id="SIGINT-SIGINT-zarr"),
+    ],
+    indirect=["storage"],
 )
-def test_stop_signals_end_like_ctrl_c(tmp_path: Path, signals: Sequence[str], seed: int) -> None:
-    proc, run_dir = start_cli_run(tmp_path, lasers_mw={"488": 5.0})
+def test_stop_signals_end_like_ctrl_c(
+    tmp_path: Path, signals: Sequence[str], seed: int, storage: dict[str, Any]
+) -> None:
+    proc, run_dir = start_cli_run(tmp_path, lasers_mw={"488": 5.0}, storage=storage)
     time.sleep(random.Random(seed).uniform(0.0, 0.6))  # a random moment of the run
     for name in signals:
         proc.send_signal(getattr(signal, name))
@@ -263,13 +303,34 @@ def test_stop_signals_end_like_ctrl_c(tmp_path: Path, signals: Sequence[str], se
     assert (run_dir / "report.html").is_file()
 
 
-@pytest.mark.parametrize("seed", [11, 12])
-def test_kill_9_at_a_random_moment_then_recover(tmp_path: Path, seed: int) -> None:
-    proc, run_dir = start_cli_run(tmp_path, lasers_mw={"488": 5.0})
+@pytest.mark.parametrize(
+    ("seed", "storage"),
+    [
+        pytest.param(11, {"io": "direct"}, id="tiff-direct"),
+        pytest.param(12, {"io": "buffered"}, id="tiff-buffered"),
+        pytest.param(13, {"format": "ome-zarr"}, id="zarr"),
+    ],
+    indirect=["storage"],
+)
+def test_kill_9_at_a_random_moment_then_recover(tmp_path: Path, seed: int, storage: dict[str, Any]) -> None:
+    proc, run_dir = start_cli_run(tmp_path, lasers_mw={"488": 5.0}, storage=storage)
     time.sleep(random.Random(seed).uniform(0.0, 0.8))
     proc.kill()
     proc.wait(10)
     frames = read_jsonl(run_dir / "frames.jsonl")
+    if storage.get("format") == "ome-zarr":
+        image = run_dir / "raw.ome.zarr"
+        on_disk = _zarr_planes_with_data(image)
+        # every listed frame is on disk; at most one batch is on disk and not yet listed
+        assert len(frames) <= on_disk <= len(frames) + MAX_BATCH_FRAMES
+        data = _zarr_data(image)
+        assert all(data[f["page"]].any() for f in frames)
+        found = recover(run_dir)
+        assert found["raw.ome.zarr"] >= len(frames)
+        group = json.loads((image / "zarr.json").read_text())["attributes"]
+        assert [m["index"] for m in group["ome_writers"]["frame_metadata"]] == [f["index"] for f in frames]
+        assert group["ome"]["multiscales"][0]["axes"][0]["name"] == "t"
+        return
     pages = count_pages(run_dir / "raw.ome.tif")[0]
     assert len(frames) <= pages <= len(frames) + MAX_BATCH_FRAMES  # a batch's pages precede its lines
     found = recover(run_dir)
@@ -282,17 +343,33 @@ def test_kill_9_at_a_random_moment_then_recover(tmp_path: Path, seed: int) -> No
 
 
 @contextlib.contextmanager
-def _small_filesystem(path: Path, mb: int) -> Iterator[bool]:
-    """A tmpfs of ``mb`` MiB at ``path`` (True), or False where mounting is not allowed."""
+def _small_filesystem(path: Path, mb: int) -> Iterator[str | None]:
+    """A real file system of about ``mb`` MiB at ``path``: ext4 on a loop device (it takes
+    direct I/O), else tmpfs; None where mounting is not allowed."""
     path.mkdir(parents=True, exist_ok=True)
-    ok = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={mb}m", "tmpfs", str(path)], capture_output=True
-    )
+    image = path.parent / f"{path.name}.ext4"
+    kind = None
+    if shutil.which("mkfs.ext4"):
+        with open(image, "wb") as fh:
+            fh.truncate(mb << 20)
+        made = subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], capture_output=True)
+        if (
+            made.returncode == 0
+            and subprocess.run(["mount", "-o", "loop", str(image), str(path)], capture_output=True).returncode
+            == 0
+        ):
+            kind = "ext4"
+    if kind is None:
+        ok = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={mb}m", "tmpfs", str(path)], capture_output=True
+        )
+        kind = "tmpfs" if ok.returncode == 0 else None
     try:
-        yield ok.returncode == 0
+        yield kind
     finally:
-        if ok.returncode == 0:
+        if kind is not None:
             subprocess.run(["umount", "-l", str(path)], capture_output=True)
+        image.unlink(missing_ok=True)
 
 
 class _DiskFillsUp(RunFolder):
@@ -300,20 +377,23 @@ class _DiskFillsUp(RunFolder):
 
     def write_raw(self, frames: Sequence[Frame]) -> None:
         if frames and frames[-1].index >= 20:
-            raise OSError(errno.ENOSPC, "No space left on device", str(self.path / "raw.ome.tif"))
+            name = "raw.ome.zarr" if self.format == "ome-zarr" else "raw.ome.tif"
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path / name))
         super().write_raw(frames)
 
 
 def test_a_full_disk_ends_safe_with_every_written_frame_readable(
-    laser_core: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    laser_core: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, storage: dict[str, Any]
 ) -> None:
-    with _small_filesystem(tmp_path / "small", 20) as mounted:
+    with _small_filesystem(tmp_path / "small", 32) as mounted:
         root = tmp_path / "small" if mounted else tmp_path
         if not mounted:
             monkeypatch.setattr(runner, "RunFolder", _DiskFillsUp)
+        if mounted and storage.get("io") == "direct" and direct_io_refusal(root) is not None:
+            pytest.skip(f"the small {mounted} refuses direct I/O")
         cfg = _laser_cfg(
             tmp_path,
-            storage={"root": str(root / "runs"), "name": "full"},
+            {"root": str(root / "runs"), "name": "full", **storage},
             watchdog={"camera_stall_s": 5.0},  # the disk, not a busy machine, ends this run
         )
         laser_core.setProperty("Laser488", "Voltage", 5.0)
@@ -321,14 +401,23 @@ def test_a_full_disk_ends_safe_with_every_written_frame_readable(
             cfg, driver=PymmcorePlusDriver(cfg.microscope, cfg.acquisition, cfg.safe_state, core=laser_core)
         )
         run_dir = Path(res.run_dir)
+        name = _raw_name(storage)
         assert res.status == "failed"
-        assert "No space left on device" in res.reason and "raw.ome.tif" in res.reason  # names file and error
+        assert "No space left on device" in res.reason and name in res.reason  # names file and error
         assert float(laser_core.getProperty("Laser488", "Voltage")) == 0.0
         m = check_invariants(run_dir, all_stored=False)
         assert m["frames_stored"] > 0 and m["frames_stored"] + m["frames_not_stored"] == m["frames_acquired"]
-        assert recover(run_dir)["raw.ome.tif"] == m["frames_stored"]
-        with tifffile.TiffFile(run_dir / "raw.ome.tif") as tif:
-            assert tif.is_ome and tif.series[0].shape[0] == m["frames_stored"]
+        if "io" in storage:
+            assert m["storage_io"] == storage["io"]
+        frames = read_jsonl(run_dir / "frames.jsonl")
+        if storage.get("format") == "ome-zarr":  # every listed frame's plane is on disk
+            data = _zarr_data(run_dir / name)
+            assert all(data[f["page"]].any() for f in frames)
+            assert recover(run_dir)[name] >= m["frames_stored"]
+        else:
+            assert recover(run_dir)[name] == m["frames_stored"]
+            with tifffile.TiffFile(run_dir / name) as tif:
+                assert tif.is_ome and tif.series[0].shape[0] == m["frames_stored"]
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
@@ -352,14 +441,16 @@ class _ChangeCamera(ControllerBase):
         return []
 
 
-def test_camera_changes_mid_run_keep_every_frame(demo_core: Any, tmp_path: Path) -> None:
-    cfg = validate_config(
-        cfg_dict(
-            tmp_path,
-            acquisition={"exposure_ms": 2.0, "n_frames": 150},
-            pipeline={"stages": [{"kind": "stats"}]},
-        )
+def test_camera_changes_mid_run_keep_every_frame(
+    demo_core: Any, tmp_path: Path, storage: dict[str, Any]
+) -> None:
+    sections = cfg_dict(
+        tmp_path,
+        acquisition={"exposure_ms": 2.0, "n_frames": 150},
+        pipeline={"stages": [{"kind": "stats"}]},
     )
+    sections["storage"].update(storage)
+    cfg = validate_config(sections)
     res = run(
         cfg,
         driver=PymmcorePlusDriver(cfg.microscope, cfg.acquisition, cfg.safe_state, core=demo_core),
@@ -368,6 +459,13 @@ def test_camera_changes_mid_run_keep_every_frame(demo_core: Any, tmp_path: Path)
     )
     assert res.status == "completed", res.reason
     run_dir = Path(res.run_dir)
+    if storage.get("format") == "ome-zarr":
+        files = sorted(p.name for p in run_dir.glob("raw*.ome.zarr"))
+        assert files == ["raw.ome.zarr", "raw_001.ome.zarr", "raw_002.ome.zarr"]
+        assert [_zarr_data(run_dir / f).dtype.name for f in files] == ["uint16", "uint16", "uint8"]
+        assert sum(_zarr_planes_with_data(run_dir / f) for f in files) == 150
+        check_invariants(run_dir)
+        return
     files = sorted(p.name for p in run_dir.glob("raw*.ome.tif"))
     assert files == ["raw.ome.tif", "raw_001.ome.tif", "raw_002.ome.tif"]
     shapes = [count_pages(run_dir / f) for f in files]

@@ -52,6 +52,7 @@ LAYERS: list[tuple[str, int]] = [
     ("smartscope.registry", 4),
     ("smartscope.loop", 5),
     ("smartscope.runner", 6),
+    ("smartscope.check", 6),  # commissioning a rig: drivers, storage and safety, no loop
     ("smartscope.logs", 6),  # the run log, a loop listener the runner attaches
     ("smartscope.scenarios", 7),
     ("smartscope.cli", 7),

@@ -261,3 +261,70 @@ def test_simulated_pairs_follow_focus_but_targets_stay_in_focus() -> None:
     for k in range(3):
         top = sharp.target[0, k] > np.percentile(sharp.target[0, k], 95)
         assert sharp.fluorescence_adu[0, k][top].mean() > 1.5 * sharp.fluorescence_adu[0, k][~top].mean()
+
+
+@pytest.fixture(scope="module")
+def planes_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from smartscope.cli import app
+
+    out = tmp_path_factory.mktemp("stain") / "planes"
+    args = [
+        "train",
+        "stain",
+        "--simulate",
+        "--planes=-1,1",
+        "--n-fields",
+        "4",
+        "--field-px",
+        "64",
+        "-o",
+        str(out),
+    ]
+    res = CliRunner().invoke(app, [*args, *TINY])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_simulator_records_the_label_free_planes() -> None:
+    data = simulate(2, 64, 3, planes_um=(-1.0, 1.0))
+    assert data.planes is not None and data.planes[0].shape == (1, 2, 64, 64)
+    stack = data.label_free_stack(1)
+    assert stack.shape == (1, 3, 64, 64)
+    np.testing.assert_array_equal(stack[0, 0], data.label_free[1][0])
+    # the planes are the same cells out of focus: alike, not identical, and not the focus frame
+    r = np.corrcoef(stack[0, 0].ravel(), stack[0, 1].ravel())[0, 1]
+    assert 0.5 < r < 0.999
+    assert "label-free planes [-1.0, 1.0] um" in data.description
+
+
+def test_planes_bundle_takes_a_stack_and_gates_completion_after_the_planes(planes_bundle: Path) -> None:
+    m = load_bundle(planes_bundle).manifest
+    assert m.inputs[0].channels[:3] == ["label_free", "label_free@-1um", "label_free@+1um"]
+    assert m.inputs[0].channels == input_channel_names(CHANNELS, True, (-1.0, 1.0))
+    norm = m.normalization
+    assert norm.channel_offset_adu is not None and len(set(norm.channel_offset_adu[:3])) == 1
+    eng = Engine.open(planes_bundle, "onnxruntime")
+    stack = simulate(1, 64, 7, planes_um=(-1.0, 1.0)).label_free_stack(0)[0]
+    x = build_input(eng, stack, {"mitochondria": np.full((64, 64), 5, np.float32)})
+    np.testing.assert_array_equal(x[:3], stack)
+    assert x[3 + 1, 0, 0] == 5 and x[3 + 3 + 1].min() == 1 and x[3 + 3].max() == 0
+    pred = predict(eng, stack, None, 2)
+    assert pred.virtual.shape == (3, 64, 64) and pred.disagreement is not None
+    with pytest.raises(ValueError, match=r"\(3, Y, X\)"):
+        build_input(eng, stack[0], None)
+    # the torch backend rebuilds the same generator from the architecture block
+    pt = Engine.open(planes_bundle, "torch")
+    np.testing.assert_allclose(pt.infer(x)["virtual"], eng.infer(x)["virtual"], rtol=1e-4, atol=1e-4)
+    # the live stage says plainly that it cannot feed the planes
+    with pytest.raises(ValueError, match="label-free planes"):
+        StainStage(StainStageConfig(bundle=planes_bundle))
+
+
+def test_planes_generator_ignores_what_is_in_a_missing_channel() -> None:
+    cfg = StainNetConfig(channels=CHANNELS, planes_um=[-1.0, 1.0], depth=1, base_width=4)
+    gen = StainGenerator(cfg).eval()
+    x = torch.randn(1, cfg.in_channels, 16, 16)
+    x[:, 3 + 3 :] = 0  # no channel given
+    y = x.clone()
+    y[:, 3:6] = torch.randn(1, 3, 16, 16) * 100  # junk in the fluorescence inputs
+    torch.testing.assert_close(gen(x), gen(y))

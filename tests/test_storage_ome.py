@@ -154,6 +154,9 @@ def test_replay_reproduces_the_dimensions(tmp_path: Path, fmt: str, source: str)
         assert (g.axes.get("t"), g.axes.get("c"), g.axes.get("z")) == (e.axes["t"], e.axes["c"], e.axes["z"])
         if fmt == "ome-tiff" or source == "run folder":
             assert g.series == e.series
+        # the pixel size and channel names, from frames.jsonl or else from the file's metadata
+        assert g.state is not None and g.state.pixel_size_um == pytest.approx(0.108)
+        assert g.channel == e.channel
 
 
 def _plan_frames(seq: object) -> list[Frame]:
@@ -276,3 +279,46 @@ def _next(drv: object) -> Frame | None:
             return None
         if f is not None:
             return f
+
+
+def test_raw_pages_carry_resolution_tags(tmp_path: Path) -> None:
+    """Readers that skip the OME header (ImageJ's TIFF reader, tifffile's resolution) see the
+    calibrated scale on every raw page; a page without a pixel size says no unit."""
+    run = _write(tmp_path)
+    with tifffile.TiffFile(run.path / "raw.ome.tif") as tif:
+        for page in tif.pages:
+            assert page.resolutionunit == tifffile.RESUNIT.CENTIMETER
+            x, y = page.get_resolution(tifffile.RESUNIT.MICROMETER)
+            assert 1 / x == pytest.approx(0.108, rel=1e-4) and 1 / y == pytest.approx(0.108, rel=1e-4)
+    run = RunFolder(tmp_path, "no-scale")
+    run.write_raw([Frame(0, np.zeros((8, 8), np.uint16), camera_time_s=0.0)])
+    run.close()
+    with tifffile.TiffFile(run.path / "raw.ome.tif") as tif:
+        assert tif.pages.first.resolutionunit == tifffile.RESUNIT.NONE
+        assert tif.pages.first.resolution == (1.0, 1.0)
+
+
+def test_recover_describes_a_killed_ome_zarr_run(tmp_path: Path) -> None:
+    """A killed run's OME-Zarr lacks what is written at close (per-frame metadata, steps,
+    channels); recover writes them from frames.jsonl, as the close would have."""
+    pytest.importorskip("tensorstore")
+    run = RunFolder(tmp_path, "zarr", fmt="ome-zarr", layout=({"t": 3, "p": 2, "c": 2, "z": 4}, "tpgcz"))
+    run.write_raw(_frames())
+    run.close()
+    path = run.path / "raw.p1.ome.zarr"
+    closed = json.loads((path / "zarr.json").read_text())
+    killed = json.loads(json.dumps(closed))
+    attrs = killed["attributes"]
+    del attrs["ome_writers"]["frame_metadata"], attrs["ome"]["omero"]
+    (tf,) = attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"]
+    tf["scale"] = [1.0] * len(tf["scale"])  # as created, before the close measured the steps
+    (path / "zarr.json").write_text(json.dumps(killed))
+    recover(run.path)
+    got = json.loads((path / "zarr.json").read_text())["attributes"]
+    want = closed["attributes"]
+    assert got["ome"]["omero"] == want["ome"]["omero"]
+    assert got["ome"]["multiscales"] == want["ome"]["multiscales"]  # z 0.5 µm, pixel 0.108 µm, t
+    timing = [
+        sorted((m["index"], m["delta_t"]) for m in a["ome_writers"]["frame_metadata"]) for a in (got, want)
+    ]
+    assert timing[0] == timing[1]  # every frame's time since the run's start

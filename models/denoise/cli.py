@@ -42,6 +42,18 @@ def train_denoise_cmd(
     lr: Annotated[float, typer.Option(help="Adam learning rate")] = 1e-3,
     depth: Annotated[int, typer.Option(help="U-Net depth")] = 2,
     base_width: Annotated[int, typer.Option(help="U-Net first-level channels")] = 16,
+    arch: Annotated[
+        str, typer.Option(help="unet (2-D U-Net) or fast (multi-frame real-time FastDenoiser)")
+    ] = "unet",
+    frames: Annotated[int, typer.Option(min=1, help="input frames: the current one and those before it")] = 1,
+    width: Annotated[int, typer.Option(min=4, help="fast: channels at 1/stride resolution")] = 32,
+    blocks: Annotated[int, typer.Option(min=0, help="fast: residual 3x3 convolutions")] = 2,
+    stride: Annotated[int, typer.Option(min=1, help="fast: space-to-depth factor")] = 4,
+    coarse: Annotated[bool, typer.Option(help="fast: one coarser level")] = True,
+    residual: Annotated[bool, typer.Option(help="fast: add the current frame to the output")] = True,
+    max_speed_px: Annotated[
+        float, typer.Option(help="--simulate with --frames > 1: maximum sample drift, px per frame")
+    ] = 1.0,
     val_fraction: Annotated[float, typer.Option(help="fields of view held out")] = 0.2,
     val_every: Annotated[int, typer.Option(help="validate every N steps")] = 50,
     patience: Annotated[int, typer.Option(help="early-stopping patience (validations)")] = 4,
@@ -73,26 +85,39 @@ def train_denoise_cmd(
             msg = f"{batch_size} does not split evenly over {nproc} processes"
             raise typer.BadParameter(msg, param_hint="--batch-size")
         raise typer.Exit(launch(nproc, shlex.split(command_line(ctx=ctx))[1:]))
+    from smartscope.models.denoise.network import FastDenoiserConfig
     from smartscope.models.denoise.train import DenoiseTrainConfig, train_denoise  # torch: the ml extra
     from smartscope.models.train_common import FitConfig
     from smartscope.models.unet import UNetConfig
 
     if method not in ("n2v", "care"):
         raise typer.BadParameter("must be n2v or care", param_hint="--method")
+    if arch not in ("unet", "fast"):
+        raise typer.BadParameter("must be unet or fast", param_hint="--arch")
     if (data is None) == (simulate is None):
         raise typer.BadParameter("give exactly one of --data DIR or --simulate SCENARIO")
     meth: Literal["n2v", "care"] = "n2v" if method == "n2v" else "care"
     try:
         if simulate is not None:
             dataset = ddata.simulate(
-                simulate, n_fields=n_fields, field_px=field_px, seed=seed, photons=photons
+                simulate,
+                n_fields=n_fields,
+                field_px=field_px,
+                seed=seed,
+                photons=photons,
+                frames=frames,
+                max_speed_px=max_speed_px,
             )
         else:
             assert data is not None
             dataset = ddata.from_tiff_dir(data, meth)
         cfg = DenoiseTrainConfig(
             method=meth,
-            unet=UNetConfig(depth=depth, base_width=base_width),
+            arch="fast" if arch == "fast" else "unet",
+            unet=UNetConfig(depth=depth, base_width=base_width, in_channels=frames),
+            fast=FastDenoiserConfig(
+                frames=frames, width=width, blocks=blocks, stride=stride, coarse=coarse, residual=residual
+            ),
             fit=FitConfig(
                 steps=steps,
                 batch_size=batch_size,

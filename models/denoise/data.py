@@ -61,8 +61,14 @@ def simulate(
     seed: int,
     photons: float | None = None,
     pixel_size_um: float = 0.1,
+    frames: int = 1,
+    max_speed_px: float = 1.0,
 ) -> DenoiseData:
     """Low-light fields from ``smartscope.simulators.datasets.denoise_pairs``, as sCMOS ADU.
+
+    ``frames > 1``: each field is a live recording of that many frames of a drifting
+    sample (``denoise_sequences``, up to ``max_speed_px`` px per frame), named
+    ``simseq-...``, for networks that take several frames.
 
     Fields are spread over the scenario's light levels (or all at ``photons``); level ``k``
     is one ``denoise_pairs`` call with seed ``seed * 100 + k``, so every field is a distinct
@@ -70,8 +76,10 @@ def simulate(
     (reference sCMOS calibration) puts data and truth in the units live frames arrive in.
     """
     from smartscope.simulators.camera import CameraConfig
-    from smartscope.simulators.datasets import denoise_pairs
+    from smartscope.simulators.datasets import denoise_pairs, denoise_sequences
 
+    if frames < 1:
+        raise ValueError(f"frames={frames} must be >= 1")
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; choose from {sorted(SCENARIOS)}")
     levels = (float(photons),) if photons is not None else SCENARIOS[scenario]
@@ -89,6 +97,24 @@ def simulate(
         if n == 0:
             continue
         s = seed * 100 + k
+        if frames > 1:
+            seq_noisy, seq_clean = denoise_sequences(
+                n,
+                (field_px, field_px),
+                seed=s,
+                photons=ph,
+                n_frames=frames,
+                max_speed_px=max_speed_px,
+                pixel_size_um=pixel_size_um,
+            )
+            noisy += [to_adu(a) for a in seq_noisy]
+            clean += [to_adu(a) for a in seq_clean]
+            names += [f"simseq-p{ph:g}-s{s}-{j}" for j in range(n)]
+            calls.append(
+                f"denoise_sequences(n={n}, seed={s}, photons={ph:g}, n_frames={frames}, "
+                f"max_speed_px={max_speed_px:g})"
+            )
+            continue
         noisy_e, clean_e = denoise_pairs(
             n, (field_px, field_px), seed=s, photons=ph, pixel_size_um=pixel_size_um
         )

@@ -9,13 +9,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from smartscope.batch.command import ChunkFramesOption, ClusterOption, GpuOption, WorkersOption, fail
 from smartscope.errors import describe
+
+if TYPE_CHECKING:
+    from smartscope.batch.stacks import Stack
 
 __all__ = ["calibrate_app", "localize_cmd", "main", "train_smlm_cmd"]
 
@@ -283,8 +287,10 @@ def localize_cmd(
     ] = None,
     psf_sigma_nm: Annotated[float, typer.Option(help="Gaussian PSF sigma (classical, no --psf)")] = 100.0,
     camera: Annotated[str, typer.Option(help="scmos or emccd (without --camera-file)")] = "scmos",
-    offset_adu: Annotated[float, typer.Option(help="camera offset")] = 100.0,
-    gain_adu_per_e: Annotated[float, typer.Option(help="conversion gain, ADU per e⁻")] = 2.0,
+    offset_adu: Annotated[float | None, typer.Option(help="camera offset [default: 100]")] = None,
+    gain_adu_per_e: Annotated[
+        float | None, typer.Option(help="conversion gain, ADU per e⁻ [default: 2]")
+    ] = None,
     em_gain: Annotated[float, typer.Option(help="EM gain (EMCCD)")] = 1.0,
     read_noise_e: Annotated[float, typer.Option(help="read noise, e⁻ rms")] = 0.9,
     threshold: Annotated[
@@ -314,7 +320,7 @@ def localize_cmd(
     from pydantic import ValidationError
 
     from smartscope.batch.cluster import worker_threads
-    from smartscope.batch.command import cluster_spec, run_job
+    from smartscope.batch.command import cluster_spec, run_job, warn
     from smartscope.batch.jobs import PartStore, stack_fingerprint
     from smartscope.batch.stacks import StackError, resolve_inputs
     from smartscope.config.stages import SMLMCameraConfig, SMLMStageConfig
@@ -328,6 +334,11 @@ def localize_cmd(
     for s in stacks:
         if s.n_channels != 1:
             fail(f"{s.path}: localize reads one channel; this stack has {s.n_channels} {list(s.channels)}")
+    camera_given = camera_file is not None or offset_adu is not None or gain_adu_per_e is not None
+    for msg, refused in input_dtype_notes(stacks, camera_given):
+        if refused:
+            fail(msg)
+        warn(msg)
     if psf is not None and pixel_size_um is None:
         from smartscope.simulators.psf_models import load_psf
 
@@ -336,9 +347,13 @@ def localize_cmd(
         except (FileNotFoundError, ValueError) as exc:
             fail(f"--psf: {exc}")
     configs = []
+    defaults = SMLMCameraConfig()
     try:
         for s in stacks:
-            px = pixel_size_um or (s.pixel_size_um[1] if s.pixel_size_um is not None else 0.1)
+            px = pixel_size_um or (s.pixel_size_um[1] if s.pixel_size_um is not None else None)
+            if px is None:
+                px = ASSUMED_PIXEL_UM
+                warn(f"{s.path}: records no pixel size; assuming {px:g} µm (give --pixel-size-um)")
             configs.append(
                 SMLMStageConfig(
                     method=method,  # type: ignore[arg-type]
@@ -354,8 +369,8 @@ def localize_cmd(
                     prob_threshold=threshold,
                     camera=SMLMCameraConfig(
                         kind=camera,  # type: ignore[arg-type]
-                        offset_adu=offset_adu,
-                        gain_adu_per_e=gain_adu_per_e,
+                        offset_adu=defaults.offset_adu if offset_adu is None else offset_adu,
+                        gain_adu_per_e=defaults.gain_adu_per_e if gain_adu_per_e is None else gain_adu_per_e,
                         em_gain=em_gain,
                         read_noise_e=read_noise_e,
                     ),
@@ -395,6 +410,47 @@ def localize_cmd(
         drift_correct=drift_correct,
     )
     run_job(job, spec, out=out, gpu=gpu, chunk_frames=chunk_frames, label="localizing")
+
+
+ASSUMED_PIXEL_UM = 0.1  # a stack that records no pixel size, without --pixel-size-um (named when used)
+
+
+def input_dtype_notes(stacks: Sequence[Stack], camera_given: bool) -> list[tuple[str, bool]]:
+    """(message, refused) for stacks whose pixels are not plainly camera counts.
+
+    uint16 is what cameras deliver. Other integers are read as counts too, with a warning
+    naming the camera numbers assumed unless they were given. Floating-point pixels are no
+    camera's: without camera numbers they are refused (given them, they are read as ADU;
+    pixels already in photoelectrons take ``--offset-adu 0 --gain-adu-per-e 1``).
+    """
+    import numpy as np
+
+    from smartscope.config.stages import SMLMCameraConfig
+
+    out = []
+    defaults = SMLMCameraConfig()
+    numbers = (
+        f"offset {defaults.offset_adu:g} ADU, gain {defaults.gain_adu_per_e:g} ADU/e⁻ "
+        "(give --camera-file, or --offset-adu and --gain-adu-per-e)"
+    )
+    for s in stacks:
+        kind = np.dtype(s.dtype).kind
+        if s.dtype == "uint16" or camera_given:
+            continue
+        if kind in "ui":
+            out.append(
+                (f"{s.path}: {s.dtype} pixels read as camera counts with the default {numbers}", False)
+            )
+        else:
+            out.append(
+                (
+                    f"{s.path}: {s.dtype} pixels are not camera counts; localize needs the camera "
+                    "numbers that turn them into photons: --camera-file, or --offset-adu and "
+                    "--gain-adu-per-e (0 and 1 for pixels already in photoelectrons)",
+                    True,
+                )
+            )
+    return out
 
 
 def _sha256(path: Path | None) -> str | None:

@@ -6,8 +6,13 @@ A :class:`LocTable` holds one numpy column per field, one row per localization:
 (detected photons; ``bg`` per pixel), ``sigma_x_nm``, ``sigma_y_nm``, ``sigma_z_nm``
 (localization uncertainties, 1 s.d.), ``prob`` (detection probability) and
 ``psf_sigma_nm`` (fitted/assumed PSF width). ``z_nm``, ``sigma_z_nm`` and ``psf_sigma_nm``
-may be left out (NaN). The ThunderSTORM CSV carries ``z [nm]`` and ``uncertainty_z [nm]``
-when the table has z.
+may be left out (NaN).
+
+The ThunderSTORM CSV uses ThunderSTORM's own column names (as its export writes them and
+Picasso's ``import_ts`` expects them): ``uncertainty_xy [nm]``; with z, ``z [nm]``,
+``sigma1 [nm]``, ``sigma2 [nm]`` (the two PSF widths of an astigmatic fit: here both the one
+width the table has) and ``uncertainty_z [nm]``. x and y count from the outer corner of
+pixel (0, 0), as ThunderSTORM (ImageJ) does.
 """
 
 from __future__ import annotations
@@ -45,9 +50,22 @@ THUNDERSTORM_HEADER: tuple[str, ...] = (
     "intensity [photon]",
     "offset [photon]",
     "bkgstd [photon]",
-    "uncertainty [nm]",
+    "uncertainty_xy [nm]",
 )
-THUNDERSTORM_Z_HEADER: tuple[str, ...] = ("z [nm]", "uncertainty_z [nm]")
+THUNDERSTORM_Z_HEADER: tuple[str, ...] = (  # ThunderSTORM's 3-D (astigmatism) export
+    "id",
+    "frame",
+    "x [nm]",
+    "y [nm]",
+    "z [nm]",
+    "sigma1 [nm]",
+    "sigma2 [nm]",
+    "intensity [photon]",
+    "offset [photon]",
+    "bkgstd [photon]",
+    "uncertainty_xy [nm]",
+    "uncertainty_z [nm]",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,38 +184,42 @@ class LocTable:
         return cls._read(Path(path), thunderstorm=False)
 
     def write_thunderstorm_csv(self, path: str | Path) -> Path:
-        """ThunderSTORM CSV: 1-based ``id`` and ``frame``; ``sigma`` = PSF width;
+        """ThunderSTORM CSV (module doc): 1-based ``id`` and ``frame``; ``sigma`` = PSF width;
         ``offset`` = background per pixel; ``bkgstd`` = its shot-noise s.d.;
-        ``uncertainty`` = rms of the x/y localization uncertainties; 3-D tables add
-        ``z [nm]`` and ``uncertainty_z [nm]`` (ThunderSTORM's 3-D column names)."""
+        ``uncertainty_xy`` = rms of the x/y localization uncertainties; 3-D tables take
+        ThunderSTORM's 3-D columns."""
         p = Path(path)
         unc = np.sqrt(0.5 * (self.sigma_x_nm**2 + self.sigma_y_nm**2))
         three_d = self.has_z
-        header = THUNDERSTORM_HEADER + (THUNDERSTORM_Z_HEADER if three_d else ())
+        header = THUNDERSTORM_Z_HEADER if three_d else THUNDERSTORM_HEADER
         with p.open("w", newline="") as fh:
             wr = csv.writer(fh, quoting=csv.QUOTE_MINIMAL)
             fh.write(",".join(f'"{h}"' for h in header) + "\n")
             for i in range(len(self)):
-                row = [
-                    i + 1,
-                    int(self.frame[i]) + 1,
-                    f"{self.x_nm[i]:.6f}",
-                    f"{self.y_nm[i]:.6f}",
-                    f"{self.psf_sigma_nm[i]:.6f}",
-                    f"{self.photons[i]:.6f}",
-                    f"{self.bg[i]:.6f}",
-                    f"{np.sqrt(max(self.bg[i], 0.0)):.6f}",
-                    f"{unc[i]:.6f}",
-                ]
-                if three_d:
-                    row += [f"{self.z_nm[i]:.6f}", f"{self.sigma_z_nm[i]:.6f}"]
+                values = {
+                    "x [nm]": self.x_nm[i],
+                    "y [nm]": self.y_nm[i],
+                    "z [nm]": self.z_nm[i],
+                    "sigma [nm]": self.psf_sigma_nm[i],
+                    "sigma1 [nm]": self.psf_sigma_nm[i],
+                    "sigma2 [nm]": self.psf_sigma_nm[i],
+                    "intensity [photon]": self.photons[i],
+                    "offset [photon]": self.bg[i],
+                    "bkgstd [photon]": np.sqrt(max(self.bg[i], 0.0)),
+                    "uncertainty_xy [nm]": unc[i],
+                    "uncertainty_z [nm]": self.sigma_z_nm[i],
+                }
+                row: list[int | str] = [i + 1, int(self.frame[i]) + 1]
+                row += [f"{values[h]:.6f}" for h in header[2:]]
                 wr.writerow(row)
         return p
 
     @classmethod
     def read_thunderstorm_csv(cls, path: str | Path) -> LocTable:
-        """Read a ThunderSTORM CSV (only x, y and frame are required); ``uncertainty`` is
-        assigned to both ``sigma_x_nm`` and ``sigma_y_nm``, ``prob`` is 1."""
+        """Read a ThunderSTORM CSV (only x, y and frame are required); ``uncertainty_xy``
+        (``uncertainty`` in older ThunderSTORM versions) is assigned to both ``sigma_x_nm``
+        and ``sigma_y_nm``, ``prob`` is 1; with ``sigma1``/``sigma2`` the PSF width is their
+        mean."""
         return cls._read(Path(path), thunderstorm=True)
 
     @classmethod
@@ -231,7 +253,8 @@ class LocTable:
 
         if not thunderstorm:
             return cls.from_columns(**{c: col(c) for c in COLUMNS})  # optional ones: NaN
-        unc = col("uncertainty [nm]")
+        unc = col("uncertainty_xy [nm]") if "uncertainty_xy [nm]" in idx else col("uncertainty [nm]")
+        sigma = col("sigma [nm]") if "sigma [nm]" in idx else 0.5 * (col("sigma1 [nm]") + col("sigma2 [nm]"))
         return cls.from_columns(
             frame=col("frame").astype(np.int64) - 1,
             x_nm=col("x [nm]"),
@@ -241,7 +264,7 @@ class LocTable:
             sigma_x_nm=unc,
             sigma_y_nm=unc,
             prob=np.ones(len(data)),
-            psf_sigma_nm=col("sigma [nm]"),
+            psf_sigma_nm=sigma,
             z_nm=col("z [nm]"),
             sigma_z_nm=col("uncertainty_z [nm]"),
         )

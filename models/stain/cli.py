@@ -29,6 +29,13 @@ def train_stain_cmd(
     label_free_mode: Annotated[
         str, typer.Option(help="simulated label-free contrast: phase or brightfield")
     ] = "phase",
+    planes: Annotated[
+        str,
+        typer.Option(
+            help="with --simulate: extra label-free planes, focus offsets in µm, comma-separated "
+            "(e.g. '-1,1': a defocus pair the generator also sees)"
+        ),
+    ] = "",
     adv_weight: Annotated[float, typer.Option(help="adversarial weight; 0 trains the L1-only U-Net")] = 1.0,
     l1_weight: Annotated[float, typer.Option(help="λ_L1")] = 100.0,
     completion: Annotated[bool, typer.Option(help="also learn channel completion (mask input)")] = True,
@@ -60,8 +67,20 @@ def train_stain_cmd(
     if (data is None) == (not simulate):
         raise typer.BadParameter("give exactly one of --data DIR or --simulate")
     try:
+        planes_um = tuple(float(z) for z in planes.split(",") if z.strip())
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{planes!r}: not a comma-separated list of numbers", param_hint="--planes"
+        ) from exc
+    if planes_um and not simulate:
+        raise typer.BadParameter("extra label-free planes come from the simulator only (--simulate)")
+    if 0.0 in planes_um or len(set(planes_um)) != len(planes_um):
+        raise typer.BadParameter(
+            "offsets must be distinct and non-zero (focus is always input)", param_hint="--planes"
+        )
+    try:
         if simulate:
-            dataset = sdata.simulate(n_fields, field_px, seed, mode=label_free_mode)
+            dataset = sdata.simulate(n_fields, field_px, seed, mode=label_free_mode, planes_um=planes_um)
         else:
             assert data is not None
             dataset = sdata.from_tiff_dir(data, [c.strip() for c in channels.split(",") if c.strip()])

@@ -6,7 +6,10 @@ Every field of view (FOV) holds one or more time points of three aligned arrays:
 - ``given`` ``(T, C, H, W)``: the fluorescence frames as acquired (ADU) — what channel
   completion is given for the channels it does not predict;
 - ``target`` ``(T, C, H, W)``: what the network should predict. On the simulator it is the
-  noise-free, in-focus fluorescence; from disk it is the acquired fluorescence itself.
+  noise-free, in-focus fluorescence; from disk it is the acquired fluorescence itself;
+- ``planes`` (optional) ``(T, P, H, W)``: the label-free frame again at each focus offset of
+  ``planes_um`` (a defocus pair), for generators that take several focal planes
+  (simulator only for now).
 
 Held-out data are always whole FOVs (:func:`smartscope.models.train_common.split_fovs`).
 
@@ -36,6 +39,8 @@ class StainData:
     description: str
     pixel_size_um: float | None = None
     has_ground_truth: bool = False
+    planes: list[np.ndarray] | None = None  # per FOV (T, P, H, W) float32 ADU
+    planes_um: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.names)
@@ -48,6 +53,16 @@ class StainData:
                     f"FOV {name!r}: label_free {lf.shape}, given {g.shape} and target {t.shape} "
                     f"must be (T, H, W) and (T, {len(self.channels)}, H, W) of the same field"
                 )
+        if (self.planes is None) != (not self.planes_um):
+            raise ValueError("planes and planes_um go together")
+        for name, lf, pl in zip(self.names, self.label_free, self.planes or [], strict=False):
+            if pl.shape != (lf.shape[0], len(self.planes_um), *lf.shape[1:]):
+                raise ValueError(f"FOV {name!r}: planes {pl.shape} do not match label_free {lf.shape}")
+
+    def label_free_stack(self, i: int) -> np.ndarray:
+        """FOV ``i``'s label-free frames with their planes: ``(T, 1 + P, H, W)``."""
+        lf = self.label_free[i][:, None]
+        return lf if self.planes is None else np.concatenate([lf, self.planes[i]], axis=1)
 
     def subset(self, idx: list[int]) -> StainData:
         return StainData(
@@ -59,6 +74,8 @@ class StainData:
             description=self.description,
             pixel_size_um=self.pixel_size_um,
             has_ground_truth=self.has_ground_truth,
+            planes=None if self.planes is None else [self.planes[i] for i in idx],
+            planes_um=self.planes_um,
         )
 
 
@@ -70,8 +87,10 @@ def simulate(
     mode: str = "phase",
     defocus_um: float = 0.0,
     lamp_mw: float = 1.0,
+    planes_um: tuple[float, ...] = (),
 ) -> StainData:
-    """Fields from :func:`smartscope.simulators.datasets.stain_fields` (one time point each)."""
+    """Fields from :func:`smartscope.simulators.datasets.stain_fields` (one time point each),
+    with the label-free frame also at each focus offset of ``planes_um``."""
     from smartscope.simulators.datasets import stain_fields
 
     if mode not in ("phase", "brightfield"):
@@ -83,7 +102,9 @@ def simulate(
         mode=mode,  # type: ignore[arg-type]  # checked above
         defocus_um=defocus_um,
         lamp_mw=lamp_mw,
+        planes_um=planes_um,
     )
+    lfp = f.label_free_planes_adu
     return StainData(
         label_free=[f.label_free_adu[i : i + 1] for i in range(n_fields)],
         given=[f.fluorescence_adu[i : i + 1] for i in range(n_fields)],
@@ -93,6 +114,8 @@ def simulate(
         description=f.description,
         pixel_size_um=f.pixel_size_um,
         has_ground_truth=True,
+        planes=None if lfp is None else [lfp[i : i + 1] for i in range(n_fields)],
+        planes_um=tuple(planes_um),
     )
 
 

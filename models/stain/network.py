@@ -2,7 +2,11 @@
 
 The generator's input channels are, in order::
 
-    label_free, <fluorescence 1..C>, mask:<fluorescence 1..C>
+    label_free, [label_free@<dz>um ...], <fluorescence 1..C>, mask:<fluorescence 1..C>
+
+``label_free@<dz>um``: the label-free frame again with the focus moved by ``dz`` µm (a
+defocus pair such as -1/+1 µm; ``planes_um`` in the config, none by default): out-of-focus
+planes turn the phase of small, weakly refracting structures into intensity.
 
 ``mask:k`` is 1 where fluorescence channel ``k`` was acquired and is given to the network,
 0 where it must be predicted. The generator multiplies each given channel by its mask
@@ -18,6 +22,7 @@ judging a ~70 px receptive field with 3 down-samplings.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -26,7 +31,7 @@ from torch import nn
 
 from smartscope.models.unet import NETWORKS, UNet2D, UNetConfig, register_network
 
-__all__ = ["PatchDiscriminator", "StainGenerator", "StainNetConfig", "input_channel_names"]
+__all__ = ["PatchDiscriminator", "StainGenerator", "StainNetConfig", "input_channel_names", "plane_name"]
 
 
 class StainNetConfig(BaseModel):
@@ -36,6 +41,9 @@ class StainNetConfig(BaseModel):
 
     channels: list[str] = Field(min_length=1, description="fluorescence channels predicted")
     completion: bool = Field(default=True, description="also accept given channels + masks")
+    planes_um: list[float] = Field(
+        default_factory=list, description="extra label-free planes: focus offsets, µm (e.g. [-1, 1])"
+    )
     depth: int = Field(default=3, ge=1, le=6)
     base_width: int = Field(default=16, ge=2)
     norm: str = Field(
@@ -47,7 +55,12 @@ class StainNetConfig(BaseModel):
 
     @property
     def in_channels(self) -> int:
-        return len(input_channel_names(self.channels, self.completion))
+        return len(input_channel_names(self.channels, self.completion, self.planes_um))
+
+    @property
+    def label_free_planes(self) -> int:
+        """Label-free input channels: the in-focus frame and the extra planes."""
+        return 1 + len(self.planes_um)
 
     def unet(self) -> UNetConfig:
         return UNetConfig(
@@ -59,11 +72,17 @@ class StainNetConfig(BaseModel):
         )
 
 
-def input_channel_names(channels: list[str], completion: bool) -> list[str]:
+def plane_name(dz_um: float) -> str:
+    """Input channel name of the label-free frame ``dz_um`` from focus."""
+    return f"label_free@{dz_um:+g}um"
+
+
+def input_channel_names(channels: list[str], completion: bool, planes_um: Sequence[float] = ()) -> list[str]:
     """The generator's input channel names (see the module docstring)."""
+    lf = ["label_free", *(plane_name(z) for z in planes_um)]
     if not completion:
-        return ["label_free"]
-    return ["label_free", *channels, *[f"mask:{c}" for c in channels]]
+        return lf
+    return [*lf, *channels, *[f"mask:{c}" for c in channels]]
 
 
 class StainGenerator(nn.Module):
@@ -81,10 +100,10 @@ class StainGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.config.completion:
-            c = self.n_channels
-            label_free = x[:, :1]
-            given = x[:, 1 : 1 + c]
-            mask = x[:, 1 + c : 1 + 2 * c]
+            c, p = self.n_channels, self.config.label_free_planes
+            label_free = x[:, :p]
+            given = x[:, p : p + c]
+            mask = x[:, p + c : p + 2 * c]
             x = torch.cat([label_free, given * mask, mask], dim=1)
         return self.unet(x)
 

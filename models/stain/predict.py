@@ -35,6 +35,7 @@ __all__ = [
     "input_stats",
     "is_trusted",
     "label_free_normalized",
+    "label_free_planes",
     "normalized_target",
     "predict",
     "predict_with_trust",
@@ -51,30 +52,43 @@ class StainPrediction:
     channels: tuple[str, ...]
 
 
+def label_free_planes(engine: Engine) -> int:
+    """How many label-free inputs the bundle takes: the in-focus frame + extra planes."""
+    return sum(1 for n in engine.manifest.inputs[0].channels if n.split("@")[0] == "label_free")
+
+
 def build_input(
     engine: Engine, label_free: np.ndarray, given: Mapping[str, np.ndarray] | None = None
 ) -> np.ndarray:
     """The engine's input ``(C_in, H, W)`` in camera units: label-free, given channels, masks.
 
-    Channels not given are zero (the generator gates them by their mask); masks are 0/1
-    with an identity normalization in the bundle.
+    ``label_free``: the in-focus frame ``(Y, X)``, or ``(P, Y, X)`` with the bundle's extra
+    planes after it, in the bundle's order (``label_free@<dz>um`` inputs). Channels not
+    given are zero (the generator gates them by their mask); masks are 0/1 with an
+    identity normalization in the bundle.
     """
     names = engine.manifest.inputs[0].channels
+    n_lf = label_free_planes(engine)
     lf = np.asarray(label_free, np.float32)
-    if lf.ndim != 2:
-        raise ValueError(f"label-free frame must be (Y, X), got shape {lf.shape}")
+    if lf.ndim == 2:
+        lf = lf[None]
+    if lf.ndim != 3 or lf.shape[0] != n_lf:
+        raise ValueError(
+            f"label-free input must be (Y, X) or ({n_lf}, Y, X) for {engine.manifest.name!r} "
+            f"(planes {names[:n_lf]}), got shape {np.shape(label_free)}"
+        )
     given = dict(given or {})
-    fl_names = [n for n in names[1:] if not n.startswith("mask:")]
+    fl_names = [n for n in names[n_lf:] if not n.startswith("mask:")]
     unknown = sorted(set(given) - set(fl_names))
     if unknown:
         raise ValueError(f"given channels {unknown} are not inputs of {engine.manifest.name!r}: {fl_names}")
-    x = np.zeros((len(names), *lf.shape), np.float32)
-    x[0] = lf
+    x = np.zeros((len(names), *lf.shape[1:]), np.float32)
+    x[:n_lf] = lf
     for i, n in enumerate(names):
         if n in given:
             g = np.asarray(given[n], np.float32)
-            if g.shape != lf.shape:
-                raise ValueError(f"given channel {n!r} has shape {g.shape}, label-free {lf.shape}")
+            if g.shape != lf.shape[1:]:
+                raise ValueError(f"given channel {n!r} has shape {g.shape}, label-free {lf.shape[1:]}")
             x[i] = g
         elif n.startswith("mask:") and n[5:] in given:
             x[i] = 1.0
@@ -125,11 +139,14 @@ def input_stats(label_free_normalized: np.ndarray) -> dict[str, float]:
 
 
 def label_free_normalized(engine: Engine, label_free: np.ndarray) -> np.ndarray:
-    """The label-free frame in the network's units (the bundle's fixed map for channel 0)."""
+    """The in-focus label-free frame in the network's units (the bundle's fixed map for
+    channel 0); of a ``(P, Y, X)`` stack of planes, the first (in-focus) one."""
     norm = engine.manifest.normalization
     if norm.channel_offset_adu is None or norm.channel_scale_adu is None:
         raise ValueError(f"{engine.manifest.name!r}: a stain bundle needs per-channel normalization")
-    return (np.asarray(label_free, np.float32) - norm.channel_offset_adu[0]) / norm.channel_scale_adu[0]
+    lf = np.asarray(label_free, np.float32)
+    lf = lf[0] if lf.ndim == 3 else lf
+    return (lf - norm.channel_offset_adu[0]) / norm.channel_scale_adu[0]
 
 
 def trust_values(

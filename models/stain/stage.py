@@ -52,6 +52,13 @@ class StainStage:
             raise ValueError(f"{config.bundle}: task is {man.task!r}, a stain stage needs a 'stain' bundle")
         self.channels = list(man.outputs[0].channels)
         inputs = man.inputs[0].channels
+        extra = [c for c in inputs if c.startswith("label_free@")]
+        if extra:
+            raise ValueError(
+                f"{config.bundle}: {man.name!r} also takes label-free planes {extra}; the live stain "
+                "stage feeds one in-focus frame per prediction (use the bundle offline: "
+                "models.stain.predict with a (planes, Y, X) stack, bench/stain.py)"
+            )
         bad = [c for c in config.given if c not in inputs]
         if bad:
             raise ValueError(

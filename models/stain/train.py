@@ -115,11 +115,11 @@ class _Patches:
         for i in range(n):
             f = int(rng.integers(len(self.lf)))
             t = int(rng.integers(self.lf[f].shape[0]))
-            y0 = int(rng.integers(self.lf[f].shape[1] - p + 1))
-            x0 = int(rng.integers(self.lf[f].shape[2] - p + 1))
+            y0 = int(rng.integers(self.lf[f].shape[-2] - p + 1))
+            x0 = int(rng.integers(self.lf[f].shape[-1] - p + 1))
             k, flip = int(rng.integers(4)), bool(rng.integers(2))
             sl = (slice(y0, y0 + p), slice(x0, x0 + p))
-            parts = [self.lf[f][t][sl][None]]
+            parts = [self.lf[f][t][(slice(None), *sl)]]
             if self.cfg.completion:
                 parts += [
                     self.given[f][t][(slice(None), *sl)],
@@ -139,12 +139,13 @@ class _Patches:
 
 
 def _masked_l1(
-    fake: torch.Tensor, y: torch.Tensor, x: torch.Tensor, c: int, cfg: StainTrainConfig
+    fake: torch.Tensor, y: torch.Tensor, x: torch.Tensor, c: int, cfg: StainTrainConfig, n_lf: int = 1
 ) -> torch.Tensor:
-    """Mean L1 with given channels down-weighted to ``given_weight`` (masks read from ``x``)."""
+    """Mean L1 with given channels down-weighted to ``given_weight`` (masks read from ``x``,
+    after its ``n_lf`` label-free planes)."""
     if not cfg.completion:
         return (fake - y).abs().mean()
-    given = x[:, 1 + c : 1 + 2 * c, :1, :1]  # (B, C, 1, 1), constant over each patch
+    given = x[:, n_lf + c : n_lf + 2 * c, :1, :1]  # (B, C, 1, 1), constant over each patch
     w = 1.0 - (1.0 - cfg.given_weight) * given
     return ((fake - y).abs() * w).sum() / (w.sum() * y.shape[-2] * y.shape[-1])
 
@@ -172,7 +173,8 @@ def evaluate_heldout(
     scores: dict[str, list[float]] = {}
     dis: list[float] = []
     n = 0
-    for lf, given, target in zip(val.label_free, val.given, val.target, strict=True):
+    for i, (given, target) in enumerate(zip(val.given, val.target, strict=True)):
+        lf = val.label_free_stack(i)
         for t in range(lf.shape[0]):
             if n >= max_frames:
                 break
@@ -240,8 +242,16 @@ def train_stain(
         tn = np.stack([(tg[:, k] - o) / s for k, (o, s) in enumerate(tg_norm)], axis=1).astype(np.float32)
         return lfn, gn, tn
 
-    tr = [norm_fov(*a) for a in zip(train.label_free, train.given, train.target, strict=True)]
-    va = [norm_fov(*a) for a in zip(val.label_free, val.given, val.target, strict=True)]
+    # label-free inputs (T, 1 + P, H, W): the in-focus frame and its planes share one map
+    n_lf = 1 + len(data.planes_um)
+    tr = [
+        norm_fov(train.label_free_stack(i), g, t)
+        for i, (g, t) in enumerate(zip(train.given, train.target, strict=True))
+    ]
+    va = [
+        norm_fov(val.label_free_stack(i), g, t)
+        for i, (g, t) in enumerate(zip(val.given, val.target, strict=True))
+    ]
     sampler = _Patches([a[0] for a in tr], [a[1] for a in tr], [a[2] for a in tr], cfg)
     vsampler = _Patches([a[0] for a in va], [a[1] for a in va], [a[2] for a in va], cfg)
     vx_np, vy_np = vsampler.sample(
@@ -251,7 +261,11 @@ def train_stain(
     vx, vy = torch.from_numpy(vx_np).to(device), torch.from_numpy(vy_np).to(device)
 
     net_cfg = StainNetConfig(
-        channels=chans, completion=cfg.completion, depth=cfg.depth, base_width=cfg.base_width
+        channels=chans,
+        completion=cfg.completion,
+        planes_um=list(data.planes_um),
+        depth=cfg.depth,
+        base_width=cfg.base_width,
     )
     gen = StainGenerator(net_cfg).to(device)
     opt_g = torch.optim.Adam(gen.parameters(), lr=fcfg.lr, betas=(cfg.beta1, 0.999))
@@ -279,7 +293,7 @@ def train_stain(
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
-        l1 = _masked_l1(fake, y, x, c, cfg)
+        l1 = _masked_l1(fake, y, x, c, cfg, n_lf)
         g_loss = cfg.l1_weight * l1
         if disc is not None:
             logits = disc(x, fake)
@@ -292,11 +306,11 @@ def train_stain(
     def validate() -> float:
         return float((gen(vx) - vy).abs().mean())
 
-    in_names = input_channel_names(chans, cfg.completion)
-    offsets = [lf_norm[0]] + ([o for o, _ in in_norm] + [0.0] * c if cfg.completion else [])
-    scales = [lf_norm[1]] + ([s for _, s in in_norm] + [1.0] * c if cfg.completion else [])
-    # the trust signal's input statistics: their spread over the training fields
-    tr_stats = [input_stats(a[0][t]) for a in tr for t in range(a[0].shape[0])]
+    in_names = input_channel_names(chans, cfg.completion, data.planes_um)
+    offsets = [lf_norm[0]] * n_lf + ([o for o, _ in in_norm] + [0.0] * c if cfg.completion else [])
+    scales = [lf_norm[1]] * n_lf + ([s for _, s in in_norm] + [1.0] * c if cfg.completion else [])
+    # the trust signal's input statistics (in-focus frame): their spread over the training fields
+    tr_stats = [input_stats(a[0][t, 0]) for a in tr for t in range(a[0].shape[0])]
     calibration: dict[str, float] = {}
     for k in INPUT_STATS:
         vals = np.array([s[k] for s in tr_stats])

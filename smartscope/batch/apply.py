@@ -380,7 +380,7 @@ def apply_cmd(
     stacks are cut into chunks of --chunk-frames, run by Dask workers and merged in order.
     """
     from smartscope.batch.cluster import worker_threads
-    from smartscope.batch.command import cluster_spec, fail, run_job
+    from smartscope.batch.command import cluster_spec, fail, pixel_size_warnings, run_job, warn
     from smartscope.batch.jobs import stack_fingerprint
     from smartscope.batch.stacks import resolve_inputs
     from smartscope.engines.bundle import BundleError, load_bundle
@@ -395,6 +395,11 @@ def apply_cmd(
     man = b.manifest
     if len(man.inputs) != 1:
         fail(f"{bundle}: engines with {len(man.inputs)} input tensors are not supported by apply")
+    if man.inputs[0].frames > 1:
+        fail(
+            f"{bundle}: {man.name!r} takes {man.inputs[0].frames} consecutive frames; apply feeds one "
+            "frame at a time (run it in the live engine stage, or replay the run)"
+        )
     try:
         stacks = resolve_inputs(inputs)
         use = [c.strip() for c in channels.split(",")] if channels else None
@@ -402,6 +407,8 @@ def apply_cmd(
     except StackError as exc:
         fail(str(exc))
         raise
+    for msg in pixel_size_warnings(man.pixel_size_um, stacks, f"engine {man.name!r}"):
+        warn(msg)
     spec = cluster_spec(cluster, workers, len(stacks), gpu)
     dev = device or ("cuda" if gpu else None)
     outputs = tuple((t.name, tuple(t.channels)) for t in man.outputs)

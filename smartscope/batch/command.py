@@ -1,5 +1,6 @@
 """What ``smartscope localize`` and ``smartscope apply`` share: the cluster options, the
-progress bar with a total, and the report of failed chunks (``failures.json``).
+progress bar with a total, the report of failed chunks (``failures.json``), and the one-line
+``error:`` / ``warning:`` messages (a warning names what was assumed, never guesses silently).
 
 A command exits 0 when every stack was written, 1 when a chunk failed (the others are
 written; the parts of unfinished stacks stay, and the same command resumes them).
@@ -8,6 +9,7 @@ written; the parts of unfinished stacks stay, and the same command resumes them)
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -24,6 +26,7 @@ from rich.progress import (
 
 from smartscope.batch.cluster import GPU_RESOURCE, ClusterError, ClusterSpec, connect, parse_cluster
 from smartscope.batch.jobs import ChunkFailed, ChunkJob, ChunkOutcome, JobReport, execute
+from smartscope.batch.stacks import Stack
 
 __all__ = [
     "ChunkFramesOption",
@@ -32,7 +35,9 @@ __all__ = [
     "WorkersOption",
     "cluster_spec",
     "fail",
+    "pixel_size_warnings",
     "run_job",
+    "warn",
 ]
 
 ClusterOption = Annotated[
@@ -60,6 +65,31 @@ def fail(msg: str) -> NoReturn:
     """One error line, exit status 1."""
     typer.echo(f"error: {msg}", err=True)
     raise typer.Exit(1)
+
+
+def warn(msg: str) -> None:
+    """One warning line on stderr; the command goes on."""
+    typer.echo(f"warning: {msg}", err=True)
+
+
+def pixel_size_warnings(model_um: float | None, stacks: Sequence[Stack], what: str) -> list[str]:
+    """Where a stack's pixel size is missing or differs from the model's by more than 10 %."""
+    out = []
+    for s in stacks:
+        if s.pixel_size_um is None:
+            if model_um:
+                out.append(
+                    f"{s.path}: records no pixel size; {what} expects {model_um:g} µm and the "
+                    "outputs will carry none"
+                )
+            continue
+        px = s.pixel_size_um[1]
+        if model_um and abs(px / model_um - 1) > 0.10:
+            out.append(
+                f"{s.path}: pixel size {px:g} µm, but {what} was made for {model_um:g} µm "
+                f"({100 * (px / model_um - 1):+.0f} %): its output may not be what it was trained for"
+            )
+    return out
 
 
 def cluster_spec(cluster: str | None, workers: int | None, n_inputs: int, gpu: bool) -> ClusterSpec:

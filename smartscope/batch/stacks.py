@@ -1,9 +1,11 @@
 """Recorded stacks as inputs of offline commands: found, described, read a few frames at a time.
 
 An input named on the command line is a TIFF / OME-TIFF file, a glob, a run folder (its
-``raw*.ome.tif``), an OME-Zarr image (v0.4 or v0.5), or a folder holding any of those.
-Each stack becomes one :class:`Stack`: frames × channels × (Y, X), the axes the frames
-run over, channel names and the physical pixel size when the file records them.
+``raw*.ome.tif`` or ``raw*.ome.zarr``), an OME-Zarr image (v0.4 or v0.5), or a folder
+holding any of those. Each image series becomes one :class:`Stack` (an OME-TIFF with one
+series per stage position gives one stack per position, named ``<file>.<series>``):
+frames × channels × (Y, X), the axes the frames run over, channel names and the physical
+pixel size when the file records them.
 
 Invariants:
 
@@ -32,6 +34,7 @@ __all__ = [
     "StackError",
     "StackReader",
     "open_stack",
+    "open_zarr_array",
     "resolve_inputs",
 ]
 
@@ -93,6 +96,7 @@ class Stack:
     lead_axes: str = ""
     lead_shape: tuple[int, ...] = ()
     zarr_dataset: str = "0"
+    series: int = 0  # the TIFF series (an OME Image: one per stage position)
 
     @property
     def n_frames(self) -> int:
@@ -145,9 +149,9 @@ class StackReader:
                 self._tif = tifffile.TiffFile(stack.path)
             except Exception as exc:
                 raise StackError(f"{stack.path}: not a readable TIFF ({exc})") from exc
-            self._series = self._tif.series[0]
+            self._series = self._tif.series[stack.series]
         else:
-            self._zarr, self._zaxes = _open_zarr_array(stack.path, stack.zarr_dataset)
+            self._zarr, self._zaxes = open_zarr_array(stack.path, stack.zarr_dataset)
 
     def __enter__(self) -> StackReader:
         return self
@@ -212,31 +216,33 @@ def _unit_um(unit: str | None, default: float = 1.0) -> float | None:
     return _UNIT_UM.get(str(unit).strip().lower())
 
 
-def _ome_info(xml: str) -> tuple[tuple[str, ...] | None, tuple[float, float] | None]:
-    """Channel names and (y, x) pixel size in µm of the first OME image."""
+def _ome_info(xml: str) -> list[tuple[tuple[str, ...] | None, tuple[float, float] | None, str]]:
+    """Per OME image: channel names, (y, x) pixel size in µm, and a short series label
+    (the last word of the image's name: ``raw p1`` → ``p1``; else ``s<k>``)."""
     import tifffile
 
     try:
-        doc = tifffile.xml2dict(xml)
-        image = doc["OME"]["Image"]
+        images = tifffile.xml2dict(xml)["OME"]["Image"]
     except Exception:
-        return None, None
-    if isinstance(image, list):
-        image = image[0]
-    pixels = image.get("Pixels", {})
-    chans = pixels.get("Channel")
-    names: tuple[str, ...] | None = None
-    if chans is not None:
-        chans = chans if isinstance(chans, list) else [chans]
-        names = tuple(str(c.get("Name", "")) for c in chans)
-    px: tuple[float, float] | None = None
-    if "PhysicalSizeX" in pixels:
-        fx = _unit_um(pixels.get("PhysicalSizeXUnit"))
-        sy = pixels.get("PhysicalSizeY", pixels["PhysicalSizeX"])
-        fy = _unit_um(pixels.get("PhysicalSizeYUnit", pixels.get("PhysicalSizeXUnit")))
-        if fx is not None and fy is not None:
-            px = (float(sy) * fy, float(pixels["PhysicalSizeX"]) * fx)
-    return names, px
+        return []
+    out = []
+    for k, image in enumerate(images if isinstance(images, list) else [images]):
+        pixels = image.get("Pixels", {})
+        chans = pixels.get("Channel")
+        names: tuple[str, ...] | None = None
+        if chans is not None:
+            chans = chans if isinstance(chans, list) else [chans]
+            names = tuple(str(c.get("Name", "")) for c in chans)
+        px: tuple[float, float] | None = None
+        if "PhysicalSizeX" in pixels:
+            fx = _unit_um(pixels.get("PhysicalSizeXUnit"))
+            sy = pixels.get("PhysicalSizeY", pixels["PhysicalSizeX"])
+            fy = _unit_um(pixels.get("PhysicalSizeYUnit", pixels.get("PhysicalSizeXUnit")))
+            if fx is not None and fy is not None:
+                px = (float(sy) * fy, float(pixels["PhysicalSizeX"]) * fx)
+        words = str(image.get("Name", "")).split()
+        out.append((names, px, words[-1] if words else f"s{k}"))
+    return out
 
 
 def _imagej_pixel_um(tif: Any) -> tuple[float, float] | None:
@@ -253,52 +259,57 @@ def _imagej_pixel_um(tif: Any) -> tuple[float, float] | None:
     return (factor / float(ry), factor / float(rx))
 
 
-def _describe_tiff(path: Path, name: str) -> Stack:
+def _describe_tiff(path: Path, name: str) -> list[Stack]:
+    """One stack per image series of a TIFF (``<name>.<series>`` when there are several)."""
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tif:
             if not tif.series:
                 raise StackError(f"{path}: holds no images")
-            series = tif.series[0]
-            axes, shape = str(series.axes), tuple(int(n) for n in series.shape)
-            if "S" in axes:
-                raise StackError(f"{path}: RGB / multi-sample pixels (axes {axes}) are not camera frames")
-            if not axes.endswith("YX"):
-                raise StackError(f"{path}: axes {axes!r} do not end in YX")
-            names, px = (None, None)
+            ome: list[tuple[tuple[str, ...] | None, tuple[float, float] | None, str]] = []
             if tif.is_ome and tif.ome_metadata:
-                names, px = _ome_info(tif.ome_metadata)
-            elif tif.is_imagej:
-                px = _imagej_pixel_um(tif)
-            dtype = str(series.dtype)
+                ome = _ome_info(tif.ome_metadata)
+            imagej_px = _imagej_pixel_um(tif) if tif.is_imagej else None
+            found = [(str(s.axes), tuple(int(n) for n in s.shape), str(s.dtype)) for s in tif.series]
     except StackError:
         raise
     except Exception as exc:
         raise StackError(f"{path}: not a readable TIFF ({exc})") from exc
-    lead_axes, lead_shape = axes[:-2], shape[:-2]
-    if lead_axes.count("C") > 1:
-        raise StackError(f"{path}: axes {axes!r} name more than one channel axis")
-    n_c = lead_shape[lead_axes.index("C")] if "C" in lead_axes else 1
-    frame_axes = "".join(a for a in lead_axes if a != "C")
-    frame_shape = tuple(n for a, n in zip(lead_axes, lead_shape, strict=True) if a != "C")
-    if not frame_axes:
-        frame_axes, frame_shape = "T", (1,)
-    channels = names if names is not None and len(names) == n_c else ("",) * n_c
-    return Stack(
-        path=path,
-        name=name,
-        kind="tiff",
-        frame_axes=frame_axes,
-        frame_shape=frame_shape,
-        channels=tuple(channels),
-        height=shape[-2],
-        width=shape[-1],
-        dtype=dtype,
-        pixel_size_um=px,
-        lead_axes=lead_axes,
-        lead_shape=lead_shape,
-    )
+    stacks = []
+    for k, (axes, shape, dtype) in enumerate(found):
+        names, px, label = ome[k] if k < len(ome) else (None, imagej_px, f"s{k}")
+        if "S" in axes:
+            raise StackError(f"{path}: RGB / multi-sample pixels (axes {axes}) are not camera frames")
+        if not axes.endswith("YX"):
+            raise StackError(f"{path}: axes {axes!r} do not end in YX")
+        lead_axes, lead_shape = axes[:-2], shape[:-2]
+        if lead_axes.count("C") > 1:
+            raise StackError(f"{path}: axes {axes!r} name more than one channel axis")
+        n_c = lead_shape[lead_axes.index("C")] if "C" in lead_axes else 1
+        frame_axes = "".join(a for a in lead_axes if a != "C")
+        frame_shape = tuple(n for a, n in zip(lead_axes, lead_shape, strict=True) if a != "C")
+        if not frame_axes:
+            frame_axes, frame_shape = "T", (1,)
+        channels = names if names is not None and len(names) == n_c else ("",) * n_c
+        stacks.append(
+            Stack(
+                path=path,
+                name=name if len(found) == 1 else f"{name}.{label}",
+                kind="tiff",
+                frame_axes=frame_axes,
+                frame_shape=frame_shape,
+                channels=tuple(channels),
+                height=shape[-2],
+                width=shape[-1],
+                dtype=dtype,
+                pixel_size_um=px,
+                lead_axes=lead_axes,
+                lead_shape=lead_shape,
+                series=k,
+            )
+        )
+    return stacks
 
 
 def _zarr_multiscales(path: Path) -> tuple[Any, dict[str, Any], str] | None:
@@ -325,7 +336,8 @@ def _zarr_multiscales(path: Path) -> tuple[Any, dict[str, Any], str] | None:
     return None
 
 
-def _open_zarr_array(path: Path, dataset: str) -> tuple[Any, str]:
+def open_zarr_array(path: Path, dataset: str = "0") -> tuple[Any, str]:
+    """The array of one resolution level of an OME-Zarr image and its axes (``"TCZYX"``)."""
     found = _zarr_multiscales(path)
     if found is None:
         raise StackError(f"{path}: not an OME-Zarr image (no multiscales metadata)")
@@ -393,7 +405,14 @@ def _is_zarr_dir(p: Path) -> bool:
 
 
 def _run_raw_files(p: Path) -> list[Path]:
-    return sorted(p.glob("raw*.ome.tif"))
+    """A run folder's raw files (OME-TIFF, or OME-Zarr: one image per series)."""
+    if not (p / "frames.jsonl").is_file():
+        return sorted(p.glob("raw*.ome.tif"))
+    return sorted(p.glob("raw*.ome.tif")) + sorted(q for q in p.glob("raw*.ome.zarr") if q.is_dir())
+
+
+def _kind(p: Path) -> Literal["tiff", "zarr"]:
+    return "zarr" if p.is_dir() else "tiff"
 
 
 def _stem(p: Path) -> str:
@@ -412,13 +431,14 @@ def _candidates(arg: str) -> list[tuple[Path, str, str]]:
             raise StackError(f"{p}: not a TIFF (.tif/.tiff) file or an OME-Zarr folder")
         runs = _run_raw_files(p.parent)
         in_run = p in runs and (p.parent / "frames.jsonl").is_file()
-        return [(p, "tiff", _run_name(p, runs) if in_run else _stem(p))]
+        return [(p, "tiff", _run_name(p) if in_run else _stem(p))]
     if p.is_dir():
         if _is_zarr_dir(p):
-            return [(p, "zarr", _stem(p))]
+            in_run = p in _run_raw_files(p.parent)
+            return [(p, "zarr", _run_name(p) if in_run else _stem(p))]
         runs = _run_raw_files(p)
         if runs:
-            return [(r, "tiff", _run_name(r, runs)) for r in runs]
+            return [(r, _kind(r), _run_name(r)) for r in runs]
         found: list[tuple[Path, str, str]] = []
         for child in sorted(p.iterdir()):
             if child.is_file() and child.suffix.lower() in TIFF_SUFFIXES:
@@ -427,7 +447,7 @@ def _candidates(arg: str) -> list[tuple[Path, str, str]]:
                 found.append((child, "zarr", _stem(child)))
             elif child.is_dir() and _run_raw_files(child):
                 child_runs = _run_raw_files(child)
-                found += [(r, "tiff", _run_name(r, child_runs)) for r in child_runs]
+                found += [(r, _kind(r), _run_name(r)) for r in child_runs]
         if not found:
             raise StackError(f"{p}: folder holds no TIFF stacks, OME-Zarr images or run folders")
         return found
@@ -442,10 +462,11 @@ def _candidates(arg: str) -> list[tuple[Path, str, str]]:
     raise StackError(f"{p}: does not exist")
 
 
-def _run_name(raw: Path, runs: list[Path]) -> str:
-    """A run folder's stack is named after the run (``raw_001`` adds its number)."""
+def _run_name(raw: Path) -> str:
+    """A run folder's stack is named after the run (``raw_001`` adds its number, an
+    OME-Zarr ``raw.p1`` its series)."""
     run = raw.parent.name
-    tail = _stem(raw)
+    tail = _stem(raw).removeprefix("raw.")
     return run if tail == "raw" else f"{run}.{tail}"
 
 
@@ -465,10 +486,11 @@ def resolve_inputs(inputs: Sequence[str | Path]) -> list[Stack]:
             n = names.get(name, 0)
             names[name] = n + 1
             unique = name if n == 0 else f"{name}-{n + 1}"
-            stack = _describe_tiff(path, unique) if kind == "tiff" else _describe_zarr(path, unique)
-            if stack.n_frames == 0:
-                raise StackError(f"{path}: holds no frames")
-            stacks.append(stack)
+            found = _describe_tiff(path, unique) if kind == "tiff" else [_describe_zarr(path, unique)]
+            for stack in found:
+                if stack.n_frames == 0:
+                    raise StackError(f"{path}: holds no frames")
+                stacks.append(stack)
     return stacks
 
 

@@ -27,6 +27,15 @@ class MicroscopeConfig(FrozenModel):
         description="'demo' (mm-test-adapters demo), 'virtual' (smartscope's virtual "
         "microscope) or a path to a Micro-Manager .cfg",
     )
+    mm_path: Path | None = Field(
+        default=None,
+        description="the Micro-Manager installation whose device adapters load the .cfg; None: the "
+        "one pymmcore-plus finds (MICROMANAGER_PATH, `mmcore use`, `mmcore install`)",
+    )
+    adapter_paths: list[Path] = Field(
+        default_factory=list,
+        description="more folders of device adapters, searched before the installation",
+    )
     camera: str | None = Field(default=None, description="camera label; None: the core's")
     shutter: str | None = None
     focus: str | None = Field(default=None, description="Z stage label")

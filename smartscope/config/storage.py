@@ -20,6 +20,12 @@ class StorageConfig(FrozenModel):
     )
     root: Path = Path("runs")
     name: str = Field(default="run", pattern=r"^[A-Za-z0-9_.-]+$")
+    io: Literal["auto", "direct", "buffered"] = Field(
+        default="auto",
+        description="how raw and output stacks reach the disk: direct: past the page cache (O_DIRECT on "
+        "Linux, F_NOCACHE on macOS, FILE_FLAG_NO_BUFFERING on Windows; aligned pages); buffered: "
+        "through it; auto: direct where the file system takes it, else buffered with one log line",
+    )
     fsync_every: int = Field(
         default=0, ge=0, description="0: each batch of frames goes to the OS; N: also fsync every N frames"
     )

@@ -9,6 +9,8 @@ What maps, and how (``engine.json`` -> ``rdf.yaml``):
 * input normalization: ``affine`` -> ``fixed_zero_mean_unit_variance`` (mean = offset,
   std = scale; per channel along ``channel``); ``percentile`` -> ``scale_range`` over
   ``channel, y, x`` of each sample (the same statistics the runtime takes per frame);
+* ``preprocessing`` and outputs' ``postprocessing`` (bioimage.io operations in
+  ``engine.json``) as the same operations;
 * outputs flagged ``denormalize``: with an ``affine`` input map, ``scale_linear`` (gain =
   scale, offset = offset) brings them back to camera units; with ``percentile`` the inverse
   needs the input's percentiles, which no standard bioimage.io operation provides, so the
@@ -35,11 +37,26 @@ from typing import Any
 
 import numpy as np
 
-from smartscope.engines.bundle import Bundle, EngineManifest, Normalization, TensorSpec, load_bundle
+from smartscope.engines.bundle import (
+    Binarize,
+    Bundle,
+    Clip,
+    EngineManifest,
+    FixedZeroMeanUnitVariance,
+    ScaleLinear,
+    ScaleRange,
+    Sigmoid,
+    TensorSpec,
+    ZeroMeanUnitVariance,
+    load_bundle,
+    portable_command,
+)
+from smartscope.engines.processing import Processor
 
 __all__ = [
     "CITATIONS",
     "BioimageioExportError",
+    "PackageAuthor",
     "export_bioimageio",
     "heldout_input",
 ]
@@ -79,6 +96,14 @@ class BioimageioExportError(ValueError):
 
 
 @dataclass(frozen=True)
+class PackageAuthor:
+    """An author of the package; the Model Zoo asks for a GitHub user name."""
+
+    name: str
+    github_user: str | None = None
+
+
+@dataclass(frozen=True)
 class _Processing:
     """Pre/post-processing in numpy, the same arithmetic bioimageio.core performs."""
 
@@ -86,6 +111,8 @@ class _Processing:
 
     def normalize(self, x: np.ndarray) -> tuple[np.ndarray, Any, Any]:
         """``x`` (C, H, W) float32 -> (network input, offset, scale)."""
+        if self.manifest.preprocessing is not None:
+            return Processor(self.manifest.preprocessing)(x), 0.0, 1.0
         norm = self.manifest.normalization
         if norm.channel_offset_adu is not None and norm.channel_scale_adu is not None:
             off = np.asarray(norm.channel_offset_adu, np.float32)[:, None, None]
@@ -131,9 +158,10 @@ def _fit_input(x: np.ndarray, manifest: EngineManifest, max_px: int) -> np.ndarr
     if a.ndim == 4 and a.shape[0] == 1:
         a = a[0]
     if a.ndim != 3 or a.shape[0] != want:
+        takes = "(H, W) or (1, H, W)" if want == 1 else f"({want}, H, W)"
         raise BioimageioExportError(
-            f"test input has shape {np.shape(x)}; engine {manifest.name!r} takes (H, W) or "
-            f"({want}, H, W) for channels {manifest.inputs[0].channels}"
+            f"test input has shape {np.shape(x)}; engine {manifest.name!r} takes {takes}: "
+            f"channels {manifest.inputs[0].channels}"
         )
     m = manifest.tile.multiple_px
     h, w = (min(s, max_px) // m * m for s in a.shape[1:])
@@ -156,6 +184,9 @@ def _predict(bundle: Bundle, x: np.ndarray) -> dict[str, np.ndarray]:
         y = np.asarray(y, np.float32)
         if proc.denormalizes(name):
             y = y * np.float32(sc) + np.float32(off)
+        post = bundle.manifest.output(name).postprocessing
+        if post:
+            y = Processor(post)(y[0])[None]
         result[name] = y
     return result
 
@@ -222,9 +253,51 @@ def _cover(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
     return path
 
 
-def _preprocessing(bmz: Any, norm: Normalization, notes: list[str]) -> list[Any]:
+def _ops(bmz: Any, ops: Sequence[Any]) -> list[Any]:
+    """engine.json operations as bioimage.io operation descriptions."""
+    axis = bmz.AxisId("channel")
+
+    def along(kind: str, **values: Any) -> Any:
+        """The kwargs class of ``kind``, or its ``AlongAxis`` form when a value is a list."""
+        if any(isinstance(v, list) for v in values.values()):
+            values = {k: v if isinstance(v, list) else [v] for k, v in values.items()}
+            return getattr(bmz, f"{kind}AlongAxisKwargs")(axis=axis, **values)
+        return getattr(bmz, f"{kind}Kwargs")(**values)
+
+    out: list[Any] = []
+    for op in ops:
+        if isinstance(op, ZeroMeanUnitVariance):
+            kw = bmz.ZeroMeanUnitVarianceKwargs(axes=[bmz.AxisId(a) for a in op.axes], eps=op.eps)
+            out.append(bmz.ZeroMeanUnitVarianceDescr(kwargs=kw))
+        elif isinstance(op, FixedZeroMeanUnitVariance):
+            kw = along("FixedZeroMeanUnitVariance", mean=op.mean, std=op.std)
+            out.append(bmz.FixedZeroMeanUnitVarianceDescr(kwargs=kw))
+        elif isinstance(op, ScaleRange):
+            kw = bmz.ScaleRangeKwargs(
+                axes=[bmz.AxisId(a) for a in op.axes],
+                min_percentile=op.min_percentile,
+                max_percentile=op.max_percentile,
+                eps=op.eps,
+            )
+            out.append(bmz.ScaleRangeDescr(kwargs=kw))
+        elif isinstance(op, ScaleLinear):
+            out.append(bmz.ScaleLinearDescr(kwargs=along("ScaleLinear", gain=op.gain, offset=op.offset)))
+        elif isinstance(op, Clip):
+            out.append(bmz.ClipDescr(kwargs=bmz.ClipKwargs(min=op.min, max=op.max)))
+        elif isinstance(op, Binarize):
+            out.append(bmz.BinarizeDescr(kwargs=along("Binarize", threshold=op.threshold)))
+        elif isinstance(op, Sigmoid):
+            out.append(bmz.SigmoidDescr())
+    return out
+
+
+def _preprocessing(bmz: Any, man: EngineManifest, notes: list[str]) -> list[Any]:
     """engine.json's input normalization as bioimage.io operations (after a float32 cast)."""
     pre: list[Any] = [bmz.EnsureDtypeDescr(kwargs=bmz.EnsureDtypeKwargs(dtype="float32"))]
+    if man.preprocessing is not None:
+        notes.append("input: " + ", ".join(op.id for op in man.preprocessing))
+        return [*pre, *_ops(bmz, man.preprocessing)]
+    norm = man.normalization
     if norm.channel_offset_adu is not None and norm.channel_scale_adu is not None:
         kw: Any = bmz.FixedZeroMeanUnitVarianceAlongAxisKwargs(
             mean=list(norm.channel_offset_adu), std=list(norm.channel_scale_adu), axis=bmz.AxisId("channel")
@@ -248,7 +321,18 @@ def _preprocessing(bmz: Any, norm: Normalization, notes: list[str]) -> list[Any]
 def _postprocessing(
     bmz: Any, man: EngineManifest, spec: TensorSpec, notes: list[str]
 ) -> tuple[list[Any], str]:
-    """(operations, description) of one output: back to camera units where the package can."""
+    """(operations, description) of one output: back to camera units where the package can,
+    then the output's own ``postprocessing``."""
+    ops, desc = _denormalizing(bmz, man, spec, notes)
+    if spec.postprocessing:
+        ops = [*ops, *_ops(bmz, spec.postprocessing)]
+        desc += " after " + ", ".join(op.id for op in spec.postprocessing)
+    return ops, desc
+
+
+def _denormalizing(
+    bmz: Any, man: EngineManifest, spec: TensorSpec, notes: list[str]
+) -> tuple[list[Any], str]:
     norm = man.normalization
     if _Processing(man).denormalizes(spec.name):
         kw = bmz.ScaleLinearKwargs(gain=norm.scale_adu, offset=norm.offset_adu)
@@ -303,7 +387,7 @@ def export_bioimageio(
     out: str | Path,
     *,
     test_input: np.ndarray | str | Path | None = None,
-    authors: Sequence[str] = ("smartscope developers",),
+    authors: Sequence[PackageAuthor | str] = (PackageAuthor("smartscope developers"),),
     license: str = "BSD-3-Clause",
     max_test_px: int = 128,
     test: bool = True,
@@ -314,7 +398,11 @@ def export_bioimageio(
     it is kept; a failure raises :class:`BioimageioExportError` with the failed checks.
     """
     try:
-        from bioimageio.spec import save_bioimageio_package, save_bioimageio_package_as_folder
+        from bioimageio.spec import (
+            ValidationContext,
+            save_bioimageio_package,
+            save_bioimageio_package_as_folder,
+        )
         from bioimageio.spec.model import v0_5 as bmz
     except ImportError as exc:
         raise BioimageioExportError(
@@ -324,6 +412,10 @@ def export_bioimageio(
 
     bundle = load_bundle(bundle_path)
     man = bundle.manifest
+    # no absolute path of the machine that trained it goes into the package
+    prov_fields = man.provenance.model_dump()
+    prov_fields["command"] = portable_command(man.provenance.command)
+    man = man.model_copy(update={"provenance": man.provenance.model_validate(prov_fields)})
     if len(man.inputs) != 1:
         raise BioimageioExportError(f"{bundle_path}: only single-input engines can be exported")
     x = _fit_input(_test_input(bundle_path, man, test_input), man, max_test_px)
@@ -343,7 +435,7 @@ def export_bioimageio(
                 test_tensor=bmz.FileDescr(source=tmp / "test_input.npy"),
                 sample_tensor=bmz.FileDescr(source=tmp / "sample_input.tif"),
                 data=bmz.IntervalOrRatioDataDescr(type="float32"),
-                preprocessing=_preprocessing(bmz, man.normalization, notes),
+                preprocessing=_preprocessing(bmz, man, notes),
             )
         ]
         out_descrs = []
@@ -371,44 +463,57 @@ def export_bioimageio(
         tolerance = bmz.ReproducibilityTolerance(
             relative_tolerance=1e-4, absolute_tolerance=1e-4, mismatched_elements_per_million=0
         )
-        descr = bmz.ModelDescr(
-            name=man.name,
-            description=summary[:1024],
-            authors=[bmz.Author(name=a) for a in authors],
-            cite=[bmz.CiteEntry(text=t, doi=bmz.Doi(d)) for t, d in cites],
-            license=license,  # type: ignore[arg-type]
-            documentation=bmz.FileDescr(source=tmp / "README.md"),
-            covers=[bmz.FileDescr(source=cover)],
-            attachments=[bmz.FileDescr(source=tmp / "engine.json")],
-            tags=["smartscope", man.task, *([prov.method] if prov.method else []), "2d", "onnx"],
-            version=bmz.Version(man.version),
-            inputs=inputs,
-            outputs=out_descrs,
-            weights=bmz.WeightsDescr(
-                onnx=bmz.OnnxWeightsDescr(source=tmp / "model.onnx", opset_version=man.opset or 17)
-            ),
-            config=bmz.Config(  # type: ignore[call-arg]  # extra sections are allowed
-                bioimageio=bmz.BioimageioConfig(reproducibility_tolerance=[tolerance]),
-                smartscope={
-                    "engine": man.name,
-                    "onnx_sha256": man.onnx_sha256,
-                    "training_command": prov.command,
-                    "training_data": prov.data,
-                    "seed": prov.seed,
-                    "heldout_fovs": list(prov.heldout_fovs),
-                    "heldout_metrics": dict(man.metrics),
-                },
-            ),
-        )
-        if test:
-            _test(descr)
-        out_p = Path(out)
-        if out_p.suffix == ".zip":
-            out_p.parent.mkdir(parents=True, exist_ok=True)
-            save_bioimageio_package(descr, output_path=out_p)
-        else:
-            save_bioimageio_package_as_folder(descr, output_path=out_p)
+        # offline: GitHub user names are not looked up, every file is local
+        with ValidationContext(perform_io_checks=False):
+            descr = bmz.ModelDescr(
+                name=man.name,
+                description=summary[:1024],
+                authors=_authors(bmz, authors),
+                cite=[bmz.CiteEntry(text=t, doi=bmz.Doi(d)) for t, d in cites],
+                license=license,  # type: ignore[arg-type]
+                documentation=bmz.FileDescr(source=tmp / "README.md"),
+                covers=[bmz.FileDescr(source=cover)],
+                attachments=[bmz.FileDescr(source=tmp / "engine.json")],
+                tags=["smartscope", man.task, *([prov.method] if prov.method else []), "2d", "onnx"],
+                version=bmz.Version(man.version),
+                inputs=inputs,
+                outputs=out_descrs,
+                weights=bmz.WeightsDescr(
+                    onnx=bmz.OnnxWeightsDescr(source=tmp / "model.onnx", opset_version=man.opset or 17)
+                ),
+                config=bmz.Config(  # type: ignore[call-arg]  # extra sections are allowed
+                    bioimageio=bmz.BioimageioConfig(reproducibility_tolerance=[tolerance]),
+                    smartscope={
+                        "engine": man.name,
+                        "onnx_sha256": man.onnx_sha256,
+                        "training_command": prov.command,
+                        "training_data": prov.data,
+                        "seed": prov.seed,
+                        "heldout_fovs": list(prov.heldout_fovs),
+                        "heldout_metrics": dict(man.metrics),
+                    },
+                ),
+            )
+            if test:  # bioimageio.core would look the GitHub users up online: tested without them
+                anonymous = [bmz.Author(name=a.name) for a in descr.authors]
+                _test(descr.model_copy(update={"authors": anonymous}))
+            out_p = Path(out)
+            if out_p.suffix == ".zip":
+                out_p.parent.mkdir(parents=True, exist_ok=True)
+                save_bioimageio_package(descr, output_path=out_p)
+            else:
+                save_bioimageio_package_as_folder(descr, output_path=out_p)
         return out_p
+
+
+def _authors(bmz: Any, authors: Sequence[PackageAuthor | str]) -> list[Any]:
+    """The package's authors (with their GitHub user where given)."""
+    return [
+        bmz.Author(name=a.name, github_user=a.github_user)
+        if isinstance(a, PackageAuthor)
+        else bmz.Author(name=a)
+        for a in authors
+    ]
 
 
 def _test(descr: Any) -> None:

@@ -14,14 +14,20 @@ What maps:
   architecture imports here (then exported the same way);
 * ``y``/``x`` sizes: ``min + n * step`` -> ``tile.multiple_px = step``; a fixed size
   (CAREamics writes its test image's size) -> tiles of that size;
-* preprocessing (after an optional ``ensure_dtype``): ``fixed_zero_mean_unit_variance``
-  and ``scale_linear`` -> a fixed affine map (per channel along ``channel``);
-  ``scale_range`` over ``y, x`` of one sample -> per-frame percentiles; nothing -> identity;
-* postprocessing: nothing (output in network units), or the inverse of the input's affine
-  map (``fixed_zero_mean_unit_variance`` / ``scale_linear``) -> ``denormalize``.
+* preprocessing (``ensure_dtype`` steps aside: the runtime works in float32): one fixed
+  affine map (``fixed_zero_mean_unit_variance``, ``scale_linear``) or per-frame
+  percentiles over all channels (``scale_range`` over ``y, x``) -> ``normalization``, as
+  before; any other sequence of ``zero_mean_unit_variance`` (per sample, or per dataset
+  with ``batch`` in its axes), ``fixed_zero_mean_unit_variance``, ``scale_range``,
+  ``scale_linear``, ``clip``, ``binarize`` and ``sigmoid``, on their declared axes ->
+  ``preprocessing``, the same operations (:mod:`smartscope.engines.processing`);
+* postprocessing: nothing (output in network units), the inverse of the input's affine map
+  -> ``denormalize``, else the same operations -> the output's ``postprocessing``.
 
-Everything else (e.g. ``zero_mean_unit_variance``, ``clip``, ``sigmoid``, custom
-operations, 3-D or time axes, several inputs) is refused with the path of the field.
+Still refused, each naming its field: ``softmax``, ``scale_mean_variance``, custom
+operations, ``clip`` by percentiles, ``scale_range`` against another tensor, values along
+an axis other than ``channel``, axes other than ``batch, channel, y, x`` (3-D, time), and
+more than one input.
 """
 
 from __future__ import annotations
@@ -167,6 +173,110 @@ def _normalization(inp: Any, n_channels: int) -> tuple[dict[str, Any], np.ndarra
         f"{where}: {op_id!r} has no engine.json equivalent (a fixed affine map or per-frame "
         "percentiles over y, x)"
     )
+
+
+PROCESSING_IDS = (
+    "zero_mean_unit_variance",
+    "fixed_zero_mean_unit_variance",
+    "scale_range",
+    "scale_linear",
+    "clip",
+    "binarize",
+    "sigmoid",
+)
+
+
+_PER_CHANNEL = {
+    "fixed_zero_mean_unit_variance": ("mean", "std"),
+    "scale_linear": ("gain", "offset"),
+    "binarize": ("threshold",),
+}
+
+
+def _values(v: Any, axis: Any, where: str, name: str) -> float | list[float]:
+    """A scalar, or a list of values along ``channel``."""
+    arr = np.asarray(v, np.float64)
+    if arr.ndim == 0:
+        return float(arr)
+    if axis is not None and str(axis) != "channel":
+        raise BioimageioImportError(
+            f"{where}.kwargs.{name}: values along {str(axis)!r}; engine.json takes them along 'channel'"
+        )
+    return [float(a) for a in arr.ravel()]
+
+
+def _op_axes(kw: Any, where: str) -> list[str]:
+    axes = getattr(kw, "axes", None)
+    if axes is None:  # bioimage.io: all axes, the batch included (per dataset)
+        return ["batch", "channel", "y", "x"]
+    names = [str(a) for a in axes]
+    unknown = [a for a in names if a not in ("batch", "channel", "y", "x")]
+    if unknown:
+        raise BioimageioImportError(
+            f"{where}.kwargs.axes: {unknown} are not axes of a (batch, channel, y, x) tensor"
+        )
+    return names
+
+
+def _op(op: Any, tensor_id: str, where: str) -> dict[str, Any] | None:
+    """One bioimage.io operation as an engine.json operation (None: ``ensure_dtype``)."""
+    op_id, kw = str(op.id), op.kwargs
+    if op_id == "ensure_dtype":
+        return None
+    if op_id == "zero_mean_unit_variance":
+        return {"id": op_id, "axes": _op_axes(kw, where), "eps": float(kw.eps)}
+    if op_id in _PER_CHANNEL:  # values, one or one per channel
+        axis = getattr(kw, "axis", None)
+        return {"id": op_id, **{k: _values(getattr(kw, k), axis, where, k) for k in _PER_CHANNEL[op_id]}}
+    if op_id == "scale_range":
+        ref = getattr(kw, "reference_tensor", None)
+        if ref is not None and str(ref) != tensor_id:
+            raise BioimageioImportError(f"{where}.kwargs.reference_tensor: {str(ref)!r} is another tensor")
+        return {
+            "id": op_id,
+            "axes": _op_axes(kw, where),
+            "min_percentile": float(kw.min_percentile),
+            "max_percentile": float(kw.max_percentile),
+            "eps": float(kw.eps),
+        }
+    if op_id == "clip":
+        if getattr(kw, "min_percentile", None) is not None or getattr(kw, "max_percentile", None) is not None:
+            raise BioimageioImportError(f"{where}: 'clip' by percentiles has no engine.json equivalent")
+        return {"id": op_id, "min": kw.min, "max": kw.max}
+    if op_id == "sigmoid":
+        return {"id": op_id}
+    raise BioimageioImportError(
+        f"{where}: {op_id!r} has no engine.json equivalent (engine.json takes {', '.join(PROCESSING_IDS)})"
+    )
+
+
+def _ops(ops: Sequence[Any], tensor_id: str, where: str) -> list[dict[str, Any]]:
+    mapped = (_op(op, tensor_id, f"{where}[{i}]") for i, op in enumerate(ops))
+    return [m for m in mapped if m is not None]
+
+
+def _input_processing(
+    inp: Any, n_channels: int
+) -> tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]:
+    """({"normalization": ...} or {"preprocessing": [...]}, affine offset, affine scale)."""
+    try:
+        norm, off, sc = _normalization(inp, n_channels)
+        return {"normalization": norm}, off, sc
+    except BioimageioImportError:
+        return {"preprocessing": _ops(inp.preprocessing, str(inp.id), "inputs[0].preprocessing")}, None, None
+
+
+def _output_processing(
+    out: Any, k: int, n_channels: int, off: np.ndarray | None, sc: np.ndarray | None
+) -> dict[str, Any]:
+    """{"denormalize": True} for the inverse of the input's affine map, else the operations."""
+    if off is not None and sc is not None:
+        try:
+            if _denormalize(out, k, n_channels, off, sc):
+                return {"denormalize": True}
+        except BioimageioImportError:
+            pass
+    return {"postprocessing": _ops(out.postprocessing, str(out.id), f"outputs[{k}].postprocessing")}
 
 
 def _denormalize(out: Any, k: int, n_channels: int, off: np.ndarray | None, sc: np.ndarray | None) -> bool:
@@ -321,7 +431,7 @@ def import_bioimageio(
     chan_axis: Any = inp.axes[1]
     in_channels = [str(c) for c in chan_axis.channel_names]
     notes: list[str] = []
-    norm, off, sc = _normalization(inp, len(in_channels))
+    processing, off, sc = _input_processing(inp, len(in_channels))
     tile = _tile(inp.axes, notes)
     x_test = np.asarray(load_array(inp.test_tensor), np.float32)
     hw = max(tile["multiple_px"] * 4, 64 // tile["multiple_px"] * tile["multiple_px"])
@@ -337,7 +447,7 @@ def import_bioimageio(
     for k, (o, gname) in enumerate(zip(descr.outputs, out_names, strict=True)):
         out_axis: Any = o.axes[1]
         ch = [str(c) for c in out_axis.channel_names]
-        outputs.append({"name": gname, "channels": ch, "denormalize": _denormalize(o, k, len(ch), off, sc)})
+        outputs.append({"name": gname, "channels": ch, **_output_processing(o, k, len(ch), off, sc)})
     space = inp.axes[2]
     unit = str(getattr(space, "unit", "") or "")
     pixel_um = {"micrometer": 1.0, "nanometer": 1e-3, "millimeter": 1e3}.get(unit)
@@ -351,7 +461,7 @@ def import_bioimageio(
         "version": str(descr.version or "0.1.0"),
         "inputs": [{"name": in_name, "channels": in_channels}],
         "outputs": outputs,
-        "normalization": norm,
+        **processing,
         "pixel_size_um": space.scale * pixel_um if pixel_um else None,
         "tile": tile,
         "provenance": {

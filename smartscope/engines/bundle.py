@@ -15,7 +15,7 @@ import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -26,11 +26,13 @@ __all__ = [
     "BundleError",
     "EngineManifest",
     "Normalization",
+    "ProcessingOp",
     "Provenance",
     "TensorSpec",
     "TileSpec",
     "find_bundles",
     "load_bundle",
+    "portable_command",
     "sha256_bytes",
     "write_bundle",
 ]
@@ -51,6 +53,97 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+AxisName = Literal["batch", "channel", "y", "x"]
+PerChannel = float | list[float]  # one value, or one per channel (along ``axis: channel``)
+
+
+class _Op(_Frozen):
+    """One bioimage.io processing step (spec 0.5 names and arithmetic, as bioimageio.core
+    computes it), on a ``(batch, channel, y, x)`` tensor. Statistics are taken over
+    ``axes``: without ``batch``, of each frame (per sample); with it, of every frame so far
+    (per dataset, updated with each frame, as bioimageio.core does without initial
+    dataset statistics)."""
+
+
+class ZeroMeanUnitVariance(_Op):
+    """``(x - mean) / (std + eps)``, mean and s.d. over ``axes``."""
+
+    id: Literal["zero_mean_unit_variance"] = "zero_mean_unit_variance"
+    axes: tuple[AxisName, ...] = ("channel", "y", "x")
+    eps: float = Field(default=1e-6, gt=0)
+
+
+class FixedZeroMeanUnitVariance(_Op):
+    """``(x - mean) / (std + eps)`` with given values (per channel when lists)."""
+
+    id: Literal["fixed_zero_mean_unit_variance"] = "fixed_zero_mean_unit_variance"
+    mean: PerChannel
+    std: PerChannel
+    eps: float = Field(default=1e-6, gt=0)
+
+
+class ScaleRange(_Op):
+    """``(x - p_min) / (p_max - p_min + eps)``, percentiles over ``axes`` (linear interpolation)."""
+
+    id: Literal["scale_range"] = "scale_range"
+    axes: tuple[AxisName, ...] = ("channel", "y", "x")
+    min_percentile: float = Field(default=0.0, ge=0, lt=100)
+    max_percentile: float = Field(default=100.0, gt=0, le=100)
+    eps: float = Field(default=1e-6, gt=0)
+
+
+class ScaleLinear(_Op):
+    """``x * gain + offset`` (per channel when lists)."""
+
+    id: Literal["scale_linear"] = "scale_linear"
+    gain: PerChannel = 1.0
+    offset: PerChannel = 0.0
+
+
+class Clip(_Op):
+    """``x`` clipped to ``[min, max]`` (either may be left out)."""
+
+    id: Literal["clip"] = "clip"
+    min: float | None = None
+    max: float | None = None
+
+
+class Binarize(_Op):
+    """``1.0`` where ``x > threshold`` else ``0.0`` (per channel when a list)."""
+
+    id: Literal["binarize"] = "binarize"
+    threshold: PerChannel
+
+
+class Sigmoid(_Op):
+    """``1 / (1 + exp(-x))``."""
+
+    id: Literal["sigmoid"] = "sigmoid"
+
+
+ProcessingOp = Annotated[
+    ZeroMeanUnitVariance | FixedZeroMeanUnitVariance | ScaleRange | ScaleLinear | Clip | Binarize | Sigmoid,
+    Field(discriminator="id"),
+]
+
+
+def _check_ops(ops: list[Any], n_channels: int, where: str) -> None:
+    """Per-channel values fit the tensor; percentiles and clip bounds are in order."""
+    for k, op in enumerate(ops):
+        for name in ("mean", "std", "gain", "offset", "threshold"):
+            v = getattr(op, name, None)
+            if isinstance(v, list) and len(v) not in (1, n_channels):
+                raise ValueError(f"{where}[{k}].{name}: {len(v)} values for {n_channels} channels")
+        if isinstance(op, ScaleRange) and op.min_percentile >= op.max_percentile:
+            raise ValueError(f"{where}[{k}]: min_percentile must be below max_percentile")
+        if isinstance(op, Clip) and (op.min is None and op.max is None):
+            raise ValueError(f"{where}[{k}]: clip needs min or max")
+        if isinstance(op, Clip) and op.min is not None and op.max is not None and op.min >= op.max:
+            raise ValueError(f"{where}[{k}]: clip min must be below max")
+        if isinstance(op, (ZeroMeanUnitVariance, ScaleRange)) and not {"y", "x"} & set(op.axes):
+            raise ValueError(f"{where}[{k}].axes: {list(op.axes)} reduce neither y nor x")
+
+
 class TensorSpec(_Frozen):
     """One network input or output, ``(N, C, H, W)`` with named channels."""
 
@@ -62,6 +155,21 @@ class TensorSpec(_Frozen):
         default=False,
         description="map this output back to camera units with the input normalization",
     )
+    postprocessing: list[ProcessingOp] = Field(
+        default_factory=list, description="outputs: bioimage.io operations applied after the network"
+    )
+    frames: int = Field(
+        default=1,
+        ge=1,
+        description="consecutive camera frames this input spans (channels frame-major, oldest "
+        "first; a live stage stacks the current frame with the ones before it)",
+    )
+
+    @model_validator(mode="after")
+    def _frames_divide(self) -> TensorSpec:
+        if len(self.channels) % self.frames:
+            raise ValueError(f"{len(self.channels)} channels do not split into {self.frames} frames")
+        return self
 
     @property
     def n_channels(self) -> int:
@@ -150,6 +258,11 @@ class EngineManifest(_Frozen):
     inputs: list[TensorSpec] = Field(min_length=1)
     outputs: list[TensorSpec] = Field(min_length=1)
     normalization: Normalization = Field(default_factory=lambda: Normalization())
+    preprocessing: list[ProcessingOp] | None = Field(
+        default=None,
+        description="bioimage.io operations from camera units to the network's input, in order; "
+        "replaces 'normalization' (which must then be left out)",
+    )
     pixel_size_um: float | None = Field(default=None, gt=0)
     tile: TileSpec = Field(default_factory=lambda: TileSpec())
     onnx_file: str = "model.onnx"
@@ -172,6 +285,18 @@ class EngineManifest(_Frozen):
         if len(set(names)) != len(names):
             raise ValueError(f"tensor names must be unique, got {names}")
         norm = self.normalization
+        if self.preprocessing is not None:
+            if norm != Normalization():
+                raise ValueError("give 'preprocessing' or 'normalization', not both")
+            if any(t.denormalize for t in self.outputs):
+                raise ValueError(
+                    "'denormalize' needs 'normalization'; with 'preprocessing' use postprocessing"
+                )
+            _check_ops(self.preprocessing, self.inputs[0].n_channels, "preprocessing")
+        for k, t in enumerate(self.outputs):
+            _check_ops(t.postprocessing, t.n_channels, f"outputs[{k}].postprocessing")
+        if self.inputs[0].postprocessing:
+            raise ValueError("inputs[0].postprocessing: inputs take 'preprocessing'")
         if norm.channel_offset_adu is not None:
             if len(norm.channel_offset_adu) != self.inputs[0].n_channels:
                 raise ValueError(
@@ -208,6 +333,46 @@ class Bundle:
     @property
     def onnx_sha256(self) -> str:
         return self.manifest.onnx_sha256
+
+
+def portable_command(command: str, cwd: Path | None = None) -> str:
+    """A recorded command with no absolute path of the machine that ran it.
+
+    A path inside the working folder becomes relative to it; any other absolute path
+    becomes its file name, and an existing file's sha256 is recorded after the command
+    (``# sha256: name=...``), so the record still says exactly which file it was.
+    """
+    import os
+    import shlex
+
+    try:
+        args = shlex.split(command, comments=False)
+    except ValueError:  # not a shell command line: kept as it is
+        return command
+    here = (cwd or Path.cwd()).resolve()
+    hashes: dict[str, str] = {}
+
+    def portable(arg: str) -> str:
+        if not os.path.isabs(arg):
+            return arg
+        path = Path(arg)
+        try:
+            rel = path.resolve().relative_to(here)
+            return str(PurePosixPath(*rel.parts)) if rel.parts else "."
+        except (ValueError, OSError):
+            pass
+        if path.is_file():
+            hashes[path.name] = sha256_bytes(path.read_bytes())
+        return path.name or arg
+
+    out = []
+    for arg in args:
+        opt, eq, value = arg.partition("=")
+        out.append(f"{opt}={portable(value)}" if eq and opt.startswith("-") else portable(arg))
+    text = shlex.join(out)
+    if hashes:
+        text += "  # sha256: " + ", ".join(f"{k}={v}" for k, v in hashes.items())
+    return text
 
 
 def _format_validation(exc: ValidationError) -> str:
@@ -360,13 +525,19 @@ def write_bundle(
     *,
     as_zip: bool = False,
 ) -> Path:
-    """Write a bundle (folder, or zip when ``as_zip`` / ``out`` ends in .zip); sha256s filled in.
+    """Write a bundle (folder, or zip when ``as_zip`` / ``out`` ends in .zip); sha256s filled
+    in, the provenance command made portable (:func:`portable_command`).
 
     ``manifest_fields`` are the :class:`EngineManifest` fields except ``onnx_sha256`` (and
     ``architecture.weights_sha256``), which are computed here.
     """
     fields = dict(manifest_fields)
     fields["onnx_sha256"] = sha256_bytes(onnx_bytes)
+    prov = fields.get("provenance")
+    if prov is not None:  # no absolute path of this machine goes into the bundle
+        prov = dict(prov.model_dump() if isinstance(prov, BaseModel) else prov)
+        prov["command"] = portable_command(str(prov.get("command", "")))
+        fields["provenance"] = prov
     arch = fields.get("architecture")
     if arch is not None:
         if weights_bytes is None:

@@ -48,6 +48,14 @@ def export_cmd(
     author: Annotated[
         list[str] | None, typer.Option(help="--bioimageio: author name (repeat for several)")
     ] = None,
+    github_user: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--github-user",
+            help="--bioimageio: GitHub user of the --author in the same position (the Model Zoo "
+            "asks for one)",
+        ),
+    ] = None,
     license_: Annotated[
         str, typer.Option("--license", help="--bioimageio: SPDX licence id")
     ] = "BSD-3-Clause",
@@ -56,15 +64,29 @@ def export_cmd(
     or (``--bioimageio``) an engine bundle to a bioimage.io model package for Fiji, ilastik,
     QuPath and CAREamics."""
     if bioimageio:
-        from smartscope.engines.bioimageio_export import BioimageioExportError, export_bioimageio
+        from smartscope.engines.bioimageio_export import (
+            BioimageioExportError,
+            PackageAuthor,
+            export_bioimageio,
+        )
 
+        names = list(author or ["smartscope developers"])
+        users = list(github_user or [])
+        if len(users) > len(names):
+            typer.echo(
+                f"error: --github-user: {len(users)} given for {len(names)} --author; give each "
+                "author's user right after the --author",
+                err=True,
+            )
+            raise typer.Exit(1)
+        pairs = [(n, users[k] if k < len(users) else None) for k, n in enumerate(names)]
         target = out if out.suffix == ".zip" or not zip_ else out.with_suffix(".zip")
         try:
             pkg = export_bioimageio(
                 checkpoint,
                 target,
                 test_input=test_input,
-                authors=tuple(author or ("smartscope developers",)),
+                authors=[PackageAuthor(n, u) for n, u in pairs],
                 license=license_,
             )
         except (BundleError, BioimageioExportError) as exc:

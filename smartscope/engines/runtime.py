@@ -1,4 +1,8 @@
-"""An engine = a verified bundle + a backend + normalization + tiling."""
+"""An engine = a verified bundle + a backend + normalization (or bioimage.io processing) + tiling.
+
+Normalization and processing run here, on the host, on the whole frame (per-frame
+statistics are the frame's, never a tile's), for every backend alike.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import numpy as np
 
 from smartscope.engines.backends import Backend, BackendChoice, Precision, select_backend
 from smartscope.engines.bundle import Bundle, EngineManifest, load_bundle
+from smartscope.engines.processing import Processor
 from smartscope.engines.tiling import run_tiled
 
 __all__ = ["Engine"]
@@ -22,6 +27,9 @@ class Engine:
         self.bundle = bundle
         self.backend = backend
         self.max_batch = max_batch
+        man = bundle.manifest
+        self._pre = Processor(man.preprocessing) if man.preprocessing is not None else None
+        self._post = {t.name: Processor(t.postprocessing) for t in man.outputs if t.postprocessing}
 
     @classmethod
     def open(
@@ -74,8 +82,14 @@ class Engine:
                 f"engine {self.manifest.name!r} expects {want} channel(s) "
                 f"{self.manifest.inputs[0].channels}, got array of shape {np.shape(image)}"
             )
-        offset, scale = self.normalization_params(img)
-        x = (img.astype(np.float32) - np.asarray(offset, np.float32)) / np.asarray(scale, np.float32)
+        offset: float | np.ndarray
+        scale: float | np.ndarray
+        if self._pre is not None:
+            offset, scale = 0.0, 1.0  # 'denormalize' is refused with 'preprocessing'
+            x = self._pre(img)
+        else:
+            offset, scale = self.normalization_params(img)
+            x = (img.astype(np.float32) - np.asarray(offset, np.float32)) / np.asarray(scale, np.float32)
         t = self.manifest.tile
         outs = run_tiled(
             self.backend.run,
@@ -90,7 +104,15 @@ class Engine:
                 outs[spec.name] = outs[spec.name] * np.asarray(scale, np.float32) + np.asarray(
                     offset, np.float32
                 )
+            if spec.name in self._post:
+                outs[spec.name] = self._post[spec.name](outs[spec.name])
         return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in outs.items()}
+
+    def reset(self) -> None:
+        """Forget per-dataset statistics of the bundle's processing (a new data set)."""
+        for proc in (self._pre, *self._post.values()):
+            if proc is not None:
+                proc.reset()
 
     def describe(self) -> str:
         m = self.manifest

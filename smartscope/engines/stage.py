@@ -10,11 +10,17 @@ stage also reports a noise/SNR estimate of the raw frame:
 - ``background_adu``: 10th percentile of the restored frame;
 - ``signal_adu``: 99th percentile of the restored frame minus the background;
 - ``snr`` = signal_adu / noise_adu and ``snr_db`` = 20 log10(snr).
+
+A multi-frame engine (``inputs[0].frames = K > 1``, e.g. a real-time denoiser that sees the
+current frame and the K - 1 before it) gets the last K frames of the stream, oldest first;
+until K frames have arrived the first one stands in for the missing ones. The history
+starts over when the frame shape changes (a new ROI or binning).
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Mapping
 
 import numpy as np
@@ -66,8 +72,11 @@ class EngineStage:
         unknown = [o for o in self.outputs if o not in declared]
         if unknown:
             raise ValueError(f"stage {self.name!r}: outputs {unknown} not in bundle outputs {declared}")
-        in_ch = man.inputs[0].n_channels
-        self._restoration = [t.name for t in man.outputs if t.denormalize and t.n_channels == in_ch]
+        spec = man.inputs[0]
+        self._frames = spec.frames
+        self._history: deque[np.ndarray] = deque(maxlen=spec.frames)
+        per_frame = spec.n_channels // spec.frames
+        self._restoration = [t.name for t in man.outputs if t.denormalize and t.n_channels == per_frame]
 
     @property
     def backend_description(self) -> str:
@@ -77,7 +86,14 @@ class EngineStage:
         raw = frame.image
         if raw.ndim != 2:
             raise StageError(f"stage {self.name!r}: expected a (Y, X) frame, got {raw.shape}")
-        outs = self.engine.infer(raw)
+        if self._frames > 1:
+            if self._history and self._history[-1].shape != raw.shape:
+                self._history.clear()
+            self._history.append(raw)
+            past = list(self._history)
+            outs = self.engine.infer(np.stack([past[0]] * (self._frames - len(past)) + past))
+        else:
+            outs = self.engine.infer(raw)
         images: dict[str, np.ndarray] = {}
         values: dict[str, float] = {}
         for name in self.outputs:

@@ -23,6 +23,7 @@ run that died.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -37,12 +38,22 @@ import numpy as np
 from smartscope.frame import Frame, now_s
 from smartscope.state import DriverState
 from smartscope.storage.columns import ColumnarWriter
+from smartscope.storage.direct import IoMode, WriteStats, resolve_io
 from smartscope.storage.jsonl import JsonlWriter, dumps, json_default, read_jsonl
 from smartscope.storage.ome import PlaneInfo, ome_xml
 from smartscope.storage.tiff import StackWriter, count_pages, write_description
-from smartscope.storage.zarr import ZarrSeriesWriter, zarr_path
+from smartscope.storage.zarr import ZarrSeriesWriter, recover_zarr, zarr_path
+from smartscope.storage.zarr import load_backend as load_zarr_backend
 
-__all__ = ["RunFolder", "recover"]
+__all__ = ["PartlyWritten", "RunFolder", "plane_of_record", "recover"]
+
+
+class PartlyWritten(OSError):
+    """A batch of frames failed after some of them were stored (and listed): ``stored``."""
+
+    def __init__(self, cause: OSError, stored: Sequence[Frame]) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause), cause.filename)
+        self.stored = list(stored)
 
 
 class RunFolder:
@@ -55,12 +66,16 @@ class RunFolder:
         fsync_every: int = 0,
         fmt: str = "ome-tiff",
         layout: tuple[dict[str, int], str] = ({}, "tpgcz"),
+        io: str = "auto",
     ) -> None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
         self.path = Path(root) / f"{stamp}_{name}"
         self.path.mkdir(parents=True, exist_ok=False)
         (self.path / "outputs").mkdir()
         self.fsync_every = fsync_every
+        # direct (past the page cache) or buffered, for every stack of the run (storage.io)
+        self.io: IoMode = resolve_io(self.path, io)
+        self.raw_write_stats = WriteStats()  # every raw stack's writes: bytes, time, the slowest
         # room kept for the end of the run: if the disk fills, this is given back so that the
         # headers, the logs' last lines and metrics.json still fit
         self._reserve = self.path / ".space_reserve"
@@ -76,6 +91,8 @@ class RunFolder:
         self._t0: dict[str, float] = {}  # per stack file: the time of its first page
         self._camera = ""
         self.format = fmt
+        if fmt == "ome-zarr":
+            load_zarr_backend()  # before frames flow (see load_backend)
         self._layout = layout
         self._zarr: dict[str, ZarrSeriesWriter] = {}
         self._zarr_generation: dict[str, int] = {}  # per series: images started after shape changes
@@ -90,7 +107,7 @@ class RunFolder:
             self._finish(raw)
         name = "raw.ome.tif" if self._raw_files == 0 else f"raw_{self._raw_files:03d}.ome.tif"
         self._raw_files += 1
-        self._raw = StackWriter(self.path / name, self.fsync_every)
+        self._raw = StackWriter(self.path / name, self.fsync_every, self.io, self.raw_write_stats)
         return self._raw
 
     @property
@@ -114,6 +131,7 @@ class RunFolder:
             if not self._camera:
                 self._camera = str(group[0].metadata.get("mm", {}).get("Camera", ""))
             t0 = self._t0.setdefault(writer.path.name, group[0].camera_time_s)
+            planes = [_plane(f.camera_time_s - t0, f.channel, f.state, f.axes, f.series) for f in group]
             first = writer.write_batch(
                 [f.image for f in group],
                 # the page names its frame; the settings in force are in frames.jsonl and the header
@@ -121,7 +139,8 @@ class RunFolder:
                     dumps({"index": f.index, "camera_time_s": f.camera_time_s, "channel": f.channel}).encode()
                     for f in group
                 ],
-                [_plane(f.camera_time_s - t0, f.channel, f.state, f.axes, f.series) for f in group],
+                planes,
+                [p.pixel_size_um for p in planes],  # the pages' resolution tags
             )
             self._log_frames(group, [(writer.path.name, first + k) for k in range(len(group))])
             start = end
@@ -154,22 +173,43 @@ class RunFolder:
         self.frames.write_many(records)
 
     def _write_zarr(self, frames: Sequence[Frame]) -> None:
-        """One OME-Zarr image per series; a new one when a series' frame shape changes."""
-        where = []
+        """One OME-Zarr image per series; a new one when a series' frame shape changes.
+        Frames are listed once their chunks are on disk; if a write fails, the frames that
+        made it are listed and :class:`PartlyWritten` says which."""
+        where: dict[int, tuple[str, int]] = {}
+        error: OSError | None = None
+        failed: set[int] = set()
+        t0 = self._t0.setdefault("raw.ome.zarr", frames[0].camera_time_s)  # DeltaT from the run's start
         for f in frames:
-            w = self._zarr.get(f.series)
-            if w is not None and not w.accepts(f):
-                w.close()
-                w = None
-                self._zarr_generation[f.series] = self._zarr_generation.get(f.series, 0) + 1
-            if w is None:
-                gen = self._zarr_generation.get(f.series, 0)
-                path = zarr_path(self.path, f.series + (f"_{gen:03d}" if gen else ""))
-                sizes, order = self._layout
-                w = ZarrSeriesWriter(path, f, sizes, order)
-                self._zarr[f.series] = w
-            where.append((w.path.name, w.write(f)))
-        self._log_frames(frames, where)
+            try:
+                w = self._zarr.get(f.series)
+                if w is not None and not w.accepts(f):
+                    bad, flush_error = w.flush()
+                    failed |= bad
+                    error = error or flush_error
+                    self._zarr.pop(f.series)
+                    w.close()
+                    w = None
+                    self._zarr_generation[f.series] = self._zarr_generation.get(f.series, 0) + 1
+                if w is None:
+                    gen = self._zarr_generation.get(f.series, 0)
+                    path = zarr_path(self.path, f.series, gen)
+                    sizes, order = self._layout
+                    w = ZarrSeriesWriter(path, f, sizes, order)
+                    self._zarr[f.series] = w
+                plane = _plane(f.camera_time_s - t0, f.channel, f.state, f.axes, f.series)
+                where[f.index] = (w.path.name, w.write(f, plane))
+            except OSError as exc:
+                error = exc
+                break
+        for w in self._zarr.values():
+            bad, flush_error = w.flush()  # every frame's chunk on disk before its line in frames.jsonl
+            failed |= bad
+            error = error or flush_error
+        stored = [f for f in frames if f.index in where and f.index not in failed]
+        self._log_frames(stored, [where[f.index] for f in stored])
+        if error is not None:
+            raise PartlyWritten(error, stored)
 
     # engine outputs ----------------------------------------------------------
 
@@ -193,7 +233,7 @@ class RunFolder:
             w = None
         if w is None:
             safe = re.sub(r"[^A-Za-z0-9_.-]", "_", file_name)
-            w = StackWriter(self.path / "outputs" / f"{safe}.ome.tif", self.fsync_every)
+            w = StackWriter(self.path / "outputs" / f"{safe}.ome.tif", self.fsync_every, self.io)
             self._outputs[name] = w
         planes = img.reshape(-1, *img.shape[-2:]) if img.ndim > 2 else img[None]
         if channel_names is not None and len(channel_names) != len(planes):
@@ -322,15 +362,24 @@ def _plane(
         y_um=xy[1] if xy else None,
         z_um=state.z_um if state is not None else None,
         pixel_size_um=state.pixel_size_um if state is not None else None,
+        interval_s=state.interval_ms / 1e3 if state is not None and state.interval_ms > 0 else None,
     )
 
 
-def recover(run_dir: Path) -> dict[str, int]:
-    """Finish the OME headers of a run that died; returns pages found per raw file.
+def plane_of_record(r: Mapping[str, Any], t0: float) -> PlaneInfo:
+    """What the OME header says of the frame a ``frames.jsonl`` line records (time since ``t0``)."""
+    state = DriverState.from_json(r["state"]) if r.get("state") else None
+    time_s = float(r.get("camera_time_s", t0)) - t0
+    return _plane(time_s, str(r.get("channel", "")), state, r.get("axes", {}), str(r.get("series", "")))
 
-    Pages are counted from the TIFF itself (every page written before the crash is
-    complete and linked); what each page was (time, state, indices, series) comes from
-    ``frames.jsonl``.
+
+def recover(run_dir: Path) -> dict[str, int]:
+    """Finish the raw images of a run that died; returns the frames found per raw file.
+
+    OME-TIFF: pages are counted from the TIFF itself (every page written before the
+    crash is complete and linked), and the OME header is written; what each page was
+    (time, state, indices, series) comes from ``frames.jsonl``. OME-Zarr: chunks on disk
+    are counted and each image's per-frame metadata is written from ``frames.jsonl``.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -350,19 +399,18 @@ def recover(run_dir: Path) -> dict[str, int]:
         camera = ""
         for k in range(n):
             r: Mapping[str, Any] = recs[k] if k < len(recs) else {}
-            state = DriverState.from_json(r["state"]) if r.get("state") else None
-            planes.append(
-                _plane(
-                    float(r.get("camera_time_s", t0)) - t0,
-                    str(r.get("channel", "")),
-                    state,
-                    r.get("axes", {}),
-                    str(r.get("series", "")),
-                )
-            )
+            planes.append(plane_of_record(r, t0))
             camera = camera or str(r.get("mm", {}).get("Camera", ""))
         xml = ome_xml(
             tif_path.name.removesuffix(".ome.tif"), planes, shape, dtype, camera, actions=folder._actions()
         )
         write_description(tif_path, xml)
+    run_t0 = min((float(r.get("camera_time_s", 0.0)) for r in frames), default=0.0)
+    for zarr_dir in sorted(run_dir.glob("raw*.ome.zarr")):
+        mine = [r for r in frames if r.get("file") == zarr_dir.name]
+        try:
+            found[zarr_dir.name] = recover_zarr(zarr_dir, mine, [plane_of_record(r, run_t0) for r in mine])
+        except (OSError, ValueError, KeyError) as exc:
+            why = f"not an OME-Zarr image smartscope wrote ({exc})"
+            raise OSError(errno.EIO, why, str(zarr_dir)) from None
     return found

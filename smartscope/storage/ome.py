@@ -3,16 +3,22 @@
 Each stored page is a :class:`PlaneInfo` (series, its t/c/z indices, time, exposure, stage
 position, pixel size, channel name). :func:`ome_xml` groups the pages of one TIFF file by
 series (one series per stage position in a multi-position run), and describes each as an
-Image: its size along T, C and Z, the physical pixel size from the core's pixel-size
-calibration, the z step from the stage positions, channel names, a Plane per page (DeltaT,
-exposure, position) and TiffData mapping every plane to its page (runs of consecutive
-pages in one block). The Instrument names the camera (and the objective where known), and
-the run's actions go in as comment annotations, so Fiji, napari and OMERO see the scale,
-the positions and what the controllers did.
+Image: its size along T, C and Z, the physical pixel size (µm) from the core's pixel-size
+calibration, the z step (µm) from the stage positions, the time increment (s: the plan's
+interval, or the measured one where the frames share none), channel names and display
+colours, a Plane per page (DeltaT, exposure, position) and TiffData mapping every plane to
+its page (runs of consecutive pages in one block). The Instrument names the camera (and the
+objective where known), and the run's actions go in as comment annotations, so Fiji,
+napari and OMERO see the scale, the positions and what the controllers did.
+
+:func:`describe_series` is the one place sizes and steps are derived (the OME-Zarr writer
+uses it too). An index a frame does not carry is derived, not read from the page order
+alone: a z-stack without a time plan is one time point, not one per plane.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +26,15 @@ from typing import Any
 import numpy as np
 from ome_types import model as m
 
-__all__ = ["MAX_ANNOTATED_ACTIONS", "PlaneInfo", "ome_xml"]
+__all__ = [
+    "CHANNEL_RGB",
+    "MAX_ANNOTATED_ACTIONS",
+    "PlaneInfo",
+    "SeriesScale",
+    "channel_color",
+    "describe_series",
+    "ome_xml",
+]
 
 MAX_ANNOTATED_ACTIONS = 1000  # more are summarised; actions.jsonl holds them all
 _PIXEL_TYPES = {
@@ -30,6 +44,44 @@ _PIXEL_TYPES = {
     "uint32": "uint32",
     "float32": "float",
 }
+
+
+# display colours by name (napari colormap names too); a channel's comes from its dye or wavelength
+CHANNEL_RGB: dict[str, tuple[int, int, int]] = {
+    "blue": (0, 0, 255),
+    "cyan": (0, 255, 255),
+    "green": (0, 255, 0),
+    "yellow": (255, 255, 0),
+    "red": (255, 0, 0),
+    "magenta": (255, 0, 255),
+    "gray": (255, 255, 255),
+}
+_DYES = (  # (words in a channel name, colour); first match wins
+    (("dapi", "hoechst", "bfp", "blue"), "blue"),
+    (("cfp", "cyan"), "cyan"),
+    (("fitc", "gfp", "alexa488", "af488", "green"), "green"),
+    (("yfp", "venus", "citrine", "yellow"), "yellow"),
+    (("cy5", "alexa647", "af647", "far"), "magenta"),
+    (("tritc", "cy3", "rfp", "cherry", "tomato", "texas", "red"), "red"),
+)
+
+
+def channel_color(name: str) -> str:
+    """The display colour of a channel (a :data:`CHANNEL_RGB` key): from a dye or colour
+    word in its name, else from a wavelength in nm in it (405 blue … 640 magenta), else gray
+    (brightfield, phase, unnamed)."""
+    low = name.lower()
+    for words, colour in _DYES:
+        if any(w in low for w in words):
+            return colour
+    for num in re.findall(r"\d{3}", low):
+        nm = int(num)
+        if 350 <= nm <= 800:
+            for edge, colour in ((430, "blue"), (470, "cyan"), (530, "green"), (555, "yellow"), (620, "red")):
+                if nm < edge:
+                    return colour
+            return "magenta"
+    return "gray"
 
 
 @dataclass(slots=True)
@@ -47,24 +99,27 @@ class PlaneInfo:
     y_um: float | None = None
     z_um: float | None = None
     pixel_size_um: float | None = None
+    interval_s: float | None = None  # the time-lapse interval the frame was taken on, if any
 
 
-def _indices(planes: Sequence[tuple[int, PlaneInfo]]) -> tuple[list[tuple[int, int, int]], list[str]]:
-    """(t, c, z) per plane and the channel names by c; missing indices follow the order of
-    the pages (channels cycle, each new round of channels is the next time point)."""
+def _indices(planes: Sequence[PlaneInfo]) -> tuple[list[tuple[int, int, int]], list[str]]:
+    """(t, c, z) per plane and the channel names by c. An index the frame does not carry
+    is derived: c from the order channel names first appear, z = 0, and t = how many
+    earlier planes of the series sit at the same (c, z) (a z-stack without a time plan is
+    one time point; a plain stream whose channels cycle advances t once per round)."""
     names: dict[int, str] = {}
-    order = list(dict.fromkeys(p.channel for _, p in planes)) or [""]
-    seen: dict[int, int] = {}
+    order = list(dict.fromkeys(p.channel for p in planes)) or [""]
+    seen: dict[tuple[int, int], int] = {}
     out = []
-    for _, p in planes:
+    for p in planes:
         c = p.c if p.c is not None else order.index(p.channel)
         names.setdefault(c, p.channel)
         z = p.z if p.z is not None else 0
         if p.t is not None:
             t = p.t
         else:
-            t = seen.get(c, 0)
-            seen[c] = t + 1
+            t = seen.get((c, z), 0)
+            seen[(c, z)] = t + 1
         out.append((t, c, z))
     n_c = max(c for _, c, _ in out) + 1
     return out, [names.get(c, f"c{c}") or f"c{c}" for c in range(n_c)]
@@ -82,10 +137,10 @@ def _plane_fields(p: PlaneInfo) -> dict[str, Any]:
     return out
 
 
-def _z_step(planes: Sequence[tuple[int, PlaneInfo]], idx: Sequence[tuple[int, int, int]]) -> float | None:
+def _z_step(planes: Sequence[PlaneInfo], idx: Sequence[tuple[int, int, int]]) -> float | None:
     """The z step: the median difference of stage z between consecutive z indices."""
     by_z: dict[int, list[float]] = {}
-    for (_, p), (_, _, z) in zip(planes, idx, strict=True):
+    for p, (_, _, z) in zip(planes, idx, strict=True):
         if p.z_um is not None:
             by_z.setdefault(z, []).append(p.z_um)
     zs = sorted(by_z)
@@ -95,6 +150,58 @@ def _z_step(planes: Sequence[tuple[int, PlaneInfo]], idx: Sequence[tuple[int, in
     steps = np.diff(means) / np.diff(zs)
     step = float(np.median(np.abs(steps)))
     return step if step > 0 else None
+
+
+def _time_increment(planes: Sequence[PlaneInfo], idx: Sequence[tuple[int, int, int]]) -> float | None:
+    """The time step: the interval the planes were taken on where they share one (a plan's
+    or the acquisition's; each plane's own time is its DeltaT), else the median difference
+    of the first plane's time between consecutive time indices; None with one time point."""
+    first: dict[int, float] = {}
+    for p, (t, _, _) in zip(planes, idx, strict=True):
+        first[t] = min(first.get(t, p.delta_t_s), p.delta_t_s)
+    ts = sorted(first)
+    if len(ts) < 2:
+        return None
+    nominal = [p.interval_s or 0.0 for p in planes]
+    if min(nominal) > 0 and np.ptp(nominal) <= 1e-6 * max(nominal):
+        return round(float(np.median(nominal)), 9)  # schedules carry float noise (0.09999999999999997)
+    steps = np.diff([first[t] for t in ts]) / np.diff(ts)
+    step = float(np.median(steps))
+    return step if step > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesScale:
+    """What one image series' planes say of its dimensions and scale (both formats' headers).
+
+    Attributes
+    ----------
+    indices : (t, c, z) per plane, in the order given
+    sizes : (T, C, Z)
+    channels : one name per channel index
+    pixel_size_um, z_step_um, time_step_s : None where the planes do not tell
+    """
+
+    indices: tuple[tuple[int, int, int], ...]
+    sizes: tuple[int, int, int]
+    channels: tuple[str, ...]
+    pixel_size_um: float | None
+    z_step_um: float | None
+    time_step_s: float | None
+
+
+def describe_series(planes: Sequence[PlaneInfo]) -> SeriesScale:
+    """Indices, sizes, channel names, pixel size, z step and time step of one series."""
+    idx, names = _indices(planes)
+    sizes = (max(v[0] for v in idx) + 1, max(v[1] for v in idx) + 1, max(v[2] for v in idx) + 1)
+    return SeriesScale(
+        indices=tuple(idx),
+        sizes=sizes,
+        channels=tuple(names),
+        pixel_size_um=next((p.pixel_size_um for p in planes if p.pixel_size_um), None),
+        z_step_um=_z_step(planes, idx),
+        time_step_s=_time_increment(planes, idx),
+    )
 
 
 def _tiff_blocks(
@@ -134,9 +241,8 @@ def ome_xml(
     images = []
     for s_i, s in enumerate(series):
         mine = [(k, p) for k, p in enumerate(planes) if p.series == s]
-        idx, channel_names = _indices(mine)
-        sizes = [max(v[i] for v in idx) + 1 for i in range(3)]
-        px = next((p.pixel_size_um for _, p in mine if p.pixel_size_um), None)
+        scale = describe_series([p for _, p in mine])
+        idx, sizes, px = scale.indices, scale.sizes, scale.pixel_size_um
         pixels = m.Pixels(
             id=f"Pixels:{s_i}",
             dimension_order=m.Pixels_DimensionOrder.XYZCT,
@@ -147,11 +253,21 @@ def ome_xml(
             size_c=sizes[1],
             size_z=sizes[2],
             physical_size_x=px,
+            physical_size_x_unit=m.UnitsLength.MICROMETER,
             physical_size_y=px,
-            physical_size_z=_z_step(mine, idx),
+            physical_size_y_unit=m.UnitsLength.MICROMETER,
+            physical_size_z=scale.z_step_um,
+            physical_size_z_unit=m.UnitsLength.MICROMETER,
+            time_increment=scale.time_step_s,
+            time_increment_unit=m.UnitsTime.SECOND,
             channels=[
-                m.Channel(id=f"Channel:{s_i}:{c}", name=n or None, samples_per_pixel=1)
-                for c, n in enumerate(channel_names)
+                m.Channel(
+                    id=f"Channel:{s_i}:{c}",
+                    name=n or None,
+                    samples_per_pixel=1,
+                    color=m.Color(CHANNEL_RGB[channel_color(n)]),
+                )
+                for c, n in enumerate(scale.channels)
             ],
             tiff_data_blocks=_tiff_blocks([k for k, _ in mine], idx, sizes[1] == sizes[2] == 1),
             planes=[

@@ -4,9 +4,10 @@ The acquisition thread hands each raw frame to :meth:`FrameWriter.put_raw` (an O
 of a reference: the pixels are never copied) and the same frame to analysis; the analysis
 thread hands engine outputs and table rows to :meth:`put_output` / :meth:`put_rows`. The
 writer thread takes what is queued in order, writes runs of raw frames as one batch
-(:meth:`RunFolder.write_raw`: one ``pwritev`` per batch, then the frames' lines), and
-releases them. So decision latency does not depend on the disk, and the disk sees large
-sequential writes.
+(:meth:`RunFolder.write_raw`: large sequential writes, past the page cache with
+``storage.io: direct``, the pixels taken from the frames' own memory; then the frames'
+lines), and releases them. So decision latency does not depend on the disk, and the disk
+sees large sequential writes.
 
 Memory: the queue holds at most ``budget_bytes`` of pixels. When a raw frame does not fit,
 the policy decides: ``stop`` (default) takes it anyway — nothing that was taken off the
@@ -17,7 +18,9 @@ overflows). Frames still queued when the process is killed are lost, like frames
 Micro-Manager's circular buffer; every frame already written survives.
 
 A write error (a full disk, a failing drive) stops the writer: ``error`` names the file and
-the reason, ``on_error`` is called once, and later frames are counted as not stored.
+the reason, ``on_error`` is called once, and later frames are counted as not stored (those
+of a failed batch that did reach the disk and its log, :class:`~.folder.PartlyWritten`,
+count as stored).
 """
 
 from __future__ import annotations
@@ -192,7 +195,11 @@ class FrameWriter:
             try:
                 self._write(batch)
             except Exception as exc:
-                self.frames_not_written += sum(isinstance(b, Frame) for b in batch)
+                stored: list[Frame] = getattr(exc, "stored", [])  # PartlyWritten: these made it
+                self.frames_written += len(stored)
+                if stored and self.on_stored is not None:
+                    self.on_stored(stored)
+                self.frames_not_written += sum(isinstance(b, Frame) for b in batch) - len(stored)
                 self._fail(exc)
             self._release(batch)
 
