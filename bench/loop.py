@@ -56,7 +56,7 @@ from smartscope.config import validate_config
 from smartscope.controllers.base import ControllerBase, Observation
 from smartscope.drivers.mmcore import PymmcorePlusDriver
 from smartscope.runner import run
-from smartscope.scenarios.base import virtual_cfg_file
+from smartscope.scenarios.base import virtual_cfg_file, virtual_lights
 from smartscope.storage import read_jsonl
 
 console = Console(width=220)
@@ -404,7 +404,10 @@ def _live_run(root: Path, mode: str, seconds: float, toggle: bool) -> dict[str, 
             "microscope": {
                 "config_file": str(cfg_file),
                 "camera": "Camera",
-                "lasers": {"561": {"device": "Laser561", "wavelength_nm": 561, "max_power_mw": 50}},
+                "lasers": {
+                    **virtual_lights(),
+                    "561": {"device": "Laser561", "wavelength_nm": 561, "max_power_mw": 50},
+                },
             },
             "acquisition": {
                 "exposure_ms": 10.0,

@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from smartscope.actions import Action
 from smartscope.frame import Frame
+from smartscope.safety import Devices
 from smartscope.state import DriverState
 
 
@@ -45,9 +46,26 @@ class ApplyResult:
 
 @runtime_checkable
 class Driver(Protocol):
-    """Acquisition backend: frames out, actions in, between frames."""
+    """Acquisition backend: frames out, actions in, between frames.
+
+    Attributes
+    ----------
+    name : str
+        The backend, as ``metrics.json`` names it.
+    devices : Devices
+        The device roles the safety gate vets by, as found on the hardware (camera, focus,
+        mirrors, light sources nobody declared).
+    camera_started_s : float | None
+        ``time.perf_counter()`` when the driver last began (re)starting the camera; until
+        a frame comes after it, the watchdog allows the camera's start-up time.
+    skipped_writes : list[str]
+        Writes refused because the safe state was on (what, in order), for the run's events.
+    """
 
     name: str
+    devices: Devices
+    camera_started_s: float | None
+    skipped_writes: list[str]
 
     def start(self, n_frames: int | None) -> None:
         """Begin acquiring; ``None`` runs until :meth:`stop`."""
@@ -70,7 +88,9 @@ class Driver(Protocol):
         """Current values of what actions change (exposure, laser powers, ROI, ...)."""
 
     def safe_state(self) -> None:
-        """Lasers off, shutters closed; callable from any thread, never raises."""
+        """Lights off, shutters closed; callable from any thread, never raises. Final: from
+        its first moment nothing but lowering reaches the hardware (a batch, a camera
+        restart, a channel preset or a plan event under way included)."""
 
     def stop(self) -> None:
         """Stop acquiring; frames already acquired may still be read."""

@@ -204,22 +204,32 @@ def load_configuration(
     return cfg_path, search
 
 
-def open_pymmcore_plus(microscope: MicroscopeConfig) -> Any:
+def open_pymmcore_plus(microscope: MicroscopeConfig, abandon: Callable[[Any], None] | None = None) -> Any:
     """A ``UniMMCore`` (C++ and Python devices, Python autofocus devices included: see
-    :mod:`smartscope.simulators.autofocus`) with ``microscope``'s configuration loaded."""
+    :mod:`smartscope.simulators.autofocus`) with ``microscope``'s configuration loaded.
+
+    A load that fails or is interrupted (a stop signal) hands the half-loaded core to
+    ``abandon`` (a driver's safe state, then the unload: a ``.cfg`` start-up line may already
+    have switched a light on); without one the devices are just unloaded."""
     from smartscope.simulators.autofocus import AutofocusUniMMCore
 
     core = AutofocusUniMMCore()
     try:
         load_configuration(microscope, core.setDeviceAdapterSearchPaths, core.loadSystemConfiguration)
     except BaseException:
-        core.unloadAllDevices()
+        if abandon is None:
+            core.unloadAllDevices()
+        else:
+            abandon(core)
         raise
     return core
 
 
-def open_pycromanager_headless(microscope: MicroscopeConfig) -> Any:
-    """pycromanager's in-process headless core (pymmcore) with the configuration loaded."""
+def open_pycromanager_headless(
+    microscope: MicroscopeConfig, abandon: Callable[[Any], None] | None = None
+) -> Any:
+    """pycromanager's in-process headless core (pymmcore) with the configuration loaded;
+    ``abandon`` as for :func:`open_pymmcore_plus` (it must stop the headless core too)."""
     from pycromanager import Core, start_headless, stop_headless
 
     search = adapter_search(microscope)
@@ -233,6 +243,9 @@ def open_pycromanager_headless(microscope: MicroscopeConfig) -> Any:
     try:
         load_configuration(microscope, core.set_device_adapter_search_paths, core.load_system_configuration)
     except BaseException:
-        stop_headless()
+        if abandon is None:
+            stop_headless()
+        else:
+            abandon(core)
         raise
     return core

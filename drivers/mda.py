@@ -23,6 +23,13 @@ Threads and invariants:
   ``first_frame_index=None``: frames resolve it, as in live streaming.
 * :meth:`safe_state` (any thread) switches light off, stops the runner and is final: a
   batch or an event in flight is followed by the safe state again on the runner thread.
+  While the runner runs, the core's own write methods refuse once the safe state is on
+  (the latch of :mod:`smartscope.drivers.mmcore`), so nothing pymmcore-plus's engine does
+  in an event already under way (its channel preset after a stage that hung, its property
+  sequences, its snap, its restoring of the start state) can switch light back on.
+* the plan's size is checked (``limits.max_plan_events``, from its axes) before it is
+  expanded; an ``AcquireAt`` is bounded in frames x planes x channels
+  (``limits.max_burst_frames``) before its events are made.
 * every frame the engine delivered reaches :meth:`next_frame`, also after a stop, a cap
   (``n_frames``) or a fault; an event that delivered fewer frames than it should (the
   engine logs a failed snap and goes on) is a driver error.
@@ -74,9 +81,11 @@ from smartscope.config.mda import (
     declared_autofocus,
     declared_channels,
     event_index,
+    extent_problems,
     image_events,
     plan_events,
     plan_problems,
+    size_problem,
 )
 from smartscope.drivers.base import ActionNotSupported, ApplyResult, DriverError
 from smartscope.drivers.mda_schedule import Job, Schedule
@@ -96,6 +105,36 @@ _WAIT_SLICE_S = 0.05
 # what starting a camera sequence is assumed to cost when a burst is cut to fit before the
 # plan's next job (DemoCamera measured 70-100 ms here; the virtual camera's default is 100 ms)
 SEQUENCE_START_S = 0.1
+# the core's write methods pymmcore-plus's engine calls; while the runner runs they refuse
+# once the safe state is on (the first group can switch light on: they hold the light lock)
+CORE_LIGHT_WRITES = (
+    "setConfig",
+    "setProperty",
+    "setShutterOpen",
+    "setAutoShutter",
+    "loadPropertySequence",
+    "startPropertySequence",
+)
+CORE_WRITES = (
+    *CORE_LIGHT_WRITES,
+    "setExposure",
+    "snapImage",
+    "startSequenceAcquisition",
+    "startContinuousSequenceAcquisition",
+    "setXYPosition",
+    "setPosition",
+    "setZPosition",
+    "setRelativeXYPosition",
+    "setRelativePosition",
+    "startStageSequence",
+    "startXYStageSequence",
+    "startExposureSequence",
+    "setROI",
+    "setSLMImage",
+    "fullFocus",
+    "incrementalFocus",
+    "enableContinuousFocus",
+)
 
 
 def series_of(event: useq.MDAEvent) -> str:
@@ -161,6 +200,7 @@ class MDADriver(PymmcorePlusDriver):
             raise DriverError("acquisition.mda: the MDA driver needs a plan (mda or mda_file)")
         self.sequence: useq.MDASequence = seq
         self.events: list[useq.MDAEvent] = []  # list(sequence), set once the core is known
+        self._events_fov: tuple[float, float] | None = None
         self._preset_lasers: dict[tuple[str, str], dict[str, float]] = {}
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._batches: deque[_Batch] = deque()
@@ -198,7 +238,12 @@ class MDADriver(PymmcorePlusDriver):
         problems = super()._write_problems()
         core, seq = self.core, self.sequence
         fov = self._fov_um()
+        too_big = size_problem(seq, self.gate.limits, fov)  # counted, never expanded
+        if too_big:
+            return [*problems, too_big]
+        problems += extent_problems(seq, self.gate.limits, fov)
         self.events = plan_events(seq, fov)
+        self._events_fov = fov
         problems += plan_problems(seq, self.events, self.gate.limits)
         if fov is None and _has_grid(seq):
             problems.append(
@@ -247,7 +292,13 @@ class MDADriver(PymmcorePlusDriver):
         """The base configuration; then the grids' field of view as the camera now is (the
         start-up properties and the ROI may have changed it) and their positions' limits."""
         super()._configure()
-        self.events = plan_events(self.sequence, self._fov_um())
+        fov = self._fov_um()
+        if fov != self._events_fov:
+            too_big = size_problem(self.sequence, self.gate.limits, fov)
+            if too_big:
+                raise DriverError(f"refused before any stage moved: {too_big}")
+            self.events = plan_events(self.sequence, fov)
+            self._events_fov = fov
         problems = [p for p in plan_problems(self.sequence, self.events, self.gate.limits) if "xy_um" in p]
         if problems:
             raise DriverError("refused before any stage moved: " + "; ".join(problems))
@@ -262,6 +313,8 @@ class MDADriver(PymmcorePlusDriver):
         problems = []
         lasers: dict[str, float] = {}
         for device, prop, value in self._do_preset_settings(group, preset):
+            if device in self.devices.lights:
+                continue  # refused once, by name, with every undeclared light source
             reason = self.gate.check_setting(device, prop, value)
             if reason:
                 problems.append(f"{where} ({group}/{preset}) sets {reason}")
@@ -302,11 +355,13 @@ class MDADriver(PymmcorePlusDriver):
 
     def _run_mda(self) -> None:
         """The runner thread: pymmcore-plus's MDA runner over this driver's event iterator."""
+        unguard = self._guard_core()
         try:
             self.core.mda.run(self._iter_events())
         except BaseException as exc:  # reported by next_frame after the frames before it
             self._error = exc
         finally:
+            unguard()
             with contextlib.suppress(Exception):
                 self.core.mda.events.frameReady.disconnect(self._on_frame)
             if self._safed:  # an event that was in flight may have switched light back on
@@ -315,6 +370,26 @@ class MDADriver(PymmcorePlusDriver):
                 with contextlib.suppress(Exception):
                     self.core.setAutoShutter(True)
             self._q.put(_END)
+
+    def _guard_core(self) -> Any:
+        """Latch the core's write methods (:data:`CORE_WRITES`) for the run; returns what
+        puts them back."""
+        core = self.core
+        before: dict[str, Any] = {}  # what the instance had (a test's own wrapper), else the class's
+        for name in CORE_WRITES:
+            method = getattr(core, name, None)
+            if method is not None:
+                before[name] = core.__dict__.get(name)
+                setattr(core, name, self._latched_hook(name, method, name in CORE_LIGHT_WRITES))
+
+        def unguard() -> None:
+            for name, own in before.items():
+                if own is None:
+                    core.__dict__.pop(name, None)
+                else:
+                    setattr(core, name, own)
+
+        return unguard
 
     def _on_frame(self, img: np.ndarray, event: useq.MDAEvent, meta: Any) -> None:
         """frameReady, on the runner thread: queue the frame, nothing else."""
@@ -352,6 +427,7 @@ class MDADriver(PymmcorePlusDriver):
         self._do_release()
 
     def safe_state(self) -> None:
+        self._latched = True  # first: nothing the runner is doing from now on reaches hardware
         self._safed = True
         self._halt_runner()
         self._safe_hardware()
@@ -646,6 +722,9 @@ class MDADriver(PymmcorePlusDriver):
             if why:
                 raise DriverError(f"refused: {why}")
         channels = self._burst_channels(action)
+        too_big = self.gate.burst_problem(action.n_frames, len(action.z_offsets_um), len(channels))
+        if too_big:
+            raise DriverError(f"refused: {too_big}")
         mini = useq.MDASequence(
             stage_positions=(useq.Position(x=x, y=y),) if x is not None or y is not None else (),
             z_plan=useq.ZAbsolutePositions(absolute=planes) if len(planes) > 1 else None,

@@ -25,16 +25,34 @@ apply a batch of actions (``acquisition.apply_mode``):
 
 Time-lapse (``interval_ms > 0`` or several channels) snaps each frame at its due time;
 actions land between snaps.
+
+The safe state is a latch. From the moment :meth:`MMCoreDriver.safe_state` begins, every
+hook that writes to hardware (:data:`LATCHED_WRITES`: properties, presets, shutters,
+property sequences, exposure, ROI, focus, snaps, camera starts) refuses, whatever thread
+calls it: a batch being applied, a camera restart, the next channel preset, a re-armed
+power schedule. Only the safe state's own writes (lights to 0, shutter closed, its extras)
+go through; what was refused is logged and listed in :attr:`MMCoreDriver.skipped_writes`.
+Writes that can raise light hold a lock, and the safe state writes its zeros again once a
+light write that was in flight when it began has landed.
+
+Before anything is written the driver reads every declared laser back (a ``.cfg`` may set
+one above its ceiling: it is switched off and the run refused), and looks at every loaded
+device: one that looks like a light source (:func:`smartscope.safety.looks_like_light`)
+must be declared in ``microscope.lasers`` or listed in ``microscope.not_light``. The gate
+learns the core's own focus device and every device with mirror properties, so their
+limits hold whether or not the configuration names them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
+import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -62,12 +80,38 @@ from smartscope.config import AcquisitionConfig, LimitsConfig, MicroscopeConfig,
 from smartscope.drivers.base import ActionNotSupported, ApplyResult, DriverError
 from smartscope.drivers.installation import open_pycromanager_headless, open_pymmcore_plus
 from smartscope.frame import Frame, now_s
-from smartscope.safety import Devices, SafetyGate
+from smartscope.safety import MIRROR_VECTOR_PROPERTY, Devices, SafetyGate, looks_like_light
 from smartscope.state import DriverState
 
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.0002
+# Hooks that write to hardware: after the safe state only the safe state itself calls them.
+# The first group can raise light (they hold the light-write lock); the second cannot.
+LIGHT_WRITES = (
+    "_do_set_property",
+    "_do_set_config",
+    "_do_set_shutter_open",
+    "_do_load_property_sequence",
+    "_do_start_property_sequence",
+)
+LATCHED_WRITES = (
+    *LIGHT_WRITES,
+    "_do_set_exposure",
+    "_do_start_sequence",
+    "_do_snap",
+    "_do_set_roi",
+    "_do_clear_roi",
+    "_do_set_z",
+)
+# how long the safe state waits for a light write in flight (a slow serial line) to land
+# before it writes its zeros a second time; it writes them once at once regardless
+LIGHT_WRITE_WAIT_S = 2.0
+MAX_SKIPPED_LISTED = 1000
+
+
+class SafeStateLatched(DriverError):
+    """A hardware write refused because the safe state is on (see the module doc)."""
 
 
 def mm_value(value: Any) -> float | str:
@@ -96,6 +140,19 @@ def _camera_time(md: Mapping[str, Any]) -> float:
         with contextlib.suppress(ValueError):
             return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f").timestamp()
     return now_s()
+
+
+def _call(obj: Any, snake: str, camel: str, *args: Any) -> Any:
+    """``obj.snake(*args)``, or ``obj.camel(*args)`` where only that spelling exists."""
+    method = getattr(obj, snake, None) or getattr(obj, camel)
+    return method(*args)
+
+
+def _strings(values: Any) -> list[str]:
+    """A core's list of strings: a tuple in Python, a StrVector over the Java bridge."""
+    if hasattr(values, "size") and hasattr(values, "get"):
+        return [str(values.get(i)) for i in range(int(values.size()))]
+    return [str(v) for v in values]
 
 
 @dataclass(slots=True)
@@ -145,6 +202,52 @@ class MMCoreDriver:
         # index from which each schedule (None: none) ran, re-armed at every camera start
         self._armed: dict[str, tuple[float, ...]] = {}
         self._segments: dict[str, list[tuple[int, tuple[float, ...] | None]]] = {}
+        self.devices = Devices.from_config(microscope)
+        self.camera_started_s: float | None = None
+        # the safe state's latch (module doc)
+        self._latched = False
+        self._light_lock = threading.RLock()
+        self._safe_thread = threading.local()
+        self.skipped_writes: list[str] = []
+        self._n_skipped = 0
+        self._quiet_safe_state = False  # start-up failed: failures of the safe state are expected
+        for name in LATCHED_WRITES:
+            setattr(self, name, self._latched_hook(name, getattr(self, name), name in LIGHT_WRITES))
+
+    # ---------------------------------------------------------------- latch
+
+    def _latched_hook(self, name: str, hook: Callable[..., Any], light: bool) -> Callable[..., Any]:
+        what = name.removeprefix("_do_")
+
+        @functools.wraps(hook)
+        def guarded(*args: Any) -> Any:
+            if getattr(self._safe_thread, "on", False):
+                return hook(*args)
+            if not light:
+                self._refuse_if_latched(what, args)
+                return hook(*args)
+            with self._light_lock:
+                self._refuse_if_latched(what, args)
+                return hook(*args)
+
+        return guarded
+
+    def _refuse_if_latched(self, what: str, args: Sequence[Any]) -> None:
+        if self._latched:
+            self._skipped(f"{what}({', '.join(repr(a) for a in args)})")
+            raise SafeStateLatched(f"{what} not written: the microscope is in its safe state")
+
+    def _skipped(self, what: str) -> None:
+        """A write the latch refused: logged, and listed for the run's events."""
+        self._n_skipped += 1
+        if len(self.skipped_writes) < MAX_SKIPPED_LISTED:
+            self.skipped_writes.append(f"{what}: not written, the safe state is on")
+            log.warning("safe state latched: %s not written", what)
+
+    @property
+    def latched(self) -> bool:
+        """The safe state is on: nothing but the safe state writes to hardware any more."""
+        return self._latched
 
     # ---------------------------------------------------------------- hooks
     # Each flavour spells these core calls its own way.
@@ -236,20 +339,97 @@ class MMCoreDriver:
     def _do_property_upper_limit(self, device: str, prop: str) -> float | None:
         raise NotImplementedError
 
+    def _do_loaded_devices(self) -> list[str]:
+        """Labels of every loaded device but the core."""
+        raise NotImplementedError
+
+    def _do_device_properties(self, device: str) -> list[str]:
+        raise NotImplementedError
+
+    def _do_is_camera(self, device: str) -> bool:
+        raise NotImplementedError
+
+    def _do_focus_device(self) -> str:
+        """The core's focus (Z) device; "" without one."""
+        raise NotImplementedError
+
+    def _do_xy_stage_device(self) -> str:
+        raise NotImplementedError
+
     # ------------------------------------------------------------ lifecycle
 
     def _vet_writes(self) -> None:
-        """Refuse, before anything is written, what the start-up properties, the channel
-        presets or the safe-state extras would set beyond the limits (named, all at once)."""
-        self.gate.bind(Devices.from_config(self.mcfg, camera=self._do_camera_label()))
-        problems = self._write_problems()
+        """Before anything is written: read every declared laser back (one above its ceiling
+        is switched off, with every other light, and refuses the run), learn the devices, and
+        refuse what the start-up properties, the channel presets or the safe-state extras would
+        set beyond the limits, and light sources nobody declared (named, all at once)."""
+        self.devices = self._find_devices()
+        self.gate.bind(self.devices)
+        over = self.gate.over_ceiling(self._read_lasers())
+        problems = over + self._write_problems()
+        if over:
+            self.safe_state()  # the .cfg switched a light on beyond its ceiling: off first
+            raise DriverError(
+                "refused before the run, every declared light switched off: " + "; ".join(problems)
+            )
         if problems:
             raise DriverError("refused before the run, nothing was set: " + "; ".join(problems))
+
+    def _find_devices(self) -> Devices:
+        """The device roles the gate vets by: the configured ones, the core's own focus
+        device, every device with mirror properties, and light sources nobody declared."""
+        m = self.mcfg
+        base = Devices.from_config(m, camera=self._do_camera_label())
+        declared = {laser.device for laser in m.lasers.values()}
+        lights: set[str] = set()
+        mirrors: set[str] = set()
+        for label in self._do_loaded_devices():
+            if label == "Core" or self._do_is_camera(label):
+                continue
+            props = self._do_device_properties(label)
+            if MIRROR_VECTOR_PROPERTY in props or any(base.mirror_mode(p) is not None for p in props):
+                mirrors.add(label)
+            if label not in declared and label not in m.not_light and looks_like_light(label, props):
+                lights.add(label)
+        return Devices(
+            camera=base.camera,
+            focus=m.focus or self._do_focus_device() or None,
+            mirror=m.mirror,
+            mirror_property=m.mirror_property,
+            mirrors=frozenset(mirrors),
+            lights=frozenset(lights),
+        )
+
+    def _read_lasers(self) -> dict[str, float]:
+        """Every declared laser's power as the hardware reports it."""
+        lasers = {}
+        for name, laser in self.mcfg.lasers.items():
+            try:
+                lasers[name] = float(self._do_get_property(laser.device, laser.power_property))
+            except Exception as exc:
+                raise DriverError(
+                    f"microscope.lasers.{name}: cannot read {laser.device}.{laser.power_property} ({exc})"
+                ) from exc
+        return lasers
 
     def _write_problems(self) -> list[str]:
         """What :meth:`_vet_writes` refuses, one line per field (subclasses add theirs)."""
         gate = self.gate
         problems = []
+        devices = self.devices
+        if devices.lights:
+            names = ", ".join(sorted(devices.lights))
+            what = "looks like a light source" if len(devices.lights) == 1 else "look like light sources"
+            problems.append(
+                f"microscope.lasers: {names} {what} (a power, intensity or laser property) not "
+                "declared: declare each in microscope.lasers (vetted, switched off by the safe state) "
+                "or list it in microscope.not_light"
+            )
+        loaded = self._do_loaded_devices()
+        for name in self.mcfg.not_light:
+            if name not in loaded:
+                problems.append(f"microscope.not_light: no device {name!r} is loaded")
+        problems += self._limit_device_problems()
         for name, laser in self.mcfg.lasers.items():
             upper = self._do_property_upper_limit(laser.device, laser.power_property)
             if upper is not None and laser.max_power_mw > upper:
@@ -270,6 +450,8 @@ class MMCoreDriver:
                 )
                 continue
             for device, name, value in settings:
+                if device in devices.lights:
+                    continue  # named once above
                 reason = gate.check_setting(device, name, value)
                 if reason:
                     problems.append(f"acquisition.channels[{i}] ({ch.group}/{ch.preset}) sets {reason}")
@@ -285,6 +467,25 @@ class MMCoreDriver:
                 )
             if reason:
                 problems.append(f"safe_state.properties[{i}]: {reason}")
+        return problems
+
+    def _limit_device_problems(self) -> list[str]:
+        """A limit with no device to apply it to is a mistake in the configuration."""
+        lim, d = self.gate.limits, self.devices
+        problems = []
+        if lim.z_um is not None and not d.focus:
+            problems.append(
+                "limits.z_um: no focus device to apply it to (microscope.focus is unset and the "
+                "configuration has no focus stage)"
+            )
+        if lim.xy_um is not None and not self._do_xy_stage_device():
+            problems.append("limits.xy_um: no XY stage to apply it to in the configuration")
+        default_stroke = type(lim).model_fields["mirror_max_rad"].default
+        if lim.mirror_max_rad != default_stroke and not (d.mirror or d.mirrors):
+            problems.append(
+                "limits.mirror_max_rad: no deformable mirror to apply it to (microscope.mirror is "
+                "unset and no device has mirror properties)"
+            )
         return problems
 
     def _configure(self) -> None:
@@ -304,14 +505,11 @@ class MMCoreDriver:
         if self.acq.roi is not None:
             r = self.acq.roi
             self._do_set_roi(r.x, r.y, r.width, r.height)
-        lasers = {}
-        for name, laser in self.mcfg.lasers.items():
-            try:
-                lasers[name] = float(self._do_get_property(laser.device, laser.power_property))
-            except Exception as exc:
-                raise DriverError(
-                    f"microscope.lasers.{name}: cannot read {laser.device}.{laser.power_property} ({exc})"
-                ) from exc
+        lasers = self._read_lasers()
+        over = self.gate.over_ceiling(lasers)  # a device the start-up changed (a scene, a mode)
+        if over:
+            self.safe_state()
+            raise DriverError("refused before the run, every declared light switched off: " + "; ".join(over))
         self._state = DriverState(
             exposure_ms=float(self._do_get_exposure()),
             interval_ms=float(self.acq.interval_ms),
@@ -329,6 +527,8 @@ class MMCoreDriver:
     def start(self, n_frames: int | None) -> None:
         if self._running:
             raise DriverError("driver already started")
+        if self._latched:
+            raise SafeStateLatched("not started: the microscope is in its safe state")
         self._target = n_frames
         self._running = True
         self._stopping = False
@@ -341,7 +541,11 @@ class MMCoreDriver:
         self._begin()
 
     def _begin(self) -> None:
-        """(Re)start frame production in the mode the current state calls for."""
+        """(Re)start frame production in the mode the current state calls for (never once
+        the safe state is on: a restart would re-arm power schedules and open the shutter)."""
+        if self._latched:
+            self._skipped("camera restart")
+            return
         self._streaming = self._is_streaming_mode()
         if self._streaming:
             left = None if self._target is None else self._target - self._delivered - len(self._pending)
@@ -350,6 +554,7 @@ class MMCoreDriver:
                 left = self._burst_left if left is None else min(left, self._burst_left)
             if left is not None and left <= 0:
                 return
+            self.camera_started_s = time.perf_counter()  # the watchdog allows its start-up time
             self._arm_sequences()
             self._do_start_sequence(left)
         else:
@@ -407,6 +612,25 @@ class MMCoreDriver:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.stop()
+        self._do_release()
+
+    def _abandon_core(self, core: Any) -> None:
+        """A core whose ``.cfg`` failed to load, or whose loading a stop signal ended: its
+        lights go off (what the start-up lines switched on), then it goes."""
+        self.core = core
+        self._abandon()
+
+    def _abandon(self) -> None:
+        """Start-up failed, was refused or interrupted: the safe state (whatever the .cfg or
+        the start-up switched on goes off; a device that is not there is skipped without a
+        word, the error that ended the start-up says what is wrong), then the core goes."""
+        try:
+            self._quiet_safe_state = True
+            MMCoreDriver.safe_state(self)
+        except Exception as exc:  # pragma: no cover - safe_state logs and goes on
+            log.debug("safe state during start-up: %s", exc)
+        finally:
+            self._quiet_safe_state = False
         self._do_release()
 
     # --------------------------------------------------------------- frames
@@ -485,7 +709,10 @@ class MMCoreDriver:
             raise StopIteration
         if self._streaming:
             return self._next_streamed(timeout_s)
-        return self._next_timed(timeout_s)
+        try:
+            return self._next_timed(timeout_s)
+        except SafeStateLatched:  # the safe state came while this frame was being set up
+            raise StopIteration from None
 
     def _next_streamed(self, timeout_s: float) -> Frame | None:
         deadline = time.perf_counter() + timeout_s
@@ -516,6 +743,9 @@ class MMCoreDriver:
             return None
         if wait > 0:
             time.sleep(wait)
+        if self._latched:  # no next channel, no next snap: the safe state is final
+            self._skipped("the next time-lapse frame (channel preset and snap)")
+            raise StopIteration
         channel = ""
         state = self._state
         if self.acq.channels:
@@ -566,13 +796,16 @@ class MMCoreDriver:
         )
         if live:
             return self._apply_live(actions)
+        if self._streaming and self._running:
+            self.camera_started_s = time.perf_counter()  # a restart: stop, drain, start
         restarted = self._halt_and_drain()
         state, errors = self._apply_all(actions, self._state)
         self._state = self._base = state
         self._timeline.clear()  # the camera is stopped: every earlier change is behind us
         first = self._delivered + len(self._pending)
         if self._running and not self._stopping:
-            self._begin()
+            with contextlib.suppress(SafeStateLatched):  # listed in skipped_writes
+                self._begin()
         return ApplyResult(first, errors, state.revision, restarted and self._streaming)
 
     def _apply_live(self, actions: Sequence[Action]) -> ApplyResult:
@@ -588,9 +821,15 @@ class MMCoreDriver:
     ) -> tuple[DriverState, list[str | None]]:
         errors: list[str | None] = []
         for action in actions:
+            if self._latched:  # the safe state came before (or while) this batch was applied
+                self._skipped(f"{action.kind} action {action.model_dump(exclude={'kind'})}")
+                errors.append("not applied: the microscope is in its safe state")
+                continue
             try:
                 state = self._apply_one(action, state)
                 errors.append(None)
+            except SafeStateLatched as exc:
+                errors.append(f"not applied: {exc}")
             except Exception as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
         # an objective, binning or ROI change may change the sample pixel size
@@ -682,6 +921,7 @@ class MMCoreDriver:
 
     def _end_burst(self) -> None:
         """A counted burst is over: back to the saved interval at this frame boundary."""
+        self.camera_started_s = time.perf_counter()
         self._halt_and_drain()
         self._state = self._base = self._state.replace(interval_ms=self._saved_interval_ms, burst=False)
         self._timeline.clear()
@@ -697,28 +937,64 @@ class MMCoreDriver:
         return self._camera
 
     def safe_state(self) -> None:
+        """Latch, then lights off, shutter closed, safe-state extras (see the module doc).
+        Any thread; never waits on the acquisition thread (at most ``LIGHT_WRITE_WAIT_S`` for
+        a light write in flight, and only after writing its zeros once already)."""
+        self._latched = True
+        outer = getattr(self._safe_thread, "on", False)
+        self._safe_thread.on = True
+        in_flight = not self._light_lock.acquire(blocking=False)
+        try:
+            self._lights_off()
+            if in_flight:  # a light write began before the latch: once it lands, off again
+                if self._light_lock.acquire(timeout=LIGHT_WRITE_WAIT_S):
+                    in_flight = False
+                    self._lights_off()
+                else:
+                    log.error(
+                        "safe state: a light write still in flight after %g s; it is refused "
+                        "afterwards only if it reaches the latch",
+                        LIGHT_WRITE_WAIT_S,
+                    )
+        finally:
+            if not in_flight:
+                self._light_lock.release()
+            self._safe_thread.on = outer
+
+    def _lights_off(self) -> None:
+        """The safe state's writes: every power schedule stopped, every declared light to 0,
+        the shutter closed, the configured extras. Each failure is logged and the rest go on."""
+        report = log.debug if self._quiet_safe_state else log.error
+        present: set[str] | None = None  # start-up cut short: only the devices that got loaded
+        if self._quiet_safe_state:
+            with contextlib.suppress(Exception):
+                present = set(self._do_loaded_devices())
         for name in list(self._armed):  # a running schedule would turn the light back on
             try:
                 self._stop_sequence_of(name)
             except Exception as exc:
-                log.error("safe state: could not stop the power sequence of laser %s: %s", name, exc)
+                report("safe state: could not stop the power sequence of laser %s: %s", name, exc)
         for name, laser in self.mcfg.lasers.items():
+            if present is not None and laser.device not in present:
+                continue
             try:
                 self._do_set_property(laser.device, laser.power_property, 0)
             except Exception as exc:  # keep going: every other laser must still go off
-                log.error("safe state: could not turn laser %s off: %s", name, exc)
+                report("safe state: could not turn laser %s off: %s", name, exc)
         if self.safe.close_shutter:
             try:
                 label = self.mcfg.shutter or self._do_default_shutter()
                 if label:
                     self._do_set_shutter_open(label, False)
             except Exception as exc:
-                log.error("safe state: could not close shutter: %s", exc)
+                report("safe state: could not close shutter: %s", exc)
         for prop in self.safe.properties:
+            if present is not None and prop.device not in present:
+                continue
             try:
                 self._do_set_property(prop.device, prop.property, prop.value)
             except Exception as exc:
-                log.error("safe state: %s.%s: %s", prop.device, prop.property, exc)
+                report("safe state: %s.%s: %s", prop.device, prop.property, exc)
 
 
 class PymmcorePlusDriver(MMCoreDriver):
@@ -742,14 +1018,16 @@ class PymmcorePlusDriver(MMCoreDriver):
             )
         self._owns_core = core is None
         if core is None:
-            core = open_pymmcore_plus(microscope)
+            core = open_pymmcore_plus(microscope, abandon=self._abandon_core)
         self.core = core
         try:
             self._open_camera(core)
             self._configure()
             core.waitForSystem()  # devices still busy with the settings (a camera rebuilding) finish first
         except BaseException:
-            self._do_release()  # a core this driver loaded is unloaded again
+            # a refusal, an error or a stop signal during start-up: whatever the .cfg or the
+            # start-up switched on goes off before a core this driver loaded is unloaded
+            self._abandon()
             raise
 
     def _open_camera(self, core: Any) -> None:
@@ -842,6 +1120,21 @@ class PymmcorePlusDriver(MMCoreDriver):
             return None
         return float(self.core.getPropertyUpperLimit(device, prop))
 
+    def _do_loaded_devices(self) -> list[str]:
+        return [str(d) for d in self.core.getLoadedDevices() if str(d) != "Core"]
+
+    def _do_device_properties(self, device: str) -> list[str]:
+        return [str(p) for p in self.core.getDevicePropertyNames(device)]
+
+    def _do_is_camera(self, device: str) -> bool:
+        return int(self.core.getDeviceType(device)) == 2  # DeviceType.CameraDevice
+
+    def _do_focus_device(self) -> str:
+        return str(self.core.getFocusDevice())
+
+    def _do_xy_stage_device(self) -> str:
+        return str(self.core.getXYStageDevice())
+
     def _do_sequence_max_length(self, device: str, prop: str) -> int:
         if not self.core.isPropertySequenceable(device, prop):
             return 0
@@ -860,7 +1153,7 @@ class PymmcorePlusDriver(MMCoreDriver):
         if self._owns_core:
             with contextlib.suppress(Exception):
                 self.core.unloadAllDevices()
-            del self.core
+            self.__dict__.pop("core", None)
             gc.collect()  # a live demo core at interpreter exit can abort it ('exception not rethrown')
 
 
@@ -902,15 +1195,19 @@ class PycromanagerDriver(MMCoreDriver):
                         "microscope.config_file 'virtual' needs pymmcore-plus (Python devices);"
                         " pycromanager's headless core is plain pymmcore"
                     )
-                core = open_pycromanager_headless(microscope)
-                self._headless = True
+                self._headless = True  # from here on, released (after the safe state) on failure
+                core = open_pycromanager_headless(microscope, abandon=self._abandon_core)
             else:
                 core = Core(port=microscope.bridge_port)
         self.core = core
-        if microscope.camera is not None:
-            core.set_camera_device(microscope.camera)
-        self._configure()
-        core.wait_for_system()  # devices still busy with the settings finish before any frame
+        try:
+            if microscope.camera is not None:
+                core.set_camera_device(microscope.camera)
+            self._configure()
+            core.wait_for_system()  # devices still busy with the settings finish before any frame
+        except BaseException:
+            self._abandon()
+            raise
 
     def _do_set_exposure(self, ms: float) -> None:
         self.core.set_exposure(float(ms))
@@ -990,14 +1287,37 @@ class PycromanagerDriver(MMCoreDriver):
         data = self.core.get_config_data(group, preset)
         out = []
         for i in range(int(data.size())):
-            s = data.get_setting(i)
-            out.append((str(s.get_device_label()), str(s.get_property_name()), str(s.get_property_value())))
+            # over the Java bridge the objects are snake_case; the headless core's are pymmcore's
+            s = _call(data, "get_setting", "getSetting", i)
+            out.append(
+                (
+                    str(_call(s, "get_device_label", "getDeviceLabel")),
+                    str(_call(s, "get_property_name", "getPropertyName")),
+                    str(_call(s, "get_property_value", "getPropertyValue")),
+                )
+            )
         return out
 
     def _do_property_upper_limit(self, device: str, prop: str) -> float | None:
         if not self.core.has_property_limits(device, prop):
             return None
         return float(self.core.get_property_upper_limit(device, prop))
+
+    def _do_loaded_devices(self) -> list[str]:
+        return [d for d in _strings(self.core.get_loaded_devices()) if d != "Core"]
+
+    def _do_device_properties(self, device: str) -> list[str]:
+        return _strings(self.core.get_device_property_names(device))
+
+    def _do_is_camera(self, device: str) -> bool:
+        kind = self.core.get_device_type(device)
+        return int(getattr(kind, "swig_value", lambda: kind)()) == 2  # DeviceType.CameraDevice
+
+    def _do_focus_device(self) -> str:
+        return str(self.core.get_focus_device())
+
+    def _do_xy_stage_device(self) -> str:
+        return str(self.core.get_xy_stage_device())
 
     def _do_sequence_max_length(self, device: str, prop: str) -> int:
         if not self.core.is_property_sequenceable(device, prop):
@@ -1019,5 +1339,5 @@ class PycromanagerDriver(MMCoreDriver):
 
             with contextlib.suppress(Exception):
                 stop_headless()
-            del self.core
+            self.__dict__.pop("core", None)
             gc.collect()

@@ -28,6 +28,7 @@ import tifffile
 from smartscope.actions import Action
 from smartscope.drivers.base import ApplyResult, DriverError
 from smartscope.frame import Frame, now_s
+from smartscope.safety import Devices
 from smartscope.state import DriverState
 
 __all__ = ["ReplayDriver"]
@@ -203,6 +204,8 @@ def _name_channels(path: Path, pages: list[_Page]) -> float | None:
 
 class ReplayDriver:
     name = "replay"
+    camera_started_s: float | None = None  # no camera
+    devices = Devices()  # no hardware to vet
 
     def __init__(self, path: Path, fps: float | None = None, loop: bool = False) -> None:
         path = Path(path)
@@ -240,6 +243,7 @@ class ReplayDriver:
         self._i = 0
         self._n_target: int | None = None
         self._t0 = 0.0
+        self.skipped_writes: list[str] = []  # nothing is ever written
         self._state = DriverState(
             exposure_ms=float("nan"),
             interval_ms=1e3 / self.fps if self.fps else float("nan"),

@@ -592,6 +592,8 @@ class _Light(_VirtualDevice, GenericDevice):
 
     source: ClassVar[str] = ""
     max_power_mw: ClassVar[float] = 200.0
+    emits_light: ClassVar[bool] = True  # shown as the EmitsLight property: smartscope's safety
+    # refuses a run that leaves a device saying so undeclared
 
     def __init__(self) -> None:
         super().__init__()
@@ -624,6 +626,11 @@ class _Light(_VirtualDevice, GenericDevice):
     @power.sequence_stopper
     def _stop_power_sequence(self) -> None:
         self.vm.stop_sequence(self.source)
+
+    @pymm_property(is_read_only=True, name="EmitsLight")
+    def emits(self) -> str:
+        """This device puts light on the sample ("1")."""
+        return "1" if self.emits_light else "0"
 
     @pymm_property(is_read_only=True, name="Wavelength_nm")
     def wavelength_nm(self) -> int:

@@ -11,9 +11,29 @@ change what an MDA run images next; a driver without an MDA plan refuses them.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
+
+# What one action or request may carry: a controller, a person or a remote client can send
+# them, so nothing in them is unbounded (sizes of sequences and free text, n_frames).
+MAX_NAME_CHARS = 256
+MAX_VALUE_CHARS = 4096
+MAX_REASON_CHARS = 2000
+MAX_EVIDENCE_BYTES = 16384
+MAX_MIRROR_MODES = 1000
+MAX_FRAMES = 2**31 - 1  # what Micro-Manager's sequence calls take (a C int)
+
+Name = Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS)]
 
 
 class _Action(BaseModel):
@@ -29,7 +49,7 @@ class SetExposure(_Action):
 
 class SetLaserPower(_Action):
     kind: Literal["laser_power"] = "laser_power"
-    laser: str = Field(description="laser name as configured under microscope.lasers")
+    laser: Name = Field(description="laser name as configured under microscope.lasers")
     power_mw: float = Field(ge=0)
 
 
@@ -42,7 +62,7 @@ class SetLaserSequence(_Action):
     frame of the schedule is known exactly."""
 
     kind: Literal["laser_sequence"] = "laser_sequence"
-    laser: str
+    laser: Name
     powers_mw: tuple[float, ...] = Field(min_length=2, max_length=100_000)
 
     @model_validator(mode="after")
@@ -54,9 +74,9 @@ class SetLaserSequence(_Action):
 
 class SetProperty(_Action):
     kind: Literal["property"] = "property"
-    device: str
-    property: str
-    value: str | float | int
+    device: Name
+    property: Name
+    value: Annotated[str, StringConstraints(max_length=MAX_VALUE_CHARS)] | float | int
 
 
 class SetROI(_Action):
@@ -79,7 +99,8 @@ class SetInterval(_Action):
 class SetMirror(_Action):
     kind: Literal["mirror"] = "mirror"
     zernike_rad: tuple[float, ...] = Field(
-        description="deformable-mirror amplitudes, Noll order starting at j=1, rad RMS"
+        max_length=MAX_MIRROR_MODES,
+        description="deformable-mirror amplitudes, Noll order starting at j=1, rad RMS",
     )
 
 
@@ -91,7 +112,9 @@ class SetZ(_Action):
 class StartBurst(_Action):
     kind: Literal["start_burst"] = "start_burst"
     interval_ms: float = Field(ge=0)
-    n_frames: int | None = Field(default=None, gt=0, description="None: until StopBurst")
+    n_frames: int | None = Field(
+        default=None, gt=0, le=MAX_FRAMES, description="None: until StopBurst (limits.max_burst_frames)"
+    )
 
 
 class StopBurst(_Action):
@@ -119,10 +142,10 @@ class AcquireAt(_Action):
     z_offsets_um: tuple[float, ...] = Field(
         default=(0.0,), min_length=1, max_length=1000, description="planes relative to z_um (µm)"
     )
-    channels: tuple[str, ...] = Field(
-        default=(), description="presets of channel_group; () = the plan's channels"
+    channels: tuple[Name, ...] = Field(
+        default=(), max_length=64, description="presets of channel_group; () = the plan's channels"
     )
-    channel_group: str | None = Field(default=None, description="None: the plan's channel group")
+    channel_group: Name | None = Field(default=None, description="None: the plan's channel group")
     n_frames: int = Field(default=1, ge=1, le=100_000, description="timepoints")
     interval_ms: float = Field(default=0.0, ge=0, description="0: as fast as the hardware goes")
 
@@ -178,11 +201,24 @@ class ActionRequest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     action: Action
-    reason: str
-    source: str = Field(description="controller name, 'user', 'safety', or 'remote:<peer>'")
+    reason: str = Field(max_length=MAX_REASON_CHARS)
+    source: str = Field(
+        max_length=MAX_NAME_CHARS, description="controller name, 'user', 'safety', or 'remote:<peer>'"
+    )
     frame_index: int | None = Field(default=None, description="frame the decision looked at")
-    evidence: dict[str, Any] = Field(default_factory=dict)
+    evidence: dict[str, Any] = Field(
+        default_factory=dict,
+        description=f"engine outputs behind it; at most {MAX_EVIDENCE_BYTES} bytes as JSON",
+    )
     decided_time_s: float | None = None
+
+    @field_validator("evidence")
+    @classmethod
+    def _capped(cls, v: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(v, default=str))
+        if size > MAX_EVIDENCE_BYTES:
+            raise ValueError(f"{size} bytes as JSON; at most {MAX_EVIDENCE_BYTES}")
+        return v
 
 
 Verdict = Literal["applied", "clamped", "refused", "failed"]

@@ -178,6 +178,12 @@ def _run(cfg: SmartscopeConfig) -> None:
                 server.close()
     _summary(result)
     console.print(f"report: {Path(result.run_dir) / 'report.html'}")
+    if result.signal_while_closing and result.signal is not None:
+        err_console.print(
+            f"stopped: {signals.signal_name(result.signal)} came while the run was closing; it closed "
+            "first (safe state on, every frame written)",
+            soft_wrap=True,
+        )
     if result.exit_code:
         raise typer.Exit(result.exit_code)
 

@@ -6,7 +6,8 @@ readable line naming the file, field or extra; anything else is a bug and keeps 
 traceback. :class:`FormattedErrors` is the click group class of the ``smartscope`` app, so
 every command, nested ones included, goes through it: the line goes to stderr as
 ``error: ...`` and the command exits with status 2 (typer's own usage errors and exits
-pass untouched). With ``--log-level DEBUG`` the
+pass untouched). A stop signal (Ctrl-C, SIGTERM, SIGHUP) that reaches a command is one line
+too, with status 128 + signal. With ``--log-level DEBUG`` the
 traceback of a formatted error is logged as well.
 
 Optional extras are named by the module that is missing (:mod:`smartscope.extras`).
@@ -22,6 +23,7 @@ import typer
 from typer.core import TyperGroup
 
 from smartscope.extras import EXTRA_OF, needs_extra
+from smartscope.signals import signal_name, signal_of
 
 __all__ = ["FormattedErrors", "describe"]
 
@@ -35,8 +37,9 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     try:
         from smartscope.drivers import DriverError
         from smartscope.engines.backends import BackendUnavailable
+        from smartscope.loop import RunFailed
 
-        types += [DriverError, BackendUnavailable]
+        types += [DriverError, BackendUnavailable, RunFailed]
     except ImportError:  # pragma: no cover - a broken install shows the real error
         pass
     return tuple(types)
@@ -86,6 +89,12 @@ class FormattedErrors(TyperGroup):
             return super().invoke(ctx)
         except _TYPER_OWN:
             raise
+        except KeyboardInterrupt as exc:  # a stop signal the command did not handle itself
+            signum = signal_of(exc)
+            during = getattr(exc, "during", "")  # a run stopped outside its loop says when
+            where = f" during {during}: the safe state is on, the microscope released" if during else ""
+            typer.echo(f"error: stopped by {signal_name(signum)}{where}", err=True)
+            raise typer.Exit(128 + signum) from None
         except Exception as exc:
             line = describe(exc)
             if line is None:

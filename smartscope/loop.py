@@ -41,10 +41,10 @@ from smartscope.config.run import SmartscopeConfig
 from smartscope.controllers.base import Controller, Observation
 from smartscope.drivers.base import Driver
 from smartscope.frame import Frame, now_s
-from smartscope.metrics import percentiles_ms
+from smartscope.metrics import percentiles_ms, strict_json
 from smartscope.pipeline import Pipeline, StageError, StageOutput, StageSkipped
 from smartscope.safety import Decision, Devices, SafetyGate
-from smartscope.signals import on_stop_signal, signal_name
+from smartscope.signals import on_stop_signal, shielded, signal_name
 from smartscope.storage import FrameWriter, QueueFull, RunFolder
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,11 @@ class StopReason(str, Enum):
         return RunStatus.STOPPED
 
 
+class RunFailed(RuntimeError):
+    """A run that had to succeed (a demo's) ended in a fault; the message says why and where
+    its run folder is (everything up to the fault is in it)."""
+
+
 @dataclass
 class RunResult:
     run_dir: str
@@ -170,6 +175,7 @@ class RunResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     stop_reason: StopReason = StopReason.ENDED
     signal: int | None = None  # the stop signal (SIGINT, SIGTERM, SIGHUP) that ended it
+    signal_while_closing: bool = False  # it came once the run was closing: the closing finished
 
     @property
     def exit_code(self) -> int:
@@ -222,6 +228,8 @@ class Loop:
         # them in force: (state revision, records, time applied)
         self._awaiting: deque[tuple[int, list[AuditRecord]]] = deque()
         self.signal: int | None = None  # the stop signal that ended the run, if one did
+        self._closing = False  # _finish has begun: the run ends whatever comes now
+        self._signal_while_closing = False
         self._draining = False
         # telemetry
         self.n_acquired = 0
@@ -310,12 +318,16 @@ class Loop:
         self.request_stop(StopReason.FAULT, reason)
 
     def interrupt(self, signum: int) -> None:
-        """A stop signal (or a person at the keyboard): safe state now, then stop."""
+        """A stop signal (or a person at the keyboard): safe state now, then stop. Once the
+        run is closing it is only noted: the closing (safe state included) finishes first."""
         if self.signal is not None:
             return
         self.signal = signum
         name = signal_name(signum)
         self._event({"t": now_s(), "event": "interrupt", "signal": name})
+        if self._closing:
+            self._signal_while_closing = True
+            return
         self._safe_state(name)
         self.request_stop(StopReason.INTERRUPT, f"interrupted ({name})")
 
@@ -394,12 +406,12 @@ class Loop:
             batch = self._take_pending()
             actions = [r.applied for r in batch if r.applied is not None]
             result = self.driver.apply(actions)
+            # rates count from when the hardware got each value, not when it was vetted
+            self.safety.observe_applied(actions, result.errors)
         if self.faulted():
             # the fault came while the driver was applying: whatever that batch switched on
             # goes off again, after it
             self._safe_state("fault during an apply: safe state re-applied after it")
-        if result.restarted:
-            self._camera_started_t = time.perf_counter()
         t = now_s()
         waiting: list[AuditRecord] = []
         for rec, err in zip(batch, result.errors, strict=True):
@@ -593,6 +605,9 @@ class Loop:
             interval_s = state.interval_ms / 1e3 if math.isfinite(state.interval_ms) else 0.0
             exposure_s = state.exposure_ms / 1e3 if math.isfinite(state.exposure_ms) else 0.0
             started = self._camera_started_t
+            restarted = self.driver.camera_started_s  # the driver (re)started it since the last frame
+            if restarted is not None and restarted > self._last_frame_t:
+                started = restarted if started is None else max(started, restarted)
             if started is not None:  # (re)started, no frame yet: a camera's start-up time applies
                 waited, allowed = now - started, wd.camera_start_s + interval_s + exposure_s
                 what = "since the camera was started"
@@ -630,25 +645,36 @@ class Loop:
         acq.start()
         ana.start()
         dog.start()
-        with on_stop_signal(self.interrupt):  # Ctrl-C, SIGTERM, SIGHUP: a safe, complete stop
-            while not self._acq_done.wait(0.1):
-                pass
-            self._finish(ana, dog)
-        stop = StopReason.FAULT if self._fault else (self._stop_reason or StopReason.ENDED)
-        status = stop.status
-        reason = self._fault or self._stop_message
-        self._event({"t": now_s(), "event": "stop", "status": status.value, "reason": reason})
-        metrics = self.metrics(status, reason)
-        metrics["stop_reason"] = stop.name.lower()
-        if self.signal is not None:
-            metrics["signal"] = signal_name(self.signal)
-        self.run.write_json("metrics.json", metrics)
-        return RunResult(str(self.run.path), status, reason, metrics, stop, self.signal)
+        # Ctrl-C, SIGTERM, SIGHUP: a safe, complete stop; once the run is closing, a signal
+        # is kept (the exit status says it came) but the closing finishes first
+        with shielded("the run closes") as late:
+            with on_stop_signal(self.interrupt):
+                if late:  # came in the instant before the handler was in place
+                    self.interrupt(late[0])
+                while not self._acq_done.wait(0.1):
+                    pass
+                self._finish(ana, dog)
+            stop = StopReason.FAULT if self._fault else (self._stop_reason or StopReason.ENDED)
+            status = stop.status
+            reason = self._fault or self._stop_message
+            self._event({"t": now_s(), "event": "stop", "status": status.value, "reason": reason})
+            metrics = self.metrics(status, reason)
+            metrics["stop_reason"] = stop.name.lower()
+            if self.signal is None and late:
+                self.signal = late[-1]
+                self._signal_while_closing = True
+            if self.signal is not None:
+                metrics["signal"] = signal_name(self.signal)
+            self.run.write_json("metrics.json", strict_json(metrics))  # null, never NaN
+        return RunResult(
+            str(self.run.path), status, reason, metrics, stop, self.signal, self._signal_while_closing
+        )
 
     def _finish(self, ana: threading.Thread, dog: threading.Thread) -> None:
         """The end of every run, fault or not: analysis released, pending requests refused,
         safe state, every queued frame written, files finished."""
         self._t_end = time.perf_counter()
+        self._closing = True
         self.request_stop(StopReason.ENDED)
         self.slot.close()
         ana.join(min(self.cfg.watchdog.pipeline_stall_s, 5.0))
@@ -660,6 +686,8 @@ class Loop:
         dog.join(1)
         self._refuse_pending_at_end()
         self._safe_state("end of run")
+        for what in self.driver.skipped_writes:  # what the safe state's latch refused
+            self._event({"t": now_s(), "event": "skipped_after_safe_state", "what": what})
         assert self.writer is not None
         self._event({"t": now_s(), "event": "writing", "queued_mb": self.writer.queued_bytes / 2**20})
         try:

@@ -6,12 +6,14 @@ behind the caller's back.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["image_scores", "mae", "nrmse", "pearson_r", "percentiles_ms", "psnr", "ssim"]
+__all__ = ["image_scores", "mae", "nrmse", "pearson_r", "percentiles_ms", "psnr", "ssim", "strict_json"]
 
 
 def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -96,6 +98,20 @@ def image_scores(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
         "psnr_db": psnr(pred, target, rng),
         "mae": mae(pred, target),
     }
+
+
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every NaN and infinity (numpy scalars included) as ``None``: strict JSON
+    (RFC 8259, what ``metrics.json`` is) has neither."""
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict_json(v) for v in obj]
+    return obj
 
 
 def percentiles_ms(latencies_s: Sequence[float], qs: Sequence[float] = (50, 95, 99)) -> dict[str, float]:

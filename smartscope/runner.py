@@ -11,13 +11,14 @@ from pathlib import Path
 from smartscope.config.loading import dump_config
 from smartscope.config.run import SmartscopeConfig
 from smartscope.controllers.base import Controller
-from smartscope.drivers import Driver, open_driver
+from smartscope.drivers import Driver, DriverError, open_driver
 from smartscope.logs import RunLog
 from smartscope.loop import Loop, RunResult
 from smartscope.pipeline import Pipeline, Stage
 from smartscope.registry import build_controller, build_stage
 from smartscope.report import write_report
 from smartscope.safety import Devices, SafetyGate
+from smartscope.signals import Interrupted, shielded, signal_name, signal_of
 from smartscope.storage import RunFolder, resolve_io
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,11 @@ def run(
     controller setting fails here without touching the microscope. ``stages`` and
     ``controllers`` replace the ones the config describes (scripted runs, tests);
     ``on_loop`` sees the loop before it starts (listeners, remote control).
+
+    A stop signal at any moment ends in the safe state: during the run the loop handles it;
+    during start-up it raises :class:`~smartscope.signals.Interrupted` (``during`` says
+    when) once the driver is safe and closed; while the run closes it is kept, the closing
+    finishes, and the result carries it (exit status 128 + signal).
     """
     if stages is None:
         stages = [build_stage(s) for s in cfg.pipeline.stages]
@@ -48,10 +54,15 @@ def run(
     io = resolve_io(Path(cfg.storage.root), cfg.storage.io)  # direct I/O, or why not (one line)
     gate = SafetyGate(cfg.limits, cfg.microscope.lasers, Devices.from_config(cfg.microscope))
     own_driver = driver is None
-    if driver is None:
-        driver = open_driver(cfg, gate)  # refuses out-of-limit start-up writes before making them
-    gate.bind(Devices.from_config(cfg.microscope, camera=getattr(driver, "camera_label", "")))
+    phase = "start-up"
     try:
+        if driver is None:
+            driver = open_driver(cfg, gate)  # refuses out-of-limit start-up writes before making them
+        gate.bind(driver.devices)  # the devices as found on the hardware (focus, mirrors, lights)
+        over = gate.over_ceiling(driver.state().lasers)
+        if over:  # a driver made elsewhere, with other limits: the run's ceilings hold
+            driver.safe_state()
+            raise DriverError("refused before the run, every declared light switched off: " + "; ".join(over))
         folder = RunFolder(
             Path(cfg.storage.root),
             cfg.storage.name,
@@ -70,22 +81,38 @@ def run(
         loop.add_listener(run_log)
         if on_loop is not None:
             on_loop(loop)  # attach listeners, keep a handle for control, before frames flow
+        phase = "the run"
         try:
-            result = loop.run_loop()
+            result = loop.run_loop()  # handles stop signals itself, to the end of its closing
         finally:
-            folder.close()
-            pipeline.close()
-            run_log.close()
+            phase = "closing"
+            with shielded("the run's files close") as late:
+                folder.close()
+                pipeline.close()
+                run_log.close()
+    except KeyboardInterrupt as exc:  # a stop signal outside the loop: say when it came
+        signum = signal_of(exc)
+        log.info("%s during %s: safe state, then exit", signal_name(signum), phase)
+        raise Interrupted(signum, during=phase) from None
     finally:
-        driver.safe_state()
-        if own_driver:
-            with contextlib.suppress(Exception):
-                driver.close()
+        with shielded("the safe state goes on") as late_too:
+            if driver is not None:
+                driver.safe_state()
+                if own_driver:
+                    with contextlib.suppress(Exception):
+                        driver.close()
     if report:
-        try:
-            write_report(Path(result.run_dir))
-        except OSError as exc:  # a full disk: the run's data and metrics are already written
-            log.error("report.html not written: %s", exc)
+        with shielded("the report is written") as late_report:
+            try:
+                write_report(Path(result.run_dir))
+            except OSError as exc:  # a full disk: the run's data and metrics are already written
+                log.error("report.html not written: %s", exc)
+    else:
+        late_report = []
+    late_signals = late + late_too + late_report
+    if late_signals and result.signal is None:  # came while the run closed: it closed first
+        result.signal = late_signals[0]
+        result.signal_while_closing = True
     return result
 
 

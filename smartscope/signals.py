@@ -4,8 +4,10 @@
 schedulers, ``kill`` and a closed terminal stop a process — raise :class:`Interrupted`, a
 ``KeyboardInterrupt``, in the main thread, so every command stops the way Ctrl-C stops
 it. Inside :func:`shielded` (the loop's shutdown: safe state, frames drained, files
-closed, metrics written) further stop signals are logged and ignored. A command that was
-stopped exits with ``128 + signal number`` (130 for Ctrl-C, 143 for SIGTERM).
+closed, metrics written) further stop signals are logged, kept (the context yields the
+list) and otherwise ignored: the shutdown finishes first. A command that was stopped exits
+with ``128 + signal number`` (130 for Ctrl-C, 143 for SIGTERM), also when the signal came
+while it was starting or closing (:attr:`Interrupted.during` says when).
 """
 
 from __future__ import annotations
@@ -30,11 +32,13 @@ STOP_SIGNALS = tuple(
 
 
 class Interrupted(KeyboardInterrupt):
-    """A stop signal other than Ctrl-C, raised in the main thread."""
+    """A stop signal, raised in the main thread; ``during`` says what it stopped (e.g.
+    ``start-up``), when something caught it on the way and knows."""
 
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal_name(signum))
+    def __init__(self, signum: int, during: str = "") -> None:
+        super().__init__(signal_name(signum) + (f" during {during}" if during else ""))
         self.signum = signum
+        self.during = during
 
 
 def signal_name(signum: int) -> str:
@@ -61,20 +65,23 @@ def install() -> None:
 
 
 @contextlib.contextmanager
-def shielded(why: str) -> Iterator[None]:
-    """Stop signals are logged and ignored inside (main thread only; elsewhere a no-op)."""
+def shielded(why: str) -> Iterator[list[int]]:
+    """Stop signals are logged and kept, not acted on, inside: the context yields the list
+    of those received (main thread only; elsewhere a no-op that yields an empty list)."""
+    received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield received
         return
 
     def ignore(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
         log.warning("%s received while %s: finishing that first", signal_name(signum), why)
 
     previous: dict[int, Any] = {}
     for sig in STOP_SIGNALS:
         previous[sig] = signal.signal(sig, ignore)
     try:
-        yield
+        yield received
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

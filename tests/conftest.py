@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,34 +84,153 @@ LASERS = {
 }
 
 
-def start_cli_run(
+# ------------------------------------------------------------------ both drivers
+
+DRIVERS = ("pymmcore-plus", "pycromanager")
+
+
+@dataclass
+class Rig:
+    """A real Micro-Manager core on a .cfg, and the smartscope driver that speaks to it:
+    pymmcore-plus's ``CMMCorePlus``, or pycromanager's headless (pymmcore) core."""
+
+    driver: str
+    core: Any
+    cfg_file: Path
+
+    @property
+    def driver_cls(self) -> type[Any]:
+        from smartscope.drivers.mmcore import PycromanagerDriver, PymmcorePlusDriver
+
+        return PymmcorePlusDriver if self.driver == "pymmcore-plus" else PycromanagerDriver
+
+    def get(self, device: str, prop: str) -> float:
+        if self.driver == "pymmcore-plus":
+            return float(self.core.getProperty(device, prop))
+        return float(self.core.get_property(device, prop))
+
+    def set(self, device: str, prop: str, value: float) -> None:
+        if self.driver == "pymmcore-plus":
+            self.core.setProperty(device, prop, value)
+        else:
+            self.core.set_property(device, prop, float(value))
+
+    def make(self, cfg: Any, cls: type[Any] | None = None) -> Any:
+        """The driver (``cls``: a subclass of it) over this core, for ``cfg``."""
+        return (cls or self.driver_cls)(cfg.microscope, cfg.acquisition, cfg.safe_state, core=self.core)
+
+    def microscope(self, **over: Any) -> dict[str, Any]:
+        """The config's ``microscope:`` section for this rig (laser 488 on D-DA)."""
+        return {"driver": self.driver, "config_file": str(self.cfg_file), "lasers": LASERS, **over}
+
+
+@contextlib.contextmanager
+def open_rig(driver: str, cfg_file: Path) -> Iterator[Rig]:
+    if driver == "pymmcore-plus":
+        core = CMMCorePlus()
+        core.setDeviceAdapterSearchPaths([ADAPTERS])
+        core.loadSystemConfiguration(str(cfg_file))
+        try:
+            yield Rig(driver, core, cfg_file)
+        finally:
+            _release(core)
+            del core
+            gc.collect()
+        return
+    pycromanager = pytest.importorskip("pycromanager")
+    pycromanager.start_headless(
+        ADAPTERS, str(Path(cfg_file).resolve()), python_backend=True, buffer_size_mb=64
+    )
+    core = pycromanager.Core()
+    try:
+        yield Rig(driver, core, cfg_file)
+    finally:
+        with contextlib.suppress(Exception):  # a test may leave the camera running (a broken driver)
+            core.stop_sequence_acquisition()
+        pycromanager.stop_headless()
+        del core
+        gc.collect()
+
+
+@pytest.fixture(params=DRIVERS)
+def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
+    """The laser demo config (``demo_laser.cfg``) behind each of the two drivers."""
+    with open_rig(request.param, DATA / "demo_laser.cfg") as r:
+        yield r
+
+
+@dataclass
+class PowerSampler:
+    """Reads a light's power from the hardware every ``every_s`` in a thread of its own: what
+    the light did, sample by sample, whoever wrote it."""
+
+    read: Any
+    every_s: float = 0.002
+    samples: list[tuple[float, float]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> PowerSampler:
+        def go() -> None:
+            while not self._stop.is_set():
+                with contextlib.suppress(Exception):  # the core may be going away at the end
+                    self.samples.append((time.time(), float(self.read())))
+                self._stop.wait(self.every_s)
+
+        self._thread = threading.Thread(target=go, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def after(self, t: float) -> list[float]:
+        """Every power read after wall-clock time ``t``."""
+        return [p for ts, p in self.samples if ts > t]
+
+
+def spawn_cli_run(
     tmp_path: Path,
     n_frames: int = 100_000,
     lasers_mw: dict[str, float] | None = None,
-    started_frames: int = 20,
+    driver: str = "pymmcore-plus",
     storage: dict[str, Any] | None = None,
-) -> tuple[subprocess.Popen[bytes], Path]:
-    """``smartscope run`` in its own process on the laser demo config; returns once
-    ``started_frames`` frames are on disk (the process and its run folder). ``storage``
-    adds to the storage section (``io``, ``format``)."""
-    from smartscope.storage import read_jsonl
-
+) -> subprocess.Popen[bytes]:
+    """``smartscope run`` in its own process on the laser demo config (with ``driver``);
+    ``storage`` adds to the storage section (``io``, ``format``)."""
     acquisition: dict[str, Any] = {"exposure_ms": 1.0, "n_frames": n_frames}
     if lasers_mw:
         acquisition["lasers_mw"] = lasers_mw
     cfg = cfg_dict(
         tmp_path,
         acquisition=acquisition,
-        microscope={"config_file": str(DATA / "demo_laser.cfg"), "lasers": LASERS},
+        microscope={"driver": driver, "config_file": str(DATA / "demo_laser.cfg"), "lasers": LASERS},
     )
     cfg["storage"].update(storage or {})
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "smartscope.cli", "run", str(path)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+
+
+def start_cli_run(
+    tmp_path: Path,
+    n_frames: int = 100_000,
+    lasers_mw: dict[str, float] | None = None,
+    started_frames: int = 20,
+    driver: str = "pymmcore-plus",
+    storage: dict[str, Any] | None = None,
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """:func:`spawn_cli_run`, returned once ``started_frames`` frames are on disk (the
+    process and its run folder)."""
+    from smartscope.storage import read_jsonl
+
+    proc = spawn_cli_run(tmp_path, n_frames, lasers_mw, driver, storage)
     deadline = time.time() + 60
     while time.time() < deadline:
         runs = list((tmp_path / "runs").glob("*"))

@@ -25,7 +25,7 @@ from smartscope.controllers.base import ControllerBase, Observation
 from smartscope.drivers.mmcore import PymmcorePlusDriver
 from smartscope.frame import Frame, now_s
 from smartscope.runner import run
-from smartscope.scenarios.base import virtual_cfg_file
+from smartscope.scenarios.base import virtual_cfg_file, virtual_lights
 from smartscope.storage import RunFolder, count_pages, read_jsonl
 from tests.conftest import ADAPTERS, DATA, LASERS, cfg_dict
 
@@ -326,11 +326,16 @@ class _ArmSequence(ControllerBase):
 
 def _virtual_cfg(tmp_path: Path, **sections: Any) -> Any:
     """The virtual microscope at 64², real time, with its sequenceable 561 nm laser."""
-    cfg_file = virtual_cfg_file(tmp_path / "virtual.cfg", "cells", 0, 64, "RealTime", 0.0, 10.0)
+    cfg_file = virtual_cfg_file(
+        tmp_path / "virtual.cfg", "cells", 0, 64, "RealTime", 0.0, 10.0, powers_mw={"561": 1.0}
+    )
     microscope = {
         "config_file": str(cfg_file),
         "camera": "Camera",
-        "lasers": {"561": {"device": "Laser561", "wavelength_nm": 561, "max_power_mw": 50}},
+        "lasers": {
+            **virtual_lights(),
+            "561": {"device": "Laser561", "wavelength_nm": 561, "max_power_mw": 50},
+        },
     }
     return validate_config({"microscope": microscope, **sections})
 

@@ -55,3 +55,27 @@ def test_ecosystem_sections_name_their_tests() -> None:
         body = text[text.index(section) :].split("\n### ")[0]
         assert test in body, section
         assert (README.parent / test).is_file(), test
+
+
+def test_every_safety_guarantee_names_tests_that_exist() -> None:
+    """Each row of the safety table names at least one test, and each named test is there."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index("## Safety guarantees")
+    table = text[start : text.index("\n## ", start + 1)]
+    rows = [
+        ln for ln in table.splitlines() if ln.startswith("| ") and not ln.startswith(("| guarantee", "|---"))
+    ]
+    assert len(rows) >= 20
+    for row in rows:
+        proof = row.rsplit("|", 2)[1]
+        refs = re.findall(r"(?:(?:tests/)?(test_\w+\.py))?::(test_\w+)|`(tests/test_\w+\.py)`", proof)
+        assert refs, row
+        current = ""
+        for file, name, whole in refs:
+            if whole:
+                assert (README.parent / whole).is_file(), whole
+                continue
+            current = file or current
+            assert current, row
+            source = (README.parent / "tests" / current).read_text(encoding="utf-8")
+            assert re.search(rf"^def {name}\(", source, flags=re.M), f"{current}::{name}"

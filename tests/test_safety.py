@@ -122,6 +122,7 @@ def test_exposure_ratio_rate_limit() -> None:
     assert up.verdict == "clamped"
     assert isinstance(up.action, SetExposure)
     assert up.action.exposure_ms == pytest.approx(20.0)  # 4 ** 0.5 = 2x
+    gate.observe_applied([up.action], [None])
     clock.t += 0.5  # judged against the scheduled 20 ms, not the 10 ms the camera had
     down = gate.vet(req(SetExposure(exposure_ms=1)))
     assert isinstance(down.action, SetExposure)
@@ -130,17 +131,20 @@ def test_exposure_ratio_rate_limit() -> None:
 
 def test_a_laser_schedule_rises_no_faster_than_a_single_power() -> None:
     """A schedule may reach its peak on its first frame: the peak is vetted as a power
-    (rate-limited from the scheduled value) and becomes the scheduled value."""
+    (rate-limited from the scheduled value) and becomes the scheduled value; and it steps
+    once per frame, so each step rises at most the rate times one exposure."""
     clock = Clock()
     gate = SafetyGate(LimitsConfig(max_power_change_mw_per_s=10), LASERS, clock=clock)
-    gate.observe_state(DriverState(exposure_ms=10.0, lasers={"488": 0.0}))
+    gate.observe_state(DriverState(exposure_ms=100.0, lasers={"488": 0.0}))
     clock.t += 0.5
     d = gate.vet(req(SetLaserSequence(laser="488", powers_mw=(0, 2, 40))))
-    assert d.verdict == "clamped" and d.action == SetLaserSequence(laser="488", powers_mw=(0, 2, 5.0))
-    assert gate.scheduled("laser:488") == 5.0
+    # the peak: at most 5 mW after 0.5 s; each 100 ms frame: at most +1 mW
+    assert d.verdict == "clamped" and d.action == SetLaserSequence(laser="488", powers_mw=(0, 1.0, 2.0))
+    assert gate.scheduled("laser:488") == 2.0
+    gate.observe_applied([d.action], [None])
     clock.t += 0.01  # a power right after cannot use the schedule's low steps to jump
     after = gate.vet(req(SetLaserPower(laser="488", power_mw=40))).action
-    assert isinstance(after, SetLaserPower) and after.power_mw == pytest.approx(5.1)
+    assert isinstance(after, SetLaserPower) and after.power_mw == pytest.approx(2.1)
 
 
 @pytest.mark.parametrize("powers", [(1.0,), (1.0, -1.0), (1.0, float("nan")), (1.0, float("inf"))])

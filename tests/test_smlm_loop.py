@@ -11,11 +11,13 @@ from smartscope.drivers.mmcore import PymmcorePlusDriver
 from smartscope.metrics import smlm_scores
 from smartscope.models.smlm.table import LocTable
 from smartscope.runner import run
+from smartscope.scenarios.base import virtual_lights
 from smartscope.simulators import get_virtual_microscope
 from smartscope.storage import read_jsonl
 from tests.conftest import cfg_dict
 
-LASERS = {
+LASERS = {  # every light of the virtual microscope is declared; 405 and 640 are driven
+    **virtual_lights(),
     "405": {"device": "Laser405", "power_property": "Power", "wavelength_nm": 405, "max_power_mw": 50},
     "640": {"device": "Laser640", "power_property": "Power", "wavelength_nm": 640, "max_power_mw": 200},
 }

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import useq
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
+from smartscope.actions import MAX_FRAMES
 from smartscope.config.base import FrozenModel
 from smartscope.config.mda import read_sequence, read_sequence_file
 
@@ -38,7 +39,7 @@ class AcquisitionConfig(FrozenModel):
     interval_ms: float = Field(
         default=0.0, ge=0, description="0 streams at camera speed (sequence acquisition)"
     )
-    n_frames: int | None = Field(default=None, gt=0)
+    n_frames: int | None = Field(default=None, gt=0, le=MAX_FRAMES)
     duration_s: float | None = Field(default=None, gt=0)
     roi: ROIConfig | None = None
     lasers_mw: dict[str, float] = Field(

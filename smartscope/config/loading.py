@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from smartscope.config.reading import ReadError, load_yaml, read_text
 from smartscope.config.run import SmartscopeConfig
 
 __all__ = [
@@ -84,16 +85,15 @@ def validate_config(data: Mapping[str, Any] | None, source: str = "<dict>") -> S
 
 
 def load_config(path: str | Path) -> SmartscopeConfig:
-    """Read and validate a YAML config file."""
+    """Read and validate a YAML config file (size, nesting and aliases bounded: see
+    :mod:`smartscope.config.reading`)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(str(p), ["file not found"])
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(str(p), [f"{where}not valid YAML ({getattr(err, 'problem', err)})"]) from None
+        data = load_yaml(read_text(p), str(p))
+    except ReadError as err:
+        raise ConfigError(str(p), [str(err).removeprefix(f"{p}: ")]) from None
     return validate_config(data, str(p))
 
 

@@ -43,7 +43,16 @@ class MicroscopeConfig(FrozenModel):
     mirror_property: str = Field(
         default="Z{j}", description="mirror property per Noll index j, e.g. 'Z{j}' -> 'Z4'"
     )
-    lasers: dict[str, LaserConfig] = Field(default_factory=dict)
+    lasers: dict[str, LaserConfig] = Field(
+        default_factory=dict,
+        description="every light source (lasers, LEDs, lamps): vetted, read back, switched off by "
+        "the safe state",
+    )
+    not_light: list[str] = Field(
+        default_factory=list,
+        description="device labels that look like light sources (a power, intensity or laser "
+        "property) but emit none; any other such device must be in lasers",
+    )
     startup: list[SetProperty] = Field(
         default_factory=list,
         description="device properties set after the .cfg loads, before anything else",

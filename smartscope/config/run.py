@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from smartscope.config.acquisition import AcquisitionConfig
 from smartscope.config.base import FrozenModel
 from smartscope.config.controllers import ControllerConfig
-from smartscope.config.mda import plan_events, plan_problems
+from smartscope.config.mda import extent_problems, plan_problems, plan_size, size_problem
 from smartscope.config.microscope import MicroscopeConfig
 from smartscope.config.remote import RemoteConfig
 from smartscope.config.safety import LimitsConfig, SafeStateConfig, WatchdogConfig
@@ -108,12 +108,15 @@ class SmartscopeConfig(FrozenModel):
             raise ValueError(f"acquisition.channels: the MDA plan ({field}) brings its own channels")
         if acq.interval_ms:
             raise ValueError(f"acquisition.interval_ms: the MDA plan's time_plan ({field}) sets the timing")
-        events = plan_events(seq)
-        if not events:
+        # never expanded here: its size and extent come from each axis's own plan
+        if plan_size(seq) == 0:
             raise ValueError(
                 f"{field}: the plan has no events (give it channels, positions, a z or time plan)"
             )
-        problems = plan_problems(seq, events, self.limits, check_xy=False)
+        too_big = size_problem(seq, self.limits)
+        if too_big:
+            raise ValueError(too_big.replace("acquisition.mda", field, 1))
+        problems = extent_problems(seq, self.limits) + plan_problems(seq, (), self.limits)
         if problems:
             raise ValueError("; ".join(problems))
 

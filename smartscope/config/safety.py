@@ -34,6 +34,16 @@ class LimitsConfig(FrozenModel):
         "and AcquireAt targets outside it are refused",
     )
     on_violation: Literal["clamp", "refuse"] = "clamp"
+    max_plan_events: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="largest MDA plan, in events (counted from the plan's sizes, never by expanding it)",
+    )
+    max_burst_frames: int = Field(
+        default=10_000,
+        ge=1,
+        description="largest AcquireAt (frames x planes x channels) or counted StartBurst",
+    )
 
     @model_validator(mode="after")
     def _order(self) -> LimitsConfig:

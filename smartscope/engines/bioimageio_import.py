@@ -33,6 +33,7 @@ more than one input.
 from __future__ import annotations
 
 import math
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from smartscope.engines.bundle import load_bundle, write_bundle
+from smartscope.config.reading import ReadError, load_yaml, read_text
+from smartscope.engines.bundle import MAX_FILE_BYTES, BundleError, check_zip, load_bundle, write_bundle
 
 __all__ = ["BioimageioImportError", "ImportReport", "import_bioimageio"]
 
@@ -57,6 +59,35 @@ _TASKS = {
 
 class BioimageioImportError(ValueError):
     """The package cannot become an engine bundle; the message names the field and why."""
+
+
+MAX_DESCRIPTION_BYTES = 1 << 20  # rdf.yaml
+
+
+def _check_package(src: Path) -> None:
+    """Before bioimageio.spec reads anything: every file within its size (a zip's as its
+    directory declares them), and the description's YAML within the bounds of
+    :mod:`smartscope.config.reading` (aliases, nesting)."""
+    try:
+        if src.is_file() and zipfile.is_zipfile(src):
+            with zipfile.ZipFile(src) as zf:
+                check_zip(zf, str(src))
+                for info in zf.infolist():
+                    where = f"{src}!{info.filename}"
+                    limit = MAX_DESCRIPTION_BYTES if info.filename.endswith(".yaml") else MAX_FILE_BYTES
+                    if info.file_size > limit:
+                        raise BundleError(f"{where}: {info.file_size} bytes; at most {limit} are read")
+                    if info.filename.endswith(".yaml"):
+                        load_yaml(zf.read(info).decode("utf-8", errors="replace"), where)
+            return
+        files = [f for f in src.rglob("*") if f.is_file()] if src.is_dir() else [src]
+        for f in files:
+            if f.suffix == ".yaml":
+                load_yaml(read_text(f, MAX_DESCRIPTION_BYTES), str(f))
+            elif f.stat().st_size > MAX_FILE_BYTES:
+                raise BundleError(f"{f}: {f.stat().st_size} bytes; at most {MAX_FILE_BYTES} are read")
+    except (ReadError, BundleError, zipfile.BadZipFile) as exc:
+        raise BioimageioImportError(f"not a bioimage.io model package: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -403,6 +434,7 @@ def import_bioimageio(
     src = Path(source)
     if not src.exists():
         raise BioimageioImportError(f"{src}: no such file or folder")
+    _check_package(src)
     try:
         descr: Any = load_model_description(src, perform_io_checks=False, format_version="latest")
     except (ValueError, OSError) as exc:

@@ -5,12 +5,14 @@ checks the sha256 of every file it names, and checks that the ONNX graph's input
 outputs match the declared tensor specs. Nothing in loading unpickles: the manifest is
 JSON, the graph is protobuf, and the optional weights (used by the torch backend to
 rebuild the network from ``models/``) are an ``.npz`` read with ``allow_pickle=False``.
+Nothing is read before its size is known to be within bounds: a file's size on disk, a zip
+member's declared size (a zip's reader stops there), at most :data:`MAX_FILE_BYTES` each and
+:data:`MAX_MANIFEST_BYTES` for ``engine.json``, whose nesting is bounded too.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,8 +21,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from smartscope.config.reading import ReadError, load_json
+
 __all__ = [
     "MANIFEST_NAME",
+    "MAX_FILE_BYTES",
     "Architecture",
     "Bundle",
     "BundleError",
@@ -30,6 +35,7 @@ __all__ = [
     "Provenance",
     "TensorSpec",
     "TileSpec",
+    "check_zip",
     "find_bundles",
     "load_bundle",
     "portable_command",
@@ -39,6 +45,9 @@ __all__ = [
 
 MANIFEST_NAME = "engine.json"
 SCHEMA_VERSION = 1
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_FILE_BYTES = 2 << 30  # protobuf's own limit for one ONNX model; weights alike
+MAX_ARCHIVE_BYTES = 8 << 30  # every member of a zip together, as its directory declares them
 
 
 class BundleError(ValueError):
@@ -397,6 +406,7 @@ class _Reader:
         if not zipfile.is_zipfile(path):
             raise BundleError(f"{path}: not a bundle folder or zip archive")
         self._zip = zipfile.ZipFile(path)
+        check_zip(self._zip, str(path))
         names = self._zip.namelist()
         if MANIFEST_NAME not in names:
             nested = [n for n in names if PurePosixPath(n).name == MANIFEST_NAME]
@@ -406,20 +416,37 @@ class _Reader:
     def describe(self, name: str) -> str:
         return f"{self.path}/{name}" if self._zip is None else f"{self.path}!{self._prefix}{name}"
 
-    def read(self, name: str) -> bytes:
+    def read(self, name: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+        """A file of the bundle, refused before reading when larger than ``max_bytes``."""
         if self._zip is None:
             f = self.path / name
             if not f.is_file():
                 raise BundleError(f"{self.describe(name)}: missing file in bundle")
+            _within(f.stat().st_size, max_bytes, self.describe(name))
             return f.read_bytes()
         try:
-            return self._zip.read(self._prefix + name)
+            info = self._zip.getinfo(self._prefix + name)
         except KeyError:
             raise BundleError(f"{self.describe(name)}: missing file in bundle") from None
+        _within(info.file_size, max_bytes, self.describe(name))  # the reader stops at this size
+        return self._zip.read(info)
 
     def close(self) -> None:
         if self._zip is not None:
             self._zip.close()
+
+
+def _within(size: int, max_bytes: int, where: str) -> None:
+    if size > max_bytes:
+        raise BundleError(f"{where}: {size} bytes; at most {max_bytes} are read")
+
+
+def check_zip(zf: zipfile.ZipFile, where: str, max_total: int = MAX_ARCHIVE_BYTES) -> None:
+    """A zip whose members, as its directory declares them, are more than ``max_total``
+    bytes together is refused before any is read (a zip bomb)."""
+    total = sum(info.file_size for info in zf.infolist())
+    if total > max_total:
+        raise BundleError(f"{where}: its members unpack to {total} bytes; at most {max_total} are read")
 
 
 def _check_onnx(data: bytes, manifest: EngineManifest, where: str) -> None:
@@ -483,12 +510,12 @@ def load_bundle(path: str | Path) -> Bundle:
     p = Path(path)
     reader = _Reader(p)
     try:
-        raw = reader.read(MANIFEST_NAME)
+        raw = reader.read(MANIFEST_NAME, MAX_MANIFEST_BYTES)
         where = reader.describe(MANIFEST_NAME)
         try:
-            doc = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BundleError(f"{where}: not valid JSON ({exc})") from exc
+            doc = load_json(raw, where, MAX_MANIFEST_BYTES)  # its nesting bounded too
+        except ReadError as exc:
+            raise BundleError(str(exc)) from None
         try:
             manifest = EngineManifest.model_validate(doc)
         except ValidationError as exc:

@@ -18,11 +18,16 @@ queued frame is dropped and counted when a deque is full). A publisher thread ow
 PUB socket (send high-water mark ``sndhwm`` per subscriber: ZeroMQ drops for a slow
 subscriber only, never blocks the others); every message carries a per-topic ``seq`` so
 each subscriber counts its own drops (:class:`smartscope.remote.Client.dropped`). A
-control thread owns the ROUTER socket; malformed, oversized, invalid or unauthenticated
+control thread owns the ROUTER socket. Each client's commands per second are limited
+(``max_commands_per_s``, a token bucket, before a command is validated or carried out), so a
+flood costs a decode and one check per message; malformed, oversized, invalid or unauthenticated
 messages are refused with a reason and counted in ``telemetry.remote.refused``. Every
-command that parses (accepted or refused; queries excepted) is written to the run's
-``events.jsonl`` as a ``remote_command`` event with its origin ``remote:<peer address>``;
-overrides are also in ``actions.jsonl`` like any action (``source="remote:<peer>"``).
+accepted command (queries excepted) is written to the run's ``events.jsonl`` as a
+``remote_command`` event with its origin ``remote:<peer address>``; overrides are also in
+``actions.jsonl`` like any action (``source="remote:<peer>"``). Refusals are counted, not
+written one by one: per client and kind, the first ``REFUSALS_IN_FULL`` of each second are
+written in full (a ``remote_command`` event and a log line), the rest in one
+``remote_refused`` event with their ``count`` once that second is over (or the run ends).
 
 Streams (topic: meta / arrays):
 
@@ -46,6 +51,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -79,6 +85,20 @@ __all__ = ["RemoteServer", "attach_server"]
 
 MAX_COMMAND_BYTES = 65536
 MAX_SOCKET_MESSAGE_BYTES = 1 << 20  # libzmq drops peers that send more than this
+# refusals of one kind from one client: the first few of each window in full, then a count
+REFUSAL_WINDOW_S = 1.0
+REFUSALS_IN_FULL = 5
+
+
+@dataclass
+class _Refusals:
+    """Refusals of one kind from one client since ``since``: ``full`` written in full, then
+    ``count`` more (the last one's ``note``)."""
+
+    since: float
+    full: int = 0
+    count: int = 0
+    note: str = ""
 
 
 # -------------------------------------------------------------------- server
@@ -110,6 +130,8 @@ class RemoteServer:
         self.refused: dict[str, int] = {"malformed": 0, "invalid": 0, "oversized": 0, "failed": 0, "rate": 0}
         self.commands_ok = 0
         self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, when)
+        self._refusals: dict[tuple[str, str], _Refusals] = {}  # (client, kind) -> this window's
+        self._refusal_lock = threading.Lock()
         self._breakdown: dict[str, deque[float]] = {}
         self._auth: CurveAuthenticator | None = None
         if cfg.secure:
@@ -220,6 +242,8 @@ class RemoteServer:
 
     def on_event(self, event: Mapping[str, Any]) -> None:
         self._queue_small("event", wire.jsonable(dict(event)))
+        if event.get("event") == "writing":  # the run is closing: its refusals, counted, go in now
+            self.flush_refusals(all_of_them=True)
 
     def _record_breakdown(self, times: Mapping[str, float], camera_time_s: float) -> None:
         stamps = sorted([("camera", camera_time_s), *times.items()], key=lambda kv: kv[1])
@@ -287,10 +311,67 @@ class RemoteServer:
 
     # -------------------------------------------------------------- control
 
-    def _refuse(self, kind: str, envelope: list[bytes], req_id: Any, reason: str) -> None:
+    def _refuse(
+        self,
+        kind: str,
+        envelope: list[bytes],
+        req_id: Any,
+        reason: str,
+        peer: str = "",
+        cmd: Command | object = None,
+    ) -> None:
         self.refused[kind] += 1
-        log.warning("remote control: refused (%s): %s", kind, reason)
+        self._record_refusal(kind, peer, cmd, reason)
         self._reply(envelope, {"id": req_id, "ok": False, "error": f"{kind}: {reason}"})
+
+    def _record_refusal(self, kind: str, peer: str, cmd: Command | object, note: str) -> None:
+        """The first few refusals of a kind from a client in a window are logged and audited
+        in full; the rest are counted and written as one ``remote_refused`` event after it."""
+        now = time.monotonic()
+        with self._refusal_lock:
+            window = self._refusals.get((peer, kind))
+            if window is None or now - window.since >= REFUSAL_WINDOW_S:
+                if window is not None:
+                    self._summarise(peer, kind, window)
+                self._refusals[(peer, kind)] = window = _Refusals(now)
+            if window.full >= REFUSALS_IN_FULL:
+                window.count += 1
+                window.note = note
+                return
+            window.full += 1
+        log.warning("remote control: refused (%s) from %s: %s", kind, peer or "?", note)
+        self._audit(cmd if cmd is not None else "(unreadable)", peer, False, note)
+
+    def _summarise(self, peer: str, kind: str, window: _Refusals) -> None:
+        if not window.count:
+            return
+        log.warning(
+            "remote control: %d more refused (%s) from %s within %g s; the last: %s",
+            window.count,
+            kind,
+            peer or "?",
+            REFUSAL_WINDOW_S,
+            window.note,
+        )
+        event = {
+            "t": time.time(),
+            "event": "remote_refused",
+            "origin": f"remote:{peer}",
+            "kind": kind,
+            "count": window.count,
+            "note": window.note[:500],
+        }
+        self._write_event(event)
+        window.count = 0
+
+    def flush_refusals(self, all_of_them: bool = False) -> None:
+        """Write the counts of windows that are over (``all_of_them``: every window)."""
+        now = time.monotonic()
+        with self._refusal_lock:
+            for (peer, kind), window in list(self._refusals.items()):
+                if all_of_them or now - window.since >= REFUSAL_WINDOW_S:
+                    self._summarise(peer, kind, window)
+                    del self._refusals[(peer, kind)]
 
     def _reply(self, envelope: list[bytes], meta: dict[str, Any]) -> None:
         try:
@@ -304,6 +385,7 @@ class RemoteServer:
         while not self._stop.is_set():
             try:
                 if not poller.poll(100):
+                    self.flush_refusals()
                     continue
                 frames = self.control.recv_multipart(copy=False)
             except zmq.ZMQError:
@@ -327,20 +409,24 @@ class RemoteServer:
         size = sum(len(f) for f in body)
         if size > MAX_COMMAND_BYTES:
             self._refuse(
-                "oversized", envelope, None, f"{size} bytes; commands are at most {MAX_COMMAND_BYTES}"
+                "oversized", envelope, None, f"{size} bytes; commands are at most {MAX_COMMAND_BYTES}", peer
             )
             return
         try:
             msg = wire.decode(body)
         except wire.WireError as exc:
-            self._refuse("malformed", envelope, None, str(exc))
+            self._refuse("malformed", envelope, None, str(exc), peer)
             return
         req_id = msg.meta.get("id")
         if not isinstance(req_id, (int, str)) or isinstance(req_id, bool):
             req_id = None
+        if not self._allow(peer):  # before validation: whatever a flood sends costs this much
+            note = f"more than {self.cfg.max_commands_per_s:g} commands per second from this client"
+            self._refuse("rate", envelope, req_id, note, peer, msg.meta.get("cmd"))
+            return
         if msg.topic != "cmd" or msg.arrays:
             self._refuse(
-                "malformed", envelope, req_id, f"expected topic 'cmd' with no arrays, got {msg.topic!r}"
+                "malformed", envelope, req_id, f"expected topic 'cmd' with no arrays, got {msg.topic!r}", peer
             )
             return
         try:
@@ -349,20 +435,13 @@ class RemoteServer:
             probs = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or 'command'}: {e['msg']}" for e in exc.errors()[:5]
             )
-            self._audit(msg.meta.get("cmd"), peer, False, probs)
-            self._refuse("invalid", envelope, req_id, probs)
-            return
-        if not self._allow(peer):
-            note = f"more than {self.cfg.max_commands_per_s:g} commands per second from this client"
-            self._audit(cmd, peer, False, note)
-            self._refuse("rate", envelope, req_id, note)
+            self._refuse("invalid", envelope, req_id, probs, peer, msg.meta.get("cmd"))
             return
         try:
             result = self.execute(cmd, peer)
         except (KeyError, ValueError, RuntimeError) as exc:
             note = str(exc).strip("'\"")
-            self._audit(cmd, peer, False, note)
-            self._refuse("invalid", envelope, req_id, note)
+            self._refuse("invalid", envelope, req_id, note, peer, cmd)
             return
         self._audit(cmd, peer, True, "")
         self.commands_ok += 1
@@ -394,8 +473,14 @@ class RemoteServer:
             "accepted": ok,
             "note": note[:500],
         }
+        self._write_event(event)
+
+    def _write_event(self, event: dict[str, Any]) -> None:
+        loop = self.loop
+        if loop is None:
+            return
         try:
-            self.loop.run.events.write(event)
+            loop.run.events.write(event)
         except ValueError:  # the run's files are closed: the run is over
             return
         self._queue_small("event", event)

@@ -10,18 +10,19 @@ result against the simulator's ground truth, as JSON), ``plot`` (a PNG beside th
 from __future__ import annotations
 
 import base64
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from smartscope.loop import Loop, RunResult, RunStatus
+from smartscope.loop import Loop, RunFailed, RunResult, RunStatus
+from smartscope.metrics import strict_json
 from smartscope.report import write_report
 from smartscope.simulators import virtual_config_path
 
 __all__ = [
     "NO_HOOKS",
+    "VIRTUAL_LIGHTS",
     "Hooks",
     "Scenario",
     "ScenarioResult",
@@ -31,6 +32,7 @@ __all__ = [
     "require_ok",
     "save_figure",
     "virtual_cfg_file",
+    "virtual_lights",
     "virtual_microscope_config",
 ]
 
@@ -87,7 +89,7 @@ class Scenario(Generic[P, R]):
 def require_ok(result: RunResult, what: str) -> RunResult:
     """A scenario's run must end completed or stopped (its own goal reached), never failed."""
     if result.status is RunStatus.FAILED:
-        raise RuntimeError(f"{what} run ended {result.status}: {result.reason}")
+        raise RunFailed(f"the {what} run failed: {result.reason} (run folder {result.run_dir})")
     return result
 
 
@@ -100,8 +102,11 @@ def virtual_cfg_file(
     interval_ms: float = 0.0,
     exposure_ms: float = 10.0,
     mirror_rad: Sequence[float] = (),
+    powers_mw: Mapping[str, float] | None = None,
 ) -> Path:
-    """Write a virtual-microscope ``.cfg`` (the shipped one with these start-up values)."""
+    """Write a virtual-microscope ``.cfg`` (the shipped one with these start-up values;
+    ``powers_mw``: light sources the .cfg sets, by :data:`VIRTUAL_LIGHTS` name, instead of
+    the scene's own start-up powers)."""
     base = Path(virtual_config_path()).read_text(encoding="utf-8").splitlines()
     values = {
         "Scenario": scenario,
@@ -120,6 +125,7 @@ def virtual_cfg_file(
     extra = [f"#py Property,Camera,{k},{v}" for k, v in values.items()]
     extra.append(f"#py Property,Camera,Interval_ms,{interval_ms:g}")
     extra += [f"#py Property,Mirror,Z{j},{v:.6g}" for j, v in enumerate(mirror_rad, start=1) if v]
+    extra += [f"#py Property,{VIRTUAL_LIGHTS[k][0]},Power,{v:g}" for k, v in (powers_mw or {}).items()]
     at = max(i for i, ln in enumerate(lines) if ln.startswith("#py Property,Camera,")) + 1
     lines[at:at] = extra
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,18 +133,39 @@ def virtual_cfg_file(
     return path
 
 
+# Every light source of the virtual microscope: name -> (.cfg label, wavelength in nm, the
+# most it gives, mW). Each run on it declares them all, so the safe state switches every one
+# off, whichever the run uses (the simulator's scenes start some of them on).
+VIRTUAL_LIGHTS: dict[str, tuple[str, float, float]] = {
+    "405": ("Laser405", 405.0, 50.0),
+    "488": ("Laser488", 488.0, 100.0),
+    "561": ("Laser561", 561.0, 100.0),
+    "640": ("Laser640", 640.0, 100.0),
+    "lamp": ("Lamp", 550.0, 100.0),
+}
+
+
+def virtual_lights() -> dict[str, dict[str, Any]]:
+    """``microscope.lasers`` for the virtual microscope: every light source it has."""
+    return {
+        name: {"device": device, "wavelength_nm": nm, "max_power_mw": mw}
+        for name, (device, nm, mw) in VIRTUAL_LIGHTS.items()
+    }
+
+
 def virtual_microscope_config(cfg_file: Path | str, lasers: Sequence[str]) -> dict[str, Any]:
-    """The ``microscope:`` section for the virtual microscope with these lasers (by wavelength)."""
+    """The ``microscope:`` section for the virtual microscope, driven with these lasers (by
+    wavelength); every other light source of it is declared too (the safe state's)."""
+    unknown = [name for name in lasers if name not in VIRTUAL_LIGHTS]
+    if unknown:
+        raise ValueError(f"the virtual microscope has no laser {unknown}; it has {list(VIRTUAL_LIGHTS)}")
     return {
         "driver": "pymmcore-plus",
         "config_file": str(cfg_file),
         "camera": "Camera",
         "focus": "Z",
         "mirror": "Mirror",
-        "lasers": {
-            name: {"device": f"Laser{name}", "wavelength_nm": float(name), "max_power_mw": 100.0}
-            for name in lasers
-        },
+        "lasers": virtual_lights(),
     }
 
 
@@ -162,7 +189,7 @@ def save_figure(fig: Any, path: Path) -> Path:
 
 def json_safe(d: Mapping[str, Any]) -> dict[str, Any]:
     """NaN becomes null (JSON has no NaN)."""
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+    return dict(strict_json(d))
 
 
 def add_to_report(png: Path) -> None:

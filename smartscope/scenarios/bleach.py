@@ -18,7 +18,7 @@ from smartscope.config.scenarios import BleachScenario
 from smartscope.loop import Loop, RunResult
 from smartscope.models import shipped_bundle
 from smartscope.runner import run as run_loop
-from smartscope.scenarios.base import NO_HOOKS, Hooks, Scenario, plt, require_ok, save_figure
+from smartscope.scenarios.base import NO_HOOKS, Hooks, Scenario, plt, require_ok, save_figure, virtual_lights
 from smartscope.simulators import get_virtual_microscope
 from smartscope.storage import read_jsonl
 
@@ -44,14 +44,7 @@ def run_config(params: BleachScenario, out: Path) -> dict[str, Any]:
             "focus": "Z",
             "mirror": "Mirror",
             "startup": [{"kind": "property", "device": "Camera", "property": "Seed", "value": params.seed}],
-            "lasers": {
-                LASER: {
-                    "device": "Laser488",
-                    "power_property": "Power",
-                    "wavelength_nm": 488,
-                    "max_power_mw": 100,
-                }
-            },
+            "lasers": virtual_lights(),  # 488 nm is the one it drives
         },
         "acquisition": {"exposure_ms": 20.0, "n_frames": params.n_frames, "lasers_mw": {LASER: 2.0}},
         "pipeline": {"stages": stages},

@@ -20,7 +20,7 @@ from smartscope.loop import Loop, RunResult
 from smartscope.metrics import smlm_scores
 from smartscope.models.smlm.table import LocTable
 from smartscope.runner import run as run_loop
-from smartscope.scenarios.base import NO_HOOKS, Hooks, Scenario, plt, require_ok, save_figure
+from smartscope.scenarios.base import NO_HOOKS, Hooks, Scenario, plt, require_ok, save_figure, virtual_lights
 from smartscope.simulators import get_virtual_microscope
 from smartscope.storage import read_jsonl
 
@@ -31,8 +31,8 @@ BRIGHT_PHOTONS = 500.0
 
 
 def run_config(params: SMLMScenario, out: Path) -> dict[str, Any]:
-    lasers = {
-        "405": {"device": "Laser405", "power_property": "Power", "wavelength_nm": 405, "max_power_mw": 50},
+    lasers = {  # every light of the virtual microscope is declared; 405 and 640 are driven
+        **virtual_lights(),
         "640": {"device": "Laser640", "power_property": "Power", "wavelength_nm": 640, "max_power_mw": 200},
     }
     return {
