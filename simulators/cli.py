@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from smartscope.exceptions import fail
+
 from .microscope import SCENARIOS
 
 __all__ = ["simulate"]
@@ -31,11 +33,9 @@ def simulate(
 
     console = Console()
     if scenario not in SCENARIOS:
-        console.print(f"[bold red]error:[/] scenario {scenario!r} is not one of {SCENARIOS}")
-        raise typer.Exit(2)
+        fail(f"scenario {scenario!r} is not one of {SCENARIOS}", 2)
     if camera not in ("scmos", "emccd"):
-        console.print(f"[bold red]error:[/] --camera {camera!r} must be 'scmos' or 'emccd'")
-        raise typer.Exit(2)
+        fail(f"--camera {camera!r} must be 'scmos' or 'emccd'", 2)
     with Progress(
         TextColumn(f"simulating {scenario}"),
         BarColumn(),

@@ -28,6 +28,7 @@ else:  # pragma: no cover
 LAYERS: list[tuple[str, int]] = [
     ("smartscope", 0),  # the package's __init__: version only
     ("smartscope.actions", 0),
+    ("smartscope.exceptions", 0),  # SmartscopeError, UserError, fail: imports nothing
     ("smartscope.extras", 0),
     ("smartscope.state", 0),
     ("smartscope.config", 1),
@@ -109,11 +110,12 @@ def test_imports_flow_down_the_layers() -> None:
     assert upward == []
 
 
-def test_config_imports_only_actions_and_itself() -> None:
+def test_config_imports_only_actions_exceptions_and_itself() -> None:
     graph = import_graph()
     for module, deps in graph.items():
         if module.startswith("smartscope.config"):
-            bad = {d for d in deps if not d.startswith(("smartscope.config", "smartscope.actions"))}
+            ok = ("smartscope.config", "smartscope.actions", "smartscope.exceptions")
+            bad = {d for d in deps if not d.startswith(ok)}
             assert not bad, f"{module} imports {bad}"
 
 
@@ -128,6 +130,7 @@ def test_importing_the_safety_gate_loads_only_what_it_needs() -> None:
     allowed = {
         "smartscope",
         "smartscope.actions",
+        "smartscope.exceptions",
         "smartscope.frame",
         "smartscope.safety",
         "smartscope.state",

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from smartscope.config.reading import ReadError, load_json
+from smartscope.exceptions import UserError
 
 __all__ = [
     "MANIFEST_NAME",
@@ -50,7 +51,7 @@ MAX_FILE_BYTES = 2 << 30  # protobuf's own limit for one ONNX model; weights ali
 MAX_ARCHIVE_BYTES = 8 << 30  # every member of a zip together, as its directory declares them
 
 
-class BundleError(ValueError):
+class BundleError(UserError, ValueError):
     """A bundle is missing a file, fails validation, or was tampered with."""
 
 

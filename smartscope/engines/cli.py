@@ -18,6 +18,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from smartscope.engines.bundle import BundleError, find_bundles, load_bundle
+from smartscope.exceptions import fail
 
 __all__ = ["app", "compile_cmd", "engines_app", "engines_cmd", "export_cmd", "import_cmd"]
 
@@ -73,12 +74,10 @@ def export_cmd(
         names = list(author or ["smartscope developers"])
         users = list(github_user or [])
         if len(users) > len(names):
-            typer.echo(
-                f"error: --github-user: {len(users)} given for {len(names)} --author; give each "
-                "author's user right after the --author",
-                err=True,
+            fail(
+                f"--github-user: {len(users)} given for {len(names)} --author; give each "
+                "author's user right after the --author"
             )
-            raise typer.Exit(1)
         pairs = [(n, users[k] if k < len(users) else None) for k, n in enumerate(names)]
         target = out if out.suffix == ".zip" or not zip_ else out.with_suffix(".zip")
         try:
@@ -90,8 +89,7 @@ def export_cmd(
                 license=license_,
             )
         except (BundleError, BioimageioExportError) as exc:
-            typer.echo(f"error: export failed: {exc}", err=True)
-            raise typer.Exit(1) from exc
+            fail(f"export failed: {exc}")
         _console.print(f"wrote {pkg} (bioimage.io model; bioimageio test passed)")
         return
     from smartscope.engines.export import export_checkpoint
@@ -99,8 +97,7 @@ def export_cmd(
     try:
         path = export_checkpoint(checkpoint, out, as_zip=zip_)
     except (FileNotFoundError, ValueError, BundleError) as exc:
-        _console.print(f"[red]export failed:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        fail(f"export failed: {exc}")
     man = load_bundle(path).manifest
     _console.print(f"wrote {path}  ({man.name}, task={man.task}, onnx sha256 {man.onnx_sha256[:12]}…)")
 
@@ -135,8 +132,7 @@ def compile_cmd(
             cache_dir=cache_dir,
         )
     except (BundleError, BackendUnavailable) as exc:
-        _console.print(f"[red]compile failed:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        fail(f"compile failed: {exc}")
     _console.print(f"{be.describe()}\nplan: {be.plan_path}")
 
 
@@ -171,8 +167,7 @@ def import_cmd(
     try:
         rep = import_bioimageio(model, out, name=name)
     except (BundleError, BioimageioImportError) as exc:
-        typer.echo(f"error: import failed: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        fail(f"import failed: {exc}")
     _console.print(
         f"wrote {rep.bundle} ({rep.weights} weights); test output reproduced within "
         f"{rep.max_abs_diff:.3g} (atol {rep.atol:g}, rtol {rep.rtol:g})"

@@ -21,6 +21,8 @@ import zmq
 import zmq.auth
 import zmq.utils.z85
 
+from smartscope.exceptions import InvalidValue
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -52,7 +54,7 @@ def load_keypair(secret_file: Path) -> tuple[bytes, bytes]:
         raise FileNotFoundError(f"key file {str(secret_file)!r} does not exist")
     pub, sec = zmq.auth.load_certificate(str(secret_file))
     if sec is None:
-        raise ValueError(f"key file {str(secret_file)!r} holds no secret key (use the .key_secret file)")
+        raise InvalidValue(f"key file {str(secret_file)!r} holds no secret key (use the .key_secret file)")
     return pub, sec
 
 
@@ -69,7 +71,7 @@ def load_authorized(folder: Path) -> set[bytes]:
         raise FileNotFoundError(f"authorized-keys folder {str(folder)!r} does not exist")
     keys = {load_public(p) for p in sorted(folder.glob("*.key"))}
     if not keys:
-        raise ValueError(f"authorized-keys folder {str(folder)!r} holds no *.key files")
+        raise InvalidValue(f"authorized-keys folder {str(folder)!r} holds no *.key files")
     return keys
 
 

@@ -21,6 +21,7 @@ import typer
 
 from smartscope.config.loading import load_config
 from smartscope.config.remote import RemoteConfig
+from smartscope.exceptions import fail
 from smartscope.loop import Loop, RunResult, StopReason
 from smartscope.remote.commands import StartCmd
 from smartscope.remote.server import RemoteServer
@@ -114,8 +115,7 @@ def serve_cmd(
         )
         service = RunService(rcfg, config_dir, report)
     except (ValidationError, ValueError, FileNotFoundError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(exc), 2)
     done = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:

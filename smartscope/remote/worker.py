@@ -34,6 +34,7 @@ from pydantic import TypeAdapter, ValidationError
 from smartscope import registry
 from smartscope.config.remote import is_loopback
 from smartscope.config.stages import StageConfig
+from smartscope.exceptions import InvalidValue, fail
 from smartscope.frame import Frame, now_s
 from smartscope.pipeline import Stage
 from smartscope.remote import wire
@@ -57,12 +58,12 @@ def build_stage(stage_config: Mapping[str, Any] | str) -> Stage:
     """A local stage from a pipeline-stage config (a mapping or its JSON text)."""
     data = json.loads(stage_config) if isinstance(stage_config, str) else dict(stage_config)
     if data.get("kind") == "remote":
-        raise ValueError("stage.kind: a worker cannot run a remote stage (it would call itself)")
+        raise InvalidValue("stage.kind: a worker cannot run a remote stage (it would call itself)")
     try:
         cfg: Any = TypeAdapter(StageConfig).validate_python(data)
     except ValidationError as exc:
         probs = "; ".join(f"stage.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
-        raise ValueError(probs) from None
+        raise InvalidValue(probs) from None
     return registry.build_stage(cfg)
 
 
@@ -78,9 +79,9 @@ class Worker:
         authorized_keys: Path | None = None,
     ) -> None:
         if (server_secret_key is None) != (authorized_keys is None):
-            raise ValueError("server_secret_key and authorized_keys go together (CurveZMQ)")
+            raise InvalidValue("server_secret_key and authorized_keys go together (CurveZMQ)")
         if not is_loopback(bind_address) and server_secret_key is None:
-            raise ValueError(
+            raise InvalidValue(
                 f"bind address {bind_address!r} is not loopback: a worker listening there needs "
                 "CurveZMQ keys (make them with `smartscope keys`)"
             )
@@ -199,8 +200,7 @@ def worker_cmd(
         local = build_stage(stage)
         worker = Worker(local, bind, port, secret_key, authorized_keys)
     except (ValueError, FileNotFoundError, json.JSONDecodeError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(exc), 2)
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         worker.stop()
