@@ -1,7 +1,7 @@
 """The architecture holds: one namespace from four folders, no symlinks, imports one way.
 
 Layers, bottom to top (a module imports only its own layer or lower ones, never in a cycle):
-actions/state → config → {frame, metrics, drivers, pipeline and stages, engines, models,
+actions/state/exceptions/base_model → config → {frame, metrics, drivers, pipeline and stages, engines, models,
 simulators, controllers, safety, storage, report} → registry → loop → runner → {cli,
 remote server side, scenarios}.
 """
@@ -28,6 +28,7 @@ else:  # pragma: no cover
 LAYERS: list[tuple[str, int]] = [
     ("smartscope", 0),  # the package's __init__: version only
     ("smartscope.actions", 0),
+    ("smartscope.base_model", 0),  # FrozenModel, the one frozen pydantic base
     ("smartscope.exceptions", 0),  # SmartscopeError, UserError, fail: imports nothing
     ("smartscope.extras", 0),
     ("smartscope.state", 0),
@@ -110,11 +111,11 @@ def test_imports_flow_down_the_layers() -> None:
     assert upward == []
 
 
-def test_config_imports_only_actions_exceptions_and_itself() -> None:
+def test_config_imports_only_the_bottom_layer_and_itself() -> None:
     graph = import_graph()
     for module, deps in graph.items():
         if module.startswith("smartscope.config"):
-            ok = ("smartscope.config", "smartscope.actions", "smartscope.exceptions")
+            ok = ("smartscope.config", "smartscope.actions", "smartscope.base_model", "smartscope.exceptions")
             bad = {d for d in deps if not d.startswith(ok)}
             assert not bad, f"{module} imports {bad}"
 
@@ -130,6 +131,7 @@ def test_importing_the_safety_gate_loads_only_what_it_needs() -> None:
     allowed = {
         "smartscope",
         "smartscope.actions",
+        "smartscope.base_model",
         "smartscope.exceptions",
         "smartscope.frame",
         "smartscope.safety",
