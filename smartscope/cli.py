@@ -38,7 +38,7 @@ app.add_typer(config_app, name="config")
 
 def _register_engine_commands() -> None:
     """Commands that live beside the code they drive (simulator, engines, training)."""
-    from smartscope.batch.apply import apply_cmd
+    from smartscope.batch.cli import apply_cmd
     from smartscope.check.cli import check_cmd
     from smartscope.engines.cli import compile_cmd, engines_app, export_cmd
     from smartscope.models.cli import app as train_app

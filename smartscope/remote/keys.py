@@ -14,9 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 import zmq
 import zmq.auth
 import zmq.utils.z85
@@ -28,7 +27,6 @@ log = logging.getLogger(__name__)
 __all__ = [
     "CurveAuthenticator",
     "apply_client_keys",
-    "keys_cmd",
     "load_authorized",
     "load_keypair",
     "make_keys",
@@ -133,20 +131,3 @@ class CurveAuthenticator:
         self._stop.set()
         self._thread.join(1)
         self._sock.close(0)
-
-
-def keys_cmd(
-    folder: Annotated[Path, typer.Argument(help="folder to write the key files into")],
-    name: Annotated[
-        list[str] | None, typer.Option("--name", help="key-pair names (default: server and client)")
-    ] = None,
-) -> None:
-    """Make CurveZMQ key pairs for remote streams, control and workers."""
-    names = tuple(name) if name else ("server", "client")
-    made = make_keys(folder, names)
-    for n, (pub, sec) in made.items():
-        typer.echo(f"{n}: public {pub}  secret {sec}")
-    typer.echo(
-        "give the server its .key_secret and an authorized-keys folder holding each client's .key; "
-        "give each client its own .key_secret and the server's .key"
-    )
