@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -105,7 +105,7 @@ def export_cmd(
 @app.command("compile")
 def compile_cmd(
     bundle: Annotated[Path, typer.Argument(help="engine bundle folder or zip")],
-    precision: Annotated[str, typer.Option(help="fp16 or fp32")] = "fp16",
+    precision: Annotated[Literal["fp16", "fp32"], typer.Option(help="fp16 or fp32")] = "fp16",
     max_hw: Annotated[int, typer.Option(help="largest H/W in the optimization profile")] = 2048,
     max_batch: Annotated[int, typer.Option(help="largest batch in the profile")] = 8,
     device: Annotated[str, typer.Option(help="CUDA device")] = "cuda:0",
@@ -119,14 +119,12 @@ def compile_cmd(
     if not ok:
         _console.print(f"[yellow]TensorRT unavailable here: {why}; nothing compiled[/yellow]")
         raise typer.Exit(2)
-    if precision not in ("fp16", "fp32"):
-        raise typer.BadParameter("precision must be fp16 or fp32", param_hint="--precision")
     try:
         b = load_bundle(bundle)
         be = TensorRTBackend(
             b,
             device=device,
-            precision=precision,  # type: ignore[arg-type]
+            precision=precision,
             max_hw=max_hw,
             max_batch=max_batch,
             cache_dir=cache_dir,
