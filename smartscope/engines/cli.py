@@ -15,16 +15,16 @@ from typing import Annotated, Any, Literal
 import typer
 from rich.console import Console
 from rich.table import Table
-from typer.core import TyperGroup
 
 from smartscope.engines.bundle import BundleError, find_bundles, load_bundle
+from smartscope.errors import FormattedErrors
 from smartscope.exceptions import fail
 
 __all__ = ["app", "compile_cmd", "engines_app", "engines_cmd", "export_cmd", "import_cmd"]
 
 _BOOKKEEPING = {"val_loss", "best_step", "steps_run", "heldout_frames_scored"}
 
-app = typer.Typer(help="Engine bundles: export, compile, list.", no_args_is_help=True)
+app = typer.Typer(cls=FormattedErrors, help="Engine bundles: export, compile, list.", no_args_is_help=True)
 _console = Console()
 
 
@@ -134,7 +134,7 @@ def compile_cmd(
     _console.print(f"{be.describe()}\nplan: {be.plan_path}")
 
 
-class _ListByDefault(TyperGroup):
+class _ListByDefault(FormattedErrors):
     """``engines ROOT`` means ``engines list ROOT``: a first word that is no subcommand lists."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
