@@ -18,6 +18,7 @@ import yaml
 from smartscope.check import CameraFigures, Status, WriteRate, check_rig, measure_write_rate
 from smartscope.check.rig import _dark, _judge_disk
 from smartscope.config import StorageConfig, validate_config
+from smartscope.scenarios.base import virtual_lights
 from tests.conftest import DATA, LASERS, cfg_dict
 
 FAST = ("--seconds", "0.3", "--write-mb", "16")
@@ -46,7 +47,11 @@ RIGS = {
     "virtual": {
         "config_file": "virtual",
         "startup": VIRTUAL_SMALL,
-        "lasers": {"488": {"device": "Laser488", "wavelength_nm": 488, "max_power_mw": 20.0}},
+        # every light of the virtual microscope is declared (an undeclared one refuses the run)
+        "lasers": {
+            **virtual_lights(),
+            "488": {"device": "Laser488", "wavelength_nm": 488, "max_power_mw": 20.0},
+        },
     },
     "sequence_tester": {
         "config_file": str(DATA / "sequence_tester.cfg"),
@@ -96,7 +101,10 @@ def test_a_laser_ceiling_above_the_device_limit_fails(tmp_path: Path) -> None:
             microscope={
                 "config_file": "virtual",
                 "startup": VIRTUAL_SMALL,
-                "lasers": {"405": {"device": "Laser405", "wavelength_nm": 405, "max_power_mw": 80.0}},
+                "lasers": {
+                    **virtual_lights(),
+                    "405": {"device": "Laser405", "wavelength_nm": 405, "max_power_mw": 80.0},
+                },
             },
             acquisition={"exposure_ms": 2.0, "n_frames": 10},
         )
@@ -117,6 +125,7 @@ def test_a_camera_slower_to_start_than_the_watchdog_allows_fails(tmp_path: Path)
                     *VIRTUAL_SMALL,
                     {"device": "Camera", "property": "SequenceStartCost_ms", "value": 400},
                 ],
+                "lasers": virtual_lights(),
             },
             acquisition={"exposure_ms": 2.0, "n_frames": 10},
             watchdog={"camera_start_s": 0.2},

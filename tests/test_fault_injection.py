@@ -39,7 +39,8 @@ from smartscope import runner
 from smartscope.actions import Action, ActionRequest, SetExposure, SetLaserPower, SetProperty
 from smartscope.config import validate_config
 from smartscope.controllers.base import ControllerBase, Observation
-from smartscope.drivers.mmcore import MMCoreDriver, demo_config_path
+from smartscope.drivers.installation import demo_config_path
+from smartscope.drivers.mmcore import MMCoreDriver
 from smartscope.frame import Frame
 from smartscope.runner import run
 from smartscope.storage import RunFolder, count_pages, read_jsonl, recover
