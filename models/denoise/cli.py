@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 import typer
 
 from smartscope.errors import describe
+from smartscope.exceptions import fail
 from smartscope.models.cli_options import (
     BaseWidthOption,
     BatchSizeOption,
@@ -152,9 +153,8 @@ def train_denoise_cmd(
             overlap_px=overlap_px,
             normalization=normalization,
         )
-    except ValueError as exc:
-        typer.echo(f"error: {describe(exc) or exc}", err=True)
-        raise typer.Exit(1) from exc
+    except ValueError as exc:  # the data and config checks of training raise ValueError
+        fail(describe(exc) or str(exc))
     label = simulate if simulate is not None else Path(str(data)).name
     path, metrics = train_denoise(
         dataset,

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import typer
 
 from smartscope.errors import describe
+from smartscope.exceptions import fail
 from smartscope.models.cli_options import (
     BaseWidthOption,
     BatchSizeOption,
@@ -125,9 +126,8 @@ def train_stain_cmd(
             tile_px=tile_px,
             overlap_px=overlap_px,
         )
-    except ValueError as exc:
-        typer.echo(f"error: {describe(exc) or exc}", err=True)
-        raise typer.Exit(1) from exc
+    except ValueError as exc:  # the data and config checks of training raise ValueError
+        fail(describe(exc) or str(exc))
     method = "pix2pix" if adv_weight > 0 else "l1"
     path, metrics = train_stain(
         dataset,
