@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-import pkgutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,9 @@ from typer.testing import CliRunner
 from smartscope.errors import BUG, FormattedErrors, describe, report_bug
 from smartscope.exceptions import InvalidValue, SmartscopeError, UserError, fail, log_of
 from tests.conftest import cfg_dict
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from layout import source_modules
 
 
 def _numpy_bug() -> None:
@@ -132,21 +135,13 @@ def test_fail_is_a_user_error_with_the_exit_status_asked() -> None:
 
 def _project_exceptions() -> list[type[BaseException]]:
     found: dict[str, type[BaseException]] = {}
-    names = [
-        info.name
-        for pkg in ("smartscope", "smartscope.drivers", "smartscope.simulators")
-        for info in pkgutil.walk_packages(importlib.import_module(pkg).__path__, pkg + ".")
-    ]
-    for name in names:
-        if name.startswith(("smartscope.napari_plugin", "smartscope.models", "smartscope.remote.viewer")):
-            continue  # napari / torch-heavy modules: their exceptions are listed below by import
+    for name, _ in source_modules():
+        if name.startswith("smartscope.napari_plugin"):
+            continue  # napari's Qt stack stays out of the test process (it defines no exception)
         module = importlib.import_module(name)
         for _, obj in inspect.getmembers(module, inspect.isclass):
-            if issubclass(obj, BaseException) and obj.__module__.startswith("smartscope"):
-                found[f"{obj.__module__}.{obj.__qualname__}"] = obj
-    from smartscope.models.smlm.batch import FrameError
-
-    found["smartscope.models.smlm.batch.FrameError"] = FrameError
+            if issubclass(obj, BaseException) and obj.__module__ == name:
+                found[f"{name}.{obj.__qualname__}"] = obj
     return list(found.values())
 
 
