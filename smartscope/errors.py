@@ -15,7 +15,7 @@ a bug is one ``error: internal error ...`` line that names the log holding its t
 (the run's ``run.log`` when the bug ended a run, else a file in the temporary folder), exit
 status 1. typer's own usage errors and exits pass untouched. A stop signal (Ctrl-C, SIGTERM,
 SIGHUP) that reaches a command is one line too, with status 128 + signal. With
-``--log-level DEBUG`` the traceback of a formatted error is logged as well.
+``--log-level DEBUG`` the traceback of a formatted error or a bug is logged as well.
 """
 
 from __future__ import annotations
@@ -113,6 +113,7 @@ class FormattedErrors(TyperGroup):
         except Exception as exc:
             line = describe(exc)
             if line is None:
+                log.debug("a bug", exc_info=exc)  # --log-level DEBUG: on the console too
                 typer.echo(f"error: {report_bug(exc)}", err=True)
                 raise typer.Exit(1) from None
             log.debug("formatted as %r", line, exc_info=exc)
