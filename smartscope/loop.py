@@ -32,7 +32,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 
@@ -45,6 +45,7 @@ from smartscope.frame import Frame, now_s
 from smartscope.metrics import percentiles_ms, strict_json
 from smartscope.pipeline import Pipeline, StageError, StageOutput, StageSkipped
 from smartscope.safety import Decision, Devices, SafetyGate
+from smartscope.schema import RunMetrics, Telemetry
 from smartscope.signals import on_stop_signal, shielded, signal_name
 from smartscope.storage import FrameWriter, QueueFull, RunFolder
 
@@ -173,7 +174,7 @@ class RunResult:
     run_dir: str
     status: RunStatus
     reason: str  # the message: what happened, in words
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: RunMetrics
     stop_reason: StopReason = StopReason.ENDED
     signal: int | None = None  # the stop signal (SIGINT, SIGTERM, SIGHUP) that ended it
     signal_while_closing: bool = False  # it came once the run was closing: the closing finished
@@ -278,7 +279,7 @@ class Loop:
         """A fault has been raised (a call, not a property: it changes under other threads)."""
         return self._fault is not None
 
-    def telemetry(self) -> dict[str, Any]:
+    def telemetry(self) -> Telemetry:
         """A snapshot of the running loop (for status displays and remote clients)."""
         wall = max(time.perf_counter() - self._t_start, 1e-9) if self._t_start else 0.0
         writer = self.writer
@@ -290,7 +291,7 @@ class Loop:
             "frames_failed": self.n_failed,
             "actions_applied": self.n_actions,
             "fps_stored": self.n_stored / wall if wall else 0.0,
-            "storage_queue_mb": (writer.queued_bytes / 2**20) if writer is not None else 0.0,
+            "storage_queued_mb": (writer.queued_bytes / 2**20) if writer is not None else 0.0,
             "latency_decision": percentiles_ms(self.decision_latency_s[-500:]),
             "state": self.driver.state().to_json(),
             "paused_controllers": sorted(self._paused),
@@ -712,7 +713,7 @@ class Loop:
                 note = (rec.note + "; no frame was taken with it in force").strip("; ")
                 self._audit(rec.model_copy(update={"note": note}))
 
-    def metrics(self, status: RunStatus, reason: str) -> dict[str, Any]:
+    def metrics(self, status: RunStatus, reason: str) -> RunMetrics:
         wall = max(self._t_end - self._t_start, 1e-9)
         cam_span = (
             (self._last_cam_t - self._first_cam_t)
@@ -736,7 +737,7 @@ class Loop:
             "fps_analysed": self.n_analysed / wall,
             "latency_decision": percentiles_ms(self.decision_latency_s),
             "latency_action": percentiles_ms(self.action_latency_s),
-            "storage_queue_mb": self.cfg.storage.queue_mb,
+            "storage_queue_budget_mb": self.cfg.storage.queue_mb,
             "storage_queue_peak_mb": (writer.peak_queued_bytes / 2**20) if writer is not None else 0.0,
             "storage_error": writer.error if writer is not None else None,
             "storage_io": self.run.io,

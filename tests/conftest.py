@@ -239,3 +239,40 @@ def start_cli_run(
         time.sleep(0.05)
     proc.kill()
     raise AssertionError(f"run did not start: {proc.stderr.read() if proc.stderr else ''!r}")
+
+
+@dataclass
+class Done:
+    """A finished command: exit status, stderr, wall time and its own peak memory."""
+
+    returncode: int
+    stderr: str
+    seconds: float
+    max_rss_mb: float
+
+
+def run_measured(argv: list[str], timeout: float = 300) -> Done:
+    """``argv`` in its own process: exit status, stderr, wall time, and the peak memory of
+    that process (``VmHWM`` of its own program, read until it exits: a forked child's
+    ``ru_maxrss`` would count pytest's pages from before the exec)."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak_kb = [0]
+
+    def watch() -> None:
+        status = Path(f"/proc/{proc.pid}/status")
+        while proc.poll() is None:
+            with contextlib.suppress(OSError, ValueError, IndexError, StopIteration):
+                line = next(ln for ln in status.read_text().splitlines() if ln.startswith("VmHWM:"))
+                peak_kb[0] = max(peak_kb[0], int(line.split()[1]))
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        watcher.join(5)
+    return Done(proc.returncode, err.decode(), time.monotonic() - t0, peak_kb[0] / 1024)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gc
 import itertools
 import json
-import statistics
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -111,8 +110,11 @@ def test_a_slow_disk_never_slows_the_acquisition_thread(demo_core, slow_disk, tm
     assert res.status == "completed", res.reason
     m = res.metrics
     assert m["frames_stored"] == m["frames_acquired"] == 150
-    # frames came off the camera at camera speed, not at the disk's 20 ms per frame
-    assert statistics.median(_dequeue_gaps_ms(Path(res.run_dir))) < 10.0
+    # frames came off the camera faster than the disk could take them: an acquisition thread
+    # that waited on the disk could not dequeue 150 frames in less than the disk's 150 x 20 ms
+    # (judged against the disk's own time, not a wall-clock bound the machine's load moves)
+    dequeue_span_ms = sum(_dequeue_gaps_ms(Path(res.run_dir)))
+    assert dequeue_span_ms < 0.9 * 1e3 * slow_disk.delay_s * 150, dequeue_span_ms
     assert m["storage_queue_peak_mb"] > 1.0  # the queue absorbed the slow disk
     n, shape, _ = count_pages(Path(res.run_dir) / "raw.ome.tif")
     assert n == 150 and shape == (512, 512)

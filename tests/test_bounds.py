@@ -5,13 +5,10 @@ seconds and in bounded memory (the commands run in a process of their own, measu
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import subprocess
 import sys
-import threading
-import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -21,47 +18,15 @@ import yaml
 
 from smartscope.config import ConfigError, validate_config
 from smartscope.engines.bundle import BundleError, load_bundle
-from tests.conftest import DATA, LASERS, cfg_dict
+from tests.conftest import DATA, LASERS, Done, cfg_dict, run_measured
 
 SHIPPED = Path(__file__).parents[1] / "models" / "bundles" / "denoise-n2v-lowlight"
 MAX_RSS_MB = 1500  # the interpreter with smartscope imported is ~400-600 MB; expanding is GBs
 
 
-@dataclasses.dataclass
-class Done:
-    returncode: int
-    stderr: str
-    seconds: float
-    max_rss_mb: float
-
-
 def smartscope(*args: str, timeout: float = 300) -> Done:
-    """A ``smartscope`` command in its own process: exit status, stderr, wall time, and the
-    peak memory of that process (``VmHWM`` of its own program, read until it exits: a forked
-    child's ``ru_maxrss`` would count pytest's pages from before the exec)."""
-    t0 = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "smartscope.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    peak_kb = [0]
-
-    def watch() -> None:
-        status = Path(f"/proc/{proc.pid}/status")
-        while proc.poll() is None:
-            with contextlib.suppress(OSError, ValueError, IndexError, StopIteration):
-                line = next(ln for ln in status.read_text().splitlines() if ln.startswith("VmHWM:"))
-                peak_kb[0] = max(peak_kb[0], int(line.split()[1]))
-            time.sleep(0.02)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        _, err = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        watcher.join(5)
-    return Done(proc.returncode, err.decode(), time.monotonic() - t0, peak_kb[0] / 1024)
+    """A ``smartscope`` command in its own process (:func:`tests.conftest.run_measured`)."""
+    return run_measured([sys.executable, "-m", "smartscope.cli", *args], timeout)
 
 
 def one_line(done: Done) -> str:

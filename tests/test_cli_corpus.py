@@ -4,7 +4,6 @@ traceback, bounded memory, and no hardware touched (no run folder, nothing confi
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typer.testing import CliRunner
 
 from smartscope.cli import app
 from smartscope.errors import BUG
-from tests.conftest import DATA, LASERS
+from tests.conftest import DATA, LASERS, run_measured
 
 runner = CliRunner()
 
@@ -170,12 +169,8 @@ def test_a_corrupt_run_through_the_real_process_is_one_line_and_bounded(tmp_path
     """The console script itself (signals, logging, formatter), its memory measured."""
     f = _files(tmp_path)["garbage"]
     exe = Path(sys.executable).with_name("smartscope")
-    proc = subprocess.Popen(
-        [str(exe), "replay", str(f)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    _, status, usage = os.wait4(proc.pid, 0)
-    err = proc.stderr.read() if proc.stderr else ""
-    assert os.waitstatus_to_exitcode(status) == 2, err
-    line = _one_line(err)
+    done = run_measured([str(exe), "replay", str(f)])
+    assert done.returncode == 2, done.stderr
+    line = _one_line(done.stderr)
     assert str(f) in line
-    assert usage.ru_maxrss < 2 * 1024 * 1024, f"{usage.ru_maxrss / 1024:.0f} MiB"  # KiB on Linux
+    assert done.max_rss_mb < 2048, f"{done.max_rss_mb:.0f} MiB"

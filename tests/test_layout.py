@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, int]] = [
     ("smartscope.config", 1),
     ("smartscope.frame", 2),
     ("smartscope.metrics", 2),
+    ("smartscope.schema", 2),  # what a run reports (metrics.json, telemetry), typed
     ("smartscope.drivers", 3),
     ("smartscope.pipeline", 3),
     ("smartscope.engines", 3),

@@ -21,6 +21,7 @@ from pymmcore_plus.experimental.unicore import UniMMCore
 
 from smartscope.config import validate_config
 from smartscope.runner import run
+from smartscope.scenarios.base import virtual_lights
 from smartscope.simulators import AutofocusUniMMCore, get_virtual_microscope, virtual_config_path
 from smartscope.simulators.optics import OBJECTIVES
 from smartscope.storage import read_jsonl
@@ -206,6 +207,7 @@ def test_a_useq_autofocus_plan_runs_through_smartscope_run(tmp_path: Path) -> No
             tmp_path,
             microscope={
                 "config_file": "virtual",
+                "lasers": virtual_lights(),
                 "focus": "Z",
                 "buffer_size_mb": 16,
                 "startup": [
@@ -265,6 +267,7 @@ def test_the_first_time_lapse_interval_keeps_the_plan_through_smartscope_run(tmp
             tmp_path,
             microscope={
                 "config_file": "virtual",
+                "lasers": virtual_lights(),
                 "startup": [
                     {"device": "Camera", "property": "SensorSize", "value": "128"},
                     {"device": "Camera", "property": "Scenario", "value": "events"},

@@ -110,3 +110,34 @@ def test_empty_frame_has_no_localizations_and_bad_input() -> None:
         ClassicalConfig(roi_px=6)
     with pytest.raises(ValueError, match="e_per_adu"):
         CameraModel(e_per_adu=0)
+
+
+def test_per_pixel_read_noise_enters_the_scmos_likelihood() -> None:
+    """An sCMOS pixel with 40 e⁻ read noise (random-telegraph-like) beside every emitter: the
+    fit that adds each pixel's read-noise variance to its Poisson term trusts that pixel less
+    and localizes closer to the truth than one that assumes the sensor's typical 1.3 e⁻."""
+    rng = np.random.default_rng(1)
+    shape = (64, 64)
+    read = np.full(shape, 1.3)
+    g = np.arange(7, 60, 10)
+    gx, gy = np.meshgrid(g, g)
+    read[gy, gx + 1] = 40.0
+    read[rng.random(shape) < 0.02] = 40.0
+    cams = {
+        "map": CameraModel(offset_adu=100.0, e_per_adu=1.0, read_noise_e=1.3, read_noise_map_e=read),
+        "scalar": CameraModel(offset_adu=100.0, e_per_adu=1.0, read_noise_e=1.3),
+    }
+    errs: dict[str, list[np.ndarray]] = {k: [] for k in cams}
+    for t in range(12):
+        x = gx.ravel() + rng.uniform(-0.5, 0.5, gx.size)
+        y = gy.ravel() + rng.uniform(-0.5, 0.5, gx.size)
+        mu = integrated_gaussian(shape, x, y, np.full(x.size, 1500.0), 1.3, 20.0)
+        adu = rng.poisson(mu) + rng.normal(0.0, read) + 100.0
+        gt = (np.column_stack([x, y]) + 0.5) * 100.0
+        for k, cam in cams.items():
+            tab = ClassicalLocalizer(ClassicalConfig(pixel_nm=100.0), cam).localize(adu, t)
+            ip, ig = match_localizations(tab.frame, tab.xy_nm(), np.full(x.size, t), gt)
+            assert len(ip) == len(tab) == x.size  # every emitter found, nothing else
+            errs[k].append(tab.xy_nm()[ip] - gt[ig])
+    rmse = {k: float(np.sqrt((np.concatenate(v) ** 2).sum(1).mean())) for k, v in errs.items()}
+    assert rmse["map"] < 0.85 * rmse["scalar"], rmse

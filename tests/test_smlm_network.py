@@ -220,8 +220,69 @@ def test_training_can_continue_from_a_bundle(tmp_path: Path) -> None:
         **kw,  # type: ignore[arg-type]
     )
     notes = load_bundle(second).manifest.provenance.notes
-    assert "initialised from" in notes and load_bundle(first).manifest.architecture.weights_sha256 in notes  # type: ignore[union-attr]
+    assert (
+        f"fine-tuned from parent bundle {first.name}" in notes
+        and load_bundle(first).manifest.architecture.weights_sha256 in notes
+    )  # type: ignore[union-attr]
     with pytest.raises(ValueError, match="init_bundle"):
         train_smlm(
             tmp_path / "c", max_steps=1, net_config=SMLMNetConfig(base_width=6), init_bundle=first, **kw
         )  # type: ignore[arg-type]
+
+
+@pytest.mark.slow  # trains the shipped bundle's full width (a few steps)
+def test_calibrated_training_fine_tunes_the_shipped_bundle_like_the_recording(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``train smlm --psf --camera`` starts from the shipped 2-D bundle (its width, its
+    weights named in the provenance); ``--like`` takes the training ranges from the user's
+    recording, whose name, sha256 and statistics the bundle records, never its folder."""
+    import tifffile
+    from typer.testing import CliRunner
+
+    from smartscope.cli import app
+    from smartscope.models import shipped_bundle
+    from smartscope.models.smlm.calibrate import gaussian_psf
+    from smartscope.models.smlm.localize_classical import CameraModel, render_spots
+    from smartscope.simulators.camera_calibration import CameraCalibration
+    from smartscope.simulators.psf_models import file_sha256
+
+    monkeypatch.chdir(tmp_path)
+    gaussian_psf(130.0, 100.0, 15).save("psf.npz")
+    CameraCalibration(offset_adu=100.0, gain_adu_per_e=2.0, read_noise_e=1.2).save("cam.json")
+    cam = CameraModel(offset_adu=100.0, e_per_adu=0.5, read_noise_e=1.2)
+    rng = np.random.default_rng(3)
+    frames = [
+        render_spots((48, 48), *rng.uniform(4, 44, (2, 8)), np.full(8, 1500.0), 1.3, 25.0, cam, rng)
+        for _ in range(12)
+    ]
+    tifffile.imwrite("rec.tif", np.stack(frames))
+    runner = CliRunner()
+    base = ["train", "smlm", "--psf", "psf.npz", "--camera", "cam.json"]
+    tiny = ["--steps", "2", "--tile", "24", "--batch", "2", "--eval-windows", "4", "--threads", "1"]
+    out = runner.invoke(app, [*base, "--like", "rec.tif", *tiny, "--out", "tuned"])
+    assert out.exit_code == 0, out.output
+    assert "fine-tuning smlm-decode-2d-user" in out.output
+    man = load_bundle(tmp_path / "tuned").manifest
+    parent = load_bundle(shipped_bundle("smlm-decode-2d-user")).manifest
+    assert man.architecture is not None and parent.architecture is not None
+    assert man.architecture.params == parent.architecture.params
+    notes = man.provenance.notes
+    assert "fine-tuned from parent bundle smlm-decode-2d-user" in notes
+    assert parent.architecture.weights_sha256 in notes
+    assert f"like recording rec.tif sha256={file_sha256(tmp_path / 'rec.tif')}" in man.provenance.data
+    # the threshold was chosen on windows rendered in the recording's own ranges, not the training's
+    trained_on = man.provenance.data.split("on the fly: ")[1].split("; ranges from")[0]
+    chosen_on = man.provenance.data.split("threshold chosen on ")[1]
+    assert "photons=(" in chosen_on and "photons=(" in trained_on and chosen_on != trained_on
+    cal = man.calibration
+    # 8 emitters of 1500 photons per 23 µm² frame on 25 photons/px
+    assert cal["like_photons_p50"] == pytest.approx(1500.0, rel=0.25)
+    assert cal["like_bg_p50"] == pytest.approx(25.0, rel=0.2)
+    assert 0.2 < cal["like_density_per_um2_p50"] <= 8 / 23.04 * 1.05
+    assert str(tmp_path) not in (tmp_path / "tuned" / "engine.json").read_text()
+    # the parent's shape is the default; another one needs --from-scratch
+    out = runner.invoke(app, [*base, "--width", "8", *tiny, "--out", "x"])
+    assert out.exit_code == 1 and "--width 8" in out.output and "--from-scratch" in out.output
+    out = runner.invoke(app, ["train", "smlm", "--psf", "psf.npz", "--like", "rec.tif", *tiny, "--out", "y"])
+    assert out.exit_code == 1 and "--like: needs --camera" in out.output

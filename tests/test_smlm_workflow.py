@@ -105,8 +105,8 @@ def calibrated(recorded: Path) -> Path:
     out = runner.invoke(
         app,
         ["train", "smlm", "--psf", str(d / "psf.npz"), "--camera", str(d / "camera.json"), "--steps", "2",
-         "--width", "4", "--tile", "24", "--batch", "2", "--eval-windows", "4", "--threads", "1",
-         "--out", str(d / "bundle")],
+         "--from-scratch", "--width", "4", "--tile", "24", "--batch", "2", "--eval-windows", "4",
+         "--threads", "1", "--out", str(d / "bundle")],
     )  # fmt: skip
     assert out.exit_code == 0, out.output
     return d

@@ -6,6 +6,7 @@ names the option or file and the reason.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -42,6 +43,13 @@ def _read_stack(path: Path, what: str) -> Any:
 # ============================================================================ train
 
 
+# the shipped bundles a calibrated training fine-tunes from (2-D / 3-D PSF)
+PARENT_2D = "smlm-decode-2d-user"
+PARENT_3D = "smlm-decode-3d-astig"
+FINE_TUNE_STEPS = 1500
+FINE_TUNE_MINUTES = 12.0  # training budget; validation and export add about a minute
+
+
 def train_smlm_cmd(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="bundle folder to write")] = Path(
@@ -53,12 +61,34 @@ def train_smlm_cmd(
     camera: Annotated[
         Path | None, typer.Option(help="camera calibration (smartscope calibrate camera)")
     ] = None,
-    minutes: Annotated[float, typer.Option(help="wall-clock training budget")] = 18.0,
-    steps: Annotated[int, typer.Option(help="stop after this many steps (0: no limit)")] = 0,
+    like: Annotated[
+        Path | None,
+        typer.Option(
+            help="your recording (TIFF): photon, background and density ranges of the training data "
+            "come from it, and the detection threshold is chosen on data rendered like it (needs --camera)"
+        ),
+    ] = None,
+    from_scratch: Annotated[
+        bool,
+        typer.Option(
+            help=f"with --psf/--camera: train from random weights instead of fine-tuning the shipped "
+            f"{PARENT_2D} (2-D) or {PARENT_3D} (3-D) bundle"
+        ),
+    ] = False,
+    minutes: Annotated[
+        float | None,
+        typer.Option(help=f"wall-clock training budget [fine-tune: {FINE_TUNE_MINUTES:g}; from scratch: 18]"),
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(help=f"stop after this many steps [fine-tune: {FINE_TUNE_STEPS}; 0: no limit]"),
+    ] = None,
     batch: Annotated[int, typer.Option(help="three-frame windows per step")] = 16,
     lr: Annotated[float, typer.Option(help="peak learning rate (cosine decay)")] = 1e-3,
-    width: Annotated[int, typer.Option(help="U-Net base width")] = 16,
-    depth: Annotated[int, typer.Option(help="U-Net depth")] = 2,
+    width: Annotated[
+        int | None, typer.Option(help="U-Net base width [the parent's; from scratch: 16]")
+    ] = None,
+    depth: Annotated[int | None, typer.Option(help="U-Net depth [the parent's; from scratch: 2]")] = None,
     tile: Annotated[int, typer.Option(help="training tile edge, px")] = 40,
     pixel_size_um: Annotated[
         float | None, typer.Option(help="camera pixel in the sample (default: the PSF's, else 0.1)")
@@ -79,18 +109,22 @@ def train_smlm_cmd(
         Path | None, typer.Option(help="folder for those checkpoints (default: OUT-checkpoints)")
     ] = None,
     init_bundle: Annotated[
-        Path | None, typer.Option(help="start from this bundle's weights (same --width/--depth)")
+        Path | None, typer.Option(help="start from this bundle's weights instead of the shipped parent")
     ] = None,
     z_weight: Annotated[float, typer.Option(help="3-D: weight of the z term in the loss")] = 1.0,
 ) -> None:
     """Train the DECODE-class SMLM localizer on simulated data — rendered with your PSF and
-    camera when given — and write an engine bundle (minutes printed)."""
+    camera when given — and write an engine bundle (minutes printed).
+
+    With --psf or --camera it fine-tunes the shipped bundle of the same shape (2-D or 3-D)
+    for a few minutes; --from-scratch trains a new one (hours on a CPU)."""
     import time
 
+    from smartscope.models import shipped_bundle
     from smartscope.models.provenance import command_line
     from smartscope.models.smlm.calibrate import UserCalibration
     from smartscope.models.smlm.network import SMLMNetConfig
-    from smartscope.models.smlm.train import SimSpec, train_smlm
+    from smartscope.models.smlm.train import SimSpec, parent_config, train_smlm
 
     try:
         cal = UserCalibration.load(psf, camera) if (psf or camera) else None
@@ -101,16 +135,52 @@ def train_smlm_cmd(
         if pixel_size_um is not None
         else (cal.psf.pixel_nm if cal is not None and cal.psf is not None else 100.0)
     )
+    three_d = cal is not None and cal.psf is not None and cal.psf.is_3d
+    parent = init_bundle
+    if parent is None and cal is not None and not from_scratch:
+        parent = shipped_bundle(PARENT_3D if three_d else PARENT_2D)
+    if parent is not None and from_scratch:
+        fail("--from-scratch: leave out --init-bundle, or --from-scratch")
+    base = SMLMNetConfig(base_width=16, depth=2)
+    if parent is not None:
+        try:
+            base = parent_config(parent)
+        except (FileNotFoundError, ValueError) as exc:
+            fail(f"--init-bundle: {describe(exc) or exc}")
+        for name, given, have in (("--width", width, base.base_width), ("--depth", depth, base.depth)):
+            if given is not None and given != have:
+                fail(
+                    f"{name} {given}: the parent bundle {parent.name} is {name[2:]} {have}; "
+                    f"leave {name} out to fine-tune it, or add --from-scratch"
+                )
+        if (base.z_range_nm is not None) != three_d:
+            dims = "3" if base.z_range_nm else "2"
+            fail(f"--init-bundle: {parent.name} is a {dims}-D network, the PSF is not")
+    tuned = parent is not None
+    minutes = minutes if minutes is not None else (FINE_TUNE_MINUTES if tuned else 18.0)
+    steps = steps if steps is not None else (FINE_TUNE_STEPS if tuned else 0)
+    stats = None
+    if like is not None:
+        stats = _like_stats(like, cal, px_nm)
     try:
-        net = SMLMNetConfig(base_width=width, depth=depth)
-        spec = SimSpec(
-            tile_px=tile,
-            pixel_nm=px_nm,
-            density_per_um2=(0.03, density_max),
-            photons=(photons_min, photons_max),
-            bg_photons=(bg_min, bg_max),
-            emccd_fraction=0.25 if cal is None or cal.camera is None else 0.0,
+        net = SMLMNetConfig(
+            base_width=width or base.base_width,
+            depth=depth or base.depth,
+            input_scale_e=base.input_scale_e,
+            photon_scale_e=base.photon_scale_e,
         )
+        ranges = {
+            "density_per_um2": (0.03, density_max),
+            "photons": (photons_min, photons_max),
+            "bg_photons": (bg_min, bg_max),
+        }
+        common = {
+            "tile_px": tile,
+            "pixel_nm": px_nm,
+            "emccd_fraction": 0.25 if cal is None or cal.camera is None else 0.0,
+        }
+        spec = SimSpec(**common, **(stats.training_ranges() if stats else ranges))  # type: ignore[arg-type]
+        vspec = SimSpec(**common, **stats.validation_ranges()) if stats else None  # type: ignore[arg-type]
     except ValueError as exc:
         fail(describe(exc) or str(exc))
     argv = list(sys.argv)
@@ -118,6 +188,13 @@ def train_smlm_cmd(
     if argv and argv[0].endswith("cli.py"):
         argv[0:1] = ["python", "-m", "smartscope.models.smlm.cli"]
         cmd = command_line(argv)
+    if tuned:
+        assert parent is not None
+        typer.echo(
+            f"fine-tuning {parent.name} ({steps} steps or {minutes:g} min; --from-scratch to train anew)"
+        )
+    if stats is not None:
+        typer.echo(stats.describe())
     t0 = time.time()
     try:
         path = train_smlm(
@@ -136,12 +213,37 @@ def train_smlm_cmd(
             device=device,
             checkpoint_every=checkpoint_every,
             checkpoint_dir=checkpoint_dir,
-            init_bundle=init_bundle,
+            init_bundle=parent,
             z_weight=z_weight,
+            validation_spec=vspec,
+            like=stats,
         )
     except ValueError as exc:
         fail(str(exc))
     typer.echo(f"wrote {path} after {(time.time() - t0) / 60:.1f} minutes (training + validation + export)")
+
+
+def _like_stats(like: Path, cal: Any, pixel_nm: float) -> Any:
+    """--like: the recording's photon, background and density percentiles."""
+    from smartscope.models.smlm.localize_classical import camera_model_for
+    from smartscope.models.smlm.recording import recording_stats
+    from smartscope.simulators.camera import CameraMaps
+
+    if cal is None or cal.camera is None:
+        fail("--like: needs --camera (the recording's ADU must become photoelectrons)")
+    data = _read_stack(like, "--like recording")
+    maps = cal.camera_maps
+    h, w = data.shape[1:]
+    sub = None
+    if maps is not None and maps.shape[0] >= h and maps.shape[1] >= w:  # the sensor's top-left corner
+        sub = CameraMaps.from_arrays(
+            maps.offset_adu[:h, :w], maps.gain_adu_per_e[:h, :w], maps.read_noise_e[:h, :w]
+        )
+    psf = cal.psf if cal.psf is not None and not cal.psf.is_3d else None
+    try:
+        return recording_stats(like, data, camera_model_for(cal.camera, maps=sub), pixel_nm, psf)
+    except ValueError as exc:
+        fail(str(exc))
 
 
 def main() -> None:
@@ -381,6 +483,13 @@ def calibrate_psf_cmd(
     z_max_nm: Annotated[float, typer.Option(help="highest z kept in the model")] = 700.0,
     reverse: Annotated[bool, typer.Option(help="the stack was taken moving the focus down")] = False,
     sigma_nm: Annotated[float, typer.Option(help="--from-data: starting Gaussian sigma")] = 130.0,
+    model: Annotated[
+        str,
+        typer.Option(
+            help="--from-data: auto (spline or Gaussian, whichever explains held-out emitters better), "
+            "spline or gaussian"
+        ),
+    ] = "auto",
 ) -> None:
     """Fit a cubic-spline PSF from a bead z-stack (``BEADS --z-step-nm N``) or from isolated
     emitters in SMLM data (``--from-data STACK``); write it with a fit report (JSON) and a
@@ -410,7 +519,7 @@ def calibrate_psf_cmd(
                 roi_px=roi_px,
                 z_range_nm=(z_min_nm, z_max_nm),
                 reverse=reverse,
-                source={"file": str(beads), "camera": str(camera) if camera else None},
+                source={"file": beads.name, "camera": camera.name if camera else None},
             )
         else:
             assert from_data is not None
@@ -421,7 +530,8 @@ def calibrate_psf_cmd(
                 cam,
                 sigma_guess_nm=sigma_nm,
                 roi_px=min(roi_px, 15),
-                source={"file": str(from_data), "camera": str(camera) if camera else None},
+                model=model,  # type: ignore[arg-type]
+                source={"file": from_data.name, "camera": camera.name if camera else None},
             )
     except ValueError as exc:
         fail(str(exc))
@@ -439,6 +549,9 @@ def calibrate_psf_cmd(
     fit_path = out.with_name(out.stem + "_fit.json")
     fit_path.write_text(json.dumps(fit, indent=1) + "\n")
     kind = f"3-D, z {psf.z_range_nm[0]:.0f}…{psf.z_range_nm[1]:.0f} nm" if psf.is_3d else "2-D"
+    if rep.choice is not None:
+        typer.echo(rep.choice.describe())
+        fit["model_choice"] = dataclasses.asdict(rep.choice)
     typer.echo(
         f"wrote {path} ({kind}, {psf.size_px} px window, {rep.n_emitters} "
         f"{'beads' if beads is not None else 'emitters'}; median reduced χ² "
@@ -499,13 +612,14 @@ def calibrate_camera_cmd(
             kind,  # type: ignore[arg-type]
             em_gain,
             per_pixel,
-            source={"dark": str(dark), "flats": [str(f) for f in all_flats]},
+            source={"dark": dark.name, "flats": [f.name for f in all_flats]},  # names: files travel
         )
     except ValueError as exc:
         fail(str(exc))
     path = cal.save(out, maps)
     plot = plot_ptc(rep, cal, out.with_suffix(".png"))
-    maps_note = f", per-pixel maps {cal.shape}" if maps is not None else ""
+    maps_note = f", per-pixel maps {cal.shape}" if maps is not None else ", no per-pixel maps"
+    typer.echo(rep["summary"])
     typer.echo(
         f"wrote {path}: offset {cal.offset_adu:.1f} ADU, gain {cal.gain_adu_per_e:.4g} ADU/e⁻, "
         f"read noise {cal.read_noise_e:.3g} e⁻ (PTC R² {rep['ptc_r2']:.4f}){maps_note}; {plot.name}"

@@ -47,12 +47,14 @@ from smartscope.models.smlm.table import LocTable
 
 if TYPE_CHECKING:
     from smartscope.models.smlm.calibrate import UserCalibration
+    from smartscope.models.smlm.recording import RecordingStats
     from smartscope.simulators.camera import CameraMaps
 
 __all__ = [
     "SimSpec",
     "choose_threshold",
     "evaluate",
+    "parent_config",
     "simulate_windows",
     "train_smlm",
 ]
@@ -353,24 +355,39 @@ def _calibration_fields(cal: UserCalibration | None, pixel_nm: float) -> tuple[d
     return fields, "; ".join(words)
 
 
-def _load_init(net: SMLMNet, cfg: SMLMNetConfig, bundle: Path) -> str:
-    """Load a bundle's weights into ``net`` (its architecture must be ``cfg``); returns the
-    provenance note naming them."""
+def parent_config(bundle: Path) -> SMLMNetConfig:
+    """The network configuration a DECODE-class bundle was built with."""
     from smartscope.engines.bundle import load_bundle
-    from smartscope.models.weights import state_from_npz_bytes
 
     b = load_bundle(bundle)
     arch = b.manifest.architecture
     if arch is None or b.weights_bytes is None or arch.name != ARCHITECTURE:
-        raise ValueError(f"init_bundle: {bundle} holds no {ARCHITECTURE} weights")
-    if SMLMNetConfig(**arch.params) != cfg:
+        raise ValueError(f"init_bundle: {Path(bundle).name} holds no {ARCHITECTURE} weights")
+    return SMLMNetConfig(**arch.params)
+
+
+def _load_init(net: SMLMNet, cfg: SMLMNetConfig, bundle: Path) -> str:
+    """Load a bundle's weights into ``net``; returns the provenance note naming them (the
+    bundle's folder name and weights sha256, not its path). Its architecture must be
+    ``cfg``'s; a 3-D parent may have another z range (its z head is re-scaled to this one's
+    and learns it)."""
+    from smartscope.engines.bundle import load_bundle
+    from smartscope.models.weights import state_from_npz_bytes
+
+    parent = parent_config(bundle)
+    mine, theirs = cfg.model_dump(exclude={"z_range_nm"}), parent.model_dump(exclude={"z_range_nm"})
+    if mine != theirs or (parent.z_range_nm is None) != (cfg.z_range_nm is None):
         raise ValueError(
-            f"init_bundle: {bundle} was built as {arch.params}, this training as {cfg.model_dump()}"
+            f"init_bundle: {Path(bundle).name} was built as {parent.model_dump()}, "
+            f"this training as {cfg.model_dump()}"
         )
-    net.load_state_dict(state_from_npz_bytes(b.weights_bytes, str(bundle)))
+    b = load_bundle(bundle)
+    assert b.manifest.architecture is not None and b.weights_bytes is not None
+    net.load_state_dict(state_from_npz_bytes(b.weights_bytes, Path(bundle).name))
     prior = b.manifest.metrics.get("train_steps", float("nan"))
+    sha = b.manifest.architecture.weights_sha256
     return (
-        f"; initialised from {bundle} (weights sha256 {arch.weights_sha256}, {prior:.0f} steps, "
+        f"; fine-tuned from parent bundle {Path(bundle).name} (weights sha256 {sha}, {prior:.0f} steps, "
         f"made by: {b.manifest.provenance.command})"
     )
 
@@ -395,6 +412,8 @@ def train_smlm(
     checkpoint_dir: Path | None = None,
     init_bundle: Path | None = None,
     z_weight: float = 1.0,
+    validation_spec: SimSpec | None = None,
+    like: RecordingStats | None = None,
 ) -> Path:
     """Train for ``minutes`` wall time (or ``max_steps``), choose the detection threshold
     on validation windows, evaluate on held-out windows and export a verified engine
@@ -404,7 +423,11 @@ def train_smlm(
     the network config, for learning curves). ``init_bundle`` starts from that bundle's
     weights (same architecture: fine-tuning, or training on past a budget); its weights'
     sha256 and command go into the provenance. ``z_weight`` weights the z term of the
-    loss (:class:`DecodeLoss`). Returns the bundle path."""
+    loss (:class:`DecodeLoss`). ``validation_spec`` (default: ``spec``) draws the windows
+    the detection threshold is chosen on and the held-out scores come from; ``like``, the
+    statistics of the user's recording it was made from, goes into the provenance (file
+    name, sha256, ranges) and the bundle's ``calibration`` (``like_*``). Returns the bundle
+    path."""
     from smartscope.engines.export import export_bundle
     from smartscope.models.train_common import record_results
 
@@ -468,10 +491,11 @@ def train_smlm(
                 tag=f"_{step:06d}",
             )
     train_minutes = (time.time() - t0) / 60.0
-    threshold, tuning = choose_threshold(net, sp, 20_000 + seed, eval_windows, calibration, device)
+    vsp = validation_spec or sp
+    threshold, tuning = choose_threshold(net, vsp, 20_000 + seed, eval_windows, calibration, device)
     print(f"threshold {threshold} chosen on validation windows (efficiency {tuning})", flush=True)
     heldout = evaluate(
-        net, sp, 10_000 + seed, eval_windows, DecodeSettings(threshold=threshold), calibration, device
+        net, vsp, 10_000 + seed, eval_windows, DecodeSettings(threshold=threshold), calibration, device
     )
     print("held-out", json.dumps(heldout), flush=True)
     metrics = {
@@ -491,6 +515,9 @@ def train_smlm(
     data = f"smartscope.simulators on the fly: {sp}"
     if cal_words:
         data = f"rendered with the user's calibration ({cal_words}); {data}"
+    if like is not None:
+        data = f"{data}; ranges from the {like.describe()}; threshold chosen on {vsp}"
+        cal_fields.update(like.calibration_fields())
     manifest = {
         "name": out.name,
         "task": "smlm",

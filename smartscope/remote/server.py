@@ -254,7 +254,7 @@ class RemoteServer:
     # ------------------------------------------------------------ telemetry
 
     def telemetry(self) -> dict[str, Any]:
-        loop_t = self.loop.telemetry() if self.loop is not None else {}
+        loop_t: Mapping[str, Any] = self.loop.telemetry() if self.loop is not None else {}
         breakdown = {k: percentiles_ms(list(v)) for k, v in list(self._breakdown.items()) if v}
         remote = {
             "dropped_queue": self.dropped_queue,
