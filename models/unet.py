@@ -129,6 +129,7 @@ def register_network(name: str, factory: Callable[[dict[str, Any]], nn.Module]) 
 _PROVIDERS = {
     "denoise_fast": "smartscope.models.denoise.network",
     "smlm_decode": "smartscope.models.smlm.network",
+    "zernike_cnn": "smartscope.models.ao.network",
     "stain_generator": "smartscope.models.stain.network",
 }
 

@@ -279,4 +279,9 @@ def test_the_first_time_lapse_interval_keeps_the_plan_through_smartscope_run(tmp
     res = run(cfg, report=False)
     assert res.status == "completed", res.reason
     t = [f["camera_time_s"] for f in read_jsonl(Path(res.run_dir) / "frames.jsonl")]
-    assert np.diff(t)[0] == pytest.approx(0.5, rel=0.1), t
+    # the defect this guards against collapsed the first interval (the sample built at the
+    # first frame delayed it, and the next frame kept the schedule: 286 ms instead of 500);
+    # a loaded machine can only make a frame late, so the lower bound is the claim and the
+    # upper one only says no frame was skipped
+    first_s = float(np.diff(t)[0])
+    assert 0.9 * 0.5 <= first_s < 2 * 0.5, t

@@ -91,6 +91,8 @@ def test_score_events_on_a_synthetic_timeline() -> None:
     assert s["fission_fast_fraction"] == 0.5
     assert s["caught_fraction"] == 0.5
     assert s["median_delay_s"] == pytest.approx(0.5)
+    assert s["delays_s"] == [pytest.approx(0.5)]
+    assert s["leads_s"] == [pytest.approx(1.5)]  # burst from 2.5 s, fission at 4 s
     assert s["spurious_burst_frames"] == 0
 
 

@@ -1,32 +1,58 @@
-"""The aberration estimator's network: five 3×3 convolutions (three of stride 2) and a final
-4×4 convolution, giving a (N, 8, 1, 1) map of Noll 4…11 amplitudes for a 3×32×32 crop — a
-plain NCHW engine bundle (ONNX), run with the bundle's backend on the crop batch.
+"""The aberration estimator's network (``zernike_cnn``): Noll 4…11 amplitudes from one
+bead's window (``in_channels`` × ``crop_px``²) — a plain NCHW engine bundle (ONNX), run on
+the bead batch.
+
+Three stages of two 3×3 convolutions with batch norm (the second of each of stride 2:
+24 → 12 → 6 → 3 px), a convolution over what is left and a 1×1 head: a (N, 8, 1, 1)
+map. The architecture is registered, so a bundle's ``architecture`` block (``width``,
+``in_channels``, ``crop_px``) rebuilds the torch module for the torch backend.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from smartscope.models.ao.data import MODES
+from torch import nn
 
-__all__ = ["build_net"]
+from smartscope.models.ao.data import INPUT_PX, MODES
+from smartscope.models.unet import NETWORKS, register_network
+
+__all__ = ["ARCHITECTURE", "build_net"]
+
+ARCHITECTURE = "zernike_cnn"
 
 
-def build_net(width: int = 32) -> Any:
-    import torch
-    from torch import nn
+def _stage(cin: int, cout: int) -> list[nn.Module]:
+    return [
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(),
+        nn.Conv2d(cout, cout, 3, padding=1, stride=2, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(),
+    ]
 
+
+def build_net(width: int = 24, in_channels: int = 1, crop_px: int = INPUT_PX) -> nn.Sequential:
+    """The network for ``width`` (first stage's channels; then 2× and 4×), ``in_channels``
+    images per bead and windows of ``crop_px``²."""
     w = width
+    left = crop_px
+    for _ in range(3):
+        left = (left - 1) // 2 + 1
     return nn.Sequential(
-        nn.Conv2d(3, w, 3, padding=1),
+        *_stage(in_channels, w),
+        *_stage(w, 2 * w),
+        *_stage(2 * w, 4 * w),
+        nn.Conv2d(4 * w, 4 * w, left),  # 1×1 output
         nn.ReLU(),
-        nn.Conv2d(w, w, 3, padding=1, stride=2),  # 16
-        nn.ReLU(),
-        nn.Conv2d(w, 2 * w, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(2 * w, 2 * w, 3, padding=1, stride=2),  # 8
-        nn.ReLU(),
-        nn.Conv2d(2 * w, 2 * w, 3, padding=1, stride=2),  # 4
-        nn.ReLU(),
-        nn.Conv2d(2 * w, len(MODES), 4),  # 1×1 for a 32×32 crop
-    ).to(torch.float32)
+        nn.Conv2d(4 * w, len(MODES), 1),
+    )
+
+
+def _factory(params: dict[str, Any]) -> nn.Module:
+    return build_net(**params)
+
+
+if ARCHITECTURE not in NETWORKS:
+    register_network(ARCHITECTURE, _factory)

@@ -52,6 +52,12 @@ class EventsScenario(_Scenario):
     learned_bundle: Path | None = Field(
         default=None, description="events heat-map bundle: trigger on the U-Net instead of the classical map"
     )
+    pacing: Literal["AsFastAsPossible", "RealTime"] = Field(
+        default="AsFastAsPossible",
+        description="virtual camera pacing: AsFastAsPossible renders frames as fast as it can, so the "
+        "simulated clock runs ahead of the loop's decisions; RealTime keeps the simulated clock on the "
+        "wall clock (a 60 s run takes 60 s), so a switch takes effect on the next frame as on a microscope",
+    )
 
 
 class EventsPositionsScenario(_Scenario):

@@ -9,7 +9,7 @@ against the known aberration: residual RMS and Strehl before and after, images s
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from smartscope.config.scenarios import AOScenario
 from smartscope.controllers.ao import MARECHAL_RAD, ModalAOController, residual_rms_rad
 from smartscope.frame import Frame
 from smartscope.loop import ListenerBase, Loop, RunResult, StopReason
+from smartscope.models.ao.data import random_aberration
 from smartscope.pipeline import StageOutput
 from smartscope.runner import run as run_loop
 from smartscope.scenarios.base import (
@@ -39,18 +40,6 @@ from smartscope.simulators import get_virtual_microscope
 from smartscope.simulators.optics import Optics, strehl_ratio
 
 __all__ = ["SCENARIO", "AORun", "plot", "random_aberration", "run", "run_config", "score"]
-
-
-def random_aberration(
-    seed: int, rms_range_rad: tuple[float, float] = (0.5, 1.5), modes: Sequence[int] = range(4, 12)
-) -> np.ndarray:
-    """Random Noll amplitudes (j = 1..max(modes)) with total RMS uniform in the range."""
-    rng = np.random.default_rng(seed)
-    a = np.zeros(max(modes))
-    idx = np.asarray(list(modes)) - 1
-    a[idx] = rng.normal(size=idx.size)
-    a *= rng.uniform(*rms_range_rad) / float(np.sqrt((a[idx] ** 2).sum()))
-    return a
 
 
 def aberration_of(params: AOScenario) -> list[float]:

@@ -10,7 +10,7 @@ fast frames outside every event, and the 561 nm dose (simulator ledger).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from smartscope.config.scenarios import EventsScenario
 from smartscope.config.stages import EventDetectorConfig, LearnedEventDetectorConfig
 from smartscope.frame import Frame
 from smartscope.loop import ListenerBase, Loop, RunResult, StopReason
+from smartscope.models.events.policy import score_events
 from smartscope.models.events.stage import trigger_thresholds
 from smartscope.pipeline import StageOutput
 from smartscope.runner import run as run_loop
@@ -53,7 +54,7 @@ def run_config(params: EventsScenario, out: Path, n_frames: int = 100_000) -> di
         "events",
         params.seed,
         params.sensor_px,
-        "AsFastAsPossible",
+        params.pacing,
         interval,
     )
     controllers: list[dict[str, Any]] = []
@@ -174,44 +175,6 @@ def run(params: EventsScenario, out: Path, hooks: Hooks = NO_HOOKS) -> EventRun:
     ev.detector = list(rec.detector)
     ev.scores = score_events(frames, ev.events, params.post_s)
     return ev
-
-
-def score_events(
-    frames: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]], post_s: float = 5.0
-) -> dict[str, Any]:
-    """Ground-truth scores of one run.
-
-    Per event: *fission in fast mode* — the frame covering the fission moment (the last
-    one at or before ``fission_s``) was a burst frame; *caught* — any burst frame in
-    ``[onset_s, fission_s + post_s]``; *delay* — first burst frame at/after onset minus
-    onset (caught events only). A burst frame outside every event window counts as
-    spurious.
-    """
-    times = sorted((float(f["t_s"]), bool(f["burst"])) for f in frames)
-    n = len(events)
-    fission_fast = caught = 0
-    delays: list[float] = []
-    windows = [(float(e["onset_s"]), float(e["fission_s"]) + post_s) for e in events]
-    for e, (t0, t1) in zip(events, windows, strict=True):
-        before = [b for t, b in times if t <= float(e["fission_s"])]
-        if before and before[-1]:
-            fission_fast += 1
-        inside = [t for t, b in times if b and t0 <= t <= t1]
-        if inside:
-            caught += 1
-            delays.append(inside[0] - t0)
-    burst = [t for t, b in times if b]
-    spurious = sum(not any(a <= t <= b for a, b in windows) for t in burst)
-    delays.sort()
-    return {
-        "n_events": n,
-        "n_frames": len(times),
-        "n_burst_frames": len(burst),
-        "fission_fast_fraction": fission_fast / n if n else float("nan"),
-        "caught_fraction": caught / n if n else float("nan"),
-        "median_delay_s": delays[len(delays) // 2] if delays else float("nan"),
-        "spurious_burst_frames": spurious,
-    }
 
 
 def score(result: EventRun) -> dict[str, Any]:
