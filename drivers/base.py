@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from smartscope.actions import Action
+from smartscope.exceptions import UserError
 from smartscope.frame import Frame
 from smartscope.safety import Devices
 from smartscope.state import DriverState
 
 
-class DriverError(RuntimeError):
+class DriverError(UserError, RuntimeError):
     """A backend failed; the message says which device and why."""
 
 

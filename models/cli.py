@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from smartscope.errors import FormattedErrors
 from smartscope.models.ao.cli import train_zernike_cmd
 from smartscope.models.denoise.cli import train_denoise_cmd
 from smartscope.models.events.cli import train_events_cmd
@@ -16,7 +17,9 @@ from smartscope.models.stain.cli import train_stain_cmd
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Train engines and write deployable bundles.", no_args_is_help=True)
+app = typer.Typer(
+    cls=FormattedErrors, help="Train engines and write deployable bundles.", no_args_is_help=True
+)
 
 
 @app.callback()

@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from smartscope.base_model import FrozenModel
 from smartscope.models.distributed import SINGLE, Distributed
 from smartscope.models.provenance import command_line
 from smartscope.models.weights import state_to_npz_bytes
@@ -45,10 +46,8 @@ __all__ = [
 ]
 
 
-class FitConfig(BaseModel):
+class FitConfig(FrozenModel):
     """Optimisation settings shared by engines (defaults: small, CPU-friendly)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     steps: int = Field(default=400, ge=1, description="maximum optimiser steps")
     batch_size: int = Field(default=16, ge=1)

@@ -14,16 +14,16 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
+
+from smartscope.base_model import FrozenModel
 
 __all__ = ["NETWORKS", "UNet2D", "UNetConfig", "build_network", "register_network"]
 
 
-class UNetConfig(BaseModel):
+class UNetConfig(FrozenModel):
     """Architecture of :class:`UNet2D`; stored verbatim in ``engine.json``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     in_channels: int = Field(default=1, ge=1)
     out_channels: int = Field(default=1, ge=1)

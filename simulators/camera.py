@@ -22,8 +22,10 @@ from functools import lru_cache
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from scipy import special
+
+from smartscope.base_model import FrozenModel
 
 __all__ = [
     "EMCCD_REFERENCE",
@@ -38,10 +40,8 @@ __all__ = [
 ]
 
 
-class CameraConfig(BaseModel):
+class CameraConfig(FrozenModel):
     """A camera, frozen. ``kind`` selects the noise model."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: Literal["scmos", "emccd"] = "scmos"
     qe: float = Field(default=0.82, gt=0, le=1, description="quantum efficiency at the emission")

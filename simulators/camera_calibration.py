@@ -24,14 +24,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
+
+from smartscope.base_model import FrozenModel
 
 from .camera import CameraConfig, CameraMaps
 
 __all__ = ["CameraCalibration", "load_camera"]
 
 
-class CameraCalibration(BaseModel):
+class CameraCalibration(FrozenModel):
     """A camera model measured from dark and flat frames (photon-transfer curve).
 
     Attributes
@@ -48,8 +50,6 @@ class CameraCalibration(BaseModel):
     maps_sha256 : sha256 of that file (checked on load).
     source : how it was measured (files, frames, fit statistics).
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: Literal["scmos", "emccd"] = "scmos"
     offset_adu: float = Field(ge=0)

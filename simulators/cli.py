@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from smartscope.exceptions import fail
 
 from .microscope import SCENARIOS
 
@@ -24,18 +26,14 @@ def simulate(
     interval_ms: Annotated[
         float | None, typer.Option(help="frame interval; default per scenario (events: 200)")
     ] = None,
-    camera: Annotated[str, typer.Option(help="scmos or emccd")] = "scmos",
+    camera: Annotated[Literal["scmos", "emccd"], typer.Option(help="scmos or emccd")] = "scmos",
 ) -> None:
     """Simulate SCENARIO for N frames and write OME-TIFF + ground truth to OUT."""
     from .datasets import write_dataset
 
     console = Console()
     if scenario not in SCENARIOS:
-        console.print(f"[bold red]error:[/] scenario {scenario!r} is not one of {SCENARIOS}")
-        raise typer.Exit(2)
-    if camera not in ("scmos", "emccd"):
-        console.print(f"[bold red]error:[/] --camera {camera!r} must be 'scmos' or 'emccd'")
-        raise typer.Exit(2)
+        fail(f"scenario {scenario!r} is not one of {SCENARIOS}", 2)
     with Progress(
         TextColumn(f"simulating {scenario}"),
         BarColumn(),
@@ -53,7 +51,7 @@ def simulate(
             size=size,
             exposure_ms=exposure_ms,
             interval_ms=interval_ms,
-            camera_mode=camera,  # type: ignore[arg-type]
+            camera_mode=camera,
             progress=lambda _t: bar.advance(task),
         )
     console.print(

@@ -22,7 +22,9 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from smartscope.base_model import FrozenModel
 
 __all__ = [
     "DEFAULT_OBJECTIVE",
@@ -43,10 +45,8 @@ __all__ = [
 ]
 
 
-class Optics(BaseModel):
+class Optics(FrozenModel):
     """Objective and detection path. Frozen: a change makes a new object (and cache key)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     na: float = Field(default=1.4, gt=0, le=1.7, description="numerical aperture")
     wavelength_nm: float = Field(default=670.0, gt=200, lt=2000, description="emission wavelength")
@@ -63,12 +63,10 @@ class Optics(BaseModel):
         return self.model_copy(update={"wavelength_nm": float(wavelength_nm)})
 
 
-class Objective(BaseModel):
+class Objective(FrozenModel):
     """An objective on the turret: label (as Micro-Manager shows it), NA, immersion and the
     camera pixel it projects onto the sample (6 µm camera pixels at the nominal
     magnification: 10x → 0.6 µm, 20x → 0.3 µm, 40x → 0.15 µm, 60x → 0.1 µm, 100x → 0.06 µm)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     label: str
     magnification: float = Field(gt=0)

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from scipy import ndimage
+
+from smartscope.base_model import FrozenModel
 
 __all__ = [
     "CHANNELS",
@@ -400,10 +402,8 @@ def fission_points(
 # ============================================================================ drift
 
 
-class FocusDrift(BaseModel):
+class FocusDrift(FrozenModel):
     """Slow focus drift: linear creep plus an Ornstein–Uhlenbeck wander (µm)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     rate_um_per_s: float = Field(default=0.0, description="linear creep")
     wander_um: float = Field(default=0.0, ge=0, description="stationary RMS of the wander")
@@ -521,7 +521,7 @@ def make_emitters(
     )
 
 
-class Photophysics(BaseModel):
+class Photophysics(FrozenModel):
     """Rates of a photoswitchable dye (continuous-time three-state model).
 
     off → on: ``k_act = k_act_spont_per_s + k_act_per_s_per_mw405 · P405``
@@ -529,8 +529,6 @@ class Photophysics(BaseModel):
     on → bleached: ``k_bleach = k_bleach_per_s_per_mw · P_exc`` (bleaching grows with light)
     An on emitter yields ``photons_per_ms_per_mw · P_exc`` detected photons per ms.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     k_act_spont_per_s: float = Field(default=0.002, ge=0)
     k_act_per_s_per_mw405: float = Field(default=0.05, ge=0)

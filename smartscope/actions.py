@@ -15,14 +15,14 @@ import json
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     StringConstraints,
     TypeAdapter,
     field_validator,
     model_validator,
 )
+
+from smartscope.base_model import FrozenModel
 
 # What one action or request may carry: a controller, a person or a remote client can send
 # them, so nothing in them is unbounded (sizes of sequences and free text, n_frames).
@@ -36,10 +36,8 @@ MAX_FRAMES = 2**31 - 1  # what Micro-Manager's sequence calls take (a C int)
 Name = Annotated[str, StringConstraints(max_length=MAX_NAME_CHARS)]
 
 
-class _Action(BaseModel):
+class _Action(FrozenModel):
     """Frozen; NaN and infinity cannot be expressed (an action with them does not validate)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class SetExposure(_Action):
@@ -195,10 +193,8 @@ Action = Annotated[
 ACTION_ADAPTER: TypeAdapter[Action] = TypeAdapter(Action)
 
 
-class ActionRequest(BaseModel):
+class ActionRequest(FrozenModel):
     """An action with the reasons behind it, as a controller or a person asks for it."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     action: Action
     reason: str = Field(max_length=MAX_REASON_CHARS)
@@ -224,10 +220,8 @@ class ActionRequest(BaseModel):
 Verdict = Literal["applied", "clamped", "refused", "failed"]
 
 
-class AuditRecord(BaseModel):
+class AuditRecord(FrozenModel):
     """What became of a request: one line of ``actions.jsonl``."""
-
-    model_config = ConfigDict(frozen=True)
 
     seq: int
     request: ActionRequest

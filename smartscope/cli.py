@@ -12,19 +12,18 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from smartscope import __version__, signals
 from smartscope.config import (
-    ConfigError,
     SmartscopeConfig,
     example_config_text,
     load_config,
     validate_config,
 )
-from smartscope.errors import FormattedErrors, describe
+from smartscope.errors import FormattedErrors
+from smartscope.exceptions import fail
 
 app = typer.Typer(
     cls=FormattedErrors,  # every command: a user's mistake is one `error: ...` line
@@ -39,7 +38,7 @@ app.add_typer(config_app, name="config")
 
 def _register_engine_commands() -> None:
     """Commands that live beside the code they drive (simulator, engines, training)."""
-    from smartscope.batch.apply import apply_cmd
+    from smartscope.batch.cli import apply_cmd
     from smartscope.check.cli import check_cmd
     from smartscope.engines.cli import compile_cmd, engines_app, export_cmd
     from smartscope.models.cli import app as train_app
@@ -95,17 +94,8 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def _fail(msg: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(msg)}", soft_wrap=True)  # one line, never wrapped
-    raise typer.Exit(code)
-
-
 def _load(path: Path) -> SmartscopeConfig:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        _fail(describe(exc) or str(exc))
-        raise  # unreachable; keeps type checkers happy
+    return load_config(path)  # a ConfigError is one `error:` line (FormattedErrors)
 
 
 def _summary(result: Any) -> None:
@@ -156,7 +146,6 @@ def _progress(total: int | None) -> Iterator[Callable[[int, int | None], None]]:
 
 
 def _run(cfg: SmartscopeConfig) -> None:
-    from smartscope.drivers import DriverError
     from smartscope.runner import run
 
     servers: list[Any] = []
@@ -168,11 +157,8 @@ def _run(cfg: SmartscopeConfig) -> None:
             servers.append(attach_server(loop, cfg.remote))
 
     with _progress(cfg.acquisition.n_frames) as tick:
-        try:
+        try:  # a DriverError is a UserError: one `error:` line, exit 2
             result = run(cfg, progress=tick, on_loop=serve)
-        except DriverError as exc:
-            _fail(str(exc))
-            raise
         finally:
             for server in servers:
                 server.close()
@@ -225,12 +211,11 @@ def demo(
 
     spec = SCENARIOS.get(scenario)
     if spec is None:
-        _fail(f"--scenario: {scenario!r} is not one of {', '.join(SCENARIOS)}")
-        return
+        fail(f"--scenario: {scenario!r} is not one of {', '.join(SCENARIOS)}", 2)
     params = spec.demo_params(seed, frames)
     if denoise:
         if scenario != "bleach":
-            _fail("--denoise: only the bleach scenario adds the denoiser stage")
+            fail("--denoise: only the bleach scenario adds the denoiser stage", 2)
         params = params.model_copy(update={"denoise": True})
     console.print(f"demo {scenario!r} on the virtual microscope (seed {seed}): {spec.summary}")
     with _progress(getattr(params, "n_frames", None)) as tick:

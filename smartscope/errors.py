@@ -1,59 +1,58 @@
-"""One error formatter for every ``smartscope`` command: a user's mistake is one line.
+"""One error formatter for every ``smartscope`` command: a user's mistake is one line, a bug
+points at its traceback.
 
-:func:`describe` turns the errors a user can fix (a bad config or input file, an invalid
-bundle or model package, a missing optional extra, a parameter out of range) into one
-readable line naming the file, field or extra; anything else is a bug and keeps its
-traceback. :class:`FormattedErrors` is the click group class of the ``smartscope`` app, so
-every command, nested ones included, goes through it: the line goes to stderr as
-``error: ...`` and the command exits with status 2 (typer's own usage errors and exits
-pass untouched). A stop signal (Ctrl-C, SIGTERM, SIGHUP) that reaches a command is one line
-too, with status 128 + signal. With ``--log-level DEBUG`` the
-traceback of a formatted error is logged as well.
+:func:`describe` turns the errors a user can fix into one readable line naming the file,
+field or extra: a :class:`~smartscope.exceptions.UserError` (a bad option, input file,
+bundle, config, a refusing rig), pydantic's ``ValidationError``, the file-not-found family
+(``FileNotFoundError``, ``IsADirectoryError``, ``NotADirectoryError``, ``PermissionError``)
+and a missing optional extra (named by :mod:`smartscope.extras`). Nothing else: a builtin
+``ValueError`` or ``OSError`` from deep inside (a numpy shape check) is a bug, not bad input.
 
-Optional extras are named by the module that is missing (:mod:`smartscope.extras`).
+:class:`FormattedErrors` is the click group class of the ``smartscope`` app, so every
+command, nested ones included, goes through it: a user's mistake goes to stderr as
+``error: ...`` and the command exits with the error's status (2 unless it says otherwise);
+a bug is one ``error: internal error ...`` line that names the log holding its traceback
+(the run's ``run.log`` when the bug ended a run, else a file in the temporary folder), exit
+status 1. typer's own usage errors and exits pass untouched. A stop signal (Ctrl-C, SIGTERM,
+SIGHUP) that reaches a command is one line too, with status 128 + signal. With
+``--log-level DEBUG`` the traceback of a formatted error or a bug is logged as well.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import os
+import tempfile
+import time
+import traceback
+from pathlib import Path
 from typing import Any
 
 import typer
 from typer.core import TyperGroup
 
+from smartscope.config import ConfigError
+from smartscope.exceptions import UserError, log_of
 from smartscope.extras import EXTRA_OF, needs_extra
 from smartscope.signals import signal_name, signal_of
 
-__all__ = ["FormattedErrors", "describe"]
+__all__ = ["BUG", "FormattedErrors", "describe", "report_bug"]
 
 log = logging.getLogger(__name__)
 
+BUG = "internal error"
+"""How the line of a bug starts (after ``error: ``), so it never reads as a user's mistake."""
 
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    import yaml
-
-    types: list[type[BaseException]] = [ValueError, OSError, yaml.YAMLError, json.JSONDecodeError]
-    try:
-        from smartscope.drivers import DriverError
-        from smartscope.engines.backends import BackendUnavailable
-        from smartscope.loop import RunFailed
-
-        types += [DriverError, BackendUnavailable, RunFailed]
-    except ImportError:  # pragma: no cover - a broken install shows the real error
-        pass
-    return tuple(types)
+_FILE_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 def describe(exc: BaseException) -> str | None:
-    """The one line for an error a user can fix; None for a bug (keep its traceback)."""
+    """The one line for an error a user can fix; None for a bug (its traceback is kept)."""
     if isinstance(exc, ModuleNotFoundError):
         top = (exc.name or "").split(".")[0]
         extra = EXTRA_OF.get(top)
         return f"{needs_extra(extra)} (no module named {top!r})" if extra else None
     from pydantic import ValidationError
-
-    from smartscope.config import ConfigError
 
     if isinstance(exc, ConfigError):
         return f"invalid configuration {exc.source}: " + "; ".join(exc.problems)
@@ -65,12 +64,28 @@ def describe(exc: BaseException) -> str | None:
             shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
             probs.append(f"{loc}: {e['msg'].removeprefix('Value error, ')}{shown}")
         return f"invalid {exc.title}: " + "; ".join(probs)
-    if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError | PermissionError):
+    if isinstance(exc, _FILE_ERRORS):
         return f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
-    if isinstance(exc, _user_error_types()):
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        return text
+    if isinstance(exc, UserError):
+        return " ".join(str(exc).split()) or type(exc).__name__
     return None
+
+
+def report_bug(exc: BaseException) -> str:
+    """Write ``exc``'s traceback to a log and return the one line that points at it.
+
+    The log is the run's ``run.log`` when the bug ended a run (the runner logged it there),
+    else a new file in the temporary folder.
+    """
+    path = log_of(exc)
+    if path is None:
+        folder = Path(tempfile.gettempdir()) / "smartscope"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"error-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
+        path.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
+    what = " ".join(str(exc).split())
+    head = f"{type(exc).__name__}: {what}" if what else type(exc).__name__
+    return f"{BUG} (a bug, not your input): {head}; the traceback is in {path}"
 
 
 # typer's own exceptions (it ships its own click): usage errors, exits and aborts pass
@@ -82,7 +97,7 @@ _TYPER_OWN: tuple[type[BaseException], ...] = (
 
 
 class FormattedErrors(TyperGroup):
-    """Runs every command through :func:`describe`: a user's mistake is one line, exit 2."""
+    """Runs every command through :func:`describe`: a user's mistake is one line, a bug too."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -98,7 +113,9 @@ class FormattedErrors(TyperGroup):
         except Exception as exc:
             line = describe(exc)
             if line is None:
-                raise
+                log.debug("a bug", exc_info=exc)  # --log-level DEBUG: on the console too
+                typer.echo(f"error: {report_bug(exc)}", err=True)
+                raise typer.Exit(1) from None
             log.debug("formatted as %r", line, exc_info=exc)
             typer.echo(f"error: {line}", err=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(exc.exit_code if isinstance(exc, UserError) else 2) from None

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from smartscope.exceptions import InvalidValue
 from smartscope.loop import ListenerBase
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ def configure(level: str) -> None:
     """Console level for smartscope's messages (``DEBUG`` also shows formatted errors' tracebacks)."""
     lvl = logging.getLevelName(level.upper())
     if not isinstance(lvl, int):
-        raise ValueError(f"--log-level: {level!r} is not one of {', '.join(LEVELS)}")
+        raise InvalidValue(f"--log-level: {level!r} is not one of {', '.join(LEVELS)}")
     logging.getLogger("smartscope").setLevel(lvl)
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):

@@ -40,6 +40,7 @@ from smartscope.actions import ActionRequest, AuditRecord
 from smartscope.config.run import SmartscopeConfig
 from smartscope.controllers.base import Controller, Observation
 from smartscope.drivers.base import Driver
+from smartscope.exceptions import UserError
 from smartscope.frame import Frame, now_s
 from smartscope.metrics import percentiles_ms, strict_json
 from smartscope.pipeline import Pipeline, StageError, StageOutput, StageSkipped
@@ -163,7 +164,7 @@ class StopReason(str, Enum):
         return RunStatus.STOPPED
 
 
-class RunFailed(RuntimeError):
+class RunFailed(UserError, RuntimeError):
     """A run that had to succeed (a demo's) ended in a fault; the message says why and where
     its run folder is (everything up to the fault is in it)."""
 

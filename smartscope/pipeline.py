@@ -16,14 +16,15 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from smartscope.exceptions import SmartscopeError
 from smartscope.frame import Frame
 
 
-class StageError(RuntimeError):
+class StageError(SmartscopeError, RuntimeError):
     """A stage failed or produced unusable output (NaN, wrong shape)."""
 
 
-class StageSkipped(RuntimeError):
+class StageSkipped(SmartscopeError, RuntimeError):
     """A stage could not analyse this frame but nothing is wrong with the run.
 
     E.g. a remote worker did not answer in time. The loop counts the frame as skipped

@@ -12,6 +12,7 @@ from smartscope.config.loading import dump_config
 from smartscope.config.run import SmartscopeConfig
 from smartscope.controllers.base import Controller
 from smartscope.drivers import Driver, DriverError, open_driver
+from smartscope.exceptions import note_log
 from smartscope.logs import RunLog
 from smartscope.loop import Loop, RunResult
 from smartscope.pipeline import Pipeline, Stage
@@ -84,6 +85,10 @@ def run(
         phase = "the run"
         try:
             result = loop.run_loop()  # handles stop signals itself, to the end of its closing
+        except Exception as exc:  # run.log keeps the traceback; the command line points at it
+            log.exception("the run stopped on an error")
+            note_log(exc, run_log.path)
+            raise
         finally:
             phase = "closing"
             with shielded("the run's files close") as late:

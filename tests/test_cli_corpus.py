@@ -15,6 +15,7 @@ import yaml
 from typer.testing import CliRunner
 
 from smartscope.cli import app
+from smartscope.errors import BUG
 from tests.conftest import DATA, LASERS, run_measured
 
 runner = CliRunner()
@@ -62,6 +63,7 @@ def _one_line(out: str) -> str:
         assert bad not in out, out
     errors = [ln for ln in out.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1, out
+    assert not errors[0].startswith(f"error: {BUG}"), errors[0]  # a bug is not a user's mistake
     return errors[0]
 
 

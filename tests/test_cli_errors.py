@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from smartscope import __version__
 from smartscope.cli import app
 from smartscope.config import SmartscopeConfig
+from smartscope.errors import BUG
 
 runner = CliRunner()
 BUNDLES = Path(__file__).resolve().parents[1] / "models" / "bundles"
@@ -30,6 +31,7 @@ def _one_line_error(res: object, code: int | tuple[int, ...], *must: str) -> str
     lines = [ln for ln in out.splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith("error:")]
     assert len(errors) == 1, out
+    assert not errors[0].startswith(f"error: {BUG}"), errors[0]  # a bug is not a user's mistake
     for m in must:
         assert m in errors[0], errors[0]
     return errors[0]

@@ -1,13 +1,14 @@
 """The architecture holds: one namespace from four folders, no symlinks, imports one way.
 
 Layers, bottom to top (a module imports only its own layer or lower ones, never in a cycle):
-actions/state → config → {frame, metrics, drivers, pipeline and stages, engines, models,
+actions/state/exceptions/base_model → config → {frame, metrics, drivers, pipeline and stages, engines, models,
 simulators, controllers, safety, storage, report} → registry → loop → runner → {cli,
 remote server side, scenarios}.
 """
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from layout import ROOT, cycles, import_graph, package_dirs, packages_on_disk
+from layout import ROOT, cycles, import_graph, package_dirs, packages_on_disk, source_modules
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,6 +29,8 @@ else:  # pragma: no cover
 LAYERS: list[tuple[str, int]] = [
     ("smartscope", 0),  # the package's __init__: version only
     ("smartscope.actions", 0),
+    ("smartscope.base_model", 0),  # FrozenModel, the one frozen pydantic base
+    ("smartscope.exceptions", 0),  # SmartscopeError, UserError, fail: imports nothing
     ("smartscope.extras", 0),
     ("smartscope.state", 0),
     ("smartscope.config", 1),
@@ -110,12 +113,54 @@ def test_imports_flow_down_the_layers() -> None:
     assert upward == []
 
 
-def test_config_imports_only_actions_and_itself() -> None:
+def test_config_imports_only_the_bottom_layer_and_itself() -> None:
     graph = import_graph()
     for module, deps in graph.items():
         if module.startswith("smartscope.config"):
-            bad = {d for d in deps if not d.startswith(("smartscope.config", "smartscope.actions"))}
+            ok = ("smartscope.config", "smartscope.actions", "smartscope.base_model", "smartscope.exceptions")
+            bad = {d for d in deps if not d.startswith(ok)}
             assert not bad, f"{module} imports {bad}"
+
+
+# the terminal (typer, rich) belongs to the command line: `*.cli` (and `*.cli_options`) modules and errors.py
+CLI_SUPPORT = {
+    "smartscope.cli",
+    "smartscope.errors",
+    "smartscope.batch.command",  # the options and report localize and apply share (CLI only)
+}
+TERMINAL_NOT_YET = {
+    "smartscope.models.train_common",  # fit's progress bar: moves with the training entry points
+}
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_typer_and_rich_are_imported_only_by_command_line_modules() -> None:
+    outside = sorted(
+        f"{name} imports {sorted(_top_level_imports(path) & {'typer', 'rich', 'click'})}"
+        for name, path in source_modules()
+        if _top_level_imports(path) & {"typer", "rich", "click"}
+        and not name.endswith((".cli", ".cli_options"))
+        and name not in CLI_SUPPORT | TERMINAL_NOT_YET
+    )
+    assert outside == []
+
+
+def test_the_runtime_loads_no_terminal_library() -> None:
+    code = (
+        "import sys, smartscope.registry, smartscope.runner\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in ('typer', 'rich', 'click'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == []
 
 
 def test_importing_the_safety_gate_loads_only_what_it_needs() -> None:
@@ -129,6 +174,8 @@ def test_importing_the_safety_gate_loads_only_what_it_needs() -> None:
     allowed = {
         "smartscope",
         "smartscope.actions",
+        "smartscope.base_model",
+        "smartscope.exceptions",
         "smartscope.frame",
         "smartscope.safety",
         "smartscope.state",

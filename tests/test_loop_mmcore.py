@@ -14,6 +14,8 @@ from smartscope.actions import ActionRequest, SetExposure
 from smartscope.config import validate_config
 from smartscope.controllers.base import ControllerBase, Observation
 from smartscope.drivers.mmcore import PymmcorePlusDriver
+from smartscope.frame import Frame
+from smartscope.loop import ListenerBase, Loop, StopReason
 from smartscope.runner import run
 from smartscope.storage import read_jsonl
 from tests.conftest import cfg_dict
@@ -94,32 +96,57 @@ class _AskAt(ControllerBase):
         return [self.ask(SetExposure(exposure_ms=self.exposure_ms), "scripted", obs)]
 
 
+class _StopOnceInForce(ListenerBase):
+    """Stops the run once ``frames`` frames were taken at ``exposure_ms``: the run lasts as
+    long as the controller takes to ask, however loaded the machine (the analysis thread
+    works on the newest frame, so when it sees frame 10 depends on scheduling)."""
+
+    def __init__(self, loop: Loop, exposure_ms: float, frames: int) -> None:
+        self.loop, self.exposure_ms, self.frames, self.n = loop, exposure_ms, frames, 0
+
+    def on_frame(self, frame: Frame) -> None:
+        if frame.state.exposure_ms == self.exposure_ms:
+            self.n += 1
+            if self.n == self.frames:
+                self.loop.request_stop(StopReason.REQUESTED, "the new exposure was in force long enough")
+
+
 def test_action_is_in_force_from_the_frame_it_claims(seq_tester_core, tmp_path: Path) -> None:
-    """SequenceTester encodes the exposure each image was taken with into its pixels."""
+    """SequenceTester encodes the exposure each image was taken with into its pixels: the
+    frame an applied action names as its first is the first taken with it, and every frame
+    before it was taken without it. Judged on the pixels, not on when the analysis ran."""
+    cap = 5000  # a bound, not the plan: the listener stops the run 30 frames after the change
     cfg = validate_config(
         cfg_dict(
             tmp_path,
-            acquisition={"exposure_ms": 5.0, "n_frames": 300},
+            acquisition={"exposure_ms": 5.0, "n_frames": cap},
             pipeline={"stages": [{"kind": "identity"}]},
         )
     )
-    res = run(cfg, driver=_driver(cfg, seq_tester_core), controllers=[_AskAt(10, 17.5)], report=False)
-    assert res.status == "completed", res.reason
+    res = run(
+        cfg,
+        driver=_driver(cfg, seq_tester_core),
+        controllers=[_AskAt(10, 17.5)],
+        report=False,
+        on_loop=lambda loop: loop.add_listener(_StopOnceInForce(loop, 17.5, 30)),
+    )
+    assert res.status == "stopped" and res.stop_reason is StopReason.REQUESTED, res.reason
     run_dir = Path(res.run_dir)
     (rec,) = read_jsonl(run_dir / "actions.jsonl")
+    assert rec["verdict"] == "applied"
     first = rec["first_frame_index"]
-    # analysis works on the newest frame, so when it asks depends on load; the claim must hold
-    assert first is not None and 10 < first < 300
+    asked_at = rec["request"]["frame_index"]  # the frame the controller decided on
+    assert asked_at >= 10 and first is not None and first > asked_at
     with tifffile.TiffFile(run_dir / "raw.ome.tif") as tif:
         exposures = []
         for page in tif.pages:
             info = decode_image(page.asarray())  # type: ignore[union-attr]
             (exp,) = [s.value for s in info.current_state if s.property == "Exposure"]
             exposures.append(exp)
-    assert len(exposures) == 300
-    assert set(exposures[:first]) == {5.0}
-    assert set(exposures[first:]) == {17.5}
     frames = read_jsonl(run_dir / "frames.jsonl")
+    assert len(exposures) == len(frames) == res.metrics["frames_stored"] < cap
+    assert set(exposures[:first]) == {5.0}
+    assert set(exposures[first:]) == {17.5} and len(exposures[first:]) >= 30
     assert {f["state"]["exposure_ms"] for f in frames[:first]} == {5.0}
     assert {f["state"]["exposure_ms"] for f in frames[first:]} == {17.5}
     assert json.loads((run_dir / "metrics.json").read_text())["actions_applied"] == 1

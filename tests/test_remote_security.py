@@ -15,7 +15,8 @@ from smartscope.config import RemoteStageConfig
 from smartscope.frame import Frame
 from smartscope.pipeline import FrameStatsStage, StageSkipped
 from smartscope.remote import Client, RemoteConfig, RemoteError
-from smartscope.remote.keys import keys_cmd, make_keys
+from smartscope.remote.cli import keys_cmd
+from smartscope.remote.keys import make_keys
 from smartscope.remote.server import RemoteServer
 from smartscope.remote.stage import RemoteStage
 from smartscope.remote.worker import Worker

@@ -12,6 +12,7 @@ import tifffile
 import typer
 from typer.testing import CliRunner
 
+from smartscope.errors import FormattedErrors
 from smartscope.simulators.cli import simulate
 from smartscope.simulators.datasets import denoise_pairs, smlm_frames, stain_pairs
 
@@ -88,8 +89,9 @@ def test_simulate_cells_and_events(tmp_path: Path) -> None:
 
 
 def test_simulate_refuses_unknown_scenario(tmp_path: Path) -> None:
-    app = typer.Typer()
-    app.command()(simulate)
-    result = CliRunner().invoke(app, ["nope", "--out", str(tmp_path)])
+    app = typer.Typer(cls=FormattedErrors)  # as smartscope's app: a user's mistake is one line
+    app.command("simulate")(simulate)
+    app.command("other")(lambda: None)
+    result = CliRunner().invoke(app, ["simulate", "nope", "--out", str(tmp_path)])
     assert result.exit_code == 2
-    assert "scenario" in result.output
+    assert result.output.startswith("error: scenario 'nope' is not one of"), result.output

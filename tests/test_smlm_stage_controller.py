@@ -255,18 +255,20 @@ def test_localize_command_on_a_recorded_stack(tmp_path: Path) -> None:
     import typer
     from typer.testing import CliRunner
 
+    from smartscope.errors import FormattedErrors
     from smartscope.models.smlm.cli import localize_cmd
 
     scene = _grid_scene(5)
     frames, gts = zip(*(scene.step(0.0) for _ in range(5)), strict=True)
     tif = tmp_path / "stack.tif"
     tifffile.imwrite(tif, np.stack(frames))
-    app = typer.Typer()
-    app.command()(localize_cmd)
-    res = CliRunner().invoke(app, [str(tif), "--out", str(tmp_path / "out")])
+    app = typer.Typer(cls=FormattedErrors)  # as smartscope's app: a user's mistake is one line
+    app.command("localize")(localize_cmd)
+    app.command("other")(lambda: None)
+    res = CliRunner().invoke(app, ["localize", str(tif), "--out", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
     tab = LocTable.read_thunderstorm_csv(tmp_path / "out" / "localizations_thunderstorm.csv")
     assert len(tab) == sum(len(g["x_nm"]) for g in gts)
     assert sorted(set(tab.frame.tolist())) == [0, 1, 2, 3, 4]
-    bad = CliRunner().invoke(app, [str(tmp_path / "none.tif"), "--out", str(tmp_path)])
+    bad = CliRunner().invoke(app, ["localize", str(tmp_path / "none.tif"), "--out", str(tmp_path)])
     assert bad.exit_code == 1 and "does not exist" in bad.output

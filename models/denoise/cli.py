@@ -12,6 +12,26 @@ from typing import Annotated, Literal
 import typer
 
 from smartscope.errors import describe
+from smartscope.exceptions import fail
+from smartscope.models.cli_options import (
+    BaseWidthOption,
+    BatchSizeOption,
+    BundleOutOption,
+    DepthOption,
+    DeviceOption,
+    FieldPxOption,
+    NFieldsOption,
+    OverlapPxOption,
+    PatchPxOption,
+    PatienceOption,
+    QuietOption,
+    SeedOption,
+    StepsOption,
+    ThreadsOption,
+    TilePxOption,
+    ValEveryOption,
+    ValFractionOption,
+)
 from smartscope.models.denoise import data as ddata
 from smartscope.models.distributed import launch, launched
 from smartscope.models.provenance import command_line
@@ -21,8 +41,10 @@ __all__ = ["train_denoise_cmd"]
 
 def train_denoise_cmd(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", "-o", help="bundle folder (or .zip) to write")],
-    method: Annotated[str, typer.Option(help="n2v (self-supervised) or care (paired)")] = "n2v",
+    out: BundleOutOption,
+    method: Annotated[
+        Literal["n2v", "care"], typer.Option(help="n2v (self-supervised) or care (paired)")
+    ] = "n2v",
     data: Annotated[
         Path | None,
         typer.Option(help="TIFF folder: N2V *.tif noisy stacks; CARE low/*.tif + high/*.tif"),
@@ -34,16 +56,17 @@ def train_denoise_cmd(
     photons: Annotated[
         float | None, typer.Option(help="one light level (peak photons/px) instead of the scenario's")
     ] = None,
-    n_fields: Annotated[int, typer.Option(help="simulated fields of view")] = 24,
-    field_px: Annotated[int, typer.Option(help="simulated field edge, px")] = 128,
-    steps: Annotated[int, typer.Option(help="maximum optimiser steps")] = 400,
-    batch_size: Annotated[int, typer.Option()] = 16,
-    patch_px: Annotated[int, typer.Option(help="training patch edge, px")] = 64,
+    n_fields: NFieldsOption = 24,
+    field_px: FieldPxOption = 128,
+    steps: StepsOption = 400,
+    batch_size: BatchSizeOption = 16,
+    patch_px: PatchPxOption = 64,
     lr: Annotated[float, typer.Option(help="Adam learning rate")] = 1e-3,
-    depth: Annotated[int, typer.Option(help="U-Net depth")] = 2,
-    base_width: Annotated[int, typer.Option(help="U-Net first-level channels")] = 16,
+    depth: DepthOption = 2,
+    base_width: BaseWidthOption = 16,
     arch: Annotated[
-        str, typer.Option(help="unet (2-D U-Net) or fast (multi-frame real-time FastDenoiser)")
+        Literal["unet", "fast"],
+        typer.Option(help="unet (2-D U-Net) or fast (multi-frame real-time FastDenoiser)"),
     ] = "unet",
     frames: Annotated[int, typer.Option(min=1, help="input frames: the current one and those before it")] = 1,
     width: Annotated[int, typer.Option(min=4, help="fast: channels at 1/stride resolution")] = 32,
@@ -54,22 +77,23 @@ def train_denoise_cmd(
     max_speed_px: Annotated[
         float, typer.Option(help="--simulate with --frames > 1: maximum sample drift, px per frame")
     ] = 1.0,
-    val_fraction: Annotated[float, typer.Option(help="fields of view held out")] = 0.2,
-    val_every: Annotated[int, typer.Option(help="validate every N steps")] = 50,
-    patience: Annotated[int, typer.Option(help="early-stopping patience (validations)")] = 4,
-    tile_px: Annotated[int, typer.Option(help="inference tile edge stored in the bundle")] = 256,
-    overlap_px: Annotated[int, typer.Option(help="inference tile overlap")] = 64,
+    val_fraction: ValFractionOption = 0.2,
+    val_every: ValEveryOption = 50,
+    patience: PatienceOption = 4,
+    tile_px: TilePxOption = 256,
+    overlap_px: OverlapPxOption = 64,
     normalization: Annotated[
-        str, typer.Option(help="percentile (per frame, any light level) or affine (fixed)")
+        Literal["percentile", "affine"],
+        typer.Option(help="percentile (per frame, any light level) or affine (fixed)"),
     ] = "percentile",
-    seed: Annotated[int, typer.Option()] = 0,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:0 ...")] = "cpu",
-    threads: Annotated[int, typer.Option(help="torch CPU threads (0: default)")] = 0,
+    seed: SeedOption = 0,
+    device: DeviceOption = "cpu",
+    threads: ThreadsOption = 0,
     checkpoint_dir: Annotated[
         Path | None, typer.Option(help="checkpoint folder (best weights + checkpoint.json)")
     ] = None,
     name: Annotated[str | None, typer.Option(help="engine name (default from method/data)")] = None,
-    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    quiet: QuietOption = False,
     nproc: Annotated[
         int,
         typer.Option(
@@ -90,13 +114,8 @@ def train_denoise_cmd(
     from smartscope.models.train_common import FitConfig
     from smartscope.models.unet import UNetConfig
 
-    if method not in ("n2v", "care"):
-        raise typer.BadParameter("must be n2v or care", param_hint="--method")
-    if arch not in ("unet", "fast"):
-        raise typer.BadParameter("must be unet or fast", param_hint="--arch")
     if (data is None) == (simulate is None):
         raise typer.BadParameter("give exactly one of --data DIR or --simulate SCENARIO")
-    meth: Literal["n2v", "care"] = "n2v" if method == "n2v" else "care"
     try:
         if simulate is not None:
             dataset = ddata.simulate(
@@ -110,10 +129,10 @@ def train_denoise_cmd(
             )
         else:
             assert data is not None
-            dataset = ddata.from_tiff_dir(data, meth)
+            dataset = ddata.from_tiff_dir(data, method)
         cfg = DenoiseTrainConfig(
-            method=meth,
-            arch="fast" if arch == "fast" else "unet",
+            method=method,
+            arch=arch,
             unet=UNetConfig(depth=depth, base_width=base_width, in_channels=frames),
             fast=FastDenoiserConfig(
                 frames=frames, width=width, blocks=blocks, stride=stride, coarse=coarse, residual=residual
@@ -132,18 +151,17 @@ def train_denoise_cmd(
             val_fraction=val_fraction,
             tile_px=tile_px,
             overlap_px=overlap_px,
-            normalization=normalization,  # type: ignore[arg-type]
+            normalization=normalization,
         )
-    except ValueError as exc:
-        typer.echo(f"error: {describe(exc) or exc}", err=True)
-        raise typer.Exit(1) from exc
+    except ValueError as exc:  # the data and config checks of training raise ValueError
+        fail(describe(exc) or str(exc))
     label = simulate if simulate is not None else Path(str(data)).name
     path, metrics = train_denoise(
         dataset,
         cfg,
         out,
         command=command_line(ctx=ctx),
-        name=name or f"denoise-{meth}-{label}",
+        name=name or f"denoise-{method}-{label}",
         checkpoint_dir=checkpoint_dir,
         quiet=quiet,
     )

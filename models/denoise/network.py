@@ -32,9 +32,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
+from smartscope.base_model import FrozenModel
 from smartscope.models.unet import NETWORKS, UNetConfig, register_network
 
 __all__ = [
@@ -49,10 +50,8 @@ __all__ = [
 DEFAULT_UNET = UNetConfig(depth=2, base_width=16)
 
 
-class FastDenoiserConfig(BaseModel):
+class FastDenoiserConfig(FrozenModel):
     """Architecture of :class:`FastDenoiser`; stored verbatim in ``engine.json``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     frames: int = Field(
         default=1, ge=1, le=16, description="input frames, oldest first; the last is denoised"

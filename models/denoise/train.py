@@ -18,8 +18,9 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from smartscope.base_model import FrozenModel
 from smartscope.models.denoise.data import DenoiseData, split_heldout
 from smartscope.models.denoise.network import (
     DEFAULT_UNET,
@@ -59,9 +60,7 @@ def window(stack: np.ndarray, t: int, frames: int) -> np.ndarray:
     return stack[idx]
 
 
-class DenoiseTrainConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class DenoiseTrainConfig(FrozenModel):
     method: Literal["n2v", "care"]
     arch: Literal["unet", "fast"] = Field(
         default="unet", description="unet: the 2-D U-Net; fast: the multi-frame FastDenoiser"

@@ -27,6 +27,7 @@ import numpy as np
 from smartscope.batch.jobs import Chunk, PartStore, atomic_path, cached_reader, process_cached
 from smartscope.batch.stacks import Stack, StackReader, safe_name
 from smartscope.config.stages import SMLMStageConfig
+from smartscope.exceptions import SmartscopeError
 from smartscope.frame import Frame
 from smartscope.models.smlm.stage import PicassoInfo, SMLMStage, write_outputs
 from smartscope.models.smlm.table import LocTable
@@ -45,7 +46,7 @@ PART_SUFFIX = ".locs.npz"
 _BLOCK_FRAMES = 512
 
 
-class FrameError(RuntimeError):
+class FrameError(SmartscopeError, RuntimeError):
     """A frame that could not be read or localized (names the frame)."""
 
 

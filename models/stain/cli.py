@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
 from smartscope.errors import describe
+from smartscope.exceptions import fail
+from smartscope.models.cli_options import (
+    BaseWidthOption,
+    BatchSizeOption,
+    BundleOutOption,
+    DepthOption,
+    DeviceOption,
+    FieldPxOption,
+    NFieldsOption,
+    OverlapPxOption,
+    PatchPxOption,
+    PatienceOption,
+    QuietOption,
+    SeedOption,
+    StepsOption,
+    ThreadsOption,
+    TilePxOption,
+    ValEveryOption,
+    ValFractionOption,
+)
 from smartscope.models.provenance import command_line
 
 __all__ = ["train_stain_cmd"]
@@ -15,7 +35,7 @@ __all__ = ["train_stain_cmd"]
 
 def train_stain_cmd(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", "-o", help="bundle folder (or .zip) to write")],
+    out: BundleOutOption,
     data: Annotated[
         Path | None,
         typer.Option(help="folder with label_free/*.tif and <channel>/*.tif (same file names)"),
@@ -24,10 +44,11 @@ def train_stain_cmd(
         str, typer.Option(help="with --data: fluorescence channel folders, comma-separated, in order")
     ] = "",
     simulate: Annotated[bool, typer.Option(help="paired cell fields from the virtual microscope")] = False,
-    n_fields: Annotated[int, typer.Option(help="simulated fields of view")] = 40,
-    field_px: Annotated[int, typer.Option(help="simulated field edge, px")] = 192,
+    n_fields: NFieldsOption = 40,
+    field_px: FieldPxOption = 192,
     label_free_mode: Annotated[
-        str, typer.Option(help="simulated label-free contrast: phase or brightfield")
+        Literal["phase", "brightfield"],
+        typer.Option(help="simulated label-free contrast: phase or brightfield"),
     ] = "phase",
     planes: Annotated[
         str,
@@ -39,25 +60,25 @@ def train_stain_cmd(
     adv_weight: Annotated[float, typer.Option(help="adversarial weight; 0 trains the L1-only U-Net")] = 1.0,
     l1_weight: Annotated[float, typer.Option(help="λ_L1")] = 100.0,
     completion: Annotated[bool, typer.Option(help="also learn channel completion (mask input)")] = True,
-    steps: Annotated[int, typer.Option(help="maximum optimiser steps")] = 1500,
-    batch_size: Annotated[int, typer.Option()] = 8,
-    patch_px: Annotated[int, typer.Option(help="training patch edge, px")] = 128,
+    steps: StepsOption = 1500,
+    batch_size: BatchSizeOption = 8,
+    patch_px: PatchPxOption = 128,
     lr: Annotated[float, typer.Option(help="Adam learning rate (both networks)")] = 2e-4,
-    depth: Annotated[int, typer.Option(help="U-Net depth")] = 3,
-    base_width: Annotated[int, typer.Option(help="U-Net first-level channels")] = 16,
-    val_fraction: Annotated[float, typer.Option(help="fields of view held out")] = 0.2,
-    val_every: Annotated[int, typer.Option(help="validate every N steps")] = 100,
-    patience: Annotated[int, typer.Option(help="early-stopping patience (validations)")] = 5,
-    tile_px: Annotated[int, typer.Option(help="inference tile edge stored in the bundle")] = 256,
-    overlap_px: Annotated[int, typer.Option(help="inference tile overlap")] = 32,
-    seed: Annotated[int, typer.Option()] = 0,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:0 ...")] = "cpu",
-    threads: Annotated[int, typer.Option(help="torch CPU threads (0: default)")] = 0,
+    depth: DepthOption = 3,
+    base_width: BaseWidthOption = 16,
+    val_fraction: ValFractionOption = 0.2,
+    val_every: ValEveryOption = 100,
+    patience: PatienceOption = 5,
+    tile_px: TilePxOption = 256,
+    overlap_px: OverlapPxOption = 32,
+    seed: SeedOption = 0,
+    device: DeviceOption = "cpu",
+    threads: ThreadsOption = 0,
     checkpoint_dir: Annotated[
         Path | None, typer.Option(help="checkpoint folder (best generator + checkpoint.json)")
     ] = None,
     name: Annotated[str | None, typer.Option(help="engine name")] = None,
-    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Train a virtual-staining generator (pix2pix) and write a verified engine bundle."""
     from smartscope.models.stain import data as sdata
@@ -105,9 +126,8 @@ def train_stain_cmd(
             tile_px=tile_px,
             overlap_px=overlap_px,
         )
-    except ValueError as exc:
-        typer.echo(f"error: {describe(exc) or exc}", err=True)
-        raise typer.Exit(1) from exc
+    except ValueError as exc:  # the data and config checks of training raise ValueError
+        fail(describe(exc) or str(exc))
     method = "pix2pix" if adv_weight > 0 else "l1"
     path, metrics = train_stain(
         dataset,

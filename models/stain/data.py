@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -84,7 +85,7 @@ def simulate(
     field_px: int,
     seed: int,
     *,
-    mode: str = "phase",
+    mode: Literal["phase", "brightfield"] = "phase",
     defocus_um: float = 0.0,
     lamp_mw: float = 1.0,
     planes_um: tuple[float, ...] = (),
@@ -99,7 +100,7 @@ def simulate(
         n_fields,
         field_px,
         seed,
-        mode=mode,  # type: ignore[arg-type]  # checked above
+        mode=mode,
         defocus_um=defocus_um,
         lamp_mw=lamp_mw,
         planes_um=planes_um,

@@ -26,18 +26,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
+from smartscope.base_model import FrozenModel
 from smartscope.models.unet import NETWORKS, UNet2D, UNetConfig, register_network
 
 __all__ = ["PatchDiscriminator", "StainGenerator", "StainNetConfig", "input_channel_names", "plane_name"]
 
 
-class StainNetConfig(BaseModel):
+class StainNetConfig(FrozenModel):
     """Architecture of :class:`StainGenerator`; stored verbatim in ``engine.json``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     channels: list[str] = Field(min_length=1, description="fluorescence channels predicted")
     completion: bool = Field(default=True, description="also accept given channels + masks")

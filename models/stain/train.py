@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
+from smartscope.base_model import FrozenModel
 from smartscope.models.stain.data import StainData
 from smartscope.models.stain.network import (
     PatchDiscriminator,
@@ -49,9 +50,7 @@ OUTPUT = "virtual"
 INPUT = "stain_input"
 
 
-class StainTrainConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class StainTrainConfig(FrozenModel):
     completion: bool = Field(default=True, description="train channel completion too (mask input)")
     depth: int = Field(default=3, ge=1, le=6)
     base_width: int = Field(default=16, ge=2)

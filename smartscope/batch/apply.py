@@ -1,4 +1,4 @@
-"""``smartscope apply BUNDLE INPUT... --out DIR``: any engine bundle over recorded stacks.
+"""Any engine bundle over recorded stacks (``smartscope apply``, :mod:`smartscope.batch.cli`).
 
 Each frame (the channels the engine takes, picked by name when the file names them; see
 :func:`select_channels`) runs through the engine runtime: normalization, tiles blended
@@ -27,19 +27,16 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-import typer
 
-from smartscope.batch.command import ChunkFramesOption, ClusterOption, GpuOption, WorkersOption
 from smartscope.batch.jobs import Chunk, PartStore, atomic_path, cached_reader, process_cached
 from smartscope.batch.stacks import Stack, StackError, StackReader, safe_name
 
 __all__ = [
     "ApplyJob",
     "OmeTiffSink",
-    "apply_cmd",
     "open_engine",
     "output_layout",
     "read_input",
@@ -348,95 +345,3 @@ class ApplyJob:
                 sink.abort()
             raise
         return self._summary(stack)
-
-
-def apply_cmd(
-    bundle: Annotated[Path, typer.Argument(help="engine bundle folder or zip", show_default=False)],
-    inputs: Annotated[
-        list[str],
-        typer.Argument(
-            help="TIFF / OME-TIFF stacks, globs, run folders or OME-Zarr images", show_default=False
-        ),
-    ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="folder for the output OME-TIFFs")],
-    backend: Annotated[str, typer.Option(help="auto, onnxruntime, torch, tensorrt")] = "auto",
-    device: Annotated[
-        str | None,
-        typer.Option(help="cpu, cuda, cuda:0 ... [default: the backend's choice; cuda with --gpu]"),
-    ] = None,
-    channels: Annotated[
-        str | None,
-        typer.Option(help="comma-separated file channels to feed the engine (by name) [default: all]"),
-    ] = None,
-    cluster: ClusterOption = None,
-    workers: WorkersOption = None,
-    chunk_frames: ChunkFramesOption = 64,
-    gpu: GpuOption = False,
-) -> None:
-    """Run an engine bundle over recorded stacks; each output is an OME-TIFF with the input's
-    pixel size: OUT/<stack>.<output>.ome.tif.
-
-    Frames larger than the engine's tile are tiled with blended overlaps. With --cluster the
-    stacks are cut into chunks of --chunk-frames, run by Dask workers and merged in order.
-    """
-    from smartscope.batch.cluster import worker_threads
-    from smartscope.batch.command import cluster_spec, fail, pixel_size_warnings, run_job, warn
-    from smartscope.batch.jobs import stack_fingerprint
-    from smartscope.batch.stacks import resolve_inputs
-    from smartscope.engines.bundle import BundleError, load_bundle
-
-    if backend not in ("auto", "onnxruntime", "torch", "tensorrt"):
-        fail(f"--backend: {backend!r} is not one of auto, onnxruntime, torch, tensorrt")
-    try:
-        b = load_bundle(bundle)
-    except BundleError as exc:
-        fail(str(exc))
-        raise
-    man = b.manifest
-    if len(man.inputs) != 1:
-        fail(f"{bundle}: engines with {len(man.inputs)} input tensors are not supported by apply")
-    if man.inputs[0].frames > 1:
-        fail(
-            f"{bundle}: {man.name!r} takes {man.inputs[0].frames} consecutive frames; apply feeds one "
-            "frame at a time (run it in the live engine stage, or replay the run)"
-        )
-    try:
-        stacks = resolve_inputs(inputs)
-        use = [c.strip() for c in channels.split(",")] if channels else None
-        plans = tuple(select_channels(s, man.inputs[0].channels, man.name, use) for s in stacks)
-    except StackError as exc:
-        fail(str(exc))
-        raise
-    for msg in pixel_size_warnings(man.pixel_size_um, stacks, f"engine {man.name!r}"):
-        warn(msg)
-    spec = cluster_spec(cluster, workers, len(stacks), gpu)
-    dev = device or ("cuda" if gpu else None)
-    outputs = tuple((t.name, tuple(t.channels)) for t in man.outputs)
-    fingerprint = {
-        "command": "apply",
-        "bundle_sha256": man.onnx_sha256,
-        "backend": backend,
-        "device": dev,
-        "channels": plans,
-        "stacks": [stack_fingerprint(s) for s in stacks],
-    }
-    job = ApplyJob(
-        bundle=bundle,
-        sha256=man.onnx_sha256,
-        backend=backend,
-        device=dev,
-        stacks=tuple(stacks),
-        channels=plans,
-        outputs=outputs,
-        out=out,
-        parts=PartStore(out, fingerprint),
-        cpu_threads=worker_threads(spec) if spec.distributed else 0,
-    )
-    if not spec.distributed:
-        try:  # a backend that cannot start fails here, once
-            engine = job.engine()
-        except Exception as exc:
-            fail(f"{bundle}: cannot open the engine with backend {backend!r}: {exc}")
-            raise
-        typer.echo(f"engine: {engine.describe()}", err=True)
-    run_job(job, spec, out=out, gpu=gpu, chunk_frames=chunk_frames, label=f"applying {man.name}")

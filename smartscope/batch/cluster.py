@@ -29,12 +29,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from smartscope.exceptions import UserError
+
 __all__ = ["ClusterError", "ClusterSpec", "connect", "gpu_count", "parse_cluster"]
 
 GPU_RESOURCE = "GPU"
 
 
-class ClusterError(ValueError):
+class ClusterError(UserError, ValueError):
     """A ``--cluster`` that cannot be used; the message says why."""
 
 

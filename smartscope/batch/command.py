@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -27,6 +27,7 @@ from rich.progress import (
 from smartscope.batch.cluster import GPU_RESOURCE, ClusterError, ClusterSpec, connect, parse_cluster
 from smartscope.batch.jobs import ChunkFailed, ChunkJob, ChunkOutcome, JobReport, execute
 from smartscope.batch.stacks import Stack
+from smartscope.exceptions import fail
 
 __all__ = [
     "ChunkFramesOption",
@@ -59,12 +60,6 @@ GpuOption = Annotated[
 ]
 
 _console = Console(stderr=True)
-
-
-def fail(msg: str) -> NoReturn:
-    """One error line, exit status 1."""
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(1)
 
 
 def warn(msg: str) -> None:
@@ -160,12 +155,10 @@ def run_job(
         for f in report.failures:
             typer.echo(f"failed: {f.describe()}", err=True)
         written = len(report.written)
-        typer.echo(
-            f"error: {len(report.failures)} chunk(s) failed; {written} of {len(job.stacks)} stack(s) "
-            f"written; list in {out / 'failures.json'}",
-            err=True,
+        fail(
+            f"{len(report.failures)} chunk(s) failed; {written} of {len(job.stacks)} stack(s) "
+            f"written; list in {out / 'failures.json'}"
         )
-        raise typer.Exit(1)
     stale = out / "failures.json"
     if stale.is_file():
         stale.unlink()

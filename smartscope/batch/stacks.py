@@ -29,6 +29,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from smartscope.exceptions import UserError
+
 __all__ = [
     "Stack",
     "StackError",
@@ -55,7 +57,7 @@ _UNIT_UM = {
 }
 
 
-class StackError(ValueError):
+class StackError(UserError, ValueError):
     """An input that cannot be used; the message names it and says why."""
 
 

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from smartscope.config.reading import ReadError, load_yaml, read_text
 from smartscope.config.run import SmartscopeConfig
+from smartscope.exceptions import UserError
 
 __all__ = [
     "ConfigError",
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration is unusable; ``problems`` lists ``field.path: reason`` lines."""
 
     def __init__(self, source: str, problems: list[str]) -> None:

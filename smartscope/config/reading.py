@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from smartscope.exceptions import SmartscopeError, UserError
+
 __all__ = ["MAX_ALIASES", "MAX_DEPTH", "MAX_NODES", "ReadError", "load_json", "load_yaml", "read_text"]
 
 MAX_DEPTH = 100  # nesting of mappings and lists
@@ -28,7 +30,7 @@ MAX_NODES = 1_000_000  # nodes of the document with every alias expanded
 MAX_TEXT_BYTES = 16 << 20  # a configuration, a plan, a manifest
 
 
-class ReadError(ValueError):
+class ReadError(UserError, ValueError):
     """A file cannot be read as what it should be; the message names it and says why."""
 
 
@@ -78,7 +80,7 @@ class _BoundedLoader(yaml.SafeLoader):
             self.depth -= 1
 
 
-class _Refused(Exception):
+class _Refused(SmartscopeError):
     """A bound was hit while composing (becomes a :class:`ReadError` with the source)."""
 
 

@@ -52,6 +52,7 @@ from smartscope.engines.bundle import (
     portable_command,
 )
 from smartscope.engines.processing import Processor
+from smartscope.exceptions import UserError
 
 __all__ = [
     "CITATIONS",
@@ -91,7 +92,7 @@ _METHOD_CITES = {"n2v": "n2v", "care": "care", "pix2pix": "pix2pix", "l1": "pix2
 _EPS = 1e-6  # bioimageio.core's eps in scale_range / fixed_zero_mean_unit_variance
 
 
-class BioimageioExportError(ValueError):
+class BioimageioExportError(UserError, ValueError):
     """The bundle cannot be written as a bioimage.io package; the message says why."""
 
 

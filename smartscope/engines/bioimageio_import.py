@@ -43,6 +43,7 @@ import numpy as np
 
 from smartscope.config.reading import ReadError, load_yaml, read_text
 from smartscope.engines.bundle import MAX_FILE_BYTES, BundleError, check_zip, load_bundle, write_bundle
+from smartscope.exceptions import UserError
 
 __all__ = ["BioimageioImportError", "ImportReport", "import_bioimageio"]
 
@@ -57,7 +58,7 @@ _TASKS = {
 }
 
 
-class BioimageioImportError(ValueError):
+class BioimageioImportError(UserError, ValueError):
     """The package cannot become an engine bundle; the message names the field and why."""
 
 

@@ -21,7 +21,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from smartscope.base_model import FrozenModel
 from smartscope.config.reading import ReadError, load_json
+from smartscope.exceptions import UserError
 
 __all__ = [
     "MANIFEST_NAME",
@@ -50,7 +52,7 @@ MAX_FILE_BYTES = 2 << 30  # protobuf's own limit for one ONNX model; weights ali
 MAX_ARCHIVE_BYTES = 8 << 30  # every member of a zip together, as its directory declares them
 
 
-class BundleError(ValueError):
+class BundleError(UserError, ValueError):
     """A bundle is missing a file, fails validation, or was tampered with."""
 
 
@@ -58,8 +60,11 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class _Frozen(FrozenModel):
+    """The manifest's parts: the project's frozen base, but a metric measured as NaN (or a
+    bundle written before NaN was refused) still loads."""
+
+    model_config = ConfigDict(allow_inf_nan=True)
 
 
 AxisName = Literal["batch", "channel", "y", "x"]

@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from typer.core import TyperGroup
 
 from smartscope.engines.bundle import BundleError, find_bundles, load_bundle
+from smartscope.errors import FormattedErrors
+from smartscope.exceptions import fail
 
 __all__ = ["app", "compile_cmd", "engines_app", "engines_cmd", "export_cmd", "import_cmd"]
 
 _BOOKKEEPING = {"val_loss", "best_step", "steps_run", "heldout_frames_scored"}
 
-app = typer.Typer(help="Engine bundles: export, compile, list.", no_args_is_help=True)
+app = typer.Typer(cls=FormattedErrors, help="Engine bundles: export, compile, list.", no_args_is_help=True)
 _console = Console()
 
 
@@ -73,12 +74,10 @@ def export_cmd(
         names = list(author or ["smartscope developers"])
         users = list(github_user or [])
         if len(users) > len(names):
-            typer.echo(
-                f"error: --github-user: {len(users)} given for {len(names)} --author; give each "
-                "author's user right after the --author",
-                err=True,
+            fail(
+                f"--github-user: {len(users)} given for {len(names)} --author; give each "
+                "author's user right after the --author"
             )
-            raise typer.Exit(1)
         pairs = [(n, users[k] if k < len(users) else None) for k, n in enumerate(names)]
         target = out if out.suffix == ".zip" or not zip_ else out.with_suffix(".zip")
         try:
@@ -90,8 +89,7 @@ def export_cmd(
                 license=license_,
             )
         except (BundleError, BioimageioExportError) as exc:
-            typer.echo(f"error: export failed: {exc}", err=True)
-            raise typer.Exit(1) from exc
+            fail(f"export failed: {exc}")
         _console.print(f"wrote {pkg} (bioimage.io model; bioimageio test passed)")
         return
     from smartscope.engines.export import export_checkpoint
@@ -99,8 +97,7 @@ def export_cmd(
     try:
         path = export_checkpoint(checkpoint, out, as_zip=zip_)
     except (FileNotFoundError, ValueError, BundleError) as exc:
-        _console.print(f"[red]export failed:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        fail(f"export failed: {exc}")
     man = load_bundle(path).manifest
     _console.print(f"wrote {path}  ({man.name}, task={man.task}, onnx sha256 {man.onnx_sha256[:12]}…)")
 
@@ -108,7 +105,7 @@ def export_cmd(
 @app.command("compile")
 def compile_cmd(
     bundle: Annotated[Path, typer.Argument(help="engine bundle folder or zip")],
-    precision: Annotated[str, typer.Option(help="fp16 or fp32")] = "fp16",
+    precision: Annotated[Literal["fp16", "fp32"], typer.Option(help="fp16 or fp32")] = "fp16",
     max_hw: Annotated[int, typer.Option(help="largest H/W in the optimization profile")] = 2048,
     max_batch: Annotated[int, typer.Option(help="largest batch in the profile")] = 8,
     device: Annotated[str, typer.Option(help="CUDA device")] = "cuda:0",
@@ -122,25 +119,22 @@ def compile_cmd(
     if not ok:
         _console.print(f"[yellow]TensorRT unavailable here: {why}; nothing compiled[/yellow]")
         raise typer.Exit(2)
-    if precision not in ("fp16", "fp32"):
-        raise typer.BadParameter("precision must be fp16 or fp32", param_hint="--precision")
     try:
         b = load_bundle(bundle)
         be = TensorRTBackend(
             b,
             device=device,
-            precision=precision,  # type: ignore[arg-type]
+            precision=precision,
             max_hw=max_hw,
             max_batch=max_batch,
             cache_dir=cache_dir,
         )
     except (BundleError, BackendUnavailable) as exc:
-        _console.print(f"[red]compile failed:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        fail(f"compile failed: {exc}")
     _console.print(f"{be.describe()}\nplan: {be.plan_path}")
 
 
-class _ListByDefault(TyperGroup):
+class _ListByDefault(FormattedErrors):
     """``engines ROOT`` means ``engines list ROOT``: a first word that is no subcommand lists."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
@@ -171,8 +165,7 @@ def import_cmd(
     try:
         rep = import_bioimageio(model, out, name=name)
     except (BundleError, BioimageioImportError) as exc:
-        typer.echo(f"error: import failed: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        fail(f"import failed: {exc}")
     _console.print(
         f"wrote {rep.bundle} ({rep.weights} weights); test output reproduced within "
         f"{rep.max_abs_diff:.3g} (atol {rep.atol:g}, rtol {rep.rtol:g})"

@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from smartscope.exceptions import fail
+
 __all__ = ["populate", "view_cmd"]
 
 
@@ -40,9 +42,10 @@ def view_cmd(
     from smartscope.napari_plugin._run import is_ome_image, is_run_folder, is_table_file
 
     if not (is_run_folder(path) or is_ome_image(path) or is_table_file(path)):
-        raise ValueError(
+        fail(
             f"{path}: neither a run folder (frames.jsonl + raw*.ome.tif or raw*.ome.zarr), an OME "
-            "image, nor a localization table"
+            "image, nor a localization table",
+            2,
         )
     import napari  # a missing 'viewer' extra is named by the CLI's error formatter
 

@@ -22,13 +22,14 @@ from typing import Any
 import zmq
 from pydantic import BaseModel
 
+from smartscope.exceptions import UserError
 from smartscope.remote import wire
 from smartscope.remote.keys import apply_client_keys
 
 __all__ = ["Client", "RemoteError"]
 
 
-class RemoteError(RuntimeError):
+class RemoteError(UserError, RuntimeError):
     """The server refused a command (reason in the message) or did not answer."""
 
 

@@ -14,19 +14,19 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 import zmq
 import zmq.auth
 import zmq.utils.z85
+
+from smartscope.exceptions import InvalidValue
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "CurveAuthenticator",
     "apply_client_keys",
-    "keys_cmd",
     "load_authorized",
     "load_keypair",
     "make_keys",
@@ -52,7 +52,7 @@ def load_keypair(secret_file: Path) -> tuple[bytes, bytes]:
         raise FileNotFoundError(f"key file {str(secret_file)!r} does not exist")
     pub, sec = zmq.auth.load_certificate(str(secret_file))
     if sec is None:
-        raise ValueError(f"key file {str(secret_file)!r} holds no secret key (use the .key_secret file)")
+        raise InvalidValue(f"key file {str(secret_file)!r} holds no secret key (use the .key_secret file)")
     return pub, sec
 
 
@@ -69,7 +69,7 @@ def load_authorized(folder: Path) -> set[bytes]:
         raise FileNotFoundError(f"authorized-keys folder {str(folder)!r} does not exist")
     keys = {load_public(p) for p in sorted(folder.glob("*.key"))}
     if not keys:
-        raise ValueError(f"authorized-keys folder {str(folder)!r} holds no *.key files")
+        raise InvalidValue(f"authorized-keys folder {str(folder)!r} holds no *.key files")
     return keys
 
 
@@ -131,20 +131,3 @@ class CurveAuthenticator:
         self._stop.set()
         self._thread.join(1)
         self._sock.close(0)
-
-
-def keys_cmd(
-    folder: Annotated[Path, typer.Argument(help="folder to write the key files into")],
-    name: Annotated[
-        list[str] | None, typer.Option("--name", help="key-pair names (default: server and client)")
-    ] = None,
-) -> None:
-    """Make CurveZMQ key pairs for remote streams, control and workers."""
-    names = tuple(name) if name else ("server", "client")
-    made = make_keys(folder, names)
-    for n, (pub, sec) in made.items():
-        typer.echo(f"{n}: public {pub}  secret {sec}")
-    typer.echo(
-        "give the server its .key_secret and an authorized-keys folder holding each client's .key; "
-        "give each client its own .key_secret and the server's .key"
-    )

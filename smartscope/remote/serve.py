@@ -11,13 +11,9 @@ acts on it; between runs ``query`` answers ``running: false`` and the streams st
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from pathlib import Path
-from types import FrameType
-from typing import Annotated, Any
-
-import typer
+from typing import Any
 
 from smartscope.config.loading import load_config
 from smartscope.config.remote import RemoteConfig
@@ -28,7 +24,7 @@ from smartscope.runner import run
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RunService", "serve_cmd"]
+__all__ = ["RunService"]
 
 
 class RunService:
@@ -90,47 +86,3 @@ class RunService:
     def close(self) -> None:
         self.stop_run()
         self.server.close()
-
-
-def serve_cmd(
-    config_dir: Annotated[Path, typer.Argument(help="folder of run configs a client may start by name")],
-    bind: Annotated[str, typer.Option(help="address to listen on (non-loopback needs keys)")] = "127.0.0.1",
-    pub_port: Annotated[int, typer.Option(help="PUB stream port")] = 5560,
-    control_port: Annotated[int, typer.Option(help="control port")] = 5561,
-    secret_key: Annotated[Path | None, typer.Option(help="CurveZMQ server .key_secret")] = None,
-    authorized_keys: Annotated[Path | None, typer.Option(help="folder of client public .key files")] = None,
-    report: Annotated[bool, typer.Option(help="write each run's report")] = True,
-) -> None:
-    """Wait for remote `start` commands and run the named configs, one at a time."""
-    from pydantic import ValidationError
-
-    try:
-        rcfg = RemoteConfig(
-            bind_address=bind,
-            pub_port=pub_port,
-            control_port=control_port,
-            server_secret_key=secret_key,
-            authorized_keys=authorized_keys,
-        )
-        service = RunService(rcfg, config_dir, report)
-    except (ValidationError, ValueError, FileNotFoundError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    done = threading.Event()
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        done.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    typer.echo(
-        f"serving {service.config_dir} on {service.server.control_address} "
-        f"(streams {service.server.pub_address})",
-        err=True,
-    )
-    try:
-        while not done.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        service.close()

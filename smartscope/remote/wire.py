@@ -29,6 +29,8 @@ import msgpack
 import numpy as np
 import zmq
 
+from smartscope.exceptions import UserError
+
 __all__ = [
     "DTYPES",
     "MAX_ARRAYS",
@@ -53,7 +55,7 @@ MAX_NDIM = 4
 DTYPES = frozenset({"uint8", "uint16", "uint32", "int16", "int32", "int64", "float32", "float64", "bool"})
 
 
-class WireError(ValueError):
+class WireError(UserError, ValueError):
     """A message that is not a valid smartscope wire message (the reason says why)."""
 
 

@@ -16,24 +16,22 @@ from __future__ import annotations
 import json
 import logging
 import re
-import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import FrameType
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-import typer
 import zmq
 from pydantic import TypeAdapter, ValidationError
 
 from smartscope import registry
 from smartscope.config.remote import is_loopback
 from smartscope.config.stages import StageConfig
+from smartscope.exceptions import InvalidValue
 from smartscope.frame import Frame, now_s
 from smartscope.pipeline import Stage
 from smartscope.remote import wire
@@ -45,7 +43,7 @@ from smartscope.remote.keys import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Worker", "build_stage", "spawn_worker", "worker_cmd"]
+__all__ = ["Worker", "build_stage", "spawn_worker"]
 
 MAX_REQUEST_BYTES = 1 << 30
 
@@ -57,12 +55,12 @@ def build_stage(stage_config: Mapping[str, Any] | str) -> Stage:
     """A local stage from a pipeline-stage config (a mapping or its JSON text)."""
     data = json.loads(stage_config) if isinstance(stage_config, str) else dict(stage_config)
     if data.get("kind") == "remote":
-        raise ValueError("stage.kind: a worker cannot run a remote stage (it would call itself)")
+        raise InvalidValue("stage.kind: a worker cannot run a remote stage (it would call itself)")
     try:
         cfg: Any = TypeAdapter(StageConfig).validate_python(data)
     except ValidationError as exc:
         probs = "; ".join(f"stage.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
-        raise ValueError(probs) from None
+        raise InvalidValue(probs) from None
     return registry.build_stage(cfg)
 
 
@@ -78,9 +76,9 @@ class Worker:
         authorized_keys: Path | None = None,
     ) -> None:
         if (server_secret_key is None) != (authorized_keys is None):
-            raise ValueError("server_secret_key and authorized_keys go together (CurveZMQ)")
+            raise InvalidValue("server_secret_key and authorized_keys go together (CurveZMQ)")
         if not is_loopback(bind_address) and server_secret_key is None:
-            raise ValueError(
+            raise InvalidValue(
                 f"bind address {bind_address!r} is not loopback: a worker listening there needs "
                 "CurveZMQ keys (make them with `smartscope keys`)"
             )
@@ -185,48 +183,14 @@ class Worker:
         self.ctx.term()
 
 
-def worker_cmd(
-    stage: Annotated[
-        str, typer.Option(help='stage config as JSON, e.g. \'{"kind":"engine","bundle":"..."}\'')
-    ],
-    bind: Annotated[str, typer.Option(help="address to listen on (non-loopback needs keys)")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on")] = 5570,
-    secret_key: Annotated[Path | None, typer.Option(help="CurveZMQ server .key_secret")] = None,
-    authorized_keys: Annotated[Path | None, typer.Option(help="folder of client public .key files")] = None,
-) -> None:
-    """Run a pipeline stage for remote loops (a `kind: remote` stage points at it)."""
-    try:
-        local = build_stage(stage)
-        worker = Worker(local, bind, port, secret_key, authorized_keys)
-    except (ValueError, FileNotFoundError, json.JSONDecodeError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        worker.stop()
-
-    signal.signal(signal.SIGTERM, _stop)
-    typer.echo(f"worker: stage {local.name!r} on {worker.address}", err=True)
-    try:
-        worker.serve()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        typer.echo(
-            f"worker: served {worker.served}, refused {worker.refused}, failed {worker.failed}", err=True
-        )
-        worker.close()
-
-
 def spawn_worker(stage: Mapping[str, Any]) -> tuple[subprocess.Popen[str], str]:
     """Start ``smartscope worker`` for ``stage`` in a child process on a free loopback port.
 
     Returns the process and the address it listens on (read from its first log line).
     The caller owns the process (terminate/kill it when done).
     """
-    code = "import typer; from smartscope.remote.worker import worker_cmd; typer.run(worker_cmd)"
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, "--stage", json.dumps(dict(stage)), "--port", "0"],
+        [sys.executable, "-m", "smartscope.cli", "worker", "--stage", json.dumps(dict(stage)), "--port", "0"],
         stderr=subprocess.PIPE,
         text=True,
     )

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from smartscope.exceptions import SmartscopeError
 from smartscope.frame import Frame, now_s
 from smartscope.state import DriverState
 from smartscope.storage.columns import ColumnarWriter
@@ -48,7 +49,7 @@ from smartscope.storage.zarr import load_backend as load_zarr_backend
 __all__ = ["PartlyWritten", "RunFolder", "plane_of_record", "recover"]
 
 
-class PartlyWritten(OSError):
+class PartlyWritten(SmartscopeError, OSError):
     """A batch of frames failed after some of them were stored (and listed): ``stored``."""
 
     def __init__(self, cause: OSError, stored: Sequence[Frame]) -> None:

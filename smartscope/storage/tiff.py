@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from smartscope.exceptions import UserError
 from smartscope.storage.direct import ALIGN, AlignedWriter, IoMode, WriteStats, open_file
 
 __all__ = [
@@ -50,7 +51,7 @@ _N_TAGS = 15
 _IFD_BYTES = 8 + 20 * _N_TAGS + 8
 
 
-class TiffFormatError(ValueError):
+class TiffFormatError(UserError, ValueError):
     """The file is not a BigTIFF this writer can extend or describe."""
 
 

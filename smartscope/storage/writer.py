@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from smartscope.exceptions import SmartscopeError
 from smartscope.frame import Frame
 from smartscope.storage.folder import RunFolder
 
@@ -46,7 +47,7 @@ MAX_BATCH_BYTES = 64 << 20
 MAX_BATCH_FRAMES = 256
 
 
-class QueueFull(RuntimeError):
+class QueueFull(SmartscopeError, RuntimeError):
     """The writer queue's memory budget is used up (policy ``stop``)."""
 
 

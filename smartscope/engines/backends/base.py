@@ -6,13 +6,15 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from smartscope.exceptions import UserError
+
 __all__ = ["Backend", "BackendName", "BackendUnavailable", "Precision"]
 
 BackendName = Literal["tensorrt", "torch", "onnxruntime"]
 Precision = Literal["fp32", "fp16", "bf16"]
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(UserError, RuntimeError):
     """The requested backend cannot run here (package missing, no GPU, no weights)."""
 
 
