@@ -4,9 +4,10 @@ points at its traceback.
 :func:`describe` turns the errors a user can fix into one readable line naming the file,
 field or extra: a :class:`~smartscope.exceptions.UserError` (a bad option, input file,
 bundle, config, a refusing rig), pydantic's ``ValidationError``, the file-not-found family
-(``FileNotFoundError``, ``IsADirectoryError``, ``NotADirectoryError``, ``PermissionError``)
-and a missing optional extra (named by :mod:`smartscope.extras`). Nothing else: a builtin
-``ValueError`` or ``OSError`` from deep inside (a numpy shape check) is a bug, not bad input.
+(``FileNotFoundError``, ``IsADirectoryError``, ``NotADirectoryError``, ``PermissionError``),
+a disk that is full, over quota or read-only, and a missing optional extra (named by
+:mod:`smartscope.extras`). Nothing else: a builtin ``ValueError`` or ``OSError`` from deep
+inside (a numpy shape check) is a bug, not bad input.
 
 :class:`FormattedErrors` is the click group class of the ``smartscope`` app, so every
 command, nested ones included, goes through it: a user's mistake goes to stderr as
@@ -20,6 +21,7 @@ SIGHUP) that reaches a command is one line too, with status 128 + signal. With
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import tempfile
@@ -44,6 +46,8 @@ BUG = "internal error"
 """How the line of a bug starts (after ``error: ``), so it never reads as a user's mistake."""
 
 _FILE_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+# a disk that is full, over quota or read-only: the user's to fix, never a bug
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 def describe(exc: BaseException) -> str | None:
@@ -64,7 +68,7 @@ def describe(exc: BaseException) -> str | None:
             shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
             probs.append(f"{loc}: {e['msg'].removeprefix('Value error, ')}{shown}")
         return f"invalid {exc.title}: " + "; ".join(probs)
-    if isinstance(exc, _FILE_ERRORS):
+    if isinstance(exc, _FILE_ERRORS) or (isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS):
         return f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
     if isinstance(exc, UserError):
         return " ".join(str(exc).split()) or type(exc).__name__

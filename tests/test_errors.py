@@ -4,6 +4,7 @@ log that holds its traceback (a run's ``run.log`` when it ended a run)."""
 
 from __future__ import annotations
 
+import errno
 import importlib
 import inspect
 import json
@@ -62,7 +63,11 @@ def _yaml_bug() -> None:
 
 
 def _disk_full() -> None:
-    raise OSError(28, "No space left on device")
+    raise OSError(errno.ENOSPC, "No space left on device", "/data/runs/raw.ome.tif")
+
+
+def _io_bug() -> None:
+    raise OSError(errno.EBADF, "Bad file descriptor")  # a descriptor closed under us: a bug
 
 
 def _runtime_bug() -> None:
@@ -79,7 +84,8 @@ CASES: list[tuple[Any, bool, str]] = [
     (_key_bug, False, "frames_stored"),
     (_json_bug, False, "Expecting property name"),
     (_yaml_bug, False, "while parsing a flow node"),
-    (_disk_full, False, "No space left on device"),
+    (_disk_full, True, "/data/runs/raw.ome.tif: No space left on device"),
+    (_io_bug, False, "Bad file descriptor"),
     (_runtime_bug, False, "the writer thread is not running"),
 ]
 
