@@ -55,7 +55,7 @@ from rich.table import Table
 
 from smartscope.frame import Frame
 from smartscope.state import DriverState
-from smartscope.storage import FrameWriter, RunFolder
+from smartscope.storage import FrameWriter, RunFolder, sync_tree
 from smartscope.storage.direct import aligned_empty, direct_io_refusal, open_file, round_up
 
 console = Console(width=200)
@@ -92,17 +92,6 @@ def _clock() -> Iterator[dict[str, float]]:
     out["cpu_s"] = time.process_time() - cpu
     out["child_cpu_s"] = (k2.ru_utime - kids.ru_utime) + (k2.ru_stime - kids.ru_stime)
     out["machine_s"] = _machine_busy_s() - busy
-
-
-def _sync_tree(path: Path) -> None:
-    """fsync every file under ``path`` (or ``path`` itself), then its folders."""
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-    for p in files:
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _result(
@@ -177,7 +166,7 @@ def _smartscope(folder: Path, frames: list[np.ndarray], n: int, io: str, fmt: st
             writer.put_raw(_frame(i, frames[i % len(frames)]))
         while not done.wait(0.01) and writer.error is None:
             pass
-        _sync_tree(raw)
+        sync_tree(raw)
     t = time.perf_counter()
     writer.close()
     run.close()
@@ -208,7 +197,7 @@ def case_tifffile(folder: Path, frames: list[np.ndarray], n: int) -> Result:
                 t = time.perf_counter()
                 tw.write(frames[i % len(frames)], contiguous=False)
                 worst = max(worst, time.perf_counter() - t)
-        _sync_tree(path)
+        sync_tree(path)
     return _result("tifffile (BigTIFF)", n * frames[0].nbytes, c, worst)
 
 
@@ -240,7 +229,7 @@ def case_tensorstore(folder: Path, frames: list[np.ndarray], n: int) -> Result:
         for t0, fut in pending:
             fut.result()
             worst = max(worst, time.perf_counter() - t0)
-        _sync_tree(folder / "ts.zarr")
+        sync_tree(folder / "ts.zarr")
     return _result("tensorstore (zarr3)", n * frames[0].nbytes, c, worst)
 
 
@@ -277,7 +266,7 @@ def case_acquire_zarr(folder: Path, frames: list[np.ndarray], n: int) -> Result:
         stream.close()
         del stream
         gc.collect()
-        _sync_tree(folder / "az.zarr")
+        sync_tree(folder / "az.zarr")
     return _result("acquire-zarr", n * frames[0].nbytes, c, worst)
 
 
@@ -302,7 +291,7 @@ def case_ome_writers(folder: Path, frames: list[np.ndarray], n: int, backend: st
             stream.append(frames[i % len(frames)])
             worst = max(worst, time.perf_counter() - t)
         stream.close()
-        _sync_tree(root)
+        sync_tree(root)
     return _result(f"ome-writers/{backend}", n * frames[0].nbytes, c, worst)
 
 

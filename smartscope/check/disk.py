@@ -9,7 +9,6 @@ page cache does not flatter the figure.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import numpy as np
 
 from smartscope.config import StorageConfig
 from smartscope.frame import Frame
-from smartscope.storage import FrameWriter, RunFolder
+from smartscope.storage import FrameWriter, RunFolder, sync_tree
 
 __all__ = ["WriteRate", "measure_write_rate"]
 
@@ -40,16 +39,6 @@ class WriteRate:
 def _open_folder(storage: StorageConfig) -> RunFolder:
     """A scratch run folder, made as the runner makes a run's (same settings)."""
     return RunFolder(Path(storage.root), SCRATCH_NAME, storage.fsync_every, storage.format, io=storage.io)
-
-
-def _flush(folder: Path) -> None:
-    for path in folder.rglob("*"):
-        if path.is_file():
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
 
 
 def measure_write_rate(
@@ -78,7 +67,7 @@ def measure_write_rate(
                 break
         writer.close()
         folder.close()
-        _flush(folder.path)
+        sync_tree(folder.path)
         seconds = time.perf_counter() - t0
         if writer.error is not None:
             raise OSError(writer.error)

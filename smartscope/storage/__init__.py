@@ -8,7 +8,7 @@ headers, page counting), :mod:`.direct` (direct I/O past the page cache, aligned
 
 from smartscope.storage.columns import ColumnarWriter, read_columns
 from smartscope.storage.direct import IoMode, resolve_io
-from smartscope.storage.folder import RunFolder, plane_of_record, recover
+from smartscope.storage.folder import RunFolder, plane_of_record, recover, sync_tree
 from smartscope.storage.jsonl import JsonlWriter, dumps, read_jsonl
 from smartscope.storage.ome import PlaneInfo, SeriesScale, channel_color, describe_series, ome_xml
 from smartscope.storage.tiff import StackWriter, TiffFormatError, count_pages, write_description
@@ -35,5 +35,6 @@ __all__ = [
     "read_jsonl",
     "recover",
     "resolve_io",
+    "sync_tree",
     "write_description",
 ]

@@ -415,3 +415,15 @@ def recover(run_dir: Path) -> dict[str, int]:
             why = f"not an OME-Zarr image smartscope wrote ({exc})"
             raise OSError(errno.EIO, why, str(zarr_dir)) from None
     return found
+
+
+def sync_tree(path: Path) -> None:
+    """fsync ``path``, or every file below it (a run folder, a Zarr store): what was written
+    is on the disk when this returns, so a write rate timed up to here is the disk's."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    for p in files:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
