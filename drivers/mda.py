@@ -87,6 +87,7 @@ from smartscope.config.mda import (
     plan_problems,
     size_problem,
 )
+from smartscope.core_signals import connect_direct, disconnect_quietly
 from smartscope.drivers.base import ActionNotSupported, ApplyResult, DriverError
 from smartscope.drivers.mda_schedule import Job, Schedule
 from smartscope.drivers.mmcore import PymmcorePlusDriver, _camera_time
@@ -349,7 +350,7 @@ class MDADriver(PymmcorePlusDriver):
             self._z = float(core.getZPosition())
         self._autoshutter = bool(core.getAutoShutter())
         self._state = self._base = self._state.replace(xy_um=self._xy, z_um=self._z)
-        core.mda.events.frameReady.connect(self._on_frame)
+        connect_direct(core.mda.events.frameReady, self._on_frame)  # on the runner thread, Qt or not
         self._thread = threading.Thread(target=self._run_mda, name="smartscope-mda-runner", daemon=True)
         self._thread.start()
 
@@ -362,8 +363,7 @@ class MDADriver(PymmcorePlusDriver):
             self._error = exc
         finally:
             unguard()
-            with contextlib.suppress(Exception):
-                self.core.mda.events.frameReady.disconnect(self._on_frame)
+            disconnect_quietly(self.core.mda.events.frameReady, self._on_frame)
             if self._safed:  # an event that was in flight may have switched light back on
                 self._safe_hardware()
             elif self._autoshutter:  # an event that kept the shutter open hands it back

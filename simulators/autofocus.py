@@ -80,8 +80,16 @@ class AutofocusUniMMCore(UniMMCore):
     Python :class:`AutoFocusDevice`. After a configuration loads, a lone Python autofocus
     device becomes the core's autofocus device if the configuration named none (the
     shipped ``virtual_microscope.cfg`` names none, so that a plain ``UniMMCore``, whose
-    loader hands ``Core,AutoFocus`` to the C++ core, still loads it).
+    loader hands ``Core,AutoFocus`` to the C++ core, still loads it). It registers its
+    signals for the virtual devices (:func:`~smartscope.simulators.devices.register_core`),
+    which under pymmcore-plus's Qt back-end could not reach them otherwise.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from .devices import register_core  # devices imports this module
+
+        register_core(self)
 
     def loadSystemConfiguration(self, fileName: str | Path = "MMConfig_demo.cfg") -> None:
         super().loadSystemConfiguration(fileName)

@@ -45,6 +45,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
@@ -61,6 +62,8 @@ from pymmcore_plus.experimental.unicore import (
 )
 from pymmcore_plus.experimental.unicore.devices._device_base import Device
 from pymmcore_plus.experimental.unicore.devices._properties import PropertyController
+
+from smartscope.core_signals import connect_direct, disconnect_quietly
 
 from .autofocus import AutoFocusDevice
 from .camera import EMCCD_REFERENCE, SCMOS_REFERENCE
@@ -92,6 +95,7 @@ __all__ = [
     "VirtualZStage",
     "frame_metadata",
     "get_virtual_microscope",
+    "register_core",
 ]
 
 log = logging.getLogger(__name__)
@@ -148,7 +152,12 @@ def frame_metadata(truth: FrameTruth) -> dict[str, str]:
 
 class _CoreFollower:
     """Keeps a microscope in step with core settings its Python devices cannot read: the
-    objective turret's label and the core's AutoShutter flag (public core signals)."""
+    objective turret's label and the core's AutoShutter flag (public core signals).
+
+    ``signals`` is the core's signal group, or under pymmcore-plus's Qt back-end, where a
+    device only reaches the signals its proxy lists, an object with ``propertyChanged``
+    alone (the objective is followed; the AutoShutter flag only as the ``Core`` property).
+    """
 
     def __init__(self, signals: Any, vm: VirtualMicroscope) -> None:
         self.signals = signals
@@ -156,8 +165,9 @@ class _CoreFollower:
         self.objective_device = "Objective"
         self.focus_label = ""  # the virtual Z stage's label (the autofocus reports its moves)
         self._labels = {o.label for o in OBJECTIVES}
-        signals.propertyChanged.connect(self.on_property)
-        signals.autoShutterSet.connect(self.on_auto_shutter)
+        connect_direct(signals.propertyChanged, self.on_property)
+        if hasattr(signals, "autoShutterSet"):
+            connect_direct(signals.autoShutterSet, self.on_auto_shutter)
 
     def on_property(self, device: str, prop: str, value: object) -> None:
         if device == self.objective_device and prop == "Label":
@@ -177,15 +187,44 @@ class _CoreFollower:
         self.vm.set_auto_shutter(bool(on))
 
     def close(self) -> None:
-        self.signals.propertyChanged.disconnect(self.on_property, missing_ok=True)
-        self.signals.autoShutterSet.disconnect(self.on_auto_shutter, missing_ok=True)
+        disconnect_quietly(self.signals.propertyChanged, self.on_property)
+        if hasattr(self.signals, "autoShutterSet"):
+            disconnect_quietly(self.signals.autoShutterSet, self.on_auto_shutter)
+
+
+class _PropertyChangedOnly:
+    """What a device's core proxy gives of the core's signals under the Qt back-end."""
+
+    def __init__(self, property_changed: Any) -> None:
+        self.propertyChanged = property_changed
 
 
 # One VirtualMicroscope per core. Python devices only see a restricted proxy of their core;
-# the core's ``events.propertyChanged`` signal instance is the same object for all of them,
-# so it identifies the core (and its ``instance`` is the core's signal group). The entry
-# keeps that object alive, so its id cannot be reused.
-_REGISTRY: dict[int, tuple[object, VirtualMicroscope, set[int], _CoreFollower | None]] = {}
+# the core's ``events.propertyChanged`` signal identifies the core (the token). Under
+# psygnal it is one object whose ``instance`` is the core's signal group; under Qt every
+# access makes a new bound signal, equal to the others and hashing alike, so the registry
+# is keyed by the token's equality, never by ``id``. The entry keeps the token (and so
+# its core's signals) alive while a device of that core is loaded.
+_REGISTRY: dict[object, tuple[VirtualMicroscope, set[int], _CoreFollower]] = {}
+
+# Signal groups of cores that registered themselves (:func:`register_core`): under Qt the
+# devices find their core's whole group here. Weak: a core that is gone drops out.
+_REGISTERED: list[weakref.ref[Any]] = []
+_REGISTERED_LOCK = threading.Lock()
+
+
+def register_core(core: Any) -> None:
+    """Let the virtual devices of ``core`` reach its whole signal group.
+
+    Needed only under pymmcore-plus's Qt back-end (a Qt application existed when the core
+    was made), where a device's core proxy gives ``propertyChanged`` alone: with it the
+    microscope also follows ``setAutoShutter``, the camera spends its stop cost when the
+    core stops a sequence, and a scenario change is announced. :class:`AutofocusUniMMCore`
+    (the core smartscope makes) registers itself; call it before loading the devices.
+    """
+    with _REGISTERED_LOCK:
+        _REGISTERED[:] = [r for r in _REGISTERED if r() is not None and r() is not core.events]
+        _REGISTERED.append(weakref.ref(core.events))
 
 
 def _core_token(core: Any) -> object:
@@ -193,42 +232,51 @@ def _core_token(core: Any) -> object:
 
 
 def _core_signals(token: object) -> Any:
-    return getattr(token, "instance", None)
+    """The signal group of the core ``token`` belongs to, if it can be reached."""
+    group = getattr(token, "instance", None)  # psygnal: the group the signal belongs to
+    if group is not None:
+        return group
+    with _REGISTERED_LOCK:
+        for ref in _REGISTERED:
+            events = ref()
+            if events is not None and events.propertyChanged == token:
+                return events
+    return None
 
 
 def _attach(token: object, owner: int) -> VirtualMicroscope:
-    entry = _REGISTRY.get(id(token))
-    if entry is None or entry[0] is not token:
+    entry = _REGISTRY.get(token)
+    if entry is None:
         vm = VirtualMicroscope(lazy=True)
         signals = _core_signals(token)
-        follower = _CoreFollower(signals, vm) if signals is not None else None
-        entry = (token, vm, set(), follower)
-        _REGISTRY[id(token)] = entry
-    entry[2].add(owner)
-    return entry[1]
+        if signals is None:
+            signals = _PropertyChangedOnly(token)
+        entry = (vm, set(), _CoreFollower(signals, vm))
+        _REGISTRY[token] = entry
+    entry[1].add(owner)
+    return entry[0]
 
 
 def _detach(token: object, owner: int) -> None:
-    entry = _REGISTRY.get(id(token))
-    if entry is not None and entry[0] is token:
-        entry[2].discard(owner)
-        if not entry[2]:
-            if entry[3] is not None:
-                entry[3].close()
-            del _REGISTRY[id(token)]
+    entry = _REGISTRY.get(token)
+    if entry is not None:
+        entry[1].discard(owner)
+        if not entry[1]:
+            entry[2].close()
+            del _REGISTRY[token]
 
 
 def _follower(token: object) -> _CoreFollower | None:
-    entry = _REGISTRY.get(id(token))
-    return entry[3] if entry is not None and entry[0] is token else None
+    entry = _REGISTRY.get(token) if token is not None else None
+    return entry[2] if entry is not None else None
 
 
 def get_virtual_microscope(core: Any) -> VirtualMicroscope:
     """The :class:`VirtualMicroscope` behind a core that loaded the virtual devices."""
-    entry = _REGISTRY.get(id(_core_token(core)))
-    if entry is None or entry[0] is not _core_token(core):
+    entry = _REGISTRY.get(_core_token(core))
+    if entry is None:
         raise LookupError("this core has no virtual-microscope devices loaded")
-    return entry[1]
+    return entry[0]
 
 
 class _VirtualDevice(Device):
@@ -339,7 +387,7 @@ class VirtualCamera(_VirtualDevice, CameraDevice):
         self.vm.prepare()  # the sample of the pre-initialisation settings, built now
         self._signals = _core_signals(self._token_)
         if self._signals is not None:
-            self._signals.sequenceAcquisitionStopped.connect(self._on_sequence_stopped)
+            connect_direct(self._signals.sequenceAcquisitionStopped, self._on_sequence_stopped)
 
     def busy(self) -> bool:
         """Busy while the sample must be rebuilt; asking waits for that (see the class doc)."""
@@ -349,7 +397,7 @@ class VirtualCamera(_VirtualDevice, CameraDevice):
 
     def shutdown(self) -> None:
         if self._signals is not None:
-            self._signals.sequenceAcquisitionStopped.disconnect(self._on_sequence_stopped, missing_ok=True)
+            disconnect_quietly(self._signals.sequenceAcquisitionStopped, self._on_sequence_stopped)
             self._signals = None
         self._release()
 

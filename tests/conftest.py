@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import subprocess
 import sys
 import threading
@@ -19,6 +20,19 @@ import yaml
 from pymmcore_plus import CMMCorePlus
 
 DATA = Path(__file__).parent / "data"
+
+# pymmcore-plus gives every core made while a Qt application exists Qt signals instead of
+# psygnal. The napari tests make one that lives to the end of the session, so the back-end of
+# every later core would depend on test order: the suite pins psygnal, and
+# tests/test_qt_signals.py runs the Qt back-end in processes of its own.
+# SMARTSCOPE_TEST_QT=1 runs the whole suite under Qt instead (a Qt application from the start).
+if os.environ.get("SMARTSCOPE_TEST_QT") == "1":
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from qtpy.QtWidgets import QApplication
+
+    _QT_APP = QApplication.instance() or QApplication([])
+else:
+    os.environ.setdefault("PYMM_SIGNALS_BACKEND", "psygnal")
 ADAPTERS = mm_test_adapters.device_adapter_path()
 
 

@@ -32,6 +32,7 @@ from smartscope.config.controllers import EventAcquireConfig
 from smartscope.config.loading import validate_config
 from smartscope.config.scenarios import EventsPositionsScenario
 from smartscope.config.stages import EventDetectorConfig
+from smartscope.core_signals import connect_direct
 from smartscope.frame import Frame
 from smartscope.loop import ListenerBase, Loop, RunResult
 from smartscope.runner import run as run_loop
@@ -164,7 +165,7 @@ def run(params: EventsPositionsScenario, out: Path, hooks: Hooks = NO_HOOKS) -> 
                 t0.extend((time.perf_counter(), time.time()))
             vm.t_s = max(vm.t_s, time.perf_counter() - t0[0])
 
-        core.mda.events.eventStarted.connect(follow_wall_clock)
+        connect_direct(core.mda.events.eventStarted, follow_wall_clock)
         holder["rec"] = rec = _Recorder(t0)
         loop.add_listener(rec)
         holder["loop"] = loop
