@@ -10,12 +10,12 @@ events and every action's verdict there too, so one file tells the run's story i
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smartscope.exceptions import InvalidValue
 from smartscope.loop import ListenerBase
+from smartscope.schema import RunEvent
 
 if TYPE_CHECKING:
     from smartscope.actions import AuditRecord
@@ -53,7 +53,7 @@ class RunLog(ListenerBase):
         self._logger.addHandler(self.handler)
         log.info("run folder %s", path.parent)
 
-    def on_event(self, event: Mapping[str, Any]) -> None:
+    def on_event(self, event: RunEvent) -> None:
         fields = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("t", "event"))
         # a fault is logged at ERROR by the loop itself; here it is the run's story, at INFO
         log.info("event %s %s", event.get("event"), fields)

@@ -45,7 +45,7 @@ from smartscope.frame import Frame, now_s
 from smartscope.metrics import percentiles_ms, strict_json
 from smartscope.pipeline import Pipeline, StageError, StageOutput, StageSkipped
 from smartscope.safety import Decision, Devices, SafetyGate
-from smartscope.schema import RunMetrics, Telemetry
+from smartscope.schema import RunEvent, RunMetrics, Telemetry
 from smartscope.signals import on_stop_signal, shielded, signal_name
 from smartscope.storage import FrameWriter, QueueFull, RunFolder
 
@@ -68,7 +68,7 @@ class LoopListener(Protocol):
 
     def on_audit(self, record: AuditRecord) -> None: ...
 
-    def on_event(self, event: Mapping[str, Any]) -> None: ...
+    def on_event(self, event: RunEvent) -> None: ...
 
 
 class ListenerBase:
@@ -83,7 +83,7 @@ class ListenerBase:
     def on_audit(self, record: AuditRecord) -> None:
         pass
 
-    def on_event(self, event: Mapping[str, Any]) -> None:
+    def on_event(self, event: RunEvent) -> None:
         pass
 
 
@@ -263,7 +263,7 @@ class Loop:
                 log.error("listener %r dropped: %s raised %s", listener, method, exc)
                 self.listeners.remove(listener)
 
-    def _event(self, event: dict[str, Any]) -> None:
+    def _event(self, event: RunEvent) -> None:
         self.run.events.write(event)
         self._notify("on_event", event)
 

@@ -290,3 +290,23 @@ def run_measured(argv: list[str], timeout: float = 300) -> Done:
             proc.kill()
         watcher.join(5)
     return Done(proc.returncode, err.decode(), time.monotonic() - t0, peak_kb[0] / 1024)
+
+
+def assert_events_typed(run_dir: Path) -> list[dict[str, Any]]:
+    """Every line of a run's ``events.jsonl`` has exactly the keys of its ``RunEvent`` type."""
+    from typing import get_args, get_type_hints
+
+    from smartscope.schema import RunEvent
+    from smartscope.storage import read_jsonl
+
+    by_kind: dict[str, set[str]] = {}
+    for typed in get_args(RunEvent):
+        hints = get_type_hints(typed)
+        for kind in get_args(hints["event"]):
+            by_kind[kind] = set(hints)
+    events = read_jsonl(run_dir / "events.jsonl")
+    for e in events:
+        assert e["event"] in by_kind, f"events.jsonl: {e['event']!r} is not a RunEvent kind"
+        assert set(e) == by_kind[e["event"]], (e, sorted(by_kind[e["event"]]))
+        assert isinstance(e["t"], float)
+    return events

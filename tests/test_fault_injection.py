@@ -52,6 +52,7 @@ from tests.conftest import (
     LASERS,
     PowerSampler,
     Rig,
+    assert_events_typed,
     cfg_dict,
     open_rig,
     spawn_cli_run,
@@ -129,7 +130,7 @@ def check_invariants(run_dir: Path, *, all_stored: bool = True) -> dict[str, Any
             n = len(t.pages)
             if n:
                 t.pages[n - 1].asarray()  # type: ignore[union-attr]
-    events = [e["event"] for e in read_jsonl(run_dir / "events.jsonl")]
+    events = [e["event"] for e in assert_events_typed(run_dir)]
     assert events[0] == "start" and events[-1] == "stop" and "safe_state" in events
     records = read_jsonl(run_dir / "actions.jsonl")
     seqs = [r["seq"] for r in records]

@@ -23,7 +23,7 @@ from smartscope.remote.worker import Worker, spawn_worker
 from smartscope.runner import run
 from smartscope.scenarios.bleach import run_config as bleach_config
 from smartscope.storage import read_jsonl
-from tests.conftest import cfg_dict
+from tests.conftest import assert_events_typed, cfg_dict
 
 DEMO_CONFIG = bleach_config(BleachScenario(), Path("runs"))
 
@@ -132,7 +132,7 @@ def test_a_streamed_run_arrives_bit_exact_and_obeys_validated_commands(tmp_path:
         np.testing.assert_array_equal(img, stack[i])
     assert "pause" in events and events[-1] == "stop"
     # every command but queries is in the run's event log with its origin, refused ones too
-    audit = [e for e in read_jsonl(run_dir / "events.jsonl") if e["event"] == "remote_command"]
+    audit = [e for e in assert_events_typed(run_dir) if e["event"] == "remote_command"]
     assert [(e["command"]["cmd"], e["accepted"]) for e in audit] == [
         ("override", True),
         ("override", False),

@@ -78,6 +78,7 @@ from smartscope.remote.commands import (
     StopCmd,
 )
 from smartscope.remote.keys import CurveAuthenticator, apply_server_keys, load_authorized
+from smartscope.schema import RemoteCommandEvent, RemoteRefusedEvent, RunEvent
 
 log = logging.getLogger(__name__)
 
@@ -240,9 +241,9 @@ class RemoteServer:
     def on_audit(self, record: AuditRecord) -> None:
         self._queue_small("action", record.model_dump(mode="json"))
 
-    def on_event(self, event: Mapping[str, Any]) -> None:
+    def on_event(self, event: RunEvent) -> None:
         self._queue_small("event", wire.jsonable(dict(event)))
-        if event.get("event") == "writing":  # the run is closing: its refusals, counted, go in now
+        if event["event"] == "writing":  # the run is closing: its refusals, counted, go in now
             self.flush_refusals(all_of_them=True)
 
     def _record_breakdown(self, times: Mapping[str, float], camera_time_s: float) -> None:
@@ -353,7 +354,7 @@ class RemoteServer:
             REFUSAL_WINDOW_S,
             window.note,
         )
-        event = {
+        event: RemoteRefusedEvent = {
             "t": time.time(),
             "event": "remote_refused",
             "origin": f"remote:{peer}",
@@ -465,7 +466,7 @@ class RemoteServer:
         if isinstance(cmd, QueryCmd) or self.loop is None:
             return
         what = cmd.model_dump(mode="json") if isinstance(cmd, BaseModel) else {"cmd": str(cmd)[:200]}
-        event = {
+        event: RemoteCommandEvent = {
             "t": time.time(),
             "event": "remote_command",
             "origin": f"remote:{peer}",
@@ -475,7 +476,7 @@ class RemoteServer:
         }
         self._write_event(event)
 
-    def _write_event(self, event: dict[str, Any]) -> None:
+    def _write_event(self, event: RunEvent) -> None:
         loop = self.loop
         if loop is None:
             return
@@ -483,7 +484,7 @@ class RemoteServer:
             loop.run.events.write(event)
         except ValueError:  # the run's files are closed: the run is over
             return
-        self._queue_small("event", event)
+        self._queue_small("event", dict(event))
 
     @staticmethod
     def _peer(frames: list[zmq.Frame]) -> str:

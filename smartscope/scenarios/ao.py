@@ -35,8 +35,8 @@ from smartscope.scenarios.base import (
     save_figure,
     virtual_cfg_file,
     virtual_microscope_config,
+    virtual_microscope_of,
 )
-from smartscope.simulators import get_virtual_microscope
 from smartscope.simulators.optics import Optics, strehl_ratio
 
 __all__ = ["SCENARIO", "AORun", "plot", "random_aberration", "run", "run_config", "score"]
@@ -101,7 +101,7 @@ def run(params: AOScenario, out: Path, hooks: Hooks = NO_HOOKS) -> AORun:
     holder: dict[str, Any] = {}
 
     def own(loop: Loop) -> None:
-        holder["vm"] = get_virtual_microscope(loop.driver.core)  # type: ignore[attr-defined]
+        holder["vm"] = virtual_microscope_of(loop)
         ctl = loop.controllers[0]
         assert isinstance(ctl, ModalAOController)
         holder["ctl"] = ctl

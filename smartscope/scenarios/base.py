@@ -18,7 +18,8 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 from smartscope.loop import Loop, RunFailed, RunResult, RunStatus
 from smartscope.metrics import strict_json
 from smartscope.report import write_report
-from smartscope.simulators import virtual_config_path
+from smartscope.simulators import get_virtual_microscope, virtual_config_path
+from smartscope.simulators.microscope import VirtualMicroscope
 
 __all__ = [
     "NO_HOOKS",
@@ -91,6 +92,17 @@ def require_ok(result: RunResult, what: str) -> RunResult:
     if result.status is RunStatus.FAILED:
         raise RunFailed(f"the {what} run failed: {result.reason} (run folder {result.run_dir})")
     return result
+
+
+def virtual_microscope_of(loop: Loop) -> VirtualMicroscope:
+    """The simulator behind a loop that runs on the virtual microscope (its ground truth)."""
+    core = getattr(loop.driver, "core", None)
+    if core is None:
+        raise RunFailed(
+            f"driver {loop.driver.name} has no Micro-Manager core: this scenario needs the virtual microscope"
+        )
+    vm: VirtualMicroscope = get_virtual_microscope(core)
+    return vm
 
 
 def virtual_cfg_file(

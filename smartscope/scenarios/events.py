@@ -37,8 +37,8 @@ from smartscope.scenarios.base import (
     save_figure,
     virtual_cfg_file,
     virtual_microscope_config,
+    virtual_microscope_of,
 )
-from smartscope.simulators import get_virtual_microscope
 
 __all__ = ["SCENARIO", "EventRun", "plot", "run", "run_config", "score", "score_events"]
 
@@ -138,7 +138,7 @@ def run(params: EventsScenario, out: Path, hooks: Hooks = NO_HOOKS) -> EventRun:
     holder: dict[str, Any] = {}
 
     def own(loop: Loop) -> None:
-        vm = get_virtual_microscope(loop.driver.core)  # type: ignore[attr-defined]
+        vm = virtual_microscope_of(loop)
         vm.configure(duration_s=params.duration_s)  # events spread over the run (rebuilds, t=0)
         holder["vm"] = vm
         holder["rec"] = rec = _Recorder(loop, params.duration_s)

@@ -46,8 +46,8 @@ from smartscope.scenarios.base import (
     save_figure,
     virtual_cfg_file,
     virtual_microscope_config,
+    virtual_microscope_of,
 )
-from smartscope.simulators import get_virtual_microscope
 
 __all__ = ["SCENARIO", "PositionsRun", "plot", "run", "run_config", "score", "score_positions"]
 
@@ -156,7 +156,7 @@ def run(params: EventsPositionsScenario, out: Path, hooks: Hooks = NO_HOOKS) -> 
 
     def own(loop: Loop) -> None:
         core = loop.driver.core  # type: ignore[attr-defined]
-        vm = get_virtual_microscope(core)
+        vm = virtual_microscope_of(loop)
         vm.configure(duration_s=params.duration_s)  # events spread over the run; clock at 0
         holder["vm"] = vm
 

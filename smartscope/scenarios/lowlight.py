@@ -32,8 +32,8 @@ from smartscope.scenarios.base import (
     save_figure,
     virtual_cfg_file,
     virtual_microscope_config,
+    virtual_microscope_of,
 )
-from smartscope.simulators import get_virtual_microscope
 
 __all__ = ["SCENARIO", "LowlightResult", "LowlightRun", "plot", "run", "run_config", "run_once", "score"]
 
@@ -121,7 +121,7 @@ def run_once(params: LowlightScenario, out: Path, hooks: Hooks = NO_HOOKS) -> Lo
     rec = _Recorder()
 
     def own(loop: Loop) -> None:
-        holder["vm"] = get_virtual_microscope(loop.driver.core)  # type: ignore[attr-defined]
+        holder["vm"] = virtual_microscope_of(loop)
         loop.add_listener(rec)
 
     result = require_ok(

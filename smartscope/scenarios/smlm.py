@@ -20,8 +20,16 @@ from smartscope.loop import Loop, RunResult
 from smartscope.metrics import smlm_scores
 from smartscope.models.smlm.table import LocTable
 from smartscope.runner import run as run_loop
-from smartscope.scenarios.base import NO_HOOKS, Hooks, Scenario, plt, require_ok, save_figure, virtual_lights
-from smartscope.simulators import get_virtual_microscope
+from smartscope.scenarios.base import (
+    NO_HOOKS,
+    Hooks,
+    Scenario,
+    plt,
+    require_ok,
+    save_figure,
+    virtual_lights,
+    virtual_microscope_of,
+)
 from smartscope.storage import read_jsonl
 
 __all__ = ["SCENARIO", "SMLMRun", "plot", "run", "run_config", "score"]
@@ -74,7 +82,7 @@ def run(params: SMLMScenario, out: Path, hooks: Hooks = NO_HOOKS) -> SMLMRun:
     holder: dict[str, Any] = {}
 
     def own(loop: Loop) -> None:
-        holder["vm"] = get_virtual_microscope(loop.driver.core)  # type: ignore[attr-defined]
+        holder["vm"] = virtual_microscope_of(loop)
 
     result = require_ok(run_loop(cfg, progress=hooks.progress, on_loop=hooks.chain(own)), "smlm")
     vm = holder["vm"]

@@ -35,8 +35,8 @@ from smartscope.scenarios.base import (
     save_figure,
     virtual_cfg_file,
     virtual_microscope_config,
+    virtual_microscope_of,
 )
-from smartscope.simulators import get_virtual_microscope
 
 __all__ = ["SCENARIO", "StainRun", "plot", "run", "run_config", "score"]
 
@@ -142,7 +142,7 @@ def run(params: StainScenario, out: Path, hooks: Hooks = NO_HOOKS) -> StainRun:
     holder: dict[str, Any] = {}
 
     def own(loop: Loop) -> None:
-        vm = get_virtual_microscope(loop.driver.core)  # type: ignore[attr-defined]
+        vm = virtual_microscope_of(loop)
         stain = next(s for s in loop.pipeline.stages if s.name == "stain")
         assert isinstance(stain, StainStage)
         holder["vm"], holder["stain"] = vm, stain
