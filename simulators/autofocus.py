@@ -23,6 +23,8 @@ from pymmcore_plus import DeviceType, Keyword
 from pymmcore_plus.experimental.unicore import UniMMCore
 from pymmcore_plus.experimental.unicore.devices._device_base import Device
 
+from smartscope.core_signals import register_core
+
 __all__ = ["AutoFocusDevice", "AutofocusUniMMCore"]
 
 
@@ -81,14 +83,12 @@ class AutofocusUniMMCore(UniMMCore):
     device becomes the core's autofocus device if the configuration named none (the
     shipped ``virtual_microscope.cfg`` names none, so that a plain ``UniMMCore``, whose
     loader hands ``Core,AutoFocus`` to the C++ core, still loads it). It registers its
-    signals for the virtual devices (:func:`~smartscope.simulators.devices.register_core`),
+    signals for the virtual devices (:func:`smartscope.core_signals.register_core`),
     which under pymmcore-plus's Qt back-end could not reach them otherwise.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        from .devices import register_core  # devices imports this module
-
         register_core(self)
 
     def loadSystemConfiguration(self, fileName: str | Path = "MMConfig_demo.cfg") -> None:

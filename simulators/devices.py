@@ -45,7 +45,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
@@ -63,7 +62,7 @@ from pymmcore_plus.experimental.unicore import (
 from pymmcore_plus.experimental.unicore.devices._device_base import Device
 from pymmcore_plus.experimental.unicore.devices._properties import PropertyController
 
-from smartscope.core_signals import connect_direct, disconnect_quietly
+from smartscope.core_signals import connect_direct, disconnect_quietly, register_core, signal_group_of
 
 from .autofocus import AutoFocusDevice
 from .camera import EMCCD_REFERENCE, SCMOS_REFERENCE
@@ -207,25 +206,6 @@ class _PropertyChangedOnly:
 # its core's signals) alive while a device of that core is loaded.
 _REGISTRY: dict[object, tuple[VirtualMicroscope, set[int], _CoreFollower]] = {}
 
-# Signal groups of cores that registered themselves (:func:`register_core`): under Qt the
-# devices find their core's whole group here. Weak: a core that is gone drops out.
-_REGISTERED: list[weakref.ref[Any]] = []
-_REGISTERED_LOCK = threading.Lock()
-
-
-def register_core(core: Any) -> None:
-    """Let the virtual devices of ``core`` reach its whole signal group.
-
-    Needed only under pymmcore-plus's Qt back-end (a Qt application existed when the core
-    was made), where a device's core proxy gives ``propertyChanged`` alone: with it the
-    microscope also follows ``setAutoShutter``, the camera spends its stop cost when the
-    core stops a sequence, and a scenario change is announced. :class:`AutofocusUniMMCore`
-    (the core smartscope makes) registers itself; call it before loading the devices.
-    """
-    with _REGISTERED_LOCK:
-        _REGISTERED[:] = [r for r in _REGISTERED if r() is not None and r() is not core.events]
-        _REGISTERED.append(weakref.ref(core.events))
-
 
 def _core_token(core: Any) -> object:
     return core.events.propertyChanged
@@ -233,15 +213,7 @@ def _core_token(core: Any) -> object:
 
 def _core_signals(token: object) -> Any:
     """The signal group of the core ``token`` belongs to, if it can be reached."""
-    group = getattr(token, "instance", None)  # psygnal: the group the signal belongs to
-    if group is not None:
-        return group
-    with _REGISTERED_LOCK:
-        for ref in _REGISTERED:
-            events = ref()
-            if events is not None and events.propertyChanged == token:
-                return events
-    return None
+    return signal_group_of(token)
 
 
 def _attach(token: object, owner: int) -> VirtualMicroscope:
