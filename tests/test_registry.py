@@ -56,7 +56,7 @@ def test_drivers_are_built_from_a_table() -> None:
     assert all(callable(b) for b in DRIVER_BUILDERS.values())
 
 
-# models whose helpers are mid-change elsewhere (models/smlm: SMLM calibration work)
+# models whose helpers are mid-change elsewhere (the SMLM network's config: SMLM calibration work)
 NOT_YET = {"smartscope/engines/networks/smlm.py"}
 
 
