@@ -27,8 +27,9 @@ def main() -> None:
 
     from smartscope.engines.bioimageio_export import export_bioimageio
     from smartscope.engines.bioimageio_import import import_bioimageio
+    from smartscope.engines.bundle import load_bundle
     from smartscope.engines.runtime import Engine
-    from smartscope.models import shipped_bundle
+    from smartscope.models import heldout_input, shipped_bundle
     from smartscope.models.denoise.data import simulate
     from tests.careamics_package import build, careamics_predict
 
@@ -51,7 +52,10 @@ def main() -> None:
             "1 x 512²",
         )
     )
-    n2v = export_bioimageio(shipped_bundle("denoise-n2v-lowlight"), tmp / "export.zip")
+    n2v_bundle = shipped_bundle("denoise-n2v-lowlight")
+    field = heldout_input(load_bundle(n2v_bundle).manifest)
+    assert field is not None
+    n2v = export_bioimageio(n2v_bundle, tmp / "export.zip", test_input=field)
     descr = load_model_description(n2v)
     ours_engine = Engine.open(shipped_bundle("denoise-n2v-lowlight"), "onnxruntime")
     worst = 0.0

@@ -185,17 +185,17 @@ def calibrate(out: Path, seed: int) -> dict[str, Any]:
 class NetworkRunner:
     def __init__(self, bundle: Path, backend: str, threshold: float | None = None) -> None:
         from smartscope.engines.runtime import Engine
-        from smartscope.models.smlm import network
+        from smartscope.models.smlm import decode
 
-        self.network = network
+        self.decode = decode
         self.engine = Engine.open(bundle, backend)  # type: ignore[arg-type]
         thr = threshold if threshold is not None else self.engine.manifest.calibration.get("threshold", 0.5)
         self.threshold = float(thr)
-        self.settings = network.DecodeSettings(threshold=self.threshold)
+        self.settings = decode.DecodeSettings(threshold=self.threshold)
 
     def localize(self, window_e: np.ndarray, frame: int) -> LocTable:
         out = self.engine.infer(window_e)["out"]
-        return self.network.decode_outputs(out, frame, PIXEL_NM, self.settings)
+        return self.decode.decode_outputs(out, frame, PIXEL_NM, self.settings)
 
 
 class TorchRunner:
@@ -205,23 +205,24 @@ class TorchRunner:
     def __init__(self, checkpoint_json: Path, threshold: float) -> None:
         import torch
 
-        from smartscope.models.smlm import network
-        from smartscope.models.weights import load_state_npz
+        from smartscope.engines.networks.smlm import SMLMNet, SMLMNetConfig
+        from smartscope.engines.weights import load_state_npz
+        from smartscope.models.smlm import decode
 
         meta = json.loads(checkpoint_json.read_text())
-        self.net = network.SMLMNet(network.SMLMNetConfig(**meta["net_config"])).eval()
+        self.net = SMLMNet(SMLMNetConfig(**meta["net_config"])).eval()
         load_state_npz(self.net, checkpoint_json.parent / meta["weights_file"])
         self.step = int(meta["step"])
         self.minutes = float(meta["elapsed_s"]) / 60
-        self.network, self.torch = network, torch
+        self.decode, self.torch = decode, torch
         self.threshold = threshold
-        self.settings = network.DecodeSettings(threshold=threshold)
+        self.settings = decode.DecodeSettings(threshold=threshold)
 
     def localize(self, window_e: np.ndarray, frame: int) -> LocTable:
         with self.torch.inference_mode():
             x = self.torch.from_numpy(window_e[None] / self.net.config.input_scale_e)
             out = self.net(x)[0].numpy()
-        return self.network.decode_outputs(out, frame, PIXEL_NM, self.settings)
+        return self.decode.decode_outputs(out, frame, PIXEL_NM, self.settings)
 
 
 def learning_curve(folder: Path, dim: str, cal: UserCalibration, seed: int, threshold: float) -> list[dict]:
@@ -1053,7 +1054,7 @@ def main() -> None:
         cal = UserCalibration.load(cal_dir / f"psf_{dim}.npz", cal_dir / "camera.json")
         assert cal.psf is not None
         if a.train_minutes > 0:
-            from smartscope.models.smlm.network import SMLMNetConfig
+            from smartscope.engines.networks.smlm import SMLMNetConfig
             from smartscope.models.smlm.train import train_smlm
 
             t0 = time.time()

@@ -27,9 +27,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from smartscope.base_model import FrozenModel
+from smartscope.engines.weights import state_to_npz_bytes
 from smartscope.models.distributed import SINGLE, Distributed
 from smartscope.models.provenance import command_line
-from smartscope.models.weights import state_to_npz_bytes
 
 __all__ = [
     "EarlyStopping",

@@ -40,7 +40,8 @@ def _register_engine_commands() -> None:
     """Commands that live beside the code they drive (simulator, engines, training)."""
     from smartscope.batch.cli import apply_cmd
     from smartscope.check.cli import check_cmd
-    from smartscope.engines.cli import compile_cmd, engines_app, export_cmd
+    from smartscope.engines.cli import compile_cmd, engines_app, export_command
+    from smartscope.models import heldout_input
     from smartscope.models.cli import app as train_app
     from smartscope.models.smlm.cli import calibrate_app, localize_cmd
     from smartscope.napari_plugin.cli import view_cmd
@@ -50,7 +51,7 @@ def _register_engine_commands() -> None:
     app.command("simulate")(simulate)
     app.command("check")(check_cmd)
     app.add_typer(train_app, name="train")
-    app.command("export")(export_cmd)
+    app.command("export")(export_command(heldout_input))
     app.command("compile")(compile_cmd)
     app.add_typer(engines_app, name="engines")
     app.command("localize")(localize_cmd)

@@ -57,8 +57,8 @@ def simulated_fields(n: int, px: int, seed: int, photons: float = 20.0) -> np.nd
 
 def train_n2v(fields: np.ndarray, steps: int = 40, seed: int = 0, batch: int = 8) -> TrainedN2V:
     """A depth-2, width-8 U-Net trained with the N2V loss on 32 px patches."""
+    from smartscope.engines.networks.unet import UNet2D, UNetConfig
     from smartscope.models.denoise.network import n2v_loss, n2v_mask
-    from smartscope.models.unet import UNet2D, UNetConfig
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)

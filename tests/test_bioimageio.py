@@ -154,8 +154,13 @@ def test_export_names_authors_with_their_github_users(tmp_path: Path, no_network
 def test_import_refuses_what_engine_json_cannot_express(tmp_path: Path) -> None:
     folder = tmp_path / "pkg"
     from smartscope.engines.bioimageio_export import export_bioimageio
+    from smartscope.engines.bundle import load_bundle
+    from smartscope.models import heldout_input
 
-    export_bioimageio(shipped_bundle("denoise-n2v-lowlight"), folder, test=False)
+    bundle = shipped_bundle("denoise-n2v-lowlight")
+    field = heldout_input(load_bundle(bundle).manifest)
+    assert field is not None
+    export_bioimageio(bundle, folder, test_input=field, test=False)
     rdf_path = folder / "rdf.yaml"
     rdf = yaml.safe_load(rdf_path.read_text())
     rdf["inputs"][0]["preprocessing"][1] = {"id": "softmax", "kwargs": {"axis": "channel"}}

@@ -10,13 +10,13 @@ import torch
 
 from smartscope.config.stages import EngineStageConfig
 from smartscope.engines import Engine, load_bundle
+from smartscope.engines.networks import build_network
+from smartscope.engines.networks.denoise import FastDenoiser, FastDenoiserConfig
 from smartscope.engines.stage import EngineStage
 from smartscope.frame import Frame
 from smartscope.models.denoise.data import simulate
-from smartscope.models.denoise.network import FastDenoiser, FastDenoiserConfig
 from smartscope.models.denoise.train import DenoiseTrainConfig, input_channels, train_denoise, window
 from smartscope.models.train_common import FitConfig
-from smartscope.models.unet import build_network
 from smartscope.simulators.camera import CameraConfig
 from smartscope.simulators.datasets import denoise_sequences, drifting_frames
 

@@ -11,11 +11,11 @@ import tifffile
 from typer.testing import CliRunner
 
 from smartscope.engines import Engine, load_bundle
+from smartscope.engines.networks.unet import UNetConfig
 from smartscope.models.cli import app
 from smartscope.models.denoise.data import from_tiff_dir, simulate, split_heldout
 from smartscope.models.denoise.train import DenoiseTrainConfig, train_denoise
 from smartscope.models.train_common import FitConfig
-from smartscope.models.unet import UNetConfig
 
 TINY = {"depth": 1, "base_width": 4}
 

@@ -102,9 +102,9 @@ def test_cli_export_from_checkpoint(tmp_path: Path) -> None:
     import torch
 
     from smartscope.engines.export import CHECKPOINT_NAME
+    from smartscope.engines.networks.unet import UNet2D, UNetConfig
     from smartscope.engines.testing import unet_manifest_fields
-    from smartscope.models.unet import UNet2D, UNetConfig
-    from smartscope.models.weights import save_state_npz
+    from smartscope.engines.weights import save_state_npz
 
     torch.manual_seed(0)
     cfg = UNetConfig(depth=1, base_width=4)

@@ -113,6 +113,19 @@ def test_imports_flow_down_the_layers() -> None:
     assert upward == []
 
 
+def test_the_engine_runtime_imports_nothing_from_the_models() -> None:
+    # the runtime rebuilds networks from smartscope.engines.networks; training sits above it
+    graph = import_graph()
+    upward = sorted(
+        f"{module} imports {dep}"
+        for module, deps in graph.items()
+        if module.startswith("smartscope.engines")
+        for dep in deps
+        if dep == "smartscope.models" or dep.startswith("smartscope.models.")
+    )
+    assert upward == []
+
+
 def test_config_imports_only_the_bottom_layer_and_itself() -> None:
     graph = import_graph()
     for module, deps in graph.items():

@@ -12,8 +12,9 @@ import pytest
 
 from smartscope.controllers.ao import MARECHAL_RAD, residual_rms_rad
 from smartscope.engines.bundle import load_bundle
+from smartscope.engines.networks.ao_outputs import MODES
 from smartscope.models import shipped_bundle
-from smartscope.models.ao.data import DIVERSITY_RAD, INPUT_PX, MODES, center_windows, single_image_set
+from smartscope.models.ao.data import DIVERSITY_RAD, INPUT_PX, center_windows, single_image_set
 from smartscope.models.ao.stage import LearnedZernikeEstimator, biased
 from smartscope.models.ao.train import dihedral, train_bundle
 from smartscope.scenarios.ao import random_aberration

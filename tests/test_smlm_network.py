@@ -9,13 +9,10 @@ import pytest
 import torch
 
 from smartscope.engines.bundle import load_bundle
-from smartscope.models.smlm.network import (
-    OUTPUT_CHANNELS,
-    DecodeLoss,
-    SMLMNet,
-    SMLMNetConfig,
-    decode_outputs,
-)
+from smartscope.engines.networks.smlm import SMLMNet, SMLMNetConfig
+from smartscope.engines.networks.smlm_outputs import OUTPUT_CHANNELS
+from smartscope.models.smlm.decode import decode_outputs
+from smartscope.models.smlm.network import DecodeLoss
 from smartscope.models.smlm.train import SimSpec, simulate_windows, train_smlm
 
 
@@ -194,7 +191,7 @@ def test_training_runs_on_cuda(tmp_path: Path) -> None:
 
 
 def test_decode_can_average_the_pixels_that_see_one_emitter() -> None:
-    from smartscope.models.smlm.network import DecodeSettings
+    from smartscope.models.smlm.decode import DecodeSettings
 
     maps = _maps(16, 16, [(5.4, 6.0, 1000.0)])  # peak pixel (5, 6) says x = 5.4
     maps[0, 6, 6], maps[1, 6, 6], maps[2, 6, 6] = 0.4, -0.5, 0.0  # its neighbour says x = 5.5

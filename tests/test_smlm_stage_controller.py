@@ -92,12 +92,8 @@ def test_network_stage_wiring(tmp_path: Path) -> None:
     """An (untrained) DECODE bundle through the engine runtime: the stage feeds frames
     (t-1, t, t+1) in photoelectrons and labels rows with frame t, one frame late."""
     from smartscope.engines.export import export_bundle
-    from smartscope.models.smlm.network import (
-        ARCHITECTURE,
-        OUTPUT_CHANNELS,
-        SMLMNet,
-        SMLMNetConfig,
-    )
+    from smartscope.engines.networks.smlm import ARCHITECTURE, SMLMNet, SMLMNetConfig
+    from smartscope.engines.networks.smlm_outputs import OUTPUT_CHANNELS
 
     torch.manual_seed(0)
     cfg = SMLMNetConfig(base_width=4, depth=2)

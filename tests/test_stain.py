@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from smartscope.engines import Engine, load_bundle
 from smartscope.engines.bundle import BundleError, write_bundle
+from smartscope.engines.networks.stain import StainGenerator, StainNetConfig, input_channel_names
 from smartscope.frame import Frame
 from smartscope.models import BUNDLES_DIR
 from smartscope.models.stain.data import from_tiff_dir, simulate
-from smartscope.models.stain.network import StainGenerator, StainNetConfig, input_channel_names
 from smartscope.models.stain.predict import (
     build_input,
     input_stats,
@@ -68,7 +68,7 @@ def test_trained_bundle_is_a_generator_with_fixed_per_channel_normalization(tiny
         assert m.calibration[f"target_scale:{c}"] > 0
     assert m.calibration["disagreement_median"] > 0
     # only the generator is exported: every weight belongs to the generator
-    from smartscope.models.weights import state_from_npz_bytes
+    from smartscope.engines.weights import state_from_npz_bytes
 
     assert b.weights_bytes is not None
     keys = set(state_from_npz_bytes(b.weights_bytes, source="test"))

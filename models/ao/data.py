@@ -25,11 +25,12 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from smartscope.engines.networks.ao_outputs import MODES
+
 __all__ = [
     "CROP_PX",
     "DIVERSITY_RAD",
     "INPUT_PX",
-    "MODES",
     "bead_centres_px",
     "bead_crops",
     "center_windows",
@@ -39,7 +40,6 @@ __all__ = [
     "valid_samples",
 ]
 
-MODES = (4, 5, 6, 7, 8, 9, 10, 11)
 DIVERSITY_RAD = 1.0
 CROP_PX = 32
 INPUT_PX = 24

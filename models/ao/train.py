@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 
 from smartscope.controllers.ao import MARECHAL_RAD, residual_rms_rad
+from smartscope.engines.networks.ao_outputs import MODES
 from smartscope.models.ao.data import (
     DIVERSITY_RAD,
     INPUT_PX,
-    MODES,
     center_windows,
     random_aberration,
     simulate_set,
@@ -164,7 +164,7 @@ def train_bundle(
     import torch
 
     from smartscope.engines.export import export_bundle
-    from smartscope.models.ao.network import ARCHITECTURE, build_net
+    from smartscope.engines.networks.ao import ARCHITECTURE, build_net
     from smartscope.models.ao.stage import INPUT_CHANNELS, LearnedZernikeEstimator
     from smartscope.models.train_common import seed_everything, software_versions
 

@@ -109,10 +109,10 @@ def train_denoise_cmd(
             msg = f"{batch_size} does not split evenly over {nproc} processes"
             raise typer.BadParameter(msg, param_hint="--batch-size")
         raise typer.Exit(launch(nproc, shlex.split(command_line(ctx=ctx))[1:]))
-    from smartscope.models.denoise.network import FastDenoiserConfig
+    from smartscope.engines.networks.denoise import FastDenoiserConfig
+    from smartscope.engines.networks.unet import UNetConfig
     from smartscope.models.denoise.train import DenoiseTrainConfig, train_denoise  # torch: the ml extra
     from smartscope.models.train_common import FitConfig
-    from smartscope.models.unet import UNetConfig
 
     if (data is None) == (simulate is None):
         raise typer.BadParameter("give exactly one of --data DIR or --simulate SCENARIO")

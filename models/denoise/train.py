@@ -21,15 +21,10 @@ import torch
 from pydantic import Field
 
 from smartscope.base_model import FrozenModel
+from smartscope.engines.networks.denoise import FastDenoiser, FastDenoiserConfig
+from smartscope.engines.networks.unet import UNet2D, UNetConfig
 from smartscope.models.denoise.data import DenoiseData, split_heldout
-from smartscope.models.denoise.network import (
-    DEFAULT_UNET,
-    FastDenoiser,
-    FastDenoiserConfig,
-    care_loss,
-    n2v_loss,
-    n2v_mask,
-)
+from smartscope.models.denoise.network import DEFAULT_UNET, care_loss, n2v_loss, n2v_mask
 from smartscope.models.distributed import init_distributed
 from smartscope.models.train_common import (
     FitConfig,
@@ -40,7 +35,6 @@ from smartscope.models.train_common import (
     seed_everything,
     software_versions,
 )
-from smartscope.models.unet import UNet2D, UNetConfig
 
 __all__ = ["DenoiseTrainConfig", "evaluate_heldout", "input_channels", "train_denoise", "window"]
 

@@ -7,7 +7,7 @@ detector keeps it) and a recent one (``RECENT_TAU_S``) — and the current frame
 by the slow reference's 99th percentile; plus the classical detector's shot-noise
 normalised loss map ``(ref − cur) / sqrt(ref + 4)`` as a robust z-score, against the slow
 and against the recent reference. The network is the project's 2-D U-Net
-(:mod:`smartscope.models.unet`) with one sigmoid output: an event heat map (0…1); a
+(:mod:`smartscope.engines.networks.unet`) with one sigmoid output: an event heat map (0…1); a
 frame's score is the map's maximum away from the border (:func:`frame_score`).
 """
 

@@ -144,8 +144,8 @@ def train_bundle(
     import torch
 
     from smartscope.engines.export import export_bundle
+    from smartscope.engines.networks.unet import UNet2D, UNetConfig
     from smartscope.models.train_common import seed_everything, software_versions
-    from smartscope.models.unet import UNet2D, UNetConfig
 
     if threads > 0:
         torch.set_num_threads(threads)

@@ -120,10 +120,10 @@ def train_smlm_cmd(
     for a few minutes; --from-scratch trains a new one (hours on a CPU)."""
     import time
 
+    from smartscope.engines.networks.smlm import SMLMNetConfig
     from smartscope.models import shipped_bundle
     from smartscope.models.provenance import command_line
     from smartscope.models.smlm.calibrate import UserCalibration
-    from smartscope.models.smlm.network import SMLMNetConfig
     from smartscope.models.smlm.train import SimSpec, parent_config, train_smlm
 
     try:

@@ -1,9 +1,11 @@
 """DECODE-class network outputs -> localizations, in numpy (no torch: runs in an inference-only
-install; the network and its training are in :mod:`smartscope.models.smlm.network`).
+install; the network is :mod:`smartscope.engines.networks.smlm`, its loss
+:mod:`smartscope.models.smlm.network`).
 
 The graph's output has one tensor per pixel of the centre frame: 8 channels for a 2-D
-network, :data:`OUTPUT_CHANNELS` (prob, sub-pixel dx/dy, photons, bg, sx/sy uncertainties,
-sphot), and 10 for a 3-D one, :data:`OUTPUT_CHANNELS_3D` (adds z and its uncertainty sz).
+network, ``OUTPUT_CHANNELS`` (prob, sub-pixel dx/dy, photons, bg, sx/sy uncertainties,
+sphot), and 10 for a 3-D one, ``OUTPUT_CHANNELS_3D`` (adds z and its uncertainty sz); both
+are named in :mod:`smartscope.engines.networks.smlm_outputs`.
 """
 
 from __future__ import annotations
@@ -13,12 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from smartscope.engines.networks.smlm_outputs import OUTPUT_CHANNELS, OUTPUT_CHANNELS_3D
 from smartscope.models.smlm.table import LocTable
 
-__all__ = ["OUTPUT_CHANNELS", "OUTPUT_CHANNELS_3D", "DecodeSettings", "decode_outputs"]
-
-OUTPUT_CHANNELS: tuple[str, ...] = ("prob", "dx", "dy", "photons", "bg", "sx", "sy", "sphot")
-OUTPUT_CHANNELS_3D: tuple[str, ...] = (*OUTPUT_CHANNELS, "z", "sz")
+__all__ = ["DecodeSettings", "decode_outputs"]
 
 
 @dataclass(frozen=True, slots=True)

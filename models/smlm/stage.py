@@ -137,8 +137,8 @@ class SMLMStage:
         return cam
 
     def _open_engine(self) -> None:
+        from smartscope.engines.networks.smlm_outputs import OUTPUT_CHANNELS, OUTPUT_CHANNELS_3D
         from smartscope.engines.runtime import Engine
-        from smartscope.models.smlm.decode import OUTPUT_CHANNELS, OUTPUT_CHANNELS_3D  # no torch needed
 
         cfg = self.config
         assert cfg.bundle is not None

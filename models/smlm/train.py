@@ -34,15 +34,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from smartscope.engines.networks.smlm import ARCHITECTURE, SMLMNet, SMLMNetConfig
+from smartscope.models.smlm.decode import DecodeSettings, decode_outputs
 from smartscope.models.smlm.localize_classical import CameraModel, camera_model_for
-from smartscope.models.smlm.network import (
-    ARCHITECTURE,
-    DecodeLoss,
-    DecodeSettings,
-    SMLMNet,
-    SMLMNetConfig,
-    decode_outputs,
-)
+from smartscope.models.smlm.network import DecodeLoss
 from smartscope.models.smlm.table import LocTable
 
 if TYPE_CHECKING:
@@ -372,7 +367,7 @@ def _load_init(net: SMLMNet, cfg: SMLMNetConfig, bundle: Path) -> str:
     ``cfg``'s; a 3-D parent may have another z range (its z head is re-scaled to this one's
     and learns it)."""
     from smartscope.engines.bundle import load_bundle
-    from smartscope.models.weights import state_from_npz_bytes
+    from smartscope.engines.weights import state_from_npz_bytes
 
     parent = parent_config(bundle)
     mine, theirs = cfg.model_dump(exclude={"z_range_nm"}), parent.model_dump(exclude={"z_range_nm"})

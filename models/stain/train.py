@@ -27,13 +27,14 @@ from pydantic import Field
 from torch import nn
 
 from smartscope.base_model import FrozenModel
-from smartscope.models.stain.data import StainData
-from smartscope.models.stain.network import (
-    PatchDiscriminator,
+from smartscope.engines.networks.stain import (
+    ARCHITECTURE,
     StainGenerator,
     StainNetConfig,
     input_channel_names,
 )
+from smartscope.models.stain.data import StainData
+from smartscope.models.stain.network import PatchDiscriminator
 from smartscope.models.train_common import (
     FitConfig,
     fit,
@@ -328,7 +329,7 @@ def train_stain(
         "normalization": {"kind": "affine", "channel_offset_adu": offsets, "channel_scale_adu": scales},
         "pixel_size_um": data.pixel_size_um,
         "tile": {"size_px": cfg.tile_px, "overlap_px": cfg.overlap_px, "multiple_px": mult},
-        "architecture": {"name": "stain_generator", "params": net_cfg.model_dump()},
+        "architecture": {"name": ARCHITECTURE, "params": net_cfg.model_dump()},
         "calibration": calibration,
         "provenance": {
             "command": command,

@@ -19,8 +19,9 @@ What maps, and how (``engine.json`` -> ``rdf.yaml``):
   documentation (README.md), ``config.smartscope`` and the ``engine.json`` attachment;
   citations follow the training method.
 
-The test input is a held-out field (``--test-input``, or re-created from the bundle's own
-provenance when the family can: simulated denoising fields). The test output is the ONNX
+The test input is a held-out field the caller gives (``--test-input``, or one the training
+family re-creates from the bundle's provenance: :func:`smartscope.models.heldout_input`).
+The test output is the ONNX
 graph run with ONNX Runtime on that whole input with exactly the package's processing, so
 ``bioimageio test`` compares like with like. Nothing here touches the network: the package
 is validated and tested with ``perform_io_checks`` off for remote references (there are
@@ -59,7 +60,6 @@ __all__ = [
     "BioimageioExportError",
     "PackageAuthor",
     "export_bioimageio",
-    "heldout_input",
 ]
 
 CITATIONS: dict[str, tuple[str, str]] = {
@@ -127,17 +127,6 @@ class _Processing:
     def denormalizes(self, name: str) -> bool:
         """Whether the package maps output ``name`` back to camera units."""
         return self.manifest.output(name).denormalize and self.manifest.normalization.kind == "affine"
-
-
-def heldout_input(manifest: EngineManifest) -> np.ndarray | None:
-    """A held-out input field (C, H, W) float32 in camera units re-created from the
-    bundle's provenance, or None when its family cannot (then pass ``--test-input``)."""
-    prov = manifest.provenance
-    if manifest.task == "denoise" and prov.heldout_fovs:
-        from smartscope.models.denoise.data import simulated_field
-
-        return simulated_field(prov.heldout_fovs[0], prov.data)
-    return None
 
 
 def _read_array(path: Path) -> np.ndarray:
@@ -369,31 +358,20 @@ def _axes(bmz: Any, channels: Sequence[str], man: EngineManifest, size_of: Any |
     ]
 
 
-def _test_input(
-    bundle_path: str | Path, man: EngineManifest, given: np.ndarray | str | Path | None
-) -> np.ndarray:
-    if given is None:
-        raw = heldout_input(man)
-        if raw is None:
-            raise BioimageioExportError(
-                f"{bundle_path}: cannot re-create a held-out field for task {man.task!r}; "
-                "pass --test-input FILE (.tif or .npy, camera units)"
-            )
-        return raw
-    return _read_array(Path(given)) if isinstance(given, (str, Path)) else np.asarray(given)
-
-
 def export_bioimageio(
     bundle_path: str | Path,
     out: str | Path,
     *,
-    test_input: np.ndarray | str | Path | None = None,
+    test_input: np.ndarray | str | Path,
     authors: Sequence[PackageAuthor | str] = (PackageAuthor("smartscope developers"),),
     license: str = "BSD-3-Clause",
     max_test_px: int = 128,
     test: bool = True,
 ) -> Path:
     """Write the bioimage.io package of a bundle to ``out`` (a ``.zip``, or a folder).
+
+    ``test_input``: a held-out input field in camera units, (H, W) or (C, H, W), as an array
+    or a ``.tif``/``.npy`` file; the package's test tensors are made from it.
 
     With ``test`` (default) the package is checked by ``bioimageio.core.test_model`` before
     it is kept; a failure raises :class:`BioimageioExportError` with the failed checks.
@@ -419,7 +397,8 @@ def export_bioimageio(
     man = man.model_copy(update={"provenance": man.provenance.model_validate(prov_fields)})
     if len(man.inputs) != 1:
         raise BioimageioExportError(f"{bundle_path}: only single-input engines can be exported")
-    x = _fit_input(_test_input(bundle_path, man, test_input), man, max_test_px)
+    raw = _read_array(Path(test_input)) if isinstance(test_input, (str, Path)) else np.asarray(test_input)
+    x = _fit_input(raw, man, max_test_px)
     outputs = _predict(bundle, x)
     in_spec, prov = man.inputs[0], man.provenance
     in_id = bmz.TensorId(in_spec.name.lower())

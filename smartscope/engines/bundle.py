@@ -244,9 +244,9 @@ class TileSpec(_Frozen):
 
 
 class Architecture(_Frozen):
-    """The network in ``smartscope.models`` that the torch backend rebuilds."""
+    """The network in :mod:`smartscope.engines.networks` that the torch backend rebuilds."""
 
-    name: str = Field(description="key in smartscope.models.unet.NETWORKS, e.g. 'unet2d'")
+    name: str = Field(description="key in smartscope.engines.networks.NETWORKS, e.g. 'unet2d'")
     params: dict[str, Any] = Field(default_factory=dict)
     weights_file: str = "weights.npz"
     weights_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")

@@ -1,26 +1,35 @@
 """CLI commands for engines: ``export``, ``compile``, ``engines`` (``list``, ``import``).
 
-``export_cmd`` and ``compile_cmd`` are plain typer-compatible functions, so the top-level
-CLI can register them with ``app.command("export")(export_cmd)``; ``engines_app`` is the
+``export_command(heldout_input)`` makes the ``export`` command and ``compile_cmd`` is a
+plain typer-compatible function, so the top-level CLI registers them with
+``app.command("export")(export_command(heldout_input))``; ``engines_app`` is the
 ``engines`` group (``smartscope engines ROOT`` still lists: a first word that is not a
-subcommand is taken as ``list``'s argument). ``app`` bundles them for standalone use.
+subcommand is taken as ``list``'s argument). ``app`` bundles them for standalone use (its
+``export --bioimageio`` needs ``--test-input``).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from smartscope.engines.bundle import BundleError, find_bundles, load_bundle
+from smartscope.engines.bundle import BundleError, EngineManifest, find_bundles, load_bundle
 from smartscope.errors import FormattedErrors
 from smartscope.exceptions import fail
 
-__all__ = ["app", "compile_cmd", "engines_app", "engines_cmd", "export_cmd", "import_cmd"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["app", "compile_cmd", "engines_app", "engines_cmd", "export_command", "import_cmd"]
+
+HeldoutInput = Callable[[EngineManifest], "np.ndarray | None"]
+"""Re-creates a bundle's held-out input field (camera units) from its provenance, or None."""
 
 _BOOKKEEPING = {"val_loss", "best_step", "steps_run", "heldout_frames_scored"}
 
@@ -28,78 +37,104 @@ app = typer.Typer(cls=FormattedErrors, help="Engine bundles: export, compile, li
 _console = Console()
 
 
-@app.command("export")
-def export_cmd(
-    checkpoint: Annotated[
-        Path,
-        typer.Argument(
-            help="training checkpoint folder (checkpoint.json + weights.npz); "
-            "with --bioimageio an engine bundle"
-        ),
-    ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="bundle folder, or a path ending in .zip")],
-    zip_: Annotated[bool, typer.Option("--zip", help="write a zip archive")] = False,
-    bioimageio: Annotated[
-        bool,
-        typer.Option("--bioimageio", help="write a bioimage.io model package (tested with bioimageio.core)"),
-    ] = False,
-    test_input: Annotated[
-        Path | None, typer.Option(help="--bioimageio: held-out input (.tif/.npy, camera units)")
-    ] = None,
-    author: Annotated[
-        list[str] | None, typer.Option(help="--bioimageio: author name (repeat for several)")
-    ] = None,
-    github_user: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--github-user",
-            help="--bioimageio: GitHub user of the --author in the same position (the Model Zoo "
-            "asks for one)",
-        ),
-    ] = None,
-    license_: Annotated[
-        str, typer.Option("--license", help="--bioimageio: SPDX licence id")
-    ] = "BSD-3-Clause",
-) -> None:
-    """Export a torch training checkpoint to a verified engine bundle (ONNX + engine.json),
-    or (``--bioimageio``) an engine bundle to a bioimage.io model package for Fiji, ilastik,
-    QuPath and CAREamics."""
-    if bioimageio:
-        from smartscope.engines.bioimageio_export import (
-            BioimageioExportError,
-            PackageAuthor,
-            export_bioimageio,
-        )
+def export_command(heldout_input: HeldoutInput | None = None) -> Callable[..., None]:
+    """The ``export`` command. ``heldout_input`` re-creates a bundle's held-out input from its
+    provenance for ``--bioimageio`` without ``--test-input`` (the top-level CLI passes
+    :func:`smartscope.models.heldout_input`); without it, ``--test-input`` is needed."""
 
-        names = list(author or ["smartscope developers"])
-        users = list(github_user or [])
-        if len(users) > len(names):
-            fail(
-                f"--github-user: {len(users)} given for {len(names)} --author; give each "
-                "author's user right after the --author"
+    def export_cmd(
+        checkpoint: Annotated[
+            Path,
+            typer.Argument(
+                help="training checkpoint folder (checkpoint.json + weights.npz); "
+                "with --bioimageio an engine bundle"
+            ),
+        ],
+        out: Annotated[Path, typer.Option("--out", "-o", help="bundle folder, or a path ending in .zip")],
+        zip_: Annotated[bool, typer.Option("--zip", help="write a zip archive")] = False,
+        bioimageio: Annotated[
+            bool,
+            typer.Option(
+                "--bioimageio", help="write a bioimage.io model package (tested with bioimageio.core)"
+            ),
+        ] = False,
+        test_input: Annotated[
+            Path | None, typer.Option(help="--bioimageio: held-out input (.tif/.npy, camera units)")
+        ] = None,
+        author: Annotated[
+            list[str] | None, typer.Option(help="--bioimageio: author name (repeat for several)")
+        ] = None,
+        github_user: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--github-user",
+                help="--bioimageio: GitHub user of the --author in the same position (the Model Zoo "
+                "asks for one)",
+            ),
+        ] = None,
+        license_: Annotated[
+            str, typer.Option("--license", help="--bioimageio: SPDX licence id")
+        ] = "BSD-3-Clause",
+    ) -> None:
+        """Export a torch training checkpoint to a verified engine bundle (ONNX + engine.json),
+        or (``--bioimageio``) an engine bundle to a bioimage.io model package for Fiji, ilastik,
+        QuPath and CAREamics."""
+        if bioimageio:
+            from smartscope.engines.bioimageio_export import (
+                BioimageioExportError,
+                PackageAuthor,
+                export_bioimageio,
             )
-        pairs = [(n, users[k] if k < len(users) else None) for k, n in enumerate(names)]
-        target = out if out.suffix == ".zip" or not zip_ else out.with_suffix(".zip")
+
+            names = list(author or ["smartscope developers"])
+            users = list(github_user or [])
+            if len(users) > len(names):
+                fail(
+                    f"--github-user: {len(users)} given for {len(names)} --author; give each "
+                    "author's user right after the --author"
+                )
+            pairs = [(n, users[k] if k < len(users) else None) for k, n in enumerate(names)]
+            target = out if out.suffix == ".zip" or not zip_ else out.with_suffix(".zip")
+            try:
+                given = test_input if test_input is not None else _recreated_input(checkpoint, heldout_input)
+                pkg = export_bioimageio(
+                    checkpoint,
+                    target,
+                    test_input=given,
+                    authors=[PackageAuthor(n, u) for n, u in pairs],
+                    license=license_,
+                )
+            except (BundleError, BioimageioExportError) as exc:
+                fail(f"export failed: {exc}")
+            _console.print(f"wrote {pkg} (bioimage.io model; bioimageio test passed)")
+            return
+        from smartscope.engines.export import export_checkpoint
+
         try:
-            pkg = export_bioimageio(
-                checkpoint,
-                target,
-                test_input=test_input,
-                authors=[PackageAuthor(n, u) for n, u in pairs],
-                license=license_,
-            )
-        except (BundleError, BioimageioExportError) as exc:
+            path = export_checkpoint(checkpoint, out, as_zip=zip_)
+        except (FileNotFoundError, ValueError, BundleError) as exc:
             fail(f"export failed: {exc}")
-        _console.print(f"wrote {pkg} (bioimage.io model; bioimageio test passed)")
-        return
-    from smartscope.engines.export import export_checkpoint
+        man = load_bundle(path).manifest
+        _console.print(f"wrote {path}  ({man.name}, task={man.task}, onnx sha256 {man.onnx_sha256[:12]}…)")
 
-    try:
-        path = export_checkpoint(checkpoint, out, as_zip=zip_)
-    except (FileNotFoundError, ValueError, BundleError) as exc:
-        fail(f"export failed: {exc}")
-    man = load_bundle(path).manifest
-    _console.print(f"wrote {path}  ({man.name}, task={man.task}, onnx sha256 {man.onnx_sha256[:12]}…)")
+    return export_cmd
+
+
+def _recreated_input(bundle: Path, heldout_input: HeldoutInput | None) -> np.ndarray:
+    """The held-out input ``heldout_input`` re-creates for ``bundle``; an error when it cannot."""
+    from smartscope.engines.bioimageio_export import BioimageioExportError
+
+    man = load_bundle(bundle).manifest
+    raw = heldout_input(man) if heldout_input is not None else None
+    if raw is None:
+        raise BioimageioExportError(
+            f"{bundle}: cannot re-create a held-out field for task {man.task!r}; "
+            "pass --test-input FILE (.tif or .npy, camera units)"
+        )
+    return raw
+
+
+app.command("export")(export_command())
 
 
 @app.command("compile")

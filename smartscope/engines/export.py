@@ -95,7 +95,7 @@ def export_bundle(
     ``manifest_fields``: :class:`EngineManifest` fields; ``architecture`` needs ``name`` and
     ``params`` (weights and sha256s are filled in here).
     """
-    from smartscope.models.weights import state_to_npz_bytes
+    from smartscope.engines.weights import state_to_npz_bytes
 
     fields = dict(manifest_fields)
     inputs = fields["inputs"]
@@ -131,7 +131,7 @@ def load_torch_weights(path: Path) -> dict[str, torch.Tensor]:
     here, when a user brings a torch checkpoint to ``smartscope export``, never when a
     bundle is loaded.
     """
-    from smartscope.models.weights import state_from_npz_bytes
+    from smartscope.engines.weights import state_from_npz_bytes
 
     if path.suffix == ".npz":
         return state_from_npz_bytes(path.read_bytes(), source=str(path))
@@ -145,7 +145,7 @@ def load_torch_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, as_zip: bool = False) -> Path:
     """Training checkpoint folder (``checkpoint.json`` + weights) -> bundle."""
-    from smartscope.models.unet import build_network
+    from smartscope.engines.networks import build_network
 
     ck = Path(checkpoint)
     meta_path = ck / CHECKPOINT_NAME

@@ -59,7 +59,7 @@ def make_test_bundle(
     import torch
 
     from smartscope.engines.export import export_bundle
-    from smartscope.models.unet import UNet2D, UNetConfig
+    from smartscope.engines.networks.unet import UNet2D, UNetConfig
 
     torch.manual_seed(seed)
     cfg = UNetConfig(

@@ -1,10 +1,11 @@
-"""torch backend: the network rebuilt from ``smartscope.models`` + the bundle's ``weights.npz``.
+"""torch backend: the network rebuilt from :mod:`smartscope.engines.networks` + the bundle's
+``weights.npz``.
 
 Why not run the ONNX graph in torch: there is no maintained ONNX->torch converter in this
 environment, and the FP32 torch module is the reference every backend is checked
 against. The bundle therefore carries the architecture name and parameters plus the
 weights as a plain ``.npz`` (loaded with ``allow_pickle=False``), and this backend
-rebuilds the module from the code in ``models/``. On CUDA it runs FP16/BF16 in
+rebuilds the module from the architectures in :mod:`smartscope.engines.networks`. On CUDA it runs FP16/BF16 in
 ``channels_last``, optionally through ``torch.compile`` and a captured CUDA graph per
 input shape; on CPU it runs FP32 eager (or compiled).
 """
@@ -30,8 +31,8 @@ _DTYPES: dict[str, torch.dtype] = {
 
 def build_torch_module(bundle: Bundle) -> torch.nn.Module:
     """The FP32 reference module of ``bundle`` (eval mode, on CPU)."""
-    from smartscope.models.unet import build_network
-    from smartscope.models.weights import state_from_npz_bytes
+    from smartscope.engines.networks import build_network
+    from smartscope.engines.weights import state_from_npz_bytes
 
     arch = bundle.manifest.architecture
     if arch is None or bundle.weights_bytes is None:

@@ -2,7 +2,7 @@
 
 The network is described by a JSON-serialisable :class:`UNetConfig`; an engine bundle
 stores that description next to its weights, so the torch backend can rebuild the exact
-module without unpickling anything (see :mod:`smartscope.models.weights`).
+module without unpickling anything (see :mod:`smartscope.engines.weights`).
 
 Spatial sizes must be multiples of ``2**depth``; :func:`UNet2D.size_multiple` says which.
 The engine runtime pads frames to that multiple before inference.
@@ -10,7 +10,6 @@ The engine runtime pads frames to that multiple before inference.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -18,8 +17,11 @@ from pydantic import Field
 from torch import nn
 
 from smartscope.base_model import FrozenModel
+from smartscope.engines.networks import NETWORKS, register_network
 
-__all__ = ["NETWORKS", "UNet2D", "UNetConfig", "build_network", "register_network"]
+__all__ = ["ARCHITECTURE", "UNet2D", "UNetConfig"]
+
+ARCHITECTURE = "unet2d"
 
 
 class UNetConfig(FrozenModel):
@@ -111,37 +113,9 @@ class UNet2D(nn.Module):
         return out
 
 
-NETWORKS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
-    "unet2d": lambda params: UNet2D(UNetConfig(**params)),
-}
-"""Architecture name -> factory(params). Engines register their networks here so that a
-bundle's ``architecture`` block (name + params) rebuilds the torch module."""
+def _build(params: dict[str, Any]) -> nn.Module:
+    return UNet2D(UNetConfig(**params))
 
 
-def register_network(name: str, factory: Callable[[dict[str, Any]], nn.Module]) -> None:
-    """Make ``name`` buildable from a bundle (other engines call this at import)."""
-    if name in NETWORKS and NETWORKS[name] is not factory:
-        raise ValueError(f"network {name!r} is already registered")
-    NETWORKS[name] = factory
-
-
-# architectures registered by engine modules, imported on first use
-_PROVIDERS = {
-    "denoise_fast": "smartscope.models.denoise.network",
-    "smlm_decode": "smartscope.models.smlm.network",
-    "zernike_cnn": "smartscope.models.ao.network",
-    "stain_generator": "smartscope.models.stain.network",
-}
-
-
-def build_network(name: str, params: dict[str, Any]) -> nn.Module:
-    """Rebuild the module an engine bundle describes; unknown names fail clearly."""
-    if name not in NETWORKS and name in _PROVIDERS:
-        import importlib
-
-        importlib.import_module(_PROVIDERS[name])
-    try:
-        factory = NETWORKS[name]
-    except KeyError:
-        raise ValueError(f"unknown network architecture {name!r}; known: {sorted(NETWORKS)}") from None
-    return factory(dict(params))
+if ARCHITECTURE not in NETWORKS:
+    register_network(ARCHITECTURE, _build)

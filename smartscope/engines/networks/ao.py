@@ -4,7 +4,8 @@ the bead batch.
 
 Three stages of two 3×3 convolutions with batch norm (the second of each of stride 2:
 24 → 12 → 6 → 3 px), a convolution over what is left and a 1×1 head: a (N, 8, 1, 1)
-map. The architecture is registered, so a bundle's ``architecture`` block (``width``,
+map, one channel per mode of :data:`~smartscope.engines.networks.ao_outputs.MODES`. The
+architecture is registered, so a bundle's ``architecture`` block (``width``,
 ``in_channels``, ``crop_px``) rebuilds the torch module for the torch backend.
 """
 
@@ -14,8 +15,8 @@ from typing import Any
 
 from torch import nn
 
-from smartscope.models.ao.data import INPUT_PX, MODES
-from smartscope.models.unet import NETWORKS, register_network
+from smartscope.engines.networks import NETWORKS, register_network
+from smartscope.engines.networks.ao_outputs import MODES
 
 __all__ = ["ARCHITECTURE", "build_net"]
 
@@ -33,7 +34,7 @@ def _stage(cin: int, cout: int) -> list[nn.Module]:
     ]
 
 
-def build_net(width: int = 24, in_channels: int = 1, crop_px: int = INPUT_PX) -> nn.Sequential:
+def build_net(width: int, in_channels: int, crop_px: int) -> nn.Sequential:
     """The network for ``width`` (first stage's channels; then 2× and 4×), ``in_channels``
     images per bead and windows of ``crop_px``²."""
     w = width
