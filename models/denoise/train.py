@@ -21,6 +21,7 @@ import torch
 from pydantic import Field
 
 from smartscope.base_model import FrozenModel
+from smartscope.exceptions import InvalidValue
 from smartscope.models.denoise.data import DenoiseData, split_heldout
 from smartscope.models.denoise.network import (
     DEFAULT_UNET,
@@ -115,7 +116,7 @@ class _Patches:
     ) -> None:
         for name, arr in enumerate(noisy):
             if min(arr.shape[-2:]) < patch:
-                raise ValueError(f"field {name} is {arr.shape[-2:]} px, smaller than the patch {patch}")
+                raise InvalidValue(f"field {name} is {arr.shape[-2:]} px, smaller than the patch {patch}")
         self.noisy, self.target, self.patch, self.frames = noisy, target, patch, frames
         sizes = np.array([a.size for a in noisy], dtype=np.float64)
         self.p = sizes / sizes.sum()
@@ -201,10 +202,10 @@ def train_denoise(
     cfg = config
     fcfg = cfg.fit
     if cfg.method == "care" and data.clean is None:
-        raise ValueError("CARE needs paired high-SNR targets (DIR/low + DIR/high, or --simulate)")
+        raise InvalidValue("CARE needs paired high-SNR targets (DIR/low + DIR/high, or --simulate)")
     mult = cfg.size_multiple
     if cfg.patch_px % mult or cfg.tile_px % mult:
-        raise ValueError(f"patch_px and tile_px must be multiples of the network's size multiple {mult}")
+        raise InvalidValue(f"patch_px and tile_px must be multiples of the network's size multiple {mult}")
     if fcfg.threads:
         torch.set_num_threads(fcfg.threads)
     dist, dev_name = init_distributed(fcfg.device)
