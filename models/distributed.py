@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from smartscope.exceptions import InvalidValue
+
 __all__ = ["SINGLE", "Distributed", "init_distributed", "launch", "launched"]
 
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -49,7 +51,7 @@ class Distributed:
     def shard(self, n: int) -> slice:
         """This rank's contiguous share of a global batch of ``n`` items."""
         if n % self.world_size:
-            raise ValueError(f"batch size {n} does not split evenly over {self.world_size} processes")
+            raise InvalidValue(f"batch size {n} does not split evenly over {self.world_size} processes")
         k = n // self.world_size
         return slice(self.rank * k, (self.rank + 1) * k)
 
@@ -147,7 +149,7 @@ def launch(nproc: int, args: Sequence[str]) -> int:
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     if nproc < 1:
-        raise ValueError(f"--nproc must be >= 1, got {nproc}")
+        raise InvalidValue(f"--nproc must be >= 1, got {nproc}")
     # each process gets its share of the cores (torchrun sets 1 thread per process)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     config = LaunchConfig(

@@ -28,6 +28,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from smartscope.base_model import FrozenModel
 from smartscope.engines.weights import state_to_npz_bytes
+from smartscope.exceptions import InvalidValue
 from smartscope.models.distributed import SINGLE, Distributed
 from smartscope.models.provenance import command_line
 
@@ -76,9 +77,9 @@ def split_fovs(n_fovs: int, val_fraction: float, seed: int, min_val: int = 1) ->
     validation; at least one field stays in training.
     """
     if n_fovs < 2:
-        raise ValueError(f"need >= 2 fields of view to hold one out, got {n_fovs}")
+        raise InvalidValue(f"need >= 2 fields of view to hold one out, got {n_fovs}")
     if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction={val_fraction} must be in (0, 1)")
+        raise InvalidValue(f"val_fraction={val_fraction} must be in (0, 1)")
     n_val = min(n_fovs - 1, max(min_val, round(val_fraction * n_fovs)))
     perm = np.random.default_rng(seed).permutation(n_fovs)
     return sorted(int(i) for i in perm[n_val:]), sorted(int(i) for i in perm[:n_val])

@@ -26,6 +26,7 @@ from pydantic import Field
 from scipy import special
 
 from smartscope.base_model import FrozenModel
+from smartscope.exceptions import InvalidValue
 
 __all__ = [
     "EMCCD_REFERENCE",
@@ -120,7 +121,7 @@ class CameraMaps:
         """Measured maps (a user's sCMOS calibration) instead of drawn ones; same shape each."""
         shape = np.shape(offset_adu)
         if len(shape) != 2 or np.shape(gain_adu_per_e) != shape or np.shape(read_noise_e) != shape:
-            raise ValueError(
+            raise InvalidValue(
                 f"camera maps must share one 2-D shape: offset {np.shape(offset_adu)}, "
                 f"gain {np.shape(gain_adu_per_e)}, read noise {np.shape(read_noise_e)}"
             )
@@ -305,7 +306,7 @@ def expose(
     if maps is None:
         maps = cfg.maps(shape)
     elif maps.shape[0] < shape[0] or maps.shape[1] < shape[1]:
-        raise ValueError(f"camera maps {maps.shape} do not cover the frame/ROI {shape}")
+        raise InvalidValue(f"camera maps {maps.shape} do not cover the frame/ROI {shape}")
     read, gain, offset = maps.read_noise_e[sl], maps.gain_adu_per_e[sl], maps.offset_adu[sl]
     out = np.empty(lam.shape, np.uint16)
     floor = float(lam.min())

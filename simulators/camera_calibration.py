@@ -27,6 +27,7 @@ import numpy as np
 from pydantic import Field, ValidationError, model_validator
 
 from smartscope.base_model import FrozenModel
+from smartscope.exceptions import InvalidValue
 
 from .camera import CameraConfig, CameraMaps
 
@@ -65,9 +66,9 @@ class CameraCalibration(FrozenModel):
     @model_validator(mode="after")
     def _check(self) -> CameraCalibration:
         if self.kind == "emccd" and self.em_gain <= 1:
-            raise ValueError("em_gain: an EMCCD calibration needs the EM gain the camera was set to (> 1)")
+            raise InvalidValue("em_gain: an EMCCD calibration needs the EM gain the camera was set to (> 1)")
         if (self.maps_file is None) != (self.shape is None):
-            raise ValueError("maps_file and shape go together")
+            raise InvalidValue("maps_file and shape go together")
         return self
 
     @property
@@ -132,11 +133,11 @@ class CameraCalibration(FrozenModel):
             raise FileNotFoundError(f"camera maps file {mp} (maps_file in the calibration) does not exist")
         data = mp.read_bytes()
         if self.maps_sha256 is not None and hashlib.sha256(data).hexdigest() != self.maps_sha256:
-            raise ValueError(f"{mp}: sha256 does not match maps_sha256 in the camera calibration")
+            raise InvalidValue(f"{mp}: sha256 does not match maps_sha256 in the camera calibration")
         with np.load(mp, allow_pickle=False) as z:
             maps = CameraMaps.from_arrays(z["offset_adu"], z["gain_adu_per_e"], z["read_noise_e"])
         if self.shape is not None and maps.shape != tuple(self.shape):
-            raise ValueError(f"{mp}: maps are {maps.shape}, the calibration says shape {self.shape}")
+            raise InvalidValue(f"{mp}: maps are {maps.shape}, the calibration says shape {self.shape}")
         return maps
 
 
@@ -149,10 +150,10 @@ def load_camera(path: str | Path) -> tuple[CameraCalibration, CameraMaps | None]
         doc = json.loads(p.read_text())
         cal = CameraCalibration.model_validate(doc)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{p}: not valid JSON ({exc})") from exc
+        raise InvalidValue(f"{p}: not valid JSON ({exc})") from exc
     except ValidationError as exc:
         errs = "; ".join(
             f"field {'.'.join(str(x) for x in e['loc']) or '(root)'!r}: {e['msg']}" for e in exc.errors()
         )
-        raise ValueError(f"{p}: {errs}") from exc
+        raise InvalidValue(f"{p}: {errs}") from exc
     return cal, cal.load_maps(p.parent)

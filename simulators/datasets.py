@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from smartscope.exceptions import InvalidValue
+
 from .camera import EMCCD_REFERENCE, CameraConfig, CameraMaps, expected_electrons, expose
 from .optics import Optics, StampTable
 from .scene import CellScene, SMLMScene
@@ -434,9 +436,9 @@ def write_dataset(
     from .microscope import SCENARIOS, VirtualMicroscope
 
     if scenario not in SCENARIOS:
-        raise ValueError(f"scenario must be one of {SCENARIOS}, got {scenario!r}")
+        raise InvalidValue(f"scenario must be one of {SCENARIOS}, got {scenario!r}")
     if frames < 1:
-        raise ValueError(f"frames={frames} must be >= 1")
+        raise InvalidValue(f"frames={frames} must be >= 1")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     interval = _SCENARIO_INTERVAL_MS[scenario] if interval_ms is None else float(interval_ms)

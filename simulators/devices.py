@@ -63,6 +63,7 @@ from pymmcore_plus.experimental.unicore.devices._device_base import Device
 from pymmcore_plus.experimental.unicore.devices._properties import PropertyController
 
 from smartscope.core_signals import connect_direct, disconnect_quietly, register_core, signal_group_of
+from smartscope.exceptions import InvalidValue
 
 from .autofocus import AutoFocusDevice
 from .camera import EMCCD_REFERENCE, SCMOS_REFERENCE
@@ -1047,9 +1048,9 @@ class VirtualDeformableMirror(_VirtualDevice, GenericDevice):
         try:
             vals = [float(v) for v in text.split(",")] if text else []
         except ValueError as exc:
-            raise ValueError(f"ZernikeVectorRad: {value!r} is not a comma-separated list") from exc
+            raise InvalidValue(f"ZernikeVectorRad: {value!r} is not a comma-separated list") from exc
         if len(vals) > N_MIRROR_MODES:
-            raise ValueError(f"ZernikeVectorRad: at most {N_MIRROR_MODES} modes, got {len(vals)}")
+            raise InvalidValue(f"ZernikeVectorRad: at most {N_MIRROR_MODES} modes, got {len(vals)}")
         if any(not abs(v) <= MIRROR_LIMIT_RAD for v in vals):
-            raise ValueError(f"ZernikeVectorRad: every amplitude must be within ±{MIRROR_LIMIT_RAD:g} rad")
+            raise InvalidValue(f"ZernikeVectorRad: every amplitude must be within ±{MIRROR_LIMIT_RAD:g} rad")
         self.vm.set_mirror(vals)

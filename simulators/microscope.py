@@ -41,6 +41,8 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
+from smartscope.exceptions import InvalidValue
+
 from .camera import CameraConfig, expose
 from .lights import LightPath
 from .optics import DEFAULT_OBJECTIVE, OBJECTIVES, Objective, Optics, OTFCache
@@ -276,9 +278,9 @@ class VirtualMicroscope:
     def _build(self) -> None:
         """(Re)create the sample for the current scenario/seed/size; reset time."""
         if self._scenario not in SCENARIOS:
-            raise ValueError(f"scenario must be one of {SCENARIOS}, got {self._scenario!r}")
+            raise InvalidValue(f"scenario must be one of {SCENARIOS}, got {self._scenario!r}")
         if not 16 <= self._sensor_px <= 4096:
-            raise ValueError(f"sensor_px={self._sensor_px} must be within 16..4096")
+            raise InvalidValue(f"sensor_px={self._sensor_px} must be within 16..4096")
         self._build_world()
         s = self._scenario
         self.drift = self._drift_override or (
@@ -386,7 +388,7 @@ class VirtualMicroscope:
         with self._lock:
             if scenario is not None:
                 if scenario not in SCENARIOS:
-                    raise ValueError(f"scenario must be one of {SCENARIOS}, got {scenario!r}")
+                    raise InvalidValue(f"scenario must be one of {SCENARIOS}, got {scenario!r}")
                 self._scenario = scenario
                 self._default_powers()
             if seed is not None:
@@ -394,7 +396,7 @@ class VirtualMicroscope:
             if sensor_px is not None:
                 self._sensor_px = int(sensor_px)
             if sensor_px is not None and not 16 <= int(sensor_px) <= 4096:
-                raise ValueError(f"sensor_px={sensor_px} must be within 16..4096")
+                raise InvalidValue(f"sensor_px={sensor_px} must be within 16..4096")
             if duration_s is not None:
                 self.duration_s = float(duration_s)
             self._dirty = True
@@ -422,9 +424,9 @@ class VirtualMicroscope:
         """Set a light source's power (mW at the sample) from wall-clock time ``at_s`` (now)."""
         key = str(source)
         if key not in self.light.power:
-            raise ValueError(f"light source must be one of {list(self.light.power)}, got {key!r}")
+            raise InvalidValue(f"light source must be one of {list(self.light.power)}, got {key!r}")
         if not math.isfinite(power_mw) or power_mw < 0:
-            raise ValueError(f"power_mw={power_mw} must be finite and >= 0")
+            raise InvalidValue(f"power_mw={power_mw} must be finite and >= 0")
         with self._lock:
             self.light.set_power(key, float(power_mw), time.time() if at_s is None else at_s)
 
@@ -448,7 +450,7 @@ class VirtualMicroscope:
     def set_exposure_ms(self, exposure_ms: float) -> None:
         lo, hi = EXPOSURE_LIMITS_MS
         if not lo <= exposure_ms <= hi:
-            raise ValueError(f"exposure_ms={exposure_ms} must be within {lo:g}..{hi:g}")
+            raise InvalidValue(f"exposure_ms={exposure_ms} must be within {lo:g}..{hi:g}")
         with self._lock:
             self.camera = self.camera.model_copy(update={"exposure_ms": float(exposure_ms)})
 
@@ -468,7 +470,7 @@ class VirtualMicroscope:
         (one read-out, one read noise). The ROI is cleared, as Micro-Manager cameras do."""
         k = int(binning)
         if k not in BINNINGS or self._sensor_px % k:
-            raise ValueError(
+            raise InvalidValue(
                 f"binning={binning} must be one of {BINNINGS} and divide the {self._sensor_px}-px sensor"
             )
         with self._lock:
@@ -485,13 +487,13 @@ class VirtualMicroscope:
         """Engage (an offset in µm: Z is held at the in-focus Z + offset before every frame)
         or release (None) a continuous focus lock that follows the drift."""
         if offset_um is not None and not math.isfinite(offset_um):
-            raise ValueError(f"focus lock offset {offset_um} must be finite")
+            raise InvalidValue(f"focus lock offset {offset_um} must be finite")
         with self._lock:
             self.focus_lock_um = None if offset_um is None else float(offset_um)
 
     def set_z_um(self, z_um: float) -> None:
         if not math.isfinite(z_um) or abs(z_um) > 1000:
-            raise ValueError(f"z_um={z_um} must be finite and within ±1000")
+            raise InvalidValue(f"z_um={z_um} must be finite and within ±1000")
         with self._lock:
             self.z_um = float(z_um)
 
@@ -499,7 +501,7 @@ class VirtualMicroscope:
         """Move the XY stage: (x, y) = world coordinate of the sensor's top-left corner (µm)."""
         for name, v in (("x_um", x_um), ("y_um", y_um)):
             if not math.isfinite(v) or abs(v) > STAGE_LIMIT_UM:
-                raise ValueError(f"stage {name}={v} must be finite and within ±{STAGE_LIMIT_UM:g}")
+                raise InvalidValue(f"stage {name}={v} must be finite and within ±{STAGE_LIMIT_UM:g}")
         with self._lock:
             self.stage_xy_um = (float(x_um), float(y_um))
 
@@ -509,7 +511,7 @@ class VirtualMicroscope:
         (same scenario and seed; the clock and frame counter keep running)."""
         hit = next((o for o in OBJECTIVES if o.label == label), None)
         if hit is None:
-            raise ValueError(f"objective must be one of {[o.label for o in OBJECTIVES]}, got {label!r}")
+            raise InvalidValue(f"objective must be one of {[o.label for o in OBJECTIVES]}, got {label!r}")
         with self._lock:
             if hit != self.objective:
                 self.objective = hit
@@ -519,7 +521,7 @@ class VirtualMicroscope:
         """Deformable-mirror shape: amplitudes of Noll modes j = 1, 2, … in rad RMS."""
         vals = tuple(float(v) for v in zernike_rad)
         if any(not math.isfinite(v) or abs(v) > 10 for v in vals):
-            raise ValueError(f"zernike_rad={vals}: amplitudes must be finite and within ±10 rad")
+            raise InvalidValue(f"zernike_rad={vals}: amplitudes must be finite and within ±10 rad")
         with self._lock:
             self.zernike_rad = vals
 
@@ -534,7 +536,9 @@ class VirtualMicroscope:
         """A sub-array in binned pixels (x, y, width, height), as Micro-Manager's ``setROI``."""
         n = self.binned_px
         if x < 0 or y < 0 or w <= 0 or h <= 0 or x + w > n or y + h > n:
-            raise ValueError(f"ROI ({x}, {y}, {w}, {h}) outside the {n}×{n} sensor (binning {self.binning})")
+            raise InvalidValue(
+                f"ROI ({x}, {y}, {w}, {h}) outside the {n}×{n} sensor (binning {self.binning})"
+            )
         with self._lock:
             self.roi = (int(x), int(y), int(w), int(h))
 
@@ -563,7 +567,7 @@ class VirtualMicroscope:
     def _check_target(self, target: str) -> str:
         key = str(target)
         if key != Z_TARGET and key not in self.light.power:
-            raise ValueError(f"sequence target must be {Z_TARGET!r} or one of {LIGHT_SOURCES}, got {key!r}")
+            raise InvalidValue(f"sequence target must be {Z_TARGET!r} or one of {LIGHT_SOURCES}, got {key!r}")
         return key
 
     def load_sequence(self, target: str, values: Sequence[float]) -> None:
@@ -571,11 +575,11 @@ class VirtualMicroscope:
         key = self._check_target(target)
         vals = tuple(float(v) for v in values)
         if not vals:
-            raise ValueError(f"sequence for {key!r} is empty")
+            raise InvalidValue(f"sequence for {key!r} is empty")
         if key == Z_TARGET and any(not math.isfinite(v) or abs(v) > 1000 for v in vals):
-            raise ValueError(f"sequence for {key!r}: positions must be finite and within ±1000 µm")
+            raise InvalidValue(f"sequence for {key!r}: positions must be finite and within ±1000 µm")
         if key != Z_TARGET and any(not math.isfinite(v) or v < 0 for v in vals):
-            raise ValueError(f"sequence for {key!r}: powers must be finite and >= 0 mW")
+            raise InvalidValue(f"sequence for {key!r}: powers must be finite and >= 0 mW")
         with self._lock:
             self._sequences[key] = _Sequence(vals)
 

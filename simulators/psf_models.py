@@ -37,6 +37,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.special import erf
 
+from smartscope.exceptions import InvalidValue
+
 __all__ = [
     "GaussianZPSF",
     "PSFEval",
@@ -205,15 +207,15 @@ class SplinePSF:
         if v.ndim == 2:
             v = v[None]
         if v.ndim != 3 or v.shape[1] != v.shape[2] or v.shape[1] % 2 == 0 or v.shape[1] < 5:
-            raise ValueError(
+            raise InvalidValue(
                 f"SplinePSF.values must be (Z, S, S) with S odd >= 5, got {np.shape(self.values)}"
             )
         if not np.isfinite(v).all():
-            raise ValueError("SplinePSF.values contains non-finite numbers")
+            raise InvalidValue("SplinePSF.values contains non-finite numbers")
         if self.pixel_nm <= 0:
-            raise ValueError(f"SplinePSF.pixel_nm must be positive, got {self.pixel_nm}")
+            raise InvalidValue(f"SplinePSF.pixel_nm must be positive, got {self.pixel_nm}")
         if v.shape[0] > 1 and self.dz_nm <= 0:
-            raise ValueError(f"SplinePSF.dz_nm must be positive for a 3-D stack, got {self.dz_nm}")
+            raise InvalidValue(f"SplinePSF.dz_nm must be positive for a 3-D stack, got {self.dz_nm}")
         object.__setattr__(self, "values", v)
         object.__setattr__(self, "_coef", self._coefficients(v))
 
@@ -425,9 +427,9 @@ def load_psf(path: str | Path) -> SplinePSF:
             meta = json.loads(str(z["meta"]))
             gz = json.loads(str(z["gaussian_z"])) if "gaussian_z" in z.files else None
     except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"{p}: not a smartscope PSF file ({exc})") from exc
+        raise InvalidValue(f"{p}: not a smartscope PSF file ({exc})") from exc
     if meta.get("kind") != "spline":
-        raise ValueError(f"{p}: meta.kind is {meta.get('kind')!r}, expected 'spline'")
+        raise InvalidValue(f"{p}: meta.kind is {meta.get('kind')!r}, expected 'spline'")
     if gz is not None:
         meta["gaussian_z"] = gz
     return SplinePSF(

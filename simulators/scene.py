@@ -13,6 +13,8 @@ from typing import Literal
 
 import numpy as np
 
+from smartscope.exceptions import InvalidValue
+
 from .camera import CameraConfig, expose
 from .optics import Optics, OTFCache, StampTable, convolve
 from .samples import (
@@ -132,7 +134,7 @@ class CellScene:
     def density(self, channel: str, t_s: float = 0.0) -> np.ndarray:
         """Ground-truth fluorophore density of a channel at time ``t_s``."""
         if channel not in CHANNELS:
-            raise ValueError(f"channel must be one of {list(CHANNELS)}, got {channel!r}")
+            raise InvalidValue(f"channel must be one of {list(CHANNELS)}, got {channel!r}")
         if channel != "mitochondria" or not self.events:
             return self.geom.density[channel]
         return np.clip(self._static_mito + self._dynamic_mito(t_s), 0, 1.5)

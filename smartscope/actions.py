@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from smartscope.base_model import FrozenModel
+from smartscope.exceptions import InvalidValue
 
 # What one action or request may carry: a controller, a person or a remote client can send
 # them, so nothing in them is unbounded (sizes of sequences and free text, n_frames).
@@ -66,7 +67,7 @@ class SetLaserSequence(_Action):
     @model_validator(mode="after")
     def _non_negative(self) -> SetLaserSequence:
         if any(p < 0 for p in self.powers_mw):
-            raise ValueError("powers_mw: every power must be >= 0 mW")
+            raise InvalidValue("powers_mw: every power must be >= 0 mW")
         return self
 
 
@@ -150,7 +151,7 @@ class AcquireAt(_Action):
     @model_validator(mode="after")
     def _has_a_place(self) -> AcquireAt:
         if self.position is None and self.xy_um is None:
-            raise ValueError("AcquireAt needs a position (plan index) or xy_um")
+            raise InvalidValue("AcquireAt needs a position (plan index) or xy_um")
         return self
 
 

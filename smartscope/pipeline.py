@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from smartscope.exceptions import SmartscopeError
+from smartscope.exceptions import InvalidValue, SmartscopeError
 from smartscope.frame import Frame
 
 
@@ -104,7 +104,7 @@ class Pipeline:
     def __init__(self, stages: Sequence[Stage]) -> None:
         names = [s.name for s in stages]
         if len(set(names)) != len(names):
-            raise ValueError(f"pipeline stage names must be unique, got {names}")
+            raise InvalidValue(f"pipeline stage names must be unique, got {names}")
         self.stages = list(stages)
 
     def run(self, frame: Frame) -> dict[str, StageOutput]:

@@ -121,3 +121,101 @@ def test_every_run_folder_has_a_run_log(tmp_path: Path) -> None:
     actions = [json.loads(x) for x in (run_dir / "actions.jsonl").read_text().splitlines()]
     assert text.count("action laser_power from laser_band") == len(actions) > 0
     assert text.rstrip().endswith("run.log closed")
+
+
+# user mistakes found only once a command builds its stages, reads a calibration or opens a
+# client: each was an `internal error (a bug, not your input)` with exit status 1 while it
+# raised a builtin ValueError; now an InvalidValue, one `error:` line naming the field or file
+_STAIN = str(BUNDLES / "stain-l1-small")
+_DENOISE = str(BUNDLES / "denoise-care-live")
+_SMLM = str(BUNDLES / "smlm-decode-small")
+_STAGE_MISTAKES: list[tuple[str, dict[str, object], list[str]]] = [
+    ("stain stage on a denoise bundle", {"kind": "stain", "bundle": _DENOISE}, ["bundle:", "'stain' bundle"]),
+    (
+        "engine outputs it lacks",
+        {"kind": "engine", "bundle": _DENOISE, "outputs": ["nope"]},
+        ["outputs", "'nope'"],
+    ),
+    (
+        "event U-Net on a denoise bundle",
+        {"kind": "event_unet", "bundle": _DENOISE},
+        ["bundle:", "events bundle"],
+    ),
+    (
+        "SMLM network on a stain bundle",
+        {"kind": "smlm", "method": "network", "bundle": _STAIN},
+        ["stain-l1-small", "not a DECODE-class SMLM engine"],
+    ),
+    (
+        "stain given channel it lacks",
+        {"kind": "stain", "bundle": _STAIN, "given": {"nope": "x"}},
+        ["given:", "'nope'"],
+    ),
+    (
+        "SMLM bundle of another pixel size",
+        {"kind": "smlm", "method": "network", "bundle": _SMLM, "pixel_size_um": 0.16},
+        ["smlm-decode-small", "pixel size: data 160 nm, bundle 100 nm", "force"],
+    ),
+    (
+        "PSF file that is not one",
+        {"kind": "smlm", "psf_file": "{tmp}/bad.npz"},
+        ["bad.npz", "not a smartscope PSF"],
+    ),
+    (
+        "camera file that is not JSON",
+        {"kind": "smlm", "camera_file": "{tmp}/bad.json"},
+        ["bad.json", "not valid JSON"],
+    ),
+    (
+        "camera file with a bad field",
+        {"kind": "smlm", "camera_file": "{tmp}/cam.json"},
+        ["cam.json", "'em_gain'"],
+    ),
+]
+
+
+def _mistake_files(tmp: Path) -> None:
+    (tmp / "bad.npz").write_bytes(b"not a PSF")
+    (tmp / "bad.json").write_text("{not json")
+    cam = {"kind": "emccd", "offset_adu": 100, "gain_adu_per_e": 2, "em_gain": 0.5, "read_noise_e": 1}
+    (tmp / "cam.json").write_text(json.dumps(cam))
+    (tmp / "key.key_secret").write_text("not a key")
+    tifffile.imwrite(tmp / "stack.tif", np.full((4, 32, 32), 100, np.uint16), photometric="minisblack")
+
+
+@pytest.mark.parametrize(
+    ("stage", "must"), [(s, m) for _, s, m in _STAGE_MISTAKES], ids=[i for i, _, _ in _STAGE_MISTAKES]
+)
+def test_a_bad_stage_is_a_user_error_before_any_run(
+    tmp_path: Path, stage: dict[str, object], must: list[str]
+) -> None:
+    _mistake_files(tmp_path)
+    stage = {k: v.replace("{tmp}", str(tmp_path)) if isinstance(v, str) else v for k, v in stage.items()}
+    runs = tmp_path / "runs"
+    config = {"storage": {"root": str(runs), "name": "x"}, "acquisition": {"n_frames": 2}}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({**config, "pipeline": {"stages": [stage]}}))
+    _one_line_error(runner.invoke(app, ["run", str(path)]), 2, *must)
+    assert not runs.exists() or not any(runs.iterdir()), "a run folder was made: hardware moved"
+
+
+@pytest.mark.parametrize(
+    ("args", "must"),
+    [
+        (["replay", "{tmp}/stack.tif", "--config", "{tmp}/outputs.yaml"], ["outputs", "'nope'"]),
+        (
+            ["watch", "--secret-key", "{tmp}/key.key_secret", "--seconds", "1"],
+            ["--secret-key", "--server-key"],
+        ),
+    ],
+    ids=["replay", "watch"],
+)
+def test_a_bad_stage_or_key_through_other_commands_is_a_user_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], must: list[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a replay's run folder would go here
+    _mistake_files(tmp_path)
+    outputs = {"kind": "engine", "bundle": _DENOISE, "outputs": ["nope"]}
+    (tmp_path / "outputs.yaml").write_text(yaml.safe_dump({"pipeline": {"stages": [outputs]}}))
+    res = runner.invoke(app, [a.replace("{tmp}", str(tmp_path)) for a in args])
+    _one_line_error(res, 2, *must)

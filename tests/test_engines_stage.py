@@ -51,7 +51,7 @@ def test_stage_config_validation(bundle_path: Path, tmp_path: Path) -> None:
         EngineStageConfig(bundle=bundle_path, colour="red")  # type: ignore[call-arg]
     with pytest.raises(ValidationError, match="backend"):
         EngineStageConfig(bundle=bundle_path, backend="tflite")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="not in bundle outputs"):
+    with pytest.raises(ValueError, match="not in the outputs"):
         EngineStage(EngineStageConfig(bundle=bundle_path, outputs=["nope"]))
     cfg = EngineStageConfig.model_validate({"kind": "engine", "bundle": str(bundle_path), "name": "dn"})
     assert cfg.kind == "engine" and cfg.name == "dn"

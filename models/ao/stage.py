@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from smartscope.engines.runtime import Engine
+from smartscope.exceptions import InvalidValue
 from smartscope.models.ao.data import DIVERSITY_RAD, bead_centres_px, bead_crops, center_windows
 
 __all__ = ["INPUT_CHANNELS", "LearnedZernikeEstimator"]
@@ -39,7 +40,7 @@ class LearnedZernikeEstimator:
         have = list(self.engine.manifest.inputs[0].channels)
         if have != INPUT_CHANNELS:
             self.engine.close()
-            raise ValueError(
+            raise InvalidValue(
                 f"{bundle}: aberration bundle input channels are {have}, this estimator feeds "
                 f"{INPUT_CHANNELS}; retrain it with this version (smartscope train zernike)"
             )

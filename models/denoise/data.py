@@ -20,6 +20,8 @@ from typing import Literal
 
 import numpy as np
 
+from smartscope.exceptions import InvalidValue
+
 __all__ = ["SCENARIOS", "DenoiseData", "from_tiff_dir", "simulate", "simulated_field", "split_heldout"]
 
 SCENARIOS: dict[str, tuple[float, ...]] = {
@@ -79,9 +81,9 @@ def simulate(
     from smartscope.simulators.datasets import denoise_pairs, denoise_sequences
 
     if frames < 1:
-        raise ValueError(f"frames={frames} must be >= 1")
+        raise InvalidValue(f"frames={frames} must be >= 1")
     if scenario not in SCENARIOS:
-        raise ValueError(f"unknown scenario {scenario!r}; choose from {sorted(SCENARIOS)}")
+        raise InvalidValue(f"unknown scenario {scenario!r}; choose from {sorted(SCENARIOS)}")
     levels = (float(photons),) if photons is not None else SCENARIOS[scenario]
     cam = CameraConfig()
 
@@ -143,17 +145,17 @@ def _read_stack(path: Path) -> np.ndarray:
     try:
         arr = np.asarray(tifffile.imread(path))
     except Exception as exc:
-        raise ValueError(f"{path}: cannot read TIFF ({type(exc).__name__}: {exc})") from exc
+        raise InvalidValue(f"{path}: cannot read TIFF ({type(exc).__name__}: {exc})") from exc
     arr = np.squeeze(arr)
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3:
-        raise ValueError(
+        raise InvalidValue(
             f"{path}: expected a 2-D image or a (T, Y, X) stack, got shape {arr.shape} "
             "(multi-channel stacks are not supported by the denoise trainer)"
         )
     if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        raise ValueError(f"{path}: pixel type {arr.dtype} is not real-valued")
+        raise InvalidValue(f"{path}: pixel type {arr.dtype} is not real-valued")
     return arr.astype(np.float32)
 
 
@@ -164,11 +166,11 @@ def _tiffs(folder: Path) -> list[Path]:
 def from_tiff_dir(path: str | Path, method: Literal["n2v", "care"]) -> DenoiseData:
     root = Path(path)
     if not root.is_dir():
-        raise ValueError(f"--data {root}: not a folder")
+        raise InvalidValue(f"--data {root}: not a folder")
     if method == "n2v":
         files = _tiffs(root)
         if not files:
-            raise ValueError(f"--data {root}: no .tif files (N2V needs noisy stacks)")
+            raise InvalidValue(f"--data {root}: no .tif files (N2V needs noisy stacks)")
         return DenoiseData(
             noisy=[_read_stack(f) for f in files],
             clean=None,
@@ -178,20 +180,20 @@ def from_tiff_dir(path: str | Path, method: Literal["n2v", "care"]) -> DenoiseDa
     low_dir, high_dir = root / "low", root / "high"
     for d in (low_dir, high_dir):
         if not d.is_dir():
-            raise ValueError(f"--data {root}: CARE needs {d.name}/ with TIFFs (missing {d})")
+            raise InvalidValue(f"--data {root}: CARE needs {d.name}/ with TIFFs (missing {d})")
     lows = _tiffs(low_dir)
     if not lows:
-        raise ValueError(f"--data {root}: no .tif files in {low_dir}")
+        raise InvalidValue(f"--data {root}: no .tif files in {low_dir}")
     noisy, clean = [], []
     for f in lows:
         h = high_dir / f.name
         if not h.is_file():
-            raise ValueError(f"{f}: no matching high-SNR file {h}")
+            raise InvalidValue(f"{f}: no matching high-SNR file {h}")
         lo, hi = _read_stack(f), _read_stack(h)
         if hi.shape[0] == 1 and lo.shape[0] > 1:
             hi = np.repeat(hi, lo.shape[0], axis=0)
         if lo.shape != hi.shape:
-            raise ValueError(f"{f} has shape {lo.shape} but {h} has {hi.shape}")
+            raise InvalidValue(f"{f} has shape {lo.shape} but {h} has {hi.shape}")
         noisy.append(lo)
         clean.append(hi)
     return DenoiseData(
@@ -215,7 +217,7 @@ def split_heldout(
     w = stack.shape[-1]
     cut = w - max(min_px, round(w * val_fraction))
     if cut < min_px:
-        raise ValueError(
+        raise InvalidValue(
             f"{data.names[0]}: one field of width {w} px cannot be split into train and "
             f"held-out strips of >= {min_px} px; provide more fields of view"
         )

@@ -23,6 +23,7 @@ from pydantic import Field
 from smartscope.base_model import FrozenModel
 from smartscope.engines.networks.denoise import FastDenoiser, FastDenoiserConfig
 from smartscope.engines.networks.unet import UNet2D, UNetConfig
+from smartscope.exceptions import InvalidValue
 from smartscope.models.denoise.data import DenoiseData, split_heldout
 from smartscope.models.denoise.network import DEFAULT_UNET, care_loss, n2v_loss, n2v_mask
 from smartscope.models.distributed import init_distributed
@@ -109,7 +110,7 @@ class _Patches:
     ) -> None:
         for name, arr in enumerate(noisy):
             if min(arr.shape[-2:]) < patch:
-                raise ValueError(f"field {name} is {arr.shape[-2:]} px, smaller than the patch {patch}")
+                raise InvalidValue(f"field {name} is {arr.shape[-2:]} px, smaller than the patch {patch}")
         self.noisy, self.target, self.patch, self.frames = noisy, target, patch, frames
         sizes = np.array([a.size for a in noisy], dtype=np.float64)
         self.p = sizes / sizes.sum()
@@ -195,10 +196,10 @@ def train_denoise(
     cfg = config
     fcfg = cfg.fit
     if cfg.method == "care" and data.clean is None:
-        raise ValueError("CARE needs paired high-SNR targets (DIR/low + DIR/high, or --simulate)")
+        raise InvalidValue("CARE needs paired high-SNR targets (DIR/low + DIR/high, or --simulate)")
     mult = cfg.size_multiple
     if cfg.patch_px % mult or cfg.tile_px % mult:
-        raise ValueError(f"patch_px and tile_px must be multiples of the network's size multiple {mult}")
+        raise InvalidValue(f"patch_px and tile_px must be multiples of the network's size multiple {mult}")
     if fcfg.threads:
         torch.set_num_threads(fcfg.threads)
     dist, dev_name = init_distributed(fcfg.device)

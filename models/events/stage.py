@@ -37,6 +37,7 @@ from scipy import ndimage as ndi
 from smartscope.config.stages import EventDetectorConfig, LearnedEventDetectorConfig
 from smartscope.engines.bundle import load_bundle
 from smartscope.engines.runtime import Engine
+from smartscope.exceptions import InvalidValue
 from smartscope.frame import Frame, frame_time_s
 from smartscope.models.events.network import INPUT_CHANNELS, ReferenceTracker, frame_score, smooth
 from smartscope.pipeline import StageOutput
@@ -50,7 +51,7 @@ def trigger_thresholds(bundle: Path) -> dict[str, float]:
     cal = load_bundle(bundle).manifest.calibration
     missing = [k for k in ("trigger_on_threshold", "trigger_off_threshold") if k not in cal]
     if missing:
-        raise ValueError(f"{bundle}: engine.json calibration lacks {missing} (not an events bundle?)")
+        raise InvalidValue(f"{bundle}: engine.json calibration lacks {missing} (not an events bundle?)")
     return {"on_threshold": cal["trigger_on_threshold"], "off_threshold": cal["trigger_off_threshold"]}
 
 
@@ -139,8 +140,8 @@ class LearnedEventDetector:
         self.engine = Engine.open(cfg.bundle, cfg.backend)
         have = self.engine.manifest.inputs[0].channels
         if list(have) != INPUT_CHANNELS:
-            raise ValueError(
-                f"{cfg.bundle}: events bundle input channels are {have}, this stage feeds "
+            raise InvalidValue(
+                f"bundle: {cfg.bundle}: events bundle input channels are {have}, this stage feeds "
                 f"{INPUT_CHANNELS}; retrain it with this version"
             )
         self._trackers: dict[tuple[str, str, float | None], tuple[ReferenceTracker, tuple[int, ...]]] = {}

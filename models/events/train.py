@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import rankdata
 
+from smartscope.exceptions import InvalidValue
 from smartscope.models.events.data import (
     HEAT_SIGMA_PX,
     HELDOUT_SEED_BASE,
@@ -115,7 +116,7 @@ def choose_thresholds(
 ) -> dict[str, float]:
     """Trigger thresholds: these percentiles of held-out quiet-frame scores."""
     if not 0.0 <= off_percentile <= on_percentile <= 100.0:
-        raise ValueError(
+        raise InvalidValue(
             f"need 0 <= off_percentile ({off_percentile}) <= on_percentile ({on_percentile}) <= 100"
         )
     on = float(np.percentile(quiet_scores, on_percentile))

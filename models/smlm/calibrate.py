@@ -34,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy import ndimage, optimize
 
+from smartscope.exceptions import InvalidValue
 from smartscope.models.smlm.localize_classical import (
     CameraModel,
     detect_spots,
@@ -92,7 +93,7 @@ class UserCalibration:
 def _as_stack(a: np.ndarray, what: str) -> np.ndarray:
     arr = np.asarray(a)
     if arr.ndim != 3 or arr.shape[0] < 2:
-        raise ValueError(f"{what}: expected a (T, Y, X) stack of at least 2 frames, got shape {arr.shape}")
+        raise InvalidValue(f"{what}: expected a (T, Y, X) stack of at least 2 frames, got shape {arr.shape}")
     return arr.astype(np.float64)
 
 
@@ -259,16 +260,16 @@ def calibrate_camera(
     d = _as_stack(dark, "dark")
     shape = d.shape[1:]
     if not flats:
-        raise ValueError("flats: give at least one flat-field stack (two or more for a reliable slope)")
+        raise InvalidValue("flats: give at least one flat-field stack (two or more for a reliable slope)")
     if kind == "emccd" and em_gain <= 1:
-        raise ValueError("em_gain: an EMCCD calibration needs the EM gain the camera was set to (> 1)")
+        raise InvalidValue("em_gain: an EMCCD calibration needs the EM gain the camera was set to (> 1)")
     offset = d.mean(0)
     dark_var = d.var(0, ddof=1)
     means, variances, used, corrected = [], [], [], []
     for i, f in enumerate(flats):
         fs = _as_stack(f, f"flat {i + 1}")
         if fs.shape[1:] != shape:
-            raise ValueError(f"flat {i + 1}: frame shape {fs.shape[1:]} differs from the dark's {shape}")
+            raise InvalidValue(f"flat {i + 1}: frame shape {fs.shape[1:]} differs from the dark's {shape}")
         if fs.max() >= max_adu - 1:
             continue
         # frame-to-frame illumination flicker would add variance ∝ mean²: remove the
@@ -280,7 +281,7 @@ def calibrate_camera(
         used.append(i)
         corrected.append(fs_c)
     if not used:
-        raise ValueError("flats: every flat-field stack reaches saturation; record dimmer flats")
+        raise InvalidValue("flats: every flat-field stack reaches saturation; record dimmer flats")
     s_arr = np.stack(means)  # (F, Y, X) signal above offset, ADU
     v_arr = np.stack(variances)  # shot-noise variance, ADU²
     f2 = 2.0 if kind == "emccd" else 1.0
@@ -288,7 +289,7 @@ def calibrate_camera(
     sm = np.median(s_arr.reshape(len(used), -1), axis=1)
     vm = np.median(v_arr.reshape(len(used), -1), axis=1)
     if np.all(sm <= 0):
-        raise ValueError("flats: no flat is brighter than the dark; check the files")
+        raise InvalidValue("flats: no flat is brighter than the dark; check the files")
     slope = float((sm * vm).sum() / (sm * sm).sum())
     resid = vm - slope * sm
     r2 = 1.0 - float((resid**2).sum() / max(((vm - vm.mean()) ** 2).sum(), 1e-12)) if len(used) > 1 else 1.0
@@ -301,7 +302,7 @@ def calibrate_camera(
     decisions: list[MapEstimate] = []
     if do_maps:
         if d.shape[0] < 4 or per_flat < 4:
-            raise ValueError("per-pixel maps need at least 4 frames in the dark and in every flat")
+            raise InvalidValue("per-pixel maps need at least 4 frames in the dark and in every flat")
         full = _pixel_estimates(d, corrected, slope, f2)
         even = _pixel_estimates(d[0::2], [c[0::2] for c in corrected], slope, f2)
         odd = _pixel_estimates(d[1::2], [c[1::2] for c in corrected], slope, f2)
@@ -574,11 +575,11 @@ def calibrate_psf_beads(
     """
     data = np.asarray(stack)
     if data.ndim != 3 or data.shape[0] < 5:
-        raise ValueError(f"bead stack: expected (Z, Y, X) with at least 5 slices, got shape {data.shape}")
+        raise InvalidValue(f"bead stack: expected (Z, Y, X) with at least 5 slices, got shape {data.shape}")
     if z_step_nm <= 0:
-        raise ValueError(f"z_step_nm must be positive, got {z_step_nm}")
+        raise InvalidValue(f"z_step_nm must be positive, got {z_step_nm}")
     if roi_px < 7 or roi_px % 2 == 0:
-        raise ValueError(f"roi_px must be odd and >= 7, got {roi_px}")
+        raise InvalidValue(f"roi_px must be odd and >= 7, got {roi_px}")
     cam = camera or CameraModel()
     e = cam.to_electrons(data)
     if reverse:
@@ -587,7 +588,7 @@ def calibrate_psf_beads(
     proj = e.max(0)
     centres = _find_isolated(proj, 2.0, half + 2, roi_px + 2, max_beads)
     if len(centres) == 0:
-        raise ValueError("bead stack: no isolated bright bead found (beads closer than the ROI or too dim)")
+        raise InvalidValue("bead stack: no isolated bright bead found (beads closer than the ROI or too dim)")
     # cut (Z, R, R) per bead, subtract each slice's border median, normalise by total light
     rois = []
     for r, c in centres:
@@ -644,7 +645,7 @@ def calibrate_psf_beads(
     if z_range_nm is not None:
         keep = (z_sorted >= z_range_nm[0] - 1e-6) & (z_sorted <= z_range_nm[1] + 1e-6)
         if keep.sum() < 3:
-            raise ValueError(f"z_range_nm {z_range_nm} keeps fewer than 3 slices of the stack")
+            raise InvalidValue(f"z_range_nm {z_range_nm} keeps fewer than 3 slices of the stack")
         z_sorted, vals, beads_sorted = z_sorted[keep], vals[keep], beads_sorted[:, keep]
         sx, sy = sx[order][keep], sy[order][keep]
     else:
@@ -741,7 +742,7 @@ def _average_psf(
         c2 = _chi2_per_emitter(model, fit, raw, rv)
         use = ok & (c2 < 3.0 * float(np.median(c2[ok] if ok.any() else c2)))
         if use.sum() < 10:
-            raise ValueError("SMLM stack: fewer than 10 emitters are explained by their average PSF")
+            raise InvalidValue("SMLM stack: fewer than 10 emitters are explained by their average PSF")
     return avg / avg.sum(), use
 
 
@@ -793,11 +794,11 @@ def calibrate_psf_from_data(
     if data.ndim == 2:
         data = data[None]
     if data.ndim != 3:
-        raise ValueError(f"SMLM stack: expected (T, Y, X), got shape {data.shape}")
+        raise InvalidValue(f"SMLM stack: expected (T, Y, X), got shape {data.shape}")
     if roi_px < 7 or roi_px % 2 == 0:
-        raise ValueError(f"roi_px must be odd and >= 7, got {roi_px}")
+        raise InvalidValue(f"roi_px must be odd and >= 7, got {roi_px}")
     if model not in ("auto", "spline", "gaussian"):
-        raise ValueError(f"model: {model!r} must be auto, spline or gaussian")
+        raise InvalidValue(f"model: {model!r} must be auto, spline or gaussian")
     cam = camera or CameraModel()
     half = roi_px // 2
     sig = sigma_guess_nm / pixel_nm
@@ -840,7 +841,7 @@ def calibrate_psf_from_data(
         if len(cuts) >= 4 * max_emitters:
             break
     if len(cuts) < 20:
-        raise ValueError(f"SMLM stack: only {len(cuts)} isolated emitters found; need at least 20")
+        raise InvalidValue(f"SMLM stack: only {len(cuts)} isolated emitters found; need at least 20")
     ph = np.asarray(photons)
     thr = float(np.median(ph)) if min_photons is None else min_photons
     sel = np.flatnonzero(ph >= thr)[:max_emitters]
@@ -861,7 +862,7 @@ def calibrate_psf_from_data(
     f_gauss = fit_spots(raw[b], rv[b], sigma_a)
     both = f_spline.converged & f_gauss.converged
     if both.sum() < 10:
-        raise ValueError("SMLM stack: fewer than 10 held-out emitters could be fitted by both models")
+        raise InvalidValue("SMLM stack: fewer than 10 held-out emitters could be fitted by both models")
     gain = 0.5 * (f_spline.loglik_ratio - f_gauss.loglik_ratio)[both]
     g_mean = float(gain.mean())
     g_se = float(gain.std(ddof=1) / math.sqrt(gain.size))

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from smartscope.exceptions import InvalidValue
 from smartscope.models.smlm.table import LocTable
 
 __all__ = [
@@ -84,10 +85,10 @@ def write_picasso(
     import yaml
 
     if pixel_nm <= 0:
-        raise ValueError(f"pixel_nm must be positive, got {pixel_nm}")
+        raise InvalidValue(f"pixel_nm must be positive, got {pixel_nm}")
     p = Path(path)
     if p.suffix != ".hdf5":
-        raise ValueError(f"{p}: Picasso localization files end in .hdf5")
+        raise InvalidValue(f"{p}: Picasso localization files end in .hdf5")
     px = float(pixel_nm)
     cols: dict[str, np.ndarray] = {
         "frame": table.frame.astype(np.uint32),
@@ -163,7 +164,7 @@ def read_picasso(path: str | Path) -> tuple[LocTable, dict[str, Any]]:
     side = p.with_suffix(".yaml")
     with h5py.File(p, "r") as f:
         if "locs" not in f:
-            raise ValueError(f"{p}: no 'locs' dataset; not a Picasso localization file")
+            raise InvalidValue(f"{p}: no 'locs' dataset; not a Picasso localization file")
         rec = f["locs"][:]
         if side.is_file():
             for doc in yaml.safe_load_all(side.read_text(encoding="utf-8")):
@@ -173,7 +174,7 @@ def read_picasso(path: str | Path) -> tuple[LocTable, dict[str, Any]]:
             for doc in json.loads(raw.decode() if isinstance(raw, bytes) else raw):
                 meta.update(doc)
     if "Pixelsize" not in meta:
-        raise ValueError(f"{p}: no 'Pixelsize' in its metadata ({side.name} or the embedded copy)")
+        raise InvalidValue(f"{p}: no 'Pixelsize' in its metadata ({side.name} or the embedded copy)")
     px = float(meta["Pixelsize"])
     names = rec.dtype.names or ()
     n = len(rec)

@@ -36,6 +36,7 @@ from scipy import ndimage
 from scipy.special import erf
 from scipy.stats import chi2
 
+from smartscope.exceptions import InvalidValue
 from smartscope.metrics import fisher_crlb
 from smartscope.models.smlm.table import LocTable
 from smartscope.simulators.psf_models import PSFModel, render_model_px
@@ -82,11 +83,11 @@ class CameraModel:
 
     def __post_init__(self) -> None:
         if self.e_per_adu <= 0:
-            raise ValueError(f"CameraModel.e_per_adu must be positive, got {self.e_per_adu}")
+            raise InvalidValue(f"CameraModel.e_per_adu must be positive, got {self.e_per_adu}")
         if self.em_gain < 1:
-            raise ValueError(f"CameraModel.em_gain must be >= 1, got {self.em_gain}")
+            raise InvalidValue(f"CameraModel.em_gain must be >= 1, got {self.em_gain}")
         if self.read_noise_e < 0:
-            raise ValueError(f"CameraModel.read_noise_e must be >= 0, got {self.read_noise_e}")
+            raise InvalidValue(f"CameraModel.read_noise_e must be >= 0, got {self.read_noise_e}")
 
     @property
     def excess_noise_factor(self) -> float:
@@ -99,7 +100,7 @@ class CameraModel:
         maps = (("offset_map_adu", self.offset_map_adu), ("e_per_adu_map", self.e_per_adu_map))
         for name, m in maps:
             if m is not None and np.shape(m) != img.shape[-2:]:  # frames or (T, Y, X) stacks
-                raise ValueError(f"CameraModel.{name} has shape {np.shape(m)}, frame is {img.shape}")
+                raise InvalidValue(f"CameraModel.{name} has shape {np.shape(m)}, frame is {img.shape}")
         return (img - off) * gain / self.em_gain
 
     @property
@@ -112,7 +113,7 @@ class CameraModel:
         """Read-noise variance per pixel in (photoelectron)², after EM-gain division."""
         if self.read_noise_map_e is not None:
             if self.read_noise_map_e.shape != shape:
-                raise ValueError(
+                raise InvalidValue(
                     f"CameraModel.read_noise_map_e has shape {self.read_noise_map_e.shape}, frame is {shape}"
                 )
             r = np.asarray(self.read_noise_map_e, dtype=np.float64)
@@ -546,9 +547,9 @@ class ClassicalConfig:
 
     def __post_init__(self) -> None:
         if self.pixel_nm <= 0 or self.psf_sigma_nm <= 0:
-            raise ValueError("ClassicalConfig.pixel_nm and psf_sigma_nm must be positive")
+            raise InvalidValue("ClassicalConfig.pixel_nm and psf_sigma_nm must be positive")
         if self.roi_px is not None and (self.roi_px < 5 or self.roi_px % 2 == 0):
-            raise ValueError(f"ClassicalConfig.roi_px must be odd and >= 5, got {self.roi_px}")
+            raise InvalidValue(f"ClassicalConfig.roi_px must be odd and >= 5, got {self.roi_px}")
 
     def roi_for(self, psf: PSFModel | None) -> int:
         if self.roi_px is not None:
@@ -582,7 +583,7 @@ class ClassicalLocalizer:
         self.config = config or ClassicalConfig()
         self.camera = camera or CameraModel()
         if psf is not None and not math.isclose(psf.pixel_nm, self.config.pixel_nm, rel_tol=1e-3):
-            raise ValueError(
+            raise InvalidValue(
                 f"pixel size: the PSF model was calibrated at {psf.pixel_nm} nm/px, "
                 f"the localizer is set to {self.config.pixel_nm} nm/px"
             )
@@ -610,7 +611,7 @@ class ClassicalLocalizer:
         h, w = img.shape
         roi = self.roi_px
         if min(h, w) < roi:
-            raise ValueError(f"frame {img.shape} is smaller than the fit window {roi}")
+            raise InvalidValue(f"frame {img.shape} is smaller than the fit window {roi}")
         e = self.camera.to_electrons(img)
         rvar = self.camera.read_var_e2(e.shape)
         rows, cols = detect_spots(

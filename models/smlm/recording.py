@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from smartscope.exceptions import InvalidValue
 from smartscope.models.smlm.localize_classical import CameraModel, ClassicalConfig, ClassicalLocalizer
 from smartscope.simulators.psf_models import PSFModel, file_sha256
 
@@ -102,7 +103,7 @@ def recording_stats(
     read from ``path``) and summarise them. ``psf``: the calibrated PSF (None: a Gaussian)."""
     data = np.asarray(frames)
     if data.ndim != 3 or data.shape[0] < 1:
-        raise ValueError(f"--like {Path(path).name}: expected (T, Y, X) frames, got shape {data.shape}")
+        raise InvalidValue(f"--like {Path(path).name}: expected (T, Y, X) frames, got shape {data.shape}")
     picks = np.unique(np.linspace(0, data.shape[0] - 1, min(max_frames, data.shape[0])).round().astype(int))
     loc = ClassicalLocalizer(ClassicalConfig(pixel_nm=pixel_nm), camera, psf=psf)
     area_um2 = data.shape[1] * data.shape[2] * (pixel_nm / 1000.0) ** 2
@@ -117,7 +118,7 @@ def recording_stats(
             bgs.append(max(float(np.percentile(camera.to_electrons(data[t]), 30)), 0.0))
     ph = np.concatenate(photons) if photons else np.zeros(0)
     if ph.size < 10:
-        raise ValueError(
+        raise InvalidValue(
             f"--like {Path(path).name}: only {ph.size} localizations in {picks.size} frames; "
             "check the camera calibration and pixel size"
         )

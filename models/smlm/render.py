@@ -22,6 +22,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.special import erf
 
+from smartscope.exceptions import InvalidValue
 from smartscope.models.smlm.table import LocTable
 
 __all__ = [
@@ -39,10 +40,10 @@ __all__ = [
 def field_shape(extent_nm: tuple[float, float], pixel_nm: float) -> tuple[int, int]:
     """Render-grid shape (rows, cols) covering ``extent_nm`` = (height_nm, width_nm)."""
     if pixel_nm <= 0:
-        raise ValueError(f"render pixel_nm must be positive, got {pixel_nm}")
+        raise InvalidValue(f"render pixel_nm must be positive, got {pixel_nm}")
     h, w = extent_nm
     if h <= 0 or w <= 0:
-        raise ValueError(f"extent_nm must be positive, got {extent_nm}")
+        raise InvalidValue(f"extent_nm must be positive, got {extent_nm}")
     return math.ceil(h / pixel_nm), math.ceil(w / pixel_nm)
 
 
@@ -85,7 +86,7 @@ def render_gaussian(
     floor = 0.5 * pixel_nm if min_sigma_nm is None else min_sigma_nm
     if sigma_nm is not None:
         if sigma_nm <= 0:
-            raise ValueError(f"sigma_nm must be positive, got {sigma_nm}")
+            raise InvalidValue(f"sigma_nm must be positive, got {sigma_nm}")
         sig_all = np.full(len(table), float(sigma_nm))
     else:
         sig_all = np.sqrt(0.5 * (table.sigma_x_nm**2 + table.sigma_y_nm**2))
@@ -218,7 +219,7 @@ def estimate_drift(
     if n_segments < 2:
         raise ValueError(f"n_segments must be >= 2, got {n_segments}")
     if len(table) == 0:
-        raise ValueError("cannot estimate drift from an empty localization table")
+        raise InvalidValue("cannot estimate drift from an empty localization table")
     if extent_nm is None:
         extent_nm = (float(table.y_nm.max()) + pixel_nm, float(table.x_nm.max()) + pixel_nm)
     f0, f1 = int(table.frame.min()), int(table.frame.max())

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from smartscope.config.stages import SMLMCameraConfig, SMLMStageConfig
+from smartscope.exceptions import InvalidValue
 from smartscope.frame import Frame
 from smartscope.models.smlm.localize_classical import (
     CameraModel,
@@ -79,7 +80,7 @@ class SMLMStage:
 
             self.fit_psf = gaussian_z_of(self.calibration.psf)
             if self.fit_psf is None:
-                raise ValueError(
+                raise InvalidValue(
                     f"psf_model: {config.psf_file} holds no Gaussian-z calibration "
                     "(a 2-D or non-astigmatic PSF)"
                 )
@@ -146,14 +147,14 @@ class SMLMStage:
         man = self.engine.manifest
         chans = tuple(man.outputs[0].channels)
         if man.task != "smlm" or chans not in (OUTPUT_CHANNELS, OUTPUT_CHANNELS_3D):
-            raise ValueError(
+            raise InvalidValue(
                 f"bundle {cfg.bundle}: task {man.task!r} with outputs "
                 f"{man.outputs[0].channels} is not a DECODE-class SMLM engine"
             )
         problems = bundle_mismatches(man.calibration, man.pixel_size_um, cfg.pixel_size_um, self.camera)
         if problems and not cfg.force:
             where = f"camera {cfg.camera_file}" if cfg.camera_file else "the stage's camera settings"
-            raise ValueError(
+            raise InvalidValue(
                 f"bundle {cfg.bundle} does not match the data ({where}): "
                 + "; ".join(problems)
                 + ". Retrain on this calibration, or pass force to use it anyway"

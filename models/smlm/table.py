@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from smartscope.exceptions import InvalidValue
+
 __all__ = ["COLUMNS", "OPTIONAL_COLUMNS", "THUNDERSTORM_HEADER", "THUNDERSTORM_Z_HEADER", "LocTable"]
 
 COLUMNS: tuple[str, ...] = (
@@ -231,7 +233,7 @@ class LocTable:
             try:
                 header = [h.strip().strip('"') for h in next(rd)]
             except StopIteration:
-                raise ValueError(f"{path}: empty file, expected a header row") from None
+                raise InvalidValue(f"{path}: empty file, expected a header row") from None
             data = [r for r in rd if r]
         idx = {h: i for i, h in enumerate(header)}
         need = (
@@ -241,7 +243,7 @@ class LocTable:
         )
         missing = [c for c in need if c not in idx]
         if missing:
-            raise ValueError(f"{path}: missing columns {missing}; header is {header}")
+            raise InvalidValue(f"{path}: missing columns {missing}; header is {header}")
 
         def col(name: str, default: float = np.nan) -> np.ndarray:
             if name not in idx:
@@ -249,7 +251,7 @@ class LocTable:
             try:
                 return np.array([float(r[idx[name]]) for r in data], dtype=np.float64)
             except (ValueError, IndexError) as exc:
-                raise ValueError(f"{path}: bad value in column {name!r}: {exc}") from None
+                raise InvalidValue(f"{path}: bad value in column {name!r}: {exc}") from None
 
         if not thunderstorm:
             return cls.from_columns(**{c: col(c) for c in COLUMNS})  # optional ones: NaN

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from smartscope.engines.networks.smlm import ARCHITECTURE, SMLMNet, SMLMNetConfig
+from smartscope.exceptions import InvalidValue
 from smartscope.models.smlm.decode import DecodeSettings, decode_outputs
 from smartscope.models.smlm.localize_classical import CameraModel, camera_model_for
 from smartscope.models.smlm.network import DecodeLoss
@@ -97,7 +98,7 @@ def _make_sim(spec: SimSpec, seed: int, calibration: UserCalibration | None = No
         zs.append(z)
     psf = calibration.psf if calibration is not None else None
     if psf is not None and not math.isclose(psf.pixel_nm, spec.pixel_nm, rel_tol=1e-3):
-        raise ValueError(
+        raise InvalidValue(
             f"pixel size: the PSF {calibration.psf_file} was calibrated at "  # type: ignore[union-attr]
             f"{psf.pixel_nm} nm/px, the training spec says {spec.pixel_nm} nm/px"
         )
@@ -121,7 +122,7 @@ def _camera_for_sample(
 
         mh, mw = cal.camera_maps.shape
         if mh < shape[0] or mw < shape[1]:
-            raise ValueError(
+            raise InvalidValue(
                 f"camera maps of {cal.camera_file} are {cal.camera_maps.shape}, smaller than the "
                 f"training tile {shape}"
             )
@@ -357,7 +358,7 @@ def parent_config(bundle: Path) -> SMLMNetConfig:
     b = load_bundle(bundle)
     arch = b.manifest.architecture
     if arch is None or b.weights_bytes is None or arch.name != ARCHITECTURE:
-        raise ValueError(f"init_bundle: {Path(bundle).name} holds no {ARCHITECTURE} weights")
+        raise InvalidValue(f"init_bundle: {Path(bundle).name} holds no {ARCHITECTURE} weights")
     return SMLMNetConfig(**arch.params)
 
 
@@ -372,7 +373,7 @@ def _load_init(net: SMLMNet, cfg: SMLMNetConfig, bundle: Path) -> str:
     parent = parent_config(bundle)
     mine, theirs = cfg.model_dump(exclude={"z_range_nm"}), parent.model_dump(exclude={"z_range_nm"})
     if mine != theirs or (parent.z_range_nm is None) != (cfg.z_range_nm is None):
-        raise ValueError(
+        raise InvalidValue(
             f"init_bundle: {Path(bundle).name} was built as {parent.model_dump()}, "
             f"this training as {cfg.model_dump()}"
         )
@@ -430,14 +431,14 @@ def train_smlm(
     if device == "cpu":
         torch.set_num_threads(threads)
     elif not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} asked for, but torch sees no CUDA GPU here")
+        raise InvalidValue(f"device: {device!r} asked for, but torch sees no CUDA GPU here")
     sp = spec or SimSpec()
     cfg = net_config or SMLMNetConfig()
     psf = calibration.psf if calibration is not None else None
     if psf is not None and psf.is_3d and cfg.z_range_nm is None:
         cfg = cfg.model_copy(update={"z_range_nm": psf.z_range_nm})
     if sp.tile_px % (2**cfg.depth):
-        raise ValueError(f"SimSpec.tile_px={sp.tile_px} must be a multiple of {2**cfg.depth}")
+        raise InvalidValue(f"SimSpec.tile_px={sp.tile_px} must be a multiple of {2**cfg.depth}")
     net = SMLMNet(cfg)
     init_note = ""
     if init_bundle is not None:

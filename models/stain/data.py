@@ -27,6 +27,8 @@ from typing import Literal
 
 import numpy as np
 
+from smartscope.exceptions import InvalidValue
+
 __all__ = ["StainData", "from_tiff_dir", "simulate"]
 
 
@@ -50,7 +52,7 @@ class StainData:
         for name, lf, g, t in zip(self.names, self.label_free, self.given, self.target, strict=True):
             want = (lf.shape[0], len(self.channels), *lf.shape[1:])
             if lf.ndim != 3 or g.shape != want or t.shape != want:
-                raise ValueError(
+                raise InvalidValue(
                     f"FOV {name!r}: label_free {lf.shape}, given {g.shape} and target {t.shape} "
                     f"must be (T, H, W) and (T, {len(self.channels)}, H, W) of the same field"
                 )
@@ -58,7 +60,7 @@ class StainData:
             raise ValueError("planes and planes_um go together")
         for name, lf, pl in zip(self.names, self.label_free, self.planes or [], strict=False):
             if pl.shape != (lf.shape[0], len(self.planes_um), *lf.shape[1:]):
-                raise ValueError(f"FOV {name!r}: planes {pl.shape} do not match label_free {lf.shape}")
+                raise InvalidValue(f"FOV {name!r}: planes {pl.shape} do not match label_free {lf.shape}")
 
     def label_free_stack(self, i: int) -> np.ndarray:
         """FOV ``i``'s label-free frames with their planes: ``(T, 1 + P, H, W)``."""
@@ -95,7 +97,7 @@ def simulate(
     from smartscope.simulators.datasets import stain_fields
 
     if mode not in ("phase", "brightfield"):
-        raise ValueError(f"label-free mode must be 'phase' or 'brightfield', got {mode!r}")
+        raise InvalidValue(f"label-free mode must be 'phase' or 'brightfield', got {mode!r}")
     f = stain_fields(
         n_fields,
         field_px,
@@ -126,11 +128,11 @@ def _read(path: Path) -> np.ndarray:
     try:
         arr = np.asarray(tifffile.imread(path), dtype=np.float32)
     except Exception as exc:  # tifffile raises several types for a damaged file
-        raise ValueError(f"{path}: cannot read as TIFF ({exc})") from exc
+        raise InvalidValue(f"{path}: cannot read as TIFF ({exc})") from exc
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3:
-        raise ValueError(f"{path}: expected a (Y, X) image or (T, Y, X) stack, got shape {arr.shape}")
+        raise InvalidValue(f"{path}: expected a (Y, X) image or (T, Y, X) stack, got shape {arr.shape}")
     return arr
 
 
@@ -138,11 +140,11 @@ def from_tiff_dir(root: Path, channels: list[str]) -> StainData:
     """Pairs from ``root/label_free/*.tif`` and ``root/<channel>/*.tif`` (same file names)."""
     root = Path(root)
     if not channels:
-        raise ValueError("--channels: name at least one fluorescence channel folder")
+        raise InvalidValue("--channels: name at least one fluorescence channel folder")
     lf_dir = root / "label_free"
     files = sorted(lf_dir.glob("*.tif*"))
     if not files:
-        raise ValueError(f"{lf_dir}: no .tif files (expected one label-free file per field of view)")
+        raise InvalidValue(f"{lf_dir}: no .tif files (expected one label-free file per field of view)")
     lfs, stacks, names = [], [], []
     for f in files:
         lf = _read(f)
@@ -150,16 +152,16 @@ def from_tiff_dir(root: Path, channels: list[str]) -> StainData:
         for ch in channels:
             p = root / ch / f.name
             if not p.is_file():
-                raise ValueError(f"{p}: missing; every label-free file needs its {ch!r} partner")
+                raise InvalidValue(f"{p}: missing; every label-free file needs its {ch!r} partner")
             a = _read(p)
             if a.shape != lf.shape:
-                raise ValueError(f"{p}: shape {a.shape} differs from {f} {lf.shape}")
+                raise InvalidValue(f"{p}: shape {a.shape} differs from {f} {lf.shape}")
             chans.append(a)
         lfs.append(lf)
         stacks.append(np.stack(chans, axis=1))
         names.append(f.stem)
     if len(files) < 2:
-        raise ValueError(f"{lf_dir}: need at least 2 fields of view to hold one out, found {len(files)}")
+        raise InvalidValue(f"{lf_dir}: need at least 2 fields of view to hold one out, found {len(files)}")
     return StainData(
         label_free=lfs,
         given=stacks,

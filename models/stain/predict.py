@@ -26,6 +26,7 @@ import numpy as np
 from smartscope.config.stages import STAIN_INPUT_SHIFT_MAX as DEFAULT_INPUT_SHIFT_MAX
 from smartscope.config.stages import STAIN_TTA_MAX as TTA_MAX
 from smartscope.engines.runtime import Engine
+from smartscope.exceptions import InvalidValue
 
 __all__ = [
     "INPUT_STATS",
@@ -73,7 +74,7 @@ def build_input(
     if lf.ndim == 2:
         lf = lf[None]
     if lf.ndim != 3 or lf.shape[0] != n_lf:
-        raise ValueError(
+        raise InvalidValue(
             f"label-free input must be (Y, X) or ({n_lf}, Y, X) for {engine.manifest.name!r} "
             f"(planes {names[:n_lf]}), got shape {np.shape(label_free)}"
         )
@@ -81,14 +82,14 @@ def build_input(
     fl_names = [n for n in names[n_lf:] if not n.startswith("mask:")]
     unknown = sorted(set(given) - set(fl_names))
     if unknown:
-        raise ValueError(f"given channels {unknown} are not inputs of {engine.manifest.name!r}: {fl_names}")
+        raise InvalidValue(f"given channels {unknown} are not inputs of {engine.manifest.name!r}: {fl_names}")
     x = np.zeros((len(names), *lf.shape[1:]), np.float32)
     x[:n_lf] = lf
     for i, n in enumerate(names):
         if n in given:
             g = np.asarray(given[n], np.float32)
             if g.shape != lf.shape[1:]:
-                raise ValueError(f"given channel {n!r} has shape {g.shape}, label-free {lf.shape[1:]}")
+                raise InvalidValue(f"given channel {n!r} has shape {g.shape}, label-free {lf.shape[1:]}")
             x[i] = g
         elif n.startswith("mask:") and n[5:] in given:
             x[i] = 1.0
@@ -106,7 +107,7 @@ def predict(
 ) -> StainPrediction:
     """Virtual channels (mean over ``tta`` mirrored copies) and their disagreement map."""
     if not 1 <= tta <= TTA_MAX:
-        raise ValueError(f"tta={tta} must be 1..{TTA_MAX}")
+        raise InvalidValue(f"tta={tta} must be 1..{TTA_MAX}")
     x = build_input(engine, label_free, given)
     out_name = engine.manifest.outputs[0].name
     preds = []
@@ -143,7 +144,7 @@ def label_free_normalized(engine: Engine, label_free: np.ndarray) -> np.ndarray:
     channel 0); of a ``(P, Y, X)`` stack of planes, the first (in-focus) one."""
     norm = engine.manifest.normalization
     if norm.channel_offset_adu is None or norm.channel_scale_adu is None:
-        raise ValueError(f"{engine.manifest.name!r}: a stain bundle needs per-channel normalization")
+        raise InvalidValue(f"{engine.manifest.name!r}: a stain bundle needs per-channel normalization")
     lf = np.asarray(label_free, np.float32)
     lf = lf[0] if lf.ndim == 3 else lf
     return (lf - norm.channel_offset_adu[0]) / norm.channel_scale_adu[0]

@@ -29,6 +29,7 @@ import numpy as np
 
 from smartscope.config.stages import StainStageConfig
 from smartscope.engines.runtime import Engine
+from smartscope.exceptions import InvalidValue
 from smartscope.frame import Frame
 from smartscope.models.stain.predict import (
     is_trusted,
@@ -49,19 +50,21 @@ class StainStage:
         self.engine = engine or Engine.open(config.bundle, config.backend, device=config.device)
         man = self.engine.manifest
         if man.task != "stain":
-            raise ValueError(f"{config.bundle}: task is {man.task!r}, a stain stage needs a 'stain' bundle")
+            raise InvalidValue(
+                f"bundle: {config.bundle}: task is {man.task!r}, a stain stage needs a 'stain' bundle"
+            )
         self.channels = list(man.outputs[0].channels)
         inputs = man.inputs[0].channels
         extra = [c for c in inputs if c.startswith("label_free@")]
         if extra:
-            raise ValueError(
+            raise InvalidValue(
                 f"{config.bundle}: {man.name!r} also takes label-free planes {extra}; the live stain "
                 "stage feeds one in-focus frame per prediction (use the bundle offline: "
                 "models.stain.predict with a (planes, Y, X) stack, bench/stain.py)"
             )
         bad = [c for c in config.given if c not in inputs]
         if bad:
-            raise ValueError(
+            raise InvalidValue(
                 f"given: {bad} are not fluorescence inputs of {man.name!r} "
                 f"(inputs {inputs}; label-free-only bundles take none)"
             )

@@ -33,6 +33,7 @@ from smartscope.engines.networks.stain import (
     StainNetConfig,
     input_channel_names,
 )
+from smartscope.exceptions import InvalidValue
 from smartscope.models.stain.data import StainData
 from smartscope.models.stain.network import PatchDiscriminator
 from smartscope.models.train_common import (
@@ -89,7 +90,7 @@ class _Patches:
         p = cfg.patch_px
         for i, a in enumerate(lf):
             if min(a.shape[-2:]) < p:
-                raise ValueError(f"field {i} is {a.shape[-2:]} px, smaller than the patch {p}")
+                raise InvalidValue(f"field {i} is {a.shape[-2:]} px, smaller than the patch {p}")
         self.lf, self.given, self.target, self.cfg = lf, given, target, cfg
         self.n_ch = target[0].shape[1]
 
@@ -223,7 +224,7 @@ def train_stain(
     fcfg = cfg.fit
     mult = 2**cfg.depth
     if cfg.patch_px % mult or cfg.tile_px % mult:
-        raise ValueError(f"patch_px and tile_px must be multiples of 2**depth = {mult}")
+        raise InvalidValue(f"patch_px and tile_px must be multiples of 2**depth = {mult}")
     if fcfg.threads:
         torch.set_num_threads(fcfg.threads)
     rng = seed_everything(fcfg.seed)

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from smartscope.batch.stacks import Stack, StackReader, safe_name
+from smartscope.exceptions import InvalidValue
 
 __all__ = [
     "Chunk",
@@ -124,7 +125,7 @@ class ChunkJob(Protocol):
 def plan_chunks(stacks: Sequence[Stack], chunk_frames: int) -> list[Chunk]:
     """Every stack cut into ranges of ``chunk_frames`` frames (the last may be shorter)."""
     if chunk_frames < 1:
-        raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+        raise InvalidValue(f"chunk_frames must be >= 1, got {chunk_frames}")
     return [
         Chunk(i, start, min(start + chunk_frames, s.n_frames))
         for i, s in enumerate(stacks)

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from smartscope.config.base import FrozenModel
+from smartscope.exceptions import InvalidValue
 
 __all__ = [
     "ControllerConfig",
@@ -44,9 +45,9 @@ class ExposureBandConfig(FrozenModel):
     @model_validator(mode="after")
     def _check(self) -> ExposureBandConfig:
         if self.low >= self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+            raise InvalidValue(f"low ({self.low}) must be below high ({self.high})")
         if self.actuator == "laser_power" and not self.laser:
-            raise ValueError("actuator 'laser_power' needs 'laser'")
+            raise InvalidValue("actuator 'laser_power' needs 'laser'")
         return self
 
 
@@ -77,13 +78,13 @@ class SMLMDensityConfig(FrozenModel):
     @model_validator(mode="after")
     def _check(self) -> SMLMDensityConfig:
         if self.min_power_mw >= self.max_power_mw:
-            raise ValueError(
+            raise InvalidValue(
                 f"min_power_mw ({self.min_power_mw}) must be below max_power_mw ({self.max_power_mw})"
             )
         if self.initial_power_mw is not None and not (
             self.min_power_mw <= self.initial_power_mw <= self.max_power_mw
         ):
-            raise ValueError("initial_power_mw must lie within [min_power_mw, max_power_mw]")
+            raise InvalidValue("initial_power_mw must lie within [min_power_mw, max_power_mw]")
         return self
 
 
@@ -117,16 +118,16 @@ class EventTriggerConfig(FrozenModel):
     @model_validator(mode="after")
     def _check(self) -> EventTriggerConfig:
         if self.off_threshold > self.on_threshold:
-            raise ValueError(
+            raise InvalidValue(
                 f"off_threshold ({self.off_threshold}) must not exceed on_threshold ({self.on_threshold})"
             )
         if self.fast_interval_ms > self.slow_interval_ms:
-            raise ValueError(
+            raise InvalidValue(
                 f"fast_interval_ms ({self.fast_interval_ms}) must not exceed slow_interval_ms "
                 f"({self.slow_interval_ms})"
             )
         if set(self.fast_lasers_mw) != set(self.slow_lasers_mw):
-            raise ValueError("fast_lasers_mw and slow_lasers_mw must name the same lasers")
+            raise InvalidValue("fast_lasers_mw and slow_lasers_mw must name the same lasers")
         return self
 
 
@@ -176,9 +177,9 @@ class ModalAOConfig(FrozenModel):
     @model_validator(mode="after")
     def _check(self) -> ModalAOConfig:
         if not self.modes or len(set(self.modes)) != len(self.modes) or min(self.modes) < 1:
-            raise ValueError(f"modes must be distinct Noll indices >= 1, got {self.modes}")
+            raise InvalidValue(f"modes must be distinct Noll indices >= 1, got {self.modes}")
         if self.bias_rad > self.stroke_rad:
-            raise ValueError(f"bias_rad ({self.bias_rad}) exceeds stroke_rad ({self.stroke_rad})")
+            raise InvalidValue(f"bias_rad ({self.bias_rad}) exceeds stroke_rad ({self.stroke_rad})")
         return self
 
     @property
@@ -209,7 +210,7 @@ class SNRDoseConfig(FrozenModel):
     @model_validator(mode="after")
     def _check(self) -> SNRDoseConfig:
         if self.min_power_mw >= self.max_power_mw:
-            raise ValueError(
+            raise InvalidValue(
                 f"min_power_mw ({self.min_power_mw}) must be below max_power_mw ({self.max_power_mw})"
             )
         return self

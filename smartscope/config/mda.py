@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from smartscope.config.reading import ReadError, load_json, load_yaml, read_text
 from smartscope.config.safety import LimitsConfig
+from smartscope.exceptions import InvalidValue
 
 __all__ = [
     "declared_channels",
@@ -62,13 +63,13 @@ def _capped(mda: Mapping[str, Any], prefix: str) -> None:
     """Free-form text is bounded: the whole plan, and each ``metadata`` mapping in it."""
     size = len(json.dumps(mda, default=str))
     if size > MAX_PLAN_BYTES:
-        raise ValueError(f"{prefix}: {size} bytes as JSON; a plan is at most {MAX_PLAN_BYTES}")
+        raise InvalidValue(f"{prefix}: {size} bytes as JSON; a plan is at most {MAX_PLAN_BYTES}")
 
     def walk(node: Any, where: str) -> None:
         if isinstance(node, Mapping):
             meta = node.get("metadata")
             if meta is not None and len(json.dumps(meta, default=str)) > MAX_METADATA_BYTES:
-                raise ValueError(f"{where}metadata: more than {MAX_METADATA_BYTES} bytes as JSON")
+                raise InvalidValue(f"{where}metadata: more than {MAX_METADATA_BYTES} bytes as JSON")
             for k, v in node.items():
                 if k != "metadata":
                     walk(v, f"{where}{k}.")
@@ -93,17 +94,17 @@ def read_sequence_file(path: Path) -> useq.MDASequence:
     read within the bounds of :mod:`smartscope.config.reading`."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ValueError(f"{path} does not exist")
+        raise InvalidValue(f"{path} does not exist")
     suffix = path.suffix.lower()
     if suffix not in (".yaml", ".yml", ".json"):
-        raise ValueError(f"{path} is not a .yaml, .yml or .json file")
+        raise InvalidValue(f"{path} is not a .yaml, .yml or .json file")
     try:
         text = read_text(path, MAX_PLAN_BYTES)
         data = load_json(text, str(path)) if suffix == ".json" else load_yaml(text, str(path))
     except ReadError as exc:
-        raise ValueError(str(exc)) from None
+        raise InvalidValue(str(exc)) from None
     if not isinstance(data, Mapping):
-        raise ValueError(f"{path}: not a useq-schema MDASequence (a mapping), got {type(data).__name__}")
+        raise InvalidValue(f"{path}: not a useq-schema MDASequence (a mapping), got {type(data).__name__}")
     _capped(data, str(path))
     try:
         return useq.MDASequence.model_validate(dict(data))

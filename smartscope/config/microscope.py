@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from smartscope.actions import SetProperty
 from smartscope.config.base import FrozenModel
+from smartscope.exceptions import InvalidValue
 
 __all__ = ["LaserConfig", "MicroscopeConfig"]
 
@@ -68,5 +69,5 @@ class MicroscopeConfig(FrozenModel):
     @model_validator(mode="after")
     def _replay_needs_path(self) -> MicroscopeConfig:
         if self.driver == "replay" and self.replay_path is None:
-            raise ValueError("driver 'replay' needs microscope.replay_path")
+            raise InvalidValue("driver 'replay' needs microscope.replay_path")
         return self

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from smartscope.config.base import FrozenModel
+from smartscope.exceptions import InvalidValue
 
 __all__ = ["RemoteConfig", "is_loopback"]
 
@@ -40,11 +41,11 @@ class RemoteConfig(FrozenModel):
     @model_validator(mode="after")
     def _secure_off_loopback(self) -> RemoteConfig:
         if self.pub_port and self.pub_port == self.control_port:
-            raise ValueError(f"pub_port and control_port must differ (both {self.pub_port})")
+            raise InvalidValue(f"pub_port and control_port must differ (both {self.pub_port})")
         if (self.server_secret_key is None) != (self.authorized_keys is None):
-            raise ValueError("server_secret_key and authorized_keys go together (CurveZMQ)")
+            raise InvalidValue("server_secret_key and authorized_keys go together (CurveZMQ)")
         if not is_loopback(self.bind_address) and self.server_secret_key is None:
-            raise ValueError(
+            raise InvalidValue(
                 f"bind_address {self.bind_address!r} is not loopback: listening there needs "
                 "CurveZMQ keys (server_secret_key, authorized_keys; make them with `smartscope keys`)"
             )

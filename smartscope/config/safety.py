@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from smartscope.actions import SetProperty
 from smartscope.config.base import FrozenModel
+from smartscope.exceptions import InvalidValue
 
 __all__ = ["LimitsConfig", "SafeStateConfig", "WatchdogConfig"]
 
@@ -49,11 +50,11 @@ class LimitsConfig(FrozenModel):
     def _order(self) -> LimitsConfig:
         lo, hi = self.exposure_ms
         if not 0 < lo < hi:
-            raise ValueError(f"exposure_ms must be (min, max) with 0 < min < max, got {lo, hi}")
+            raise InvalidValue(f"exposure_ms must be (min, max) with 0 < min < max, got {lo, hi}")
         if self.z_um is not None and not self.z_um[0] < self.z_um[1]:
-            raise ValueError(f"z_um must be (min, max) with min < max, got {self.z_um}")
+            raise InvalidValue(f"z_um must be (min, max) with min < max, got {self.z_um}")
         if self.xy_um is not None and not all(lo < hi for lo, hi in self.xy_um):
-            raise ValueError(
+            raise InvalidValue(
                 f"xy_um must be ((x_min, x_max), (y_min, y_max)) with min < max, got {self.xy_um}"
             )
         return self

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from smartscope.config.base import BackendChoice, FrozenModel
+from smartscope.exceptions import InvalidValue
 
 __all__ = [
     "EVENTS_BORDER_PX",
@@ -38,7 +39,7 @@ EVENTS_BORDER_PX = 4  # edge band the event maps' maximum ignores
 
 def _existing(path: Path, what: str) -> Path:
     if not path.exists():
-        raise ValueError(f"{what} {str(path)!r} does not exist")
+        raise InvalidValue(f"{what} {str(path)!r} does not exist")
     return path
 
 
@@ -185,18 +186,18 @@ class SMLMStageConfig(FrozenModel):
     def _check(self) -> SMLMStageConfig:
         if self.method == "network":
             if self.bundle is None:
-                raise ValueError("bundle: method 'network' needs an engine bundle")
+                raise InvalidValue("bundle: method 'network' needs an engine bundle")
             if not self.bundle.exists():
-                raise ValueError(f"bundle: {str(self.bundle)!r} does not exist")
+                raise InvalidValue(f"bundle: {str(self.bundle)!r} does not exist")
         if self.roi_px is not None and self.roi_px % 2 == 0:
-            raise ValueError(f"roi_px must be odd, got {self.roi_px}")
+            raise InvalidValue(f"roi_px must be odd, got {self.roi_px}")
         for name, f in (("camera_file", self.camera_file), ("psf_file", self.psf_file)):
             if f is not None and not f.is_file():
-                raise ValueError(f"{name}: {str(f)!r} does not exist")
+                raise InvalidValue(f"{name}: {str(f)!r} does not exist")
         if self.refine and (self.method != "network" or self.psf_file is None):
-            raise ValueError("refine: needs method 'network' and a psf_file to fit with")
+            raise InvalidValue("refine: needs method 'network' and a psf_file to fit with")
         if self.psf_model == "gaussian_z" and self.psf_file is None:
-            raise ValueError("psf_model: 'gaussian_z' needs a psf_file that holds the calibration")
+            raise InvalidValue("psf_model: 'gaussian_z' needs a psf_file that holds the calibration")
         return self
 
 
@@ -245,7 +246,7 @@ class RemoteStageConfig(FrozenModel):
     @model_validator(mode="after")
     def _keys_together(self) -> RemoteStageConfig:
         if (self.client_secret_key is None) != (self.server_public_key is None):
-            raise ValueError("client_secret_key and server_public_key go together (CurveZMQ)")
+            raise InvalidValue("client_secret_key and server_public_key go together (CurveZMQ)")
         return self
 
 

@@ -37,6 +37,7 @@ import numpy as np
 from smartscope.actions import ActionRequest, SetMirror
 from smartscope.config.controllers import ModalAOConfig
 from smartscope.controllers.base import ControllerBase, Observation
+from smartscope.exceptions import InvalidValue
 
 __all__ = [
     "ModalAOController",
@@ -74,7 +75,7 @@ def image_metric(img: np.ndarray, kind: str = "sharpness", offset_adu: float = 1
         r = np.hypot(fy, fx)
         band = (r >= 0.05) & (r <= 0.30)
         return float(f[band].mean())
-    raise ValueError(f"metric must be 'sharpness' or 'lowfreq', got {kind!r}")
+    raise InvalidValue(f"metric must be 'sharpness' or 'lowfreq', got {kind!r}")
 
 
 def log_parabola_optimum(bias: float, m_minus: float, m0: float, m_plus: float, max_step: float) -> float:

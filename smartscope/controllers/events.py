@@ -38,6 +38,7 @@ from smartscope.actions import (
 )
 from smartscope.config.controllers import EventAcquireConfig, EventTriggerConfig
 from smartscope.controllers.base import ControllerBase, Observation
+from smartscope.exceptions import InvalidValue
 from smartscope.frame import frame_time_s
 
 __all__ = ["EventAcquireController", "EventTriggerController", "Hysteresis"]
@@ -67,11 +68,11 @@ class Hysteresis:
 
     def __post_init__(self) -> None:
         if self.off_threshold > self.on_threshold:
-            raise ValueError(
+            raise InvalidValue(
                 f"off_threshold ({self.off_threshold}) must not exceed on_threshold ({self.on_threshold})"
             )
         if self.min_on_frames < 1:
-            raise ValueError(f"min_on_frames={self.min_on_frames} must be >= 1")
+            raise InvalidValue(f"min_on_frames={self.min_on_frames} must be >= 1")
 
     def step(self, t_s: float, score: float) -> Literal["on", "off"] | None:
         if not self.active:

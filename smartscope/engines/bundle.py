@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from smartscope.base_model import FrozenModel
 from smartscope.config.reading import ReadError, load_json
-from smartscope.exceptions import UserError
+from smartscope.exceptions import InvalidValue, UserError
 
 __all__ = [
     "MANIFEST_NAME",
@@ -147,15 +147,15 @@ def _check_ops(ops: list[Any], n_channels: int, where: str) -> None:
         for name in ("mean", "std", "gain", "offset", "threshold"):
             v = getattr(op, name, None)
             if isinstance(v, list) and len(v) not in (1, n_channels):
-                raise ValueError(f"{where}[{k}].{name}: {len(v)} values for {n_channels} channels")
+                raise InvalidValue(f"{where}[{k}].{name}: {len(v)} values for {n_channels} channels")
         if isinstance(op, ScaleRange) and op.min_percentile >= op.max_percentile:
-            raise ValueError(f"{where}[{k}]: min_percentile must be below max_percentile")
+            raise InvalidValue(f"{where}[{k}]: min_percentile must be below max_percentile")
         if isinstance(op, Clip) and (op.min is None and op.max is None):
-            raise ValueError(f"{where}[{k}]: clip needs min or max")
+            raise InvalidValue(f"{where}[{k}]: clip needs min or max")
         if isinstance(op, Clip) and op.min is not None and op.max is not None and op.min >= op.max:
-            raise ValueError(f"{where}[{k}]: clip min must be below max")
+            raise InvalidValue(f"{where}[{k}]: clip min must be below max")
         if isinstance(op, (ZeroMeanUnitVariance, ScaleRange)) and not {"y", "x"} & set(op.axes):
-            raise ValueError(f"{where}[{k}].axes: {list(op.axes)} reduce neither y nor x")
+            raise InvalidValue(f"{where}[{k}].axes: {list(op.axes)} reduce neither y nor x")
 
 
 class TensorSpec(_Frozen):
@@ -182,7 +182,7 @@ class TensorSpec(_Frozen):
     @model_validator(mode="after")
     def _frames_divide(self) -> TensorSpec:
         if len(self.channels) % self.frames:
-            raise ValueError(f"{len(self.channels)} channels do not split into {self.frames} frames")
+            raise InvalidValue(f"{len(self.channels)} channels do not split into {self.frames} frames")
         return self
 
     @property
@@ -211,17 +211,17 @@ class Normalization(_Frozen):
     @model_validator(mode="after")
     def _order(self) -> Normalization:
         if self.low_percentile >= self.high_percentile:
-            raise ValueError("low_percentile must be below high_percentile")
+            raise InvalidValue("low_percentile must be below high_percentile")
         per = (self.channel_offset_adu, self.channel_scale_adu)
         if (per[0] is None) != (per[1] is None):
-            raise ValueError("channel_offset_adu and channel_scale_adu go together")
+            raise InvalidValue("channel_offset_adu and channel_scale_adu go together")
         if per[0] is not None and per[1] is not None:
             if self.kind != "affine":
-                raise ValueError("per-channel normalization needs kind 'affine'")
+                raise InvalidValue("per-channel normalization needs kind 'affine'")
             if len(per[0]) != len(per[1]):
-                raise ValueError("channel_offset_adu and channel_scale_adu differ in length")
+                raise InvalidValue("channel_offset_adu and channel_scale_adu differ in length")
             if any(not v > 0 for v in per[1]):
-                raise ValueError("channel_scale_adu must all be > 0")
+                raise InvalidValue("channel_scale_adu must all be > 0")
         return self
 
     @property
@@ -237,9 +237,9 @@ class TileSpec(_Frozen):
     @model_validator(mode="after")
     def _fits(self) -> TileSpec:
         if self.overlap_px * 2 >= self.size_px:
-            raise ValueError("overlap_px must be less than half of size_px")
+            raise InvalidValue("overlap_px must be less than half of size_px")
         if self.size_px % self.multiple_px:
-            raise ValueError("size_px must be a multiple of multiple_px")
+            raise InvalidValue("size_px must be a multiple of multiple_px")
         return self
 
 
@@ -297,35 +297,35 @@ class EngineManifest(_Frozen):
     def _unique_names(self) -> EngineManifest:
         names = [t.name for t in (*self.inputs, *self.outputs)]
         if len(set(names)) != len(names):
-            raise ValueError(f"tensor names must be unique, got {names}")
+            raise InvalidValue(f"tensor names must be unique, got {names}")
         norm = self.normalization
         if self.preprocessing is not None:
             if norm != Normalization():
-                raise ValueError("give 'preprocessing' or 'normalization', not both")
+                raise InvalidValue("give 'preprocessing' or 'normalization', not both")
             if any(t.denormalize for t in self.outputs):
-                raise ValueError(
+                raise InvalidValue(
                     "'denormalize' needs 'normalization'; with 'preprocessing' use postprocessing"
                 )
             _check_ops(self.preprocessing, self.inputs[0].n_channels, "preprocessing")
         for k, t in enumerate(self.outputs):
             _check_ops(t.postprocessing, t.n_channels, f"outputs[{k}].postprocessing")
         if self.inputs[0].postprocessing:
-            raise ValueError("inputs[0].postprocessing: inputs take 'preprocessing'")
+            raise InvalidValue("inputs[0].postprocessing: inputs take 'preprocessing'")
         if norm.channel_offset_adu is not None:
             if len(norm.channel_offset_adu) != self.inputs[0].n_channels:
-                raise ValueError(
+                raise InvalidValue(
                     f"normalization has {len(norm.channel_offset_adu)} channel maps for "
                     f"{self.inputs[0].n_channels} input channels"
                 )
             if any(t.denormalize for t in self.outputs):
-                raise ValueError("outputs cannot 'denormalize' with per-channel input normalization")
+                raise InvalidValue("outputs cannot 'denormalize' with per-channel input normalization")
         for fname in (
             self.onnx_file,
             *([self.architecture.weights_file] if self.architecture else []),
         ):
             p = PurePosixPath(fname)
             if p.is_absolute() or ".." in p.parts or len(p.parts) != 1:
-                raise ValueError(f"bundle file names must be plain names, got {fname!r}")
+                raise InvalidValue(f"bundle file names must be plain names, got {fname!r}")
         return self
 
     def output(self, name: str) -> TensorSpec:

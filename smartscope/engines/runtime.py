@@ -14,6 +14,7 @@ from smartscope.engines.backends import Backend, BackendChoice, Precision, selec
 from smartscope.engines.bundle import Bundle, EngineManifest, load_bundle
 from smartscope.engines.processing import Processor
 from smartscope.engines.tiling import run_tiled
+from smartscope.exceptions import InvalidValue
 
 __all__ = ["Engine"]
 
@@ -23,7 +24,7 @@ class Engine:
 
     def __init__(self, bundle: Bundle, backend: Backend, *, max_batch: int = 4) -> None:
         if len(bundle.manifest.inputs) != 1:
-            raise ValueError(f"{bundle.source}: the runtime supports engines with one input tensor")
+            raise InvalidValue(f"{bundle.source}: the runtime supports engines with one input tensor")
         self.bundle = bundle
         self.backend = backend
         self.max_batch = max_batch
@@ -78,7 +79,7 @@ class Engine:
             img = img[None]
         want = self.manifest.inputs[0].n_channels
         if img.ndim != 3 or img.shape[0] != want:
-            raise ValueError(
+            raise InvalidValue(
                 f"engine {self.manifest.name!r} expects {want} channel(s) "
                 f"{self.manifest.inputs[0].channels}, got array of shape {np.shape(image)}"
             )

@@ -27,6 +27,7 @@ import numpy as np
 
 from smartscope.config.stages import EngineStageConfig
 from smartscope.engines.runtime import Engine
+from smartscope.exceptions import InvalidValue
 from smartscope.frame import Frame
 from smartscope.pipeline import StageError, StageOutput
 
@@ -71,7 +72,10 @@ class EngineStage:
         self.outputs = list(config.outputs) if config.outputs is not None else declared
         unknown = [o for o in self.outputs if o not in declared]
         if unknown:
-            raise ValueError(f"stage {self.name!r}: outputs {unknown} not in bundle outputs {declared}")
+            raise InvalidValue(
+                f"stage {self.name!r} outputs: {unknown} not in the outputs {declared} of bundle "
+                f"{config.bundle}"
+            )
         spec = man.inputs[0]
         self._frames = spec.frames
         self._history: deque[np.ndarray] = deque(maxlen=spec.frames)

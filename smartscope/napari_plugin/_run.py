@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from smartscope.exceptions import InvalidValue
+
 __all__ = [
     "AXES",
     "LayerData",
@@ -413,7 +415,7 @@ def run_layers(run_dir: str | Path) -> list[LayerData]:
 
     rd = Path(run_dir)
     if not is_run_folder(rd):
-        raise ValueError(
+        raise InvalidValue(
             f"{rd}: not a smartscope run folder (needs frames.jsonl and raw*.ome.tif or raw*.ome.zarr)"
         )
     frames = _jsonl(rd / "frames.jsonl")

@@ -22,7 +22,7 @@ from typing import Any
 import zmq
 from pydantic import BaseModel
 
-from smartscope.exceptions import UserError
+from smartscope.exceptions import InvalidValue, UserError
 from smartscope.remote import wire
 from smartscope.remote.keys import apply_client_keys
 
@@ -45,7 +45,9 @@ class Client:
         timeout_s: float = 5.0,
     ) -> None:
         if (client_secret_key is None) != (server_public_key is None):
-            raise ValueError("client_secret_key and server_public_key go together (CurveZMQ)")
+            raise InvalidValue(
+                "client_secret_key (--secret-key) and server_public_key (--server-key) go together (CurveZMQ)"
+            )
         self.host = host
         self.timeout_s = timeout_s
         self._keys = (client_secret_key, server_public_key)

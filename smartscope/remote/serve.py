@@ -17,6 +17,7 @@ from typing import Any
 
 from smartscope.config.loading import load_config
 from smartscope.config.remote import RemoteConfig
+from smartscope.exceptions import InvalidValue
 from smartscope.loop import Loop, RunResult, StopReason
 from smartscope.remote.commands import StartCmd
 from smartscope.remote.server import RemoteServer
@@ -49,7 +50,7 @@ class RunService:
             raise RuntimeError("a run is in progress; stop it first")
         path = (self.config_dir / cmd.config).resolve()
         if path.parent != self.config_dir or not path.is_file():
-            raise ValueError(f"config: {cmd.config!r} is not a file in the served config folder")
+            raise InvalidValue(f"config: {cmd.config!r} is not a file in the served config folder")
         cfg = load_config(path)  # ConfigError (a ValueError) names every bad field
         self._attached.clear()
         self.last_error = None

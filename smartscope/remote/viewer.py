@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from smartscope.exceptions import InvalidValue
 from smartscope.remote.client import Client, RemoteError
 from smartscope.remote.wire import Message
 
@@ -51,7 +52,7 @@ class ViewerModel:
         self, camera_pixel_nm: float = 100.0, render_pixel_nm: float = 20.0, max_events: int = 500
     ) -> None:
         if camera_pixel_nm <= 0 or render_pixel_nm <= 0:
-            raise ValueError("camera_pixel_nm and render_pixel_nm must be positive")
+            raise InvalidValue("camera_pixel_nm and render_pixel_nm must be positive")
         self.camera_pixel_nm = camera_pixel_nm
         self.render_pixel_nm = render_pixel_nm
         self.frame_shape: tuple[int, int] | None = None

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from smartscope.exceptions import InvalidValue
 from smartscope.scenarios import ao, bleach, events, events_positions, lowlight, smlm, stain
 from smartscope.scenarios.base import NO_HOOKS, Hooks, Scenario, ScenarioResult, add_to_report
 
@@ -44,7 +45,7 @@ def run_demo(
     """Run scenario ``name`` (its demo parameters, or ``params``); plot and summary go in its run folder."""
     spec = SCENARIOS.get(name)
     if spec is None:
-        raise ValueError(f"scenario must be one of {sorted(SCENARIOS)}, got {name!r}")
+        raise InvalidValue(f"scenario must be one of {sorted(SCENARIOS)}, got {name!r}")
     out.mkdir(parents=True, exist_ok=True)
     result = spec.run(params if params is not None else spec.demo_params(seed, frames), out, hooks)
     run_dir = Path(result.run_dir)

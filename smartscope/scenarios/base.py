@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
+from smartscope.exceptions import InvalidValue
 from smartscope.loop import Loop, RunFailed, RunResult, RunStatus
 from smartscope.metrics import strict_json
 from smartscope.report import write_report
@@ -170,7 +171,7 @@ def virtual_microscope_config(cfg_file: Path | str, lasers: Sequence[str]) -> di
     wavelength); every other light source of it is declared too (the safe state's)."""
     unknown = [name for name in lasers if name not in VIRTUAL_LIGHTS]
     if unknown:
-        raise ValueError(f"the virtual microscope has no laser {unknown}; it has {list(VIRTUAL_LIGHTS)}")
+        raise InvalidValue(f"the virtual microscope has no laser {unknown}; it has {list(VIRTUAL_LIGHTS)}")
     return {
         "driver": "pymmcore-plus",
         "config_file": str(cfg_file),

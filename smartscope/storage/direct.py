@@ -38,6 +38,8 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from smartscope.exceptions import InvalidValue
+
 __all__ = [
     "ALIGN",
     "AlignedWriter",
@@ -468,7 +470,7 @@ def resolve_io(folder: Path, requested: str) -> IoMode:
     if requested == "buffered":
         return "buffered"
     if requested not in ("auto", "direct"):
-        raise ValueError(f"storage.io: {requested!r} is not 'auto', 'direct' or 'buffered'")
+        raise InvalidValue(f"storage.io: {requested!r} is not 'auto', 'direct' or 'buffered'")
     refusal = direct_io_refusal(folder)
     if requested == "direct":
         if refusal is not None:

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from smartscope.exceptions import SmartscopeError
+from smartscope.exceptions import InvalidValue, SmartscopeError
 from smartscope.frame import Frame
 from smartscope.storage.folder import RunFolder
 
@@ -88,7 +88,7 @@ class FrameWriter:
         on_error: Callable[[str], None] | None = None,
     ) -> None:
         if policy not in ("stop", "wait"):
-            raise ValueError(f"storage.on_queue_full: {policy!r} is not 'stop' or 'wait'")
+            raise InvalidValue(f"storage.on_queue_full: {policy!r} is not 'stop' or 'wait'")
         self.run = run
         self.budget_bytes = int(budget_bytes)
         self.policy = policy

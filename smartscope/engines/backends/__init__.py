@@ -13,6 +13,7 @@ from typing import Any
 from smartscope.config.base import BackendChoice
 from smartscope.engines.backends.base import Backend, BackendName, BackendUnavailable, Precision
 from smartscope.engines.bundle import Bundle
+from smartscope.exceptions import InvalidValue
 
 __all__ = [
     "Backend",
@@ -40,7 +41,7 @@ def set_cpu_threads(n: int) -> None:
     """
     global _CPU_THREADS
     if n < 0:
-        raise ValueError(f"cpu threads must be >= 0, got {n}")
+        raise InvalidValue(f"cpu threads must be >= 0, got {n}")
     _CPU_THREADS = n
 
 
@@ -103,7 +104,7 @@ def create_backend(
         if _CPU_THREADS:
             options.setdefault("intra_op_threads", _CPU_THREADS)
         return OnnxRuntimeBackend(bundle, device=device or "cpu", precision=precision or "fp32", **options)
-    raise ValueError(f"unknown backend {name!r}; choose auto, tensorrt, torch or onnxruntime")
+    raise InvalidValue(f"unknown backend {name!r}; choose auto, tensorrt, torch or onnxruntime")
 
 
 def select_backend(
