@@ -179,12 +179,19 @@ def smartscope_rate(
     queue_mb: int,
     io: str = "auto",
     buffer_mb: int = 2048,
+    reserve: str = "auto",
 ) -> dict[str, Any]:
     cfg = validate_config(
         {
             "acquisition": {"exposure_ms": exposure_ms, "n_frames": n},
             "pipeline": {"stages": [{"kind": "identity"}]},
-            "storage": {"root": str(root), "name": "bench", "queue_mb": queue_mb, "io": io},
+            "storage": {
+                "root": str(root),
+                "name": "bench",
+                "queue_mb": queue_mb,
+                "io": io,
+                "reserve_queue": reserve,
+            },
             "microscope": {"buffer_size_mb": buffer_mb},
         }
     )
@@ -305,7 +312,13 @@ class _RSSTrace:
 
 
 def soak(
-    minutes: float, disk: Path, queue_mb: int, io: str, segment_gb: float, buffer_mb: int = 512
+    minutes: float,
+    disk: Path,
+    queue_mb: int,
+    io: str,
+    segment_gb: float,
+    buffer_mb: int = 512,
+    reserve: str = "auto",
 ) -> dict[str, Any]:
     """2048² @ 10 ms to disk for ``minutes``, within the disk's free space: the stream is
     cut into runs of ``segment_gb`` (each a complete ``smartscope run``: its own folder,
@@ -337,7 +350,7 @@ def soak(
             n = min(per_segment, max(200, int(raw * left_s)))
             t0 = time.perf_counter()
             with tempfile.TemporaryDirectory(dir=disk) as tmp:
-                r = smartscope_rate(core, n, 10.0, Path(tmp), queue_mb, io, buffer_mb)
+                r = smartscope_rate(core, n, 10.0, Path(tmp), queue_mb, io, buffer_mb, reserve)
                 listed = len(read_jsonl(Path(r["run_dir"]) / "frames.jsonl"))
             r.pop("run_dir")
             r.update(frames=n, listed=listed, wall_s=time.perf_counter() - t0, raw_fps=raw)
@@ -369,6 +382,7 @@ def soak(
         "rss_growth_mb": max(rss, default=rss_start) - rss_start,
         "rss_trace": trace.samples[:: max(1, len(trace.samples) // 400)],
         "queue_mb": queue_mb,
+        "reserve_queue": reserve,
         "buffer_mb": buffer_mb,
         "segment_gb": per_segment * frame_bytes / 1e9,
     }
@@ -473,6 +487,9 @@ def main(
     seconds: Annotated[float, typer.Option(help="duration of the 2048² run and of each live run")] = 30.0,
     disk: Annotated[Path | None, typer.Option(help="on-disk storage root (default: the temp dir)")] = None,
     queue_mb: Annotated[int, typer.Option(help="storage.queue_mb for the throughput runs")] = 1024,
+    reserve: Annotated[
+        str, typer.Option(help="storage.reserve_queue of the soak: auto, always or never")
+    ] = "auto",
     live: Annotated[bool, typer.Option(help="also run the live-actions table")] = True,
     out: Annotated[Path | None, typer.Option(help="also write the rows as JSON here")] = None,
     tmpfs: Annotated[
@@ -558,11 +575,16 @@ def main(
                 f"CPU by thread, 2048² {r['storage']}: {total / r['cpu_wall_s']:.2f} cores of "
                 f"{os.cpu_count()} for this process ({parts}; cores busy per second of the run)"
             )
-    soaked = soak(soak_minutes, disk, queue_mb, io_modes[0], soak_segment_gb) if soak_minutes > 0 else None
+    soaked = (
+        soak(soak_minutes, disk, queue_mb, io_modes[0], soak_segment_gb, reserve=reserve)
+        if soak_minutes > 0
+        else None
+    )
     if soaked is not None:
         st = Table(
-            title=f"soak — 2048² @ 10 ms to {disk} ({soaked['io']} I/O), runs of "
-            f"{soaked['segment_gb']:.1f} GB one after another, each deleted once checked"
+            title=f"soak — 2048² @ 10 ms to {disk} ({soaked['io']} I/O, reserve_queue "
+            f"{soaked['reserve_queue']}), runs of {soaked['segment_gb']:.1f} GB one after another, "
+            "each deleted once checked"
         )
         for col in (
             "minutes",

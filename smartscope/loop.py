@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 
+import numpy as np
+
 from smartscope.actions import ActionRequest, AuditRecord
 from smartscope.config.run import SmartscopeConfig
 from smartscope.controllers.base import Controller, Observation
@@ -48,8 +50,13 @@ from smartscope.safety import Decision, Devices, SafetyGate
 from smartscope.schema import RunEvent, RunMetrics, Telemetry
 from smartscope.signals import on_stop_signal, shielded, signal_name
 from smartscope.storage import FrameWriter, QueueFull, RunFolder
+from smartscope.storage.pool import FramePool
 
 log = logging.getLogger(__name__)
+
+# storage.reserve_queue "auto" reserves the writer queue's memory for frames this large or
+# larger (a 1024² uint16 frame is 2 MiB; the small frames of a demo are not worth it)
+RESERVE_MIN_FRAME_BYTES = 1 << 20
 
 MAX_PENDING_ACTIONS = 256  # requests vetted but not yet applied; more are refused (and audited)
 
@@ -233,6 +240,7 @@ class Loop:
         self._closing = False  # _finish has begun: the run ends whatever comes now
         self._signal_while_closing = False
         self._draining = False
+        self._reserve: FramePool | None = None  # the writer queue's memory (first raw frame on)
         # telemetry
         self.n_acquired = 0
         self.n_stored = 0
@@ -517,6 +525,7 @@ class Loop:
         if self._awaiting:
             self._resolve_awaiting(frame)
         assert self.writer is not None
+        frame.image = self._reserved(frame.image)
         try:
             self.writer.put_raw(frame, wait=self._draining)
         except QueueFull as exc:  # the frame is queued; the run ends with every frame written
@@ -529,6 +538,24 @@ class Loop:
             self._notify("on_frame", frame)
         if self.progress is not None:
             self.progress(self.n_acquired, self.cfg.acquisition.n_frames)
+
+    def _reserved(self, image: np.ndarray) -> np.ndarray:
+        """The frame in the writer queue's reserved memory (:mod:`smartscope.storage.pool`);
+        the reserve is made at the first frame, whose size it is cut to."""
+        if self._reserve is None:
+            policy = self.cfg.storage.reserve_queue
+            if policy == "never" or (policy == "auto" and image.nbytes < RESERVE_MIN_FRAME_BYTES):
+                return image
+            budget = self.cfg.storage.queue_mb << 20
+            slots = max(2, budget // max(image.nbytes, 1))  # the queue budget, no more
+            self._reserve = FramePool(image.nbytes, slots)
+            log.info(
+                "writer queue: %.0f MiB reserved for %d frames of %.1f MiB, touched in the background",
+                self._reserve.nbytes / 2**20,
+                slots,
+                image.nbytes / 2**20,
+            )
+        return self._reserve.hold(image)
 
     def _on_stored(self, frames: Sequence[Frame]) -> None:
         self.n_stored += len(frames)
@@ -696,6 +723,8 @@ class Loop:
             self.writer.close()
         except TimeoutError as exc:
             self.fault(str(exc))
+        if self._reserve is not None:
+            self._reserve.close()
 
     def _refuse_pending_at_end(self) -> None:
         """Requests vetted but never applied (the run ended first, or a fault came) are

@@ -35,6 +35,12 @@ class StorageConfig(FrozenModel):
         le=1 << 20,
         description="memory for frames waiting to be written (the writer queue's budget, MiB)",
     )
+    reserve_queue: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="hold the writer queue's memory from the first frame: frames are copied into "
+        "memory touched in advance, so a write stall never makes the acquisition thread fault in fresh "
+        "pages (smartscope.storage.pool); auto: for frames of 1 MiB or more",
+    )
     on_queue_full: Literal["stop", "wait"] = Field(
         default="stop",
         description="stop: safe state and end the run, every frame already taken written; "
