@@ -50,7 +50,7 @@ from smartscope.safety import Decision, Devices, SafetyGate
 from smartscope.schema import RunEvent, RunMetrics, Telemetry
 from smartscope.signals import on_stop_signal, shielded, signal_name
 from smartscope.storage import FrameWriter, QueueFull, RunFolder
-from smartscope.storage.pool import FramePool
+from smartscope.storage.pool import FramePool, reserve
 
 log = logging.getLogger(__name__)
 
@@ -548,9 +548,9 @@ class Loop:
                 return image
             budget = self.cfg.storage.queue_mb << 20
             slots = max(2, budget // max(image.nbytes, 1))  # the queue budget, no more
-            self._reserve = FramePool(image.nbytes, slots)
+            self._reserve = reserve(image.nbytes, slots)
             log.info(
-                "writer queue: %.0f MiB reserved for %d frames of %.1f MiB, touched in the background",
+                "writer queue: %.0f MiB held for %d frames of %.1f MiB (touched in the background, kept)",
                 self._reserve.nbytes / 2**20,
                 slots,
                 image.nbytes / 2**20,
@@ -724,7 +724,11 @@ class Loop:
         except TimeoutError as exc:
             self.fault(str(exc))
         if self._reserve is not None:
-            self._reserve.close()
+            log.debug(
+                "writer reserve: %d frames held so far, %d kept as they came",
+                self._reserve.held,
+                self._reserve.passed,
+            )
 
     def _refuse_pending_at_end(self) -> None:
         """Requests vetted but never applied (the run ended first, or a fault came) are

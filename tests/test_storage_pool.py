@@ -16,7 +16,7 @@ import tifffile
 from smartscope.config import validate_config
 from smartscope.runner import run
 from smartscope.storage import read_jsonl
-from smartscope.storage.pool import PAGE_BYTES, FramePool
+from smartscope.storage.pool import PAGE_BYTES, FramePool, release_reserve, reserve
 from tests.conftest import cfg_dict
 
 
@@ -126,4 +126,14 @@ def test_a_run_with_the_reserve_stores_what_the_camera_gave(tmp_path: Path, rese
     if reserve == "never":
         assert pool is None
     else:  # the 512² demo frames went through slots once they were touched
-        assert pool is not None and pool.held > 0 and pool.held + pool.passed == 40
+        assert pool is not None and pool.held > 0 and pool.slot_bytes >= seen[0].nbytes
+
+
+def test_the_reserve_is_kept_for_a_run_of_the_same_shape_and_replaced_for_another() -> None:
+    first = reserve(4096, 3)
+    assert reserve(4096, 3) is first  # the next run of that frame size: no new mapping, no new touching
+    other = reserve(8192, 3)
+    assert other is not first and other.fits(8192, 3)
+    release_reserve()
+    assert reserve(8192, 3) is not other
+    release_reserve()

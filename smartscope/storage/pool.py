@@ -3,11 +3,10 @@
 Why. A frame popped from Micro-Manager is a fresh allocation. While the writer keeps up,
 the allocator hands the same few buffers round and they stay resident. When the disk
 stalls, the queue grows, and every new frame lands in memory the process has never
-touched. Faulting in 8 MiB took 1.5-24 ms here (a VM; ``python /tmp``-style
-measurements in ``bench/results/loop/soak_profile.txt``), more than the 10 ms between
-2048² frames at 100 fps. The acquisition thread fell behind the camera and
-Micro-Manager's circular buffer overflowed: the run failed on a stall the queue had been
-sized to absorb.
+touched. Faulting in 8 MiB took 1.5-24 ms here (a 2-core VM; ``python
+bench/fresh_memory.py``), more than the 10 ms between 2048² frames at 100 fps. The
+acquisition thread fell behind the camera and Micro-Manager's circular buffer overflowed:
+the run failed on a stall the queue had been sized to absorb.
 
 What. A :class:`FramePool` maps the queue's budget once, when the first frame shows the
 frame size, and touches it page by page on a background thread. :meth:`FramePool.hold`
@@ -16,6 +15,11 @@ over the slot. The slot is free again when the last view of that array is gone: 
 finalizer on the buffer object that every view of it keeps alive. With no slot free (not
 touched yet, a frame larger than a slot, every slot in use), the frame is kept as it
 came. Slots are page aligned, so the direct-I/O writer takes them without a staging copy.
+
+A run takes its reserve with :func:`reserve`, which keeps the last one for the process: the
+next run of the same frame size and budget uses it again instead of mapping and touching
+another (a long-lived process, napari or ``smartscope serve``, holds it until a run needs
+another size or :func:`release_reserve`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from collections import deque
 
 import numpy as np
 
-__all__ = ["PAGE_BYTES", "FramePool"]
+__all__ = ["PAGE_BYTES", "FramePool", "release_reserve", "reserve"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +99,9 @@ class FramePool:
         self.held += 1
         return out
 
+    def fits(self, slot_bytes: int, n_slots: int) -> bool:
+        return self.slot_bytes == _round_up(slot_bytes, PAGE_BYTES) and self.n_slots == n_slots
+
     def close(self) -> None:
         """Stop touching. The mapping goes when the last slot's last view does."""
         self._stop.set()
@@ -106,3 +113,28 @@ class FramePool:
             self.held,
             self.passed,
         )
+
+
+_KEPT: FramePool | None = None
+_KEPT_LOCK = threading.Lock()
+
+
+def reserve(slot_bytes: int, n_slots: int) -> FramePool:
+    """The process's reserve for ``n_slots`` frames of ``slot_bytes``: the kept one when it
+    has that shape, else a new one (the old one goes when its last frame does)."""
+    global _KEPT
+    with _KEPT_LOCK:
+        if _KEPT is None or not _KEPT.fits(slot_bytes, n_slots):
+            if _KEPT is not None:
+                _KEPT.close()
+            _KEPT = FramePool(slot_bytes, n_slots)
+        return _KEPT
+
+
+def release_reserve() -> None:
+    """Let go of the kept reserve; its memory goes back when its last frame does."""
+    global _KEPT
+    with _KEPT_LOCK:
+        if _KEPT is not None:
+            _KEPT.close()
+        _KEPT = None
