@@ -1,7 +1,8 @@
 """The frame writer: one thread owns every image file of a run; a bounded queue feeds it.
 
 The acquisition thread hands each raw frame to :meth:`FrameWriter.put_raw` (an O(1) append
-of a reference: the pixels are never copied) and the same frame to analysis; the analysis
+of a reference; a large frame was copied once before, into the queue's reserved memory,
+:mod:`smartscope.storage.pool`) and the same frame to analysis; the analysis
 thread hands engine outputs and table rows to :meth:`put_output` / :meth:`put_rows`. The
 writer thread takes what is queued in order, writes runs of raw frames as one batch
 (:meth:`RunFolder.write_raw`: large sequential writes, past the page cache with
