@@ -6,9 +6,7 @@ module only gathers them. torch is imported by the training code, not here.
 
 from __future__ import annotations
 
-import typer
-
-from smartscope.errors import FormattedErrors
+from smartscope.errors import command_app
 from smartscope.models.ao.cli import train_zernike_cmd
 from smartscope.models.denoise.cli import train_denoise_cmd
 from smartscope.models.events.cli import train_events_cmd
@@ -17,9 +15,7 @@ from smartscope.models.stain.cli import train_stain_cmd
 
 __all__ = ["app"]
 
-app = typer.Typer(
-    cls=FormattedErrors, help="Train engines and write deployable bundles.", no_args_is_help=True
-)
+app = command_app(help="Train engines and write deployable bundles.", no_args_is_help=True)
 
 
 @app.callback()

@@ -22,17 +22,16 @@ from smartscope.config import (
     load_config,
     validate_config,
 )
-from smartscope.errors import FormattedErrors
+from smartscope.errors import command_app
 from smartscope.exceptions import fail
 
-app = typer.Typer(
-    cls=FormattedErrors,  # every command: a user's mistake is one `error: ...` line
+app = command_app(  # every command: a user's mistake is one `error: ...` line
     name="smartscope",
     help="Real-time, acquisition-coupled smart-microscopy controller.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-config_app = typer.Typer(help="Example and validation of run configurations.", no_args_is_help=False)
+config_app = command_app(help="Example and validation of run configurations.", no_args_is_help=False)
 app.add_typer(config_app, name="config")
 
 

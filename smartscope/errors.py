@@ -123,3 +123,14 @@ class FormattedErrors(TyperGroup):
             log.debug("formatted as %r", line, exc_info=exc)
             typer.echo(f"error: {line}", err=True)
             raise typer.Exit(exc.exit_code if isinstance(exc, UserError) else 2) from None
+
+
+def command_app(**kwargs: Any) -> typer.Typer:
+    """A typer app the way every smartscope command group is made: its commands' errors
+    go through :class:`FormattedErrors` (one line), and ``--help`` uses click's plain
+    layout, which rewraps a docstring's paragraphs at the terminal's width and never cuts
+    an option name (typer's rich panels cut ``--gain-adu-per-e`` and ``--label-free-mode``
+    at 80 columns, and kept a docstring's line breaks, breaking sentences mid-line)."""
+    kwargs.setdefault("cls", FormattedErrors)
+    kwargs.setdefault("rich_markup_mode", None)
+    return typer.Typer(**kwargs)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from smartscope.batch.command import ChunkFramesOption, ClusterOption, GpuOption, WorkersOption, fail
-from smartscope.errors import describe
+from smartscope.errors import command_app, describe
 
 if TYPE_CHECKING:
     from smartscope.batch.stacks import Stack
@@ -266,8 +266,9 @@ def localize_cmd(
     bundle: Annotated[Path | None, typer.Option(help="DECODE-class bundle (network)")] = None,
     backend: Annotated[str, typer.Option(help="auto, onnxruntime, torch, tensorrt")] = "auto",
     psf: Annotated[Path | None, typer.Option(help="PSF calibration: spline fit (3-D PSF: x, y, z)")] = None,
-    camera_file: Annotated[
-        Path | None, typer.Option("--camera-file", "--calibration", help="camera calibration JSON")
+    camera_file: Annotated[Path | None, typer.Option(help="camera calibration JSON")] = None,
+    calibration: Annotated[
+        Path | None, typer.Option(hidden=True, help="the old name of --camera-file")
     ] = None,
     force: Annotated[
         bool, typer.Option(help="use a bundle whose pixel size or camera does not match")
@@ -317,6 +318,10 @@ def localize_cmd(
     merged in frame order; drift is estimated (and with --drift-correct corrected) on the
     merged table, and the render made from it.
     """
+    if calibration is not None:
+        if camera_file is not None and camera_file != calibration:
+            fail("--calibration is the old name of --camera-file: give one of them")
+        camera_file = calibration
     from pydantic import ValidationError
 
     from smartscope.batch.cluster import worker_threads
@@ -462,7 +467,7 @@ def _sha256(path: Path | None) -> str | None:
 
 # ============================================================================ calibrate
 
-calibrate_app = typer.Typer(
+calibrate_app = command_app(
     help="Calibrate your microscope for SMLM: PSF (beads or data) and camera (photon transfer).",
     no_args_is_help=True,
 )

@@ -48,7 +48,7 @@ def train_stain_cmd(
     field_px: FieldPxOption = 192,
     label_free_mode: Annotated[
         Literal["phase", "brightfield"],
-        typer.Option(help="simulated label-free contrast: phase or brightfield"),
+        typer.Option(metavar="MODE", help="simulated label-free contrast: phase or brightfield"),
     ] = "phase",
     planes: Annotated[
         str,

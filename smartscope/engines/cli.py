@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from smartscope.engines.bundle import BundleError, EngineManifest, find_bundles, load_bundle
-from smartscope.errors import FormattedErrors
+from smartscope.errors import FormattedErrors, command_app
 from smartscope.exceptions import fail
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ HeldoutInput = Callable[[EngineManifest], "np.ndarray | None"]
 
 _BOOKKEEPING = {"val_loss", "best_step", "steps_run", "heldout_frames_scored"}
 
-app = typer.Typer(cls=FormattedErrors, help="Engine bundles: export, compile, list.", no_args_is_help=True)
+app = command_app(help="Engine bundles: export, compile, list.", no_args_is_help=True)
 _console = Console()
 
 
@@ -178,7 +178,7 @@ class _ListByDefault(FormattedErrors):
         return super().parse_args(ctx, args)
 
 
-engines_app = typer.Typer(
+engines_app = command_app(
     cls=_ListByDefault, help="Engine bundles: list them, import bioimage.io models.", no_args_is_help=False
 )
 app.add_typer(engines_app, name="engines")
