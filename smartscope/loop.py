@@ -50,7 +50,7 @@ from smartscope.safety import Decision, Devices, SafetyGate
 from smartscope.schema import RunEvent, RunMetrics, Telemetry
 from smartscope.signals import on_stop_signal, shielded, signal_name
 from smartscope.storage import FrameWriter, QueueFull, RunFolder
-from smartscope.storage.pool import FramePool, reserve
+from smartscope.storage.pool import FramePool, reserve, trim_allocator
 
 log = logging.getLogger(__name__)
 
@@ -729,6 +729,7 @@ class Loop:
                 self._reserve.held,
                 self._reserve.passed,
             )
+            trim_allocator()  # the popped frames' chunks the allocator kept go back
 
     def _refuse_pending_at_end(self) -> None:
         """Requests vetted but never applied (the run ended first, or a fault came) are

@@ -25,15 +25,17 @@ another size or :func:`release_reserve`).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import mmap
+import sys
 import threading
 import weakref
 from collections import deque
 
 import numpy as np
 
-__all__ = ["PAGE_BYTES", "FramePool", "release_reserve", "reserve"]
+__all__ = ["PAGE_BYTES", "FramePool", "release_reserve", "reserve", "trim_allocator"]
 
 log = logging.getLogger(__name__)
 
@@ -138,3 +140,14 @@ def release_reserve() -> None:
         if _KEPT is not None:
             _KEPT.close()
         _KEPT = None
+
+
+def trim_allocator() -> None:
+    """Hand the C allocator's free memory back to the system (glibc's ``malloc_trim``; a
+    no-op elsewhere). Each run's acquisition thread frees the frames Micro-Manager popped
+    once they are copied into the reserve, and glibc keeps such chunks in per-thread arenas:
+    without this, a process running run after run crept up by about 100 MB (the soak)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
