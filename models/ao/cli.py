@@ -6,8 +6,6 @@ python -m smartscope.models.ao.cli --out models/bundles/ao-zernike-small
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -53,33 +51,8 @@ def train_zernike_cmd(
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="train the Zernike estimator bundle on the simulator")
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--n-train", type=int, default=3200)
-    ap.add_argument("--n-val", type=int, default=400)
-    ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--width", type=int, default=24)
-    ap.add_argument("--max-rms", type=float, default=2.0)
-    ap.add_argument("--crops-per-aberration", type=int, default=8)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--data-cache", type=Path, default=None)
-    args = ap.parse_args()
-    train_bundle(
-        args.out,
-        args.n_train,
-        args.n_val,
-        args.epochs,
-        args.seed,
-        command="python -m " + " ".join(["smartscope.models.ao.cli", *sys.argv[1:]]),
-        width=args.width,
-        max_rms_rad=args.max_rms,
-        crops_per_aberration=args.crops_per_aberration,
-        batch=args.batch,
-        threads=args.threads,
-        data_cache=args.data_cache,
-    )
+    """``python -m smartscope.models.ao.cli``: the same command outside the ``smartscope`` CLI."""
+    typer.run(train_zernike_cmd)
 
 
 if __name__ == "__main__":
