@@ -62,7 +62,7 @@ from pymmcore_plus.experimental.unicore import (
 from pymmcore_plus.experimental.unicore.devices._device_base import Device
 from pymmcore_plus.experimental.unicore.devices._properties import PropertyController
 
-from smartscope.core_signals import connect_direct, disconnect_quietly, register_core, signal_group_of
+from smartscope.core_signals import connect_direct, disconnect_quietly, signal_group_of
 from smartscope.exceptions import InvalidValue
 
 from .autofocus import AutoFocusDevice
@@ -95,7 +95,6 @@ __all__ = [
     "VirtualZStage",
     "frame_metadata",
     "get_virtual_microscope",
-    "register_core",
 ]
 
 log = logging.getLogger(__name__)
@@ -212,16 +211,11 @@ def _core_token(core: Any) -> object:
     return core.events.propertyChanged
 
 
-def _core_signals(token: object) -> Any:
-    """The signal group of the core ``token`` belongs to, if it can be reached."""
-    return signal_group_of(token)
-
-
 def _attach(token: object, owner: int) -> VirtualMicroscope:
     entry = _REGISTRY.get(token)
     if entry is None:
         vm = VirtualMicroscope(lazy=True)
-        signals = _core_signals(token)
+        signals = signal_group_of(token)
         if signals is None:
             signals = _PropertyChangedOnly(token)
         entry = (vm, set(), _CoreFollower(signals, vm))
@@ -358,7 +352,7 @@ class VirtualCamera(_VirtualDevice, CameraDevice):
 
     def initialize(self) -> None:
         self.vm.prepare()  # the sample of the pre-initialisation settings, built now
-        self._signals = _core_signals(self._token_)
+        self._signals = signal_group_of(self._token_)
         if self._signals is not None:
             connect_direct(self._signals.sequenceAcquisitionStopped, self._on_sequence_stopped)
 
