@@ -241,6 +241,7 @@ class Loop:
         self._signal_while_closing = False
         self._draining = False
         self._reserve: FramePool | None = None  # the writer queue's memory (first raw frame on)
+        self._reserve_decided = False  # whether the first frame has decided it
         # telemetry
         self.n_acquired = 0
         self.n_stored = 0
@@ -542,7 +543,8 @@ class Loop:
     def _reserved(self, image: np.ndarray) -> np.ndarray:
         """The frame in the writer queue's reserved memory (:mod:`smartscope.storage.pool`);
         the reserve is made at the first frame, whose size it is cut to."""
-        if self._reserve is None:
+        if not self._reserve_decided:
+            self._reserve_decided = True
             policy = self.cfg.storage.reserve_queue
             if policy == "never" or (policy == "auto" and image.nbytes < RESERVE_MIN_FRAME_BYTES):
                 return image
@@ -555,7 +557,7 @@ class Loop:
                 slots,
                 image.nbytes / 2**20,
             )
-        return self._reserve.hold(image)
+        return image if self._reserve is None else self._reserve.hold(image)
 
     def _on_stored(self, frames: Sequence[Frame]) -> None:
         self.n_stored += len(frames)
